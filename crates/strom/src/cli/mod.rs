@@ -1,0 +1,21 @@
+//! One module per subcommand. Client commands share `--bootstrap` handling in `common`.
+
+pub mod common;
+pub mod consume;
+pub mod demo;
+pub mod group;
+pub mod produce;
+pub mod serve;
+pub mod topic;
+
+/// Logs go to stderr; the level comes from `RUST_LOG` (default `info` for the broker,
+/// `warn` for client commands so their stdout stays clean).
+pub fn init_logging(broker: bool) {
+    let default = if broker { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,61 @@
+//! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
+//! `topic`, `produce`, `consume` and `group` are kcat-like client commands.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "strom", version, about = "A Kafka-compatible streaming broker in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (Kafka protocol, optional JSON protocol) with its embedded log.
+    Serve(cli::serve::ServeArgs),
+    /// Start a broker on a temp dir and walk through the seed's demonstration.
+    Demo(cli::demo::DemoArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Produce one message per line of stdin.
+    Produce(cli::produce::ProduceArgs),
+    /// Consume messages and print them.
+    Consume(cli::consume::ConsumeArgs),
+    /// List and describe consumer groups.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(matches!(cli.command, Command::Serve(_) | Command::Demo(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Demo(args) => cli::demo::run(args).await,
+            Command::Topic(cmd) => cli::topic::run(cmd).await,
+            Command::Produce(args) => cli::produce::run(args).await,
+            Command::Consume(args) => cli::consume::run(args).await,
+            Command::Group(cmd) => cli::group::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,20 @@
-//! strom-protocol
+//! Strom's protocol layer: framing, request headers, supported API versions and response
+//! encoding for the Apache Kafka wire protocol. Pure codec: no I/O, no async.
+//!
+//! Layout:
+//! - [`frame`]: two-step framing (is a whole size-prefixed frame buffered, and is it under the limit?).
+//! - [`header`]: request header decoding, including the KIP-511 path for ApiVersions requests newer
+//!   than ours and the error for unknown API keys.
+//! - [`versions`]: the API version ranges this broker serves, advertised in ApiVersions.
+//! - [`response`]: encodes a response body behind its size prefix and header.
+//!
+//! Message bodies themselves come from the `kafka-protocol` crate, generated from Kafka's own JSON
+//! schemas; it is re-exported so every crate uses the same version.
+
+pub mod frame;
+pub mod header;
+pub mod response;
+pub mod versions;
+
+pub use kafka_protocol;
+pub use kafka_protocol::error::ResponseError;

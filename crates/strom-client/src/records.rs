@@ -1,0 +1,294 @@
+//! The client's record types and their translation to and from Kafka record batches
+//! (magic 2), using `kafka_protocol`'s batch codec.
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+};
+
+use crate::error::{ClientError, Result};
+
+/// A header of a record: a name and an optional value.
+pub type Header = (String, Option<Bytes>);
+
+/// One message read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic it was read from.
+    pub topic: String,
+    /// The partition it was read from.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// The key, if the producer set one.
+    pub key: Option<Bytes>,
+    /// The value (`None` for a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers in the order the producer wrote them.
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch: creation time, or log-append time if the topic says so.
+    pub timestamp: i64,
+}
+
+impl Message {
+    /// The value as UTF-8 text (lossy), empty for a tombstone.
+    pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.value.as_deref().unwrap_or_default())
+    }
+
+    /// The key as UTF-8 text (lossy), if there is a key.
+    pub fn key_str(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.key.as_deref().map(String::from_utf8_lossy)
+    }
+}
+
+/// The compression codec of produced batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionType {
+    /// No compression.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy (xerial framing, as the Java client writes it).
+    Snappy,
+    /// LZ4 frame.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl CompressionType {
+    pub(crate) fn to_protocol(self) -> Compression {
+        match self {
+            CompressionType::None => Compression::None,
+            CompressionType::Gzip => Compression::Gzip,
+            CompressionType::Snappy => Compression::Snappy,
+            CompressionType::Lz4 => Compression::Lz4,
+            CompressionType::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+impl std::str::FromStr for CompressionType {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(CompressionType::None),
+            "gzip" => Ok(CompressionType::Gzip),
+            "snappy" => Ok(CompressionType::Snappy),
+            "lz4" => Ok(CompressionType::Lz4),
+            "zstd" => Ok(CompressionType::Zstd),
+            other => Err(format!(
+                "unknown compression '{other}' (expected none, gzip, snappy, lz4 or zstd)"
+            )),
+        }
+    }
+}
+
+/// What the producer needs of a record to put it in a batch.
+#[derive(Debug, Clone)]
+pub(crate) struct OutgoingRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    pub timestamp: i64,
+}
+
+impl OutgoingRecord {
+    /// A rough upper bound of the record's encoded size, for the batch-size limit.
+    pub fn size_estimate(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
+            .sum();
+        self.key.as_ref().map_or(0, |k| k.len())
+            + self.value.as_ref().map_or(0, |v| v.len())
+            + headers
+            + 21
+    }
+}
+
+/// Encodes records as one record batch with offsets 0..n (the broker assigns real offsets).
+pub(crate) fn encode_batch(
+    records: &[OutgoingRecord],
+    compression: CompressionType,
+) -> Result<Bytes> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The codec starts a new batch whenever `offset - sequence` changes, so the
+            // sequence follows the offset here and the batch header is patched below.
+            sequence: i as i32,
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
+                .collect::<IndexMap<_, _>>(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: compression.to_protocol(),
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options)
+        .map_err(|e| ClientError::protocol(format!("cannot encode record batch: {e}")))?;
+    clear_base_sequence(&mut buf);
+    Ok(buf.freeze())
+}
+
+/// Byte positions in a record batch header (magic 2):
+///
+/// ```text
+/// 0 base offset i64 | 8 length i32 | 12 leader epoch i32 | 16 magic i8 | 17 crc u32 |
+/// 21 attributes i16 | 23 last offset delta i32 | 27 base timestamp i64 |
+/// 35 max timestamp i64 | 43 producer id i64 | 51 producer epoch i16 |
+/// 53 base sequence i32 | 57 record count i32 | 61 records...
+/// ```
+const CRC_POS: usize = 17;
+const ATTRIBUTES_POS: usize = 21;
+const BASE_SEQUENCE_POS: usize = 53;
+const BATCH_HEADER_BYTES: usize = 61;
+
+/// Sets the base sequence of the (single) batch to -1 ("no sequence", as a producer without
+/// idempotence writes it) and recomputes the CRC-32C, which covers attributes onwards.
+fn clear_base_sequence(batch: &mut BytesMut) {
+    assert!(
+        batch.len() >= BATCH_HEADER_BYTES,
+        "a batch has a full header"
+    );
+    batch[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&NO_SEQUENCE.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Decodes the record batches of a fetch response into messages at or after `from_offset`,
+/// skipping control records. A batch cut off at the end (the broker's size limit) is dropped:
+/// the next fetch asks for it again.
+pub(crate) fn decode_messages(
+    topic: &str,
+    partition: i32,
+    mut records: Bytes,
+    from_offset: i64,
+) -> Result<Vec<Message>> {
+    let mut out = Vec::new();
+    while records.len() >= 12 {
+        // Batch framing: base offset (i64), batch length (i32) counting the bytes after it.
+        let batch_len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
+        let total = 12usize.saturating_add(usize::try_from(batch_len).unwrap_or(usize::MAX));
+        if batch_len < 0 || total > records.len() {
+            break; // a partial batch at the end
+        }
+        let mut batch = records.split_to(total);
+        let set = RecordBatchDecoder::decode(&mut batch)
+            .map_err(|e| ClientError::protocol(format!("cannot decode record batch: {e}")))?;
+        for r in set.records {
+            if r.control || r.offset < from_offset {
+                continue;
+            }
+            out.push(Message {
+                topic: topic.to_string(),
+                partition,
+                offset: r.offset,
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                timestamp: r.timestamp,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: Option<&str>, value: &str) -> OutgoingRecord {
+        OutgoingRecord {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: vec![
+                ("h".into(), Some(Bytes::from_static(b"v"))),
+                ("n".into(), None),
+            ],
+            timestamp: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn batch_round_trips_with_every_codec() {
+        let records = vec![record(Some("k1"), "Hello, Kafka!"), record(None, "second")];
+        for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            let codec: CompressionType = codec.parse().unwrap();
+            let bytes = encode_batch(&records, codec).unwrap();
+            let messages = decode_messages("t", 2, bytes, 0).unwrap();
+            assert_eq!(messages.len(), 2, "{codec:?}");
+            assert_eq!(messages[0].offset, 0);
+            assert_eq!(messages[0].key_str().as_deref(), Some("k1"));
+            assert_eq!(messages[0].value_str(), "Hello, Kafka!");
+            assert_eq!(messages[0].headers, records[0].headers);
+            assert_eq!(messages[0].timestamp, 1_700_000_000_000);
+            assert_eq!(messages[1].offset, 1);
+            assert_eq!(messages[1].key, None);
+            assert_eq!(messages[1].partition, 2);
+        }
+    }
+
+    #[test]
+    fn records_before_the_position_and_partial_batches_are_skipped() {
+        let records = vec![record(None, "a"), record(None, "b"), record(None, "c")];
+        let bytes = encode_batch(&records, CompressionType::None).unwrap();
+        let header_len = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        assert_eq!(
+            header_len as usize + 12,
+            bytes.len(),
+            "one batch for all records"
+        );
+        assert_eq!(&bytes[53..57], &(-1i32).to_be_bytes(), "no base sequence");
+        let messages = decode_messages("t", 0, bytes.clone(), 2).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].value_str(), "c");
+
+        let mut two = BytesMut::from(&bytes[..]);
+        two.extend_from_slice(&bytes[..bytes.len() - 5]);
+        let messages = decode_messages("t", 0, two.freeze(), 0).unwrap();
+        assert_eq!(messages.len(), 3, "the cut-off second batch is dropped");
+    }
+
+    #[test]
+    fn unknown_codec_is_refused_with_the_choices() {
+        let err = "brotli".parse::<CompressionType>().unwrap_err();
+        assert!(err.contains("gzip"));
+    }
+}

@@ -1,0 +1,2 @@
+//! Consumer.
+pub mod assignor;

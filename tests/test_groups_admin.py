@@ -4,8 +4,8 @@ and lag."""
 import time
 import uuid
 
-from confluent_kafka import ConsumerGroupState, TopicPartition
-from confluent_kafka.admin import ConsumerGroupTopicPartitions, OffsetSpec
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from helpers import admin, consumer, create_topic, produce_values
 

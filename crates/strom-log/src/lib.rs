@@ -1,1 +1,47 @@
-//! strom-log
+//! strom-log: the embedded, segmented on-disk log of one partition.
+//!
+//! It knows Kafka RecordBatch v2 *headers* (to validate, patch offsets, index and recover)
+//! and nothing about Kafka requests; the broker glues the two. Byte layouts are in
+//! `docs/log-format.md` and at the top of the module that writes each file.
+//!
+//! # Layout
+//! - [`batch`]: the 61-byte v2 header view, `validate_batches`, in-place patches, record walk.
+//! - `config`: [`LogConfig`] with Kafka defaults.
+//! - `segment`: one `.log` file plus its in-memory indexes; header walks.
+//! - `index`: the sparse `.index` / `.timeindex` pair of a segment.
+//! - `recovery`: opening a directory after a crash: truncate at the first bad batch, rebuild
+//!   indexes, drop orphan files.
+//! - `log`: [`PartitionLog`]: append, read, flush bookkeeping.
+//! - `retention`: time/size retention and DeleteRecords.
+//! - `lookup`: timestamp lookups for ListOffsets.
+//! - `start_offset`: the durable `log-start-offset` file.
+//! - [`testing`]: builds valid batches for tests (doc-hidden).
+//!
+//! # Performance contract
+//! No per-record work on append or read: append checks 61-byte headers, patches base
+//! offsets and issues one `pwrite`; read finds the position with the sparse index plus a short
+//! header walk and returns a range the caller reads with one `pread`, outside the lock.
+
+pub mod batch;
+mod config;
+mod error;
+mod index;
+mod log;
+mod lookup;
+mod recovery;
+mod retention;
+mod segment;
+mod start_offset;
+#[doc(hidden)]
+pub mod testing;
+
+pub use batch::{set_base_offset, set_log_append_time, validate_batches, BatchHeader};
+pub use config::{
+    LogConfig, DEFAULT_INDEX_INTERVAL_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_MS,
+};
+pub use error::{BatchError, LogError};
+pub use log::{AppendInfo, PartitionLog, ReadSlice};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,432 @@
+//! `PartitionLog`: the segmented log of one partition. Owns the segments (ordered by base
+//! offset, contiguous, never empty; the last one is active), the log start offset, and the
+//! flushed offset. The caller (the broker) serializes access with one lock per partition;
+//! `read` and `flush_target` hand out `Arc<File>`s so the slow part (pread, fsync) can run
+//! after that lock is released.
+//!
+//! Directory layout (see `docs/log-format.md`):
+//! ```text
+//! <partition dir>/
+//!   00000000000000000000.log        whole RecordBatch v2 batches, base offsets patched
+//!   00000000000000000000.index      sparse: relative offset u32 BE | position u32 BE
+//!   00000000000000000000.timeindex  sparse: max timestamp i64 BE | relative offset u32 BE
+//!   00000000000000012345.log ...    next segment, named by its base offset
+//!   log-start-offset                only after DeleteRecords moved it past a segment base
+//! ```
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::{set_base_offset, BatchHeader};
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::recovery;
+use crate::segment::{delete_segment_files, Segment};
+use crate::start_offset;
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record of the first batch.
+    pub base_offset: i64,
+    /// Offset of the last record of the last batch.
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// A byte range of whole batches in one segment file, to be read outside the partition lock.
+/// The range only ever covers bytes that were completely written before the slice was made,
+/// and a deleted segment's file stays readable while a slice holds it.
+#[derive(Debug, Clone)]
+pub struct ReadSlice {
+    /// `None` for an empty slice.
+    pub file: Option<Arc<File>>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl ReadSlice {
+    pub fn empty() -> ReadSlice {
+        ReadSlice { file: None, position: 0, len: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Read the range with one `pread` into a fresh buffer.
+    pub fn read_bytes(&self) -> io::Result<Bytes> {
+        match &self.file {
+            Some(file) if self.len > 0 => {
+                let mut buf = vec![0u8; self.len];
+                file.read_exact_at(&mut buf, self.position)?;
+                Ok(Bytes::from(buf))
+            }
+            _ => Ok(Bytes::new()),
+        }
+    }
+}
+
+/// The segmented on-disk log of one partition. See the module docs.
+#[derive(Debug)]
+pub struct PartitionLog {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    /// Ordered by base offset; `segments[i + 1].base_offset == segments[i].next_offset`;
+    /// never empty; the last one is the active segment.
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) log_start_offset: i64,
+    /// Every offset below this is known to be on stable storage.
+    pub(crate) flushed_offset: i64,
+    /// Sum of `segments[..].size`.
+    pub(crate) size_bytes: u64,
+}
+
+impl PartitionLog {
+    /// Open or create the partition directory `dir` and recover it (see `recovery.rs`):
+    /// truncate at the first torn, CRC-failing or impossible batch, rebuild damaged indexes,
+    /// restore the log start and end offsets. Everything recovered is fsynced before this
+    /// returns, so `flushed_offset() == log_end_offset()` afterwards.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
+        std::fs::create_dir_all(dir)?;
+        let interval = u64::from(config.index_interval_bytes);
+        let bases = recovery::list_segments(dir)?;
+        let stored_start = start_offset::read(dir)?;
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            if let Some(prev) = segments.last() {
+                if base != prev.next_offset {
+                    tracing::warn!(base, expected = prev.next_offset, "segment does not continue the log");
+                    recovery::discard_segments(dir, &bases[i..])?;
+                    break;
+                }
+            }
+            let loaded = recovery::load_segment(dir, base, interval, now_ms)?;
+            segments.push(loaded.segment);
+            if loaded.truncated {
+                recovery::discard_segments(dir, &bases[i + 1..])?;
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, stored_start.unwrap_or(0).max(0), now_ms)?);
+        }
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            size_bytes: segments.iter().map(|s| s.size).sum(),
+            log_start_offset: segments[0].base_offset,
+            flushed_offset: 0,
+            segments,
+        };
+        if let Some(stored) = stored_start {
+            log.log_start_offset = log.log_start_offset.max(stored);
+        }
+        if log.log_start_offset > log.log_end_offset() {
+            // DeleteRecords reached offsets whose data did not survive the crash. Never hand
+            // out those offsets again: restart the log, empty, at the log start offset.
+            tracing::warn!(
+                log_start_offset = log.log_start_offset,
+                log_end_offset = log.log_end_offset(),
+                "log start offset is past the recovered end; starting an empty segment there"
+            );
+            let start = log.log_start_offset;
+            for segment in log.segments.drain(..) {
+                delete_segment_files(dir, segment.base_offset)?;
+            }
+            log.segments.push(Segment::create(dir, start, now_ms)?);
+            log.size_bytes = 0;
+        }
+        // Whatever survived may still sit only in the page cache (a process crash keeps it
+        // there); make it durable once so the flushed offset can start at the end.
+        for segment in &log.segments {
+            segment.log.sync_data()?;
+            segment.index.sync()?;
+        }
+        start_offset::sync_dir(dir)?;
+        log.flushed_offset = log.log_end_offset();
+        log.check_invariants();
+        Ok(log)
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The next offset to be assigned (the high watermark on a single broker).
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// Total bytes of all segment `.log` files.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(|s| s.base_offset).collect()
+    }
+
+    /// Append one already-validated payload of `headers.len()` concatenated batches (from
+    /// [`crate::validate_batches`]). Assigns offsets from the log end offset, patching each
+    /// batch's base offset in `batches`, rolls first if the active segment is full or old,
+    /// and writes all bytes with one write call. The bytes are in the page cache on return;
+    /// see [`PartitionLog::flush_target`] for durability.
+    pub fn append(
+        &mut self,
+        batches: &mut [u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let base_offset = self.log_end_offset();
+        if headers.is_empty() {
+            if !batches.is_empty() {
+                return Err(LogError::InvalidAppend("bytes without headers".into()));
+            }
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset: base_offset - 1,
+                log_start_offset: self.log_start_offset,
+            });
+        }
+        let records = check_pairing(batches, headers)?;
+        let total_bytes = batches.len() as u64;
+        if total_bytes > u64::from(u32::MAX) / 2 {
+            return Err(LogError::InvalidAppend(format!("append of {total_bytes} bytes is too large")));
+        }
+        let last_offset = base_offset + records - 1;
+        if self.should_roll(total_bytes, last_offset, now_ms) {
+            self.roll(now_ms)?;
+        }
+
+        let mut patched = Vec::with_capacity(headers.len());
+        let mut next = base_offset;
+        let mut position = 0usize;
+        for header in headers {
+            set_base_offset(&mut batches[position..], next);
+            let mut h = *header;
+            h.base_offset = next;
+            next = h.last_offset() + 1;
+            position += h.total_size();
+            patched.push(h);
+        }
+        debug_assert_eq!(next, last_offset + 1);
+        let interval = u64::from(self.config.index_interval_bytes);
+        self.active_mut().append(batches, &patched, now_ms, interval)?;
+        self.size_bytes += total_bytes;
+        debug_assert_eq!(self.log_end_offset(), last_offset + 1);
+        Ok(AppendInfo { base_offset, last_offset, log_start_offset: self.log_start_offset })
+    }
+
+    fn should_roll(&self, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let max_bytes = self.config.segment_bytes.min(u64::from(u32::MAX));
+        let full = active.size + append_bytes > max_bytes;
+        let old = match (self.config.segment_ms, active.roll_base_ms) {
+            (Some(segment_ms), Some(since)) => now_ms.saturating_sub(since) >= segment_ms,
+            _ => false,
+        };
+        // Relative offsets in the index are u32.
+        let offsets_exhausted = last_offset - active.base_offset > i64::from(u32::MAX);
+        full || old || offsets_exhausted
+    }
+
+    /// Start a new, empty active segment at the log end offset.
+    pub(crate) fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let base = self.log_end_offset();
+        if self.config.flush_on_roll {
+            let old = self.active();
+            old.log.sync_data()?;
+            old.index.sync()?;
+        }
+        let (old_base, old_end) = (self.active().base_offset, self.active().next_offset);
+        let segment = Segment::create(&self.dir, base, now_ms)?;
+        self.segments.push(segment);
+        if self.config.flush_on_roll {
+            start_offset::sync_dir(&self.dir)?;
+            if self.flushed_offset >= old_base {
+                self.flushed_offset = self.flushed_offset.max(old_end);
+            }
+        }
+        tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        Ok(())
+    }
+
+    /// Locate whole batches from the batch containing `offset` onwards, up to `max_bytes`,
+    /// but at least one whole batch if any exists at or after `offset` (KIP-74). The slice
+    /// never spans two segments. `offset == log_end_offset` gives an empty slice.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        self.check_range(offset)?;
+        if offset == self.log_end_offset() {
+            return Ok(ReadSlice::empty());
+        }
+        let segment = &self.segments[self.segment_index_for(offset)];
+        let Some((position, header)) = segment.find_batch(offset)? else {
+            return Err(LogError::Corrupt(format!(
+                "offset {offset} is below the log end but not in segment {}",
+                segment.base_offset
+            )));
+        };
+        let end = segment.read_end(position, header.total_size() as u64, max_bytes as u64)?;
+        Ok(ReadSlice {
+            file: Some(Arc::clone(&segment.log)),
+            position,
+            len: usize::try_from(end - position).expect("segments are below 4 GiB"),
+        })
+    }
+
+    pub(crate) fn check_range(&self, offset: i64) -> Result<(), LogError> {
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        Ok(())
+    }
+
+    /// Index of the segment whose offset range holds `offset` (the last one with a base at or
+    /// below it; the active segment for `offset >= log_end_offset`).
+    pub(crate) fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
+    }
+
+    /// Walk batch headers from the batch containing `from_offset` (clamped to the log start
+    /// offset) to the end of the log.
+    pub fn scan_headers(
+        &self,
+        from_offset: i64,
+        f: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let from = from_offset.max(self.log_start_offset);
+        if from >= self.log_end_offset() {
+            return Ok(());
+        }
+        let first = self.segment_index_for(from);
+        for (i, segment) in self.segments.iter().enumerate().skip(first) {
+            let start = if i == first {
+                match segment.find_batch(from)? {
+                    Some((position, _)) => position,
+                    None => continue,
+                }
+            } else {
+                0
+            };
+            segment.walk_headers(start, &mut |_, header| {
+                f(header);
+                Ok(true)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Group commit support: the file to fsync next and the offset it will make durable
+    /// (exclusive: every offset below it). `None` when everything is flushed. After
+    /// `file.sync_data()` (done off the lock) call [`PartitionLog::mark_flushed`] with that
+    /// offset. If a roll happened without `flush_on_roll`, the first target may be an older
+    /// segment; call again until `None` to cover the whole log.
+    pub fn flush_target(&self) -> Option<(Arc<File>, i64)> {
+        if self.flushed_offset >= self.log_end_offset() {
+            return None;
+        }
+        let segment = self
+            .segments
+            .iter()
+            .find(|s| s.next_offset > self.flushed_offset)
+            .expect("the active segment ends at the log end offset");
+        Some((Arc::clone(&segment.log), segment.next_offset))
+    }
+
+    /// Record that every offset below `offset` is durable (see `flush_target`).
+    pub fn mark_flushed(&mut self, offset: i64) {
+        self.flushed_offset = self.flushed_offset.max(offset.min(self.log_end_offset()));
+    }
+
+    /// Every offset below this is on stable storage. Equal to `log_end_offset()` when nothing
+    /// is waiting for a flush.
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset
+    }
+
+    /// fsync every unflushed segment, the indexes and the directory now (for shutdown).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        for segment in self.segments.iter().filter(|s| s.next_offset > self.flushed_offset || s.is_empty()) {
+            segment.log.sync_data()?;
+            segment.index.sync()?;
+        }
+        start_offset::sync_dir(&self.dir)?;
+        self.flushed_offset = self.log_end_offset();
+        Ok(())
+    }
+
+    /// Assert the structural invariants (debug builds and tests).
+    pub(crate) fn check_invariants(&self) {
+        debug_assert!(!self.segments.is_empty());
+        for pair in self.segments.windows(2) {
+            debug_assert_eq!(pair[1].base_offset, pair[0].next_offset, "segments are contiguous");
+        }
+        debug_assert_eq!(self.size_bytes, self.segments.iter().map(|s| s.size).sum::<u64>());
+        debug_assert!(self.log_start_offset >= self.segments[0].base_offset);
+        debug_assert!(self.log_start_offset <= self.log_end_offset());
+    }
+}
+
+/// Check that `headers` describe `batches` exactly (one header per batch, same bytes apart
+/// from the base offset the log is about to assign). This is cheap (61 bytes per batch) and
+/// catches a broker passing the wrong buffer before it reaches the disk. Returns the number
+/// of offsets the batches take.
+fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<i64, LogError> {
+    let mut position = 0usize;
+    let mut records = 0i64;
+    for (i, header) in headers.iter().enumerate() {
+        let on_disk = BatchHeader::parse(batches.get(position..).unwrap_or(&[]))
+            .map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
+        let same = BatchHeader { base_offset: header.base_offset, ..on_disk } == *header;
+        if !same {
+            return Err(LogError::InvalidAppend(format!("header {i} does not match the bytes at {position}")));
+        }
+        header
+            .check(position, batches.len() - position)
+            .map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
+        position += header.total_size();
+        records += i64::from(header.last_offset_delta) + 1;
+    }
+    if position != batches.len() {
+        return Err(LogError::InvalidAppend(format!(
+            "headers cover {position} bytes of {}",
+            batches.len()
+        )));
+    }
+    Ok(records)
+}

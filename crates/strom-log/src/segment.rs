@@ -1,0 +1,287 @@
+//! One segment: a `.log` file of whole record batches plus its in-memory sparse indexes.
+//!
+//! ```text
+//! <base>.log   batch | batch | batch | ...     (RecordBatch v2, exactly as the client sent it,
+//!                                              only base_offset patched; no framing of our own)
+//! ```
+//! `<base>` is the segment's base offset, zero-padded to 20 digits. The segment's offsets are
+//! `[base_offset, next_offset)` without gaps, and `size` is the number of bytes of whole,
+//! validated batches: readers are never given bytes at or past `size`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{BatchHeader, MIN_BATCH_LENGTH};
+use crate::error::LogError;
+use crate::index::{IndexEntry, SegmentIndex, TimeEntry};
+
+/// Bytes read per `pread` when walking batch headers. Big enough that a walk between two
+/// index entries (4 KiB apart by default) is usually one read.
+const HEADER_SCAN_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Kafka's "no timestamp" value; also what a segment without batches reports.
+pub(crate) const NO_TIMESTAMP: i64 = -1;
+
+pub(crate) fn segment_file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+pub(crate) fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(segment_file_name(base_offset, "log"))
+}
+pub(crate) fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(segment_file_name(base_offset, "index"))
+}
+pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(segment_file_name(base_offset, "timeindex"))
+}
+
+/// Remove a segment's three files. Missing files are fine: a crash may have interrupted an
+/// earlier deletion. The `.log` goes first so an interrupted deletion leaves at most orphan
+/// index files, which `open` removes.
+pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for path in [log_path(dir, base_offset), index_path(dir, base_offset), time_index_path(dir, base_offset)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    /// Shared with readers so they can `pread` after the partition lock is released.
+    pub log: Arc<File>,
+    pub index: SegmentIndex,
+    /// Bytes of whole batches in `log`.
+    pub size: u64,
+    /// Last offset in the segment plus one; `base_offset` when empty.
+    pub next_offset: i64,
+    /// Largest batch `max_timestamp` in the segment, or `NO_TIMESTAMP`.
+    pub max_timestamp: i64,
+    /// When the segment's age for `segment_ms` starts counting; `None` while empty.
+    pub roll_base_ms: Option<i64>,
+    /// Time-retention fallback for segments whose batches carry no timestamps.
+    pub last_append_ms: i64,
+    /// Bytes appended since the last index entry (drives index density).
+    pub bytes_since_index: u64,
+}
+
+impl Segment {
+    /// Create the three files of a new, empty segment.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(log_path(dir, base_offset))?;
+        let index = SegmentIndex::create(&index_path(dir, base_offset), &time_index_path(dir, base_offset))?;
+        Ok(Segment::with_files(base_offset, log, index, now_ms))
+    }
+
+    /// An empty in-memory segment over already-open files (recovery fills it batch by batch).
+    pub fn with_files(base_offset: i64, log: File, index: SegmentIndex, now_ms: i64) -> Segment {
+        Segment {
+            base_offset,
+            log: Arc::new(log),
+            index,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: NO_TIMESTAMP,
+            roll_base_ms: None,
+            last_append_ms: now_ms,
+            bytes_since_index: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Account for the whole, valid batch at `position` (already on disk): maybe add an index
+    /// entry pair, and advance size, next offset and max timestamp. Shared by append and
+    /// recovery so both build the same index for the same bytes.
+    pub fn track_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u64) {
+        debug_assert_eq!(position, self.size, "batches are tracked in file order");
+        debug_assert_eq!(header.base_offset, self.next_offset, "offsets have no gaps");
+        let relative_offset = u32::try_from(header.base_offset - self.base_offset)
+            .expect("the roll rule keeps relative offsets within u32");
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        let already_indexed = self
+            .index
+            .offsets()
+            .last()
+            .is_some_and(|e| e.relative_offset >= relative_offset);
+        if position > 0 && self.bytes_since_index >= index_interval_bytes && !already_indexed {
+            let position = u32::try_from(position).expect("the roll rule keeps positions within u32");
+            self.index.push_entry(
+                IndexEntry { relative_offset, position },
+                TimeEntry { max_timestamp: self.max_timestamp, relative_offset },
+            );
+            self.bytes_since_index = 0;
+        }
+        let total = header.total_size() as u64;
+        self.bytes_since_index += total;
+        self.size = position + total;
+        self.next_offset = header.last_offset() + 1;
+    }
+
+    /// Write `bytes` (whole batches whose patched headers are `headers`) at the end of the
+    /// segment with one positioned write, then update the in-memory state and index files.
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
+        let position = self.size;
+        if let Err(error) = self.log.write_all_at(bytes, position) {
+            // A partial write must not resurface as data after a restart: cut it off. If even
+            // that fails, recovery still stops at the first torn batch, but a whole batch of a
+            // failed append could survive, so say so loudly.
+            if let Err(truncate_error) = self.log.set_len(position) {
+                tracing::error!(%error, %truncate_error, "append failed and could not be undone");
+            }
+            return Err(error);
+        }
+        let first_new_entry = self.index.len();
+        let mut at = position;
+        for header in headers {
+            self.track_batch(at, header, index_interval_bytes);
+            at += header.total_size() as u64;
+        }
+        debug_assert_eq!(at, position + bytes.len() as u64);
+        self.roll_base_ms.get_or_insert(now_ms);
+        self.last_append_ms = now_ms;
+        self.index.persist_from(first_new_entry);
+        Ok(())
+    }
+
+    /// Position and relative offset to start a walk for `offset` (from the sparse index).
+    fn index_start(&self, offset: i64) -> (u64, i64) {
+        let relative = u32::try_from((offset - self.base_offset).max(0)).unwrap_or(u32::MAX);
+        match self.index.floor_offset(relative) {
+            Some(i) => {
+                let e = self.index.offsets()[i];
+                (u64::from(e.position), self.base_offset + i64::from(e.relative_offset))
+            }
+            None => (0, self.base_offset),
+        }
+    }
+
+    /// The batch containing `offset` (the first whose last offset is `>= offset`), or `None`
+    /// when `offset` is at or past the segment's end.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let (start, expected_base) = self.index_start(offset);
+        let mut found = None;
+        let mut first = true;
+        self.walk_headers(start, &mut |position, header| {
+            // Paired assertion across the disk boundary: the index says which batch starts here.
+            if first && header.base_offset != expected_base {
+                return Err(LogError::Corrupt(format!(
+                    "segment {}: index points at offset {expected_base} but batch at {position} has base {}",
+                    self.base_offset, header.base_offset
+                )));
+            }
+            first = false;
+            if header.last_offset() >= offset {
+                found = Some((position, *header));
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
+    /// End position of a read that starts at the batch at `start` (of `first_size` bytes):
+    /// whole batches up to `max_bytes` in total, but always at least the first one.
+    pub fn read_end(&self, start: u64, first_size: u64, max_bytes: u64) -> Result<u64, LogError> {
+        let min_end = start + first_size;
+        let target = start.saturating_add(max_bytes);
+        if target >= self.size {
+            return Ok(self.size);
+        }
+        if target <= min_end {
+            return Ok(min_end);
+        }
+        // Jump with the index to the last known batch boundary before `target`, then walk.
+        let from = self
+            .index
+            .floor_position(target)
+            .map(|i| u64::from(self.index.offsets()[i].position))
+            .filter(|&p| p >= min_end)
+            .unwrap_or(min_end);
+        let mut end = from;
+        self.walk_headers(from, &mut |position, header| {
+            let batch_end = position + header.total_size() as u64;
+            if batch_end > target {
+                return Ok(false);
+            }
+            end = batch_end;
+            Ok(true)
+        })?;
+        Ok(end)
+    }
+
+    /// Call `f(position, header)` for each batch from `from` (a batch boundary) to the end of
+    /// the segment, until `f` returns `Ok(false)`. Reads headers in chunks, never records.
+    pub fn walk_headers(
+        &self,
+        from: u64,
+        f: &mut dyn FnMut(u64, &BatchHeader) -> Result<bool, LogError>,
+    ) -> Result<(), LogError> {
+        let end = self.size;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut buf_start = 0u64;
+        let mut position = from;
+        // Each step advances by at least one header, so the walk ends within size/61 steps.
+        while position < end {
+            if end - position < BatchHeader::SIZE as u64 {
+                return Err(self.corrupt(position, "header runs past the segment end"));
+            }
+            let cached = position >= buf_start
+                && position + BatchHeader::SIZE as u64 <= buf_start + buf.len() as u64;
+            if !cached {
+                let n = (end - position).min(HEADER_SCAN_CHUNK_BYTES as u64) as usize;
+                buf.resize(n, 0);
+                self.log.read_exact_at(&mut buf, position)?;
+                buf_start = position;
+            }
+            let at = (position - buf_start) as usize;
+            let header = BatchHeader::parse(&buf[at..]).map_err(|e| self.corrupt(position, &e.to_string()))?;
+            if header.magic != 2 || header.batch_length < MIN_BATCH_LENGTH {
+                return Err(self.corrupt(position, "bad magic or batch length"));
+            }
+            let total = header.total_size() as u64;
+            if position + total > end {
+                return Err(self.corrupt(position, "batch runs past the segment end"));
+            }
+            if !f(position, &header)? {
+                return Ok(());
+            }
+            position += total;
+        }
+        Ok(())
+    }
+
+    /// Read one whole batch's bytes.
+    pub fn read_batch(&self, position: u64, header: &BatchHeader) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; header.total_size()];
+        self.log.read_exact_at(&mut buf, position)?;
+        Ok(buf)
+    }
+
+    fn corrupt(&self, position: u64, what: &str) -> LogError {
+        LogError::Corrupt(format!("segment {} at byte {position}: {what}", self.base_offset))
+    }
+}

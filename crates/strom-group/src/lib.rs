@@ -1,1 +1,142 @@
-//! strom-group
+//! strom-group: the consumer group coordinator (Kafka's classic rebalance protocol) and the
+//! durable store of committed offsets.
+//!
+//! The broker decodes Kafka requests with the `kafka-protocol` crate and hands the decoded
+//! structs to [`GroupCoordinator`]; every handler returns the response struct to encode. The
+//! coordinator never answers `COORDINATOR_NOT_AVAILABLE` or `NOT_COORDINATOR`: a single Strom
+//! broker is the coordinator of every group.
+//!
+//! # Layout
+//!
+//! - [`coordinator`]: [`GroupCoordinator`], its open/flush/background loop and the shared state.
+//! - `membership`: JoinGroup, SyncGroup, Heartbeat, LeaveGroup and the timers (session
+//!   expiry, rebalance deadlines, the initial rebalance delay).
+//! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete and offsets retention.
+//! - `admin`: DescribeGroups, ListGroups, DeleteGroups.
+//! - `group`: the in-memory domain model of one group (members, state, protocol choice).
+//! - `store`: the append-only, CRC-checked log of commit records (format in `docs/groups.md`).
+//! - [`codes`]: the Kafka error codes this crate answers with.
+//!
+//! # Time
+//!
+//! All deadlines are computed from an injected [`Clock`]. [`GroupCoordinator::tick`] fires
+//! every timer that is due at `clock.now_ms()`; [`GroupCoordinator::run_background`] calls it
+//! when the next deadline arrives. Tests use [`ManualClock`] and call `tick` themselves, so
+//! no test sleeps.
+//!
+//! # Waiting requests
+//!
+//! A JoinGroup that must wait for the rebalance and a SyncGroup from a follower that must wait
+//! for the leader's assignment park a `tokio::sync::oneshot::Sender` in the member; whoever
+//! completes the rebalance sends the answer. Each wait is also capped by a wall-clock timeout
+//! (the rebalance timeout plus slack) so that a stopped background task can never hang a
+//! connection.
+
+pub mod codes;
+pub mod coordinator;
+mod error;
+
+mod admin;
+mod group;
+mod membership;
+mod offsets;
+mod store;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use coordinator::GroupCoordinator;
+pub use error::GroupError;
+
+/// Coordinator settings; the names follow Kafka's broker configs.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
+    /// for more members before completing (extended by each new joiner, up to the rebalance
+    /// timeout), so that a fleet of consumers starting together rebalances once.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`: smaller session timeouts get INVALID_SESSION_TIMEOUT.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`: larger session timeouts get INVALID_SESSION_TIMEOUT.
+    pub max_session_timeout_ms: i32,
+    /// `offsets.retention.minutes` in ms: offsets of a group that has been Empty this long are
+    /// deleted.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often the retention pass runs.
+    pub offsets_retention_check_interval_ms: i64,
+    /// Fsync the offsets log before answering an OffsetCommit (concurrent commits share one
+    /// fsync). A single broker has no replicas, so this is the only durability there is.
+    pub fsync: bool,
+    /// `group.max.size`: joins beyond this many members get GROUP_MAX_SIZE_REACHED.
+    pub max_group_size: usize,
+    /// `offset.metadata.max.bytes`: larger commit metadata gets OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            fsync: true,
+            max_group_size: 10_000,
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+}
+
+/// The broker tells the coordinator which topics/partitions exist (for
+/// UNKNOWN_TOPIC_OR_PARTITION on commits and offset deletes).
+pub trait TopicCatalog: Send + Sync + 'static {
+    /// The number of partitions of `topic`, or `None` if the topic does not exist.
+    fn partition_count(&self, topic: &str) -> Option<i32>;
+}
+
+/// Injected time, in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// A clock that only moves when told to; for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now_ms: AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Self {
+        ManualClock {
+            now_ms: AtomicI64::new(now_ms),
+        }
+    }
+
+    pub fn set_ms(&self, now_ms: i64) {
+        self.now_ms.store(now_ms, Ordering::SeqCst);
+    }
+
+    pub fn advance_ms(&self, delta_ms: i64) {
+        self.now_ms.fetch_add(delta_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+}

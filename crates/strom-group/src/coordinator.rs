@@ -1,0 +1,310 @@
+//! [`GroupCoordinator`]: shared state, opening (offsets replay), timers, flushing.
+//!
+//! Locking: one `parking_lot::Mutex` over all groups (`state`), held only for in-memory work
+//! and the short page-cache append of commit records; the offsets log has its own lock, always
+//! taken after `state`. Fsyncs happen with no lock held except `sync_lock`, which makes
+//! concurrent commits share one fsync: whoever holds it syncs everything written so far.
+//! A std-style (non-async) mutex is right here: no critical section awaits.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::error::GroupError;
+use crate::group::{Group, GroupState};
+use crate::store::{OffsetLog, Record};
+use crate::{Clock, GroupConfig, TopicCatalog};
+
+/// The background loop wakes at least this often, so a clock that jumps (or a deadline
+/// added without a notification) is noticed within this bound.
+const BACKGROUND_WAKE_MS_MAX: i64 = 1000;
+/// Compaction runs once superseded records exceed both the live records and this count.
+const COMPACT_SUPERSEDED_RECORDS_MIN: u64 = 10_000;
+
+/// All groups, by id. Groups in the map are never `Dead`: a group that dies is removed.
+pub(crate) struct State {
+    pub groups: HashMap<String, Group>,
+    pub next_retention_check_ms: i64,
+}
+
+/// The offsets log plus the bookkeeping that lets concurrent commits share one fsync.
+pub(crate) struct LogHandle {
+    pub log: Mutex<OffsetLog>,
+    sync_lock: Mutex<()>,
+    synced_seq: AtomicU64,
+}
+
+impl LogHandle {
+    /// Blocks until every append up to `seq` is on disk.
+    pub(crate) fn sync_to(&self, seq: u64) -> Result<(), GroupError> {
+        let _one_syncer = self.sync_lock.lock();
+        if self.synced_seq.load(Ordering::Acquire) >= seq {
+            return Ok(()); // Someone else's fsync covered us.
+        }
+        let (target, file) = {
+            let log = self.log.lock();
+            (log.written_seq(), log.sync_handle()?)
+        };
+        file.sync_data().map_err(|source| GroupError::Io {
+            path: crate::store::LOG_FILE_NAME.into(),
+            source,
+        })?;
+        self.synced_seq.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn mark_all_synced(&self, seq: u64) {
+        self.synced_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+}
+
+/// The consumer group coordinator. See the crate docs.
+pub struct GroupCoordinator {
+    pub(crate) config: GroupConfig,
+    pub(crate) catalog: Arc<dyn TopicCatalog>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) log: Arc<LogHandle>,
+    /// Woken when a handler adds or moves a deadline, so the background loop re-plans.
+    pub(crate) timers_changed: Notify,
+    member_seq: AtomicU64,
+    member_id_hasher: RandomState,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCoordinator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCoordinator {
+    /// `dir` is e.g. `<data-dir>/__consumer_offsets`; committed offsets are replayed from it,
+    /// a torn tail is truncated, and superseded records are compacted away.
+    pub fn open(
+        dir: &Path,
+        config: GroupConfig,
+        catalog: Arc<dyn TopicCatalog>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, GroupError> {
+        let (mut log, records) = OffsetLog::open(dir)?;
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for record in records {
+            apply_record(&mut groups, record);
+        }
+        groups.retain(|_, g| !g.offsets.is_empty());
+        let live = live_records(&groups);
+        if log.records_in_file() > live.len() as u64 {
+            log.rewrite(&live)?;
+        }
+        let now_ms = clock.now_ms();
+        let state = State {
+            groups,
+            next_retention_check_ms: now_ms,
+        };
+        Ok(Arc::new(GroupCoordinator {
+            config,
+            catalog,
+            clock,
+            state: Mutex::new(state),
+            log: Arc::new(LogHandle {
+                log: Mutex::new(log),
+                sync_lock: Mutex::new(()),
+                synced_seq: AtomicU64::new(0),
+            }),
+            timers_changed: Notify::new(),
+            member_seq: AtomicU64::new(0),
+            member_id_hasher: RandomState::new(),
+        }))
+    }
+
+    /// Runs the timers (session expiry, rebalance and sync deadlines, offsets retention) until
+    /// `shutdown` turns true or its sender is dropped; flushes the offsets log on the way out.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let next_ms = self.tick();
+            let wait_ms = (next_ms - self.clock.now_ms()).clamp(1, BACKGROUND_WAKE_MS_MAX);
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = self.timers_changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "flushing the offsets log at shutdown failed");
+        }
+    }
+
+    /// Fires every timer due at `clock.now_ms()` and returns the time of the next deadline.
+    /// The background loop calls this; tests call it after moving a `ManualClock`.
+    pub fn tick(&self) -> i64 {
+        let now_ms = self.clock.now_ms();
+        let mut st = self.state.lock();
+        for group in st.groups.values_mut() {
+            crate::membership::on_timers(&self.config, group, now_ms);
+        }
+        if now_ms >= st.next_retention_check_ms {
+            st.next_retention_check_ms =
+                now_ms.saturating_add(self.config.offsets_retention_check_interval_ms.max(1));
+            self.expire_offsets_locked(&mut st, now_ms);
+            self.maybe_compact_locked(&st);
+        }
+        next_deadline_ms(&st, now_ms)
+    }
+
+    /// Makes every commit written so far durable.
+    pub fn flush(&self) -> Result<(), GroupError> {
+        let log = self.log.log.lock();
+        log.sync()?;
+        let seq = log.written_seq();
+        drop(log);
+        self.log.mark_all_synced(seq);
+        Ok(())
+    }
+
+    /// The committed offsets of `group` as (topic, partition, offset), sorted.
+    pub fn committed_offsets(&self, group: &str) -> Vec<(String, i32, i64)> {
+        let st = self.state.lock();
+        st.groups
+            .get(group)
+            .map(|g| {
+                g.offsets
+                    .iter()
+                    .map(|((t, p), v)| (t.clone(), *p, v.offset))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Kafka's member id shape: `<client id>-<uuid>`.
+    pub(crate) fn new_member_id(&self, client_id: &str) -> String {
+        let n = self.member_seq.fetch_add(1, Ordering::Relaxed);
+        let a = self.member_id_hasher.hash_one((n, 0u8));
+        let b = self.member_id_hasher.hash_one((n, 1u8));
+        let x = (u128::from(a) << 64) | u128::from(b);
+        let hex = format!("{x:032x}");
+        format!(
+            "{client_id}-{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    /// Appends records to the log (page cache only). Call with the state lock held, before
+    /// changing memory, so memory is never ahead of the file.
+    pub(crate) fn append_locked(&self, records: &[Record]) -> Result<u64, GroupError> {
+        if records.is_empty() {
+            return Ok(self.log.log.lock().written_seq());
+        }
+        self.log.log.lock().append(records)
+    }
+
+    /// Waits until append `seq` is durable, if the config asks for fsync.
+    pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), GroupError> {
+        if !self.config.fsync {
+            return Ok(());
+        }
+        let handle = Arc::clone(&self.log);
+        match tokio::task::spawn_blocking(move || handle.sync_to(seq)).await {
+            Ok(r) => r,
+            Err(e) => Err(GroupError::Io {
+                path: crate::store::LOG_FILE_NAME.into(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
+    fn maybe_compact_locked(&self, st: &State) {
+        let live_count: usize = st.groups.values().map(|g| g.offsets.len()).sum();
+        let mut log = self.log.log.lock();
+        let superseded = log.records_in_file().saturating_sub(live_count as u64);
+        if superseded <= COMPACT_SUPERSEDED_RECORDS_MIN || superseded <= live_count as u64 {
+            return;
+        }
+        let live = live_records(&st.groups);
+        match log.rewrite(&live) {
+            Ok(()) => {
+                let seq = log.written_seq();
+                drop(log);
+                self.log.mark_all_synced(seq);
+            }
+            Err(e) => tracing::error!(error = %e, "compacting the offsets log failed"),
+        }
+    }
+}
+
+/// Replays one record into the in-memory groups.
+fn apply_record(groups: &mut HashMap<String, Group>, record: Record) {
+    match record {
+        Record::Commit {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, None))
+                .offsets
+                .insert((topic, partition), value);
+        }
+        Record::OffsetTombstone {
+            group,
+            topic,
+            partition,
+        } => {
+            if let Some(g) = groups.get_mut(&group) {
+                g.offsets.remove(&(topic, partition));
+            }
+        }
+        Record::GroupTombstone { group } => {
+            groups.remove(&group);
+        }
+    }
+}
+
+fn live_records(groups: &HashMap<String, Group>) -> Vec<Record> {
+    let mut ids: Vec<&String> = groups.keys().collect();
+    ids.sort();
+    let mut out = Vec::new();
+    for id in ids {
+        for ((topic, partition), value) in &groups[id].offsets {
+            out.push(Record::Commit {
+                group: id.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: value.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn next_deadline_ms(st: &State, now_ms: i64) -> i64 {
+    let mut next = st.next_retention_check_ms;
+    for g in st.groups.values() {
+        debug_assert!(!g.is(GroupState::Dead));
+        if let Some(d) = crate::membership::next_deadline_ms(g) {
+            next = next.min(d);
+        }
+    }
+    next.max(now_ms)
+}

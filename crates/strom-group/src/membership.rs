@@ -1,0 +1,819 @@
+//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup and the group timers, following Kafka's
+//! classic `GroupCoordinator` state machine:
+//!
+//! ```text
+//!  Empty --join--> PreparingRebalance --all rejoined / deadline--> CompletingRebalance
+//!    ^                 ^      |                                        |  leader's SyncGroup
+//!    |  no members     |      +--(no members left)--> Empty            v
+//!    +-----------------+------ member joins/leaves/expires <------- Stable
+//! ```
+//!
+//! Every function here runs under the coordinator's state lock and never awaits; a request
+//! that must wait gets a oneshot receiver that a later transition completes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+
+use crate::codes;
+use crate::group::{
+    Group, GroupState, JoinOutcome, JoinPhase, Member, SyncOutcome, NEW_MEMBER_JOIN_TIMEOUT_MS,
+};
+use crate::{GroupConfig, GroupCoordinator};
+
+/// Slack added to a waiting request's own wall-clock cap, beyond the rebalance timeout that
+/// the timers enforce; the cap only matters if the background task is not running.
+const WAIT_SLACK_MS: u64 = 5_000;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+enum Start<T> {
+    Done(T),
+    Wait(oneshot::Receiver<T>, u64),
+}
+
+struct JoinArgs<'a> {
+    group_id: &'a str,
+    member_id: &'a str,
+    instance_id: Option<String>,
+    client_id: &'a str,
+    client_host: &'a str,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    protocol_type: String,
+    protocols: Vec<(String, Bytes)>,
+    require_known_member_id: bool,
+    supports_skip_assignment: bool,
+}
+
+impl GroupCoordinator {
+    pub async fn join_group(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+    ) -> JoinGroupResponse {
+        let session_timeout_ms = req.session_timeout_ms;
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        let rebalance_timeout_ms = if version == 0 || req.rebalance_timeout_ms <= 0 {
+            session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms
+        };
+        let args = JoinArgs {
+            group_id: req.group_id.as_str(),
+            member_id: req.member_id.as_str(),
+            instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+            client_id,
+            client_host,
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol_type: req.protocol_type.to_string(),
+            protocols: req
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect(),
+            require_known_member_id: version >= 4,
+            supports_skip_assignment: version >= 9,
+        };
+        let start = {
+            let now_ms = self.clock.now_ms();
+            let mut st = self.state.lock();
+            self.join_locked(&mut st.groups, args, now_ms)
+        };
+        let outcome = match start {
+            Start::Done(o) => o,
+            Start::Wait(rx, cap_ms) => {
+                self.timers_changed.notify_one();
+                match tokio::time::timeout(Duration::from_millis(cap_ms), rx).await {
+                    Ok(Ok(o)) => o,
+                    // Replaced by a newer JoinGroup of the same member, or timed out without
+                    // the background task: the client retries its join.
+                    _ => JoinOutcome::error(req.member_id.as_str(), codes::REBALANCE_IN_PROGRESS),
+                }
+            }
+        };
+        join_response(outcome, version)
+    }
+
+    fn join_locked(
+        &self,
+        groups: &mut std::collections::HashMap<String, Group>,
+        a: JoinArgs<'_>,
+        now_ms: i64,
+    ) -> Start<JoinOutcome> {
+        let fail = |code| Start::Done(JoinOutcome::error(a.member_id, code));
+        if a.group_id.is_empty() {
+            return fail(codes::INVALID_GROUP_ID);
+        }
+        if a.session_timeout_ms < self.config.min_session_timeout_ms
+            || a.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return fail(codes::INVALID_SESSION_TIMEOUT);
+        }
+        if a.member_id.is_empty() {
+            let group = groups
+                .entry(a.group_id.to_string())
+                .or_insert_with(|| Group::new(a.group_id, Some(now_ms)));
+            let start = self.join_unknown_member(group, &a, now_ms);
+            if group.is(GroupState::Empty) && group.members.is_empty() && group.offsets.is_empty() {
+                // A rejected first join must not leave a phantom group behind.
+                if group.pending_members.is_empty() && group.generation_id == 0 {
+                    groups.remove(a.group_id);
+                }
+            }
+            start
+        } else {
+            match groups.get_mut(a.group_id) {
+                None => fail(codes::UNKNOWN_MEMBER_ID),
+                Some(group) => self.join_known_member(group, &a, now_ms),
+            }
+        }
+    }
+
+    fn join_unknown_member(
+        &self,
+        g: &mut Group,
+        a: &JoinArgs<'_>,
+        now_ms: i64,
+    ) -> Start<JoinOutcome> {
+        if !g.supports_protocols(&a.protocol_type, &a.protocols) {
+            return Start::Done(JoinOutcome::error("", codes::INCONSISTENT_GROUP_PROTOCOL));
+        }
+        let existing_static = a
+            .instance_id
+            .as_deref()
+            .and_then(|i| g.static_member_id(i))
+            .map(str::to_string);
+        if existing_static.is_none()
+            && g.members.len() + g.pending_members.len() >= self.config.max_group_size
+        {
+            return Start::Done(JoinOutcome::error("", codes::GROUP_MAX_SIZE_REACHED));
+        }
+        let new_member_id = self.new_member_id(a.client_id);
+        if a.instance_id.is_some() {
+            match existing_static {
+                Some(old) => self.replace_static_member(g, a, &old, &new_member_id, now_ms),
+                None => self.add_member_and_rebalance(g, a, &new_member_id, now_ms),
+            }
+        } else if a.require_known_member_id {
+            // KIP-394: hand out the id first so a client that times out cannot leave
+            // unnamed members behind.
+            let deadline = now_ms.saturating_add(i64::from(a.session_timeout_ms));
+            g.pending_members.insert(new_member_id.clone(), deadline);
+            Start::Done(JoinOutcome::error(
+                &new_member_id,
+                codes::MEMBER_ID_REQUIRED,
+            ))
+        } else {
+            self.add_member_and_rebalance(g, a, &new_member_id, now_ms)
+        }
+    }
+
+    fn join_known_member(
+        &self,
+        g: &mut Group,
+        a: &JoinArgs<'_>,
+        now_ms: i64,
+    ) -> Start<JoinOutcome> {
+        let fail = |code| Start::Done(JoinOutcome::error(a.member_id, code));
+        if !g.supports_protocols(&a.protocol_type, &a.protocols) {
+            return fail(codes::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        if g.pending_members.contains_key(a.member_id) {
+            if g.members.len() >= self.config.max_group_size {
+                g.pending_members.remove(a.member_id);
+                return fail(codes::GROUP_MAX_SIZE_REACHED);
+            }
+            return self.add_member_and_rebalance(g, a, a.member_id, now_ms);
+        }
+        if let Err(code) = g.validate_member(a.member_id, a.instance_id.as_deref()) {
+            return fail(code);
+        }
+        let Some(member) = g.members.get(a.member_id) else {
+            return fail(codes::UNKNOWN_MEMBER_ID);
+        };
+        let unchanged = member.matches(&a.protocols);
+        match g.state {
+            GroupState::PreparingRebalance => self.update_member_and_rebalance(g, a, now_ms),
+            GroupState::CompletingRebalance if unchanged => {
+                // The member lost our JoinGroup answer; repeat it.
+                Start::Done(g.join_outcome_for(a.member_id))
+            }
+            GroupState::Stable if unchanged && !g.is_leader(a.member_id) => {
+                Start::Done(g.join_outcome_for(a.member_id))
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.update_member_and_rebalance(g, a, now_ms)
+            }
+            GroupState::Empty | GroupState::Dead => fail(codes::UNKNOWN_MEMBER_ID),
+        }
+    }
+
+    fn add_member_and_rebalance(
+        &self,
+        g: &mut Group,
+        a: &JoinArgs<'_>,
+        member_id: &str,
+        now_ms: i64,
+    ) -> Start<JoinOutcome> {
+        let (tx, rx) = oneshot::channel();
+        let member = Member {
+            member_id: member_id.to_string(),
+            group_instance_id: a.instance_id.clone(),
+            client_id: a.client_id.to_string(),
+            client_host: a.client_host.to_string(),
+            rebalance_timeout_ms: a.rebalance_timeout_ms,
+            session_timeout_ms: a.session_timeout_ms,
+            protocol_type: a.protocol_type.clone(),
+            protocols: a.protocols.clone(),
+            assignment: Bytes::new(),
+            awaiting_join: Some(tx),
+            awaiting_sync: None,
+            is_new: true,
+            session_deadline_ms: now_ms.saturating_add(NEW_MEMBER_JOIN_TIMEOUT_MS),
+        };
+        if g.is(GroupState::PreparingRebalance) && g.generation_id == 0 {
+            g.new_member_added = true;
+        }
+        g.add_member(member);
+        maybe_prepare_rebalance(&self.config, g, now_ms);
+        try_complete_join(&self.config, g, now_ms);
+        Start::Wait(rx, self.join_wait_cap_ms(g))
+    }
+
+    fn update_member_and_rebalance(
+        &self,
+        g: &mut Group,
+        a: &JoinArgs<'_>,
+        now_ms: i64,
+    ) -> Start<JoinOutcome> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = g.members.get_mut(a.member_id) {
+            m.protocols = a.protocols.clone();
+            m.rebalance_timeout_ms = a.rebalance_timeout_ms;
+            m.session_timeout_ms = a.session_timeout_ms;
+            m.client_id = a.client_id.to_string();
+            m.client_host = a.client_host.to_string();
+            // An older JoinGroup of this member still waiting is superseded (its sender drops).
+            m.awaiting_join = Some(tx);
+        }
+        maybe_prepare_rebalance(&self.config, g, now_ms);
+        try_complete_join(&self.config, g, now_ms);
+        Start::Wait(rx, self.join_wait_cap_ms(g))
+    }
+
+    /// A static member rejoined with an empty member id (a restarted process): it takes over
+    /// the old member id's place; the old id is fenced.
+    fn replace_static_member(
+        &self,
+        g: &mut Group,
+        a: &JoinArgs<'_>,
+        old_id: &str,
+        new_id: &str,
+        now_ms: i64,
+    ) -> Start<JoinOutcome> {
+        let Some(mut member) = g.members.shift_remove(old_id) else {
+            return self.add_member_and_rebalance(g, a, new_id, now_ms);
+        };
+        member.complete_join(JoinOutcome::error(old_id, codes::FENCED_INSTANCE_ID));
+        member.complete_sync(SyncOutcome::error(codes::FENCED_INSTANCE_ID));
+        let old_protocols = std::mem::replace(&mut member.protocols, a.protocols.clone());
+        member.member_id = new_id.to_string();
+        member.client_id = a.client_id.to_string();
+        member.client_host = a.client_host.to_string();
+        member.rebalance_timeout_ms = a.rebalance_timeout_ms;
+        member.session_timeout_ms = a.session_timeout_ms;
+        member.session_deadline_ms = now_ms.saturating_add(i64::from(a.session_timeout_ms));
+        let (tx, rx) = oneshot::channel();
+        member.awaiting_join = Some(tx);
+        let was_leader = g.is_leader(old_id);
+        if was_leader {
+            g.leader_id = Some(new_id.to_string());
+        }
+        if g.pending_sync.remove(old_id) {
+            g.pending_sync.insert(new_id.to_string());
+        }
+        if let Some(instance) = &a.instance_id {
+            g.static_members
+                .insert(instance.clone(), new_id.to_string());
+        }
+        g.members.insert(new_id.to_string(), member);
+        let cap = self.join_wait_cap_ms(g);
+        match g.state {
+            GroupState::Stable => {
+                let same_protocol = g.select_protocol() == g.protocol_name;
+                // Before JoinGroup v9 a leader cannot be told to skip the assignment, so a
+                // rejoining static leader needs a real rebalance to get the member list.
+                let leader_needs_rebalance = was_leader && !a.supports_skip_assignment;
+                if same_protocol && !leader_needs_rebalance && old_protocols == a.protocols {
+                    let mut outcome = g.join_outcome_for(new_id);
+                    if was_leader {
+                        outcome.skip_assignment = true;
+                    } else {
+                        outcome.members.clear();
+                    }
+                    if let Some(m) = g.members.get_mut(new_id) {
+                        m.awaiting_join = None;
+                    }
+                    return Start::Done(outcome);
+                }
+                maybe_prepare_rebalance(&self.config, g, now_ms);
+            }
+            GroupState::CompletingRebalance => {
+                // The leader may already be assigning to the old member id.
+                maybe_prepare_rebalance(&self.config, g, now_ms);
+            }
+            GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => {}
+        }
+        try_complete_join(&self.config, g, now_ms);
+        Start::Wait(rx, cap)
+    }
+
+    fn join_wait_cap_ms(&self, g: &Group) -> u64 {
+        let ms = g
+            .rebalance_timeout_ms()
+            .max(self.config.initial_rebalance_delay_ms)
+            .max(0);
+        (ms as u64).saturating_add(WAIT_SLACK_MS)
+    }
+
+    pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+        let start = {
+            let now_ms = self.clock.now_ms();
+            let mut st = self.state.lock();
+            sync_locked(&mut st.groups, &req, now_ms)
+        };
+        let outcome = match start {
+            Start::Done(o) => o,
+            Start::Wait(rx, cap_ms) => {
+                self.timers_changed.notify_one();
+                match tokio::time::timeout(Duration::from_millis(cap_ms), rx).await {
+                    Ok(Ok(o)) => o,
+                    _ => SyncOutcome::error(codes::REBALANCE_IN_PROGRESS),
+                }
+            }
+        };
+        let mut resp = SyncGroupResponse::default()
+            .with_error_code(outcome.error)
+            .with_assignment(outcome.assignment);
+        if version >= 5 {
+            resp.protocol_type = outcome.protocol_type.map(StrBytes::from_string);
+            resp.protocol_name = outcome.protocol_name.map(StrBytes::from_string);
+        }
+        resp
+    }
+
+    pub async fn heartbeat(&self, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+        let now_ms = self.clock.now_ms();
+        let mut st = self.state.lock();
+        let code = heartbeat_locked(&mut st.groups, &req, now_ms);
+        HeartbeatResponse::default().with_error_code(code)
+    }
+
+    pub async fn leave_group(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        if req.group_id.is_empty() {
+            return LeaveGroupResponse::default().with_error_code(codes::INVALID_GROUP_ID);
+        }
+        let identities: Vec<(String, Option<String>)> = if version >= 3 {
+            req.members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        m.group_instance_id.as_ref().map(|i| i.to_string()),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(req.member_id.to_string(), None)]
+        };
+        let results: Vec<i16> = {
+            let now_ms = self.clock.now_ms();
+            let mut st = self.state.lock();
+            match st.groups.get_mut(req.group_id.as_str()) {
+                None => vec![codes::UNKNOWN_MEMBER_ID; identities.len()],
+                Some(g) => identities
+                    .iter()
+                    .map(|(m, i)| leave_one(&self.config, g, m, i.as_deref(), now_ms))
+                    .collect(),
+            }
+        };
+        self.timers_changed.notify_one();
+        if version >= 3 {
+            let members = identities
+                .into_iter()
+                .zip(results)
+                .map(|((m, i), code)| {
+                    MemberResponse::default()
+                        .with_member_id(StrBytes::from_string(m))
+                        .with_group_instance_id(i.map(StrBytes::from_string))
+                        .with_error_code(code)
+                })
+                .collect();
+            LeaveGroupResponse::default().with_members(members)
+        } else {
+            let code = results
+                .into_iter()
+                .find(|c| *c != codes::NONE)
+                .unwrap_or(codes::NONE);
+            LeaveGroupResponse::default().with_error_code(code)
+        }
+    }
+}
+
+fn join_response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(o.error)
+        .with_generation_id(o.generation_id)
+        .with_protocol_name(Some(s(o.protocol_name.as_deref().unwrap_or(""))))
+        .with_leader(s(&o.leader))
+        .with_member_id(s(&o.member_id))
+        .with_members(
+            o.members
+                .into_iter()
+                .map(|(id, instance, metadata)| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(StrBytes::from_string(id))
+                        .with_group_instance_id(instance.map(StrBytes::from_string))
+                        .with_metadata(metadata)
+                })
+                .collect(),
+        );
+    if version >= 7 {
+        resp.protocol_type = o.protocol_type.map(StrBytes::from_string);
+        // v7+ makes the protocol name nullable; an error answer carries none.
+        if o.protocol_name.is_none() {
+            resp.protocol_name = None;
+        }
+    }
+    if version >= 9 {
+        resp.skip_assignment = o.skip_assignment;
+    }
+    resp
+}
+
+fn sync_locked(
+    groups: &mut std::collections::HashMap<String, Group>,
+    req: &SyncGroupRequest,
+    now_ms: i64,
+) -> Start<SyncOutcome> {
+    let _ = now_ms;
+    let fail = |code| Start::Done(SyncOutcome::error(code));
+    if req.group_id.is_empty() {
+        return fail(codes::INVALID_GROUP_ID);
+    }
+    let Some(g) = groups.get_mut(req.group_id.as_str()) else {
+        return fail(codes::UNKNOWN_MEMBER_ID);
+    };
+    let member_id = req.member_id.as_str();
+    if let Err(code) = g.validate_member(member_id, req.group_instance_id.as_deref()) {
+        return fail(code);
+    }
+    if req.generation_id != g.generation_id {
+        return fail(codes::ILLEGAL_GENERATION);
+    }
+    let inconsistent = |asked: &Option<StrBytes>, have: &Option<String>| match asked {
+        Some(a) => have.as_deref() != Some(a.as_str()),
+        None => false,
+    };
+    if inconsistent(&req.protocol_type, &g.protocol_type)
+        || inconsistent(&req.protocol_name, &g.protocol_name)
+    {
+        return fail(codes::INCONSISTENT_GROUP_PROTOCOL);
+    }
+    match g.state {
+        GroupState::Empty | GroupState::Dead => fail(codes::UNKNOWN_MEMBER_ID),
+        GroupState::PreparingRebalance => fail(codes::REBALANCE_IN_PROGRESS),
+        GroupState::Stable => {
+            g.pending_sync.remove(member_id);
+            let assignment = g
+                .members
+                .get(member_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default();
+            Start::Done(SyncOutcome {
+                error: codes::NONE,
+                protocol_type: g.protocol_type.clone(),
+                protocol_name: g.protocol_name.clone(),
+                assignment,
+            })
+        }
+        GroupState::CompletingRebalance => {
+            let (tx, rx) = oneshot::channel();
+            if let Some(m) = g.members.get_mut(member_id) {
+                m.awaiting_sync = Some(tx);
+            }
+            g.pending_sync.remove(member_id);
+            if g.is_leader(member_id) {
+                for m in g.members.values_mut() {
+                    m.assignment = Bytes::new();
+                }
+                for a in &req.assignments {
+                    if let Some(m) = g.members.get_mut(a.member_id.as_str()) {
+                        m.assignment = a.assignment.clone();
+                    }
+                }
+                propagate_assignment(g, now_ms);
+            }
+            let cap = (g.rebalance_timeout_ms().max(0) as u64).saturating_add(WAIT_SLACK_MS);
+            Start::Wait(rx, cap)
+        }
+    }
+}
+
+/// Answers every waiting SyncGroup with its assignment and makes the group Stable.
+fn propagate_assignment(g: &mut Group, now_ms: i64) {
+    debug_assert!(g.is(GroupState::CompletingRebalance));
+    let protocol_type = g.protocol_type.clone();
+    let protocol_name = g.protocol_name.clone();
+    for m in g.members.values_mut() {
+        let outcome = SyncOutcome {
+            error: codes::NONE,
+            protocol_type: protocol_type.clone(),
+            protocol_name: protocol_name.clone(),
+            assignment: m.assignment.clone(),
+        };
+        if m.awaiting_sync.is_some() {
+            m.session_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
+        }
+        m.complete_sync(outcome);
+    }
+    g.transition(GroupState::Stable, now_ms);
+}
+
+fn heartbeat_locked(
+    groups: &mut std::collections::HashMap<String, Group>,
+    req: &HeartbeatRequest,
+    now_ms: i64,
+) -> i16 {
+    if req.group_id.is_empty() {
+        return codes::INVALID_GROUP_ID;
+    }
+    let Some(g) = groups.get_mut(req.group_id.as_str()) else {
+        return codes::UNKNOWN_MEMBER_ID;
+    };
+    let member_id = req.member_id.as_str();
+    if let Err(code) = g.validate_member(member_id, req.group_instance_id.as_deref()) {
+        return code;
+    }
+    if req.generation_id != g.generation_id {
+        return codes::ILLEGAL_GENERATION;
+    }
+    let state = g.state;
+    let Some(m) = g.members.get_mut(member_id) else {
+        return codes::UNKNOWN_MEMBER_ID;
+    };
+    match state {
+        GroupState::Empty | GroupState::Dead => codes::UNKNOWN_MEMBER_ID,
+        GroupState::PreparingRebalance => {
+            m.session_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
+            codes::REBALANCE_IN_PROGRESS
+        }
+        GroupState::CompletingRebalance | GroupState::Stable => {
+            m.session_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
+            codes::NONE
+        }
+    }
+}
+
+fn leave_one(
+    config: &GroupConfig,
+    g: &mut Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+    now_ms: i64,
+) -> i16 {
+    let target = match instance_id {
+        Some(instance) => match g.static_member_id(instance) {
+            None => return codes::UNKNOWN_MEMBER_ID,
+            Some(existing) if !member_id.is_empty() && existing != member_id => {
+                return codes::FENCED_INSTANCE_ID
+            }
+            Some(existing) => existing.to_string(),
+        },
+        None => {
+            if g.pending_members.remove(member_id).is_some() {
+                try_complete_join(config, g, now_ms);
+                return codes::NONE;
+            }
+            if !g.members.contains_key(member_id) {
+                return codes::UNKNOWN_MEMBER_ID;
+            }
+            member_id.to_string()
+        }
+    };
+    remove_member_and_update_group(config, g, &target, now_ms);
+    codes::NONE
+}
+
+pub(crate) fn remove_member_and_update_group(
+    config: &GroupConfig,
+    g: &mut Group,
+    member_id: &str,
+    now_ms: i64,
+) {
+    if g.remove_member(member_id).is_none() {
+        return;
+    }
+    match g.state {
+        GroupState::PreparingRebalance => try_complete_join(config, g, now_ms),
+        GroupState::Stable | GroupState::CompletingRebalance => {
+            maybe_prepare_rebalance(config, g, now_ms);
+            try_complete_join(config, g, now_ms);
+        }
+        GroupState::Empty | GroupState::Dead => {}
+    }
+}
+
+pub(crate) fn maybe_prepare_rebalance(config: &GroupConfig, g: &mut Group, now_ms: i64) {
+    if !matches!(
+        g.state,
+        GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty
+    ) {
+        return;
+    }
+    if g.is(GroupState::CompletingRebalance) {
+        // Kafka's resetAndPropagateAssignmentError: followers waiting for an assignment that
+        // will never come are told to rejoin.
+        for m in g.members.values_mut() {
+            m.assignment = Bytes::new();
+            m.complete_sync(SyncOutcome::error(codes::REBALANCE_IN_PROGRESS));
+        }
+    }
+    g.pending_sync.clear();
+    g.sync_deadline_ms = None;
+    let rebalance_timeout_ms = g.rebalance_timeout_ms();
+    let delay_ms = config.initial_rebalance_delay_ms;
+    g.join_phase = Some(if g.is(GroupState::Empty) && delay_ms > 0 {
+        JoinPhase::InitialDelay {
+            deadline_ms: now_ms.saturating_add(delay_ms),
+            remaining_ms: (rebalance_timeout_ms - delay_ms).max(0),
+        }
+    } else {
+        JoinPhase::Rebalance {
+            deadline_ms: now_ms.saturating_add(rebalance_timeout_ms),
+        }
+    });
+    g.new_member_added = false;
+    g.transition(GroupState::PreparingRebalance, now_ms);
+}
+
+/// Completes the join phase if it is done: everyone rejoined, or the deadline passed.
+pub(crate) fn try_complete_join(config: &GroupConfig, g: &mut Group, now_ms: i64) {
+    if !g.is(GroupState::PreparingRebalance) {
+        return;
+    }
+    match g.join_phase {
+        Some(JoinPhase::InitialDelay {
+            deadline_ms,
+            remaining_ms,
+        }) => {
+            if now_ms < deadline_ms {
+                return;
+            }
+            if g.new_member_added && remaining_ms > 0 {
+                let delay_ms = config.initial_rebalance_delay_ms.min(remaining_ms);
+                g.new_member_added = false;
+                g.join_phase = Some(JoinPhase::InitialDelay {
+                    deadline_ms: now_ms.saturating_add(delay_ms),
+                    remaining_ms: (remaining_ms - config.initial_rebalance_delay_ms).max(0),
+                });
+                return;
+            }
+        }
+        Some(JoinPhase::Rebalance { deadline_ms })
+            if now_ms < deadline_ms && !g.has_all_members_joined() =>
+        {
+            return;
+        }
+        Some(JoinPhase::Rebalance { .. }) | None => {}
+    }
+    complete_join(g, now_ms);
+}
+
+fn complete_join(g: &mut Group, now_ms: i64) {
+    // Dynamic members that did not rejoin in time are gone; static members stay (they may be
+    // restarting) and are bounded by their session timeout and the sync deadline.
+    let not_rejoined: Vec<String> = g
+        .members
+        .values()
+        .filter(|m| m.awaiting_join.is_none() && m.group_instance_id.is_none())
+        .map(|m| m.member_id.clone())
+        .collect();
+    for id in not_rejoined {
+        g.remove_member(&id);
+    }
+    g.join_phase = None;
+    g.new_member_added = false;
+    g.generation_id = g.generation_id.wrapping_add(1).max(1);
+    if g.members.is_empty() {
+        g.protocol_name = None;
+        g.subscribed_topics = None;
+        g.transition(GroupState::Empty, now_ms);
+        return;
+    }
+    let leader_rejoined = g
+        .leader_id
+        .as_ref()
+        .and_then(|l| g.members.get(l))
+        .is_some_and(|m| m.awaiting_join.is_some());
+    if !leader_rejoined {
+        if let Some(m) = g.members.values().find(|m| m.awaiting_join.is_some()) {
+            g.leader_id = Some(m.member_id.clone());
+        }
+    }
+    g.protocol_name = g.select_protocol().or_else(|| {
+        g.members
+            .values()
+            .next()
+            .and_then(|m| m.protocols.first())
+            .map(|(n, _)| n.clone())
+    });
+    g.compute_subscribed_topics();
+    g.transition(GroupState::CompletingRebalance, now_ms);
+    g.pending_sync = g.members.keys().cloned().collect();
+    g.sync_deadline_ms = Some(now_ms.saturating_add(g.rebalance_timeout_ms()));
+    let ids: Vec<String> = g.members.keys().cloned().collect();
+    for id in ids {
+        let outcome = g.join_outcome_for(&id);
+        if let Some(m) = g.members.get_mut(&id) {
+            if m.awaiting_join.is_some() {
+                m.is_new = false;
+                m.session_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
+                m.complete_join(outcome);
+            }
+        }
+    }
+}
+
+/// Fires the group's due timers: pending-member expiry, session expiry, the sync deadline
+/// and the join phase deadline.
+pub(crate) fn on_timers(config: &GroupConfig, g: &mut Group, now_ms: i64) {
+    let before = g.pending_members.len();
+    g.pending_members.retain(|_, deadline| *deadline > now_ms);
+    if g.pending_members.len() != before {
+        try_complete_join(config, g, now_ms);
+    }
+
+    let mut expired = Vec::new();
+    for m in g.members.values_mut() {
+        if m.session_deadline_ms > now_ms {
+            continue;
+        }
+        let waiting = m.awaiting_join.as_ref().is_some_and(|tx| !tx.is_closed())
+            || m.awaiting_sync.as_ref().is_some_and(|tx| !tx.is_closed());
+        if m.is_new || !waiting {
+            expired.push(m.member_id.clone());
+        } else {
+            // A member parked in a rebalance cannot heartbeat; the rebalance deadlines bound it.
+            m.session_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
+        }
+    }
+    for id in expired {
+        tracing::info!(group = %g.group_id, member = %id, "member session expired");
+        remove_member_and_update_group(config, g, &id, now_ms);
+    }
+
+    if let Some(deadline_ms) = g.sync_deadline_ms {
+        if now_ms >= deadline_ms {
+            g.sync_deadline_ms = None;
+            let laggards: Vec<String> = std::mem::take(&mut g.pending_sync).into_iter().collect();
+            for id in laggards {
+                tracing::info!(group = %g.group_id, member = %id, "member did not send SyncGroup in time");
+                remove_member_and_update_group(config, g, &id, now_ms);
+            }
+        }
+    }
+
+    try_complete_join(config, g, now_ms);
+}
+
+/// The earliest time a timer of this group is due.
+pub(crate) fn next_deadline_ms(g: &Group) -> Option<i64> {
+    let phase = g.join_phase.map(|p| match p {
+        JoinPhase::InitialDelay { deadline_ms, .. } | JoinPhase::Rebalance { deadline_ms } => {
+            deadline_ms
+        }
+    });
+    let members = g.members.values().map(|m| m.session_deadline_ms);
+    let pending = g.pending_members.values().copied();
+    phase
+        .into_iter()
+        .chain(g.sync_deadline_ms)
+        .chain(members)
+        .chain(pending)
+        .min()
+}

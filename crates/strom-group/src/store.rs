@@ -1,0 +1,507 @@
+//! The committed-offsets log: an append-only file of CRC-checked records, replayed at open and
+//! compacted to the latest value per key.
+//!
+//! ```text
+//! <dir>/offsets.log
+//!
+//! header (12 bytes)
+//! +----------------------+-------------------+-------------------+
+//! | magic "STROMOFS" (8) | format u16 BE = 1 | reserved u16 = 0  |
+//! +----------------------+-------------------+-------------------+
+//!
+//! record (repeated until end of file)
+//! +--------------------+---------------------------+----------------------+
+//! | payload_len u32 BE | crc32c(payload) u32 BE    | payload (payload_len)|
+//! +--------------------+---------------------------+----------------------+
+//!
+//! payload, all integers big-endian, str16 = u16 length + UTF-8 bytes, str32 = u32 length + bytes
+//!   kind u8 = 1  offset commit:   group str16, topic str16, partition i32, offset i64,
+//!                                 leader_epoch i32, commit_ms i64, expire_ms i64 (-1 = none),
+//!                                 metadata str32
+//!   kind u8 = 2  offset tombstone: group str16, topic str16, partition i32
+//!   kind u8 = 3  group tombstone:  group str16     (drops every offset of the group before it)
+//! ```
+//!
+//! Recovery: records are read in order; the first record whose length is out of bounds, whose
+//! bytes are incomplete, whose CRC does not match or whose payload does not decode ends the
+//! log, and the file is truncated there (a torn write from a crash). A failed append truncates
+//! the file back to its previous length so a half-written record can never hide later ones.
+//!
+//! Compaction writes the live records to `offsets.log.tmp`, fsyncs it, renames it over
+//! `offsets.log` and fsyncs the directory; a leftover `.tmp` at open is an interrupted
+//! compaction and is deleted.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::GroupError;
+
+pub(crate) const LOG_FILE_NAME: &str = "offsets.log";
+const TMP_FILE_NAME: &str = "offsets.log.tmp";
+const MAGIC: &[u8; 8] = b"STROMOFS";
+const FORMAT_VERSION: u16 = 1;
+pub(crate) const HEADER_BYTES: u64 = 12;
+const RECORD_HEADER_BYTES: usize = 8;
+/// Upper bound of one record's payload; anything larger is corruption. A commit record is at
+/// most 2 * 64 KiB of names plus the metadata, which the coordinator caps far below this.
+pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 20;
+
+const KIND_COMMIT: u8 = 1;
+const KIND_OFFSET_TOMBSTONE: u8 = 2;
+const KIND_GROUP_TOMBSTONE: u8 = 3;
+
+/// One committed offset, as stored and as served by OffsetFetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_ms: i64,
+    /// Explicit expiry from OffsetCommit v2-v4 `retention_time_ms`, or -1.
+    pub expire_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record {
+    Commit {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: CommittedOffset,
+    },
+    OffsetTombstone {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    GroupTombstone {
+        group: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GroupError + '_ {
+    move |source| GroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn put_str16(buf: &mut Vec<u8>, s: &str) -> bool {
+    let Ok(len) = u16::try_from(s.len()) else {
+        return false;
+    };
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+    true
+}
+
+fn put_str32(buf: &mut Vec<u8>, s: &str) -> bool {
+    let Ok(len) = u32::try_from(s.len()) else {
+        return false;
+    };
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+    true
+}
+
+impl Record {
+    /// Appends `len | crc | payload` to `out`. Returns false (and leaves `out` unchanged) if a
+    /// field does not fit the format.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> bool {
+        let mut p = Vec::with_capacity(64);
+        let fits = match self {
+            Record::Commit {
+                group,
+                topic,
+                partition,
+                value,
+            } => {
+                p.push(KIND_COMMIT);
+                let names = put_str16(&mut p, group) && put_str16(&mut p, topic);
+                p.extend_from_slice(&partition.to_be_bytes());
+                p.extend_from_slice(&value.offset.to_be_bytes());
+                p.extend_from_slice(&value.leader_epoch.to_be_bytes());
+                p.extend_from_slice(&value.commit_ms.to_be_bytes());
+                p.extend_from_slice(&value.expire_ms.to_be_bytes());
+                names && put_str32(&mut p, &value.metadata)
+            }
+            Record::OffsetTombstone {
+                group,
+                topic,
+                partition,
+            } => {
+                p.push(KIND_OFFSET_TOMBSTONE);
+                let names = put_str16(&mut p, group) && put_str16(&mut p, topic);
+                p.extend_from_slice(&partition.to_be_bytes());
+                names
+            }
+            Record::GroupTombstone { group } => {
+                p.push(KIND_GROUP_TOMBSTONE);
+                put_str16(&mut p, group)
+            }
+        };
+        if !fits || p.len() > RECORD_PAYLOAD_BYTES_MAX {
+            return false;
+        }
+        // The pair of this check is in `decode_payload`: what we write must read back equal.
+        debug_assert_eq!(decode_payload(&p).as_ref(), Some(self));
+        let len = u32::try_from(p.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&p).to_be_bytes());
+        out.extend_from_slice(&p);
+        true
+    }
+}
+
+/// A bounds-checked big-endian reader over one payload.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_be_bytes)
+    }
+    fn str16(&mut self) -> Option<String> {
+        let len = self
+            .take(2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_be_bytes)?;
+        let bytes = self.take(usize::from(len))?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+    fn str32(&mut self) -> Option<String> {
+        let len = self
+            .take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)?;
+        let bytes = self.take(usize::try_from(len).ok()?)?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+pub(crate) fn decode_payload(payload: &[u8]) -> Option<Record> {
+    let mut r = Reader { buf: payload };
+    let record = match r.u8()? {
+        KIND_COMMIT => {
+            let group = r.str16()?;
+            let topic = r.str16()?;
+            let partition = r.i32()?;
+            let offset = r.i64()?;
+            let leader_epoch = r.i32()?;
+            let commit_ms = r.i64()?;
+            let expire_ms = r.i64()?;
+            let metadata = r.str32()?;
+            Record::Commit {
+                group,
+                topic,
+                partition,
+                value: CommittedOffset {
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_ms,
+                    expire_ms,
+                },
+            }
+        }
+        KIND_OFFSET_TOMBSTONE => Record::OffsetTombstone {
+            group: r.str16()?,
+            topic: r.str16()?,
+            partition: r.i32()?,
+        },
+        KIND_GROUP_TOMBSTONE => Record::GroupTombstone { group: r.str16()? },
+        _ => return None,
+    };
+    // Trailing bytes mean the record is not what we wrote.
+    if !r.buf.is_empty() {
+        return None;
+    }
+    Some(record)
+}
+
+/// Parses the records of a whole file image (header included). Returns the records and the
+/// byte length of the valid prefix.
+pub(crate) fn parse_log(bytes: &[u8]) -> (Vec<Record>, u64) {
+    let mut records = Vec::new();
+    let mut pos = HEADER_BYTES as usize;
+    while let Some(head) = bytes.get(pos..pos + RECORD_HEADER_BYTES) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || len > RECORD_PAYLOAD_BYTES_MAX {
+            break;
+        }
+        let start = pos + RECORD_HEADER_BYTES;
+        let Some(payload) = bytes.get(start..start + len) else {
+            break;
+        };
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        let Some(record) = decode_payload(payload) else {
+            break;
+        };
+        records.push(record);
+        pos = start + len;
+    }
+    (records, pos as u64)
+}
+
+fn header() -> [u8; HEADER_BYTES as usize] {
+    let mut h = [0u8; HEADER_BYTES as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    h
+}
+
+fn sync_dir(dir: &Path) -> Result<(), GroupError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// The open offsets log. Appends go to the page cache; `sync_handle` gives a handle to fsync
+/// outside the lock that guards this struct.
+pub(crate) struct OffsetLog {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Bytes of valid data in the file (header included).
+    len_bytes: u64,
+    /// Records in the file, live or superseded; compaction compares it with the live count.
+    records_in_file: u64,
+    /// Incremented by every append; fsync progress is tracked against it.
+    written_seq: u64,
+    /// Set when an append failed and could not be rolled back; refuses further writes.
+    poisoned: bool,
+}
+
+impl OffsetLog {
+    /// Opens (creating if needed) `<dir>/offsets.log`, truncates a torn tail, and returns the
+    /// log and the records it holds, oldest first.
+    pub(crate) fn open(dir: &Path) -> Result<(OffsetLog, Vec<Record>), GroupError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(LOG_FILE_NAME);
+        let tmp = dir.join(TMP_FILE_NAME);
+        if tmp.exists() {
+            tracing::warn!(path = %tmp.display(), "removing leftover of an interrupted compaction");
+            fs::remove_file(&tmp).map_err(io_err(&tmp))?;
+        }
+
+        let mut bytes = Vec::new();
+        if path.exists() {
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err(&path))?;
+        }
+        if (bytes.len() as u64) < HEADER_BYTES {
+            // New file, or one torn before its header was complete: nothing was committed.
+            if !bytes.is_empty() && !MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
+                return Err(GroupError::BadFormat { path, version: 0 });
+            }
+            let mut f = File::create(&path).map_err(io_err(&path))?;
+            f.write_all(&header())
+                .and_then(|_| f.sync_all())
+                .map_err(io_err(&path))?;
+            sync_dir(dir)?;
+            bytes = header().to_vec();
+        }
+        let version = u16::from_be_bytes([bytes[8], bytes[9]]);
+        if &bytes[..8] != MAGIC || version != FORMAT_VERSION {
+            return Err(GroupError::BadFormat { path, version });
+        }
+
+        let (records, valid_len) = parse_log(&bytes);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if valid_len < bytes.len() as u64 {
+            tracing::warn!(
+                path = %path.display(),
+                valid_bytes = valid_len,
+                file_bytes = bytes.len(),
+                "truncating torn or corrupt tail of the offsets log"
+            );
+            file.set_len(valid_len)
+                .and_then(|_| file.sync_all())
+                .map_err(io_err(&path))?;
+        }
+        let log = OffsetLog {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            len_bytes: valid_len,
+            records_in_file: records.len() as u64,
+            written_seq: 0,
+            poisoned: false,
+        };
+        Ok((log, records))
+    }
+
+    /// Appends records as one write. Returns the sequence number to pass to a later fsync.
+    pub(crate) fn append(&mut self, records: &[Record]) -> Result<u64, GroupError> {
+        if self.poisoned {
+            return Err(GroupError::Poisoned);
+        }
+        let mut buf = Vec::with_capacity(records.len() * 64);
+        for r in records {
+            if !r.encode(&mut buf) {
+                return Err(GroupError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "record field too large for the offsets log format",
+                    ),
+                });
+            }
+        }
+        if let Err(source) = self.file.write_all(&buf) {
+            // Roll back a partial write so that later appends are not hidden behind it.
+            if self.file.set_len(self.len_bytes).is_err() {
+                self.poisoned = true;
+            }
+            return Err(GroupError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.len_bytes += buf.len() as u64;
+        self.records_in_file += records.len() as u64;
+        self.written_seq += 1;
+        Ok(self.written_seq)
+    }
+
+    pub(crate) fn written_seq(&self) -> u64 {
+        self.written_seq
+    }
+
+    pub(crate) fn records_in_file(&self) -> u64 {
+        self.records_in_file
+    }
+
+    /// A second handle on the same file, to fsync without holding the log's lock.
+    pub(crate) fn sync_handle(&self) -> Result<File, GroupError> {
+        self.file.try_clone().map_err(io_err(&self.path))
+    }
+
+    /// Replaces the file with exactly `live` records (temp file, fsync, rename, dir fsync).
+    /// Everything written before is durable afterwards.
+    pub(crate) fn rewrite(&mut self, live: &[Record]) -> Result<(), GroupError> {
+        if self.poisoned {
+            return Err(GroupError::Poisoned);
+        }
+        let tmp = self.dir.join(TMP_FILE_NAME);
+        let mut buf = Vec::with_capacity(live.len() * 64 + HEADER_BYTES as usize);
+        buf.extend_from_slice(&header());
+        for r in live {
+            if !r.encode(&mut buf) {
+                tracing::error!(?r, "dropping unencodable record during compaction");
+            }
+        }
+        {
+            let f = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut w = BufWriter::new(f);
+            w.write_all(&buf).map_err(io_err(&tmp))?;
+            let f = w.into_inner().map_err(|e| GroupError::Io {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        self.len_bytes = buf.len() as u64;
+        self.records_in_file = live.len() as u64;
+        Ok(())
+    }
+
+    /// Fsyncs the file in place (used by `flush`).
+    pub(crate) fn sync(&self) -> Result<(), GroupError> {
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(g: &str, t: &str, p: i32, o: i64) -> Record {
+        Record::Commit {
+            group: g.into(),
+            topic: t.into(),
+            partition: p,
+            value: CommittedOffset {
+                offset: o,
+                leader_epoch: 3,
+                metadata: "m".into(),
+                commit_ms: 77,
+                expire_ms: -1,
+            },
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let recs = vec![
+            commit("g", "t", 0, 5),
+            Record::OffsetTombstone {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 1,
+            },
+            Record::GroupTombstone { group: "h".into() },
+        ];
+        let mut buf = header().to_vec();
+        for r in &recs {
+            assert!(r.encode(&mut buf));
+        }
+        let (back, len) = parse_log(&buf);
+        assert_eq!(back, recs);
+        assert_eq!(len, buf.len() as u64);
+        // Every strict prefix parses to a prefix of the records and never panics.
+        for cut in HEADER_BYTES as usize..buf.len() {
+            let (some, valid) = parse_log(&buf[..cut]);
+            assert!(some.len() < recs.len());
+            assert!(valid <= cut as u64);
+        }
+        // A flipped byte anywhere in the records ends the log at or before that record.
+        for i in HEADER_BYTES as usize..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x5a;
+            let (some, _) = parse_log(&bad);
+            assert!(some.len() < recs.len());
+        }
+    }
+
+    #[test]
+    fn oversized_names_are_refused() {
+        let long = "x".repeat(70_000);
+        let mut buf = Vec::new();
+        assert!(!commit(&long, "t", 0, 1).encode(&mut buf));
+        assert!(buf.is_empty());
+    }
+}

@@ -1,5 +1,54 @@
-//! strom-client
+//! # strom-client
+//!
+//! Rust clients for Strom and any other Kafka-compatible broker, speaking the Kafka wire
+//! protocol through the message types of the `kafka-protocol` crate.
+//!
+//! - [`Producer`]: `create_topic`, `send` (returns the offset), keyed records with headers
+//!   (partitioned by murmur2 like the Java client), batching (`linger_ms`, `batch_size`),
+//!   compression and acks.
+//! - [`Consumer`]: manual assignment with positions and `seek`, or membership in a consumer
+//!   group (`subscribe`, range assignment, heartbeats); `poll`, `commit`, resume from the
+//!   committed offsets.
+//! - [`Admin`]: create, delete, list and describe topics; list and describe groups with lag.
+//! - [`blocking`]: the producer and consumer for code without an async runtime.
+//!
+//! ## The seed's tour
+//!
+//! ```no_run
+//! # async fn tour() -> Result<(), strom_client::ClientError> {
+//! use std::time::Duration;
+//! use strom_client::{Consumer, Producer};
+//!
+//! let producer = Producer::connect("127.0.0.1:9092").await?;
+//! producer.create_topic("demo-topic", 3).await?;
+//! let offset = producer.send("demo-topic", "Hello, Kafka!", 0).await?;
+//! println!("stored at offset {offset}");
+//!
+//! let mut consumer = Consumer::connect("127.0.0.1:9092").await?;
+//! consumer.assign("demo-topic", 0).await?;
+//! for msg in consumer.poll(Duration::from_secs(1)).await? {
+//!     println!("{} at offset {}", msg.value_str(), msg.offset);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors are one type, [`ClientError`]; Kafka error codes keep their protocol names
+//! (`UnknownTopicOrPartition`, `TopicAlreadyExists`, ...) and a broker that cannot be reached
+//! reads `cannot reach broker at 127.0.0.1:9092: connection refused`.
+//!
+//! ## Layout
+//!
+//! - `connection`: one TCP connection, framing, correlation ids, ApiVersions negotiation.
+//! - `cluster`: [`Client`], the shared cluster handle: metadata, connections, reconnects.
+//! - `records`: record batches in and out; [`Message`].
+//! - `partitioner`: murmur2 and the partitioner.
+//! - `producer/`: the producer and its batching task.
+//! - `consumer/`: the consumer, fetching, group membership and the range assignor.
+//! - `offsets`: ListOffsets and OffsetFetch helpers; `admin`: [`Admin`].
+
 pub mod admin;
+pub mod blocking;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
@@ -9,7 +58,10 @@ pub mod partitioner;
 pub mod producer;
 pub mod records;
 
-pub use admin::Admin;
+pub use admin::{Admin, NewTopic};
 pub use cluster::{Client, ClientConfig};
-pub use error::{ClientError, Result};
-pub use producer::{Producer, ProducerRecord};
+pub use consumer::{Consumer, ConsumerConfig, Message, OffsetReset};
+pub use error::{ClientError, ResponseError, Result};
+pub use offsets::OffsetSpec;
+pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use records::CompressionType;

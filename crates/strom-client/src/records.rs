@@ -166,6 +166,7 @@ pub(crate) fn encode_batch(
 const CRC_POS: usize = 17;
 const ATTRIBUTES_POS: usize = 21;
 const BASE_SEQUENCE_POS: usize = 53;
+const LAST_OFFSET_DELTA_POS: usize = 23;
 const BATCH_HEADER_BYTES: usize = 61;
 
 /// Sets the base sequence of the (single) batch to -1 ("no sequence", as a producer without
@@ -180,6 +181,15 @@ fn clear_base_sequence(batch: &mut BytesMut) {
     batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Messages decoded from a fetch response.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    pub messages: Vec<Message>,
+    /// One past the last offset of the last whole batch, so the position moves past batches
+    /// that held only control records or records before the position.
+    pub next_offset: Option<i64>,
+}
+
 /// Decodes the record batches of a fetch response into messages at or after `from_offset`,
 /// skipping control records. A batch cut off at the end (the broker's size limit) is dropped:
 /// the next fetch asks for it again.
@@ -188,11 +198,17 @@ pub(crate) fn decode_messages(
     partition: i32,
     mut records: Bytes,
     from_offset: i64,
-) -> Result<Vec<Message>> {
-    let mut out = Vec::new();
-    while records.len() >= 12 {
+) -> Result<Decoded> {
+    let mut out = Decoded::default();
+    while records.len() >= BATCH_HEADER_BYTES {
         // Batch framing: base offset (i64), batch length (i32) counting the bytes after it.
-        let batch_len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
+        let base_offset = i64::from_be_bytes(records[0..8].try_into().expect("8 bytes"));
+        let batch_len = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
+        let last_delta = i32::from_be_bytes(
+            records[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
         let total = 12usize.saturating_add(usize::try_from(batch_len).unwrap_or(usize::MAX));
         if batch_len < 0 || total > records.len() {
             break; // a partial batch at the end
@@ -200,11 +216,12 @@ pub(crate) fn decode_messages(
         let mut batch = records.split_to(total);
         let set = RecordBatchDecoder::decode(&mut batch)
             .map_err(|e| ClientError::protocol(format!("cannot decode record batch: {e}")))?;
+        out.next_offset = Some(base_offset + i64::from(last_delta) + 1);
         for r in set.records {
             if r.control || r.offset < from_offset {
                 continue;
             }
-            out.push(Message {
+            out.messages.push(Message {
                 topic: topic.to_string(),
                 partition,
                 offset: r.offset,
@@ -252,7 +269,9 @@ mod tests {
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let codec: CompressionType = codec.parse().unwrap();
             let bytes = encode_batch(&records, codec).unwrap();
-            let messages = decode_messages("t", 2, bytes, 0).unwrap();
+            let decoded = decode_messages("t", 2, bytes, 0).unwrap();
+            assert_eq!(decoded.next_offset, Some(2));
+            let messages = decoded.messages;
             assert_eq!(messages.len(), 2, "{codec:?}");
             assert_eq!(messages[0].offset, 0);
             assert_eq!(messages[0].key_str().as_deref(), Some("k1"));
@@ -276,13 +295,15 @@ mod tests {
             "one batch for all records"
         );
         assert_eq!(&bytes[53..57], &(-1i32).to_be_bytes(), "no base sequence");
-        let messages = decode_messages("t", 0, bytes.clone(), 2).unwrap();
+        let messages = decode_messages("t", 0, bytes.clone(), 2).unwrap().messages;
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].value_str(), "c");
 
         let mut two = BytesMut::from(&bytes[..]);
         two.extend_from_slice(&bytes[..bytes.len() - 5]);
-        let messages = decode_messages("t", 0, two.freeze(), 0).unwrap();
+        let decoded = decode_messages("t", 0, two.freeze(), 0).unwrap();
+        assert_eq!(decoded.next_offset, Some(3));
+        let messages = decoded.messages;
         assert_eq!(messages.len(), 3, "the cut-off second batch is dropped");
     }
 

@@ -1,0 +1,276 @@
+//! Membership in a consumer group with the classic protocol: JoinGroup, SyncGroup (the leader
+//! computes the `range` assignment), a background Heartbeat task, LeaveGroup on close.
+//!
+//! The member talks to the coordinator over its own connection, so heartbeats never queue
+//! behind a long-polling fetch on the shared one.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::task::JoinHandle;
+
+use super::assignor::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription, range_assign,
+    RANGE_ASSIGNOR,
+};
+use super::ConsumerConfig;
+use crate::cluster::Client;
+use crate::connection::Connection;
+use crate::error::{ClientError, ResponseError, Result};
+use crate::offsets::{group_id, TopicPartition};
+
+/// How many JoinGroup/SyncGroup round trips one join may take (member id handshake,
+/// rebalances started by other members meanwhile).
+const JOIN_ATTEMPTS_MAX: u32 = 20;
+
+/// This consumer's place in its group.
+pub(crate) struct Membership {
+    pub group: String,
+    pub coordinator: Arc<Connection>,
+    pub member_id: String,
+    pub generation_id: i32,
+    pub assignment: Vec<TopicPartition>,
+    /// Set by the heartbeat task when the coordinator asks the member to rejoin.
+    pub rejoin: Arc<AtomicBool>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl Membership {
+    /// Joins (or rejoins) the group and starts heartbeating. `previous` keeps the member id.
+    pub async fn join(
+        client: &Client,
+        config: &ConsumerConfig,
+        group: &str,
+        topics: &[String],
+        previous: Option<Membership>,
+    ) -> Result<Membership> {
+        let (coordinator, mut member_id) = match previous {
+            Some(mut old) if !old.coordinator.is_broken() => {
+                old.stop_heartbeat();
+                (old.coordinator.clone(), old.member_id.clone())
+            }
+            Some(mut old) => {
+                old.stop_heartbeat();
+                (
+                    connect_coordinator(client, group).await?,
+                    old.member_id.clone(),
+                )
+            }
+            None => (connect_coordinator(client, group).await?, String::new()),
+        };
+        let metadata = encode_subscription(topics)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if attempt > JOIN_ATTEMPTS_MAX {
+                return Err(ClientError::Invalid(format!(
+                    "could not join group {group} after {JOIN_ATTEMPTS_MAX} attempts"
+                )));
+            }
+            let join = JoinGroupRequest::default()
+                .with_group_id(group_id(group))
+                .with_session_timeout_ms(config.session_timeout_ms)
+                .with_rebalance_timeout_ms(config.rebalance_timeout_ms)
+                .with_member_id(StrBytes::from_string(member_id.clone()))
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str(RANGE_ASSIGNOR))
+                    .with_metadata(metadata.clone())]);
+            let joined = coordinator.send(&join).await?;
+            match ResponseError::try_from_code(joined.error_code) {
+                None => {}
+                Some(ResponseError::MemberIdRequired) => {
+                    // KIP-394: the coordinator hands out the id; join again with it.
+                    member_id = joined.member_id.to_string();
+                    continue;
+                }
+                Some(ResponseError::UnknownMemberId) => {
+                    member_id.clear();
+                    continue;
+                }
+                Some(e) if e.is_retriable() || e == ResponseError::RebalanceInProgress => {
+                    client.backoff(attempt.min(5)).await;
+                    continue;
+                }
+                Some(_) => {
+                    return Err(ClientError::kafka(
+                        joined.error_code,
+                        format!("joining group {group}"),
+                    ))
+                }
+            }
+            member_id = joined.member_id.to_string();
+            let generation_id = joined.generation_id;
+            let assignments = if joined.leader.as_str() == member_id {
+                leader_assign(client, &joined.members).await?
+            } else {
+                Vec::new()
+            };
+            let sync = SyncGroupRequest::default()
+                .with_group_id(group_id(group))
+                .with_generation_id(generation_id)
+                .with_member_id(StrBytes::from_string(member_id.clone()))
+                .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                .with_protocol_name(Some(StrBytes::from_static_str(RANGE_ASSIGNOR)))
+                .with_assignments(assignments);
+            let synced = coordinator.send(&sync).await?;
+            match ResponseError::try_from_code(synced.error_code) {
+                None => {}
+                Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration) => {
+                    continue;
+                }
+                Some(ResponseError::UnknownMemberId) => {
+                    member_id.clear();
+                    continue;
+                }
+                Some(_) => {
+                    return Err(ClientError::kafka(
+                        synced.error_code,
+                        format!("syncing group {group}"),
+                    ))
+                }
+            }
+            let mut assignment = Vec::new();
+            if !synced.assignment.is_empty() {
+                for tp in decode_assignment(&synced.assignment)?.assigned_partitions {
+                    let topic = tp.topic.0.to_string();
+                    assignment.extend(tp.partitions.into_iter().map(|p| (topic.clone(), p)));
+                }
+            }
+            assignment.sort();
+            tracing::debug!(group, member_id, generation_id, ?assignment, "joined group");
+            let rejoin = Arc::new(AtomicBool::new(false));
+            let heartbeat = tokio::spawn(heartbeat_loop(
+                coordinator.clone(),
+                group.to_string(),
+                member_id.clone(),
+                generation_id,
+                Duration::from_millis(config.heartbeat_interval_ms),
+                rejoin.clone(),
+            ));
+            return Ok(Membership {
+                group: group.to_string(),
+                coordinator,
+                member_id,
+                generation_id,
+                assignment,
+                rejoin,
+                heartbeat: Some(heartbeat),
+            });
+        }
+    }
+
+    /// Whether the coordinator asked this member to rejoin.
+    pub fn needs_rejoin(&self) -> bool {
+        self.rejoin.load(Ordering::Acquire)
+    }
+
+    fn stop_heartbeat(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+
+    /// Stops heartbeating and leaves the group, so the others rebalance at once rather than
+    /// after the session timeout.
+    pub async fn leave(mut self) -> Result<()> {
+        self.stop_heartbeat();
+        let request = LeaveGroupRequest::default()
+            .with_group_id(group_id(&self.group))
+            .with_member_id(StrBytes::from_string(self.member_id.clone()))
+            .with_members(vec![MemberIdentity::default()
+                .with_member_id(StrBytes::from_string(self.member_id.clone()))]);
+        let response = self.coordinator.send(&request).await?;
+        ClientError::check(response.error_code, || {
+            format!("leaving group {}", self.group)
+        })
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+    }
+}
+
+async fn connect_coordinator(client: &Client, group: &str) -> Result<Arc<Connection>> {
+    let addr = client.find_coordinator(group).await?;
+    Ok(Arc::new(client.dedicated_connection(&addr).await?))
+}
+
+/// The leader's job: read every member's subscription, look up partition counts, run the
+/// range assignor, and encode each member's share.
+async fn leader_assign(
+    client: &Client,
+    members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
+) -> Result<Vec<SyncGroupRequestAssignment>> {
+    let mut subscriptions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in members {
+        let sub = decode_subscription(&m.metadata)?;
+        subscriptions.insert(
+            m.member_id.to_string(),
+            sub.topics.iter().map(|t| t.to_string()).collect(),
+        );
+    }
+    let mut counts = BTreeMap::new();
+    for topic in subscriptions.values().flatten() {
+        if counts.contains_key(topic) {
+            continue;
+        }
+        match client.refresh_topic(topic).await {
+            Ok(info) => {
+                counts.insert(topic.clone(), info.partitions.len() as i32);
+            }
+            Err(e) => tracing::warn!(topic, error = %e, "subscribed topic is not available"),
+        }
+    }
+    range_assign(&subscriptions, &counts)
+        .into_iter()
+        .map(|(member, parts)| {
+            Ok(SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_string(member))
+                .with_assignment(encode_assignment(&parts)?))
+        })
+        .collect()
+}
+
+async fn heartbeat_loop(
+    coordinator: Arc<Connection>,
+    group: String,
+    member_id: String,
+    generation_id: i32,
+    interval: Duration,
+    rejoin: Arc<AtomicBool>,
+) {
+    let request = HeartbeatRequest::default()
+        .with_group_id(group_id(&group))
+        .with_generation_id(generation_id)
+        .with_member_id(StrBytes::from_string(member_id));
+    loop {
+        tokio::time::sleep(interval).await;
+        match coordinator.send(&request).await {
+            Ok(r) if r.error_code == 0 => {}
+            Ok(r) => {
+                tracing::debug!(group, code = r.error_code, "heartbeat asks to rejoin");
+                rejoin.store(true, Ordering::Release);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(group, error = %e, "heartbeat failed");
+                if coordinator.is_broken() {
+                    rejoin.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,27 @@
-//! strom-broker
+//! The broker layer: topics and partitions, the Kafka request handlers, idempotent-producer
+//! state, group commit, retention and the glue to the group coordinator.
+//!
+//! Layout:
+//! - [`config`]: every broker setting (Kafka names and defaults) and where it comes from.
+//! - [`topics`], [`topic_config`], [`partition`]: the registry of topics on disk.
+//! - [`producer_state`]: idempotent produce (sequence checks, duplicate detection).
+//! - [`flusher`]: group commit for durable acknowledgements.
+//! - [`background`]: retention and periodic flushing.
+//! - [`broker`]: the [`Broker`] itself; [`handlers`] has one file per Kafka API family.
+//!
+//! The broker sees decoded requests and answers encoded responses; sockets live in
+//! `strom-server`, files in `strom-log`.
+
+pub mod background;
+pub mod broker;
+pub mod config;
+pub mod flusher;
+pub mod handlers;
+pub mod meta;
+pub mod partition;
+pub mod producer_state;
+pub mod topic_config;
+pub mod topics;
+
+pub use broker::{Broker, Reply, RequestContext};
+pub use config::{BrokerConfig, ConfigBuilder, ConfigError, FsyncPolicy};

@@ -1,1 +1,13 @@
-//! strom-server
+//! The server layer: TCP listeners and connections. The Kafka listener frames requests, hands
+//! them to the broker and writes responses in order; the JSON listener serves the seed's
+//! newline-delimited JSON protocol. Both bound their connections and in-flight work, and both
+//! stop on the shared shutdown signal.
+//!
+//! Layout: [`shutdown`] (the signal), [`kafka`] (listener and connection), [`json`] (the JSON
+//! protocol listener).
+
+pub mod json;
+pub mod kafka;
+pub mod shutdown;
+
+pub use shutdown::{Shutdown, ShutdownController};

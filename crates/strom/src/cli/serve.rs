@@ -1,8 +1,128 @@
-//! `strom serve`: placeholder until the broker lands.
+//! `strom serve`: run the broker. Settings come from defaults, `--config FILE` (TOML),
+//! `STROM_<NAME>` environment variables, then the flags and `--set name=value` (which win).
+//! SIGINT/SIGTERM shut down gracefully; a second signal exits at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use strom_broker::{Broker, ConfigBuilder};
+use strom_server::ShutdownController;
 
 #[derive(clap::Args, Debug)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Address of the Kafka listener [setting: listen, default 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Where topics are stored [setting: data.dir, default ./kafka_data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address clients are told to connect to [setting: advertised.listener, default: --listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Also serve the JSON-over-TCP protocol here [setting: json.listen, default off].
+    #[arg(long, value_name = "HOST:PORT")]
+    json_listen: Option<String>,
+    /// When produces are fsynced: acks-all (default), always, never [setting: log.fsync].
+    #[arg(long, value_name = "POLICY")]
+    fsync: Option<String>,
+    /// A TOML file of settings.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Any setting, e.g. --set log.retention.ms=60000 (repeatable; wins over everything).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
 
-pub async fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut builder = ConfigBuilder::new();
+    if let Some(path) = &args.config {
+        builder.load_toml_file(path)?;
+    }
+    builder.load_env()?;
+    let flags = [
+        ("listen", args.listen.clone()),
+        ("data.dir", args.data_dir.as_ref().map(|d| d.display().to_string())),
+        ("advertised.listener", args.advertised_listener.clone()),
+        ("json.listen", args.json_listen.clone()),
+        ("log.fsync", args.fsync.clone()),
+    ];
+    for (name, value) in flags {
+        if let Some(v) = value {
+            builder.set(name, &v, &format!("--{}", name.replace('.', "-")))?;
+        }
+    }
+    for pair in &args.set {
+        builder.set_pair(pair)?;
+    }
+    let config = builder.build()?;
+
+    let kafka_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let json_listener = match config.json_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for JSON on {addr}"))?,
+        ),
+        None => None,
+    };
+    let broker = Broker::open(config.clone())?;
+    let local = kafka_listener.local_addr()?;
+    let (adv_host, adv_port) = config.advertised();
+    tracing::info!(
+        listen = %local,
+        advertised = %format!("{adv_host}:{adv_port}"),
+        json = %json_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_string(), |a| a.to_string()),
+        data_dir = %config.data_dir.display(),
+        fsync = ?config.fsync,
+        "strom broker started"
+    );
+
+    let controller = ShutdownController::new();
+    let limits = strom_server::kafka::Limits::from_broker(&broker);
+    let kafka = tokio::spawn(strom_server::kafka::serve(kafka_listener, broker.clone(), limits, controller.subscribe()));
+    let json = json_listener.map(|l| tokio::spawn(strom_server::json::serve(l, broker.clone(), controller.subscribe())));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    let grace = Duration::from_millis(config.shutdown_timeout_ms);
+    if tokio::time::timeout(grace, controller.shutdown()).await.is_err() {
+        tracing::warn!("connections still busy after {grace:?}; closing them");
+    }
+    kafka.abort();
+    if let Some(j) = json {
+        j.abort();
+    }
+    broker.shutdown().await;
+    tracing::info!("broker stopped; data flushed");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

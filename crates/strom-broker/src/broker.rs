@@ -1,0 +1,138 @@
+//! The [`Broker`]: owns the topic registry, the group coordinator, the flusher and the
+//! background tasks, and turns one request frame into one [`Reply`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use strom_group::{GroupConfig, GroupCoordinator};
+use strom_protocol::header::{decode_header, HeaderError};
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::flusher::Flusher;
+use crate::meta::BrokerMeta;
+use crate::topics::{Topics, META_DIR, OFFSETS_DIR};
+
+/// What the connection should do with a request's outcome.
+pub enum Reply {
+    /// No response (a produce with acks=0).
+    None,
+    /// The response, ready to write.
+    Ready(BytesMut),
+    /// The request's ordered part is done (e.g. its batches are appended); the response comes
+    /// when this future finishes (e.g. after the fsync). Responses still go out in order.
+    Deferred(Pin<Box<dyn Future<Output = Option<BytesMut>> + Send>>),
+    /// A broken or unsupported frame: log it and close the connection, as Kafka does.
+    Close(String),
+}
+
+/// Who sent a request, for logs and group membership.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub client_host: String,
+}
+
+pub struct Broker {
+    pub config: Arc<BrokerConfig>,
+    pub topics: Arc<Topics>,
+    pub groups: Arc<GroupCoordinator>,
+    pub flusher: Flusher,
+    pub meta: BrokerMeta,
+    shutdown: watch::Sender<bool>,
+}
+
+struct Catalog(Arc<Topics>);
+
+impl strom_group::TopicCatalog for Catalog {
+    fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.0.get(topic).map(|t| t.partition_count())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open data dir {dir}: {reason}")]
+    DataDir { dir: String, reason: String },
+}
+
+impl Broker {
+    /// Opens the data dir (recovering every partition), the committed offsets and starts the
+    /// background tasks. Must run inside a tokio runtime.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, OpenError> {
+        let config = Arc::new(config);
+        let dir_err = |reason: String| OpenError::DataDir {
+            dir: config.data_dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| dir_err(e.to_string()))?;
+        let meta = BrokerMeta::open(&config.data_dir.join(META_DIR))
+            .map_err(|e| dir_err(e.to_string()))?;
+        let topics = Arc::new(Topics::load(config.clone()).map_err(|e| dir_err(e.to_string()))?);
+        let group_config = GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            offsets_retention_ms: config.offsets_retention_minutes * 60_000,
+            offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
+            fsync: config.fsync != crate::config::FsyncPolicy::Never,
+            ..GroupConfig::default()
+        };
+        let groups = GroupCoordinator::open(
+            &config.data_dir.join(OFFSETS_DIR),
+            group_config,
+            Arc::new(Catalog(topics.clone())),
+            Arc::new(strom_group::SystemClock),
+        )
+        .map_err(|e| dir_err(format!("consumer offsets: {e}")))?;
+        let flusher = Flusher::start(Duration::from_millis(config.group_commit_ms));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let broker = Arc::new(Broker {
+            config,
+            topics,
+            groups,
+            flusher,
+            meta,
+            shutdown,
+        });
+        tokio::spawn(broker.groups.clone().run_background(shutdown_rx.clone()));
+        crate::background::spawn(broker.clone(), shutdown_rx);
+        Ok(broker)
+    }
+
+    /// Handles one frame body (without its size prefix).
+    pub async fn handle(self: &Arc<Self>, frame: Bytes, ctx: &RequestContext) -> Reply {
+        match decode_header(frame) {
+            Ok(req) => crate::handlers::dispatch(self, req, ctx).await,
+            Err(HeaderError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            }) => crate::handlers::api_versions::unsupported_version_reply(correlation_id),
+            Err(e) => Reply::Close(e.to_string()),
+        }
+    }
+
+    /// Stops background tasks and fsyncs every partition and the committed offsets.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        for topic in self.topics.all() {
+            let partitions = topic.partitions.read().clone();
+            for p in partitions {
+                if let Err(e) = p.state.lock().log.flush() {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
+                }
+            }
+        }
+        if let Err(e) = self.groups.flush() {
+            tracing::error!(error = %e, "flushing committed offsets at shutdown failed");
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+}

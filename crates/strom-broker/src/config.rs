@@ -1,0 +1,456 @@
+//! Broker settings: one table of every setting with its Kafka-style name, default and parser.
+//!
+//! Sources, later ones winning: built-in defaults, a TOML file (`--config`), environment
+//! variables `STROM_<NAME>` (the name upper-cased, dots as underscores), and `--set name=value`.
+//! An unknown name or a bad value stops startup with a message that names it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When a produce is acknowledged relative to fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// acks=all waits for fsync (group commit); acks=1 waits for the page cache. The default.
+    AcksAll,
+    /// acks=1 waits for fsync too.
+    Always,
+    /// Never fsync on the produce path: Kafka's own behaviour, relying on the OS.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "acks-all" | "acks_all" | "all" => Ok(Self::AcksAll),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => Err(format!("expected acks-all, always or never, got {s:?}")),
+        }
+    }
+}
+
+/// Every broker setting, typed. Field docs name the setting.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `listen`: address of the Kafka listener.
+    pub listen: SocketAddr,
+    /// `advertised.listener`: host:port given to clients in Metadata (default: `listen`).
+    pub advertised_listener: Option<String>,
+    /// `data.dir`: where topics live.
+    pub data_dir: PathBuf,
+    /// `json.listen`: address of the JSON-over-TCP listener (off unless set).
+    pub json_listen: Option<SocketAddr>,
+    /// `json.max.line.bytes`: longest JSON request line accepted.
+    pub json_max_line_bytes: usize,
+    /// `node.id`
+    pub node_id: i32,
+    /// `num.partitions`: partitions of auto-created topics.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics: bool,
+    /// `log.segment.bytes`
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms`
+    pub log_roll_ms: i64,
+    /// `log.retention.ms` (-1: forever)
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes` (-1: unlimited)
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`
+    pub log_retention_check_interval_ms: u64,
+    /// `log.index.interval.bytes`
+    pub log_index_interval_bytes: u32,
+    /// `message.max.bytes`: largest record batch accepted.
+    pub message_max_bytes: usize,
+    /// `socket.request.max.bytes`: largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// `log.flush.interval.messages`: fsync a partition after this many messages (-1: never).
+    pub log_flush_interval_messages: i64,
+    /// `log.flush.interval.ms`: fsync every partition this often (-1: never).
+    pub log_flush_interval_ms: i64,
+    /// `log.fsync`: acks-all (default), always or never.
+    pub fsync: FsyncPolicy,
+    /// `log.fsync.group.commit.ms`: how long the flusher waits to gather more requests into one
+    /// fsync round.
+    pub group_commit_ms: u64,
+    /// `max.connections`: concurrent client connections per listener.
+    pub max_connections: usize,
+    /// `queued.max.requests`: requests read ahead but not yet answered, per connection.
+    pub queued_max_requests: usize,
+    /// `fetch.max.bytes`: upper bound on one fetch response.
+    pub fetch_max_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: i32,
+    /// `offsets.retention.minutes`
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`
+    pub offsets_retention_check_interval_ms: i64,
+    /// `shutdown.timeout.ms`: how long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl BrokerConfig {
+    pub fn advertised(&self) -> (String, i32) {
+        match &self.advertised_listener {
+            Some(a) => match a.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().unwrap_or(9092)),
+                None => (a.clone(), 9092),
+            },
+            None => (self.listen.ip().to_string(), self.listen.port() as i32),
+        }
+    }
+
+    pub fn retention_check_interval(&self) -> Duration {
+        Duration::from_millis(self.log_retention_check_interval_ms.max(1))
+    }
+}
+
+type Setter = fn(&mut BrokerConfig, &str) -> Result<(), String>;
+
+fn parse<T: std::str::FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse::<T>().map_err(|e| format!("{e}"))
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T) -> Result<T, String> {
+    if v > T::default() {
+        Ok(v)
+    } else {
+        Err(format!("must be positive, got {v}"))
+    }
+}
+
+/// The settings table: name, default (as text, parsed like user input), setter.
+const SETTINGS: &[(&str, &str, Setter)] = &[
+    ("listen", "127.0.0.1:9092", |c, v| Ok(c.listen = parse(v)?)),
+    ("advertised.listener", "", |c, v| {
+        c.advertised_listener = (!v.is_empty()).then(|| v.to_string());
+        if let Some(a) = &c.advertised_listener {
+            let (_, port) = a.rsplit_once(':').ok_or("expected HOST:PORT")?;
+            parse::<u16>(port)?;
+        }
+        Ok(())
+    }),
+    ("data.dir", "./kafka_data", |c, v| {
+        Ok(c.data_dir = PathBuf::from(v))
+    }),
+    ("json.listen", "", |c, v| {
+        Ok(c.json_listen = if v.is_empty() { None } else { Some(parse(v)?) })
+    }),
+    ("json.max.line.bytes", "1048576", |c, v| {
+        Ok(c.json_max_line_bytes = positive(parse(v)?)?)
+    }),
+    ("node.id", "1", |c, v| Ok(c.node_id = parse(v)?)),
+    ("num.partitions", "1", |c, v| {
+        Ok(c.num_partitions = positive(parse(v)?)?)
+    }),
+    ("auto.create.topics.enable", "true", |c, v| {
+        Ok(c.auto_create_topics = parse_bool(v)?)
+    }),
+    ("log.segment.bytes", "1073741824", |c, v| {
+        let n: u64 = positive(parse(v)?)?;
+        if n < 14 {
+            return Err("must be at least 14".into());
+        }
+        Ok(c.log_segment_bytes = n)
+    }),
+    ("log.roll.ms", "604800000", |c, v| {
+        Ok(c.log_roll_ms = positive(parse(v)?)?)
+    }),
+    ("log.retention.ms", "604800000", |c, v| {
+        Ok(c.log_retention_ms = parse(v)?)
+    }),
+    ("log.retention.bytes", "-1", |c, v| {
+        Ok(c.log_retention_bytes = parse(v)?)
+    }),
+    ("log.retention.check.interval.ms", "300000", |c, v| {
+        Ok(c.log_retention_check_interval_ms = positive(parse(v)?)?)
+    }),
+    ("log.index.interval.bytes", "4096", |c, v| {
+        Ok(c.log_index_interval_bytes = parse(v)?)
+    }),
+    ("message.max.bytes", "1048588", |c, v| {
+        Ok(c.message_max_bytes = positive(parse(v)?)?)
+    }),
+    ("socket.request.max.bytes", "104857600", |c, v| {
+        Ok(c.socket_request_max_bytes = positive(parse(v)?)?)
+    }),
+    ("log.flush.interval.messages", "-1", |c, v| {
+        Ok(c.log_flush_interval_messages = parse(v)?)
+    }),
+    ("log.flush.interval.ms", "-1", |c, v| {
+        Ok(c.log_flush_interval_ms = parse(v)?)
+    }),
+    ("log.fsync", "acks-all", |c, v| Ok(c.fsync = parse(v)?)),
+    ("log.fsync.group.commit.ms", "1", |c, v| {
+        Ok(c.group_commit_ms = parse(v)?)
+    }),
+    ("max.connections", "10000", |c, v| {
+        Ok(c.max_connections = positive(parse(v)?)?)
+    }),
+    ("queued.max.requests", "500", |c, v| {
+        Ok(c.queued_max_requests = positive(parse(v)?)?)
+    }),
+    ("fetch.max.bytes", "57671680", |c, v| {
+        Ok(c.fetch_max_bytes = positive(parse(v)?)?)
+    }),
+    ("group.initial.rebalance.delay.ms", "3000", |c, v| {
+        Ok(c.group_initial_rebalance_delay_ms = parse(v)?)
+    }),
+    ("group.min.session.timeout.ms", "6000", |c, v| {
+        Ok(c.group_min_session_timeout_ms = parse(v)?)
+    }),
+    ("group.max.session.timeout.ms", "1800000", |c, v| {
+        Ok(c.group_max_session_timeout_ms = parse(v)?)
+    }),
+    ("offsets.retention.minutes", "10080", |c, v| {
+        Ok(c.offsets_retention_minutes = positive(parse(v)?)?)
+    }),
+    ("offsets.retention.check.interval.ms", "600000", |c, v| {
+        Ok(c.offsets_retention_check_interval_ms = positive(parse(v)?)?)
+    }),
+    ("shutdown.timeout.ms", "10000", |c, v| {
+        Ok(c.shutdown_timeout_ms = parse(v)?)
+    }),
+];
+
+/// Names of every setting, for `--help` and error messages.
+pub fn setting_names() -> impl Iterator<Item = &'static str> {
+    SETTINGS.iter().map(|(n, _, _)| *n)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown setting {name:?} (from {source_name})")]
+    Unknown { name: String, source_name: String },
+    #[error("bad value {value:?} for setting {name:?} (from {source_name}): {reason}")]
+    BadValue {
+        name: String,
+        value: String,
+        source_name: String,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Collects settings from every source, then builds the typed config.
+#[derive(Debug, Default)]
+pub struct ConfigBuilder {
+    /// name -> (value, where it came from); later inserts win.
+    values: BTreeMap<String, (String, String)>,
+}
+
+impl ConfigBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets one value; `source_name` appears in error messages.
+    pub fn set(&mut self, name: &str, value: &str, source_name: &str) -> Result<(), ConfigError> {
+        if !SETTINGS.iter().any(|(n, _, _)| *n == name) {
+            return Err(ConfigError::Unknown {
+                name: name.into(),
+                source_name: source_name.into(),
+            });
+        }
+        self.values
+            .insert(name.into(), (value.into(), source_name.into()));
+        Ok(())
+    }
+
+    /// `name=value`, as given to `--set`.
+    pub fn set_pair(&mut self, pair: &str) -> Result<(), ConfigError> {
+        let (name, value) = pair.split_once('=').ok_or_else(|| ConfigError::BadValue {
+            name: pair.into(),
+            value: String::new(),
+            source_name: "--set".into(),
+            reason: "expected name=value".into(),
+        })?;
+        self.set(name.trim(), value.trim(), "--set")
+    }
+
+    /// Reads a TOML file: flat `"log.retention.ms" = 1000` keys, or nested tables whose
+    /// dotted paths form the names (`[log] retention.ms = 1000`).
+    pub fn load_toml_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let file_err = |reason: String| ConfigError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+        let mut flat = Vec::new();
+        flatten_toml("", &toml::Value::Table(table), &mut flat);
+        let source = format!("config file {}", path.display());
+        for (name, value) in flat {
+            self.set(&name, &value, &source)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `STROM_<NAME>` for every known setting.
+    pub fn load_env(&mut self) -> Result<(), ConfigError> {
+        for (name, _, _) in SETTINGS {
+            let var = format!("STROM_{}", name.to_uppercase().replace('.', "_"));
+            if let Ok(value) = std::env::var(&var) {
+                self.set(name, &value, &format!("environment variable {var}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn build(&self) -> Result<BrokerConfig, ConfigError> {
+        let mut config = placeholder();
+        for (name, default, setter) in SETTINGS {
+            let (value, source) = match self.values.get(*name) {
+                Some((v, s)) => (v.as_str(), s.as_str()),
+                None => (*default, "default"),
+            };
+            setter(&mut config, value).map_err(|reason| ConfigError::BadValue {
+                name: name.to_string(),
+                value: value.to_string(),
+                source_name: source.to_string(),
+                reason,
+            })?;
+        }
+        Ok(config)
+    }
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_toml(&name, v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Every field is overwritten by `build` (each setting has a default); this only gives the
+/// struct a starting value.
+fn placeholder() -> BrokerConfig {
+    BrokerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+        advertised_listener: None,
+        data_dir: PathBuf::new(),
+        json_listen: None,
+        json_max_line_bytes: 0,
+        node_id: 0,
+        num_partitions: 0,
+        auto_create_topics: false,
+        log_segment_bytes: 0,
+        log_roll_ms: 0,
+        log_retention_ms: 0,
+        log_retention_bytes: 0,
+        log_retention_check_interval_ms: 0,
+        log_index_interval_bytes: 0,
+        message_max_bytes: 0,
+        socket_request_max_bytes: 0,
+        log_flush_interval_messages: 0,
+        log_flush_interval_ms: 0,
+        fsync: FsyncPolicy::AcksAll,
+        group_commit_ms: 0,
+        max_connections: 0,
+        queued_max_requests: 0,
+        fetch_max_bytes: 0,
+        group_initial_rebalance_delay_ms: 0,
+        group_min_session_timeout_ms: 0,
+        group_max_session_timeout_ms: 0,
+        offsets_retention_minutes: 0,
+        offsets_retention_check_interval_ms: 0,
+        shutdown_timeout_ms: 0,
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        ConfigBuilder::new()
+            .build()
+            .expect("built-in defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_mirror_kafka() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.log_segment_bytes, 1 << 30);
+        assert_eq!(c.log_retention_ms, 7 * 24 * 3600 * 1000);
+        assert_eq!(c.log_retention_bytes, -1);
+        assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.fsync, FsyncPolicy::AcksAll);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn later_sources_win_and_bad_input_names_the_setting() {
+        let mut b = ConfigBuilder::new();
+        b.set("num.partitions", "3", "test").unwrap();
+        b.set_pair("num.partitions=5").unwrap();
+        assert_eq!(b.build().unwrap().num_partitions, 5);
+
+        let err = b.set_pair("no.such.setting=1").unwrap_err().to_string();
+        assert!(err.contains("no.such.setting"), "{err}");
+        b.set_pair("log.segment.bytes=lots").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(
+            err.contains("log.segment.bytes") && err.contains("lots"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn toml_files_accept_flat_and_nested_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strom.toml");
+        std::fs::write(
+            &path,
+            "\"num.partitions\" = 4\n[log.retention]\nms = 1000\n",
+        )
+        .unwrap();
+        let mut b = ConfigBuilder::new();
+        b.load_toml_file(&path).unwrap();
+        let c = b.build().unwrap();
+        assert_eq!(c.num_partitions, 4);
+        assert_eq!(c.log_retention_ms, 1000);
+
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        let err = ConfigBuilder::new()
+            .load_toml_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

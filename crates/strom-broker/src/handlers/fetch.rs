@@ -1,0 +1,193 @@
+//! Fetch: whole batches straight from segment files (one pread each), the partition and
+//! response byte limits, and long polling — wait on the partitions' notifiers until
+//! `min_bytes` have arrived or `max_wait_ms` has passed, with no sleep loop.
+//!
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
+//! clients to keep sending full fetch requests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use strom_log::LogError;
+use strom_protocol::ResponseError as E;
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// Kafka's "not a session" id: clients fall back to full fetches.
+const NO_SESSION: i32 = 0;
+/// Longest long-poll we honour, so a bad request cannot pin a connection forever.
+pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
+
+struct Slot {
+    topic: usize,
+    partition: Option<Arc<Partition>>,
+    topic_missing: bool,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+}
+
+fn partition_error(index: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+}
+
+/// Reads every slot once; returns the partition entries and how many record bytes they hold.
+fn read_all(
+    slots: &[Slot],
+    indexes: &[i32],
+    response_max_bytes: usize,
+) -> (Vec<PartitionData>, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(slots.len());
+    for (slot, &index) in slots.iter().zip(indexes) {
+        let Some(p) = &slot.partition else {
+            out.push(partition_error(index, E::UnknownTopicOrPartition.code()));
+            any_error = true;
+            continue;
+        };
+        // KIP-74: the first batch is returned whole even past the limits, so a consumer can
+        // always make progress; after that the response budget applies.
+        let budget = slot
+            .partition_max_bytes
+            .min(response_max_bytes.saturating_sub(total));
+        let (read, hw, start) = {
+            let state = p.state.lock();
+            let read = if budget == 0 && total > 0 {
+                Ok(None)
+            } else {
+                state.log.read(slot.fetch_offset, budget.max(1)).map(Some)
+            };
+            (
+                read,
+                state.log.log_end_offset(),
+                state.log.log_start_offset(),
+            )
+        };
+        let entry = PartitionData::default()
+            .with_partition_index(index)
+            .with_high_watermark(hw)
+            .with_last_stable_offset(hw)
+            .with_log_start_offset(start);
+        match read {
+            Ok(Some(slice)) if !slice.is_empty() => match slice.read_bytes() {
+                Ok(bytes) => {
+                    total += bytes.len();
+                    out.push(entry.with_records(Some(bytes)));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = index, error = %e, "read failed");
+                    any_error = true;
+                    out.push(entry.with_error_code(E::KafkaStorageError.code()));
+                }
+            },
+            Ok(_) => out.push(entry.with_records(Some(Default::default()))),
+            Err(LogError::OffsetOutOfRange { .. }) => {
+                any_error = true;
+                out.push(entry.with_error_code(E::OffsetOutOfRange.code()));
+            }
+            Err(e) => {
+                tracing::error!(topic = %p.topic, partition = index, error = %e, "read failed");
+                any_error = true;
+                out.push(entry.with_error_code(E::KafkaStorageError.code()));
+            }
+        }
+    }
+    (out, total, any_error)
+}
+
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+    if req.session_id != NO_SESSION || req.session_epoch > 0 {
+        return FetchResponse::default()
+            .with_error_code(E::FetchSessionIdNotFound.code())
+            .with_session_id(NO_SESSION);
+    }
+    let response_max_bytes = (req.max_bytes.max(1) as usize).min(broker.config.fetch_max_bytes);
+    let mut slots = Vec::new();
+    let mut indexes = Vec::new();
+    let mut topics_out: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
+    for (ti, t) in req.topics.iter().enumerate() {
+        let topic = if version >= 13 {
+            broker.topics.get_by_id(t.topic_id)
+        } else {
+            broker.topics.get(t.topic.0.as_str())
+        };
+        topics_out.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id),
+        );
+        for p in &t.partitions {
+            slots.push(Slot {
+                topic: ti,
+                partition: topic.as_ref().and_then(|tp| tp.partition(p.partition)),
+                topic_missing: topic.is_none(),
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
+            indexes.push(p.partition);
+        }
+    }
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
+    let deadline = tokio::time::Instant::now() + wait;
+    let satisfied = |total: usize, any_error: bool| total >= min_bytes.max(1) || any_error;
+    let mut read = read_all(&slots, &indexes, response_max_bytes);
+    while !satisfied(read.1, read.2) && tokio::time::Instant::now() < deadline {
+        // Register interest, then re-read, so an append between the read and the wait is
+        // not missed.
+        let mut waiters: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = slots
+            .iter()
+            .filter_map(|s| s.partition.as_ref())
+            .map(|p| Box::pin(p.appended.notified()))
+            .collect();
+        for w in &mut waiters {
+            w.as_mut().enable();
+        }
+        read = read_all(&slots, &indexes, response_max_bytes);
+        if satisfied(read.1, read.2) || waiters.is_empty() {
+            break;
+        }
+        let timed_out = tokio::time::timeout_at(deadline, futures_any(waiters))
+            .await
+            .is_err();
+        read = read_all(&slots, &indexes, response_max_bytes);
+        if timed_out {
+            break;
+        }
+    }
+    let parts = read.0;
+    for (slot, mut part) in slots.iter().zip(parts) {
+        // Unknown topic ids get UNKNOWN_TOPIC_ID rather than UNKNOWN_TOPIC_OR_PARTITION.
+        if slot.topic_missing && version >= 13 {
+            part.error_code = E::UnknownTopicId.code();
+        }
+        topics_out[slot.topic].partitions.push(part);
+    }
+    FetchResponse::default()
+        .with_session_id(NO_SESSION)
+        .with_responses(topics_out)
+}
+
+/// Resolves when any of the notifications fires.
+async fn futures_any(waiters: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>>) {
+    let mut waiters = waiters;
+    std::future::poll_fn(move |cx| {
+        for w in waiters.iter_mut() {
+            if w.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}

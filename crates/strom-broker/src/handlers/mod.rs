@@ -1,0 +1,142 @@
+//! Request dispatch: decode the body for the API and version, run its handler, encode the
+//! response. One file per API family; every handler takes the decoded request and returns the
+//! response struct, so error codes are decided in one place per API.
+
+pub mod admin_topics;
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod groups;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod producer_id;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use strom_protocol::header::DecodedHeader;
+use strom_protocol::response::encode_response;
+
+use crate::broker::{Broker, Reply, RequestContext};
+
+/// Shorthand for the string type of generated messages.
+pub fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub fn topic_name(s: impl Into<String>) -> TopicName {
+    TopicName(sb(s))
+}
+
+fn decode<T: Decodable>(body: &mut Bytes, version: i16, api: ApiKey) -> Result<T, Reply> {
+    T::decode(body, version)
+        .map_err(|e| Reply::Close(format!("malformed {api:?} v{version} request: {e}")))
+}
+
+pub fn ready<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+) -> Reply {
+    match encode_response(correlation_id, version, body) {
+        Ok(buf) => Reply::Ready(buf),
+        Err(e) => Reply::Close(e.to_string()),
+    }
+}
+
+pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestContext) -> Reply {
+    let DecodedHeader {
+        api_key,
+        header,
+        mut body,
+    } = req;
+    let v = header.request_api_version;
+    let corr = header.correlation_id;
+    let client_id = header
+        .client_id
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    macro_rules! handle {
+        ($req:ty, |$r:ident| $call:expr) => {{
+            let $r: $req = match decode(&mut body, v, api_key) {
+                Ok(r) => r,
+                Err(reply) => return reply,
+            };
+            match ready(corr, v, &$call) {
+                Reply::Close(e) => Reply::Close(format!("{api_key:?} v{v}: {e}")),
+                other => other,
+            }
+        }};
+    }
+    let groups = &broker.groups;
+    match api_key {
+        ApiKey::ApiVersions => handle!(ApiVersionsRequest, |r| api_versions::handle(r, v)),
+        ApiKey::Metadata => handle!(MetadataRequest, |r| metadata::handle(broker, r, v).await),
+        ApiKey::Produce => {
+            let r: ProduceRequest = match decode(&mut body, v, api_key) {
+                Ok(r) => r,
+                Err(reply) => return reply,
+            };
+            produce::handle(broker, r, v, corr).await
+        }
+        ApiKey::Fetch => handle!(FetchRequest, |r| fetch::handle(broker, r, v).await),
+        ApiKey::ListOffsets => handle!(ListOffsetsRequest, |r| list_offsets::handle(broker, r, v)),
+        ApiKey::CreateTopics => handle!(CreateTopicsRequest, |r| admin_topics::create_topics(
+            broker, r, v
+        )
+        .await),
+        ApiKey::DeleteTopics => handle!(DeleteTopicsRequest, |r| admin_topics::delete_topics(
+            broker, r, v
+        )
+        .await),
+        ApiKey::CreatePartitions => {
+            handle!(CreatePartitionsRequest, |r| {
+                admin_topics::create_partitions(broker, r, v).await
+            })
+        }
+        ApiKey::DeleteRecords => handle!(DeleteRecordsRequest, |r| admin_topics::delete_records(
+            broker, r, v
+        )),
+        ApiKey::DescribeConfigs => {
+            handle!(DescribeConfigsRequest, |r| configs::describe(broker, r, v))
+        }
+        ApiKey::AlterConfigs => {
+            handle!(AlterConfigsRequest, |r| configs::alter(broker, r, v).await)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            handle!(IncrementalAlterConfigsRequest, |r| {
+                configs::incremental_alter(broker, r, v).await
+            })
+        }
+        ApiKey::InitProducerId => {
+            handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v))
+        }
+        ApiKey::DescribeCluster => handle!(DescribeClusterRequest, |r| metadata::describe_cluster(
+            broker, r, v
+        )),
+        ApiKey::FindCoordinator => handle!(FindCoordinatorRequest, |r| groups::find_coordinator(
+            broker, r, v
+        )),
+        ApiKey::JoinGroup => {
+            handle!(JoinGroupRequest, |r| groups
+                .join_group(r, v, &client_id, &ctx.client_host)
+                .await)
+        }
+        ApiKey::SyncGroup => handle!(SyncGroupRequest, |r| groups.sync_group(r, v).await),
+        ApiKey::Heartbeat => handle!(HeartbeatRequest, |r| groups.heartbeat(r, v).await),
+        ApiKey::LeaveGroup => handle!(LeaveGroupRequest, |r| groups.leave_group(r, v).await),
+        ApiKey::OffsetCommit => handle!(OffsetCommitRequest, |r| groups.offset_commit(r, v).await),
+        ApiKey::OffsetFetch => handle!(OffsetFetchRequest, |r| groups.offset_fetch(r, v).await),
+        ApiKey::DescribeGroups => handle!(DescribeGroupsRequest, |r| groups
+            .describe_groups(r, v)
+            .await),
+        ApiKey::ListGroups => handle!(ListGroupsRequest, |r| groups.list_groups(r, v).await),
+        ApiKey::DeleteGroups => handle!(DeleteGroupsRequest, |r| groups.delete_groups(r, v).await),
+        ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |r| groups.offset_delete(r, v).await),
+        other => Reply::Close(format!("API {other:?} is not served")),
+    }
+}

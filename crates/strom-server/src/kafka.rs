@@ -1,0 +1,155 @@
+//! The Kafka listener: accepts connections (at most `max.connections`), reads size-prefixed
+//! frames (at most `socket.request.max.bytes`), hands each to the broker in arrival order and
+//! writes the responses in the same order. Up to `queued.max.requests` requests per connection
+//! may wait for their response (e.g. for a group-commit fsync) while later ones are read, which
+//! is how pipelining clients get throughput without reordering.
+//!
+//! A broken frame (bad size, unknown API, undecodable body) closes that connection with a log
+//! line; nothing else is affected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use strom_broker::{Broker, Reply, RequestContext};
+use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::shutdown::Shutdown;
+
+/// How much a connection reads at a time when its buffer is empty.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub queued_max_requests: usize,
+}
+
+impl Limits {
+    pub fn from_broker(broker: &Broker) -> Limits {
+        Limits {
+            max_connections: broker.config.max_connections,
+            max_frame_bytes: broker.config.socket_request_max_bytes,
+            queued_max_requests: broker.config.queued_max_requests,
+        }
+    }
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait() => return,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = limits.max_connections, "refusing connection: max.connections reached");
+            drop(socket);
+            continue;
+        };
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(socket, peer, broker, limits, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
+    let _ = socket.set_nodelay(true);
+    let (mut reader, mut writer) = socket.into_split();
+    let (tx, mut rx) = mpsc::channel::<Reply>(limits.queued_max_requests);
+    let writer_task = tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            let bytes = match reply {
+                Reply::Ready(b) => Some(b),
+                Reply::Deferred(f) => f.await,
+                Reply::None => None,
+                Reply::Close(_) => break,
+            };
+            if let Some(b) = bytes {
+                if writer.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let ctx = RequestContext {
+        client_host: peer.ip().to_string(),
+    };
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'conn: loop {
+        // Handle every whole frame already buffered, in order.
+        loop {
+            match check_frame(&buf, limits.max_frame_bytes) {
+                Ok(Some(len)) => {
+                    let mut frame = buf.split_to(SIZE_PREFIX_BYTES + len);
+                    let _ = frame.split_to(SIZE_PREFIX_BYTES);
+                    let reply = broker.handle(frame.freeze(), &ctx).await;
+                    if let Reply::Close(reason) = &reply {
+                        tracing::warn!(%peer, %reason, "closing connection");
+                        let _ = tx.send(reply).await;
+                        break 'conn;
+                    }
+                    if tx.send(reply).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                    break 'conn;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        let read = tokio::select! {
+            r = reader.read_buf(&mut buf) => r,
+            _ = shutdown.wait() => break,
+        };
+        match read {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    tracing::warn!(%peer, buffered = buf.len(), "connection closed mid-frame; dropping the truncated request");
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "read failed");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer_task.await;
+}

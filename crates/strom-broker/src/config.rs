@@ -121,6 +121,12 @@ where
     v.trim().parse::<T>().map_err(|e| format!("{e}"))
 }
 
+/// Stores a parsed value; keeps each row of the settings table one expression.
+fn put<T>(slot: &mut T, value: T) -> Result<(), String> {
+    *slot = value;
+    Ok(())
+}
+
 fn parse_bool(v: &str) -> Result<bool, String> {
     match v.trim() {
         "true" => Ok(true),
@@ -139,7 +145,9 @@ fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T) -> Result<T, Stri
 
 /// The settings table: name, default (as text, parsed like user input), setter.
 const SETTINGS: &[(&str, &str, Setter)] = &[
-    ("listen", "127.0.0.1:9092", |c, v| Ok(c.listen = parse(v)?)),
+    ("listen", "127.0.0.1:9092", |c, v| {
+        put(&mut c.listen, parse(v)?)
+    }),
     ("advertised.listener", "", |c, v| {
         c.advertised_listener = (!v.is_empty()).then(|| v.to_string());
         if let Some(a) = &c.advertised_listener {
@@ -149,85 +157,91 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         Ok(())
     }),
     ("data.dir", "./kafka_data", |c, v| {
-        Ok(c.data_dir = PathBuf::from(v))
+        put(&mut c.data_dir, PathBuf::from(v))
     }),
     ("json.listen", "", |c, v| {
-        Ok(c.json_listen = if v.is_empty() { None } else { Some(parse(v)?) })
+        put(
+            &mut c.json_listen,
+            if v.is_empty() { None } else { Some(parse(v)?) },
+        )
     }),
     ("json.max.line.bytes", "1048576", |c, v| {
-        Ok(c.json_max_line_bytes = positive(parse(v)?)?)
+        put(&mut c.json_max_line_bytes, positive(parse(v)?)?)
     }),
-    ("node.id", "1", |c, v| Ok(c.node_id = parse(v)?)),
+    ("node.id", "1", |c, v| put(&mut c.node_id, parse(v)?)),
     ("num.partitions", "1", |c, v| {
-        Ok(c.num_partitions = positive(parse(v)?)?)
+        put(&mut c.num_partitions, positive(parse(v)?)?)
     }),
     ("auto.create.topics.enable", "true", |c, v| {
-        Ok(c.auto_create_topics = parse_bool(v)?)
+        put(&mut c.auto_create_topics, parse_bool(v)?)
     }),
     ("log.segment.bytes", "1073741824", |c, v| {
         let n: u64 = positive(parse(v)?)?;
         if n < 14 {
             return Err("must be at least 14".into());
         }
-        Ok(c.log_segment_bytes = n)
+        put(&mut c.log_segment_bytes, n)
     }),
     ("log.roll.ms", "604800000", |c, v| {
-        Ok(c.log_roll_ms = positive(parse(v)?)?)
+        put(&mut c.log_roll_ms, positive(parse(v)?)?)
     }),
     ("log.retention.ms", "604800000", |c, v| {
-        Ok(c.log_retention_ms = parse(v)?)
+        put(&mut c.log_retention_ms, parse(v)?)
     }),
     ("log.retention.bytes", "-1", |c, v| {
-        Ok(c.log_retention_bytes = parse(v)?)
+        put(&mut c.log_retention_bytes, parse(v)?)
     }),
     ("log.retention.check.interval.ms", "300000", |c, v| {
-        Ok(c.log_retention_check_interval_ms = positive(parse(v)?)?)
+        put(&mut c.log_retention_check_interval_ms, positive(parse(v)?)?)
     }),
     ("log.index.interval.bytes", "4096", |c, v| {
-        Ok(c.log_index_interval_bytes = parse(v)?)
+        put(&mut c.log_index_interval_bytes, parse(v)?)
     }),
     ("message.max.bytes", "1048588", |c, v| {
-        Ok(c.message_max_bytes = positive(parse(v)?)?)
+        put(&mut c.message_max_bytes, positive(parse(v)?)?)
     }),
     ("socket.request.max.bytes", "104857600", |c, v| {
-        Ok(c.socket_request_max_bytes = positive(parse(v)?)?)
+        put(&mut c.socket_request_max_bytes, positive(parse(v)?)?)
     }),
     ("log.flush.interval.messages", "-1", |c, v| {
-        Ok(c.log_flush_interval_messages = parse(v)?)
+        put(&mut c.log_flush_interval_messages, parse(v)?)
     }),
     ("log.flush.interval.ms", "-1", |c, v| {
-        Ok(c.log_flush_interval_ms = parse(v)?)
+        put(&mut c.log_flush_interval_ms, parse(v)?)
     }),
-    ("log.fsync", "acks-all", |c, v| Ok(c.fsync = parse(v)?)),
+    ("log.fsync", "acks-all", |c, v| put(&mut c.fsync, parse(v)?)),
     ("log.fsync.group.commit.ms", "1", |c, v| {
-        Ok(c.group_commit_ms = parse(v)?)
+        put(&mut c.group_commit_ms, parse(v)?)
     }),
     ("max.connections", "10000", |c, v| {
-        Ok(c.max_connections = positive(parse(v)?)?)
+        put(&mut c.max_connections, positive(parse(v)?)?)
     }),
     ("queued.max.requests", "500", |c, v| {
-        Ok(c.queued_max_requests = positive(parse(v)?)?)
+        put(&mut c.queued_max_requests, positive(parse(v)?)?)
     }),
     ("fetch.max.bytes", "57671680", |c, v| {
-        Ok(c.fetch_max_bytes = positive(parse(v)?)?)
+        put(&mut c.fetch_max_bytes, positive(parse(v)?)?)
     }),
     ("group.initial.rebalance.delay.ms", "3000", |c, v| {
-        Ok(c.group_initial_rebalance_delay_ms = parse(v)?)
+        put(&mut c.group_initial_rebalance_delay_ms, parse(v)?)
     }),
     ("group.min.session.timeout.ms", "6000", |c, v| {
-        Ok(c.group_min_session_timeout_ms = parse(v)?)
+        put(&mut c.group_min_session_timeout_ms, parse(v)?)
     }),
     ("group.max.session.timeout.ms", "1800000", |c, v| {
-        Ok(c.group_max_session_timeout_ms = parse(v)?)
+        put(&mut c.group_max_session_timeout_ms, parse(v)?)
     }),
     ("offsets.retention.minutes", "10080", |c, v| {
-        Ok(c.offsets_retention_minutes = positive(parse(v)?)?)
+        put(&mut c.offsets_retention_minutes, positive(parse(v)?)?)
     }),
     ("offsets.retention.check.interval.ms", "600000", |c, v| {
-        Ok(c.offsets_retention_check_interval_ms = positive(parse(v)?)?)
+        put(
+            &mut c.offsets_retention_check_interval_ms,
+            positive(parse(v)?)?,
+        )
     }),
     ("shutdown.timeout.ms", "10000", |c, v| {
-        Ok(c.shutdown_timeout_ms = parse(v)?)
+        put(&mut c.shutdown_timeout_ms, parse(v)?)
     }),
 ];
 

@@ -314,16 +314,23 @@ impl GroupCoordinator {
         let cap = self.join_wait_cap_ms(g);
         match g.state {
             GroupState::Stable => {
+                // Kafka rebalances only if the group's protocol would change; we also
+                // rebalance when the member's metadata (e.g. its subscription) changed, since
+                // nobody else would notice it.
                 let same_protocol = g.select_protocol() == g.protocol_name;
-                // Before JoinGroup v9 a leader cannot be told to skip the assignment, so a
-                // rejoining static leader needs a real rebalance to get the member list.
-                let leader_needs_rebalance = was_leader && !a.supports_skip_assignment;
-                if same_protocol && !leader_needs_rebalance && old_protocols == a.protocols {
+                if same_protocol && old_protocols == a.protocols {
                     let mut outcome = g.join_outcome_for(new_id);
-                    if was_leader {
+                    if was_leader && a.supports_skip_assignment {
+                        // v9+: the leader gets the member list but must not reassign.
                         outcome.skip_assignment = true;
                     } else {
+                        // Before v9 a leader cannot be told to skip the assignment; like Kafka,
+                        // answer with the old leader id so that it acts as a follower and
+                        // fetches its unchanged assignment with SyncGroup.
                         outcome.members.clear();
+                        if was_leader {
+                            outcome.leader = old_id.to_string();
+                        }
                     }
                     if let Some(m) = g.members.get_mut(new_id) {
                         m.awaiting_join = None;
@@ -715,6 +722,15 @@ fn complete_join(g: &mut Group, now_ms: i64) {
         .collect();
     for id in not_rejoined {
         g.remove_member(&id);
+    }
+    let any_rejoined = g.members.values().any(|m| m.awaiting_join.is_some());
+    if !g.members.is_empty() && !any_rejoined {
+        // Only static members that did not rejoin are left: wait another rebalance timeout
+        // (their sessions expire meanwhile) rather than start a generation nobody joined.
+        g.join_phase = Some(JoinPhase::Rebalance {
+            deadline_ms: now_ms.saturating_add(g.rebalance_timeout_ms().max(1)),
+        });
+        return;
     }
     g.join_phase = None;
     g.new_member_added = false;

@@ -445,6 +445,28 @@ async fn static_member_rejoin_keeps_generation_and_fences_old_id() {
     let new = hb_req("g", &b2_id, 2).with_group_instance_id(Some(s("ib")));
     assert_eq!(env.coord.heartbeat(new, 5).await.error_code, codes::NONE);
 
+    // The static leader restarting before v9: no rebalance, and it is answered with the old
+    // leader id so that it behaves as a follower and just fetches its assignment.
+    let a1 = env
+        .coord
+        .join_group(join_req("g", "", Some("ia"), &["t"]), 5, "a", "/h")
+        .await;
+    assert_eq!(a1.error_code, codes::NONE);
+    assert_eq!(a1.generation_id, 2);
+    assert_eq!(a1.leader.as_str(), a_id);
+    assert_ne!(a1.member_id.as_str(), a_id);
+    assert!(a1.members.is_empty());
+    assert_eq!(state_of(&env, "g").await, "Stable");
+    let a1_id = a1.member_id.to_string();
+    let sy = env
+        .coord
+        .sync_group(
+            sync_req("g", &a1_id, 2, &[]).with_group_instance_id(Some(s("ia"))),
+            5,
+        )
+        .await;
+    assert_eq!(&sy.assignment[..], b"a");
+
     // The static leader restarting on v9 is told to skip the assignment.
     let a2 = env
         .coord

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
@@ -194,9 +195,10 @@ impl Admin {
             let name = t.name.0.to_string();
             self.client.invalidate_topic(&name);
             if t.error_code != 0 {
-                return Err(ClientError::kafka(
+                return Err(ClientError::kafka_with_message(
                     t.error_code,
-                    with_message(format!("creating topic {name}"), &t.error_message),
+                    format!("creating topic {name}"),
+                    t.error_message.as_deref(),
                 ));
             }
         }
@@ -215,12 +217,10 @@ impl Admin {
         self.client.invalidate_topic(name);
         for r in &response.results {
             if r.error_code != 0 {
-                return Err(ClientError::kafka(
+                return Err(ClientError::kafka_with_message(
                     r.error_code,
-                    with_message(
-                        format!("adding partitions to topic {name}"),
-                        &r.error_message,
-                    ),
+                    format!("adding partitions to topic {name}"),
+                    r.error_message.as_deref(),
                 ));
             }
         }
@@ -229,21 +229,22 @@ impl Admin {
 
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let request = DeleteTopicsRequest::default()
-            .with_timeout_ms(self.timeout_ms())
-            .with_topic_names(vec![topic_name(name)])
-            .with_topics(vec![
-                kafka_protocol::messages::delete_topics_request::DeleteTopicState::default()
-                    .with_name(Some(topic_name(name))),
-            ]);
         let conn = self.client.any_connection().await?;
+        let mut request = DeleteTopicsRequest::default().with_timeout_ms(self.timeout_ms());
+        // Version 6 names topics in `topics` (name or id); earlier versions in `topic_names`.
+        if conn.version_for::<DeleteTopicsRequest>()? >= 6 {
+            request.topics = vec![DeleteTopicState::default().with_name(Some(topic_name(name)))];
+        } else {
+            request.topic_names = vec![topic_name(name)];
+        }
         let response = conn.send(&request).await?;
         self.client.invalidate_topic(name);
         for r in &response.responses {
             if r.error_code != 0 {
-                return Err(ClientError::kafka(
+                return Err(ClientError::kafka_with_message(
                     r.error_code,
-                    with_message(format!("deleting topic {name}"), &r.error_message),
+                    format!("deleting topic {name}"),
+                    r.error_message.as_deref(),
                 ));
             }
         }
@@ -426,12 +427,5 @@ impl Admin {
 
     fn timeout_ms(&self) -> i32 {
         self.client.config().request_timeout.as_millis() as i32
-    }
-}
-
-fn with_message(context: String, message: &Option<StrBytes>) -> String {
-    match message {
-        Some(m) if !m.is_empty() => format!("{context}: {m}"),
-        _ => context,
     }
 }

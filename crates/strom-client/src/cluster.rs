@@ -249,25 +249,9 @@ impl Client {
     }
 
     fn update_cache(&self, response: &MetadataResponse) {
-        let bootstrap_host = self
-            .inner
-            .bootstrap
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_default();
         let mut cache = self.inner.cache.lock().expect("metadata cache poisoned");
         for broker in &response.brokers {
-            // A broker bound to every interface may advertise 0.0.0.0; reach it the way the
-            // bootstrap address did.
-            let host = match broker.host.as_str() {
-                "0.0.0.0" | "::" | "" => bootstrap_host.as_str(),
-                h => h,
-            };
-            let addr = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]:{}", broker.port)
-            } else {
-                format!("{host}:{}", broker.port)
-            };
+            let addr = self.reachable_addr(broker.host.as_str(), broker.port);
             cache.brokers.insert(broker.node_id.0, addr);
         }
         for topic in &response.topics {
@@ -297,6 +281,21 @@ impl Client {
                     partitions,
                 },
             );
+        }
+    }
+
+    /// `host:port` for an advertised address. A broker bound to every interface may advertise
+    /// `0.0.0.0`; reach it the way the bootstrap address did.
+    fn reachable_addr(&self, host: &str, port: i32) -> String {
+        let bootstrap_host = self.inner.bootstrap.rsplit_once(':').map_or("", |(h, _)| h);
+        let host = match host {
+            "0.0.0.0" | "::" | "" => bootstrap_host,
+            h => h,
+        };
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
         }
     }
 
@@ -351,14 +350,18 @@ impl Client {
 
     /// The address of the group coordinator for `group_id`.
     pub async fn find_coordinator(&self, group_id: &str) -> Result<String> {
-        let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(group_id.to_string()))
-            .with_key_type(0)
-            .with_coordinator_keys(vec![StrBytes::from_string(group_id.to_string())]);
+        let key = StrBytes::from_string(group_id.to_string());
         let mut backoff = self.inner.config.retry_backoff;
         let mut attempt = 0;
         loop {
             let conn = self.any_connection().await?;
+            // Version 4 asks for several keys at once in `coordinator_keys`.
+            let mut request = FindCoordinatorRequest::default().with_key_type(0);
+            if conn.version_for::<FindCoordinatorRequest>()? >= 4 {
+                request.coordinator_keys = vec![key.clone()];
+            } else {
+                request.key = key.clone();
+            }
             let response = conn.send(&request).await?;
             let (code, node_id, host, port) = match response.coordinators.first() {
                 Some(c) => (c.error_code, c.node_id, c.host.clone(), c.port),
@@ -372,7 +375,7 @@ impl Client {
             match ClientError::check(code, || format!("coordinator for group {group_id}")) {
                 Ok(()) => {
                     let _: BrokerId = node_id;
-                    return Ok(format!("{host}:{port}"));
+                    return Ok(self.reachable_addr(host.as_str(), port));
                 }
                 Err(e) if e.is_retriable() && attempt < self.inner.config.request_retries_max => {
                     attempt += 1;

@@ -31,12 +31,14 @@ pub enum ClientError {
     },
 
     /// The broker answered with a Kafka error code.
-    #[error("{code} ({context}): {}", describe(code))]
+    #[error("{context}: {code} ({})", message.clone().unwrap_or_else(|| describe(code)))]
     Kafka {
         /// The error code, which displays as its protocol name.
         code: ResponseError,
         /// What the request was about, e.g. `topic demo partition 3`.
         context: String,
+        /// The broker's own explanation, when it sent one.
+        message: Option<String>,
     },
 
     /// A request or response could not be encoded or decoded.
@@ -81,6 +83,25 @@ impl ClientError {
         ClientError::Kafka {
             code: ResponseError::try_from_code(code).unwrap_or(ResponseError::Unknown(code)),
             context: context.into(),
+            message: None,
+        }
+    }
+
+    /// Builds a [`ClientError::Kafka`] with the broker's error message, if it sent one.
+    pub fn kafka_with_message(
+        code: i16,
+        context: impl Into<String>,
+        message: Option<&str>,
+    ) -> Self {
+        match Self::kafka(code, context) {
+            ClientError::Kafka { code, context, .. } => ClientError::Kafka {
+                code,
+                context,
+                message: message
+                    .filter(|m| !m.is_empty())
+                    .map(|m| m.trim_end_matches('.').to_string()),
+            },
+            _ => unreachable!("kafka() builds the Kafka variant"),
         }
     }
 

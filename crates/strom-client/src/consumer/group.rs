@@ -184,11 +184,14 @@ impl Membership {
     /// after the session timeout.
     pub async fn leave(mut self) -> Result<()> {
         self.stop_heartbeat();
-        let request = LeaveGroupRequest::default()
-            .with_group_id(group_id(&self.group))
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_members(vec![MemberIdentity::default()
-                .with_member_id(StrBytes::from_string(self.member_id.clone()))]);
+        let member_id = StrBytes::from_string(self.member_id.clone());
+        let mut request = LeaveGroupRequest::default().with_group_id(group_id(&self.group));
+        // Version 3 leaves several members at once, listed in `members`.
+        if self.coordinator.version_for::<LeaveGroupRequest>()? >= 3 {
+            request.members = vec![MemberIdentity::default().with_member_id(member_id)];
+        } else {
+            request.member_id = member_id;
+        }
         let response = self.coordinator.send(&request).await?;
         ClientError::check(response.error_code, || {
             format!("leaving group {}", self.group)

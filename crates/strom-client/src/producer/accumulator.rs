@@ -223,11 +223,11 @@ async fn produce(
                     ))
                 })?;
             if answer.error_code != 0 {
-                let mut context = format!("producing to topic {topic} partition {partition}");
-                if let Some(m) = answer.error_message.as_ref().filter(|m| !m.is_empty()) {
-                    context.push_str(&format!(": {m}"));
-                }
-                return Err(ClientError::kafka(answer.error_code, context));
+                return Err(ClientError::kafka_with_message(
+                    answer.error_code,
+                    format!("producing to topic {topic} partition {partition}"),
+                    answer.error_message.as_deref(),
+                ));
             }
             Ok((answer.base_offset, answer.log_append_time_ms))
         })
@@ -271,9 +271,14 @@ fn same_error(err: &ClientError) -> ClientError {
             addr: addr.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
-        ClientError::Kafka { code, context } => ClientError::Kafka {
+        ClientError::Kafka {
+            code,
+            context,
+            message,
+        } => ClientError::Kafka {
             code: *code,
             context: context.clone(),
+            message: message.clone(),
         },
         ClientError::Protocol(m) => ClientError::Protocol(m.clone()),
         ClientError::UnsupportedApi {

@@ -6,7 +6,12 @@ use strom_client::ClientConfig;
 #[derive(clap::Args, Debug, Clone)]
 pub struct Bootstrap {
     /// Broker address to bootstrap from.
-    #[arg(long, env = "STROM_BOOTSTRAP", default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "STROM_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
     pub bootstrap: String,
 }
 

@@ -13,12 +13,14 @@ use super::common::{client_config, is_broken_pipe, Bootstrap};
 const POLL_INTERVAL_MS: u64 = 500;
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Format placeholders: %s value, %k key, %o offset, %p partition, \
+#[command(
+    after_help = "Format placeholders: %s value, %k key, %o offset, %p partition, \
     %t timestamp (ms), %T topic, %% a percent sign; escapes \\n, \\t, \\\\.\n\n\
     Examples:\n  \
     strom consume demo-topic --from-beginning --exit-at-end\n  \
     strom consume demo-topic --partition 0 --offset 5 --count 1 --format '%o: %s'\n  \
-    strom consume demo-topic --group readers")]
+    strom consume demo-topic --group readers"
+)]
 pub struct ConsumeArgs {
     /// Topic to read.
     pub topic: String,
@@ -155,7 +157,9 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, format: &Form
         }
         if let Some(ends) = &ends {
             let done = ends.iter().all(|((t, p), end)| {
-                consumer.position(t, *p).map_or(*end == 0, |pos| pos >= *end)
+                consumer
+                    .position(t, *p)
+                    .map_or(*end == 0, |pos| pos >= *end)
             });
             if done {
                 break;

@@ -42,7 +42,10 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
         GroupCommand::Describe(args) => {
             let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
             let d = admin.describe_group(&args.group).await?;
-            if d.members.is_empty() && d.offsets.is_empty() && matches!(d.state.as_str(), "Dead" | "") {
+            if d.members.is_empty()
+                && d.offsets.is_empty()
+                && matches!(d.state.as_str(), "Dead" | "")
+            {
                 bail!("group {} does not exist", args.group);
             }
             let mut out = std::io::stdout().lock();
@@ -78,11 +81,19 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
                             m.member_id.clone(),
                             m.client_id.clone(),
                             m.client_host.clone(),
-                            if assignment.is_empty() { "-".into() } else { assignment },
+                            if assignment.is_empty() {
+                                "-".into()
+                            } else {
+                                assignment
+                            },
                         ]
                     })
                     .collect();
-                table(&mut out, &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"], &rows)?;
+                table(
+                    &mut out,
+                    &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+                    &rows,
+                )?;
             }
             if !d.offsets.is_empty() {
                 writeln!(out)?;
@@ -111,7 +122,14 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
                     .collect();
                 table(
                     &mut out,
-                    &["TOPIC", "PARTITION", "COMMITTED", "END-OFFSET", "LAG", "MEMBER-ID"],
+                    &[
+                        "TOPIC",
+                        "PARTITION",
+                        "COMMITTED",
+                        "END-OFFSET",
+                        "LAG",
+                        "MEMBER-ID",
+                    ],
                     &rows,
                 )?;
             }

@@ -99,7 +99,11 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
                     out,
                     "\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
                     p.partition,
-                    if p.leader < 0 { "none".to_string() } else { p.leader.to_string() },
+                    if p.leader < 0 {
+                        "none".to_string()
+                    } else {
+                        p.leader.to_string()
+                    },
                     join(&p.replicas),
                     join(&p.isr)
                 )?;
@@ -127,5 +131,8 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
 }
 
 fn join(ids: &[i32]) -> String {
-    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

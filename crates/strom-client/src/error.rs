@@ -217,10 +217,21 @@ mod tests {
     #[test]
     fn kafka_codes_keep_their_protocol_names() {
         let e = ClientError::kafka(3, "topic nope partition 0");
-        assert!(e
-            .to_string()
-            .starts_with("UnknownTopicOrPartition (topic nope partition 0)"));
-        assert_eq!(e.code(), Some(ResponseError::UnknownTopicOrPartition));
+        assert_eq!(
+            e.to_string(),
+            "topic nope partition 0: UnknownTopicOrPartition \
+             (the broker does not host this topic-partition)"
+        );
+        let e = ClientError::kafka_with_message(
+            36,
+            "creating topic t",
+            Some("Topic 't' already exists."),
+        );
+        assert_eq!(
+            e.to_string(),
+            "creating topic t: TopicAlreadyExists (Topic 't' already exists)"
+        );
+        assert_eq!(e.code(), Some(ResponseError::TopicAlreadyExists));
         assert!(ClientError::check(0, || unreachable!()).is_ok());
     }
 }

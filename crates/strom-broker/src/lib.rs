@@ -17,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod flusher;
 pub mod handlers;
+pub mod local;
 pub mod meta;
 pub mod partition;
 pub mod producer_state;

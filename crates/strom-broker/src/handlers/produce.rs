@@ -31,8 +31,9 @@ fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResp
 }
 
 /// Appends one partition's payload. Returns the response entry and, on success, the offset
-/// the request needs on disk before a durable acknowledgement.
-fn append_partition(
+/// the request needs on disk before a durable acknowledgement. Also used by `crate::local`
+/// (the JSON front end), so every append goes through the same checks.
+pub(crate) fn append_partition(
     broker: &Broker,
     partition: &Arc<Partition>,
     records: Option<Bytes>,

@@ -1,0 +1,652 @@
+//! An in-process API over the broker for front ends that do not speak Kafka (the JSON-over-TCP
+//! protocol in `strom-server`, and anything else embedded in the same process).
+//!
+//! It reuses the broker's own mechanisms rather than keeping a second copy of them:
+//!
+//! - **Produce** encodes one record into a v2 record batch with `kafka_protocol`'s encoder and
+//!   appends it through `handlers::produce::append_partition`, the function Kafka produce
+//!   requests use, so batch validation, `max.message.bytes`, LogAppendTime and the
+//!   `log.flush.interval.messages` accounting are the same. It then waits for the group-commit
+//!   fsync exactly as a Kafka produce with `acks=all` does (unless `log.fsync=never`).
+//! - **Reads** take whole batches from the partition log like a Kafka fetch, check them with
+//!   `strom_log::validate_batches` (CRC included), decode them and drop the records before the
+//!   requested offset (a batch can start before it) and control records.
+//! - **Consumer positions** are committed offsets of the consumer group `json:<consumer_id>` in
+//!   the group coordinator, written with the same OffsetCommit path Kafka clients use. They are
+//!   therefore durable, survive a restart, and show up in `strom group list` and in Kafka admin
+//!   tools (e.g. `kafka-consumer-groups --describe --group json:c1`).
+//!
+//! Because it is the same log, a record written here is readable by any Kafka client, and a
+//! record a Kafka client wrote is readable here.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use strom_log::{validate_batches, LogError};
+use strom_protocol::ResponseError;
+
+use crate::broker::Broker;
+use crate::config::FsyncPolicy;
+use crate::partition::Partition;
+use crate::topic_config::TopicOverrides;
+use crate::topics::{now_ms, Topic, TopicError};
+
+/// Prefix of the consumer group that holds a consumer id's positions.
+pub const CONSUMER_GROUP_PREFIX: &str = "json:";
+/// Longest consumer id accepted, so the group id stays a sane Kafka group id.
+pub const CONSUMER_ID_MAX_BYTES: usize = 200;
+/// Most messages one read returns.
+pub const READ_MESSAGES_MAX: usize = 10_000;
+/// Most record-batch bytes one read takes from the log (it returns at least one message if
+/// any exists, even past this). Bounds the memory and the response size of one request.
+pub const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Longest a consume may wait for new messages.
+pub const READ_WAIT_MS_MAX: u64 = 30_000;
+/// Consumes of one (consumer, topic, partition) are serialized so that each message is
+/// delivered once to a consumer id even when it consumes from two connections at once. The
+/// locks are sharded by hash rather than kept per consumer, so their number is bounded.
+const POSITION_LOCK_SHARDS: usize = 64;
+/// Bytes of the log read per step of a read loop.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A record header: name and optional value.
+pub type Header = (String, Option<Bytes>);
+
+/// Errors of the local API. The front end maps them to its own wire errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("unknown topic: {0}")]
+    UnknownTopic(String),
+    #[error("topic {topic} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        topic: String,
+        partition: i32,
+        count: i32,
+    },
+    #[error("offset {offset} is out of range: the log has offsets {start} to {end}")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("{0}")]
+    Invalid(String),
+    /// Creating a topic failed (invalid name, already exists, bad partition count, ...).
+    #[error("{0}")]
+    Topic(#[from] TopicError),
+    /// The append was refused with this Kafka error (e.g. MessageTooLarge).
+    #[error("{}{}", .error, .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Rejected {
+        error: ResponseError,
+        message: Option<String>,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// A record to append.
+#[derive(Debug, Clone, Default)]
+pub struct NewRecord {
+    /// `None`: by murmur2 hash of the key (as the Java client does), round-robin without one.
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    /// `None` writes a tombstone.
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch; `None` means now.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp (the log-append time on LogAppendTime topics).
+    pub timestamp_ms: i64,
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    pub timestamp_ms: i64,
+}
+
+/// The result of a read: the messages and the offset to read next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub messages: Vec<Message>,
+    pub next_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    /// The first offset still in the log.
+    pub start_offset: i64,
+    /// The offset the next record will get.
+    pub end_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub topic_id: String,
+    pub partitions: Vec<PartitionOffsets>,
+    /// The topic's config overrides (broker defaults are not listed).
+    pub configs: TopicOverrides,
+}
+
+/// What a consume needs to know.
+#[derive(Debug, Clone)]
+pub struct ConsumeRequest<'a> {
+    pub consumer_id: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    /// Start here instead of at the consumer's position.
+    pub offset: Option<i64>,
+    pub max_messages: usize,
+    /// Wait up to this long for a message when there is none yet.
+    pub wait: Duration,
+}
+
+/// The in-process API. One per broker; cheap to share behind an `Arc`.
+pub struct Local {
+    broker: Arc<Broker>,
+    /// Round-robin counter for records without partition and key.
+    next_partition: AtomicU32,
+    position_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Local {
+    pub fn new(broker: Arc<Broker>) -> Local {
+        Local {
+            broker,
+            next_partition: AtomicU32::new(0),
+            position_locks: (0..POSITION_LOCK_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: TopicOverrides,
+    ) -> Result<TopicSummary, LocalError> {
+        let topic = self
+            .broker
+            .topics
+            .create(name, partitions, configs, false)
+            .await?;
+        Ok(TopicSummary {
+            name: topic.name(),
+            partitions: topic.partition_count(),
+        })
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list_topics(&self) -> Vec<TopicSummary> {
+        self.broker
+            .topics
+            .all()
+            .iter()
+            .map(|t| TopicSummary {
+                name: t.name(),
+                partitions: t.partition_count(),
+            })
+            .collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, LocalError> {
+        let topic = self.topic(name)?;
+        let partitions = topic
+            .partitions
+            .read()
+            .iter()
+            .map(|p| {
+                let st = p.state.lock();
+                PartitionOffsets {
+                    partition: p.index,
+                    start_offset: st.log.log_start_offset(),
+                    end_offset: st.log.log_end_offset(),
+                }
+            })
+            .collect();
+        let meta = topic.meta.read();
+        Ok(TopicDescription {
+            name: meta.name.clone(),
+            topic_id: meta.topic_id.to_string(),
+            partitions,
+            configs: meta.configs.clone(),
+        })
+    }
+
+    /// Appends one record and waits until it is durable (like a Kafka produce with acks=all).
+    pub async fn produce(&self, topic: &str, record: NewRecord) -> Result<Appended, LocalError> {
+        let t = self.topic(topic)?;
+        let count = t.partition_count();
+        let index = match (record.partition, &record.key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => strom_client::partitioner::partition_for_key(key, count),
+            (None, None) => {
+                (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as u32) as i32
+            }
+        };
+        let partition = self.partition(&t, index)?;
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let batch = encode_batch(record, timestamp_ms)?;
+        let cfg = self.broker.topics.effective_config(&t);
+        let (resp, end) = crate::handlers::produce::append_partition(
+            &self.broker,
+            &partition,
+            Some(batch),
+            cfg.max_message_bytes,
+            cfg.log_append_time,
+            cfg.flush_messages,
+        );
+        if let Some(error) = ResponseError::try_from_code(resp.error_code) {
+            return Err(LocalError::Rejected {
+                error,
+                message: resp.error_message.map(|m| m.to_string()),
+            });
+        }
+        let end = end.expect("a successful append reports its end offset");
+        assert_eq!(end, resp.base_offset + 1, "one record was appended");
+        if self.broker.config.fsync != FsyncPolicy::Never {
+            self.broker
+                .flusher
+                .wait_durable(partition, end)
+                .await
+                .map_err(LocalError::Storage)?;
+        }
+        Ok(Appended {
+            partition: index,
+            offset: resp.base_offset,
+            timestamp_ms: if resp.log_append_time_ms >= 0 {
+                resp.log_append_time_ms
+            } else {
+                timestamp_ms
+            },
+        })
+    }
+
+    /// Reads up to `max_messages` from `offset` on, waiting up to `wait` if there are none yet.
+    /// Tracks no position.
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_messages: usize,
+        wait: Duration,
+    ) -> Result<Read, LocalError> {
+        let t = self.topic(topic)?;
+        let p = self.partition(&t, partition)?;
+        read_waiting(&p, offset, max_messages, wait).await
+    }
+
+    /// Reads from the consumer's position (or from `offset` when given) and moves the position
+    /// past what it returns, durably. Each message is returned once to a consumer id, unless it
+    /// moves its position back with `offset` or [`Local::commit`].
+    ///
+    /// A position outside the log (the records were deleted by retention, or the topic was
+    /// recreated) restarts at the oldest record, like Kafka's `auto.offset.reset=earliest`; an
+    /// explicit `offset` outside the log is an error.
+    pub async fn consume(&self, req: ConsumeRequest<'_>) -> Result<Read, LocalError> {
+        validate_consumer_id(req.consumer_id)?;
+        let t = self.topic(req.topic)?;
+        let p = self.partition(&t, req.partition)?;
+        let _serialized = self.position_locks[self.lock_shard(&req)].lock().await;
+        let (start, end) = {
+            let st = p.state.lock();
+            (st.log.log_start_offset(), st.log.log_end_offset())
+        };
+        let stored = self.position(req.consumer_id, req.topic, req.partition);
+        let from = match (req.offset, stored) {
+            (Some(o), _) if o < start || o > end => {
+                return Err(LocalError::OffsetOutOfRange {
+                    offset: o,
+                    start,
+                    end,
+                })
+            }
+            (Some(o), _) => o,
+            (None, Some(o)) if o < start || o > end => {
+                tracing::info!(
+                    consumer = req.consumer_id,
+                    topic = req.topic,
+                    partition = req.partition,
+                    position = o,
+                    start,
+                    end,
+                    "consumer position is outside the log; restarting at the oldest record"
+                );
+                start
+            }
+            (None, Some(o)) => o,
+            (None, None) => start,
+        };
+        let read = match read_waiting(&p, from, req.max_messages, req.wait).await {
+            Err(LocalError::OffsetOutOfRange { start, .. }) if req.offset.is_none() => {
+                // Retention removed the records between the check and the read.
+                read_waiting(&p, start, req.max_messages, Duration::ZERO).await?
+            }
+            other => other?,
+        };
+        if stored != Some(read.next_offset) {
+            self.commit_locked(req.consumer_id, req.topic, req.partition, read.next_offset)
+                .await?;
+        }
+        Ok(read)
+    }
+
+    /// Sets a consumer's position: its next consume starts at `offset`.
+    pub async fn commit(
+        &self,
+        consumer_id: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), LocalError> {
+        validate_consumer_id(consumer_id)?;
+        let t = self.topic(topic)?;
+        self.partition(&t, partition)?;
+        if offset < 0 {
+            return Err(LocalError::Invalid(format!(
+                "offset must be 0 or more, not {offset}"
+            )));
+        }
+        let shard = shard_of(consumer_id, topic, partition);
+        let _serialized = self.position_locks[shard].lock().await;
+        self.commit_locked(consumer_id, topic, partition, offset)
+            .await
+    }
+
+    /// A consumer's position in a partition: the offset its next consume starts at, if it has
+    /// consumed or committed there before.
+    pub fn position(&self, consumer_id: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.broker
+            .groups
+            .committed_offsets(&consumer_group(consumer_id))
+            .into_iter()
+            .find(|(t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, o)| o)
+    }
+
+    async fn commit_locked(
+        &self,
+        consumer_id: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), LocalError> {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(consumer_group(consumer_id))))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::new())
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(offset)
+                    .with_committed_leader_epoch(-1)
+                    .with_committed_metadata(Some(StrBytes::new()))])]);
+        // v8: the newest version whose request has no topic ids.
+        let response = self.broker.groups.offset_commit(request, 8).await;
+        let code = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| p.error_code)
+            .unwrap_or(0);
+        match ResponseError::try_from_code(code) {
+            None => Ok(()),
+            Some(error) => Err(LocalError::Rejected {
+                error,
+                message: Some(format!(
+                    "storing the position of consumer {consumer_id} in group {}",
+                    consumer_group(consumer_id)
+                )),
+            }),
+        }
+    }
+
+    fn lock_shard(&self, req: &ConsumeRequest<'_>) -> usize {
+        shard_of(req.consumer_id, req.topic, req.partition)
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, LocalError> {
+        self.broker
+            .topics
+            .get(name)
+            .ok_or_else(|| LocalError::UnknownTopic(name.to_string()))
+    }
+
+    fn partition(&self, topic: &Topic, index: i32) -> Result<Arc<Partition>, LocalError> {
+        topic
+            .partition(index)
+            .ok_or_else(|| LocalError::UnknownPartition {
+                topic: topic.name(),
+                partition: index,
+                count: topic.partition_count(),
+            })
+    }
+}
+
+/// The consumer group that stores a consumer id's positions.
+pub fn consumer_group(consumer_id: &str) -> String {
+    format!("{CONSUMER_GROUP_PREFIX}{consumer_id}")
+}
+
+fn validate_consumer_id(id: &str) -> Result<(), LocalError> {
+    if id.is_empty() {
+        return Err(LocalError::Invalid("consumer_id must not be empty".into()));
+    }
+    if id.len() > CONSUMER_ID_MAX_BYTES {
+        return Err(LocalError::Invalid(format!(
+            "consumer_id is longer than {CONSUMER_ID_MAX_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn shard_of(consumer_id: &str, topic: &str, partition: i32) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let h =
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((consumer_id, topic, partition));
+    (h % POSITION_LOCK_SHARDS as u64) as usize
+}
+
+/// One record as a v2 batch without producer id (not idempotent), uncompressed.
+fn encode_batch(record: NewRecord, timestamp_ms: i64) -> Result<Bytes, LocalError> {
+    let mut headers = IndexMap::new();
+    for (name, value) in record.headers {
+        headers.insert(StrBytes::from_string(name), value);
+    }
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: timestamp_ms,
+        key: record.key,
+        value: record.value,
+        headers,
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| LocalError::Invalid(format!("cannot encode the record: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// Reads, and if nothing is there yet, waits on the partition's append notifier (no polling
+/// loop) until something arrives or `wait` passes.
+async fn read_waiting(
+    partition: &Arc<Partition>,
+    offset: i64,
+    max_messages: usize,
+    wait: Duration,
+) -> Result<Read, LocalError> {
+    let wait = wait.min(Duration::from_millis(READ_WAIT_MS_MAX));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register interest before reading, so an append in between is not missed.
+        let notified = partition.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let read = read_from(partition, offset, max_messages)?;
+        if !read.messages.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(read);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return read_from(partition, offset, max_messages);
+        }
+    }
+}
+
+/// Reads whole batches from `offset` on and decodes up to `max_messages` records at or after it.
+fn read_from(partition: &Partition, offset: i64, max_messages: usize) -> Result<Read, LocalError> {
+    let max_messages = max_messages.clamp(1, READ_MESSAGES_MAX);
+    let mut messages = Vec::new();
+    let mut next = offset;
+    let mut bytes_read = 0usize;
+    while messages.len() < max_messages && bytes_read < READ_BYTES_MAX {
+        let slice = {
+            let st = partition.state.lock();
+            if next >= st.log.log_end_offset() && next >= st.log.log_start_offset() {
+                break;
+            }
+            st.log.read(next, READ_CHUNK_BYTES).map_err(|e| match e {
+                LogError::OffsetOutOfRange { offset, start, end } => {
+                    LocalError::OffsetOutOfRange { offset, start, end }
+                }
+                e => LocalError::Storage(e.to_string()),
+            })?
+        };
+        let data = slice
+            .read_bytes()
+            .map_err(|e| LocalError::Storage(e.to_string()))?;
+        if data.is_empty() {
+            break;
+        }
+        bytes_read += data.len();
+        // The same checks a produce passed before the bytes went to disk (CRC included).
+        let headers = validate_batches(&data).map_err(|e| {
+            LocalError::Storage(format!(
+                "corrupt batch in {} partition {} at offset {next}: {e}",
+                partition.topic, partition.index
+            ))
+        })?;
+        let mut position = 0usize;
+        for h in headers {
+            let mut batch = data.slice(position..position + h.total_size());
+            position += h.total_size();
+            let last = h.base_offset + i64::from(h.last_offset_delta);
+            if last < next {
+                continue;
+            }
+            if !h.is_control() {
+                let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
+                    LocalError::Storage(format!(
+                        "cannot decode the batch at offset {} of {} partition {}: {e}",
+                        h.base_offset, partition.topic, partition.index
+                    ))
+                })?;
+                for r in set.records {
+                    if r.offset < next || r.control {
+                        continue;
+                    }
+                    if messages.len() == max_messages {
+                        return Ok(Read {
+                            messages,
+                            next_offset: next,
+                        });
+                    }
+                    next = r.offset + 1;
+                    messages.push(Message {
+                        offset: r.offset,
+                        key: r.key,
+                        value: r.value,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                        timestamp_ms: r.timestamp,
+                    });
+                }
+            }
+            next = next.max(last + 1);
+        }
+    }
+    Ok(Read {
+        messages,
+        next_offset: next,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_ids_are_bounded() {
+        assert!(validate_consumer_id("c1").is_ok());
+        assert!(validate_consumer_id("").is_err());
+        assert!(validate_consumer_id(&"x".repeat(CONSUMER_ID_MAX_BYTES + 1)).is_err());
+        assert_eq!(consumer_group("c1"), "json:c1");
+    }
+
+    #[test]
+    fn one_record_batches_pass_the_produce_checks() {
+        let batch = encode_batch(
+            NewRecord {
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::from_static(b"v")),
+                headers: vec![("h".into(), Some(Bytes::from_static(b"1")))],
+                ..Default::default()
+            },
+            1234,
+        )
+        .unwrap();
+        let headers = validate_batches(&batch).unwrap();
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].records_count, 1);
+        assert_eq!(headers[0].base_timestamp, 1234);
+    }
+}

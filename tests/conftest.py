@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import helpers
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Settings that keep tests fast: no join delay for the first group member, and a
@@ -85,6 +87,7 @@ class Broker:
         log.flush()
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
+        env["NO_COLOR"] = "1"
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.data_dir.parent)
         )
@@ -170,6 +173,7 @@ def start_broker(request, tmp_path):
 
     failed = any(getattr(request.node, "rep_" + when, None) and getattr(request.node, "rep_" + when).failed
                  for when in ("setup", "call"))
+    helpers.forget_clients()
     for b in brokers:
         crashed = b.proc is not None and b.proc.poll() not in (None, 0, -signal.SIGKILL)
         if b.alive():

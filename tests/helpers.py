@@ -18,8 +18,20 @@ FAST_CLIENT = {
 }
 
 
+# AdminClient futures fail with _DESTROY if their client is freed first, so clients are kept
+# here until the test's brokers stop (conftest calls forget_clients).
+_ADMINS = {}
+
+
 def admin(bootstrap):
-    return AdminClient({"bootstrap.servers": bootstrap, **FAST_CLIENT})
+    client = _ADMINS.get(bootstrap)
+    if client is None:
+        client = _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap, **FAST_CLIENT})
+    return client
+
+
+def forget_clients():
+    _ADMINS.clear()
 
 
 def create_topic(bootstrap, topic, partitions=1, config=None, timeout_s=15):

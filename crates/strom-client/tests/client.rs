@@ -1,0 +1,393 @@
+//! The Rust client against a real `strom serve`: the seed's tour, keys and headers, batching
+//! and compression, acks, seeking, consumer groups with commits and resume, admin, errors, and
+//! the blocking wrappers. Build the binary first: `cargo build -p strom`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use strom_client::partitioner::partition_for_key;
+use strom_client::{
+    Acks, Admin, ClientError, CompressionType, Consumer, ConsumerConfig, Message, NewTopic,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord, ResponseError,
+};
+
+/// Polls until `n` messages arrived or `timeout` passed.
+async fn poll_n(consumer: &mut Consumer, n: usize, timeout: Duration) -> Vec<Message> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        got.extend(
+            consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
+    }
+    got
+}
+
+#[tokio::test]
+async fn seed_tour_send_returns_offsets_and_poll_reads_them() {
+    let broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("demo-topic", 3).await.unwrap();
+    let first = producer
+        .send("demo-topic", "Hello, Kafka!", 0)
+        .await
+        .unwrap();
+    let second = producer.send("demo-topic", "second", 0).await.unwrap();
+    assert_eq!((first, second), (0, 1));
+    assert_eq!(
+        producer.send("demo-topic", "elsewhere", 2).await.unwrap(),
+        0
+    );
+
+    let mut consumer = Consumer::connect(&broker.addr).await.unwrap();
+    consumer.assign("demo-topic", 0).await.unwrap();
+    let messages = poll_n(&mut consumer, 2, Duration::from_secs(10)).await;
+    let got: Vec<(i64, String)> = messages
+        .iter()
+        .map(|m| (m.offset, m.value_str().into_owned()))
+        .collect();
+    assert_eq!(got, vec![(0, "Hello, Kafka!".into()), (1, "second".into())]);
+    assert_eq!(consumer.position("demo-topic", 0), Some(2));
+    producer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn keyed_records_land_where_the_java_client_puts_them() {
+    let broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("keys", 5).await.unwrap();
+    let mut expected = BTreeMap::new();
+    for key in ["user-1", "user-2", "user-3", "a", "hello", ""] {
+        let meta = producer
+            .send_record(
+                ProducerRecord::new("keys", format!("value of {key}"))
+                    .key(key.to_string())
+                    .header("source", "test")
+                    .timestamp(1_700_000_000_123),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            meta.partition,
+            partition_for_key(key.as_bytes(), 5),
+            "key {key:?}"
+        );
+        expected.insert(key.to_string(), (meta.partition, meta.offset));
+    }
+
+    let mut consumer = Consumer::connect(&broker.addr).await.unwrap();
+    consumer.assign_topic("keys").await.unwrap();
+    let messages = poll_n(&mut consumer, expected.len(), Duration::from_secs(10)).await;
+    assert_eq!(messages.len(), expected.len());
+    for m in &messages {
+        let key = m.key_str().unwrap().into_owned();
+        assert_eq!(expected[&key], (m.partition, m.offset));
+        assert_eq!(m.value_str(), format!("value of {key}"));
+        assert_eq!(m.headers, vec![("source".to_string(), Some("test".into()))]);
+        assert_eq!(m.timestamp, 1_700_000_000_123);
+    }
+}
+
+#[tokio::test]
+async fn batches_with_every_codec_keep_order_and_offsets() {
+    let broker = broker!();
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        admin.create_topic(&topic, 1).await.unwrap();
+        let config = ProducerConfig {
+            linger_ms: 20,
+            batch_size: 4096,
+            compression: codec.parse::<CompressionType>().unwrap(),
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::connect_with(&broker.addr, config).await.unwrap();
+        let mut deliveries = Vec::new();
+        for i in 0..200 {
+            let record = ProducerRecord::new(topic.clone(), format!("message {i}")).partition(0);
+            deliveries.push(producer.enqueue(record).await.unwrap());
+        }
+        for (i, d) in deliveries.into_iter().enumerate() {
+            assert_eq!(d.wait().await.unwrap().offset, i as i64, "{codec}");
+        }
+        producer.close().await.unwrap();
+
+        let mut consumer = Consumer::connect(&broker.addr).await.unwrap();
+        consumer.assign(&topic, 0).await.unwrap();
+        let messages = poll_n(&mut consumer, 200, Duration::from_secs(10)).await;
+        assert_eq!(messages.len(), 200, "{codec}");
+        for (i, m) in messages.iter().enumerate() {
+            assert_eq!(m.offset, i as i64);
+            assert_eq!(m.value_str(), format!("message {i}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn acks_zero_and_one_deliver() {
+    let broker = broker!();
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    admin.create_topic("acks", 1).await.unwrap();
+    for (acks, expect_offset) in [(Acks::Leader, Some(0)), (Acks::None, None)] {
+        let config = ProducerConfig {
+            acks,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::connect_with(&broker.addr, config).await.unwrap();
+        let offset = producer.send("acks", format!("{acks:?}"), 0).await.unwrap();
+        match expect_offset {
+            Some(o) => assert_eq!(offset, o),
+            None => assert_eq!(offset, -1, "acks=0 cannot know the offset"),
+        }
+        producer.close().await.unwrap();
+    }
+    let mut consumer = Consumer::connect(&broker.addr).await.unwrap();
+    consumer.assign("acks", 0).await.unwrap();
+    let messages = poll_n(&mut consumer, 2, Duration::from_secs(10)).await;
+    let values: Vec<_> = messages
+        .iter()
+        .map(|m| m.value_str().into_owned())
+        .collect();
+    assert_eq!(values, vec!["Leader", "None"]);
+}
+
+#[tokio::test]
+async fn seek_moves_the_position_and_latest_skips_old_messages() {
+    let broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("seek", 1).await.unwrap();
+    for i in 0..5 {
+        producer.send("seek", format!("m{i}"), 0).await.unwrap();
+    }
+    let mut consumer = Consumer::connect(&broker.addr).await.unwrap();
+    consumer.assign("seek", 0).await.unwrap();
+    consumer.seek("seek", 0, 3).unwrap();
+    let messages = poll_n(&mut consumer, 2, Duration::from_secs(10)).await;
+    let offsets: Vec<i64> = messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, vec![3, 4]);
+    assert!(
+        consumer.seek("seek", 7, 0).is_err(),
+        "partition 7 is not assigned"
+    );
+
+    let latest = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Latest,
+        ..ConsumerConfig::default()
+    };
+    let mut tail = Consumer::connect_with(&broker.addr, latest).await.unwrap();
+    tail.assign("seek", 0).await.unwrap();
+    assert!(tail
+        .poll(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+    producer.send("seek", "new", 0).await.unwrap();
+    let messages = poll_n(&mut tail, 1, Duration::from_secs(10)).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].offset, 5);
+}
+
+#[tokio::test]
+async fn a_group_splits_partitions_commits_and_resumes() {
+    let broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("grouped", 3).await.unwrap();
+    for i in 0..30 {
+        producer
+            .send("grouped", format!("m{i}"), i % 3)
+            .await
+            .unwrap();
+    }
+
+    let config = || ConsumerConfig {
+        heartbeat_interval_ms: 200,
+        ..ConsumerConfig::with_group("splitters")
+    };
+    let mut a = Consumer::connect_with(&broker.addr, config())
+        .await
+        .unwrap();
+    let mut b = Consumer::connect_with(&broker.addr, config())
+        .await
+        .unwrap();
+    a.subscribe(&["grouped"]).await.unwrap();
+    b.subscribe(&["grouped"]).await.unwrap();
+
+    // Poll both until the group settles with both members holding partitions and all 30
+    // messages have been read between them.
+    let mut seen: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ra, rb) = tokio::join!(
+            a.poll(Duration::from_millis(300)),
+            b.poll(Duration::from_millis(300))
+        );
+        for m in ra.unwrap().into_iter().chain(rb.unwrap()) {
+            seen.insert((m.partition, m.offset), m.value_str().into_owned());
+        }
+        let (pa, pb) = (a.assignment(), b.assignment());
+        let settled = !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 3;
+        if settled && seen.len() == 30 {
+            let all: BTreeSet<_> = pa.iter().chain(pb.iter()).cloned().collect();
+            assert_eq!(
+                all.len(),
+                3,
+                "partitions are split, not shared: {pa:?} {pb:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group did not settle: {pa:?} {pb:?} seen {}",
+            seen.len()
+        );
+    }
+    a.commit().await.unwrap();
+    b.commit().await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    let described = admin.describe_group("splitters").await.unwrap();
+    assert_eq!(described.offsets.len(), 3);
+    for p in &described.offsets {
+        assert_eq!(
+            (p.committed, p.end_offset, p.lag),
+            (Some(10), 10, 0),
+            "{p:?}"
+        );
+    }
+    assert!(admin
+        .list_groups()
+        .await
+        .unwrap()
+        .iter()
+        .any(|g| g.group_id == "splitters"));
+
+    // A new member of the group resumes after the committed offsets.
+    producer.send("grouped", "after", 1).await.unwrap();
+    let mut c = Consumer::connect_with(&broker.addr, config())
+        .await
+        .unwrap();
+    c.subscribe(&["grouped"]).await.unwrap();
+    let messages = poll_n(&mut c, 1, Duration::from_secs(30)).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!((messages[0].partition, messages[0].offset), (1, 10));
+    assert_eq!(messages[0].value_str(), "after");
+    c.commit().await.unwrap();
+    c.close().await.unwrap();
+    let lag: i64 = admin
+        .describe_group("splitters")
+        .await
+        .unwrap()
+        .offsets
+        .iter()
+        .map(|p| p.lag)
+        .sum();
+    assert_eq!(lag, 0);
+}
+
+#[tokio::test]
+async fn admin_creates_describes_lists_and_deletes_topics() {
+    let broker = broker!();
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    admin
+        .create_topics(vec![
+            NewTopic::new("configured", 4).config("retention.ms", "60000")
+        ])
+        .await
+        .unwrap();
+    let d = admin.describe_topic("configured").await.unwrap();
+    assert_eq!(d.info.partitions.len(), 4);
+    assert!(d.info.partitions.iter().all(|p| p.leader >= 0));
+    let retention = d
+        .configs
+        .iter()
+        .find(|c| c.name == "retention.ms")
+        .expect("retention.ms");
+    assert_eq!(retention.value.as_deref(), Some("60000"));
+    assert!(!retention.is_default);
+
+    let names: Vec<String> = admin
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(names.contains(&"configured".to_string()), "{names:?}");
+
+    let err = admin.create_topic("configured", 1).await.unwrap_err();
+    assert_eq!(err.code(), Some(ResponseError::TopicAlreadyExists), "{err}");
+
+    admin.delete_topic("configured").await.unwrap();
+    let names: Vec<String> = admin
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(!names.contains(&"configured".to_string()), "{names:?}");
+    let err = admin.describe_topic("configured").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ResponseError::UnknownTopicOrPartition),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn errors_name_the_problem() {
+    let broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    let err = producer.send("no-such-topic", "x", 0).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ResponseError::UnknownTopicOrPartition),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no-such-topic"), "{err}");
+
+    producer.create_topic("small", 1).await.unwrap();
+    let err = producer.send("small", "x", 3).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ResponseError::UnknownTopicOrPartition),
+        "{err}"
+    );
+
+    let port = support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let err = Producer::connect(&addr).await.unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!("cannot reach broker at {addr}: connection refused")
+    );
+}
+
+#[test]
+fn blocking_wrappers_work_without_a_runtime() {
+    let broker = broker!();
+    let producer = strom_client::blocking::Producer::connect(&broker.addr).unwrap();
+    producer.create_topic("blocking", 1).unwrap();
+    let offset = producer.send("blocking", "sync hello", 0).unwrap();
+    assert_eq!(offset, 0);
+    producer.close().unwrap();
+
+    let mut consumer = strom_client::blocking::Consumer::connect(&broker.addr).unwrap();
+    consumer.assign("blocking", 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.is_empty() && Instant::now() < deadline {
+        got = consumer.poll(Duration::from_millis(200)).unwrap();
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value_str(), "sync hello");
+    consumer.close().unwrap();
+}

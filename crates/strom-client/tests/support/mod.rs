@@ -1,0 +1,140 @@
+//! A real `strom serve` for integration tests.
+//!
+//! The tests run the `strom` binary of this workspace, `target/debug/strom`. Cargo builds a
+//! binary only for tests of its own package, so build it first:
+//!
+//! ```text
+//! cargo build -p strom && cargo test -p strom-client
+//! ```
+//!
+//! Without the binary the tests print why and pass without running (`broker!()` returns).
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to accept connections after it starts.
+const BROKER_START_TIMEOUT_MS: u64 = 15_000;
+
+/// Starts a broker or returns from the test with a message saying why it cannot.
+#[macro_export]
+macro_rules! broker {
+    () => {
+        match support::Broker::start() {
+            Some(b) => b,
+            None => return,
+        }
+    };
+}
+
+/// The `strom` binary, if it was built.
+pub fn strom_binary() -> Option<PathBuf> {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+    };
+    let path = target
+        .join("debug")
+        .join(format!("strom{}", std::env::consts::EXE_SUFFIX));
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is missing; run `cargo build -p strom` before these tests",
+            path.display()
+        );
+        None
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A running `strom serve` on a temporary data directory; killed on drop.
+pub struct Broker {
+    child: Child,
+    pub addr: String,
+    pub binary: PathBuf,
+    data_dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Option<Broker> {
+        let binary = strom_binary()?;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(&binary)
+            .args(["serve", "--listen", &addr, "--data-dir"])
+            .arg(data_dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn strom serve");
+        let mut broker = Broker {
+            child,
+            addr,
+            binary,
+            data_dir,
+        };
+        let deadline = Instant::now() + Duration::from_millis(BROKER_START_TIMEOUT_MS);
+        loop {
+            if TcpStream::connect(&broker.addr).is_ok() {
+                return Some(broker);
+            }
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!("strom serve exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "strom serve did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `strom ARGS... --bootstrap ADDR` with `stdin`, returning (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--bootstrap", &self.addr]);
+        run_cli(&self.binary, &full, stdin)
+    }
+}
+
+/// Runs the `strom` binary; returns (exit code, stdout, stderr).
+pub fn run_cli(binary: &PathBuf, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary)
+        .args(args)
+        .env_remove("STROM_BOOTSTRAP")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strom");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("wait for strom");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

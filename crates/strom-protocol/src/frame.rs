@@ -30,7 +30,10 @@ pub fn check_frame(buf: &[u8], max_bytes: usize) -> Result<Option<usize>, FrameE
     }
     let size_bytes = size as usize;
     if size_bytes > max_bytes {
-        return Err(FrameError::TooLarge { size_bytes: size as i64, max_bytes });
+        return Err(FrameError::TooLarge {
+            size_bytes: size as i64,
+            max_bytes,
+        });
     }
     if buf.len() - SIZE_PREFIX_BYTES < size_bytes {
         return Ok(None);
@@ -61,9 +64,18 @@ mod tests {
     fn oversized_and_negative_sizes_are_refused_before_the_body() {
         assert_eq!(
             check_frame(&1000i32.to_be_bytes(), 100),
-            Err(FrameError::TooLarge { size_bytes: 1000, max_bytes: 100 })
+            Err(FrameError::TooLarge {
+                size_bytes: 1000,
+                max_bytes: 100
+            })
         );
-        assert_eq!(check_frame(&(-5i32).to_be_bytes(), 100), Err(FrameError::BadSize(-5)));
-        assert_eq!(check_frame(&3i32.to_be_bytes(), 100), Err(FrameError::BadSize(3)));
+        assert_eq!(
+            check_frame(&(-5i32).to_be_bytes(), 100),
+            Err(FrameError::BadSize(-5))
+        );
+        assert_eq!(
+            check_frame(&3i32.to_be_bytes(), 100),
+            Err(FrameError::BadSize(3))
+        );
     }
 }

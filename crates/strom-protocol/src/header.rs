@@ -27,7 +27,11 @@ pub enum HeaderError {
     /// A version outside our range. For ApiVersions the broker still answers (KIP-511);
     /// for any other API the connection is closed.
     #[error("unsupported version {version} of {api_key:?}")]
-    UnsupportedVersion { api_key: ApiKey, version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
     #[error("malformed request header: {0}")]
     Malformed(String),
 }
@@ -35,7 +39,10 @@ pub enum HeaderError {
 /// Decodes the header of one frame body (the bytes after the size prefix).
 pub fn decode_header(mut frame: Bytes) -> Result<DecodedHeader, HeaderError> {
     if frame.len() < 8 {
-        return Err(HeaderError::Malformed(format!("{} bytes is too short", frame.len())));
+        return Err(HeaderError::Malformed(format!(
+            "{} bytes is too short",
+            frame.len()
+        )));
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -43,14 +50,22 @@ pub fn decode_header(mut frame: Bytes) -> Result<DecodedHeader, HeaderError> {
     let api_key = ApiKey::try_from(key).map_err(|()| HeaderError::UnknownApiKey(key))?;
     let range = supported_range(api_key).ok_or(HeaderError::UnknownApiKey(key))?;
     if version < min_served_version(api_key) || version > range.max {
-        return Err(HeaderError::UnsupportedVersion { api_key, version, correlation_id });
+        return Err(HeaderError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
     }
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| HeaderError::Malformed(e.to_string()))?;
     // `decode` consumed the header from the front of `frame`; what is left is the body.
     let body = frame.copy_to_bytes(frame.remaining());
-    Ok(DecodedHeader { api_key, header, body })
+    Ok(DecodedHeader {
+        api_key,
+        header,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -116,6 +131,9 @@ mod tests {
         b.put_i16(0);
         b.put_i32(1);
         b.put_i16(50); // client id claims 50 bytes, none follow
-        assert!(matches!(decode_header(b.freeze()), Err(HeaderError::Malformed(_))));
+        assert!(matches!(
+            decode_header(b.freeze()),
+            Err(HeaderError::Malformed(_))
+        ));
     }
 }

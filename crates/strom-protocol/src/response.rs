@@ -23,8 +23,11 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
         .map_err(|e| EncodeError(e.to_string()))?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
-    header.encode(&mut buf, header_version).map_err(|e| EncodeError(e.to_string()))?;
-    body.encode(&mut buf, version).map_err(|e| EncodeError(e.to_string()))?;
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| EncodeError(e.to_string()))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| EncodeError(e.to_string()))?;
     debug_assert_eq!(buf.len(), 4 + size);
     Ok(buf)
 }

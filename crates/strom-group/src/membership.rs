@@ -477,7 +477,6 @@ fn sync_locked(
     req: &SyncGroupRequest,
     now_ms: i64,
 ) -> Start<SyncOutcome> {
-    let _ = now_ms;
     let fail = |code| Start::Done(SyncOutcome::error(code));
     if req.group_id.is_empty() {
         return fail(codes::INVALID_GROUP_ID);
@@ -667,7 +666,7 @@ pub(crate) fn maybe_prepare_rebalance(config: &GroupConfig, g: &mut Group, now_m
     g.join_phase = Some(if g.is(GroupState::Empty) && delay_ms > 0 {
         JoinPhase::InitialDelay {
             deadline_ms: now_ms.saturating_add(delay_ms),
-            remaining_ms: (rebalance_timeout_ms - delay_ms).max(0),
+            remaining_ms: rebalance_timeout_ms.saturating_sub(delay_ms).max(0),
         }
     } else {
         JoinPhase::Rebalance {
@@ -696,7 +695,9 @@ pub(crate) fn try_complete_join(config: &GroupConfig, g: &mut Group, now_ms: i64
                 g.new_member_added = false;
                 g.join_phase = Some(JoinPhase::InitialDelay {
                     deadline_ms: now_ms.saturating_add(delay_ms),
-                    remaining_ms: (remaining_ms - config.initial_rebalance_delay_ms).max(0),
+                    remaining_ms: remaining_ms
+                        .saturating_sub(config.initial_rebalance_delay_ms)
+                        .max(0),
                 });
                 return;
             }

@@ -446,20 +446,25 @@ impl GroupCoordinator {
     }
 
     /// Kafka's offsets retention (KIP-211): offsets of a group that has been Empty for
-    /// `offsets_retention_ms` go (aged from the commit time when the group's Empty time is not
-    /// known, i.e. after a restart); an explicit v2-v4 expiry wins; a Stable consumer group
-    /// loses offsets of topics it no longer subscribes to (KIP-496). Empty groups left with no
-    /// offsets are removed.
+    /// `offsets_retention_ms` go; offsets of a group that never had members (a simple
+    /// consumer's, or any group after a restart) age from their own commit time; an explicit
+    /// v2-v4 expiry wins; a Stable consumer group loses offsets of topics it no longer
+    /// subscribes to (KIP-496). Empty groups left with no offsets are removed.
     pub(crate) fn expire_offsets_locked(&self, st: &mut State, now_ms: i64) {
         let retention_ms = self.config.offsets_retention_ms;
         let mut records = Vec::new();
         let mut expired: Vec<(String, String, i32)> = Vec::new();
         for g in st.groups.values() {
             let empty = g.is(GroupState::Empty);
+            let simple = g.protocol_type.is_none();
             let stable_consumer = g.is(GroupState::Stable) && g.subscribed_topics.is_some();
             for ((topic, partition), v) in &g.offsets {
                 let gone = if v.expire_ms >= 0 {
                     now_ms >= v.expire_ms
+                } else if simple {
+                    // Never had members (or membership is unknown after a restart): each
+                    // offset ages from its own commit, so a committing simple consumer keeps it.
+                    now_ms >= v.commit_ms.saturating_add(retention_ms)
                 } else if empty {
                     let base_ms = g.state_since_ms.unwrap_or(v.commit_ms);
                     now_ms >= base_ms.saturating_add(retention_ms)

@@ -520,3 +520,23 @@ async fn offset_delete_respects_subscriptions() {
         codes::INVALID_GROUP_ID
     );
 }
+
+/// Regression: retention first aged every offset of a simple consumer's group from the
+/// moment the group was created, so a consumer committing every minute still lost all its
+/// offsets a week after its first commit. Kafka ages such offsets from their own commit.
+#[tokio::test]
+async fn simple_consumer_offsets_age_from_their_own_commit() {
+    let retention_ms = 60_000;
+    let env = Env::new(GroupConfig {
+        offsets_retention_ms: retention_ms,
+        offsets_retention_check_interval_ms: 1000,
+        ..config()
+    });
+    commit_simple(&env, "s", &[("t", 0, 1), ("t", 1, 1)]).await;
+    for i in 0..6 {
+        env.advance(retention_ms / 2);
+        commit_simple(&env, "s", &[("t", 0, 2 + i)]).await;
+    }
+    // t-0 is committed every half retention period and stays; t-1 was committed once.
+    assert_eq!(env.coord.committed_offsets("s"), vec![("t".into(), 0, 7)]);
+}

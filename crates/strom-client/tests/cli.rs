@@ -1,0 +1,298 @@
+//! The kcat-like commands of the `strom` binary against a real `strom serve`: exit codes,
+//! stdout, and errors a person understands. Build the binary first: `cargo build -p strom`.
+
+mod support;
+
+use support::run_cli;
+
+fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "a panic leaked to the user: {stderr}"
+    );
+}
+
+#[test]
+fn topic_create_list_describe_delete() {
+    let broker = broker!();
+    let (code, out, err) = broker.cli(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=60000",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "created topic orders with 3 partitions\n");
+
+    let (code, out, err) = broker.cli(&["topic", "list"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l == "orders"), "{out}");
+
+    let (code, out, err) = broker.cli(&["topic", "describe", "orders"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("Topic: orders"), "{out}");
+    assert!(out.contains("Partitions: 3"), "{out}");
+    assert_eq!(out.matches("\tPartition: ").count(), 3, "{out}");
+    assert!(out.contains("retention.ms=60000"), "{out}");
+
+    let (code, _, err) = broker.cli(&["topic", "create", "orders", "--partitions", "1"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("TopicAlreadyExists"), "{err}");
+    assert_no_panic(&err);
+
+    let (code, out, err) = broker.cli(&["topic", "delete", "orders"], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "deleted topic orders\n");
+    let (_, out, _) = broker.cli(&["topic", "list"], "");
+    assert!(!out.lines().any(|l| l == "orders"), "{out}");
+
+    let (code, _, err) = broker.cli(&["topic", "describe", "orders"], "");
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("UnknownTopicOrPartition"), "{err}");
+}
+
+#[test]
+fn produce_lines_then_consume_them_with_a_format() {
+    let broker = broker!();
+    let (code, _, err) = broker.cli(&["topic", "create", "lines", "--partitions", "1"], "");
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = broker.cli(
+        &[
+            "produce",
+            "lines",
+            "--key-separator",
+            ":",
+            "--compression",
+            "lz4",
+            "--acks",
+            "1",
+        ],
+        "k1:first\nsecond\n\nk3:third:with:colons\r\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+
+    let (code, out, err) = broker.cli(
+        &["consume", "lines", "--from-beginning", "--exit-at-end"],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "first\nsecond\nthird:with:colons\n");
+
+    let (code, out, err) = broker.cli(
+        &[
+            "consume",
+            "lines",
+            "--from-beginning",
+            "--count",
+            "3",
+            "--format",
+            "%T/%p/%o\\t%k=%s",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "lines/0/0\tk1=first\nlines/0/1\t=second\nlines/0/2\tk3=third:with:colons\n"
+    );
+
+    let (code, out, err) = broker.cli(
+        &[
+            "consume",
+            "lines",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--count",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "second\n");
+
+    let (code, out, err) = broker.cli(
+        &[
+            "consume", "lines", "--offset", "-1", "--count", "1", "--format", "%o %t",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields[0], "2", "{out}");
+    assert!(
+        fields[1].parse::<i64>().unwrap() > 1_600_000_000_000,
+        "{out}"
+    );
+}
+
+#[test]
+fn produce_to_one_partition_and_by_key() {
+    let broker = broker!();
+    broker.cli(&["topic", "create", "parts", "--partitions", "4"], "");
+    let (code, _, err) = broker.cli(&["produce", "parts", "--partition", "2"], "a\nb\n");
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = broker.cli(
+        &[
+            "consume",
+            "parts",
+            "--partition",
+            "2",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "%p %s",
+        ],
+        "",
+    );
+    assert_eq!(out, "2 a\n2 b\n");
+
+    let (code, _, err) = broker.cli(
+        &["produce", "parts", "--key-separator", "="],
+        "user-7=x\nuser-7=y\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let expected = strom_client::partitioner::partition_for_key(b"user-7", 4);
+    let (_, out, _) = broker.cli(
+        &[
+            "consume",
+            "parts",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "%p %k %s",
+        ],
+        "",
+    );
+    let keyed: Vec<&str> = out.lines().filter(|l| l.contains("user-7")).collect();
+    assert_eq!(
+        keyed,
+        vec![
+            format!("{expected} user-7 x"),
+            format!("{expected} user-7 y")
+        ]
+    );
+
+    let (code, _, err) = broker.cli(&["produce", "parts", "--partition", "9"], "x\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("UnknownTopicOrPartition"), "{err}");
+    let (code, _, err) = broker.cli(&["produce", "parts", "--compression", "brotli"], "x\n");
+    assert_eq!(code, 2, "clap refuses a bad value: {err}");
+    assert!(err.contains("gzip"), "{err}");
+}
+
+#[test]
+fn consume_with_a_group_commits_and_group_commands_show_it() {
+    let broker = broker!();
+    broker.cli(&["topic", "create", "events", "--partitions", "2"], "");
+    let input: String = (0..6).map(|i| format!("e{i}\n")).collect();
+    let (code, _, err) = broker.cli(&["produce", "events"], &input);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = broker.cli(
+        &[
+            "consume",
+            "events",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--exit-at-end",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    assert_eq!(got, vec!["e0", "e1", "e2", "e3", "e4", "e5"]);
+
+    let (code, out, err) = broker.cli(&["group", "list"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l == "readers"), "{out}");
+
+    let (code, out, err) = broker.cli(&["group", "describe", "readers"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("Group: readers"), "{out}");
+    assert!(out.contains("COMMITTED"), "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("events "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        // TOPIC PARTITION COMMITTED END-OFFSET LAG MEMBER-ID
+        assert_eq!(row[2], row[3], "committed up to the end: {out}");
+        assert_eq!(row[4], "0", "no lag: {out}");
+    }
+
+    // Nothing new: the group resumes at its commit and prints nothing.
+    let (code, out, err) = broker.cli(
+        &["consume", "events", "--group", "readers", "--exit-at-end"],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+
+    let (code, _, err) = broker.cli(&["group", "describe", "nobody"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody"), "{err}");
+}
+
+#[test]
+fn unreachable_broker_is_a_one_line_error() {
+    let Some(binary) = support::strom_binary() else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    for args in [
+        vec!["topic", "list"],
+        vec!["topic", "create", "x", "--partitions", "1"],
+        vec!["produce", "x"],
+        vec!["consume", "x"],
+        vec!["group", "list"],
+        vec!["group", "describe", "g"],
+    ] {
+        let mut full = args.clone();
+        full.extend(["--bootstrap", addr.as_str()]);
+        let (code, out, err) = run_cli(&binary, &full, "");
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(out, "");
+        assert_eq!(
+            err.trim_end(),
+            format!("error: cannot reach broker at {addr}: connection refused"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn help_describes_every_client_command() {
+    let Some(binary) = support::strom_binary() else {
+        return;
+    };
+    for (args, needle) in [
+        (vec!["topic", "--help"], "describe"),
+        (vec!["topic", "create", "--help"], "--partitions"),
+        (vec!["produce", "--help"], "--key-separator"),
+        (vec!["consume", "--help"], "--from-beginning"),
+        (vec!["group", "describe", "--help"], "lag"),
+    ] {
+        let (code, out, err) = run_cli(&binary, &args, "");
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains(needle), "{args:?}: {out}");
+        assert!(
+            out.contains("--bootstrap") || args.len() == 2,
+            "{args:?}: {out}"
+        );
+    }
+}

@@ -52,42 +52,67 @@ impl PartitionLog {
     }
 
     /// The largest timestamp in the log and the first offset carrying it (for ListOffsets
-    /// `MAX_TIMESTAMP`), or `None` when no batch has a timestamp. A read error is logged and
-    /// answered with the batch's base offset.
+    /// `MAX_TIMESTAMP`), or `None` when no batch has a timestamp. Batches wholly below the log
+    /// start offset do not count. A read error is logged and answered with `None`.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        match self.try_max_timestamp() {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(%error, dir = %self.dir.display(), "max_timestamp lookup failed");
+                None
+            }
+        }
+    }
+
+    fn try_max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let start = self.log_start_offset;
-        let best = self
-            .segments
-            .iter()
-            .filter(|s| s.next_offset > start && s.max_timestamp >= 0)
-            .fold(None::<&Segment>, |best, s| match best {
-                Some(b) if b.max_timestamp >= s.max_timestamp => Some(b),
-                _ => Some(s),
-            });
-        let segment = best?;
-        let max = segment.max_timestamp;
-        // Entries before the first one whose running max reaches `max` are all older.
-        let from = match segment.index.last_before_timestamp(max) {
-            Some(i) => u64::from(segment.index.offsets()[i].position),
-            None => 0,
-        };
+        // (max timestamp, segment index, walk start position) of the best segment so far.
+        let mut best: Option<(i64, usize, u64)> = None;
+        for (i, segment) in self.segments.iter().enumerate() {
+            if segment.next_offset <= start || segment.max_timestamp < 0 {
+                continue;
+            }
+            let (max, from) = if segment.base_offset < start {
+                // DeleteRecords cut into this segment: its stored maximum may belong to a
+                // deleted batch, so recompute it over the live batches (rare, header walk).
+                let Some((from, _)) = segment.find_batch(start)? else { continue };
+                let mut max = -1;
+                segment.walk_headers(from, &mut |_, h| {
+                    max = max.max(h.max_timestamp);
+                    Ok(true)
+                })?;
+                (max, from)
+            } else {
+                let max = segment.max_timestamp;
+                // Entries before the first one whose running max reaches `max` are all older.
+                let from = match segment.index.last_before_timestamp(max) {
+                    Some(e) => u64::from(segment.index.offsets()[e].position),
+                    None => 0,
+                };
+                (max, from)
+            };
+            if max >= 0 && best.map_or(true, |(b, _, _)| max > b) {
+                best = Some((max, i, from));
+            }
+        }
+        let Some((max, i, from)) = best else { return Ok(None) };
+        let segment = &self.segments[i];
         let mut answer = None;
-        let walked = segment.walk_headers(from, &mut |position, header| {
-            if header.max_timestamp != max {
+        let mut failure = None;
+        segment.walk_headers(from, &mut |position, header| {
+            if header.max_timestamp != max || header.last_offset() < start {
                 return Ok(true);
             }
-            let exact = first_record_at_or_after(segment, position, header, max, i64::MIN)
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "max_timestamp: falling back to the batch base offset");
-                    None
-                });
-            answer = exact.or(Some((header.base_offset, max)));
+            match first_record_at_or_after(segment, position, header, max, start) {
+                Ok(found) => answer = found.or(Some((header.base_offset.max(start), max))),
+                Err(e) => failure = Some(e),
+            }
             Ok(false)
-        });
-        if let Err(error) = walked {
-            tracing::warn!(%error, base = segment.base_offset, "max_timestamp: segment walk failed");
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
         }
-        answer.map(|(offset, ts)| (offset.max(start), ts))
+        Ok(answer)
     }
 }
 

@@ -38,13 +38,6 @@ impl PartitionLog {
         let candidates = if self.active().is_empty() { count - 1 } else { count };
         let segments = &self.segments[..candidates];
 
-        let by_time = match self.config.retention_ms {
-            Some(retention_ms) => segments
-                .iter()
-                .take_while(|s| now_ms.saturating_sub(newest_time_ms(s)) > retention_ms)
-                .count(),
-            None => 0,
-        };
         let by_size = match self.config.retention_bytes {
             Some(limit) if self.size_bytes > limit => {
                 let mut excess = self.size_bytes - limit;
@@ -67,7 +60,15 @@ impl PartitionLog {
             .windows(2)
             .take_while(|pair| pair[1].base_offset <= self.log_start_offset)
             .count();
-        by_time.max(by_size).max(by_start)
+        // Time retention deletes a prefix of expired segments; segments that size or the
+        // start offset delete anyway do not interrupt that prefix (one pass reaches the same
+        // state as repeated passes).
+        let forced = by_size.max(by_start).min(candidates);
+        let expired = |s: &Segment| match self.config.retention_ms {
+            Some(retention_ms) => now_ms.saturating_sub(newest_time_ms(s)) > retention_ms,
+            None => false,
+        };
+        forced + segments[forced..].iter().take_while(|s| expired(s)).count()
     }
 
     /// DeleteRecords: make `offset` the new log start offset (durably) and delete segments

@@ -391,3 +391,34 @@ fn blocking_wrappers_work_without_a_runtime() {
     assert_eq!(got[0].value_str(), "sync hello");
     consumer.close().unwrap();
 }
+
+#[tokio::test]
+async fn clients_reconnect_after_a_broker_restart() {
+    let mut broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("restart", 2).await.unwrap();
+    assert_eq!(producer.send("restart", "before", 0).await.unwrap(), 0);
+    let mut consumer = Consumer::connect(&broker.addr).await.unwrap();
+    consumer.assign("restart", 0).await.unwrap();
+    assert_eq!(
+        poll_n(&mut consumer, 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+
+    broker.restart();
+
+    // The old connections are dead; the next requests open new ones.
+    let offset = producer.send("restart", "after", 0).await.unwrap();
+    assert_eq!(
+        offset, 1,
+        "the message written before the restart is still there"
+    );
+    let messages = poll_n(&mut consumer, 1, Duration::from_secs(15)).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        (messages[0].offset, messages[0].value_str().into_owned()),
+        (1, "after".into())
+    );
+}

@@ -70,27 +70,41 @@ impl Broker {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(&binary)
-            .args(["serve", "--listen", &addr, "--data-dir"])
-            .arg(data_dir.path())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn strom serve");
+        let child = spawn(&binary, &addr, data_dir.path());
         let mut broker = Broker {
             child,
             addr,
             binary,
             data_dir,
         };
+        broker.wait_listening();
+        Some(broker)
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same address and data.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_millis(BROKER_START_TIMEOUT_MS);
+        // The new process may lose a race for the port right after the old one died; retry.
+        loop {
+            self.child = spawn(&self.binary, &self.addr, self.data_dir.path());
+            std::thread::sleep(Duration::from_millis(100));
+            match self.child.try_wait() {
+                Ok(Some(_)) if Instant::now() < deadline => continue,
+                _ => break,
+            }
+        }
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_millis(BROKER_START_TIMEOUT_MS);
         loop {
-            if TcpStream::connect(&broker.addr).is_ok() {
-                return Some(broker);
+            if TcpStream::connect(&self.addr).is_ok() {
+                return;
             }
-            if let Ok(Some(status)) = broker.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("strom serve exited early with {status}");
             }
             assert!(
@@ -107,6 +121,18 @@ impl Broker {
         full.extend(["--bootstrap", &self.addr]);
         run_cli(&self.binary, &full, stdin)
     }
+}
+
+fn spawn(binary: &PathBuf, addr: &str, data_dir: &std::path::Path) -> Child {
+    Command::new(binary)
+        .args(["serve", "--listen", addr, "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn strom serve")
 }
 
 /// Runs the `strom` binary; returns (exit code, stdout, stderr).

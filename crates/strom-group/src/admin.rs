@@ -22,6 +22,7 @@ fn s(v: &str) -> StrBytes {
 const GROUP_TYPE_CLASSIC: &str = "classic";
 
 impl GroupCoordinator {
+    /// DescribeGroups v0-v6.
     pub async fn describe_groups(
         &self,
         req: DescribeGroupsRequest,
@@ -80,6 +81,7 @@ impl GroupCoordinator {
         DescribeGroupsResponse::default().with_groups(groups)
     }
 
+    /// ListGroups v0-v5, with the states filter (v4+) and the types filter (v5).
     pub async fn list_groups(&self, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
         let states: Vec<String> = if version >= 4 {
             req.states_filter
@@ -126,6 +128,7 @@ impl GroupCoordinator {
         ListGroupsResponse::default().with_groups(groups)
     }
 
+    /// DeleteGroups v0-v2: only Empty groups can be deleted; their offsets go with them.
     pub async fn delete_groups(
         &self,
         req: DeleteGroupsRequest,

@@ -57,6 +57,8 @@ struct JoinArgs<'a> {
 }
 
 impl GroupCoordinator {
+    /// JoinGroup v0-v9. May wait (bounded by the rebalance timeout) until the rebalance
+    /// completes; `client_id`/`client_host` come from the request header and the connection.
     pub async fn join_group(
         &self,
         req: JoinGroupRequest,
@@ -357,6 +359,7 @@ impl GroupCoordinator {
         (ms as u64).saturating_add(WAIT_SLACK_MS)
     }
 
+    /// SyncGroup v0-v5. A follower's call waits for the leader's assignment.
     pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
         let start = {
             let now_ms = self.clock.now_ms();
@@ -383,6 +386,7 @@ impl GroupCoordinator {
         resp
     }
 
+    /// Heartbeat v0-v4. Never waits.
     pub async fn heartbeat(&self, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
         let now_ms = self.clock.now_ms();
         let mut st = self.state.lock();
@@ -390,6 +394,7 @@ impl GroupCoordinator {
         HeartbeatResponse::default().with_error_code(code)
     }
 
+    /// LeaveGroup v0-v5 (v3+ carries a batch of member identities).
     pub async fn leave_group(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
         if req.group_id.is_empty() {
             return LeaveGroupResponse::default().with_error_code(codes::INVALID_GROUP_ID);

@@ -31,6 +31,7 @@ const DEFAULT_RETENTION_TIME_MS: i64 = -1;
 type FetchedPartition = (i32, i64, i32, String, i16);
 
 impl GroupCoordinator {
+    /// OffsetCommit v2-v9. With `fsync` configured, answers after the commit is on disk.
     pub async fn offset_commit(
         &self,
         req: OffsetCommitRequest,
@@ -211,6 +212,7 @@ impl GroupCoordinator {
         }
     }
 
+    /// OffsetFetch v1-v9: the single-group form up to v7, the multi-group form from v8.
     pub async fn offset_fetch(&self, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
         if version >= 8 {
             let groups = req
@@ -350,6 +352,7 @@ impl GroupCoordinator {
         (codes::NONE, topics)
     }
 
+    /// OffsetDelete v0.
     pub async fn offset_delete(
         &self,
         req: OffsetDeleteRequest,

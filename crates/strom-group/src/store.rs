@@ -293,6 +293,10 @@ pub(crate) struct OffsetLog {
     written_seq: u64,
     /// Set when an append failed and could not be rolled back; refuses further writes.
     poisoned: bool,
+    /// Test failpoint: the next append writes half its bytes and then fails, like a disk
+    /// that fills up mid-record.
+    #[cfg(test)]
+    fail_next_append_halfway: bool,
 }
 
 impl OffsetLog {
@@ -354,6 +358,8 @@ impl OffsetLog {
             records_in_file: records.len() as u64,
             written_seq: 0,
             poisoned: false,
+            #[cfg(test)]
+            fail_next_append_halfway: false,
         };
         Ok((log, records))
     }
@@ -375,7 +381,7 @@ impl OffsetLog {
                 });
             }
         }
-        if let Err(source) = self.file.write_all(&buf) {
+        if let Err(source) = self.write_bytes(&buf) {
             // Roll back a partial write so that later appends are not hidden behind it.
             if self.file.set_len(self.len_bytes).is_err() {
                 self.poisoned = true;
@@ -389,6 +395,22 @@ impl OffsetLog {
         self.records_in_file += records.len() as u64;
         self.written_seq += 1;
         Ok(self.written_seq)
+    }
+
+    #[cfg(not(test))]
+    fn write_bytes(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(buf)
+    }
+
+    #[cfg(test)]
+    fn write_bytes(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if std::mem::take(&mut self.fail_next_append_halfway) {
+            self.file.write_all(&buf[..buf.len() / 2])?;
+            return Err(std::io::Error::other(
+                "injected failure halfway through an append",
+            ));
+        }
+        self.file.write_all(buf)
     }
 
     pub(crate) fn written_seq(&self) -> u64 {
@@ -495,6 +517,53 @@ mod tests {
             let (some, _) = parse_log(&bad);
             assert!(some.len() < recs.len());
         }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "strom-group-store-{tag}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A write that fails halfway must not leave half a record in the file: the next
+    /// successful append would sit behind it and be cut off at the next open.
+    #[test]
+    fn failed_append_is_rolled_back() {
+        let dir = temp_dir("rollback");
+        let (mut log, recs) = OffsetLog::open(&dir).unwrap();
+        assert!(recs.is_empty());
+        log.append(&[commit("g", "t", 0, 1)]).unwrap();
+        log.fail_next_append_halfway = true;
+        assert!(log
+            .append(&[commit("g", "t", 1, 2), commit("g", "t", 2, 3)])
+            .is_err());
+        log.append(&[commit("g", "t", 0, 4)]).unwrap();
+        drop(log);
+        let (_, recs) = OffsetLog::open(&dir).unwrap();
+        assert_eq!(recs, vec![commit("g", "t", 0, 1), commit("g", "t", 0, 4)]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn leftover_compaction_file_is_ignored_and_removed() {
+        let dir = temp_dir("tmp");
+        let (mut log, _) = OffsetLog::open(&dir).unwrap();
+        log.append(&[commit("g", "t", 0, 1)]).unwrap();
+        drop(log);
+        fs::write(dir.join(TMP_FILE_NAME), b"half a compaction").unwrap();
+        let (mut log, recs) = OffsetLog::open(&dir).unwrap();
+        assert_eq!(recs, vec![commit("g", "t", 0, 1)]);
+        assert!(!dir.join(TMP_FILE_NAME).exists());
+        // Rewrite keeps exactly what it is given.
+        log.rewrite(&[commit("g", "t", 0, 9)]).unwrap();
+        drop(log);
+        let (_, recs) = OffsetLog::open(&dir).unwrap();
+        assert_eq!(recs, vec![commit("g", "t", 0, 9)]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

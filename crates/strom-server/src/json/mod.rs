@@ -1,0 +1,181 @@
+//! The seed's JSON-over-TCP protocol (`strom serve --json-listen HOST:PORT`): newline-delimited
+//! JSON, one request object per line, one response object per line, in the same order.
+//! The protocol is documented for users in `docs/json-protocol.md`.
+//!
+//! Layout, as in mini-redis:
+//! - `framing`: finds whole lines in the read buffer and enforces `json.max.line.bytes`.
+//! - `request`: parses a line into a [`request::Request`] (no I/O).
+//! - `response`: the response wire types and the error kinds.
+//! - `handler`: runs a request through [`strom_broker::local`], the broker's in-process API,
+//!   so JSON and Kafka clients share one log and one set of committed offsets.
+//! - this file: the listener and the per-connection loop.
+//!
+//! Bounds: at most `max.connections` JSON connections (a connection beyond it gets one error
+//! line and is closed); lines of at most `json.max.line.bytes` (a longer line gets an error
+//! response, the rest of it is discarded, and the connection stays usable); a consume returns
+//! at most 10,000 messages and reads at most 4 MiB of batches. Requests on one connection run
+//! one at a time, which keeps the responses in order.
+
+mod framing;
+mod handler;
+mod request;
+mod response;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use strom_broker::local::Local;
+use strom_broker::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
+use framing::{Frame, LineBuffer};
+use request::ParseError;
+use response::{code, Body};
+
+/// How much a connection reads at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_line_bytes: usize,
+}
+
+impl Limits {
+    pub fn from_broker(broker: &Broker) -> Limits {
+        Limits {
+            max_connections: broker.config.max_connections,
+            max_line_bytes: broker.config.json_max_line_bytes,
+        }
+    }
+}
+
+/// Serves JSON requests until shutdown.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Shutdown) {
+    let limits = Limits::from_broker(&broker);
+    serve_with(listener, Arc::new(Local::new(broker)), limits, shutdown).await
+}
+
+/// [`serve`] with explicit limits, over an existing [`Local`].
+pub async fn serve_with(
+    listener: TcpListener,
+    local: Arc<Local>,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait() => return,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(error = %e, "JSON accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = limits.max_connections, "refusing JSON connection: max.connections reached");
+            // Best effort and never blocking: the socket's send buffer is empty.
+            let line = Body::error(
+                code::TOO_MANY_CONNECTIONS,
+                format!(
+                    "too many connections (max.connections = {})",
+                    limits.max_connections
+                ),
+            )
+            .to_line(None);
+            let _ = socket.try_write(&line);
+            continue;
+        };
+        let local = local.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(socket, peer, &local, limits, shutdown).await {
+                tracing::debug!(%peer, error = %e, "JSON connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    local: &Local,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let _ = socket.set_nodelay(true);
+    let (mut reader, writer) = socket.into_split();
+    let mut writer = BufWriter::new(writer);
+    let mut lines = LineBuffer::new(limits.max_line_bytes);
+    let mut eof = false;
+    loop {
+        // Answer every whole line already buffered, in order, then flush once.
+        loop {
+            let frame = match lines.next_frame() {
+                Some(f) => f,
+                None if eof => match lines.finish() {
+                    Some(f) => f,
+                    None => break,
+                },
+                None => break,
+            };
+            if let Some(response) = respond(local, frame, peer, limits).await {
+                writer.write_all(&response).await?;
+            }
+        }
+        writer.flush().await?;
+        if eof || shutdown.is_shutdown() {
+            break;
+        }
+        let buf = lines.buf_mut();
+        buf.reserve(READ_CHUNK_BYTES);
+        let read = tokio::select! {
+            r = reader.read_buf(buf) => r?,
+            _ = shutdown.wait() => break,
+        };
+        if read == 0 {
+            eof = true;
+        }
+    }
+    writer.shutdown().await
+}
+
+/// The response line for one frame; `None` for a blank line (no request, no response).
+async fn respond(local: &Local, frame: Frame, peer: SocketAddr, limits: Limits) -> Option<Vec<u8>> {
+    let line = match frame {
+        Frame::TooLong => {
+            tracing::debug!(%peer, max = limits.max_line_bytes, "JSON request line too long");
+            return Some(
+                Body::error(
+                    code::LINE_TOO_LONG,
+                    format!(
+                        "request line longer than json.max.line.bytes ({} bytes); the line was discarded",
+                        limits.max_line_bytes
+                    ),
+                )
+                .to_line(None),
+            );
+        }
+        Frame::Line(line) => line,
+    };
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let parsed = request::parse(&line);
+    let body = match parsed.request {
+        Ok(req) => handler::handle(local, req).await,
+        Err(ParseError::BadJson(m)) => Body::error(code::BAD_JSON, m),
+        Err(ParseError::BadRequest(m)) => Body::error(code::BAD_REQUEST, m),
+    };
+    Some(body.to_line(parsed.id.as_ref()))
+}

@@ -78,7 +78,10 @@ impl BatchHeader {
     /// semantic checks live in [`BatchHeader::check`] and [`validate_batches`].
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < Self::SIZE {
-            return Err(BatchError::HeaderTooShort { position: 0, available: buf.len() });
+            return Err(BatchError::HeaderTooShort {
+                position: 0,
+                available: buf.len(),
+            });
         }
         Ok(BatchHeader {
             base_offset: be_i64(buf, BASE_OFFSET_AT),
@@ -102,14 +105,24 @@ impl BatchHeader {
     /// this batch to the end of the buffer (or file) it sits in.
     pub fn check(&self, position: usize, available: usize) -> Result<(), BatchError> {
         if self.magic != 2 {
-            return Err(BatchError::InvalidMagic { position, magic: self.magic });
+            return Err(BatchError::InvalidMagic {
+                position,
+                magic: self.magic,
+            });
         }
         if self.batch_length < MIN_BATCH_LENGTH {
-            return Err(BatchError::InvalidBatchLength { position, batch_length: self.batch_length });
+            return Err(BatchError::InvalidBatchLength {
+                position,
+                batch_length: self.batch_length,
+            });
         }
         let total_size = self.total_size();
         if total_size > available {
-            return Err(BatchError::Truncated { position, total_size, available });
+            return Err(BatchError::Truncated {
+                position,
+                total_size,
+                available,
+            });
         }
         if self.records_count < 0 {
             return Err(BatchError::InvalidRecordCount {
@@ -176,7 +189,11 @@ pub(crate) fn check_batch(
     header.check(position, batch.len())?;
     let computed = compute_crc(&batch[..header.total_size()]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { position, stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            position,
+            stored: header.crc,
+            computed,
+        });
     }
     Ok(())
 }
@@ -212,7 +229,10 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
 /// For LogAppendTime topics: set `max_timestamp` to `now_ms`, set the timestamp-type attribute
 /// bit, and recompute the CRC (both fields are covered by it). `batch` is one whole batch.
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
-    assert!(batch.len() >= BatchHeader::SIZE, "set_log_append_time needs a whole batch");
+    assert!(
+        batch.len() >= BatchHeader::SIZE,
+        "set_log_append_time needs a whole batch"
+    );
     let attributes = be_i16(batch, ATTRIBUTES_AT) | ATTR_TIMESTAMP_TYPE_LOG_APPEND;
     batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
@@ -226,7 +246,9 @@ fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
     let mut raw: u64 = 0;
     // A 64-bit varint takes at most 10 bytes; the bound keeps a damaged buffer from looping.
     for i in 0..10 {
-        let byte = *buf.get(*pos).ok_or(BatchError::MalformedRecords("varint past end"))?;
+        let byte = *buf
+            .get(*pos)
+            .ok_or(BatchError::MalformedRecords("varint past end"))?;
         *pos += 1;
         raw |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
@@ -252,7 +274,9 @@ pub fn walk_records(
     f: &mut dyn FnMut(RecordMeta) -> bool,
 ) -> Result<(), BatchError> {
     if header.compression() != 0 {
-        return Err(BatchError::MalformedRecords("cannot walk a compressed batch"));
+        return Err(BatchError::MalformedRecords(
+            "cannot walk a compressed batch",
+        ));
     }
     let end = header.total_size().min(batch.len());
     let mut pos = BatchHeader::SIZE;
@@ -267,7 +291,10 @@ pub fn walk_records(
         let offset_delta = read_varlong(&batch[..record_end], &mut p)?;
         let offset_delta = i32::try_from(offset_delta)
             .map_err(|_| BatchError::MalformedRecords("offset delta out of range"))?;
-        if !f(RecordMeta { offset_delta, timestamp_delta }) {
+        if !f(RecordMeta {
+            offset_delta,
+            timestamp_delta,
+        }) {
             return Ok(());
         }
         pos = record_end;
@@ -306,7 +333,10 @@ mod tests {
         assert_eq!(h.last_offset(), 43);
         assert_eq!(h.base_timestamp, 10);
         assert_eq!(h.max_timestamp, 30);
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 3, 11));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7, 3, 11)
+        );
         assert_eq!(h.records_count, 2);
         assert_eq!(h.compression(), 0);
         assert!(!h.is_transactional() && !h.is_control() && !h.timestamp_type_log_append());
@@ -324,7 +354,10 @@ mod tests {
 
     #[test]
     fn attribute_bits() {
-        let b = BatchBuilder::new().attributes(0x10 | 0x20 | 0x08 | 3).record(TestRecord::new(1, None, None)).build();
+        let b = BatchBuilder::new()
+            .attributes(0x10 | 0x20 | 0x08 | 3)
+            .record(TestRecord::new(1, None, None))
+            .build();
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!(h.compression(), 3);
         assert!(h.is_transactional() && h.is_control() && h.timestamp_type_log_append());
@@ -333,7 +366,9 @@ mod tests {
     #[test]
     fn validate_splits_concatenated_batches() {
         let mut buf = sample();
-        let second = BatchBuilder::new().record(TestRecord::new(5, None, Some(b"z"))).build();
+        let second = BatchBuilder::new()
+            .record(TestRecord::new(5, None, Some(b"z")))
+            .build();
         buf.extend_from_slice(&second);
         let hs = validate_batches(&buf).unwrap();
         assert_eq!(hs.len(), 2);
@@ -360,19 +395,28 @@ mod tests {
             c[i] ^= 0x40;
             let e = validate_batches(&c).unwrap_err();
             // Flipping a header field may trip a header check first; either way it fails.
-            assert!(e.is_corrupt_message() || matches!(e, BatchError::InconsistentOffsets { .. }), "{e}");
+            assert!(
+                e.is_corrupt_message() || matches!(e, BatchError::InconsistentOffsets { .. }),
+                "{e}"
+            );
         }
         let mut c = b.clone();
         let last = c.len() - 1;
         c[last] ^= 1;
-        assert!(matches!(validate_batches(&c), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate_batches(&c),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]
     fn validate_rejects_bad_lengths() {
         let b = sample();
         // Torn: a few bytes missing at the end.
-        assert!(matches!(validate_batches(&b[..b.len() - 3]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            validate_batches(&b[..b.len() - 3]),
+            Err(BatchError::Truncated { .. })
+        ));
         // Trailing garbage shorter than a header.
         let mut c = b.clone();
         c.extend_from_slice(&[0; 10]);
@@ -383,10 +427,16 @@ mod tests {
         // batch_length below the header size.
         let mut d = b.clone();
         d[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&10i32.to_be_bytes());
-        assert!(matches!(validate_batches(&d), Err(BatchError::InvalidBatchLength { .. })));
+        assert!(matches!(
+            validate_batches(&d),
+            Err(BatchError::InvalidBatchLength { .. })
+        ));
         let mut d = b.clone();
         d[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(validate_batches(&d), Err(BatchError::InvalidBatchLength { .. })));
+        assert!(matches!(
+            validate_batches(&d),
+            Err(BatchError::InvalidBatchLength { .. })
+        ));
     }
 
     /// Rewrite a header field and fix the CRC, so only the semantic check can catch it.
@@ -406,9 +456,15 @@ mod tests {
         assert!(matches!(e, BatchError::InvalidRecordCount { .. }));
         assert!(!e.is_corrupt_message());
         let c = with_field(&b, 23, &5i32.to_be_bytes());
-        assert!(matches!(validate_batches(&c), Err(BatchError::InconsistentOffsets { .. })));
+        assert!(matches!(
+            validate_batches(&c),
+            Err(BatchError::InconsistentOffsets { .. })
+        ));
         let c = with_field(&b, 23, &(-1i32).to_be_bytes());
-        assert!(matches!(validate_batches(&c), Err(BatchError::InconsistentOffsets { .. })));
+        assert!(matches!(
+            validate_batches(&c),
+            Err(BatchError::InconsistentOffsets { .. })
+        ));
     }
 
     #[test]
@@ -444,7 +500,19 @@ mod tests {
 
     #[test]
     fn varint_roundtrip_edges() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i64::MAX, i64::MIN, i32::MAX as i64] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i64::MAX,
+            i64::MIN,
+            i32::MAX as i64,
+        ] {
             let mut buf = Vec::new();
             crate::testing::write_varlong(&mut buf, v);
             let mut pos = 0;

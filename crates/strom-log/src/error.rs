@@ -22,16 +22,28 @@ pub enum BatchError {
     InvalidBatchLength { position: usize, batch_length: i32 },
     /// `batch_length` points past the end of the buffer.
     #[error("batch at byte {position} claims {total_size} bytes but only {available} are present")]
-    Truncated { position: usize, total_size: usize, available: usize },
+    Truncated {
+        position: usize,
+        total_size: usize,
+        available: usize,
+    },
     /// CRC-32C over bytes 21.. of the batch does not match the stored one.
     #[error("CRC mismatch in batch at byte {position}: stored {stored:#010x}, computed {computed:#010x}")]
-    CrcMismatch { position: usize, stored: u32, computed: u32 },
+    CrcMismatch {
+        position: usize,
+        stored: u32,
+        computed: u32,
+    },
     /// `records_count` is negative.
     #[error("invalid records_count {records_count} in batch at byte {position}")]
     InvalidRecordCount { position: usize, records_count: i32 },
     /// `last_offset_delta + 1 != records_count`, or the delta is negative.
     #[error("inconsistent batch at byte {position}: last_offset_delta {last_offset_delta}, records_count {records_count}")]
-    InconsistentOffsets { position: usize, last_offset_delta: i32, records_count: i32 },
+    InconsistentOffsets {
+        position: usize,
+        last_offset_delta: i32,
+        records_count: i32,
+    },
     /// The records section of an uncompressed batch does not decode (only checked when a
     /// caller walks records, e.g. timestamp lookups; never on append).
     #[error("malformed records in batch: {0}")]

@@ -81,7 +81,9 @@ fn decode_times(bytes: &[u8], offsets: &[IndexEntry]) -> Vec<TimeEntry> {
             max_timestamp: i64::from_be_bytes(chunk[0..8].try_into().expect("8 bytes")),
             relative_offset: u32::from_be_bytes(chunk[8..12].try_into().expect("4 bytes")),
         };
-        let grows = out.last().map_or(true, |prev| entry.max_timestamp >= prev.max_timestamp);
+        let grows = out
+            .last()
+            .map_or(true, |prev| entry.max_timestamp >= prev.max_timestamp);
         if !grows || entry.relative_offset != paired.relative_offset {
             break;
         }
@@ -104,7 +106,11 @@ impl SegmentIndex {
     /// Open (or create) the index files of an existing segment and load the longest prefix of
     /// paired, plausible entries. Returns the index and whether the files held anything beyond
     /// that prefix (damage the caller should rewrite away).
-    pub fn load(offset_path: &Path, time_path: &Path, log_len: u64) -> io::Result<(SegmentIndex, bool)> {
+    pub fn load(
+        offset_path: &Path,
+        time_path: &Path,
+        log_len: u64,
+    ) -> io::Result<(SegmentIndex, bool)> {
         let offset_file = open_rw(offset_path, false)?;
         let time_file = open_rw(time_path, false)?;
         let offset_bytes = read_all(&offset_file)?;
@@ -114,7 +120,15 @@ impl SegmentIndex {
         offsets.truncate(times.len());
         let damaged = offset_bytes.len() != offsets.len() * OFFSET_ENTRY_SIZE
             || time_bytes.len() != times.len() * TIME_ENTRY_SIZE;
-        Ok((SegmentIndex { offsets, times, offset_file, time_file }, damaged))
+        Ok((
+            SegmentIndex {
+                offsets,
+                times,
+                offset_file,
+                time_file,
+            },
+            damaged,
+        ))
     }
 
     pub fn len(&self) -> usize {
@@ -138,9 +152,15 @@ impl SegmentIndex {
     /// Add an entry pair in memory only.
     pub fn push_entry(&mut self, entry: IndexEntry, time: TimeEntry) {
         debug_assert_eq!(entry.relative_offset, time.relative_offset);
-        debug_assert!(self.offsets.last().map_or(true, |p| p.relative_offset < entry.relative_offset
-            && p.position < entry.position));
-        debug_assert!(self.times.last().map_or(true, |p| p.max_timestamp <= time.max_timestamp));
+        debug_assert!(self
+            .offsets
+            .last()
+            .map_or(true, |p| p.relative_offset < entry.relative_offset
+                && p.position < entry.position));
+        debug_assert!(self
+            .times
+            .last()
+            .map_or(true, |p| p.max_timestamp <= time.max_timestamp));
         self.offsets.push(entry);
         self.times.push(time);
     }
@@ -163,8 +183,10 @@ impl SegmentIndex {
             tb.extend_from_slice(&t.relative_offset.to_be_bytes());
         }
         let writes = [
-            self.offset_file.write_all_at(&ob, (first * OFFSET_ENTRY_SIZE) as u64),
-            self.time_file.write_all_at(&tb, (first * TIME_ENTRY_SIZE) as u64),
+            self.offset_file
+                .write_all_at(&ob, (first * OFFSET_ENTRY_SIZE) as u64),
+            self.time_file
+                .write_all_at(&tb, (first * TIME_ENTRY_SIZE) as u64),
         ];
         for result in writes {
             if let Err(error) = result {
@@ -175,8 +197,10 @@ impl SegmentIndex {
 
     /// Make both files hold exactly the in-memory entries.
     pub fn rewrite_files(&self) -> io::Result<()> {
-        self.offset_file.set_len((self.offsets.len() * OFFSET_ENTRY_SIZE) as u64)?;
-        self.time_file.set_len((self.times.len() * TIME_ENTRY_SIZE) as u64)?;
+        self.offset_file
+            .set_len((self.offsets.len() * OFFSET_ENTRY_SIZE) as u64)?;
+        self.time_file
+            .set_len((self.times.len() * TIME_ENTRY_SIZE) as u64)?;
         self.persist_from(0);
         Ok(())
     }
@@ -188,13 +212,17 @@ impl SegmentIndex {
 
     /// Index of the last entry whose relative offset is `<= relative_offset`.
     pub fn floor_offset(&self, relative_offset: u32) -> Option<usize> {
-        let n = self.offsets.partition_point(|e| e.relative_offset <= relative_offset);
+        let n = self
+            .offsets
+            .partition_point(|e| e.relative_offset <= relative_offset);
         n.checked_sub(1)
     }
 
     /// Index of the last entry whose position is `<= position`.
     pub fn floor_position(&self, position: u64) -> Option<usize> {
-        let n = self.offsets.partition_point(|e| u64::from(e.position) <= position);
+        let n = self
+            .offsets
+            .partition_point(|e| u64::from(e.position) <= position);
         n.checked_sub(1)
     }
 
@@ -218,7 +246,10 @@ mod tests {
     use super::*;
 
     fn offset_bytes(entries: &[(u32, u32)]) -> Vec<u8> {
-        entries.iter().flat_map(|(r, p)| [r.to_be_bytes(), p.to_be_bytes()].concat()).collect()
+        entries
+            .iter()
+            .flat_map(|(r, p)| [r.to_be_bytes(), p.to_be_bytes()].concat())
+            .collect()
     }
 
     #[test]
@@ -255,10 +286,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (op, tp) = (dir.path().join("a.index"), dir.path().join("a.timeindex"));
         let mut idx = SegmentIndex::create(&op, &tp).unwrap();
-        idx.push_entry(IndexEntry { relative_offset: 0, position: 0 }, TimeEntry { max_timestamp: 5, relative_offset: 0 });
+        idx.push_entry(
+            IndexEntry {
+                relative_offset: 0,
+                position: 0,
+            },
+            TimeEntry {
+                max_timestamp: 5,
+                relative_offset: 0,
+            },
+        );
         idx.persist_from(0);
-        idx.push_entry(IndexEntry { relative_offset: 3, position: 70 }, TimeEntry { max_timestamp: 9, relative_offset: 3 });
-        idx.push_entry(IndexEntry { relative_offset: 7, position: 150 }, TimeEntry { max_timestamp: 9, relative_offset: 7 });
+        idx.push_entry(
+            IndexEntry {
+                relative_offset: 3,
+                position: 70,
+            },
+            TimeEntry {
+                max_timestamp: 9,
+                relative_offset: 3,
+            },
+        );
+        idx.push_entry(
+            IndexEntry {
+                relative_offset: 7,
+                position: 150,
+            },
+            TimeEntry {
+                max_timestamp: 9,
+                relative_offset: 7,
+            },
+        );
         idx.persist_from(1);
         let (loaded, damaged) = SegmentIndex::load(&op, &tp, 200).unwrap();
         assert!(!damaged);

@@ -52,7 +52,11 @@ pub struct ReadSlice {
 
 impl ReadSlice {
     pub fn empty() -> ReadSlice {
-        ReadSlice { file: None, position: 0, len: 0 }
+        ReadSlice {
+            file: None,
+            position: 0,
+            len: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,7 +105,11 @@ impl PartitionLog {
         for (i, &base) in bases.iter().enumerate() {
             if let Some(prev) = segments.last() {
                 if base != prev.next_offset {
-                    tracing::warn!(base, expected = prev.next_offset, "segment does not continue the log");
+                    tracing::warn!(
+                        base,
+                        expected = prev.next_offset,
+                        "segment does not continue the log"
+                    );
                     recovery::discard_segments(dir, &bases[i..])?;
                     break;
                 }
@@ -114,7 +122,11 @@ impl PartitionLog {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::create(dir, stored_start.unwrap_or(0).max(0), now_ms)?);
+            segments.push(Segment::create(
+                dir,
+                stored_start.unwrap_or(0).max(0),
+                now_ms,
+            )?);
         }
         let mut log = PartitionLog {
             dir: dir.to_path_buf(),
@@ -167,11 +179,15 @@ impl PartitionLog {
     }
 
     pub(crate) fn active(&self) -> &Segment {
-        self.segments.last().expect("a log always has an active segment")
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.last_mut().expect("a log always has an active segment")
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -222,7 +238,9 @@ impl PartitionLog {
         let records = check_pairing(batches, headers)?;
         let total_bytes = batches.len() as u64;
         if total_bytes > u64::from(u32::MAX) / 2 {
-            return Err(LogError::InvalidAppend(format!("append of {total_bytes} bytes is too large")));
+            return Err(LogError::InvalidAppend(format!(
+                "append of {total_bytes} bytes is too large"
+            )));
         }
         let last_offset = base_offset + records - 1;
         if self.should_roll(total_bytes, last_offset, now_ms) {
@@ -242,10 +260,15 @@ impl PartitionLog {
         }
         debug_assert_eq!(next, last_offset + 1);
         let interval = u64::from(self.config.index_interval_bytes);
-        self.active_mut().append(batches, &patched, now_ms, interval)?;
+        self.active_mut()
+            .append(batches, &patched, now_ms, interval)?;
         self.size_bytes += total_bytes;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
-        Ok(AppendInfo { base_offset, last_offset, log_start_offset: self.log_start_offset })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_start_offset: self.log_start_offset,
+        })
     }
 
     fn should_roll(&self, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
@@ -319,7 +342,9 @@ impl PartitionLog {
     /// Index of the segment whose offset range holds `offset` (the last one with a base at or
     /// below it; the active segment for `offset >= log_end_offset`).
     pub(crate) fn segment_index_for(&self, offset: i64) -> usize {
-        self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
     }
 
     /// Walk batch headers from the batch containing `from_offset` (clamped to the log start
@@ -381,7 +406,11 @@ impl PartitionLog {
 
     /// fsync every unflushed segment, the indexes and the directory now (for shutdown).
     pub fn flush(&mut self) -> Result<(), LogError> {
-        for segment in self.segments.iter().filter(|s| s.next_offset > self.flushed_offset || s.is_empty()) {
+        for segment in self
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > self.flushed_offset || s.is_empty())
+        {
             segment.log.sync_data()?;
             segment.index.sync()?;
         }
@@ -394,9 +423,15 @@ impl PartitionLog {
     pub(crate) fn check_invariants(&self) {
         debug_assert!(!self.segments.is_empty());
         for pair in self.segments.windows(2) {
-            debug_assert_eq!(pair[1].base_offset, pair[0].next_offset, "segments are contiguous");
+            debug_assert_eq!(
+                pair[1].base_offset, pair[0].next_offset,
+                "segments are contiguous"
+            );
         }
-        debug_assert_eq!(self.size_bytes, self.segments.iter().map(|s| s.size).sum::<u64>());
+        debug_assert_eq!(
+            self.size_bytes,
+            self.segments.iter().map(|s| s.size).sum::<u64>()
+        );
         debug_assert!(self.log_start_offset >= self.segments[0].base_offset);
         debug_assert!(self.log_start_offset <= self.log_end_offset());
     }
@@ -412,9 +447,14 @@ fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<i64, LogErro
     for (i, header) in headers.iter().enumerate() {
         let on_disk = BatchHeader::parse(batches.get(position..).unwrap_or(&[]))
             .map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
-        let same = BatchHeader { base_offset: header.base_offset, ..on_disk } == *header;
+        let same = BatchHeader {
+            base_offset: header.base_offset,
+            ..on_disk
+        } == *header;
         if !same {
-            return Err(LogError::InvalidAppend(format!("header {i} does not match the bytes at {position}")));
+            return Err(LogError::InvalidAppend(format!(
+                "header {i} does not match the bytes at {position}"
+            )));
         }
         header
             .check(position, batches.len() - position)

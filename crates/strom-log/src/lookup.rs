@@ -75,7 +75,9 @@ impl PartitionLog {
             let (max, from) = if segment.base_offset < start {
                 // DeleteRecords cut into this segment: its stored maximum may belong to a
                 // deleted batch, so recompute it over the live batches (rare, header walk).
-                let Some((from, _)) = segment.find_batch(start)? else { continue };
+                let Some((from, _)) = segment.find_batch(start)? else {
+                    continue;
+                };
                 let mut max = -1;
                 segment.walk_headers(from, &mut |_, h| {
                     max = max.max(h.max_timestamp);
@@ -95,7 +97,9 @@ impl PartitionLog {
                 best = Some((max, i, from));
             }
         }
-        let Some((max, i, from)) = best else { return Ok(None) };
+        let Some((max, i, from)) = best else {
+            return Ok(None);
+        };
         let segment = &self.segments[i];
         let mut answer = None;
         let mut failure = None;
@@ -126,7 +130,10 @@ fn first_record_at_or_after(
     min_offset: i64,
 ) -> Result<Option<(i64, i64)>, LogError> {
     if header.compression() != 0 || header.timestamp_type_log_append() {
-        return Ok(Some((header.base_offset.max(min_offset), header.max_timestamp)));
+        return Ok(Some((
+            header.base_offset.max(min_offset),
+            header.max_timestamp,
+        )));
     }
     let bytes = segment.read_batch(position, header)?;
     let mut found = None;

@@ -41,11 +41,15 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
             std::fs::remove_file(entry.path())?;
             continue;
         }
-        let Some((stem, extension)) = name.split_once('.') else { continue };
+        let Some((stem, extension)) = name.split_once('.') else {
+            continue;
+        };
         if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(base) = stem.parse::<i64>() else { continue };
+        let Ok(base) = stem.parse::<i64>() else {
+            continue;
+        };
         match extension {
             "log" => {
                 logs.insert(base);
@@ -64,14 +68,21 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
 }
 
 /// Full check of the batch at `position`: header, CRC, and the base offset it must have.
-fn batch_is_intact(log: &File, position: u64, expected_base: i64, log_len: u64) -> io::Result<bool> {
+fn batch_is_intact(
+    log: &File,
+    position: u64,
+    expected_base: i64,
+    log_len: u64,
+) -> io::Result<bool> {
     if log_len.saturating_sub(position) < BatchHeader::SIZE as u64 {
         return Ok(false);
     }
     let mut head = [0u8; BatchHeader::SIZE];
     log.read_exact_at(&mut head, position)?;
     let header = BatchHeader::parse(&head).expect("61 bytes");
-    if header.base_offset != expected_base || header.check(0, (log_len - position) as usize).is_err() {
+    if header.base_offset != expected_base
+        || header.check(0, (log_len - position) as usize).is_err()
+    {
         return Ok(false);
     }
     let mut batch = vec![0u8; header.total_size()];
@@ -93,7 +104,10 @@ pub(crate) fn load_segment(
     index_interval_bytes: u64,
     now_ms: i64,
 ) -> Result<LoadedSegment, LogError> {
-    let log = OpenOptions::new().read(true).write(true).open(log_path(dir, base))?;
+    let log = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(log_path(dir, base))?;
     let log_len = log.metadata()?.len();
     let (mut index, mut index_dirty) =
         SegmentIndex::load(&index_path(dir, base), &time_index_path(dir, base), log_len)?;
@@ -108,7 +122,10 @@ pub(crate) fn load_segment(
         let entry = index.offsets()[kept - 1];
         let expected = base + i64::from(entry.relative_offset);
         if batch_is_intact(&log, u64::from(entry.position), expected, log_len)? {
-            break (u64::from(entry.position), Some(index.times()[kept - 1].max_timestamp));
+            break (
+                u64::from(entry.position),
+                Some(index.times()[kept - 1].max_timestamp),
+            );
         }
         kept -= 1;
         index_dirty = true;
@@ -148,7 +165,11 @@ pub(crate) fn load_segment(
         let mut head = [0u8; BatchHeader::SIZE];
         segment.log.read_exact_at(&mut head, 0)?;
         let first = BatchHeader::parse(&head).expect("61 bytes");
-        let roll_base = if first.max_timestamp >= 0 { first.max_timestamp.min(now_ms) } else { now_ms };
+        let roll_base = if first.max_timestamp >= 0 {
+            first.max_timestamp.min(now_ms)
+        } else {
+            now_ms
+        };
         segment.roll_base_ms = Some(roll_base);
     }
     Ok(LoadedSegment { segment, truncated })
@@ -156,7 +177,11 @@ pub(crate) fn load_segment(
 
 /// Walk and fully check batches from `segment.size` to `log_len`, tracking each good one.
 /// Returns the end of the last good batch.
-fn scan_tail(segment: &mut Segment, log_len: u64, index_interval_bytes: u64) -> Result<u64, LogError> {
+fn scan_tail(
+    segment: &mut Segment,
+    log_len: u64,
+    index_interval_bytes: u64,
+) -> Result<u64, LogError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = 0u64;
     loop {
@@ -186,7 +211,8 @@ fn scan_tail(segment: &mut Segment, log_len: u64, index_interval_bytes: u64) -> 
         }
         if !buffered(header.total_size() as u64, &buf, buf_start) {
             // `check` bounded total_size by what is left in the file, so this is bounded too.
-            let n = (header.total_size() as u64).max(left.min(RECOVERY_CHUNK_BYTES as u64)) as usize;
+            let n =
+                (header.total_size() as u64).max(left.min(RECOVERY_CHUNK_BYTES as u64)) as usize;
             buf.resize(n, 0);
             segment.log.read_exact_at(&mut buf, position)?;
             buf_start = position;

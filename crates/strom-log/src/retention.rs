@@ -35,7 +35,11 @@ impl PartitionLog {
     fn deletable_prefix(&self, now_ms: i64) -> usize {
         let count = self.segments.len();
         // The newest segment may only go when it has data (then a fresh one replaces it).
-        let candidates = if self.active().is_empty() { count - 1 } else { count };
+        let candidates = if self.active().is_empty() {
+            count - 1
+        } else {
+            count
+        };
         let segments = &self.segments[..candidates];
 
         let by_size = match self.config.retention_bytes {
@@ -77,7 +81,11 @@ impl PartitionLog {
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
         let end = self.log_end_offset();
         if offset < 0 || offset > end {
-            return Err(LogError::OffsetOutOfRange { offset, start: self.log_start_offset, end });
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end,
+            });
         }
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
@@ -95,7 +103,10 @@ impl PartitionLog {
 
     /// Drop the `n` oldest segments (never the active one) and delete their files.
     fn delete_oldest(&mut self, n: usize) -> Result<(), LogError> {
-        assert!(n < self.segments.len(), "the active segment is never deleted");
+        assert!(
+            n < self.segments.len(),
+            "the active segment is never deleted"
+        );
         let removed: Vec<Segment> = self.segments.drain(..n).collect();
         for segment in &removed {
             self.size_bytes -= segment.size;

@@ -43,7 +43,11 @@ pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
 /// earlier deletion. The `.log` goes first so an interrupted deletion leaves at most orphan
 /// index files, which `open` removes.
 pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for path in [log_path(dir, base_offset), index_path(dir, base_offset), time_index_path(dir, base_offset)] {
+    for path in [
+        log_path(dir, base_offset),
+        index_path(dir, base_offset),
+        time_index_path(dir, base_offset),
+    ] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -81,7 +85,10 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(log_path(dir, base_offset))?;
-        let index = SegmentIndex::create(&index_path(dir, base_offset), &time_index_path(dir, base_offset))?;
+        let index = SegmentIndex::create(
+            &index_path(dir, base_offset),
+            &time_index_path(dir, base_offset),
+        )?;
         Ok(Segment::with_files(base_offset, log, index, now_ms))
     }
 
@@ -119,10 +126,17 @@ impl Segment {
             .last()
             .is_some_and(|e| e.relative_offset >= relative_offset);
         if position > 0 && self.bytes_since_index >= index_interval_bytes && !already_indexed {
-            let position = u32::try_from(position).expect("the roll rule keeps positions within u32");
+            let position =
+                u32::try_from(position).expect("the roll rule keeps positions within u32");
             self.index.push_entry(
-                IndexEntry { relative_offset, position },
-                TimeEntry { max_timestamp: self.max_timestamp, relative_offset },
+                IndexEntry {
+                    relative_offset,
+                    position,
+                },
+                TimeEntry {
+                    max_timestamp: self.max_timestamp,
+                    relative_offset,
+                },
             );
             self.bytes_since_index = 0;
         }
@@ -170,7 +184,10 @@ impl Segment {
         match self.index.floor_offset(relative) {
             Some(i) => {
                 let e = self.index.offsets()[i];
-                (u64::from(e.position), self.base_offset + i64::from(e.relative_offset))
+                (
+                    u64::from(e.position),
+                    self.base_offset + i64::from(e.relative_offset),
+                )
             }
             None => (0, self.base_offset),
         }
@@ -258,7 +275,8 @@ impl Segment {
                 buf_start = position;
             }
             let at = (position - buf_start) as usize;
-            let header = BatchHeader::parse(&buf[at..]).map_err(|e| self.corrupt(position, &e.to_string()))?;
+            let header = BatchHeader::parse(&buf[at..])
+                .map_err(|e| self.corrupt(position, &e.to_string()))?;
             if header.magic != 2 || header.batch_length < MIN_BATCH_LENGTH {
                 return Err(self.corrupt(position, "bad magic or batch length"));
             }
@@ -282,6 +300,9 @@ impl Segment {
     }
 
     fn corrupt(&self, position: u64, what: &str) -> LogError {
-        LogError::Corrupt(format!("segment {} at byte {position}: {what}", self.base_offset))
+        LogError::Corrupt(format!(
+            "segment {} at byte {position}: {what}",
+            self.base_offset
+        ))
     }
 }

@@ -33,7 +33,11 @@ pub struct TestRecord {
 
 impl TestRecord {
     pub fn new(timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> TestRecord {
-        TestRecord { timestamp, key: key.map(<[u8]>::to_vec), value: value.map(<[u8]>::to_vec) }
+        TestRecord {
+            timestamp,
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+        }
     }
 }
 
@@ -142,7 +146,11 @@ pub fn simple_batch(n: usize, first_ts: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new();
     for i in 0..n {
         let value = format!("v{i}");
-        b = b.record(TestRecord::new(first_ts + i as i64, None, Some(value.as_bytes())));
+        b = b.record(TestRecord::new(
+            first_ts + i as i64,
+            None,
+            Some(value.as_bytes()),
+        ));
     }
     b.build()
 }

@@ -13,17 +13,35 @@ fn open(dir: &std::path::Path, config: LogConfig) -> PartitionLog {
 fn new_log_is_empty() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), config(1 << 20, 4096));
-    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.size_bytes()), (0, 0, 0));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.size_bytes()
+        ),
+        (0, 0, 0)
+    );
     assert_eq!(log.segment_count(), 1);
     assert!(log.read(0, 100).unwrap().is_empty());
     assert!(log.read(0, 100).unwrap().read_bytes().unwrap().is_empty());
-    assert!(matches!(log.read(1, 100), Err(LogError::OffsetOutOfRange { offset: 1, start: 0, end: 0 })));
+    assert!(matches!(
+        log.read(1, 100),
+        Err(LogError::OffsetOutOfRange {
+            offset: 1,
+            start: 0,
+            end: 0
+        })
+    ));
     assert!(log.flush_target().is_none());
     assert_eq!(log.max_timestamp(), None);
     assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
     assert_eq!(
         file_names(dir.path()),
-        ["00000000000000000000.index", "00000000000000000000.log", "00000000000000000000.timeindex"]
+        [
+            "00000000000000000000.index",
+            "00000000000000000000.log",
+            "00000000000000000000.timeindex"
+        ]
     );
 }
 
@@ -32,7 +50,10 @@ fn append_assigns_offsets_and_patches_base_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config(1 << 20, 4096));
     let a = append(&mut log, &[simple_batch(3, 10)], 1_000);
-    assert_eq!((a.base_offset, a.last_offset, a.log_start_offset), (0, 2, 0));
+    assert_eq!(
+        (a.base_offset, a.last_offset, a.log_start_offset),
+        (0, 2, 0)
+    );
     let b = append(&mut log, &[simple_batch(1, 20), simple_batch(5, 30)], 1_000);
     assert_eq!((b.base_offset, b.last_offset), (3, 8));
     assert_eq!(log.log_end_offset(), 9);
@@ -60,10 +81,16 @@ fn append_rejects_headers_that_do_not_match_the_bytes() {
     let mut one = simple_batch(2, 0);
     let two = simple_batch(3, 0);
     let wrong = validate_batches(&two).unwrap();
-    assert!(matches!(log.append(&mut one, &wrong, 0), Err(LogError::InvalidAppend(_))));
+    assert!(matches!(
+        log.append(&mut one, &wrong, 0),
+        Err(LogError::InvalidAppend(_))
+    ));
     let mut both = [one.clone(), two.clone()].concat();
     let only_first = validate_batches(&one).unwrap();
-    assert!(matches!(log.append(&mut both, &only_first, 0), Err(LogError::InvalidAppend(_))));
+    assert!(matches!(
+        log.append(&mut both, &only_first, 0),
+        Err(LogError::InvalidAppend(_))
+    ));
     assert_eq!(log.log_end_offset(), 0);
     assert_eq!(log.size_bytes(), 0);
 }
@@ -93,8 +120,14 @@ fn read_returns_the_batch_containing_the_offset_and_respects_max_bytes() {
     assert_eq!(s.len, sizes[0] + sizes[1]);
     // At the end: empty; past it: out of range.
     assert!(log.read(11, 10).unwrap().is_empty());
-    assert!(matches!(log.read(12, 10), Err(LogError::OffsetOutOfRange { .. })));
-    assert!(matches!(log.read(-1, 10), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(12, 10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read(-1, 10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -104,12 +137,18 @@ fn sparse_index_lookups_find_every_offset() {
     for i in 0..200usize {
         append(&mut log, &[simple_batch(1 + i % 4, i as i64)], 0);
     }
-    assert!(log.active().index.len() > 10, "the test should exercise the index");
+    assert!(
+        log.active().index.len() > 10,
+        "the test should exercise the index"
+    );
     for offset in 0..log.log_end_offset() {
         let slice = log.read(offset, 1).unwrap();
         let bytes = slice.read_bytes().unwrap();
         let h = validate_batches(&bytes).unwrap()[0];
-        assert!(h.base_offset <= offset && offset <= h.last_offset(), "offset {offset}: {h:?}");
+        assert!(
+            h.base_offset <= offset && offset <= h.last_offset(),
+            "offset {offset}: {h:?}"
+        );
     }
 }
 
@@ -126,7 +165,10 @@ fn rolls_by_size_and_reads_never_cross_segments() {
     let s = log.read(0, 1 << 20).unwrap();
     assert_eq!(s.len as u64, batch_len * 3);
     let s = log.read(7, 1 << 20).unwrap();
-    assert_eq!(validate_batches(&s.read_bytes().unwrap()).unwrap()[0].base_offset, 6);
+    assert_eq!(
+        validate_batches(&s.read_bytes().unwrap()).unwrap()[0].base_offset,
+        6
+    );
     assert_eq!(read_everything(&log).len(), 10);
     // A payload bigger than segment_bytes goes into a fresh segment of its own.
     let big: Vec<Vec<u8>> = (0..5).map(|_| simple_batch(2, 0)).collect();
@@ -161,19 +203,37 @@ fn time_retention_deletes_old_segments_and_rolls_an_expired_active_one() {
         append(&mut log, &[batch_with_timestamps(&[ts], 10)], ts);
     }
     assert_eq!(log.segment_count(), 3);
-    assert_eq!(log.apply_retention(1_200).unwrap(), 0, "newest ts 200 is exactly 1000 old");
+    assert_eq!(
+        log.apply_retention(1_200).unwrap(),
+        0,
+        "newest ts 200 is exactly 1000 old"
+    );
     assert_eq!(log.apply_retention(1_201).unwrap(), 1);
     assert_eq!(log.log_start_offset(), 2);
     assert!(!dir.path().join("00000000000000000000.log").exists());
-    assert!(matches!(log.read(1, 10), Err(LogError::OffsetOutOfRange { start: 2, .. })));
+    assert!(matches!(
+        log.read(1, 10),
+        Err(LogError::OffsetOutOfRange { start: 2, .. })
+    ));
     assert_eq!(log.apply_retention(6_500).unwrap(), 1);
     assert_eq!(log.log_start_offset(), 4);
     // Everything expired: the active segment is rolled, then deleted.
     assert_eq!(log.apply_retention(100_000).unwrap(), 1);
     assert_eq!(log.segment_count(), 1);
-    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.size_bytes()), (5, 5, 0));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.size_bytes()
+        ),
+        (5, 5, 0)
+    );
     assert!(log.read(5, 10).unwrap().is_empty());
-    assert_eq!(log.apply_retention(200_000).unwrap(), 0, "an empty active segment stays");
+    assert_eq!(
+        log.apply_retention(200_000).unwrap(),
+        0,
+        "an empty active segment stays"
+    );
     let info = append(&mut log, &[batch_with_timestamps(&[1], 10)], 200_000);
     assert_eq!(info.base_offset, 5);
     drop(log);
@@ -196,7 +256,14 @@ fn size_retention_keeps_the_newest_segments_within_the_limit() {
     cfg.retention_bytes = Some(0);
     log.set_config(cfg);
     assert_eq!(log.apply_retention(0).unwrap(), 2);
-    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.segment_count()), (7, 7, 1));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        ),
+        (7, 7, 1)
+    );
 }
 
 #[test]
@@ -207,12 +274,25 @@ fn delete_records_moves_the_start_and_survives_restart() {
     append_simple(&mut log, 6, 2); // segments [0..4) [4..8) [8..12)
     assert_eq!(log.delete_records_before(5).unwrap(), 5);
     assert_eq!(log.segment_base_offsets(), [4, 8]);
-    assert!(matches!(log.read(4, 10), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(4, 10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     // Reading at the new start returns the batch containing it (from offset 4).
     let s = log.read(5, 1).unwrap();
-    assert_eq!(validate_batches(&s.read_bytes().unwrap()).unwrap()[0].base_offset, 4);
-    assert_eq!(log.delete_records_before(3).unwrap(), 5, "moving backwards is a no-op");
-    assert!(matches!(log.delete_records_before(13), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(
+        validate_batches(&s.read_bytes().unwrap()).unwrap()[0].base_offset,
+        4
+    );
+    assert_eq!(
+        log.delete_records_before(3).unwrap(),
+        5,
+        "moving backwards is a no-op"
+    );
+    assert!(matches!(
+        log.delete_records_before(13),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     drop(log);
     let mut log = open(dir.path(), config(batch_len * 2, 4096));
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 12));
@@ -260,9 +340,16 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
                 let i = ts.iter().position(|&t| t >= target).unwrap();
                 (b + i as i64, ts[i])
             });
-        assert_eq!(log.offset_for_timestamp(target).unwrap(), expected, "target {target}");
+        assert_eq!(
+            log.offset_for_timestamp(target).unwrap(),
+            expected,
+            "target {target}"
+        );
     }
-    assert_eq!(log.max_timestamp(), Some((records.iter().find(|r| r.1 == 80).unwrap().0, 80)));
+    assert_eq!(
+        log.max_timestamp(),
+        Some((records.iter().find(|r| r.1 == 80).unwrap().0, 80))
+    );
 }
 
 #[test]
@@ -330,12 +417,17 @@ fn scan_headers_walks_from_the_containing_batch_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config(300, 64));
     for i in 0..12 {
-        let b = BatchBuilder::new().producer(7, 0, i * 2).record(TestRecord::new(0, None, Some(b"x"))).record(TestRecord::new(0, None, None)).build();
+        let b = BatchBuilder::new()
+            .producer(7, 0, i * 2)
+            .record(TestRecord::new(0, None, Some(b"x")))
+            .record(TestRecord::new(0, None, None))
+            .build();
         append(&mut log, &[b], 0);
     }
     assert!(log.segment_count() > 2);
     let mut seen = Vec::new();
-    log.scan_headers(9, &mut |h| seen.push((h.base_offset, h.base_sequence))).unwrap();
+    log.scan_headers(9, &mut |h| seen.push((h.base_offset, h.base_sequence)))
+        .unwrap();
     let expected: Vec<(i64, i32)> = (4..12).map(|i| (i * 2, i as i32 * 2)).collect();
     assert_eq!(seen, expected);
     let mut count = 0;

@@ -48,7 +48,11 @@ pub(crate) fn read_everything(log: &PartitionLog) -> Vec<(i64, i64, Vec<u8>)> {
         assert!(!headers.is_empty());
         let mut at = 0;
         for h in headers {
-            out.push((h.base_offset, h.last_offset(), bytes[at..at + h.total_size()].to_vec()));
+            out.push((
+                h.base_offset,
+                h.last_offset(),
+                bytes[at..at + h.total_size()].to_vec(),
+            ));
             at += h.total_size();
             offset = h.last_offset() + 1;
         }

@@ -18,15 +18,29 @@ enum Op {
     /// One payload; each inner vector is a batch's record timestamps, as ages before now.
     Append(Vec<Vec<i64>>),
     /// `pick` selects an offset in `[start - 1, end + 1]`.
-    Read { pick: u64, max_bytes: usize },
+    Read {
+        pick: u64,
+        max_bytes: usize,
+    },
     Reopen,
     /// Cut `bytes` off the active segment's `.log` (a crash mid-write), then reopen.
-    CrashTruncate { bytes: u64 },
-    Retention { retention_ms: Option<i64>, retention_bytes: Option<u64> },
-    DeleteRecords { pick: u64 },
-    TimestampLookup { age_ms: i64 },
+    CrashTruncate {
+        bytes: u64,
+    },
+    Retention {
+        retention_ms: Option<i64>,
+        retention_bytes: Option<u64>,
+    },
+    DeleteRecords {
+        pick: u64,
+    },
+    TimestampLookup {
+        age_ms: i64,
+    },
     Flush,
-    AdvanceTime { ms: i64 },
+    AdvanceTime {
+        ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +67,10 @@ impl Model {
     /// The log start moved to `start` and the log now stores data from `first_base` on.
     fn drop_below(&mut self, start: i64, first_base: i64) {
         self.start = self.start.max(start);
-        assert!(first_base <= self.start, "whole segments only go below the start");
+        assert!(
+            first_base <= self.start,
+            "whole segments only go below the start"
+        );
         self.batches.retain(|b| b.base >= first_base);
     }
 
@@ -75,8 +92,13 @@ impl Model {
     }
 
     fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let max = self.live().flat_map(|b| b.timestamps.iter().copied()).max()?;
-        let b = self.live().find(|b| b.timestamps.iter().max() == Some(&max))?;
+        let max = self
+            .live()
+            .flat_map(|b| b.timestamps.iter().copied())
+            .max()?;
+        let b = self
+            .live()
+            .find(|b| b.timestamps.iter().max() == Some(&max))?;
         let i = b.timestamps.iter().position(|&t| t == max)?;
         Some(((b.base + i as i64).max(self.start), max))
     }
@@ -95,7 +117,13 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let now_ms = 1_000_000;
         let log = PartitionLog::open(dir.path(), config.clone(), now_ms).unwrap();
-        Harness { dir, config, log: Some(log), model: Model::default(), now_ms }
+        Harness {
+            dir,
+            config,
+            log: Some(log),
+            model: Model::default(),
+            now_ms,
+        }
     }
 
     fn log(&mut self) -> &mut PartitionLog {
@@ -129,7 +157,12 @@ impl Harness {
                     let last = base + ts.len() as i64 - 1;
                     let bytes = payload[at..at + h.total_size()].to_vec();
                     at += h.total_size();
-                    self.model.batches.push(ModelBatch { base, last, bytes, timestamps: ts.clone() });
+                    self.model.batches.push(ModelBatch {
+                        base,
+                        last,
+                        bytes,
+                        timestamps: ts.clone(),
+                    });
                     self.model.end = last + 1;
                 }
                 assert_eq!(info.last_offset, self.model.end - 1);
@@ -143,7 +176,12 @@ impl Harness {
                 let path = crate::segment::log_path(self.dir.path(), active_base);
                 let len = std::fs::metadata(&path).unwrap().len();
                 let keep = len.saturating_sub(*bytes);
-                std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(keep).unwrap();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(keep)
+                    .unwrap();
                 // The model keeps the batches wholly inside the kept bytes.
                 let mut pos = 0u64;
                 self.model.batches.retain(|b| {
@@ -153,7 +191,11 @@ impl Harness {
                     pos += b.bytes.len() as u64;
                     pos <= keep
                 });
-                self.model.end = self.model.batches.last().map_or(active_base, |b| b.last + 1);
+                self.model.end = self
+                    .model
+                    .batches
+                    .last()
+                    .map_or(active_base, |b| b.last + 1);
                 // A start offset past the surviving data restarts the log, empty, there.
                 if self.model.start > self.model.end {
                     self.model.batches.clear();
@@ -161,7 +203,10 @@ impl Harness {
                 }
                 self.reopen();
             }
-            Op::Retention { retention_ms, retention_bytes } => {
+            Op::Retention {
+                retention_ms,
+                retention_bytes,
+            } => {
                 let now = self.now_ms;
                 let mut config = self.config.clone();
                 config.retention_ms = *retention_ms;
@@ -184,8 +229,15 @@ impl Harness {
                 }
                 if let Some(ms) = retention_ms {
                     let first = &log.segments[0];
-                    let newest = if first.max_timestamp >= 0 { first.max_timestamp } else { first.last_append_ms };
-                    assert!(first.is_empty() || now - newest <= *ms, "time retention stopped early");
+                    let newest = if first.max_timestamp >= 0 {
+                        first.max_timestamp
+                    } else {
+                        first.last_append_ms
+                    };
+                    assert!(
+                        first.is_empty() || now - newest <= *ms,
+                        "time retention stopped early"
+                    );
                 }
                 let first_base = log.segments[0].base_offset;
                 let restore = self.config.clone();
@@ -209,7 +261,11 @@ impl Harness {
             Op::TimestampLookup { age_ms } => {
                 let ts = self.now_ms - age_ms;
                 let got = self.log().offset_for_timestamp(ts).unwrap();
-                assert_eq!(got, self.model.offset_for_timestamp(ts), "offset_for_timestamp({ts})");
+                assert_eq!(
+                    got,
+                    self.model.offset_for_timestamp(ts),
+                    "offset_for_timestamp({ts})"
+                );
                 let max = self.log().max_timestamp();
                 assert_eq!(max, self.model.max_timestamp(), "max_timestamp");
             }
@@ -234,7 +290,11 @@ impl Harness {
         let size: usize = self.model.batches.iter().map(|b| b.bytes.len()).sum();
         assert_eq!(log.size_bytes(), size as u64);
         let first_base = log.segments[0].base_offset;
-        assert!(self.model.batches.first().map_or(true, |b| b.base == first_base));
+        assert!(self
+            .model
+            .batches
+            .first()
+            .map_or(true, |b| b.base == first_base));
     }
 
     fn check_read(&mut self, pick: u64, max_bytes: usize) {
@@ -243,7 +303,10 @@ impl Harness {
         let segment_bases = self.log.as_ref().unwrap().segment_base_offsets();
         let result = self.log.as_ref().unwrap().read(offset, max_bytes);
         if offset < start || offset > end {
-            assert!(matches!(result, Err(LogError::OffsetOutOfRange { .. })), "read({offset})");
+            assert!(
+                matches!(result, Err(LogError::OffsetOutOfRange { .. })),
+                "read({offset})"
+            );
             return;
         }
         let slice = result.unwrap();
@@ -252,7 +315,12 @@ impl Harness {
             assert!(slice.is_empty());
             return;
         }
-        let first = self.model.batches.iter().position(|b| b.last >= offset).unwrap();
+        let first = self
+            .model
+            .batches
+            .iter()
+            .position(|b| b.last >= offset)
+            .unwrap();
         let mut expected = Vec::new();
         let mut count = 0;
         for b in &self.model.batches[first..] {
@@ -263,7 +331,10 @@ impl Harness {
             count += 1;
         }
         assert_eq!(&bytes[..], &expected[..], "read({offset}, {max_bytes})");
-        assert!(count == 1 || bytes.len() <= max_bytes, "read({offset}, {max_bytes}) too long");
+        assert!(
+            count == 1 || bytes.len() <= max_bytes,
+            "read({offset}, {max_bytes}) too long"
+        );
         // Maximal: the next batch would not fit, or it starts another segment.
         if let Some(next) = self.model.batches.get(first + count) {
             let next_in_segment = !segment_bases.contains(&next.base);
@@ -277,7 +348,11 @@ impl Harness {
             assert_eq!(log.read(offset, bytes.len()).unwrap().len, bytes.len());
             if next_in_segment {
                 let more = bytes.len() + next.bytes.len();
-                assert_eq!(log.read(offset, more).unwrap().len, more, "read({offset}, {more})");
+                assert_eq!(
+                    log.read(offset, more).unwrap().len,
+                    more,
+                    "read({offset}, {more})"
+                );
             }
         }
     }
@@ -287,20 +362,33 @@ fn op_from_rng(rng: &mut StdRng) -> Op {
     match rng.gen_range(0..100) {
         0..=39 => Op::Append(
             (0..rng.gen_range(1..4))
-                .map(|_| (0..rng.gen_range(1..6)).map(|_| rng.gen_range(0..10_000)).collect())
+                .map(|_| {
+                    (0..rng.gen_range(1..6))
+                        .map(|_| rng.gen_range(0..10_000))
+                        .collect()
+                })
                 .collect(),
         ),
-        40..=59 => Op::Read { pick: rng.gen(), max_bytes: rng.gen_range(0..1_500) },
+        40..=59 => Op::Read {
+            pick: rng.gen(),
+            max_bytes: rng.gen_range(0..1_500),
+        },
         60..=64 => Op::Reopen,
-        65..=69 => Op::CrashTruncate { bytes: rng.gen_range(0..300) },
+        65..=69 => Op::CrashTruncate {
+            bytes: rng.gen_range(0..300),
+        },
         70..=74 => Op::Retention {
             retention_ms: rng.gen_bool(0.5).then(|| rng.gen_range(0..30_000)),
             retention_bytes: rng.gen_bool(0.5).then(|| rng.gen_range(0..5_000)),
         },
         75..=79 => Op::DeleteRecords { pick: rng.gen() },
-        80..=89 => Op::TimestampLookup { age_ms: rng.gen_range(-100..12_000) },
+        80..=89 => Op::TimestampLookup {
+            age_ms: rng.gen_range(-100..12_000),
+        },
         90..=94 => Op::Flush,
-        _ => Op::AdvanceTime { ms: rng.gen_range(0..5_000) },
+        _ => Op::AdvanceTime {
+            ms: rng.gen_range(0..5_000),
+        },
     }
 }
 
@@ -326,8 +414,11 @@ fn run(config: LogConfig, ops: &[Op]) {
     let after = super::read_everything(h.log());
     let ranges = |v: &[(i64, i64, Vec<u8>)]| v.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>();
     assert_eq!(ranges(&after), ranges(&before));
-    let model: Vec<(i64, i64, Vec<u8>)> =
-        h.model.live().map(|b| (b.base, b.last, b.bytes.clone())).collect();
+    let model: Vec<(i64, i64, Vec<u8>)> = h
+        .model
+        .live()
+        .map(|b| (b.base, b.last, b.bytes.clone()))
+        .collect();
     assert_eq!(ranges(&after), ranges(&model));
     assert!(after == model, "stored bytes differ from the model");
 }
@@ -338,9 +429,20 @@ fn model_seeded() {
         Ok(s) => vec![s.parse().expect("STROM_LOG_SEED is a u64")],
         Err(_) => {
             // STROM_LOG_MODEL_RUNS=<n> soaks with more seeds (random ones past the fixed 40).
-            let runs: u64 = std::env::var("STROM_LOG_MODEL_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+            let runs: u64 = std::env::var("STROM_LOG_MODEL_RUNS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(40);
             let random_base: u64 = if runs > 40 { rand::random() } else { 0 };
-            (0..runs).map(|i| if i < 40 { 0x5eed_0000 + i } else { random_base.wrapping_add(i) }).collect()
+            (0..runs)
+                .map(|i| {
+                    if i < 40 {
+                        0x5eed_0000 + i
+                    } else {
+                        random_base.wrapping_add(i)
+                    }
+                })
+                .collect()
         }
     };
     for seed in seeds {
@@ -351,7 +453,9 @@ fn model_seeded() {
                 rng.gen_range(0..400),
                 rng.gen_bool(0.3),
             );
-            let ops: Vec<Op> = (0..rng.gen_range(20..120)).map(|_| op_from_rng(&mut rng)).collect();
+            let ops: Vec<Op> = (0..rng.gen_range(20..120))
+                .map(|_| op_from_rng(&mut rng))
+                .collect();
             run(config, &ops);
         });
         if let Err(panic) = outcome {

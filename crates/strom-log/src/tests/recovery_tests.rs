@@ -36,7 +36,10 @@ fn reopen(dir: &Path) -> PartitionLog {
 }
 
 fn active_log_path(dir: &Path) -> std::path::PathBuf {
-    let last = file_names(dir).into_iter().filter(|n| n.ends_with(".log")).next_back().unwrap();
+    let last = file_names(dir)
+        .into_iter()
+        .rfind(|n| n.ends_with(".log"))
+        .unwrap();
     dir.join(last)
 }
 
@@ -97,10 +100,19 @@ fn torn_tail_truncates_to_the_intact_prefix() {
     // Cut a random number of bytes off the end, several times, reopening in between.
     while keep > 0 {
         keep = keep.saturating_sub(rng.gen_range(1..120));
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(keep).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
         let log = reopen(dir.path());
         let expected = surviving(&all, base, keep);
-        assert_eq!(read_everything(&log), expected, "kept {keep} of {full} bytes");
+        assert_eq!(
+            read_everything(&log),
+            expected,
+            "kept {keep} of {full} bytes"
+        );
         assert_eq!(log.log_end_offset(), expected.last().unwrap().1 + 1);
         keep = file_len(&path);
     }
@@ -125,12 +137,22 @@ fn corrupted_last_batch_is_dropped() {
 
 #[test]
 fn garbage_or_zeros_after_the_last_batch_are_cut_off() {
-    for garbage in [vec![0u8; 700], (0..500u32).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>()] {
+    for garbage in [
+        vec![0u8; 700],
+        (0..500u32)
+            .map(|i| (i * 37 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let all = build(dir.path());
         let path = active_log_path(dir.path());
         let len = file_len(&path);
-        OpenOptions::new().append(true).open(&path).unwrap().write_all(&garbage).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&garbage)
+            .unwrap();
         let log = reopen(dir.path());
         assert_eq!(read_everything(&log), all);
         assert_eq!(file_len(&path), len);
@@ -143,7 +165,12 @@ fn a_valid_batch_with_an_impossible_offset_is_cut_off() {
     let all = build(dir.path());
     let path = active_log_path(dir.path());
     // A well-formed batch claiming offset 0 cannot follow the log's last offset.
-    OpenOptions::new().append(true).open(&path).unwrap().write_all(&simple_batch(2, 0)).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&simple_batch(2, 0))
+        .unwrap();
     let log = reopen(dir.path());
     assert_eq!(read_everything(&log), all);
 }
@@ -188,7 +215,10 @@ fn damaged_index_files_are_repaired() {
         for offset in log.log_start_offset()..log.log_end_offset() {
             let bytes = log.read(offset, 1).unwrap().read_bytes().unwrap();
             let h = crate::validate_batches(&bytes).unwrap()[0];
-            assert!(h.base_offset <= offset && offset <= h.last_offset(), "round {round}");
+            assert!(
+                h.base_offset <= offset && offset <= h.last_offset(),
+                "round {round}"
+            );
         }
         // Rebuilt or kept, every index entry on disk is again plausible: a second open
         // must not find anything to repair.
@@ -203,14 +233,26 @@ fn damaged_index_files_are_repaired() {
 fn damage_in_an_older_segment_drops_everything_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let all = build(dir.path());
-    let names: Vec<String> = file_names(dir.path()).into_iter().filter(|n| n.ends_with(".log")).collect();
+    let names: Vec<String> = file_names(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
     let first = dir.path().join(&names[0]);
     let len = file_len(&first);
-    OpenOptions::new().write(true).open(&first).unwrap().set_len(len - 5).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let log = reopen(dir.path());
     let second_base: i64 = names[1].trim_end_matches(".log").parse().unwrap();
     // The first segment loses its last batch; the segments after it are deleted.
-    let expected: Vec<_> = all.iter().filter(|b| b.1 + 1 < second_base).cloned().collect();
+    let expected: Vec<_> = all
+        .iter()
+        .filter(|b| b.1 + 1 < second_base)
+        .cloned()
+        .collect();
     assert_eq!(read_everything(&log), expected);
     assert_eq!(log.segment_count(), 1);
     assert_eq!(file_names(dir.path()).len(), 3);
@@ -220,7 +262,10 @@ fn damage_in_an_older_segment_drops_everything_after_it() {
 fn gap_between_segments_drops_the_later_ones() {
     let dir = tempfile::tempdir().unwrap();
     let all = build(dir.path());
-    let names: Vec<String> = file_names(dir.path()).into_iter().filter(|n| n.ends_with(".log")).collect();
+    let names: Vec<String> = file_names(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
     // Losing a middle segment entirely leaves a gap; the log must end before it.
     let second_base: i64 = names[1].trim_end_matches(".log").parse().unwrap();
     std::fs::remove_file(dir.path().join(&names[1])).unwrap();
@@ -239,7 +284,9 @@ fn orphan_and_temporary_files_are_removed() {
     std::fs::write(dir.path().join("log-start-offset.tmp"), [1u8; 3]).unwrap();
     let log = reopen(dir.path());
     assert_eq!(read_everything(&log), all);
-    assert!(file_names(dir.path()).iter().all(|n| !n.contains("99999") && !n.ends_with(".tmp")));
+    assert!(file_names(dir.path())
+        .iter()
+        .all(|n| !n.contains("99999") && !n.ends_with(".tmp")));
 }
 
 #[test]
@@ -252,9 +299,21 @@ fn log_start_offset_past_the_recovered_end_starts_an_empty_log_there() {
     drop(log);
     // The crash lost the active segment's data but the start offset file was durable.
     let path = active_log_path(dir.path());
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     let mut log = reopen(dir.path());
-    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.segment_count()), (end, end, 1));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        ),
+        (end, end, 1)
+    );
     assert_eq!(append(&mut log, &[simple_batch(1, 0)], 0).base_offset, end);
 }
 

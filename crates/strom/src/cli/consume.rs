@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use strom_client::{Consumer, ConsumerConfig, Message, OffsetReset, OffsetSpec};
+use strom_client::{Consumer, ConsumerConfig, Message, OffsetReset, OffsetSpec, ResponseError};
 
 use super::common::{client_config, is_broken_pipe, Bootstrap};
 
@@ -113,6 +113,8 @@ async fn seek_all(consumer: &mut Consumer, offset: i64) -> Result<()> {
 
 async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, format: &Format) -> Result<()> {
     let mut printed = 0u64;
+    // Per partition, the offset after the last printed message, not yet committed.
+    let mut committable: HashMap<(String, i32), i64> = HashMap::new();
     let mut ends: Option<HashMap<(String, i32), i64>> = None;
     let stdout = std::io::stdout();
     let ctrl_c = tokio::signal::ctrl_c();
@@ -153,7 +155,12 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, format: &Form
         drop(out);
         if let Some(group) = &args.group {
             // Commit only what was printed: with --count, the rest of the poll stays unread.
-            commit_printed(consumer, group, &messages[..printed_now]).await?;
+            for msg in &messages[..printed_now] {
+                committable.insert((msg.topic.clone(), msg.partition), msg.offset + 1);
+            }
+            if printed_now > 0 {
+                commit_printed(consumer, group, &mut committable).await?;
+            }
         }
         if let Some(ends) = &ends {
             let done = ends.iter().all(|((t, p), end)| {
@@ -166,23 +173,49 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, format: &Form
             }
         }
     }
+    if let Some(group) = &args.group {
+        if !committable.is_empty() {
+            commit_printed(consumer, group, &mut committable).await?;
+        }
+    }
     Ok(())
 }
 
-/// Commits, per partition, the offset after the last printed message.
-async fn commit_printed(consumer: &mut Consumer, group: &str, printed: &[Message]) -> Result<()> {
-    let mut next: HashMap<(String, i32), i64> = HashMap::new();
-    for msg in printed {
-        next.insert((msg.topic.clone(), msg.partition), msg.offset + 1);
-    }
-    if next.is_empty() {
+/// Commits, per partition, the offset after the last printed message. Only partitions this
+/// member still owns are committed (another member may have moved on since); a commit refused
+/// because the group is rebalancing is retried after the next poll.
+async fn commit_printed(
+    consumer: &mut Consumer,
+    group: &str,
+    committable: &mut HashMap<(String, i32), i64>,
+) -> Result<()> {
+    let owned: std::collections::HashSet<(String, i32)> =
+        consumer.assignment().into_iter().collect();
+    committable.retain(|tp, _| owned.contains(tp));
+    if committable.is_empty() {
         return Ok(());
     }
-    let offsets: Vec<_> = next.into_iter().collect();
-    if let Err(e) = consumer.commit_offsets(group, &offsets).await {
-        bail!("cannot commit offsets of group {group}: {e}");
+    let offsets: Vec<_> = committable.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+    match consumer.commit_offsets(group, &offsets).await {
+        Ok(()) => {
+            committable.clear();
+            Ok(())
+        }
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(
+                    ResponseError::RebalanceInProgress
+                        | ResponseError::IllegalGeneration
+                        | ResponseError::UnknownMemberId
+                )
+            ) =>
+        {
+            tracing::info!(group, error = %e, "group is rebalancing; committing after rejoin");
+            Ok(())
+        }
+        Err(e) => bail!("cannot commit offsets of group {group}: {e}"),
     }
-    Ok(())
 }
 
 /// A parsed `--format`.

@@ -155,10 +155,10 @@ impl PartitionLog {
             log.size_bytes = 0;
         }
         // Whatever survived may still sit only in the page cache (a process crash keeps it
-        // there); make it durable once so the flushed offset can start at the end.
+        // there); make it durable once so the flushed offset can start at the end. Clean files
+        // sync cheaply; index files are a cache and need no sync.
         for segment in &log.segments {
             segment.log.sync_data()?;
-            segment.index.sync()?;
         }
         start_offset::sync_dir(dir)?;
         log.flushed_offset = log.log_end_offset();
@@ -214,7 +214,8 @@ impl PartitionLog {
     }
 
     /// Append one already-validated payload of `headers.len()` concatenated batches (from
-    /// [`crate::validate_batches`]). Assigns offsets from the log end offset, patching each
+    /// [`crate::validate_batches`]; the bytes may have been patched since, e.g. by
+    /// [`crate::set_log_append_time`]: the stored header fields win). Assigns offsets from the log end offset, patching each
     /// batch's base offset in `batches`, rolls first if the active segment is full or old,
     /// and writes all bytes with one write call. The bytes are in the page cache on return;
     /// see [`PartitionLog::flush_target`] for durability.
@@ -235,7 +236,11 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
             });
         }
-        let records = check_pairing(batches, headers)?;
+        let stored = check_pairing(batches, headers)?;
+        let records: i64 = stored
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
         let total_bytes = batches.len() as u64;
         if total_bytes > u64::from(u32::MAX) / 2 {
             return Err(LogError::InvalidAppend(format!(
@@ -247,12 +252,11 @@ impl PartitionLog {
             self.roll(now_ms)?;
         }
 
-        let mut patched = Vec::with_capacity(headers.len());
+        let mut patched = Vec::with_capacity(stored.len());
         let mut next = base_offset;
         let mut position = 0usize;
-        for header in headers {
+        for mut h in stored {
             set_base_offset(&mut batches[position..], next);
-            let mut h = *header;
             h.base_offset = next;
             next = h.last_offset() + 1;
             position += h.total_size();
@@ -437,30 +441,32 @@ impl PartitionLog {
     }
 }
 
-/// Check that `headers` describe `batches` exactly (one header per batch, same bytes apart
-/// from the base offset the log is about to assign). This is cheap (61 bytes per batch) and
-/// catches a broker passing the wrong buffer before it reaches the disk. Returns the number
-/// of offsets the batches take.
-fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<i64, LogError> {
+/// Check that `headers` describe the layout of `batches` (one header per batch; same length,
+/// offset delta, record count) and return the headers as they are in the bytes now. This is
+/// cheap (61 bytes per batch) and catches a broker passing the wrong buffer before it reaches
+/// the disk. Fields the broker may legitimately patch after validation (LogAppendTime sets
+/// `max_timestamp`, the attributes bit and the CRC) are taken from the bytes, so the indexes
+/// see what is stored.
+fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<Vec<BatchHeader>, LogError> {
     let mut position = 0usize;
-    let mut records = 0i64;
+    let mut stored = Vec::with_capacity(headers.len());
     for (i, header) in headers.iter().enumerate() {
         let on_disk = BatchHeader::parse(batches.get(position..).unwrap_or(&[]))
             .map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
-        let same = BatchHeader {
-            base_offset: header.base_offset,
-            ..on_disk
-        } == *header;
-        if !same {
+        let same_layout = on_disk.batch_length == header.batch_length
+            && on_disk.last_offset_delta == header.last_offset_delta
+            && on_disk.records_count == header.records_count
+            && on_disk.magic == header.magic;
+        if !same_layout {
             return Err(LogError::InvalidAppend(format!(
-                "header {i} does not match the bytes at {position}"
+                "header {i} does not match the batch at byte {position}"
             )));
         }
-        header
+        on_disk
             .check(position, batches.len() - position)
             .map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
-        position += header.total_size();
-        records += i64::from(header.last_offset_delta) + 1;
+        position += on_disk.total_size();
+        stored.push(on_disk);
     }
     if position != batches.len() {
         return Err(LogError::InvalidAppend(format!(
@@ -468,5 +474,5 @@ fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<i64, LogErro
             batches.len()
         )));
     }
-    Ok(records)
+    Ok(stored)
 }

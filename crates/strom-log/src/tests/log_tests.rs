@@ -449,3 +449,44 @@ fn log_append_time_batches_are_stored_as_patched() {
     assert_eq!(h.max_timestamp, 12_345);
     assert_eq!(&stored[..], &payload[..]);
 }
+
+/// The broker validates a payload, then stamps LogAppendTime into the bytes, then appends with
+/// the headers from before the stamp. An early version compared every header field and
+/// rejected that append; the indexes must also use the stamped timestamp.
+#[test]
+fn append_accepts_log_append_time_stamped_after_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config(1 << 20, 4096));
+    let mut payload = [simple_batch(2, 5), simple_batch(3, 7)].concat();
+    let headers = validate_batches(&payload).unwrap();
+    let first = headers[0].total_size();
+    set_log_append_time(&mut payload[..first], 70_000);
+    set_log_append_time(&mut payload[first..], 70_000);
+    let info = log.append(&mut payload, &headers, 70_000).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 4));
+    assert_eq!(log.max_timestamp(), Some((0, 70_000)));
+    assert_eq!(log.offset_for_timestamp(60_000).unwrap(), Some((0, 70_000)));
+    assert!(validate_batches(&log.read(0, 1 << 20).unwrap().read_bytes().unwrap()).is_ok());
+}
+
+/// Found by the model test: size retention deleted the two oldest segments, which left an
+/// expired segment at the front that time retention had not considered, because the first
+/// segment (not expired) had stopped its prefix. One pass must delete the whole expired prefix
+/// that remains after size and log-start deletions.
+#[test]
+fn retention_deletes_expired_segments_uncovered_by_size_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch_len = batch_with_timestamps(&[0], 10).len() as u64;
+    let mut cfg = config(batch_len, 4096); // one batch per segment
+    cfg.retention_ms = Some(1_000);
+    cfg.retention_bytes = Some(batch_len * 3);
+    let mut log = open(dir.path(), cfg);
+    for ts in [5_000, 100, 200, 4_500, 4_600] {
+        append(&mut log, &[batch_with_timestamps(&[ts], 10)], 0);
+    }
+    // Size deletes segments 0 and 1 (5 -> 3 segments fit the limit); segment 0 is not expired
+    // (ts 5000) but once it is gone, segment 2 (ts 200) leads an expired prefix and goes too;
+    // segment 3 (ts 4500) is not expired at 5000.
+    assert_eq!(log.apply_retention(5_000).unwrap(), 3);
+    assert_eq!(log.segment_base_offsets(), [3, 4]);
+}

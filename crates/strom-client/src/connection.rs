@@ -308,3 +308,145 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A scripted broker on a local socket checks framing, correlation ids and the ApiVersions
+    //! fallback byte for byte.
+
+    use super::*;
+    use bytes::Buf;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{
+        FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest,
+    };
+    use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+    use tokio::net::TcpListener;
+
+    async fn read_request(stream: &mut TcpStream) -> Option<(RequestHeader, Bytes)> {
+        let size = stream.read_i32().await.ok()?;
+        let mut body = BytesMut::zeroed(size as usize);
+        stream.read_exact(&mut body).await.ok()?;
+        let mut body = body.freeze();
+        let header = decode_request_header_from_buffer(&mut body).unwrap();
+        Some((header, body))
+    }
+
+    async fn write_response<R: Encodable + HeaderVersion>(
+        stream: &mut TcpStream,
+        correlation_id: i32,
+        response: &R,
+        version: i16,
+    ) {
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut buf, R::header_version(version))
+            .unwrap();
+        response.encode(&mut buf, version).unwrap();
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        stream.write_all(&buf).await.unwrap();
+    }
+
+    /// An old broker: knows ApiVersions up to v2 only, Metadata 0..=9 and Fetch 4..=11.
+    async fn old_broker(listener: TcpListener) {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let apis = vec![
+            ApiVersion::default()
+                .with_api_key(18)
+                .with_min_version(0)
+                .with_max_version(2),
+            ApiVersion::default()
+                .with_api_key(3)
+                .with_min_version(0)
+                .with_max_version(9),
+            ApiVersion::default()
+                .with_api_key(1)
+                .with_min_version(4)
+                .with_max_version(11),
+        ];
+        while let Some((header, mut body)) = read_request(&mut stream).await {
+            match header.request_api_key {
+                18 if header.request_api_version > 2 => {
+                    // As Kafka does: answer an unknown ApiVersions version in v0.
+                    let r = ApiVersionsResponse::default()
+                        .with_error_code(35)
+                        .with_api_keys(apis.clone());
+                    write_response(&mut stream, header.correlation_id, &r, 0).await;
+                }
+                18 => {
+                    let r = ApiVersionsResponse::default().with_api_keys(apis.clone());
+                    let v = header.request_api_version;
+                    write_response(&mut stream, header.correlation_id, &r, v).await;
+                }
+                3 => {
+                    let v = header.request_api_version;
+                    assert_eq!(v, 9, "the highest common Metadata version");
+                    MetadataRequest::decode(&mut body, v).unwrap();
+                    assert_eq!(body.remaining(), 0, "the whole request body was read");
+                    let r = MetadataResponse::default().with_cluster_id(Some("c".into()));
+                    write_response(&mut stream, header.correlation_id, &r, v).await;
+                }
+                other => panic!("unexpected api {other}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn negotiates_down_to_an_old_broker() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let broker = tokio::spawn(old_broker(listener));
+
+        let conn = Connection::connect(&addr, "test", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(conn.version_for::<MetadataRequest>().unwrap(), 9);
+        assert_eq!(conn.version_for::<FetchRequest>().unwrap(), 11);
+        let err = conn.version_for::<ProduceRequest>().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("broker does not support Produce"),
+            "{err}"
+        );
+
+        // Two requests in a row: each answer matches its correlation id.
+        for _ in 0..2 {
+            let r = conn.send(&MetadataRequest::default()).await.unwrap();
+            assert_eq!(r.cluster_id.as_deref(), Some("c"));
+        }
+        assert!(!conn.is_broken());
+        drop(conn);
+        broker.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_response_is_refused_and_breaks_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (header, _) = read_request(&mut stream).await.unwrap();
+            let r = ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
+                .with_api_key(3)
+                .with_min_version(0)
+                .with_max_version(12)]);
+            write_response(&mut stream, header.correlation_id, &r, 3).await;
+            let _ = read_request(&mut stream).await.unwrap();
+            stream.write_i32(i32::MAX).await.unwrap();
+            // Keep the socket open until the client gives up.
+            let _ = read_request(&mut stream).await;
+        });
+        let conn = Connection::connect(&addr, "test", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let err = conn.send(&MetadataRequest::default()).await.unwrap_err();
+        assert!(err.to_string().contains("out of bounds"), "{err}");
+        assert!(
+            conn.is_broken(),
+            "the stream is out of step and must be replaced"
+        );
+    }
+}

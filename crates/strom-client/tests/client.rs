@@ -422,3 +422,60 @@ async fn clients_reconnect_after_a_broker_restart() {
         (1, "after".into())
     );
 }
+
+#[tokio::test]
+async fn when_a_member_leaves_the_other_takes_over_its_partitions() {
+    let broker = broker!();
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    admin.create_topic("takeover", 4).await.unwrap();
+    let config = || ConsumerConfig {
+        heartbeat_interval_ms: 200,
+        ..ConsumerConfig::with_group("takers")
+    };
+    let mut a = Consumer::connect_with(&broker.addr, config())
+        .await
+        .unwrap();
+    let mut b = Consumer::connect_with(&broker.addr, config())
+        .await
+        .unwrap();
+    a.subscribe(&["takeover"]).await.unwrap();
+    b.subscribe(&["takeover"]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.assignment().len() != 2 || b.assignment().len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            a.assignment(),
+            b.assignment()
+        );
+        let (ra, rb) = tokio::join!(
+            a.poll(Duration::from_millis(200)),
+            b.poll(Duration::from_millis(200))
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    // Range assignment in member-id order: two contiguous halves.
+    let mut halves = vec![a.assignment(), b.assignment()];
+    halves.sort();
+    let parts = |h: &Vec<(String, i32)>| h.iter().map(|(_, p)| *p).collect::<Vec<_>>();
+    assert_eq!(parts(&halves[0]), vec![0, 1]);
+    assert_eq!(parts(&halves[1]), vec![2, 3]);
+
+    b.close().await.unwrap();
+    while a.assignment().len() != 4 {
+        assert!(Instant::now() < deadline, "{:?}", a.assignment());
+        a.poll(Duration::from_millis(200)).await.unwrap();
+    }
+    let described = admin.describe_group("takers").await.unwrap();
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(described.state, "Stable");
+    assert_eq!(described.protocol, "range");
+    let assigned: usize = described.members[0]
+        .assignment
+        .iter()
+        .map(|(_, p)| p.len())
+        .sum();
+    assert_eq!(assigned, 4);
+    a.close().await.unwrap();
+}

@@ -128,7 +128,8 @@ impl ProducerRecord {
         self
     }
 
-    /// Adds a header.
+    /// Adds a header. Header names should be unique within a record: the batch codec keeps
+    /// only the last value of a repeated name.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push((name.into(), Some(value.into())));
         self

@@ -91,7 +91,7 @@ pub async fn serve_with(
                     limits.max_connections
                 ),
             )
-            .to_line(None);
+            .into_line(None);
             let _ = socket.try_write(&line);
             continue;
         };
@@ -163,7 +163,7 @@ async fn respond(local: &Local, frame: Frame, peer: SocketAddr, limits: Limits) 
                         limits.max_line_bytes
                     ),
                 )
-                .to_line(None),
+                .into_line(None),
             );
         }
         Frame::Line(line) => line,
@@ -177,5 +177,5 @@ async fn respond(local: &Local, frame: Frame, peer: SocketAddr, limits: Limits) 
         Err(ParseError::BadJson(m)) => Body::error(code::BAD_JSON, m),
         Err(ParseError::BadRequest(m)) => Body::error(code::BAD_REQUEST, m),
     };
-    Some(body.to_line(parsed.id.as_ref()))
+    Some(body.into_line(parsed.id.as_ref()))
 }

@@ -91,7 +91,7 @@ impl Body {
     }
 
     /// The response line, newline included.
-    pub fn to_line(self, id: Option<&Value>) -> Vec<u8> {
+    pub fn into_line(self, id: Option<&Value>) -> Vec<u8> {
         let envelope = Envelope {
             ok: !matches!(self, Body::Error { .. }),
             body: self,
@@ -230,7 +230,7 @@ mod tests {
     use super::*;
 
     fn line(body: Body) -> String {
-        String::from_utf8(body.to_line(None)).unwrap()
+        String::from_utf8(body.into_line(None)).unwrap()
     }
 
     #[test]
@@ -246,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(
-                Body::error(code::BAD_JSON, "malformed JSON").to_line(Some(&Value::from("r1")))
+                Body::error(code::BAD_JSON, "malformed JSON").into_line(Some(&Value::from("r1")))
             )
             .unwrap(),
             "{\"ok\":false,\"error\":\"malformed JSON\",\"code\":\"bad_json\",\"id\":\"r1\"}\n"

@@ -1,13 +1,21 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
 //! `topic`, `produce`, `consume` and `group` are kcat-like client commands.
 
+mod alloc;
 mod cli;
+
+#[global_allocator]
+static GLOBAL: alloc::BrokerAllocator = alloc::BrokerAllocator;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "strom", version, about = "A Kafka-compatible streaming broker in one binary")]
+#[command(
+    name = "strom",
+    version,
+    about = "A Kafka-compatible streaming broker in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +42,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Serve(_) | Command::Demo(_)));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -456,7 +456,7 @@ async fn when_a_member_leaves_the_other_takes_over_its_partitions() {
         rb.unwrap();
     }
     // Range assignment in member-id order: two contiguous halves.
-    let mut halves = vec![a.assignment(), b.assignment()];
+    let mut halves = [a.assignment(), b.assignment()];
     halves.sort();
     let parts = |h: &Vec<(String, i32)>| h.iter().map(|(_, p)| *p).collect::<Vec<_>>();
     assert_eq!(parts(&halves[0]), vec![0, 1]);

@@ -96,6 +96,11 @@ mod tests {
             ("123", -267_702_483),
             ("1234", -1_614_185_708),
             ("12345", -1_188_365_604),
+            // From librdkafka's murmur2 unit test, which checks against the Java client.
+            ("", 275_646_681),
+            ("kafka", -798_503_068),
+            ("giberish123456789", -1_890_243_828),
+            ("PreAmbleWillBeRemoved,ThePrePartThatIs", 2_017_611_548),
         ];
         for (input, expected) in cases {
             assert_eq!(murmur2(input.as_bytes()), *expected, "murmur2({input:?})");

@@ -1,6 +1,7 @@
 //! Crate tests: `log_tests` (append, read, roll, retention, DeleteRecords, lookups),
 //! `recovery_tests` (crash shapes on disk), `model` (proptest against an in-memory model).
 
+mod bench;
 mod log_tests;
 mod model;
 mod recovery_tests;

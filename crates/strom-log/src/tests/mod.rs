@@ -2,6 +2,7 @@
 //! `recovery_tests` (crash shapes on disk), `model` (proptest against an in-memory model).
 
 mod bench;
+mod crash;
 mod log_tests;
 mod model;
 mod recovery_tests;

@@ -202,8 +202,7 @@ def test_commit_with_metadata_and_read_back(broker, topic_name):
     group = f"g-{uuid.uuid4().hex[:8]}"
     c = group_consumer(broker.bootstrap, group)
     try:
-        tps = [TopicPartition(topic_name, 0, 7), TopicPartition(topic_name, 1, 3)]
-        tps[0].metadata = "checkpoint-a"
+        tps = [TopicPartition(topic_name, 0, 7, metadata="checkpoint-a"), TopicPartition(topic_name, 1, 3)]
         result = c.commit(offsets=tps, asynchronous=False)
         assert all(tp.error is None for tp in result), result
         got = c.committed([TopicPartition(topic_name, 0), TopicPartition(topic_name, 1)], timeout=10)

@@ -1,6 +1,7 @@
 """The same consumer-group flow with kafka-python, a client implemented from scratch in
 Python (it opens with ApiVersions v4 and negotiates down)."""
 
+import threading
 import time
 import uuid
 
@@ -40,68 +41,100 @@ def produce(bootstrap, topic, n, prefix, partitions):
     return {f"{prefix}-{i}".encode() for i in range(n)}
 
 
-def poll_until(consumers, done, timeout_s, on_record=None, commit=True):
+class Member(threading.Thread):
+    """One kafka-python consumer polling in its own thread, as each would in its own
+    process: kafka-python joins a group inside poll(), so one thread polling several members
+    in turn would keep the others from rejoining."""
+
+    def __init__(self, bootstrap, group, topic, seen, lock):
+        super().__init__(daemon=True)
+        self.consumer = kp_consumer(bootstrap, group)
+        self.consumer.subscribe([topic])
+        self.seen = seen
+        self.lock = lock
+        self.stop_event = threading.Event()
+        self.partitions = []
+        self.error = None
+
+    def run(self):
+        try:
+            while not self.stop_event.is_set():
+                batches = self.consumer.poll(timeout_ms=100, max_records=200)
+                records = [r for rs in batches.values() for r in rs]
+                if records:
+                    with self.lock:
+                        self.seen.extend((r.partition, r.offset, r.value) for r in records)
+                    try:
+                        self.consumer.commit()
+                    except (CommitFailedError, RebalanceInProgressError):
+                        pass  # racing a rebalance; the next batch commits again
+                self.partitions = sorted(tp.partition for tp in self.consumer.assignment())
+        except Exception as e:  # reported by the test thread
+            self.error = e
+        finally:
+            self.consumer.close()
+
+    def leave(self):
+        self.stop_event.set()
+        self.join(timeout=20)
+
+
+def wait_for(condition, timeout_s, members):
     deadline = time.monotonic() + timeout_s
-    while not done() and time.monotonic() < deadline:
-        for c in consumers:
-            if c is None:
-                continue
-            batches = c.poll(timeout_ms=100, max_records=200)
-            got = [r for records in batches.values() for r in records]
-            for r in got:
-                if on_record:
-                    on_record(r)
-            if got and commit:
-                try:
-                    c.commit()
-                except (CommitFailedError, RebalanceInProgressError):
-                    pass  # racing a rebalance; the next batch commits again
-    return done()
-
-
-def assignments(consumers):
-    return [sorted(tp.partition for tp in c.assignment()) if c is not None else None for c in consumers]
+    while not condition() and time.monotonic() < deadline:
+        errors = [m.error for m in members if m.error]
+        assert not errors, f"consumer thread failed: {errors[0]!r}"
+        time.sleep(0.05)
+    return condition()
 
 
 def test_three_consumers_share_partitions_and_take_over(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, partitions=6)
     group = f"kp-{uuid.uuid4().hex[:8]}"
-    consumers = [kp_consumer(broker.bootstrap, group) for _ in range(3)]
+    seen = []
+    lock = threading.Lock()
+    members = [Member(broker.bootstrap, group, topic_name, seen, lock) for _ in range(3)]
+    for m in members:
+        m.start()
     try:
-        for c in consumers:
-            c.subscribe([topic_name])
+        def balanced(ms):
+            return lambda: (all(len(m.partitions) == 2 for m in ms)
+                            and sorted(p for m in ms for p in m.partitions) == list(range(6)))
 
-        def balanced():
-            a = assignments(consumers)
-            return all(len(x) == 2 for x in a) and sorted(sum(a, [])) == list(range(6))
-
-        assert poll_until(consumers, balanced, 40, commit=False), f"assignments: {assignments(consumers)}"
+        assert wait_for(balanced(members), 40, members), f"assignments: {[m.partitions for m in members]}"
 
         sent = produce(broker.bootstrap, topic_name, 600, "kp1", 6)
-        seen = []
-        poll_until(consumers, lambda: len(seen) >= 600, 30,
-                   on_record=lambda r: seen.append((r.partition, r.offset, r.value)))
-        assert {v for _, _, v in seen} == sent
-        assert len(seen) == 600, f"read {len(seen)} records for 600 messages"
+        assert wait_for(lambda: len(seen) >= 600, 30, members), f"read {len(seen)} of 600"
+        time.sleep(0.5)  # let any duplicate show up
+        with lock:
+            assert {v for _, _, v in seen} == sent
+            assert len(seen) == 600, f"read {len(seen)} records for 600 messages"
 
-        consumers[0].close()
-        consumers[0] = None
-
-        def two_balanced():
-            a = [x for x in assignments(consumers) if x is not None]
-            return all(len(x) == 3 for x in a) and sorted(sum(a, [])) == list(range(6))
-
-        assert poll_until(consumers, two_balanced, SESSION_TIMEOUT_MS / 1000 + 10, commit=False), \
-            f"assignments after leave: {assignments(consumers)}"
+        members[0].leave()
+        rest = members[1:]
+        assert wait_for(lambda: all(len(m.partitions) == 3 for m in rest)
+                        and sorted(p for m in rest for p in m.partitions) == list(range(6)),
+                        SESSION_TIMEOUT_MS / 1000 + 10, rest), \
+            f"assignments after leave: {[m.partitions for m in rest]}"
         sent2 = produce(broker.bootstrap, topic_name, 300, "kp2", 6)
-        seen2 = set()
-        poll_until(consumers, lambda: sent2 <= seen2, 30, on_record=lambda r: seen2.add(r.value))
-        assert sent2 <= seen2, f"{len(sent2 - seen2)} of 300 never read after the rebalance"
-        assert not (seen2 & sent), "messages committed before the rebalance were read again"
+        assert wait_for(lambda: sent2 <= {v for _, _, v in list(seen)}, 30, rest)
+        with lock:
+            values = [v for _, _, v in seen]
+        assert len(values) == 900, f"{len(values) - 900} messages read twice around the rebalance"
     finally:
+        for m in members:
+            m.leave()
+
+
+def poll_until(consumers, done, timeout_s, on_record=None):
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
         for c in consumers:
-            if c is not None:
-                c.close()
+            batches = c.poll(timeout_ms=100, max_records=200)
+            for records in batches.values():
+                for r in records:
+                    on_record(r)
+    return done()
 
 
 @pytest.mark.parametrize("restart", ["graceful", "kill9"])

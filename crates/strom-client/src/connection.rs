@@ -1,18 +1,21 @@
-//! One TCP connection to one broker: length-prefixed frames, correlation ids, and the API
-//! versions negotiated with `ApiVersions` when the connection opens.
+//! One TCP connection to one broker: length-prefixed frames, correlation ids, pipelining, and
+//! the API versions negotiated with `ApiVersions` when the connection opens.
 //!
 //! ```text
 //! request:  | size: i32 BE | header (api key, version, correlation id, client id) | body |
 //! response: | size: i32 BE | header (correlation id [, tagged fields]) | body |
 //! ```
 //!
-//! Requests go one at a time (a connection holds at most one request in flight); the client
-//! opens one connection per broker, plus a dedicated one for a consumer group's coordinator so
-//! heartbeats never wait behind a long-polling fetch. If a request is abandoned half-way (a
-//! timeout or a dropped future), the connection is marked broken and the owner replaces it.
+//! Requests are pipelined: up to [`IN_FLIGHT_REQUESTS_MAX`] may wait for answers at once. A
+//! reader task reads whole frames (two steps: the size, bounded by [`RESPONSE_BYTES_MAX`], then
+//! the body) and hands each to the request with its correlation id, so an abandoned request
+//! only drops its answer. A frame written half-way (a future dropped mid-write), a request
+//! timeout or a read error marks the connection broken; every waiting request then fails and
+//! the owner opens a new connection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,8 +26,10 @@ use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, HeaderVersion, Request, StrBytes,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{oneshot, Mutex, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::error::{ClientError, Result};
 
@@ -32,6 +37,9 @@ use crate::error::{ClientError, Result};
 /// `fetch_max_bytes` (50 MiB by default), so this leaves room for headers and one oversized
 /// first batch.
 pub const RESPONSE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// How many requests may wait for their responses on one connection at once.
+pub const IN_FLIGHT_REQUESTS_MAX: usize = 32;
 
 /// How long opening a TCP connection may take.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -74,31 +82,97 @@ pub(crate) fn api_name(api_key: i16) -> String {
     }
 }
 
-struct Io {
-    stream: TcpStream,
-    /// Reused for every request so steady-state sends do not allocate.
-    write_buf: BytesMut,
+/// A request waiting for its response: the response header version to decode with, and
+/// where to deliver the body.
+type Waiter = (i16, oneshot::Sender<Result<Bytes>>);
+
+/// State shared by the connection and its reader task.
+struct Shared {
+    addr: String,
+    /// Waiting requests by correlation id.
+    waiters: StdMutex<HashMap<i32, Waiter>>,
+    /// Set once the stream cannot be trusted; never cleared.
+    broken: AtomicBool,
 }
 
-/// A connection to one broker. Cheap to share behind an `Arc`; requests are serialized.
+impl Shared {
+    /// Marks the connection broken and fails every waiting request with `reason`.
+    fn break_with(&self, kind: std::io::ErrorKind, reason: &str) {
+        self.broken.store(true, Ordering::Release);
+        let waiters: Vec<Waiter> = {
+            let mut map = self.waiters.lock().expect("waiters poisoned");
+            map.drain().map(|(_, w)| w).collect()
+        };
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(ClientError::Io {
+                addr: self.addr.clone(),
+                source: std::io::Error::new(kind, reason.to_string()),
+            }));
+        }
+    }
+
+    fn broken_error(&self) -> ClientError {
+        ClientError::Io {
+            addr: self.addr.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection is closed"),
+        }
+    }
+}
+
+struct Writer {
+    half: OwnedWriteHalf,
+    /// Reused for every request so steady-state sends do not allocate.
+    buf: BytesMut,
+}
+
+/// Marks the connection broken if dropped before `disarm`: a frame written half-way leaves
+/// the stream out of step.
+struct WriteGuard<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl WriteGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.break_with(
+                std::io::ErrorKind::BrokenPipe,
+                "a request was abandoned mid-write",
+            );
+        }
+    }
+}
+
+/// A connection to one broker. Cheap to share behind an `Arc`; requests are pipelined.
 pub struct Connection {
-    addr: String,
+    shared: Arc<Shared>,
     client_id: StrBytes,
-    io: Mutex<Io>,
+    writer: Mutex<Writer>,
+    in_flight: Semaphore,
     correlation_id: AtomicI32,
-    /// Set while a request is on the wire; left set if the request was abandoned, because the
-    /// stream may then hold half a frame.
-    broken: AtomicBool,
     /// Broker's supported (min, max) per API key, from ApiVersions.
     versions: HashMap<i16, (i16, i16)>,
     request_timeout: Duration,
+    reader: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("addr", &self.addr)
+            .field("addr", &self.shared.addr)
             .finish()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
@@ -118,17 +192,25 @@ impl Connection {
                 }
             };
         let _ = stream.set_nodelay(true);
-        let mut conn = Connection {
+        let (read_half, write_half) = stream.into_split();
+        let shared = Arc::new(Shared {
             addr: addr.to_string(),
-            client_id: StrBytes::from_string(client_id.to_string()),
-            io: Mutex::new(Io {
-                stream,
-                write_buf: BytesMut::with_capacity(4096),
-            }),
-            correlation_id: AtomicI32::new(0),
+            waiters: StdMutex::new(HashMap::new()),
             broken: AtomicBool::new(false),
+        });
+        let reader = tokio::spawn(read_loop(read_half, shared.clone()));
+        let mut conn = Connection {
+            shared,
+            client_id: StrBytes::from_string(client_id.to_string()),
+            writer: Mutex::new(Writer {
+                half: write_half,
+                buf: BytesMut::with_capacity(4096),
+            }),
+            in_flight: Semaphore::new(IN_FLIGHT_REQUESTS_MAX),
+            correlation_id: AtomicI32::new(0),
             versions: HashMap::new(),
             request_timeout,
+            reader,
         };
         conn.versions = conn.negotiate().await?;
         Ok(conn)
@@ -159,13 +241,13 @@ impl Connection {
 
     /// The broker address this connection goes to.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.shared.addr
     }
 
-    /// Whether a request was abandoned half-way or the stream failed; the owner should open a
-    /// new connection.
+    /// Whether the stream failed or was left out of step; the owner should open a new
+    /// connection.
     pub fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
+        self.shared.broken.load(Ordering::Acquire)
     }
 
     /// Whether the broker supports the API at all.
@@ -200,17 +282,42 @@ impl Connection {
 
     /// Sends a request at the given version and waits for its response.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
-        let mut frame = tokio::time::timeout(
-            self.request_timeout,
-            self.exchange::<R>(request, version, true),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout {
-            what: format!("{} response from {}", api_name(R::KEY), self.addr),
-            timeout_ms: self.request_timeout.as_millis() as u64,
-        })??
-        .expect("a response was expected");
-        R::Response::decode(&mut frame, version).map_err(|e| {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .waiters
+            .lock()
+            .expect("waiters poisoned")
+            .insert(correlation_id, (R::Response::header_version(version), tx));
+        if let Err(e) = self.write::<R>(request, version, correlation_id).await {
+            self.shared
+                .waiters
+                .lock()
+                .expect("waiters poisoned")
+                .remove(&correlation_id);
+            return Err(e);
+        }
+        let mut body = match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => return Err(self.shared.broken_error()),
+            Err(_) => {
+                // A broker that stops answering is treated as gone, as Kafka clients do.
+                self.shared.break_with(
+                    std::io::ErrorKind::TimedOut,
+                    "an earlier request on this connection timed out",
+                );
+                return Err(ClientError::Timeout {
+                    what: format!("{} response from {}", api_name(R::KEY), self.shared.addr),
+                    timeout_ms: self.request_timeout.as_millis() as u64,
+                });
+            }
+        };
+        R::Response::decode(&mut body, version).map_err(|e| {
             ClientError::protocol(format!(
                 "cannot decode {} v{version} response: {e}",
                 api_name(R::KEY)
@@ -221,91 +328,121 @@ impl Connection {
     /// Sends a request for which the broker sends no response (Produce with acks=0).
     pub async fn send_without_response<R: Request>(&self, request: &R) -> Result<()> {
         let version = self.version_for::<R>()?;
-        tokio::time::timeout(
-            self.request_timeout,
-            self.exchange::<R>(request, version, false),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout {
-            what: format!("sending {} to {}", api_name(R::KEY), self.addr),
-            timeout_ms: self.request_timeout.as_millis() as u64,
-        })??;
-        Ok(())
+        let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
+        self.write::<R>(request, version, correlation_id).await
     }
 
-    /// Writes one request frame and, if `expect_response`, reads frames until the one with
-    /// this request's correlation id arrives; returns the response body (header removed).
-    async fn exchange<R: Request>(
+    /// Writes one request frame.
+    async fn write<R: Request>(
         &self,
         request: &R,
         version: i16,
-        expect_response: bool,
-    ) -> Result<Option<Bytes>> {
-        let mut io = self.io.lock().await;
-        if self.is_broken() {
-            return Err(ClientError::Io {
-                addr: self.addr.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection is broken"),
-            });
-        }
-        self.broken.store(true, Ordering::Release);
-        let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
+        correlation_id: i32,
+    ) -> Result<()> {
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
             .with_client_id(Some(self.client_id.clone()));
-
-        let io = &mut *io;
-        io.write_buf.clear();
-        io.write_buf.put_i32(0); // size, patched below
-        encode_request_header_into_buffer(&mut io.write_buf, &header)
+        let mut writer = self.writer.lock().await;
+        if self.is_broken() {
+            return Err(self.shared.broken_error());
+        }
+        let writer = &mut *writer;
+        writer.buf.clear();
+        writer.buf.put_i32(0); // size, patched below
+        encode_request_header_into_buffer(&mut writer.buf, &header)
             .map_err(|e| ClientError::protocol(format!("cannot encode request header: {e}")))?;
-        request.encode(&mut io.write_buf, version).map_err(|e| {
+        request.encode(&mut writer.buf, version).map_err(|e| {
             ClientError::protocol(format!(
                 "cannot encode {} v{version}: {e}",
                 api_name(R::KEY)
             ))
         })?;
-        let size = i32::try_from(io.write_buf.len() - 4)
+        let size = i32::try_from(writer.buf.len() - 4)
             .map_err(|_| ClientError::protocol("request larger than 2 GiB"))?;
-        io.write_buf[..4].copy_from_slice(&size.to_be_bytes());
-        let io_err = |source| ClientError::Io {
-            addr: self.addr.clone(),
-            source,
-        };
-        io.stream.write_all(&io.write_buf).await.map_err(io_err)?;
-        if !expect_response {
-            self.broken.store(false, Ordering::Release);
-            return Ok(None);
-        }
+        writer.buf[..4].copy_from_slice(&size.to_be_bytes());
 
-        let header_version = R::Response::header_version(version);
-        loop {
-            let size = io.stream.read_i32().await.map_err(io_err)?;
-            let size = usize::try_from(size)
-                .ok()
-                .filter(|s| *s <= RESPONSE_BYTES_MAX)
-                .ok_or_else(|| {
-                    ClientError::protocol(format!("response size {size} is out of bounds"))
-                })?;
-            let mut body = BytesMut::zeroed(size);
-            io.stream.read_exact(&mut body).await.map_err(io_err)?;
-            let mut body = body.freeze();
-            let response_header = ResponseHeader::decode(&mut body, header_version)
-                .map_err(|e| ClientError::protocol(format!("bad response header: {e}")))?;
-            if response_header.correlation_id == correlation_id {
-                self.broken.store(false, Ordering::Release);
-                return Ok(Some(body));
+        let guard = WriteGuard {
+            shared: &self.shared,
+            armed: true,
+        };
+        let written =
+            tokio::time::timeout(self.request_timeout, writer.half.write_all(&writer.buf)).await;
+        match written {
+            Ok(Ok(())) => {
+                guard.disarm();
+                Ok(())
             }
-            // A response to an earlier request that was sent without expecting an answer
-            // (a broker may still answer Produce acks=0 with an error); skip it.
-            tracing::debug!(
-                expected = correlation_id,
-                got = response_header.correlation_id,
-                "skipping response with another correlation id"
-            );
+            Ok(Err(e)) => {
+                drop(guard);
+                Err(ClientError::Io {
+                    addr: self.shared.addr.clone(),
+                    source: e,
+                })
+            }
+            Err(_) => {
+                drop(guard);
+                Err(ClientError::Timeout {
+                    what: format!("sending {} to {}", api_name(R::KEY), self.shared.addr),
+                    timeout_ms: self.request_timeout.as_millis() as u64,
+                })
+            }
         }
+    }
+}
+
+/// Reads response frames until the stream ends, delivering each to its waiting request.
+async fn read_loop(mut half: OwnedReadHalf, shared: Arc<Shared>) {
+    loop {
+        let size = match half.read_i32().await {
+            Ok(size) => size,
+            Err(e) => {
+                let reason = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "the broker closed the connection".to_string()
+                } else {
+                    e.to_string()
+                };
+                shared.break_with(e.kind(), &reason);
+                return;
+            }
+        };
+        let Some(size) = usize::try_from(size)
+            .ok()
+            .filter(|s| *s >= 4 && *s <= RESPONSE_BYTES_MAX)
+        else {
+            let reason = format!("response size {size} is out of bounds");
+            let waiters: Vec<Waiter> = {
+                let mut map = shared.waiters.lock().expect("waiters poisoned");
+                map.drain().map(|(_, w)| w).collect()
+            };
+            shared.broken.store(true, Ordering::Release);
+            for (_, tx) in waiters {
+                let _ = tx.send(Err(ClientError::protocol(&reason)));
+            }
+            return;
+        };
+        let mut body = BytesMut::zeroed(size);
+        if let Err(e) = half.read_exact(&mut body).await {
+            shared.break_with(e.kind(), "the broker closed the connection mid-response");
+            return;
+        }
+        let mut body = body.freeze();
+        let correlation_id = i32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
+        let waiter = shared
+            .waiters
+            .lock()
+            .expect("waiters poisoned")
+            .remove(&correlation_id);
+        let Some((header_version, tx)) = waiter else {
+            // The request was abandoned (or sent without expecting an answer): drop it.
+            tracing::debug!(correlation_id, "dropping a response nobody waits for");
+            continue;
+        };
+        let answer = ResponseHeader::decode(&mut body, header_version)
+            .map(|_| body)
+            .map_err(|e| ClientError::protocol(format!("bad response header: {e}")));
+        let _ = tx.send(answer);
     }
 }
 
@@ -448,5 +585,44 @@ mod tests {
             conn.is_broken(),
             "the stream is out of step and must be replaced"
         );
+    }
+
+    #[tokio::test]
+    async fn pipelined_answers_find_their_requests_in_any_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (header, _) = read_request(&mut stream).await.unwrap();
+            let r = ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
+                .with_api_key(3)
+                .with_min_version(0)
+                .with_max_version(12)]);
+            write_response(&mut stream, header.correlation_id, &r, 3).await;
+            // Read three requests before answering any, then answer the last one first.
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                ids.push(read_request(&mut stream).await.unwrap().0.correlation_id);
+            }
+            for id in ids.into_iter().rev() {
+                let r = MetadataResponse::default().with_cluster_id(Some(id.to_string().into()));
+                write_response(&mut stream, id, &r, 12).await;
+            }
+        });
+        let conn = Connection::connect(&addr, "test", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let request = MetadataRequest::default();
+        let (a, b, c) = tokio::join!(
+            conn.send(&request),
+            conn.send(&request),
+            conn.send(&request)
+        );
+        let mut ids: Vec<String> = [a, b, c]
+            .into_iter()
+            .map(|r| r.unwrap().cluster_id.unwrap().to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, vec!["1", "2", "3"], "each request got its own answer");
     }
 }

@@ -106,8 +106,8 @@ pub struct PartitionLag {
     pub committed: Option<i64>,
     /// The partition's log end offset (high watermark).
     pub end_offset: i64,
-    /// `end_offset - committed` (the whole log when nothing was committed).
-    pub lag: i64,
+    /// `end_offset - committed`; `None` when the group never committed this partition.
+    pub lag: Option<i64>,
 }
 
 /// A group with its members, committed offsets and lag.
@@ -385,7 +385,7 @@ impl Admin {
                 let end_offset = ends.get(&tp).copied().unwrap_or(0);
                 let committed = committed.get(&tp).copied();
                 PartitionLag {
-                    lag: (end_offset - committed.unwrap_or(0)).max(0),
+                    lag: committed.map(|c| (end_offset - c).max(0)),
                     topic: tp.0,
                     partition: tp.1,
                     committed,

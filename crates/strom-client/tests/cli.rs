@@ -243,6 +243,20 @@ fn consume_with_a_group_commits_and_group_commands_show_it() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "");
 
+    // A new group starting at the end commits where it started, so its lag is known (0).
+    let (code, out, err) = broker.cli(
+        &["consume", "events", "--group", "late", "--exit-at-end"],
+        "",
+    );
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (_, out, _) = broker.cli(&["group", "describe", "late"], "");
+    let lags: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("events "))
+        .map(|l| l.split_whitespace().nth(4).unwrap())
+        .collect();
+    assert_eq!(lags, vec!["0", "0"], "{out}");
+
     let (code, _, err) = broker.cli(&["group", "describe", "nobody"], "");
     assert_eq!(code, 1);
     assert!(err.contains("nobody"), "{err}");

@@ -1,6 +1,6 @@
 //! `strom consume TOPIC`: prints messages, one per line by default.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -115,6 +115,9 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, format: &Form
     let mut printed = 0u64;
     // Per partition, the offset after the last printed message, not yet committed.
     let mut committable: HashMap<(String, i32), i64> = HashMap::new();
+    // Partitions with messages read but not printed (--count reached); their position is
+    // past what the user saw.
+    let mut unprinted: HashSet<(String, i32)> = HashSet::new();
     let mut ends: Option<HashMap<(String, i32), i64>> = None;
     let stdout = std::io::stdout();
     let ctrl_c = tokio::signal::ctrl_c();
@@ -158,6 +161,9 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, format: &Form
             for msg in &messages[..printed_now] {
                 committable.insert((msg.topic.clone(), msg.partition), msg.offset + 1);
             }
+            for msg in &messages[printed_now..] {
+                unprinted.insert((msg.topic.clone(), msg.partition));
+            }
             if printed_now > 0 {
                 commit_printed(consumer, group, &mut committable).await?;
             }
@@ -174,9 +180,17 @@ async fn consume_loop(consumer: &mut Consumer, args: &ConsumeArgs, format: &Form
         }
     }
     if let Some(group) = &args.group {
-        if !committable.is_empty() {
-            commit_printed(consumer, group, &mut committable).await?;
+        // As Kafka's auto-commit would: every owned partition's position, so lag is known
+        // for partitions where nothing arrived too.
+        for tp in consumer.assignment() {
+            if unprinted.contains(&tp) || committable.contains_key(&tp) {
+                continue;
+            }
+            if let Some(pos) = consumer.position(&tp.0, tp.1) {
+                committable.insert(tp, pos);
+            }
         }
+        commit_printed(consumer, group, &mut committable).await?;
     }
     Ok(())
 }

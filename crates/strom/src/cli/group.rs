@@ -115,7 +115,7 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
                             o.partition.to_string(),
                             o.committed.map_or("-".to_string(), |c| c.to_string()),
                             o.end_offset.to_string(),
-                            o.lag.to_string(),
+                            o.lag.map_or("-".to_string(), |l| l.to_string()),
                             owner,
                         ]
                     })

@@ -679,6 +679,13 @@ pub(crate) fn maybe_prepare_rebalance(config: &GroupConfig, g: &mut Group, now_m
         }
     });
     g.new_member_added = false;
+    tracing::info!(
+        group = %g.group_id,
+        from = g.state.name(),
+        generation = g.generation_id,
+        members = g.members.len(),
+        "preparing to rebalance"
+    );
     g.transition(GroupState::PreparingRebalance, now_ms);
 }
 
@@ -744,6 +751,7 @@ fn complete_join(g: &mut Group, now_ms: i64) {
     if g.members.is_empty() {
         g.protocol_name = None;
         g.subscribed_topics = None;
+        tracing::info!(group = %g.group_id, generation = g.generation_id, "group is now empty");
         g.transition(GroupState::Empty, now_ms);
         return;
     }
@@ -765,6 +773,14 @@ fn complete_join(g: &mut Group, now_ms: i64) {
             .map(|(n, _)| n.clone())
     });
     g.compute_subscribed_topics();
+    tracing::info!(
+        group = %g.group_id,
+        generation = g.generation_id,
+        members = g.members.len(),
+        leader = g.leader_id.as_deref().unwrap_or(""),
+        protocol = g.protocol_name.as_deref().unwrap_or(""),
+        "rebalance complete; waiting for the leader's assignment"
+    );
     g.transition(GroupState::CompletingRebalance, now_ms);
     g.pending_sync = g.members.keys().cloned().collect();
     g.sync_deadline_ms = Some(now_ms.saturating_add(g.rebalance_timeout_ms()));

@@ -10,6 +10,7 @@ pub use kafka_protocol::error::ResponseError;
 
 /// Everything that can go wrong talking to a broker.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The TCP connection could not be opened.
     #[error("cannot reach broker at {addr}: {reason}")]

@@ -310,3 +310,20 @@ fn help_describes_every_client_command() {
         );
     }
 }
+
+#[test]
+fn bootstrap_comes_from_the_environment_too() {
+    let broker = broker!();
+    let output = std::process::Command::new(&broker.binary)
+        .args(["topic", "create", "from-env", "--partitions", "2"])
+        .env("STROM_BOOTSTRAP", &broker.addr)
+        .output()
+        .expect("run strom");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, out, _) = broker.cli(&["topic", "list"], "");
+    assert!(out.lines().any(|l| l == "from-env"), "{out}");
+}

@@ -156,7 +156,7 @@ impl GroupCoordinator {
         let now_ms = self.clock.now_ms();
         let mut st = self.state.lock();
         for group in st.groups.values_mut() {
-            crate::membership::on_timers(&self.config, group, now_ms);
+            crate::rebalance::on_timers(&self.config, group, now_ms);
         }
         if now_ms >= st.next_retention_check_ms {
             st.next_retention_check_ms =
@@ -302,7 +302,7 @@ fn next_deadline_ms(st: &State, now_ms: i64) -> i64 {
     let mut next = st.next_retention_check_ms;
     for g in st.groups.values() {
         debug_assert!(!g.is(GroupState::Dead));
-        if let Some(d) = crate::membership::next_deadline_ms(g) {
+        if let Some(d) = crate::rebalance::next_deadline_ms(g) {
             next = next.min(d);
         }
     }

@@ -9,8 +9,9 @@
 //! # Layout
 //!
 //! - [`coordinator`]: [`GroupCoordinator`], its open/flush/background loop and the shared state.
-//! - `membership`: JoinGroup, SyncGroup, Heartbeat, LeaveGroup and the timers (session
-//!   expiry, rebalance deadlines, the initial rebalance delay).
+//! - `membership`: the JoinGroup, SyncGroup, Heartbeat and LeaveGroup handlers.
+//! - `rebalance`: the state machine they share with the timers (session expiry, rebalance
+//!   and sync deadlines, the initial rebalance delay).
 //! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete and offsets retention.
 //! - `admin`: DescribeGroups, ListGroups, DeleteGroups.
 //! - `group`: the in-memory domain model of one group (members, state, protocol choice).
@@ -40,6 +41,7 @@ mod admin;
 mod group;
 mod membership;
 mod offsets;
+mod rebalance;
 mod store;
 
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -176,3 +176,32 @@ def test_many_connections_do_not_break_the_broker(guarded):
     finally:
         for c in conns:
             c.close()
+
+
+def test_idempotent_sequences_dedupe_and_reject_gaps(guarded, topic_name):
+    """Per producer id and partition: a retried batch (same sequence) is acknowledged with its
+    first offset and not written twice; a sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER."""
+    with wire.Conn(guarded.bootstrap) as c:
+        c.send(wire.init_producer_id_request_v0(20))
+        corr, error, pid, epoch = wire.parse_init_producer_id_v0(c.recv_frame())
+        assert (corr, error) == (20, wire.ERROR_NONE)
+        assert pid >= 0 and epoch >= 0
+
+        def send(values, seq, corr):
+            batch = wire.record_batch(values, producer_id=pid, producer_epoch=epoch, base_sequence=seq)
+            c.send(wire.produce_request_v3(topic_name, 0, batch, correlation_id=corr))
+            got_corr, parts = wire.parse_produce_v3(c.recv_frame())
+            assert got_corr == corr
+            (_, _, err, offset), = parts
+            return err, offset
+
+        first = len(STORED)
+        assert send([b"idem-0", b"idem-1"], 0, 21) == (wire.ERROR_NONE, first)
+        assert send([b"idem-2"], 2, 22) == (wire.ERROR_NONE, first + 2)
+        # The client did not see the answer and retries the same batch: same offset, no copy.
+        assert send([b"idem-2"], 2, 23) == (wire.ERROR_NONE, first + 2)
+        # A gap in the sequence is refused and nothing is written.
+        err, _ = send([b"idem-gap"], 7, 24)
+        assert err == wire.ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER
+        assert send([b"idem-3"], 3, 25) == (wire.ERROR_NONE, first + 3)
+    guarded.stored += [b"idem-0", b"idem-1", b"idem-2", b"idem-3"]

@@ -24,11 +24,13 @@ import time
 
 API_PRODUCE = 0
 API_API_VERSIONS = 18
+API_INIT_PRODUCER_ID = 22
 
 ERROR_NONE = 0
 ERROR_CORRUPT_MESSAGE = 2
 ERROR_MESSAGE_TOO_LARGE = 10
 ERROR_UNSUPPORTED_VERSION = 35
+ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 
 
 def _crc32c_table():
@@ -146,6 +148,19 @@ def produce_request_v3(topic, partition, batch, correlation_id, acks=-1, timeout
         + batch
     )
     return frame(request_header_v1(API_PRODUCE, 3, correlation_id) + body)
+
+
+def init_producer_id_request_v0(correlation_id, transaction_timeout_ms=60000):
+    body = string16(None) + struct.pack(">i", transaction_timeout_ms)
+    return frame(request_header_v1(API_INIT_PRODUCER_ID, 0, correlation_id) + body)
+
+
+def parse_init_producer_id_v0(payload):
+    """(correlation_id, error_code, producer_id, producer_epoch)."""
+    r = Reader(payload)
+    correlation_id = r.take(">i")
+    _throttle_ms, error, producer_id, epoch = r.take(">ihqh")
+    return correlation_id, error, producer_id, epoch
 
 
 class Reader:

@@ -479,3 +479,37 @@ async fn when_a_member_leaves_the_other_takes_over_its_partitions() {
     assert_eq!(assigned, 4);
     a.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_group_picks_up_added_partitions() {
+    let broker = broker!();
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    admin.create_topic("growing", 1).await.unwrap();
+    let config = ConsumerConfig {
+        metadata_max_age_ms: 200,
+        ..ConsumerConfig::with_group("growers")
+    };
+    let mut consumer = Consumer::connect_with(&broker.addr, config).await.unwrap();
+    consumer.subscribe(&["growing"]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().len() != 1 {
+        assert!(Instant::now() < deadline);
+        consumer.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    admin.create_partitions("growing", 3).await.unwrap();
+    assert_eq!(
+        admin
+            .describe_topic("growing")
+            .await
+            .unwrap()
+            .info
+            .partitions
+            .len(),
+        3
+    );
+    while consumer.assignment().len() != 3 {
+        assert!(Instant::now() < deadline, "{:?}", consumer.assignment());
+        consumer.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    consumer.close().await.unwrap();
+}

@@ -63,6 +63,8 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: i32,
     /// Upper bound of one partition's bytes in a fetch response.
     pub partition_max_bytes: i32,
+    /// How often a group member checks whether subscribed topics gained partitions.
+    pub metadata_max_age_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -78,6 +80,7 @@ impl Default for ConsumerConfig {
             fetch_min_bytes: 1,
             fetch_max_bytes: 50 * 1024 * 1024,
             partition_max_bytes: 1024 * 1024,
+            metadata_max_age_ms: 5_000,
         }
     }
 }
@@ -139,6 +142,10 @@ pub struct Consumer {
     membership: Option<Membership>,
     /// Partitions whose position went out of range: resolved by the reset policy only.
     reset_pending: BTreeSet<TopicPartition>,
+    /// Partition counts of the subscribed topics when the group last assigned them.
+    partition_counts: BTreeMap<String, usize>,
+    /// When `partition_counts` was last compared with the broker's metadata.
+    metadata_checked: Instant,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -171,6 +178,8 @@ impl Consumer {
             subscription: Vec::new(),
             membership: None,
             reset_pending: BTreeSet::new(),
+            partition_counts: BTreeMap::new(),
+            metadata_checked: Instant::now(),
         }
     }
 
@@ -392,10 +401,15 @@ impl Consumer {
         if self.subscription.is_empty() {
             return Ok(());
         }
-        let needs_join = match &self.membership {
+        let mut needs_join = match &self.membership {
             None => true,
             Some(m) => m.needs_rejoin(),
         };
+        if !needs_join && self.metadata_checked.elapsed() >= self.metadata_max_age() {
+            // Partitions added to a subscribed topic are picked up by rebalancing.
+            let counts = self.subscribed_partition_counts().await?;
+            needs_join = counts != self.partition_counts;
+        }
         if !needs_join {
             return Ok(());
         }
@@ -416,7 +430,28 @@ impl Consumer {
             self.positions.insert(tp.clone(), pos);
         }
         self.membership = Some(membership);
+        self.partition_counts = self.subscribed_partition_counts().await?;
         Ok(())
+    }
+
+    fn metadata_max_age(&self) -> Duration {
+        Duration::from_millis(self.config.metadata_max_age_ms)
+    }
+
+    /// The partition count of every subscribed topic, fresh from the broker.
+    async fn subscribed_partition_counts(&mut self) -> Result<BTreeMap<String, usize>> {
+        let mut counts = BTreeMap::new();
+        for topic in &self.subscription {
+            // A subscribed topic that is missing counts as zero partitions.
+            let count = match self.client.refresh_topic(topic).await {
+                Ok(info) => info.partitions.len(),
+                Err(e) if e.code() == Some(ResponseError::UnknownTopicOrPartition) => 0,
+                Err(e) => return Err(e),
+            };
+            counts.insert(topic.clone(), count);
+        }
+        self.metadata_checked = Instant::now();
+        Ok(counts)
     }
 
     /// Gives every partition without a position one: the committed offset, else the reset

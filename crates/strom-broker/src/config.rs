@@ -94,6 +94,9 @@ pub struct BrokerConfig {
     pub offsets_retention_check_interval_ms: i64,
     /// `shutdown.timeout.ms`: how long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
+    /// `connections.max.idle.ms`: a connection that completes no request for this long is
+    /// closed, so a stalled or half-sent frame cannot hold a connection slot forever.
+    pub connections_max_idle_ms: u64,
 }
 
 impl BrokerConfig {
@@ -242,6 +245,9 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("shutdown.timeout.ms", "10000", |c, v| {
         put(&mut c.shutdown_timeout_ms, parse(v)?)
+    }),
+    ("connections.max.idle.ms", "600000", |c, v| {
+        put(&mut c.connections_max_idle_ms, positive(parse(v)?)?)
     }),
 ];
 
@@ -400,6 +406,7 @@ fn placeholder() -> BrokerConfig {
         offsets_retention_minutes: 0,
         offsets_retention_check_interval_ms: 0,
         shutdown_timeout_ms: 0,
+        connections_max_idle_ms: 0,
     }
 }
 

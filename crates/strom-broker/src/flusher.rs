@@ -57,19 +57,24 @@ impl Flusher {
     }
 }
 
-/// fsyncs whatever is unflushed in one partition, off the lock.
+/// fsyncs whatever is unflushed in one partition, off the lock. Usually that is the active
+/// segment alone; when segments rolled without being synced (`log.fsync=never` with a flush
+/// interval) the older ones come first, one per `flush_target` call.
 pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
-    let target = partition.state.lock().log.flush_target();
-    let Some((file, offset)) = target else {
-        return Ok(());
-    };
-    tokio::task::spawn_blocking(move || file.sync_data())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let mut state = partition.state.lock();
-    state.log.mark_flushed(offset);
-    state.unflushed_messages = 0;
+    let segments = partition.state.lock().log.segment_count();
+    for _ in 0..=segments {
+        let target = partition.state.lock().log.flush_target();
+        let Some((file, offset)) = target else { return Ok(()) };
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut state = partition.state.lock();
+        state.log.mark_flushed(offset);
+        if state.log.flush_target().is_none() {
+            state.unflushed_messages = 0;
+        }
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub queued_max_requests: usize,
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Limits {
@@ -35,6 +36,7 @@ impl Limits {
             max_connections: broker.config.max_connections,
             max_frame_bytes: broker.config.socket_request_max_bytes,
             queued_max_requests: broker.config.queued_max_requests,
+            idle_timeout: std::time::Duration::from_millis(broker.config.connections_max_idle_ms),
         }
     }
 }
@@ -133,7 +135,13 @@ async fn serve_connection(
             buf.reserve(READ_CHUNK_BYTES);
         }
         let read = tokio::select! {
-            r = reader.read_buf(&mut buf) => r,
+            r = tokio::time::timeout(limits.idle_timeout, reader.read_buf(&mut buf)) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(%peer, idle = ?limits.idle_timeout, "closing idle connection (connections.max.idle.ms)");
+                    break;
+                }
+            },
             _ = shutdown.wait() => break,
         };
         match read {

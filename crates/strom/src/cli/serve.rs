@@ -42,7 +42,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     builder.load_env()?;
     let flags = [
         ("listen", args.listen.clone()),
-        ("data.dir", args.data_dir.as_ref().map(|d| d.display().to_string())),
+        (
+            "data.dir",
+            args.data_dir.as_ref().map(|d| d.display().to_string()),
+        ),
         ("advertised.listener", args.advertised_listener.clone()),
         ("json.listen", args.json_listen.clone()),
         ("log.fsync", args.fsync.clone()),
@@ -82,8 +85,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let controller = ShutdownController::new();
     let limits = strom_server::kafka::Limits::from_broker(&broker);
-    let kafka = tokio::spawn(strom_server::kafka::serve(kafka_listener, broker.clone(), limits, controller.subscribe()));
-    let json = json_listener.map(|l| tokio::spawn(strom_server::json::serve(l, broker.clone(), controller.subscribe())));
+    let kafka = tokio::spawn(strom_server::kafka::serve(
+        kafka_listener,
+        broker.clone(),
+        limits,
+        controller.subscribe(),
+    ));
+    let json = json_listener.map(|l| {
+        tokio::spawn(strom_server::json::serve(
+            l,
+            broker.clone(),
+            controller.subscribe(),
+        ))
+    });
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -93,7 +107,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     let grace = Duration::from_millis(config.shutdown_timeout_ms);
-    if tokio::time::timeout(grace, controller.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, controller.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still busy after {grace:?}; closing them");
     }
     kafka.abort();

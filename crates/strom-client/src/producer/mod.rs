@@ -266,10 +266,26 @@ impl Producer {
 
     /// Queues a record for the next batch and returns without waiting for the broker.
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<Delivery> {
+        // Unknown topics and partitions fail here, at once, rather than after the retries.
+        let mut topic = self.client.topic(&record.topic).await?;
         let partition = match record.partition {
-            Some(p) => p,
+            Some(p) => {
+                if !topic.partitions.iter().any(|info| info.partition == p) {
+                    topic = self.client.refresh_topic(&record.topic).await?;
+                    if !topic.partitions.iter().any(|info| info.partition == p) {
+                        return Err(ClientError::kafka(
+                            3, // UNKNOWN_TOPIC_OR_PARTITION
+                            format!(
+                                "topic {} partition {p} (the topic has {} partitions)",
+                                record.topic,
+                                topic.partitions.len()
+                            ),
+                        ));
+                    }
+                }
+                p
+            }
             None => {
-                let topic = self.client.topic(&record.topic).await?;
                 let count = topic.partitions.len() as i32;
                 if count == 0 {
                     return Err(ClientError::Invalid(format!(

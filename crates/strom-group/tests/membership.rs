@@ -550,3 +550,199 @@ async fn rebalance_while_follower_waits_for_sync_answers_rebalance_in_progress()
     settle().await;
     assert_eq!(bw.await.unwrap().error_code, codes::REBALANCE_IN_PROGRESS);
 }
+
+/// The initial delay is extended while members keep arriving, but never beyond the
+/// rebalance timeout (Kafka's InitialDelayedJoin).
+#[tokio::test]
+async fn initial_delay_extends_but_is_bounded_by_the_rebalance_timeout() {
+    let env = Env::new(GroupConfig {
+        initial_rebalance_delay_ms: 3000,
+        ..config()
+    });
+    let req = || join_req("g", "", None, &["t"]).with_rebalance_timeout_ms(7000);
+    let mut handles = vec![spawn_join(&env.coord, req(), 3)];
+    settle().await;
+    for (at_ms, joiner) in [
+        (1000, true),
+        (3000, false),
+        (5000, true),
+        (6000, false),
+        (6500, true),
+    ] {
+        env.clock.set_ms(T0_MS + at_ms);
+        if joiner {
+            handles.push(spawn_join(&env.coord, req(), 3));
+        }
+        settle().await;
+        env.coord.tick();
+        settle().await;
+        assert!(
+            handles.iter().all(|h| !h.is_finished()),
+            "completed early at +{at_ms} ms"
+        );
+    }
+    env.clock.set_ms(T0_MS + 7000);
+    env.coord.tick();
+    settle().await;
+    for h in handles {
+        let r = h.await.unwrap();
+        assert_eq!(r.error_code, codes::NONE);
+        assert_eq!(r.generation_id, 1);
+    }
+}
+
+/// A member id handed out with MEMBER_ID_REQUIRED holds the rebalance until that member
+/// joins with it, or until it expires after the session timeout.
+#[tokio::test]
+async fn pending_member_holds_the_rebalance_until_it_joins_or_expires() {
+    let env = Env::new(config());
+    for (group, pending_joins) in [("g1", true), ("g2", false)] {
+        let a = env
+            .coord
+            .join_group(join_req(group, "", None, &["t"]), 3, "a", "/h")
+            .await;
+        let a_id = a.member_id.to_string();
+        env.coord
+            .sync_group(sync_req(group, &a_id, 1, &[(&a_id, b"x")]), 3)
+            .await;
+
+        let b = env
+            .coord
+            .join_group(join_req(group, "", None, &["t"]), 4, "b", "/h")
+            .await;
+        assert_eq!(b.error_code, codes::MEMBER_ID_REQUIRED);
+        let b_id = b.member_id.to_string();
+        // The leader rejoins, which starts a rebalance; B's id is still pending.
+        let ja = spawn_join(&env.coord, join_req(group, &a_id, None, &["t"]), 3);
+        settle().await;
+        assert!(!ja.is_finished());
+        if pending_joins {
+            let jb = env
+                .coord
+                .join_group(join_req(group, &b_id, None, &["t"]), 4, "b", "/h")
+                .await;
+            assert_eq!(jb.generation_id, 2);
+            let ja = ja.await.unwrap();
+            assert_eq!(ja.generation_id, 2);
+            assert_eq!(ja.members.len(), 2);
+        } else {
+            env.advance(i64::from(SESSION_MS));
+            settle().await;
+            let ja = ja.await.unwrap();
+            assert_eq!(ja.generation_id, 2);
+            assert_eq!(ja.members.len(), 1);
+            let late = env
+                .coord
+                .join_group(join_req(group, &b_id, None, &["t"]), 4, "b", "/h")
+                .await;
+            assert_eq!(late.error_code, codes::UNKNOWN_MEMBER_ID);
+        }
+    }
+}
+
+fn join_with_protocols(
+    group: &str,
+    protocols: &[&str],
+) -> kafka_protocol::messages::JoinGroupRequest {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    join_req(group, "", None, &["t"]).with_protocols(
+        protocols
+            .iter()
+            .map(|p| {
+                JoinGroupRequestProtocol::default()
+                    .with_name(s(p))
+                    .with_metadata(subscription(&["t"]))
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn protocol_is_chosen_by_votes_among_common_protocols() {
+    let env = Env::new(GroupConfig {
+        initial_rebalance_delay_ms: 1000,
+        ..config()
+    });
+    let handles = vec![
+        spawn_join(
+            &env.coord,
+            join_with_protocols("g", &["roundrobin", "range"]),
+            3,
+        ),
+        spawn_join(
+            &env.coord,
+            join_with_protocols("g", &["range", "roundrobin", "sticky"]),
+            3,
+        ),
+        spawn_join(
+            &env.coord,
+            join_with_protocols("g", &["roundrobin", "range"]),
+            3,
+        ),
+    ];
+    settle().await;
+    // A member sharing no protocol with the group is refused.
+    let odd = env
+        .coord
+        .join_group(join_with_protocols("g", &["sticky"]), 3, "c", "/h")
+        .await;
+    assert_eq!(odd.error_code, codes::INCONSISTENT_GROUP_PROTOCOL);
+    // Two members arrived during the first delay, so it runs once more.
+    env.advance(1000);
+    env.advance(1000);
+    settle().await;
+    for h in handles {
+        let r = h.await.unwrap();
+        assert_eq!(r.protocol_name.as_deref(), Some("roundrobin"));
+    }
+}
+
+#[tokio::test]
+async fn group_max_size_is_enforced() {
+    let env = Env::new(GroupConfig {
+        max_group_size: 1,
+        ..config()
+    });
+    let a = env
+        .coord
+        .join_group(join_req("g", "", None, &["t"]), 3, "a", "/h")
+        .await;
+    assert_eq!(a.error_code, codes::NONE);
+    let b = env
+        .coord
+        .join_group(join_req("g", "", None, &["t"]), 3, "b", "/h")
+        .await;
+    assert_eq!(b.error_code, codes::GROUP_MAX_SIZE_REACHED);
+}
+
+#[tokio::test]
+async fn describe_shows_members_metadata_and_assignment_when_stable() {
+    let env = Env::new(config());
+    let j = env
+        .coord
+        .join_group(join_req("g", "", None, &["t"]), 3, "cid", "/10.0.0.1")
+        .await;
+    let m = j.member_id.to_string();
+    let describe = || DescribeGroupsRequest::default().with_groups(vec![gid("g")]);
+    let d = env.coord.describe_groups(describe(), 5).await;
+    let g = &d.groups[0];
+    assert_eq!(g.group_state.as_str(), "CompletingRebalance");
+    assert!(g.protocol_data.is_empty());
+    assert!(g.members[0].member_assignment.is_empty());
+
+    env.coord
+        .sync_group(sync_req("g", &m, 1, &[(&m, b"assigned")]), 3)
+        .await;
+    let d = env.coord.describe_groups(describe(), 5).await;
+    let g = &d.groups[0];
+    assert_eq!(g.error_code, codes::NONE);
+    assert_eq!(g.group_state.as_str(), "Stable");
+    assert_eq!(g.protocol_type.as_str(), "consumer");
+    assert_eq!(g.protocol_data.as_str(), "range");
+    let member = &g.members[0];
+    assert_eq!(member.member_id.as_str(), m);
+    assert_eq!(member.client_id.as_str(), "cid");
+    assert_eq!(member.client_host.as_str(), "/10.0.0.1");
+    assert_eq!(member.member_metadata, subscription(&["t"]));
+    assert_eq!(&member.member_assignment[..], b"assigned");
+}

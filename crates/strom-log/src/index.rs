@@ -18,6 +18,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::io::FileIo;
+
 pub(crate) const OFFSET_ENTRY_SIZE: usize = 8;
 pub(crate) const TIME_ENTRY_SIZE: usize = 12;
 
@@ -168,7 +170,7 @@ impl SegmentIndex {
     /// Write in-memory entries from `first` on to their slots in both files (one write per
     /// file). Index files are a cache, so a failure is logged and otherwise ignored: recovery
     /// notices the short or torn file and rebuilds it.
-    pub fn persist_from(&self, first: usize) {
+    pub fn persist_from(&self, io: &dyn FileIo, first: usize) {
         if first >= self.offsets.len() {
             return;
         }
@@ -183,10 +185,8 @@ impl SegmentIndex {
             tb.extend_from_slice(&t.relative_offset.to_be_bytes());
         }
         let writes = [
-            self.offset_file
-                .write_all_at(&ob, (first * OFFSET_ENTRY_SIZE) as u64),
-            self.time_file
-                .write_all_at(&tb, (first * TIME_ENTRY_SIZE) as u64),
+            io.write_all_at(&self.offset_file, &ob, (first * OFFSET_ENTRY_SIZE) as u64),
+            io.write_all_at(&self.time_file, &tb, (first * TIME_ENTRY_SIZE) as u64),
         ];
         for result in writes {
             if let Err(error) = result {
@@ -196,18 +196,18 @@ impl SegmentIndex {
     }
 
     /// Make both files hold exactly the in-memory entries.
-    pub fn rewrite_files(&self) -> io::Result<()> {
+    pub fn rewrite_files(&self, io: &dyn FileIo) -> io::Result<()> {
         self.offset_file
             .set_len((self.offsets.len() * OFFSET_ENTRY_SIZE) as u64)?;
         self.time_file
             .set_len((self.times.len() * TIME_ENTRY_SIZE) as u64)?;
-        self.persist_from(0);
+        self.persist_from(io, 0);
         Ok(())
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        self.offset_file.sync_data()?;
-        self.time_file.sync_data()
+    pub fn sync(&self, io: &dyn FileIo) -> io::Result<()> {
+        io.sync_data(&self.offset_file)?;
+        io.sync_data(&self.time_file)
     }
 
     /// Index of the last entry whose relative offset is `<= relative_offset`.
@@ -296,7 +296,7 @@ mod tests {
                 relative_offset: 0,
             },
         );
-        idx.persist_from(0);
+        idx.persist_from(&crate::io::RealIo, 0);
         idx.push_entry(
             IndexEntry {
                 relative_offset: 3,
@@ -317,7 +317,7 @@ mod tests {
                 relative_offset: 7,
             },
         );
-        idx.persist_from(1);
+        idx.persist_from(&crate::io::RealIo, 1);
         let (loaded, damaged) = SegmentIndex::load(&op, &tp, 200).unwrap();
         assert!(!damaged);
         assert_eq!(loaded.offsets(), idx.offsets());

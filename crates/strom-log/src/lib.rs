@@ -9,6 +9,7 @@
 //! - `config`: [`LogConfig`] with Kafka defaults.
 //! - `segment`: one `.log` file plus its in-memory indexes; header walks.
 //! - `index`: the sparse `.index` / `.timeindex` pair of a segment.
+//! - `io`: the write path's file operations behind a small trait, for fault injection.
 //! - `recovery`: opening a directory after a crash: truncate at the first bad batch, rebuild
 //!   indexes, drop orphan files.
 //! - `log`: [`PartitionLog`]: append, read, flush bookkeeping.
@@ -26,6 +27,7 @@ pub mod batch;
 mod config;
 mod error;
 mod index;
+mod io;
 mod log;
 mod lookup;
 mod recovery;

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use crate::batch::{set_base_offset, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::io::{FileIo, RealIo};
 use crate::recovery;
 use crate::segment::{delete_segment_files, Segment};
 use crate::start_offset;
@@ -89,6 +90,8 @@ pub struct PartitionLog {
     pub(crate) flushed_offset: i64,
     /// Sum of `segments[..].size`.
     pub(crate) size_bytes: u64,
+    /// Write-path file operations (real, or fault-injecting in tests).
+    pub(crate) io: Arc<dyn FileIo>,
 }
 
 impl PartitionLog {
@@ -97,6 +100,16 @@ impl PartitionLog {
     /// restore the log start and end offsets. Everything recovered is fsynced before this
     /// returns, so `flushed_offset() == log_end_offset()` afterwards.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
+        PartitionLog::open_with_io(dir, config, now_ms, Arc::new(RealIo))
+    }
+
+    /// [`PartitionLog::open`] with the write path going through `io` (fault injection).
+    pub(crate) fn open_with_io(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        io: Arc<dyn FileIo>,
+    ) -> Result<PartitionLog, LogError> {
         std::fs::create_dir_all(dir)?;
         let interval = u64::from(config.index_interval_bytes);
         let bases = recovery::list_segments(dir)?;
@@ -135,6 +148,7 @@ impl PartitionLog {
             log_start_offset: segments[0].base_offset,
             flushed_offset: 0,
             segments,
+            io,
         };
         if let Some(stored) = stored_start {
             log.log_start_offset = log.log_start_offset.max(stored);
@@ -158,7 +172,7 @@ impl PartitionLog {
         // there); make it durable once so the flushed offset can start at the end. Clean files
         // sync cheaply; index files are a cache and need no sync.
         for segment in &log.segments {
-            segment.log.sync_data()?;
+            log.io.sync_data(&segment.log)?;
         }
         start_offset::sync_dir(dir)?;
         log.flushed_offset = log.log_end_offset();
@@ -264,8 +278,9 @@ impl PartitionLog {
         }
         debug_assert_eq!(next, last_offset + 1);
         let interval = u64::from(self.config.index_interval_bytes);
+        let io = Arc::clone(&self.io);
         self.active_mut()
-            .append(batches, &patched, now_ms, interval)?;
+            .append(io.as_ref(), batches, &patched, now_ms, interval)?;
         self.size_bytes += total_bytes;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
         Ok(AppendInfo {
@@ -296,8 +311,8 @@ impl PartitionLog {
         let base = self.log_end_offset();
         if self.config.flush_on_roll {
             let old = self.active();
-            old.log.sync_data()?;
-            old.index.sync()?;
+            self.io.sync_data(&old.log)?;
+            old.index.sync(self.io.as_ref())?;
         }
         let (old_base, old_end) = (self.active().base_offset, self.active().next_offset);
         let segment = Segment::create(&self.dir, base, now_ms)?;
@@ -415,8 +430,8 @@ impl PartitionLog {
             .iter()
             .filter(|s| s.next_offset > self.flushed_offset || s.is_empty())
         {
-            segment.log.sync_data()?;
-            segment.index.sync()?;
+            self.io.sync_data(&segment.log)?;
+            segment.index.sync(self.io.as_ref())?;
         }
         start_offset::sync_dir(&self.dir)?;
         self.flushed_offset = self.log_end_offset();

@@ -23,6 +23,7 @@ use std::path::Path;
 use crate::batch::{check_batch, BatchHeader};
 use crate::error::LogError;
 use crate::index::SegmentIndex;
+use crate::io::RealIo;
 use crate::segment::{delete_segment_files, index_path, log_path, time_index_path, Segment};
 
 /// Bytes read per `pread` while verifying a segment's tail.
@@ -155,7 +156,7 @@ pub(crate) fn load_segment(
         segment.log.set_len(valid_end)?;
     }
     if index_dirty || segment.index.len() != entries_before_scan {
-        segment.index.rewrite_files()?;
+        segment.index.rewrite_files(&RealIo)?;
     }
 
     // The age for segment_ms restarts from the first batch's timestamp (capped at now); the

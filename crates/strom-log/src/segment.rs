@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::batch::{BatchHeader, MIN_BATCH_LENGTH};
 use crate::error::LogError;
 use crate::index::{IndexEntry, SegmentIndex, TimeEntry};
+use crate::io::FileIo;
 
 /// Bytes read per `pread` when walking batch headers. Big enough that a walk between two
 /// index entries (4 KiB apart by default) is usually one read.
@@ -150,17 +151,18 @@ impl Segment {
     /// segment with one positioned write, then update the in-memory state and index files.
     pub fn append(
         &mut self,
+        io: &dyn FileIo,
         bytes: &[u8],
         headers: &[BatchHeader],
         now_ms: i64,
         index_interval_bytes: u64,
     ) -> io::Result<()> {
         let position = self.size;
-        if let Err(error) = self.log.write_all_at(bytes, position) {
+        if let Err(error) = io.write_all_at(&self.log, bytes, position) {
             // A partial write must not resurface as data after a restart: cut it off. If even
             // that fails, recovery still stops at the first torn batch, but a whole batch of a
             // failed append could survive, so say so loudly.
-            if let Err(truncate_error) = self.log.set_len(position) {
+            if let Err(truncate_error) = io.set_len(&self.log, position) {
                 tracing::error!(%error, %truncate_error, "append failed and could not be undone");
             }
             return Err(error);
@@ -174,7 +176,7 @@ impl Segment {
         debug_assert_eq!(at, position + bytes.len() as u64);
         self.roll_base_ms.get_or_insert(now_ms);
         self.last_append_ms = now_ms;
-        self.index.persist_from(first_new_entry);
+        self.index.persist_from(io, first_new_entry);
         Ok(())
     }
 

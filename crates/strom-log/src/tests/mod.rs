@@ -3,6 +3,7 @@
 
 mod bench;
 mod crash;
+mod faults;
 mod log_tests;
 mod model;
 mod recovery_tests;

@@ -1,15 +1,18 @@
-//! Model-based test: random sequences of appends, reads, restarts, torn-tail crashes,
-//! retention, DeleteRecords and timestamp lookups, checked against a `Vec` of batches.
+//! Model-based test: random sequences of appends, failing appends (injected partial writes),
+//! reads, restarts, torn-tail crashes, retention, DeleteRecords and timestamp lookups, checked against a `Vec` of batches.
 //!
 //! Two drivers share one runner: a proptest (shrinks a failing sequence to a small one) and a
 //! seeded simulation loop that prints the seed of a failing run. Reproduce a seed with
 //! `STROM_LOG_SEED=<seed> cargo test -p strom-log model_seeded`; soak with
 //! `STROM_LOG_MODEL_RUNS=<n>`.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::io::FaultyIo;
 use crate::testing::batch_with_timestamps;
 use crate::{validate_batches, LogConfig, LogError, PartitionLog};
 
@@ -40,6 +43,11 @@ enum Op {
     Flush,
     AdvanceTime {
         ms: i64,
+    },
+    /// An append whose write stores only its first `partial_bytes` bytes, then fails.
+    FailingAppend {
+        records: usize,
+        partial_bytes: u64,
     },
 }
 
@@ -106,6 +114,7 @@ impl Model {
 
 struct Harness {
     dir: tempfile::TempDir,
+    io: Arc<FaultyIo>,
     config: LogConfig,
     log: Option<PartitionLog>,
     model: Model,
@@ -116,9 +125,12 @@ impl Harness {
     fn new(config: LogConfig) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let now_ms = 1_000_000;
-        let log = PartitionLog::open(dir.path(), config.clone(), now_ms).unwrap();
+        let io = Arc::new(FaultyIo::default());
+        let log =
+            PartitionLog::open_with_io(dir.path(), config.clone(), now_ms, io.clone()).unwrap();
         Harness {
             dir,
+            io,
             config,
             log: Some(log),
             model: Model::default(),
@@ -132,7 +144,13 @@ impl Harness {
 
     fn reopen(&mut self) {
         drop(self.log.take());
-        let log = PartitionLog::open(self.dir.path(), self.config.clone(), self.now_ms).unwrap();
+        let log = PartitionLog::open_with_io(
+            self.dir.path(),
+            self.config.clone(),
+            self.now_ms,
+            self.io.clone(),
+        )
+        .unwrap();
         self.log = Some(log);
     }
 
@@ -278,6 +296,21 @@ impl Harness {
                 assert_eq!(log.flushed_offset(), log.log_end_offset());
             }
             Op::AdvanceTime { ms } => self.now_ms += ms,
+            Op::FailingAppend {
+                records,
+                partial_bytes,
+            } => {
+                let now = self.now_ms;
+                let mut payload = batch_with_timestamps(&vec![now; *records], 7);
+                let headers = validate_batches(&payload).unwrap();
+                self.io.fail_next_write(*partial_bytes);
+                let result = self.log().append(&mut payload, &headers, now);
+                self.io.disarm();
+                assert!(
+                    matches!(result, Err(LogError::Io(_))),
+                    "injected failure must surface"
+                );
+            }
         }
         self.check_offsets();
     }
@@ -386,8 +419,12 @@ fn op_from_rng(rng: &mut StdRng) -> Op {
             age_ms: rng.gen_range(-100..12_000),
         },
         90..=94 => Op::Flush,
-        _ => Op::AdvanceTime {
+        95..=97 => Op::AdvanceTime {
             ms: rng.gen_range(0..5_000),
+        },
+        _ => Op::FailingAppend {
+            records: rng.gen_range(1..6),
+            partial_bytes: rng.gen_range(0..200),
         },
     }
 }
@@ -477,6 +514,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (-100i64..12_000).prop_map(|age_ms| Op::TimestampLookup { age_ms }),
         1 => Just(Op::Flush),
         1 => (0i64..5_000).prop_map(|ms| Op::AdvanceTime { ms }),
+        1 => (1usize..6, 0u64..200)
+            .prop_map(|(records, partial_bytes)| Op::FailingAppend { records, partial_bytes }),
     ]
 }
 

@@ -448,6 +448,34 @@ impl GroupCoordinator {
         OffsetDeleteResponse::default().with_topics(topics)
     }
 
+    /// Drops every group's committed offsets for `topic` (Kafka does this when a topic is
+    /// deleted, so that a topic re-created under the same name starts with no offsets).
+    /// Returns how many offsets were removed. The tombstones reach the page cache before
+    /// this returns; they become durable with the next fsync.
+    pub fn on_topic_deleted(&self, topic: &str) -> Result<usize, crate::GroupError> {
+        let mut st = self.state.lock();
+        let mut records = Vec::new();
+        for g in st.groups.values() {
+            for (t, p) in g.offsets.keys() {
+                if t == topic {
+                    records.push(Record::OffsetTombstone {
+                        group: g.group_id.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    });
+                }
+            }
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.append_locked(&records)?;
+        for g in st.groups.values_mut() {
+            g.offsets.retain(|(t, _), _| t != topic);
+        }
+        Ok(records.len())
+    }
+
     /// Kafka's offsets retention (KIP-211): offsets of a group that has been Empty for
     /// `offsets_retention_ms` go; offsets of a group that never had members (a simple
     /// consumer's, or any group after a restart) age from their own commit time; an explicit

@@ -540,3 +540,17 @@ async fn simple_consumer_offsets_age_from_their_own_commit() {
     // t-0 is committed every half retention period and stays; t-1 was committed once.
     assert_eq!(env.coord.committed_offsets("s"), vec![("t".into(), 0, 7)]);
 }
+
+#[tokio::test]
+async fn deleting_a_topic_drops_its_offsets_in_every_group() {
+    let mut env = Env::new(config());
+    commit_simple(&env, "a", &[("t", 0, 1), ("u", 0, 2)]).await;
+    commit_simple(&env, "b", &[("t", 1, 3)]).await;
+    assert_eq!(env.coord.on_topic_deleted("t").unwrap(), 2);
+    assert_eq!(env.coord.on_topic_deleted("t").unwrap(), 0);
+    assert_eq!(env.coord.committed_offsets("a"), vec![("u".into(), 0, 2)]);
+    assert!(env.coord.committed_offsets("b").is_empty());
+    env.reopen();
+    assert_eq!(env.coord.committed_offsets("a"), vec![("u".into(), 0, 2)]);
+    assert!(env.coord.committed_offsets("b").is_empty());
+}

@@ -8,7 +8,8 @@
 //! - missing, short, torn or implausible `.index` / `.timeindex` files: the longest plausible
 //!   prefix is kept, its last entry is checked against the batch it names (CRC included), and
 //!   the rest is rebuilt from the `.log`;
-//! - orphan index files or `*.tmp` files from an interrupted deletion or rename: removed.
+//! - orphan index files, or `log-start-offset.tmp` from an interrupted deletion or rename:
+//!   removed.
 //!
 //! Every segment is walked with full checks from its last trustworthy index entry to its end;
 //! that tail is at most about `index_interval_bytes` plus one batch, so recovery costs one
@@ -25,12 +26,13 @@ use crate::error::LogError;
 use crate::index::SegmentIndex;
 use crate::io::RealIo;
 use crate::segment::{delete_segment_files, index_path, log_path, time_index_path, Segment};
+use crate::start_offset;
 
 /// Bytes read per `pread` while verifying a segment's tail.
 const RECOVERY_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Segment base offsets found in `dir` (from `.log` names), after removing temp files and
-/// index files that have no `.log`.
+/// Segment base offsets found in `dir` (from `.log` names), after removing our temp file and
+/// index files that have no `.log`. Files of other names (the broker's) are left alone.
 pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
     let mut logs = BTreeSet::new();
     let mut indexes = Vec::new();
@@ -38,7 +40,8 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") {
+        if name == start_offset::TMP_NAME {
+            // Left by a crash before the rename: the old file (or none) is still in force.
             std::fs::remove_file(entry.path())?;
             continue;
         }

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 pub(crate) const FILE_NAME: &str = "log-start-offset";
-const TMP_NAME: &str = "log-start-offset.tmp";
+pub(crate) const TMP_NAME: &str = "log-start-offset.tmp";
 const VERSION: u8 = 1;
 const FILE_SIZE: usize = 13;
 

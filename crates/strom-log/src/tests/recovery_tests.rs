@@ -282,11 +282,20 @@ fn orphan_and_temporary_files_are_removed() {
     std::fs::write(dir.path().join("00000000000000099999.index"), [0u8; 8]).unwrap();
     std::fs::write(dir.path().join("00000000000000099999.timeindex"), [0u8; 12]).unwrap();
     std::fs::write(dir.path().join("log-start-offset.tmp"), [1u8; 3]).unwrap();
+    std::fs::write(dir.path().join("broker-state.tmp"), b"not ours").unwrap();
+    std::fs::write(
+        dir.path().join("00000000000000000000.snapshot"),
+        b"not ours",
+    )
+    .unwrap();
     let log = reopen(dir.path());
     assert_eq!(read_everything(&log), all);
     assert!(file_names(dir.path())
         .iter()
-        .all(|n| !n.contains("99999") && !n.ends_with(".tmp")));
+        .all(|n| !n.contains("99999") && n != "log-start-offset.tmp"));
+    // Files the broker keeps next to the log are not ours to delete.
+    assert!(dir.path().join("broker-state.tmp").exists());
+    assert!(dir.path().join("00000000000000000000.snapshot").exists());
 }
 
 #[test]

@@ -327,3 +327,147 @@ fn bootstrap_comes_from_the_environment_too() {
     let (_, out, _) = broker.cli(&["topic", "list"], "");
     assert!(out.lines().any(|l| l == "from-env"), "{out}");
 }
+
+/// Runs kcat (librdkafka) if it is installed; `None` skips the test.
+fn kcat(args: &[&str], stdin: &str) -> Option<(i32, String, String)> {
+    let found = std::process::Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: kcat is not installed");
+        return None;
+    }
+    Some(run_cli(&std::path::PathBuf::from("kcat"), args, stdin))
+}
+
+#[test]
+fn kcat_and_strom_read_each_others_batches_and_agree_on_key_partitions() {
+    let broker = broker!();
+    if kcat(&["-V"], "").is_none() {
+        return;
+    }
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("to-kcat-{codec}");
+        broker.cli(&["topic", "create", &topic], "");
+        let (code, _, err) = broker.cli(
+            &[
+                "produce",
+                &topic,
+                "--key-separator",
+                ":",
+                "--compression",
+                codec,
+            ],
+            "k1:one\nk2:two\n",
+        );
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = kcat(
+            &[
+                "-C",
+                "-b",
+                &broker.addr,
+                "-t",
+                &topic,
+                "-e",
+                "-q",
+                "-f",
+                "%k=%s@%o\n",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out, "k1=one@0\nk2=two@1\n",
+            "kcat reading strom's {codec} batch"
+        );
+
+        if codec == "none" {
+            continue;
+        }
+        let topic = format!("from-kcat-{codec}");
+        broker.cli(&["topic", "create", &topic], "");
+        let (code, _, err) = kcat(
+            &[
+                "-P",
+                "-b",
+                &broker.addr,
+                "-t",
+                &topic,
+                "-z",
+                codec,
+                "-K",
+                ":",
+            ],
+            "k1:one\nk2:two\n",
+        )
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = broker.cli(
+            &[
+                "consume",
+                &topic,
+                "--from-beginning",
+                "--exit-at-end",
+                "--format",
+                "%k=%s@%o",
+            ],
+            "",
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out, "k1=one@0\nk2=two@1\n",
+            "strom reading kcat's {codec} batch"
+        );
+    }
+
+    // librdkafka's murmur2 partitioner is the Java client's; keys must land alike.
+    broker.cli(&["topic", "create", "keyed", "--partitions", "7"], "");
+    let keys = ["user-1", "user-2", "hello", "a", "kafka", "order-77", "zz"];
+    let kcat_input: String = keys.iter().map(|k| format!("{k}:kcat\n")).collect();
+    let strom_input: String = keys.iter().map(|k| format!("{k}:strom\n")).collect();
+    kcat(
+        &[
+            "-P",
+            "-b",
+            &broker.addr,
+            "-t",
+            "keyed",
+            "-K",
+            ":",
+            "-X",
+            "topic.partitioner=murmur2",
+        ],
+        &kcat_input,
+    )
+    .unwrap();
+    broker.cli(&["produce", "keyed", "--key-separator", ":"], &strom_input);
+    let (_, out, _) = broker.cli(
+        &[
+            "consume",
+            "keyed",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "%k %s %p",
+        ],
+        "",
+    );
+    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        by_key
+            .entry(f[0].to_string())
+            .or_default()
+            .push(f[2].to_string());
+    }
+    assert_eq!(by_key.len(), keys.len(), "{out}");
+    for (key, partitions) in by_key {
+        assert_eq!(partitions.len(), 2, "{key}: {out}");
+        assert_eq!(
+            partitions[0], partitions[1],
+            "{key} landed differently: {out}"
+        );
+    }
+}

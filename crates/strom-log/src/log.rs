@@ -110,7 +110,13 @@ impl PartitionLog {
         now_ms: i64,
         io: Arc<dyn FileIo>,
     ) -> Result<PartitionLog, LogError> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            // Make the new partition directory's own name durable, not only its contents.
+            if let Some(parent) = dir.parent() {
+                start_offset::sync_dir(parent)?;
+            }
+        }
         let interval = u64::from(config.index_interval_bytes);
         let bases = recovery::list_segments(dir)?;
         let stored_start = start_offset::read(dir)?;
@@ -480,6 +486,19 @@ fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<Vec<BatchHea
         on_disk
             .check(position, batches.len() - position)
             .map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
+        // Recovery drops a batch whose CRC fails, and everything after it; a caller that
+        // skipped validation or patched bytes without fixing the CRC must hear about it in
+        // tests rather than lose data at the next restart. (Release builds trust the caller:
+        // no per-byte work on the append path.)
+        debug_assert!(
+            crate::batch::check_batch(
+                &on_disk,
+                &batches[position..position + on_disk.total_size()],
+                position
+            )
+            .is_ok(),
+            "append of batch {i} with a bad CRC: validate_batches first"
+        );
         position += on_disk.total_size();
         stored.push(on_disk);
     }

@@ -1,7 +1,8 @@
 //! A real `strom serve` for integration tests.
 //!
-//! The tests run the `strom` binary of this workspace, `target/debug/strom`. Cargo builds a
-//! binary only for tests of its own package, so build it first:
+//! The tests run the `strom` binary of this workspace (`target/debug/strom` or
+//! `target/release/strom`, whichever is newer; `STROM_BIN` overrides). Cargo builds a binary
+//! only for tests of its own package, so build it first:
 //!
 //! ```text
 //! cargo build -p strom && cargo test -p strom-client
@@ -30,24 +31,33 @@ macro_rules! broker {
     };
 }
 
-/// The `strom` binary, if it was built.
+/// The `strom` binary, if it was built: `$STROM_BIN` if set, else the newer of
+/// `target/debug/strom` and `target/release/strom` (CI builds the release one).
 pub fn strom_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("STROM_BIN") {
+        return Some(PathBuf::from(path));
+    }
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
     };
-    let path = target
-        .join("debug")
-        .join(format!("strom{}", std::env::consts::EXE_SUFFIX));
-    if path.exists() {
-        Some(path)
-    } else {
+    let name = format!("strom{}", std::env::consts::EXE_SUFFIX);
+    let candidates = [
+        target.join("debug").join(&name),
+        target.join("release").join(&name),
+    ];
+    let newest = candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, p)| p);
+    if newest.is_none() {
         eprintln!(
-            "SKIPPED: {} is missing; run `cargo build -p strom` before these tests",
-            path.display()
+            "SKIPPED: no strom binary under {}; run `cargo build -p strom` before these tests",
+            target.display()
         );
-        None
     }
+    newest
 }
 
 /// A port nobody listens on right now.

@@ -4,6 +4,7 @@
 mod bench;
 mod crash;
 mod faults;
+mod fixtures;
 mod log_tests;
 mod model;
 mod recovery_tests;

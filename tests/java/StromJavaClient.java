@@ -1,0 +1,600 @@
+// The Apache Kafka Java client (kafka-clients, the reference client) driven against Strom.
+//
+// Usage: java StromJavaClient MODE BOOTSTRAP ARGS...
+//
+//   admin        BOOTSTRAP TOPIC
+//   produce      BOOTSTRAP TOPIC CODEC COUNT TIMESTAMP_BASE_MS
+//   group-consume BOOTSTRAP TOPIC GROUP EXPECTED
+//   offsets      BOOTSTRAP TOPIC PARTITIONS TIMESTAMP_QUERY_MS SEEK_PARTITION SEEK_OFFSET READ_COUNT
+//   group-pair   BOOTSTRAP TOPIC GROUP EXPECTED
+//
+// Every outcome is one JSON object per line on stdout ({"event": ..., ...}), so that
+// tests/test_java_client.py asserts on what happened rather than on exit codes alone. A step that
+// throws prints {"event": ..., "error": "ExceptionClass: message"} and the run goes on to the
+// next step, so one run reports every step that the broker gets wrong, not just the first.
+// The client's own log (WARN and above, see log4j2.properties) goes to stderr.
+//
+// Every wait is bounded (WAIT_MS_MAX and the client timeouts below): a broker that never
+// answers fails the run in seconds instead of hanging it.
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+public final class StromJavaClient {
+    /** The longest any loop here waits for records or a stable group. */
+    static final long WAIT_MS_MAX = 40_000;
+    /** How long a consumer keeps polling after it has everything, to catch extra records. */
+    static final long LINGER_AFTER_DONE_MS = 1_500;
+    static final Duration POLL = Duration.ofMillis(200);
+
+    public static void main(String[] args) {
+        int code = 0;
+        try {
+            if (args.length < 2) {
+                throw new IllegalArgumentException("usage: StromJavaClient MODE BOOTSTRAP ARGS...");
+            }
+            String mode = args[0];
+            String bootstrap = args[1];
+            switch (mode) {
+                case "admin" -> admin(bootstrap, args[2]);
+                case "produce" -> produce(bootstrap, args[2], args[3], Integer.parseInt(args[4]),
+                        Long.parseLong(args[5]));
+                case "group-consume" -> groupConsume(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                case "offsets" -> offsets(bootstrap, args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
+                        Integer.parseInt(args[5]), Long.parseLong(args[6]), Integer.parseInt(args[7]));
+                case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                default -> throw new IllegalArgumentException("unknown mode " + mode);
+            }
+        } catch (Throwable t) {
+            emit("fatal", "error", describe(t));
+            t.printStackTrace();
+            code = 1;
+        }
+        emit("exit", "code", code);
+        // Client threads must not keep the JVM alive after a failure.
+        System.exit(code);
+    }
+
+    // ---------------------------------------------------------------- admin
+
+    static void admin(String bootstrap, String topic) {
+        try (Admin admin = Admin.create(adminProps(bootstrap))) {
+            step("describe_cluster", () -> {
+                DescribeClusterResult dc = admin.describeCluster();
+                List<Object> nodes = new ArrayList<>();
+                for (Node n : dc.nodes().get()) {
+                    nodes.add(obj("id", n.id(), "host", n.host(), "port", n.port()));
+                }
+                Node controller = dc.controller().get();
+                emit("describe_cluster", "cluster_id", dc.clusterId().get(), "nodes", nodes,
+                        "controller", controller == null ? null : controller.id());
+            });
+
+            step("create", () -> {
+                NewTopic nt = new NewTopic(topic, 3, (short) 1).configs(Map.of("retention.ms", "3600000"));
+                CreateTopicsResult r = admin.createTopics(List.of(nt));
+                r.all().get();
+                Config cfg = r.config(topic).get();
+                ConfigEntry retention = cfg == null ? null : cfg.get("retention.ms");
+                emit("create", "partitions", r.numPartitions(topic).get(),
+                        "replication_factor", r.replicationFactor(topic).get(),
+                        "topic_id", String.valueOf(r.topicId(topic).get()),
+                        "retention_ms", retention == null ? null : retention.value());
+            });
+
+            step("create_again", () -> {
+                try {
+                    admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get();
+                    emit("create_again", "exception", null);
+                } catch (ExecutionException e) {
+                    emit("create_again", "exception", e.getCause().getClass().getSimpleName());
+                }
+            });
+
+            step("list", () -> {
+                Set<String> names = admin.listTopics().names().get();
+                emit("list", "contains", names.contains(topic), "count", names.size());
+            });
+
+            step("describe", () -> emitDescription("describe", admin, topic));
+
+            step("describe_configs", () -> {
+                ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+                Config cfg = admin.describeConfigs(List.of(res)).all().get().get(res);
+                Map<String, Object> entries = new TreeMap<>();
+                for (ConfigEntry e : cfg.entries()) {
+                    entries.put(e.name(), obj("value", e.value(), "source", e.source().name(),
+                            "read_only", e.isReadOnly(), "sensitive", e.isSensitive()));
+                }
+                emit("describe_configs", "entries", entries);
+            });
+
+            step("create_partitions", () -> {
+                admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(5))).all().get();
+                emitDescription("describe_after_create_partitions", admin, topic);
+            });
+
+            step("delete", () -> {
+                admin.deleteTopics(List.of(topic)).all().get();
+                // Metadata may take a moment to forget a deleted topic in Kafka; Strom has one
+                // broker, so the next listing should already be without it, but allow a little.
+                boolean listed = true;
+                long deadline = System.currentTimeMillis() + 5_000;
+                while (listed && System.currentTimeMillis() < deadline) {
+                    listed = admin.listTopics().names().get().contains(topic);
+                    if (listed) {
+                        Thread.sleep(100);
+                    }
+                }
+                emit("delete", "listed_after", listed);
+            });
+        }
+    }
+
+    static void emitDescription(String event, Admin admin, String topic) throws Exception {
+        TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+        List<Object> parts = new ArrayList<>();
+        for (TopicPartitionInfo p : d.partitions()) {
+            parts.add(obj("partition", p.partition(),
+                    "leader", p.leader() == null ? null : p.leader().id(),
+                    "replicas", p.replicas().stream().map(Node::id).toList(),
+                    "isr", p.isr().stream().map(Node::id).toList()));
+        }
+        emit(event, "name", d.name(), "internal", d.isInternal(), "topic_id", String.valueOf(d.topicId()),
+                "partitions", parts);
+    }
+
+    // ---------------------------------------------------------------- producer
+
+    /**
+     * Sends COUNT keyed records with two headers each and explicit timestamps
+     * (TIMESTAMP_BASE_MS + i * 1000), with the producer's defaults (idempotence on) plus
+     * acks=all and the given codec. Prints one "sent" line per record with its metadata.
+     */
+    static void produce(String bootstrap, String topic, String codec, int count, long tsBase) throws Exception {
+        Properties p = common(bootstrap);
+        p.put("acks", "all");
+        p.put("compression.type", codec);
+        p.put("linger.ms", "5");
+        p.put("delivery.timeout.ms", "30000");
+        p.put("max.block.ms", "15000");
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            List<Future<RecordMetadata>> sent = new ArrayList<>();
+            for (int i = 0; i < count; i++) {
+                RecordHeaders headers = new RecordHeaders();
+                headers.add("i", Integer.toString(i).getBytes(StandardCharsets.UTF_8));
+                headers.add("codec", codec.getBytes(StandardCharsets.UTF_8));
+                sent.add(producer.send(new ProducerRecord<>(topic, null, tsBase + i * 1000L, "k" + i,
+                        "v" + i + "-" + codec, headers)));
+            }
+            producer.flush();
+            int failed = 0;
+            for (int i = 0; i < count; i++) {
+                try {
+                    RecordMetadata md = sent.get(i).get(30, TimeUnit.SECONDS);
+                    emit("sent", "i", i, "partition", md.partition(), "offset", md.offset(),
+                            "timestamp", md.timestamp());
+                } catch (ExecutionException e) {
+                    failed++;
+                    emit("sent", "i", i, "error", describe(e.getCause()));
+                }
+            }
+            emit("produced", "count", count, "failed", failed);
+        }
+    }
+
+    // ---------------------------------------------------------------- group consumer
+
+    /**
+     * Joins GROUP, reads until EXPECTED records arrived (then LINGER_AFTER_DONE_MS more, so
+     * extra records would show), commits synchronously, prints the committed offsets, leaves.
+     */
+    static void groupConsume(String bootstrap, String topic, String group, int expected) throws Exception {
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(consumerProps(bootstrap, group))) {
+            c.subscribe(List.of(topic), logRebalances("c0", null));
+            int got = 0;
+            long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
+            long doneAt = -1;
+            while (System.currentTimeMillis() < deadline) {
+                ConsumerRecords<String, String> records = c.poll(POLL);
+                for (ConsumerRecord<String, String> r : records) {
+                    emitRecord("record", "c0", r);
+                    got++;
+                }
+                if (got >= expected && doneAt < 0) {
+                    doneAt = System.currentTimeMillis();
+                }
+                if (doneAt >= 0 && System.currentTimeMillis() - doneAt >= LINGER_AFTER_DONE_MS) {
+                    break;
+                }
+            }
+            emit("consumed", "count", got);
+            step("commit", () -> {
+                c.commitSync(Duration.ofSeconds(15));
+                Map<TopicPartition, OffsetAndMetadata> committed = c.committed(c.assignment(), Duration.ofSeconds(15));
+                Map<String, Object> out = new TreeMap<>();
+                for (var e : committed.entrySet()) {
+                    out.put(Integer.toString(e.getKey().partition()), e.getValue() == null ? null : e.getValue().offset());
+                }
+                emit("commit", "committed", out, "generation", c.groupMetadata().generationId(),
+                        "member_id_set", !c.groupMetadata().memberId().isEmpty());
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- offsets, assign, seek
+
+    static void offsets(String bootstrap, String topic, int partitions, long tsQuery, int seekPartition,
+                        long seekOffset, int readCount) throws Exception {
+        Properties p = consumerProps(bootstrap, null);
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (int i = 0; i < partitions; i++) {
+                tps.add(new TopicPartition(topic, i));
+            }
+            step("beginning_offsets", () -> emit("beginning_offsets", "offsets",
+                    byPartition(c.beginningOffsets(tps, Duration.ofSeconds(15)))));
+            step("end_offsets", () -> emit("end_offsets", "offsets",
+                    byPartition(c.endOffsets(tps, Duration.ofSeconds(15)))));
+            step("offsets_for_times", () -> {
+                Map<TopicPartition, Long> query = new HashMap<>();
+                for (TopicPartition tp : tps) {
+                    query.put(tp, tsQuery);
+                }
+                Map<String, Object> out = new TreeMap<>();
+                for (var e : c.offsetsForTimes(query, Duration.ofSeconds(15)).entrySet()) {
+                    OffsetAndTimestamp ot = e.getValue();
+                    out.put(Integer.toString(e.getKey().partition()),
+                            ot == null ? null : List.of(ot.offset(), ot.timestamp()));
+                }
+                emit("offsets_for_times", "offsets", out);
+            });
+            step("offsets_for_future_time", () -> {
+                Map<TopicPartition, Long> query = new HashMap<>();
+                for (TopicPartition tp : tps) {
+                    query.put(tp, Long.MAX_VALUE / 2);
+                }
+                Map<String, Object> out = new TreeMap<>();
+                for (var e : c.offsetsForTimes(query, Duration.ofSeconds(15)).entrySet()) {
+                    out.put(Integer.toString(e.getKey().partition()),
+                            e.getValue() == null ? null : e.getValue().offset());
+                }
+                emit("offsets_for_future_time", "offsets", out);
+            });
+            step("seek", () -> {
+                TopicPartition tp = new TopicPartition(topic, seekPartition);
+                c.assign(List.of(tp));
+                c.seekToEnd(List.of(tp));
+                long end = c.position(tp, Duration.ofSeconds(15));
+                c.seekToBeginning(List.of(tp));
+                long beginning = c.position(tp, Duration.ofSeconds(15));
+                c.seek(tp, seekOffset);
+                int got = 0;
+                long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
+                while (got < readCount && System.currentTimeMillis() < deadline) {
+                    for (ConsumerRecord<String, String> r : c.poll(POLL)) {
+                        if (got < readCount) {
+                            emitRecord("seek_record", "assign", r);
+                        }
+                        got++;
+                    }
+                }
+                emit("seek", "position_end", end, "position_beginning", beginning, "read", got,
+                        "position_after", c.position(tp, Duration.ofSeconds(15)));
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- two members, one group
+
+    /** One consumer of a group, polling on its own thread until told to stop. */
+    static final class Member implements Runnable {
+        final String name;
+        final KafkaConsumer<String, String> consumer;
+        final AtomicInteger total;
+        final AtomicBoolean stop;
+        final List<Object> records = new ArrayList<>();
+        final List<Object> assignments = new ArrayList<>();
+        volatile Set<Integer> current = Set.of();
+        volatile String error;
+
+        Member(String name, Properties props, AtomicInteger total, AtomicBoolean stop) {
+            this.name = name;
+            this.consumer = new KafkaConsumer<>(props);
+            this.total = total;
+            this.stop = stop;
+        }
+
+        @Override
+        public void run() {
+            try {
+                while (!stop.get()) {
+                    for (ConsumerRecord<String, String> r : consumer.poll(POLL)) {
+                        synchronized (records) {
+                            records.add(List.of(r.partition(), r.offset(), r.value()));
+                        }
+                        total.incrementAndGet();
+                    }
+                }
+                consumer.commitSync(Duration.ofSeconds(15));
+            } catch (Throwable t) {
+                error = describe(t);
+                t.printStackTrace();
+            } finally {
+                consumer.close(org.apache.kafka.clients.consumer.CloseOptions.timeout(Duration.ofSeconds(10)));
+            }
+        }
+    }
+
+    /**
+     * Two consumers of GROUP on their own threads over TOPIC. Each commits what it has read
+     * when its partitions are revoked, the usual pattern, so a rebalance while records flow
+     * must not make either read a record twice. Stops once EXPECTED records were read in all
+     * and each member holds two partitions, plus LINGER_AFTER_DONE_MS to catch duplicates.
+     */
+    static void groupPair(String bootstrap, String topic, String group, int expected) throws Exception {
+        AtomicInteger total = new AtomicInteger();
+        AtomicBoolean stop = new AtomicBoolean();
+        Member[] members = new Member[2];
+        Thread[] threads = new Thread[2];
+        for (int i = 0; i < 2; i++) {
+            Properties props = consumerProps(bootstrap, group);
+            props.put("client.id", "strom-java-m" + i);
+            members[i] = new Member("m" + i, props, total, stop);
+            Member m = members[i];
+            m.consumer.subscribe(List.of(topic), logRebalances(m.name, m));
+            threads[i] = new Thread(m, "member-" + i);
+        }
+        for (Thread t : threads) {
+            t.start();
+        }
+        long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
+        long doneAt = -1;
+        while (System.currentTimeMillis() < deadline) {
+            boolean split = members[0].current.size() == 2 && members[1].current.size() == 2;
+            if (total.get() >= expected && split) {
+                if (doneAt < 0) {
+                    doneAt = System.currentTimeMillis();
+                }
+                if (System.currentTimeMillis() - doneAt >= LINGER_AFTER_DONE_MS) {
+                    break;
+                }
+            } else {
+                doneAt = -1;
+            }
+            if (members[0].error != null || members[1].error != null) {
+                break;
+            }
+            Thread.sleep(50);
+        }
+        // What each member held when the run ended, before closing makes the group rebalance.
+        List<Set<Integer>> finalAssignment = List.of(members[0].current, members[1].current);
+        stop.set(true);
+        for (Thread t : threads) {
+            t.join(20_000);
+        }
+        for (int i = 0; i < 2; i++) {
+            Member m = members[i];
+            synchronized (m.records) {
+                emit("member", "name", m.name, "final_assignment", new TreeSet<>(finalAssignment.get(i)),
+                        "assignments", m.assignments, "records", m.records, "error", m.error);
+            }
+        }
+        emit("pair_done", "total", total.get());
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    static ConsumerRebalanceListener logRebalances(String name, Member member) {
+        return new ConsumerRebalanceListener() {
+            @Override
+            public void onPartitionsRevoked(Collection<TopicPartition> partitions) {
+                emit("revoked", "member", name, "partitions", partitionNumbers(partitions));
+                if (member != null) {
+                    // Commit what was read so that the next owner resumes after it.
+                    member.consumer.commitSync(Duration.ofSeconds(15));
+                    member.current = Set.of();
+                }
+            }
+
+            @Override
+            public void onPartitionsAssigned(Collection<TopicPartition> partitions) {
+                emit("assigned", "member", name, "partitions", partitionNumbers(partitions));
+                if (member != null) {
+                    member.current = Set.copyOf(partitionNumbers(partitions));
+                    synchronized (member.records) {
+                        member.assignments.add(partitionNumbers(partitions));
+                    }
+                }
+            }
+        };
+    }
+
+    static List<Integer> partitionNumbers(Collection<TopicPartition> partitions) {
+        return partitions.stream().map(TopicPartition::partition).sorted().toList();
+    }
+
+    static void emitRecord(String event, String who, ConsumerRecord<String, String> r) {
+        Map<String, Object> headers = new LinkedHashMap<>();
+        for (Header h : r.headers()) {
+            headers.put(h.key(), h.value() == null ? null : new String(h.value(), StandardCharsets.UTF_8));
+        }
+        emit(event, "member", who, "partition", r.partition(), "offset", r.offset(), "key", r.key(),
+                "value", r.value(), "timestamp", r.timestamp(), "timestamp_type", r.timestampType().name(),
+                "headers", headers, "leader_epoch", r.leaderEpoch().orElse(null));
+    }
+
+    static Map<String, Object> byPartition(Map<TopicPartition, Long> offsets) {
+        Map<String, Object> out = new TreeMap<>();
+        for (var e : offsets.entrySet()) {
+            out.put(Integer.toString(e.getKey().partition()), e.getValue());
+        }
+        return out;
+    }
+
+    static Properties common(String bootstrap) {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", bootstrap);
+        p.put("request.timeout.ms", "10000");
+        p.put("default.api.timeout.ms", "15000");
+        p.put("reconnect.backoff.ms", "50");
+        p.put("reconnect.backoff.max.ms", "500");
+        p.put("retry.backoff.ms", "100");
+        return p;
+    }
+
+    static Properties adminProps(String bootstrap) {
+        return common(bootstrap);
+    }
+
+    /** Group consumer settings; GROUP null means a consumer for assign() only. */
+    static Properties consumerProps(String bootstrap, String group) {
+        Properties p = common(bootstrap);
+        if (group != null) {
+            p.put("group.id", group);
+        }
+        // group.protocol stays at its default, which is the classic protocol in 4.x.
+        p.put("enable.auto.commit", "false");
+        p.put("auto.offset.reset", "earliest");
+        // The broker's group.min.session.timeout.ms is 6000.
+        p.put("session.timeout.ms", "10000");
+        p.put("heartbeat.interval.ms", "1000");
+        p.put("key.deserializer", StringDeserializer.class.getName());
+        p.put("value.deserializer", StringDeserializer.class.getName());
+        return p;
+    }
+
+    interface Step {
+        void run() throws Exception;
+    }
+
+    /** Runs one step; a failure becomes an {"event": NAME, "error": ...} line. */
+    static void step(String name, Step s) {
+        try {
+            s.run();
+        } catch (Throwable t) {
+            Throwable cause = t instanceof ExecutionException && t.getCause() != null ? t.getCause() : t;
+            emit(name, "error", describe(cause));
+            cause.printStackTrace();
+        }
+    }
+
+    static String describe(Throwable t) {
+        return t.getClass().getName() + ": " + t.getMessage();
+    }
+
+    static Map<String, Object> obj(Object... kv) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        for (int i = 0; i + 1 < kv.length; i += 2) {
+            m.put((String) kv[i], kv[i + 1]);
+        }
+        return m;
+    }
+
+    static synchronized void emit(String event, Object... kv) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("event", event);
+        m.putAll(obj(kv));
+        StringBuilder sb = new StringBuilder();
+        json(sb, m);
+        System.out.println(sb);
+        System.out.flush();
+    }
+
+    static void json(StringBuilder sb, Object v) {
+        if (v == null) {
+            sb.append("null");
+        } else if (v instanceof String s) {
+            sb.append('"');
+            for (int i = 0; i < s.length(); i++) {
+                char ch = s.charAt(i);
+                switch (ch) {
+                    case '"' -> sb.append("\\\"");
+                    case '\\' -> sb.append("\\\\");
+                    case '\n' -> sb.append("\\n");
+                    case '\r' -> sb.append("\\r");
+                    case '\t' -> sb.append("\\t");
+                    default -> {
+                        if (ch < 0x20) {
+                            sb.append(String.format("\\u%04x", (int) ch));
+                        } else {
+                            sb.append(ch);
+                        }
+                    }
+                }
+            }
+            sb.append('"');
+        } else if (v instanceof Number || v instanceof Boolean) {
+            sb.append(v);
+        } else if (v instanceof Map<?, ?> m) {
+            sb.append('{');
+            boolean first = true;
+            for (var e : m.entrySet()) {
+                if (!first) {
+                    sb.append(',');
+                }
+                first = false;
+                json(sb, String.valueOf(e.getKey()));
+                sb.append(':');
+                json(sb, e.getValue());
+            }
+            sb.append('}');
+        } else if (v instanceof Collection<?> c) {
+            sb.append('[');
+            boolean first = true;
+            for (Object o : c) {
+                if (!first) {
+                    sb.append(',');
+                }
+                first = false;
+                json(sb, o);
+            }
+            sb.append(']');
+        } else {
+            json(sb, v.toString());
+        }
+    }
+}

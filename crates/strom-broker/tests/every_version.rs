@@ -53,7 +53,10 @@ fn batch() -> Bytes {
 }
 
 /// A request for `key` at `version` that exercises the handler's main path.
-fn request(key: ApiKey, version: i16) -> Option<Box<dyn Fn(&mut BytesMut) -> anyhow::Result<()>>> {
+/// Writes an encoded request body into a buffer.
+type BodyWriter = Box<dyn Fn(&mut BytesMut) -> anyhow::Result<()>>;
+
+fn request(key: ApiKey, version: i16) -> Option<BodyWriter> {
     let topic = TopicName(s(TOPIC));
     macro_rules! enc {
         ($e:expr) => {{

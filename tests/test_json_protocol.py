@@ -122,6 +122,16 @@ def test_json_reads_what_kafka_clients_wrote(start_broker, topic_name):
         assert m["headers"] == {"h": "v"}
         assert m["headers_b64"] == {"bin": base64.b64encode(b"\xfe").decode()}
 
+    # Compressed batches are decoded too.
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        p = producer(b.bootstrap, **{"compression.type": codec})
+        d = Delivery()
+        for i in range(5):
+            p.produce(topic_name, value=f"{codec}-{i}".encode(), partition=2, on_delivery=d)
+        assert p.flush(30) == 0 and not d.errors, d.errors
+        r = c.ok(type="consume", topic=topic_name, partition=2, consumer_id="reader", max_messages=100)
+        assert [m["value"] for m in r["messages"]] == [f"{codec}-{i}" for i in range(5)]
+
     # A keyed JSON produce without a partition lands where the Java partitioner puts the key.
     for k in keys:
         r = c.ok(type="produce", topic=topic_name, key=k, value="from json")

@@ -34,6 +34,15 @@ pub(crate) struct State {
     pub next_retention_check_ms: i64,
 }
 
+impl State {
+    /// Debug builds: assert the invariants of one group after an operation on it.
+    pub(crate) fn debug_check(&self, group_id: &str) {
+        if let Some(g) = self.groups.get(group_id) {
+            g.debug_check_invariants();
+        }
+    }
+}
+
 /// The offsets log plus the bookkeeping that lets concurrent commits share one fsync.
 pub(crate) struct LogHandle {
     pub log: Mutex<OffsetLog>,
@@ -157,6 +166,7 @@ impl GroupCoordinator {
         let mut st = self.state.lock();
         for group in st.groups.values_mut() {
             crate::rebalance::on_timers(&self.config, group, now_ms);
+            group.debug_check_invariants();
         }
         if now_ms >= st.next_retention_check_ms {
             st.next_retention_check_ms =

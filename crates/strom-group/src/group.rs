@@ -392,6 +392,80 @@ impl Group {
         self.subscribed_topics = Some(topics);
     }
 
+    /// Checks the group's invariants. Called after every operation in debug builds (tests
+    /// run them all); compiled out of release builds, which must never panic on input.
+    pub(crate) fn debug_check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let id = &self.group_id;
+        assert!(
+            !self.is(GroupState::Dead),
+            "{id}: a Dead group is still in the map"
+        );
+        match &self.leader_id {
+            Some(leader) => assert!(
+                self.members.contains_key(leader),
+                "{id}: leader {leader} is not a member"
+            ),
+            None => assert!(self.members.is_empty(), "{id}: members but no leader"),
+        }
+        if self.is(GroupState::Empty) {
+            assert!(self.members.is_empty(), "{id}: Empty with members");
+        }
+        if matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance
+        ) {
+            assert!(
+                !self.members.is_empty(),
+                "{id}: {:?} without members",
+                self.state
+            );
+            assert!(
+                self.protocol_name.is_some(),
+                "{id}: {:?} without a protocol",
+                self.state
+            );
+        }
+        assert_eq!(
+            self.join_phase.is_some(),
+            self.is(GroupState::PreparingRebalance),
+            "{id}: join phase set outside PreparingRebalance or missing in it"
+        );
+        for (instance, member_id) in &self.static_members {
+            let m = self.members.get(member_id);
+            assert!(
+                m.is_some_and(|m| m.group_instance_id.as_deref() == Some(instance.as_str())),
+                "{id}: static mapping {instance} -> {member_id} is stale"
+            );
+        }
+        for m in self.members.values() {
+            if let Some(instance) = &m.group_instance_id {
+                assert_eq!(
+                    self.static_members.get(instance),
+                    Some(&m.member_id),
+                    "{id}: static member {} is not mapped",
+                    m.member_id
+                );
+            }
+            if m.awaiting_sync.is_some() {
+                assert!(
+                    self.is(GroupState::CompletingRebalance),
+                    "{id}: {} waits for an assignment in {:?}",
+                    m.member_id,
+                    self.state
+                );
+            }
+        }
+        for p in &self.pending_sync {
+            assert!(
+                self.members.contains_key(p),
+                "{id}: pending sync of non-member {p}"
+            );
+        }
+    }
+
     /// Kafka's `isSubscribedToTopic`: unknown subscriptions count as subscribed.
     pub(crate) fn is_subscribed_to(&self, topic: &str) -> bool {
         match &self.subscribed_topics {

@@ -96,7 +96,9 @@ impl GroupCoordinator {
         let start = {
             let now_ms = self.clock.now_ms();
             let mut st = self.state.lock();
-            self.join_locked(&mut st.groups, args, now_ms)
+            let start = self.join_locked(&mut st.groups, args, now_ms);
+            st.debug_check(req.group_id.as_str());
+            start
         };
         let outcome = match start {
             Start::Done(o) => o,
@@ -367,7 +369,9 @@ impl GroupCoordinator {
         let start = {
             let now_ms = self.clock.now_ms();
             let mut st = self.state.lock();
-            sync_locked(&mut st.groups, &req, now_ms)
+            let start = sync_locked(&mut st.groups, &req, now_ms);
+            st.debug_check(req.group_id.as_str());
+            start
         };
         let outcome = match start {
             Start::Done(o) => o,
@@ -394,6 +398,7 @@ impl GroupCoordinator {
         let now_ms = self.clock.now_ms();
         let mut st = self.state.lock();
         let code = heartbeat_locked(&mut st.groups, &req, now_ms);
+        st.debug_check(req.group_id.as_str());
         HeartbeatResponse::default().with_error_code(code)
     }
 
@@ -418,13 +423,15 @@ impl GroupCoordinator {
         let results: Vec<i16> = {
             let now_ms = self.clock.now_ms();
             let mut st = self.state.lock();
-            match st.groups.get_mut(req.group_id.as_str()) {
+            let results = match st.groups.get_mut(req.group_id.as_str()) {
                 None => vec![codes::UNKNOWN_MEMBER_ID; identities.len()],
                 Some(g) => identities
                     .iter()
                     .map(|(m, i)| leave_one(&self.config, g, m, i.as_deref(), now_ms))
                     .collect(),
-            }
+            };
+            st.debug_check(req.group_id.as_str());
+            results
         };
         self.timers_changed.notify_one();
         if version >= 3 {

@@ -25,6 +25,9 @@ use crate::error::{ClientError, ResponseError, Result};
 use crate::offsets::{self, group_id, topic_name, OffsetSpec, TopicPartition};
 pub use crate::records::Message;
 use fetch::Outcome;
+
+/// How long `poll` pauses when a round came back empty without waiting on the broker.
+const IDLE_PAUSE: Duration = Duration::from_millis(50);
 use group::Membership;
 
 /// Where to start a partition that has no committed offset (or whose offset is gone).
@@ -272,7 +275,7 @@ impl Consumer {
         Ok(())
     }
 
-    /// The last-stable offset (the offset the next produced message gets) of each assigned
+    /// The log end offset (the offset the next produced message gets) of each assigned
     /// partition; lets a caller stop at the end of what exists now.
     pub async fn end_offsets(&self) -> Result<HashMap<TopicPartition, i64>> {
         offsets::list_offsets(&self.client, &self.assignment(), OffsetSpec::Latest).await
@@ -286,12 +289,18 @@ impl Consumer {
             self.resolve_positions().await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let max_wait_ms = (remaining.as_millis() as i32).min(self.config.fetch_max_wait_ms);
+            let round_started = Instant::now();
             let messages = if self.positions.is_empty() {
-                tokio::time::sleep(remaining.min(Duration::from_millis(100))).await;
                 Vec::new()
             } else {
                 self.fetch_once(max_wait_ms).await?
             };
+            if messages.is_empty() && round_started.elapsed() < IDLE_PAUSE {
+                // Nothing to fetch, or the broker answered at once (no leader, an error):
+                // pause instead of spinning.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(remaining.min(IDLE_PAUSE)).await;
+            }
             if !messages.is_empty() || Instant::now() >= deadline {
                 return Ok(messages);
             }
@@ -300,21 +309,18 @@ impl Consumer {
 
     /// Commits the current positions to the group (synchronously).
     pub async fn commit(&mut self) -> Result<()> {
-        let group = self.group()?.to_string();
         let positions: Vec<(TopicPartition, i64)> = self
             .positions
             .iter()
             .filter_map(|(tp, pos)| pos.map(|p| (tp.clone(), p)))
             .collect();
-        self.commit_offsets(&group, &positions).await
+        self.commit_offsets(&positions).await
     }
 
-    /// Commits the given offsets (the offsets of the next messages to read) to the group.
-    pub async fn commit_offsets(
-        &mut self,
-        group: &str,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<()> {
+    /// Commits the given offsets (each the offset of the next message to read) to the group.
+    pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+        let group = self.group()?.to_string();
+        let group = group.as_str();
         if offsets.is_empty() {
             return Ok(());
         }

@@ -210,7 +210,7 @@ async fn commit_printed(
         return Ok(());
     }
     let offsets: Vec<_> = committable.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
-    match consumer.commit_offsets(group, &offsets).await {
+    match consumer.commit_offsets(&offsets).await {
         Ok(()) => {
             committable.clear();
             Ok(())

@@ -106,7 +106,12 @@ async fn run(seed: u64, steps: usize) {
                 } else {
                     &["t"]
                 };
-                let req = join_req("g", &member, instance.as_deref(), topics);
+                let mut req = join_req("g", &member, instance.as_deref(), topics);
+                if rng.below(8) == 0 {
+                    // Garbage subscription metadata must not upset anything.
+                    let junk: Vec<u8> = (0..rng.below(24)).map(|_| rng.below(256) as u8).collect();
+                    req.protocols[0].metadata = bytes::Bytes::from(junk);
+                }
                 clients[ci].join = Some((spawn_join(&env.coord, req, v), v));
             }
             0..=44 if clients[ci].join.is_none() && clients[ci].sync.is_none() => {

@@ -59,3 +59,22 @@ def test_demo_rejects_bad_arguments(tmp_path):
     r = run_demo("--consumers", "0", tmp_path=tmp_path)
     assert r.returncode != 0
     assert "--consumers" in r.stderr
+
+
+def test_a_failing_step_exits_non_zero_and_says_why(tmp_path):
+    # The demo's broker reads STROM_* settings from the environment: with one connection
+    # allowed, the parallel producers cannot connect.
+    env_tmp = tmp_path / "tmp"
+    env_tmp.mkdir()
+    r = subprocess.run(
+        [str(strom_bin()), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(env_tmp), "RUST_LOG": "off", "STROM_MAX_CONNECTIONS": "1"},
+    )
+    assert r.returncode == 1, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert "demo passed" not in r.stdout
+    assert r.stderr.startswith("error: "), r.stderr
+    assert "panicked" not in r.stderr
+    assert "Data directory and broker log kept in" in r.stdout

@@ -117,7 +117,12 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     for p in 0..PARTITIONS {
         let addr = broker.addr.clone();
         let n = args.messages;
-        tasks.spawn(async move { produce_partition(&addr, p, n).await.map(|r| (p, r)) });
+        tasks.spawn(async move {
+            produce_partition(&addr, p, n)
+                .await
+                .map(|r| (p, r))
+                .with_context(|| format!("producer {p}"))
+        });
     }
     let mut shares = BTreeMap::new();
     while let Some(joined) = tasks.join_next().await {
@@ -298,15 +303,23 @@ async fn consume_as_group(
                 session_timeout_ms: 10_000,
                 ..ConsumerConfig::with_group(GROUP)
             };
-            let mut consumer = Consumer::connect_with(&addr, config).await?;
-            consumer.subscribe(&[TOPIC]).await?;
+            let mut consumer = Consumer::connect_with(&addr, config)
+                .await
+                .with_context(|| format!("consumer {i}: connecting"))?;
+            consumer
+                .subscribe(&[TOPIC])
+                .await
+                .with_context(|| format!("consumer {i}: subscribing to {TOPIC}"))?;
             let mut share = Share::new();
             while seen.lock().expect("seen lock").len() < total {
                 ensure!(
                     Instant::now() < deadline,
                     "consumer {i}: the group did not read all {total} messages within {CONSUME_TIMEOUT:?}"
                 );
-                let messages = consumer.poll(Duration::from_millis(300)).await?;
+                let messages = consumer
+                    .poll(Duration::from_millis(300))
+                    .await
+                    .with_context(|| format!("consumer {i}: polling"))?;
                 if messages.is_empty() {
                     continue;
                 }

@@ -95,9 +95,9 @@ struct Inner {
     bootstrap: String,
     config: ClientConfig,
     cache: Mutex<MetadataCache>,
-    /// One connection per broker address. The async mutex is held only to look up or replace
-    /// an entry, and while connecting so two tasks do not open the same connection twice.
-    connections: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    /// One connection per broker address. Held only to look up, insert or remove an entry,
+    /// never across an await.
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
 }
 
 /// A handle to a Kafka-compatible cluster. Cloning is cheap and shares connections.
@@ -127,7 +127,7 @@ impl Client {
                 bootstrap: bootstrap.to_string(),
                 config,
                 cache: Mutex::new(MetadataCache::default()),
-                connections: tokio::sync::Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::new()),
             }),
         };
         client.metadata(Some(&[])).await?;
@@ -161,17 +161,28 @@ impl Client {
 
     /// A connection to `addr`, reusing a healthy one or opening a new one with backoff.
     pub async fn connection(&self, addr: &str) -> Result<Arc<Connection>> {
-        let mut connections = self.inner.connections.lock().await;
-        if let Some(conn) = connections.get(addr) {
-            if !conn.is_broken() {
-                return Ok(conn.clone());
+        {
+            let mut connections = self.inner.connections.lock().expect("connections poisoned");
+            match connections.get(addr) {
+                Some(conn) if !conn.is_broken() => return Ok(conn.clone()),
+                Some(_) => {
+                    tracing::debug!(addr, "replacing broken connection");
+                    connections.remove(addr);
+                }
+                None => {}
             }
-            tracing::debug!(addr, "replacing broken connection");
-            connections.remove(addr);
         }
+        // Connect without holding the map, so a slow broker does not hold up the others.
         let conn = Arc::new(self.open(addr).await?);
-        connections.insert(addr.to_string(), conn.clone());
-        Ok(conn)
+        let mut connections = self.inner.connections.lock().expect("connections poisoned");
+        match connections.get(addr) {
+            // Another task connected meanwhile: share its connection, drop ours.
+            Some(existing) if !existing.is_broken() => Ok(existing.clone()),
+            _ => {
+                connections.insert(addr.to_string(), conn.clone());
+                Ok(conn)
+            }
+        }
     }
 
     /// Opens a new connection that is not shared (a consumer group's coordinator connection).

@@ -163,6 +163,19 @@ fn request(key: ApiKey, version: i16) -> Option<BodyWriter> {
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)),
         ApiKey::DescribeCluster => enc!(DescribeClusterRequest::default()),
+        ApiKey::OffsetForLeaderEpoch => enc!(OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-2))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(topic)
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(0)
+                            .with_leader_epoch(0)
+                    ])
+            ])),
+        ApiKey::DescribeLogDirs => enc!(DescribeLogDirsRequest::default()),
         ApiKey::FindCoordinator => enc!(if version >= 4 {
             FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
         } else {
@@ -211,6 +224,8 @@ fn decode_response(key: ApiKey, version: i16, mut body: Bytes) -> anyhow::Result
         ApiKey::IncrementalAlterConfigs => dec!(IncrementalAlterConfigsResponse),
         ApiKey::InitProducerId => dec!(InitProducerIdResponse),
         ApiKey::DescribeCluster => dec!(DescribeClusterResponse),
+        ApiKey::OffsetForLeaderEpoch => dec!(OffsetForLeaderEpochResponse),
+        ApiKey::DescribeLogDirs => dec!(DescribeLogDirsResponse),
         ApiKey::FindCoordinator => dec!(FindCoordinatorResponse),
         ApiKey::JoinGroup => dec!(JoinGroupResponse),
         ApiKey::SyncGroup => dec!(SyncGroupResponse),

@@ -46,6 +46,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::IncrementalAlterConfigs, 0, 1),
     r(ApiKey::OffsetDelete, 0, 0),
     r(ApiKey::DescribeCluster, 0, 1),
+    r(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    r(ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The range served for `key`, if any.

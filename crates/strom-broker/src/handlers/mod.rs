@@ -7,7 +7,9 @@ pub mod api_versions;
 pub mod configs;
 pub mod fetch;
 pub mod groups;
+pub mod leader_epoch;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producer_id;
@@ -114,6 +116,14 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         }
         ApiKey::InitProducerId => {
             handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v))
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            handle!(OffsetForLeaderEpochRequest, |r| leader_epoch::handle(
+                broker, r, v
+            ))
+        }
+        ApiKey::DescribeLogDirs => {
+            handle!(DescribeLogDirsRequest, |r| log_dirs::handle(broker, r, v))
         }
         ApiKey::DescribeCluster => handle!(DescribeClusterRequest, |r| metadata::describe_cluster(
             broker, r, v

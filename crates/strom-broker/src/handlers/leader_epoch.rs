@@ -1,0 +1,62 @@
+//! OffsetForLeaderEpoch: clients use it to validate their position after a leader change
+//! (KIP-320). A single broker has one leader epoch, 0, for every partition, so the end offset of
+//! epoch 0 is the log end offset.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use strom_protocol::ResponseError as E;
+
+use crate::broker::Broker;
+
+/// The leader epoch of every partition on this broker.
+pub const LEADER_EPOCH: i32 = 0;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: OffsetForLeaderEpochRequest,
+    _version: i16,
+) -> OffsetForLeaderEpochResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.topic.0.as_str());
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let r = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
+                    else {
+                        return r.with_error_code(E::UnknownTopicOrPartition.code());
+                    };
+                    // Kafka: a client ahead of the leader's epoch gets UNKNOWN_LEADER_EPOCH, one
+                    // behind it FENCED_LEADER_EPOCH; -1 skips the check.
+                    if p.current_leader_epoch > LEADER_EPOCH {
+                        return r.with_error_code(E::UnknownLeaderEpoch.code());
+                    }
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH {
+                        return r.with_error_code(E::FencedLeaderEpoch.code());
+                    }
+                    if p.leader_epoch > LEADER_EPOCH || p.leader_epoch < 0 {
+                        // An epoch this log never had: undefined, as Kafka answers.
+                        return r;
+                    }
+                    let end = partition.state.lock().log.log_end_offset();
+                    r.with_leader_epoch(LEADER_EPOCH).with_end_offset(end)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

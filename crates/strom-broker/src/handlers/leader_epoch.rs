@@ -37,13 +37,10 @@ pub fn handle(
                     else {
                         return r.with_error_code(E::UnknownTopicOrPartition.code());
                     };
-                    // Kafka: a client ahead of the leader's epoch gets UNKNOWN_LEADER_EPOCH, one
-                    // behind it FENCED_LEADER_EPOCH; -1 skips the check.
+                    // Kafka: a client ahead of the leader's epoch gets UNKNOWN_LEADER_EPOCH (one
+                    // behind it would be fenced, but no epoch is below 0; -1 skips the check).
                     if p.current_leader_epoch > LEADER_EPOCH {
                         return r.with_error_code(E::UnknownLeaderEpoch.code());
-                    }
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH {
-                        return r.with_error_code(E::FencedLeaderEpoch.code());
                     }
                     if p.leader_epoch > LEADER_EPOCH || p.leader_epoch < 0 {
                         // An epoch this log never had: undefined, as Kafka answers.

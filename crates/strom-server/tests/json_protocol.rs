@@ -422,3 +422,24 @@ fn an_idle_connection_is_closed_after_connections_max_idle_ms() {
         busy.ok(json!({"type":"list_topics"}));
     }
 }
+
+#[test]
+fn create_topic_without_partitions_uses_num_partitions_and_configs_apply() {
+    let broker = Broker::start(&["num.partitions=4"]);
+    let mut c = broker.connect();
+    let r = c.ok(json!({"type":"create_topic","topic":"dflt"}));
+    assert_eq!(r["partitions"], json!(4));
+    c.ok(json!({"type":"create_topic","topic":"small","partitions":1,"configs":{"max.message.bytes":"200"}}));
+    let r = c.ok(json!({"type":"describe_topic","topic":"small"}));
+    assert_eq!(r["configs"], json!({"max.message.bytes":"200"}));
+    // The Kafka produce path's checks apply to JSON produces too.
+    let e = c.err(
+        json!({"type":"produce","topic":"small","partition":0,"value":"x".repeat(500)}),
+        "rejected",
+    );
+    assert!(e.contains("MessageTooLarge"), "{e}");
+    c.err(
+        json!({"type":"create_topic","topic":"badcfg","partitions":1,"configs":{"retention.ms":"soon"}}),
+        "bad_request",
+    );
+}

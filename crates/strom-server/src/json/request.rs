@@ -115,7 +115,8 @@ fn parse_object(map: Map<String, Value>) -> Result<Request, String> {
     let request = match kind.as_str() {
         "create_topic" => Request::CreateTopic {
             topic: f.string("topic")?,
-            partitions: f.opt_i32("partitions")?.unwrap_or(1),
+            // -1: the broker's `num.partitions`, as in a Kafka CreateTopics request.
+            partitions: f.opt_i32("partitions")?.unwrap_or(-1),
             configs: f.string_map("configs")?,
         },
         "list_topics" => Request::ListTopics,

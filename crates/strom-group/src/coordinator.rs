@@ -61,10 +61,16 @@ impl LogHandle {
             let log = self.log.lock();
             (log.written_seq(), log.sync_handle()?)
         };
-        file.sync_data().map_err(|source| GroupError::Io {
-            path: crate::store::LOG_FILE_NAME.into(),
-            source,
-        })?;
+        if let Err(source) = file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages, so what the
+            // file holds is unknown (PostgreSQL's "fsyncgate"). Refuse further writes; a
+            // restart replays whatever really is on disk.
+            self.log.lock().poison();
+            return Err(GroupError::Io {
+                path: crate::store::LOG_FILE_NAME.into(),
+                source,
+            });
+        }
         self.synced_seq.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
@@ -179,7 +185,7 @@ impl GroupCoordinator {
 
     /// Makes every commit written so far durable.
     pub fn flush(&self) -> Result<(), GroupError> {
-        let log = self.log.log.lock();
+        let mut log = self.log.log.lock();
         log.sync()?;
         let seq = log.written_seq();
         drop(log);

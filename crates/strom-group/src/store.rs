@@ -413,6 +413,12 @@ impl OffsetLog {
         self.file.write_all(buf)
     }
 
+    /// Refuses every later write (see `LogHandle::sync_to`).
+    pub(crate) fn poison(&mut self) {
+        tracing::error!(path = %self.path.display(), "offsets log refuses writes until restart");
+        self.poisoned = true;
+    }
+
     pub(crate) fn written_seq(&self) -> u64 {
         self.written_seq
     }
@@ -461,9 +467,13 @@ impl OffsetLog {
         Ok(())
     }
 
-    /// Fsyncs the file in place (used by `flush`).
-    pub(crate) fn sync(&self) -> Result<(), GroupError> {
-        self.file.sync_data().map_err(io_err(&self.path))
+    /// Fsyncs the file in place (used by `flush`); a failure poisons the log.
+    pub(crate) fn sync(&mut self) -> Result<(), GroupError> {
+        if let Err(e) = self.file.sync_data() {
+            self.poison();
+            return Err(io_err(&self.path)(e));
+        }
+        Ok(())
     }
 }
 

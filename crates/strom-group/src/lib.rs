@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! - [`coordinator`]: [`GroupCoordinator`], its open/flush/background loop and the shared state.
+//! - `coordinator`: [`GroupCoordinator`], its open/flush/background loop and the shared state.
 //! - `membership`: the JoinGroup, SyncGroup, Heartbeat and LeaveGroup handlers.
 //! - `rebalance`: the state machine they share with the timers (session expiry, rebalance
 //!   and sync deadlines, the initial rebalance delay).
@@ -34,7 +34,7 @@
 //! connection.
 
 pub mod codes;
-pub mod coordinator;
+mod coordinator;
 mod error;
 
 mod admin;

@@ -305,7 +305,8 @@ impl Local {
     ) -> Result<Read, LocalError> {
         let t = self.topic(topic)?;
         let p = self.partition(&t, partition)?;
-        read_waiting(&p, offset, max_messages, wait).await
+        wait_for_data(&p, offset, wait).await;
+        read_from(&p, offset, max_messages)
     }
 
     /// Reads from the consumer's position (or from `offset` when given) and moves the position
@@ -319,40 +320,19 @@ impl Local {
         validate_consumer_id(req.consumer_id)?;
         let t = self.topic(req.topic)?;
         let p = self.partition(&t, req.partition)?;
+        if !req.wait.is_zero() {
+            // Wait without holding the position lock, so a long poll never delays other
+            // consumers whose lock shares its shard.
+            let from = self.start_offset(&req, &p)?;
+            wait_for_data(&p, from, req.wait).await;
+        }
         let _serialized = self.position_locks[self.lock_shard(&req)].lock().await;
-        let (start, end) = {
-            let st = p.state.lock();
-            (st.log.log_start_offset(), st.log.log_end_offset())
-        };
         let stored = self.position(req.consumer_id, req.topic, req.partition);
-        let from = match (req.offset, stored) {
-            (Some(o), _) if o < start || o > end => {
-                return Err(LocalError::OffsetOutOfRange {
-                    offset: o,
-                    start,
-                    end,
-                })
-            }
-            (Some(o), _) => o,
-            (None, Some(o)) if o < start || o > end => {
-                tracing::info!(
-                    consumer = req.consumer_id,
-                    topic = req.topic,
-                    partition = req.partition,
-                    position = o,
-                    start,
-                    end,
-                    "consumer position is outside the log; restarting at the oldest record"
-                );
-                start
-            }
-            (None, Some(o)) => o,
-            (None, None) => start,
-        };
-        let read = match read_waiting(&p, from, req.max_messages, req.wait).await {
+        let from = self.start_offset(&req, &p)?;
+        let read = match read_from(&p, from, req.max_messages) {
             Err(LocalError::OffsetOutOfRange { start, .. }) if req.offset.is_none() => {
                 // Retention removed the records between the check and the read.
-                read_waiting(&p, start, req.max_messages, Duration::ZERO).await?
+                read_from(&p, start, req.max_messages)?
             }
             other => other?,
         };
@@ -361,6 +341,39 @@ impl Local {
                 .await?;
         }
         Ok(read)
+    }
+
+    /// Where a consume starts: the explicit offset (which must be in the log), else the stored
+    /// position (reset to the log start when it is outside the log), else the log start.
+    fn start_offset(&self, req: &ConsumeRequest<'_>, p: &Partition) -> Result<i64, LocalError> {
+        let (start, end) = {
+            let st = p.state.lock();
+            (st.log.log_start_offset(), st.log.log_end_offset())
+        };
+        match req.offset {
+            Some(o) if o < start || o > end => Err(LocalError::OffsetOutOfRange {
+                offset: o,
+                start,
+                end,
+            }),
+            Some(o) => Ok(o),
+            None => match self.position(req.consumer_id, req.topic, req.partition) {
+                Some(o) if o < start || o > end => {
+                    tracing::info!(
+                        consumer = req.consumer_id,
+                        topic = req.topic,
+                        partition = req.partition,
+                        position = o,
+                        start,
+                        end,
+                        "consumer position is outside the log; restarting at the oldest record"
+                    );
+                    Ok(start)
+                }
+                Some(o) => Ok(o),
+                None => Ok(start),
+            },
+        }
     }
 
     /// Sets a consumer's position: its next consume starts at `offset`.
@@ -514,27 +527,21 @@ fn encode_batch(record: NewRecord, timestamp_ms: i64) -> Result<Bytes, LocalErro
     Ok(buf.freeze())
 }
 
-/// Reads, and if nothing is there yet, waits on the partition's append notifier (no polling
-/// loop) until something arrives or `wait` passes.
-async fn read_waiting(
-    partition: &Arc<Partition>,
-    offset: i64,
-    max_messages: usize,
-    wait: Duration,
-) -> Result<Read, LocalError> {
+/// Waits until the partition has a record at or after `offset` or `wait` has passed, on the
+/// partition's append notifier (no polling loop).
+async fn wait_for_data(partition: &Partition, offset: i64, wait: Duration) {
     let wait = wait.min(Duration::from_millis(READ_WAIT_MS_MAX));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        // Register interest before reading, so an append in between is not missed.
+        // Register interest before looking, so an append in between is not missed.
         let notified = partition.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let read = read_from(partition, offset, max_messages)?;
-        if !read.messages.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(read);
+        if partition.state.lock().log.log_end_offset() > offset {
+            return;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return read_from(partition, offset, max_messages);
+            return;
         }
     }
 }

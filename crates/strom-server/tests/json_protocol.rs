@@ -443,3 +443,28 @@ fn create_topic_without_partitions_uses_num_partitions_and_configs_apply() {
         "bad_request",
     );
 }
+
+/// A long-polling consume used to hold its consumer's position lock while it waited, so any
+/// other consume sharing the lock (the same consumer on another connection, or another
+/// consumer hashed to the same lock shard) stalled for the whole `wait_ms`.
+#[test]
+fn a_long_poll_does_not_hold_up_other_consumes() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.connect();
+    c.ok(json!({"type":"create_topic","topic":"lp","partitions":1}));
+    let port = broker.json_port;
+    let poller = std::thread::spawn(move || {
+        Conn::open(port).ok(json!({"type":"consume","topic":"lp","partition":0,"consumer_id":"same","wait_ms":4000}))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let r = c.ok(json!({"type":"consume","topic":"lp","partition":0,"consumer_id":"same"}));
+    assert!(values(&r).is_empty());
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "the second consume waited {:?} for the long poll",
+        started.elapsed()
+    );
+    let r = poller.join().unwrap();
+    assert!(values(&r).is_empty());
+}

@@ -8,6 +8,8 @@ use crate::codes;
 use crate::group::{Group, GroupState, JoinPhase, SyncOutcome};
 use crate::GroupConfig;
 
+/// Removes a member (answering its parked requests with UNKNOWN_MEMBER_ID) and moves the
+/// group on: a running join phase may now be complete; a settled group must rebalance.
 pub(crate) fn remove_member_and_update_group(
     config: &GroupConfig,
     g: &mut Group,
@@ -27,6 +29,8 @@ pub(crate) fn remove_member_and_update_group(
     }
 }
 
+/// Starts a rebalance unless one is running: with the initial delay for an Empty group,
+/// otherwise with the group's rebalance timeout as the join deadline.
 pub(crate) fn maybe_prepare_rebalance(config: &GroupConfig, g: &mut Group, now_ms: i64) {
     if !matches!(
         g.state,

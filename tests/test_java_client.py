@@ -251,6 +251,13 @@ class JavaClient:
         ] + args
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         run = Run(args, proc)
+        log_dir = os.environ.get("STROM_JAVA_LOG_DIR")
+        if log_dir:
+            # For digging into a run: every run's full client log, e.g. with STROM_JAVA_LOG_LEVEL=debug.
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            name = f"{time.strftime('%H%M%S')}-{mode}-{uuid.uuid4().hex[:6]}"
+            (Path(log_dir) / f"{name}.log").write_text(proc.stderr)
+            (Path(log_dir) / f"{name}.out").write_text(proc.stdout)
         # Shown with a failing test's output: what the client logged even when the run passed.
         if run.client_log("WARN", "ERROR"):
             print(f"--- Java client log of `{mode}`:\n" + "\n".join(run.client_log("WARN", "ERROR")))

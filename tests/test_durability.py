@@ -56,26 +56,31 @@ def test_kill9_during_production_loses_nothing_acknowledged(broker, topic_name, 
                                                  "retry.backoff.ms": 50})
     d = Delivery()
     killed_at = None
+    total = 20000
     i = 0
-    deadline = time.monotonic() + 30
-    # Produce in a steady stream; SIGKILL the broker once a few thousand are acknowledged,
-    # while more are still in flight, then keep producing into the restarted broker.
-    while time.monotonic() < deadline and i < 12000:
-        try:
-            p.produce(topic_name, value=f"m-{i}".encode(), partition=i % 2, on_delivery=d)
-            i += 1
-        except BufferError:
+    deadline = time.monotonic() + 40
+    # Produce a steady stream (about 20,000 msgs/s); SIGKILL the broker once 3,000 are
+    # acknowledged, while more are in flight and more still to come, then keep producing
+    # into the restarted broker.
+    while time.monotonic() < deadline and (i < total or killed_at is None):
+        if i < total:
+            try:
+                p.produce(topic_name, value=f"m-{i}".encode(), partition=i % 2, on_delivery=d)
+                i += 1
+            except BufferError:
+                p.poll(0.05)
+            if i % 100 == 0:
+                p.poll(0.005)
+        else:
             p.poll(0.05)
-            continue
-        if i % 50 == 0:
-            p.poll(0)
         if killed_at is None and len(d.ok) >= 3000:
-            killed_at = len(d.ok)
+            killed_at = (len(d.ok), i)
             broker.kill9()
     assert killed_at is not None, f"only {len(d.ok)} messages acknowledged before the deadline"
+    assert killed_at[1] < total, "the kill came after the last message was produced"
     p.flush(30)
     acked = set(d.ok)
-    assert len(acked) > killed_at, "nothing was acknowledged after the restart"
+    assert len(acked) > killed_at[0], "nothing was acknowledged after the restart"
 
     stored = set()
     for part in (0, 1):

@@ -169,13 +169,21 @@ pub async fn delete_topics(
         let entry = match resolved {
             None => entry.with_error_code(E::UnknownTopicId.code()),
             Some(n) => match broker.topics.delete(&n).await {
-                Ok(deleted_id) => entry.with_name(Some(super::topic_name(n))).with_topic_id(
-                    if id.is_nil() && version >= 6 {
+                Ok(deleted_id) => {
+                    // As Kafka does: a topic re-created under this name must not resume from
+                    // the old topic's committed offsets.
+                    if let Err(e) = broker.groups.on_topic_deleted(&n) {
+                        tracing::warn!(topic = %n, error = %e, "could not drop committed offsets of deleted topic");
+                    }
+                    let id = if id.is_nil() && version >= 6 {
                         deleted_id
                     } else {
                         id
-                    },
-                ),
+                    };
+                    entry
+                        .with_name(Some(super::topic_name(n)))
+                        .with_topic_id(id)
+                }
                 Err(e) => entry
                     .with_error_code(e.code())
                     .with_error_message(Some(sb(e.to_string()))),

@@ -165,6 +165,9 @@ pub struct ConsumeRequest<'a> {
     pub max_messages: usize,
     /// Wait up to this long for a message when there is none yet.
     pub wait: Duration,
+    /// Move the position past the returned messages (the default). `false` only peeks: the
+    /// client commits after processing, for at-least-once delivery.
+    pub auto_commit: bool,
 }
 
 /// The in-process API. One per broker; cheap to share behind an `Arc`.
@@ -336,7 +339,7 @@ impl Local {
             }
             other => other?,
         };
-        if stored != Some(read.next_offset) {
+        if req.auto_commit && stored != Some(read.next_offset) {
             self.commit_locked(req.consumer_id, req.topic, req.partition, read.next_offset)
                 .await?;
         }

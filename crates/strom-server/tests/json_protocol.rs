@@ -468,3 +468,28 @@ fn a_long_poll_does_not_hold_up_other_consumes() {
     let r = poller.join().unwrap();
     assert!(values(&r).is_empty());
 }
+
+#[test]
+fn auto_commit_false_peeks_and_commit_moves_the_position() {
+    let broker = Broker::start(&[]);
+    let mut c = broker.connect();
+    c.ok(json!({"type":"create_topic","topic":"alo","partitions":1}));
+    for v in ["a", "b", "c"] {
+        c.ok(json!({"type":"produce","topic":"alo","partition":0,"value":v}));
+    }
+    let peek = json!({"type":"consume","topic":"alo","partition":0,"consumer_id":"w","max_messages":2,"auto_commit":false});
+    let r = c.ok(peek.clone());
+    assert_eq!(values(&r), ["a", "b"]);
+    assert_eq!(r["next_offset"], json!(2));
+    assert_eq!(
+        values(&c.ok(peek.clone())),
+        ["a", "b"],
+        "the position did not move"
+    );
+    c.ok(json!({"type":"commit","topic":"alo","partition":0,"consumer_id":"w","offset":2}));
+    assert_eq!(values(&c.ok(peek)), ["c"]);
+    c.err(
+        json!({"type":"consume","topic":"alo","partition":0,"consumer_id":"w","auto_commit":"no"}),
+        "bad_request",
+    );
+}

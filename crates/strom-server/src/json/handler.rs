@@ -74,6 +74,7 @@ async fn run(local: &Local, request: Request) -> Result<Body, strom_broker::loca
             offset,
             max_messages,
             wait_ms,
+            auto_commit,
         } => {
             let read = local
                 .consume(ConsumeRequest {
@@ -83,6 +84,7 @@ async fn run(local: &Local, request: Request) -> Result<Body, strom_broker::loca
                     offset,
                     max_messages,
                     wait: Duration::from_millis(wait_ms),
+                    auto_commit,
                 })
                 .await?;
             Body::Consume {

@@ -42,6 +42,7 @@ pub enum Request {
         offset: Option<i64>,
         max_messages: usize,
         wait_ms: u64,
+        auto_commit: bool,
     },
     Commit {
         topic: String,
@@ -162,6 +163,7 @@ fn parse_object(map: Map<String, Value>) -> Result<Request, String> {
                     ))
                 }
             },
+            auto_commit: f.opt_bool("auto_commit")?.unwrap_or(true),
         },
         "commit" => Request::Commit {
             topic: f.string("topic")?,
@@ -207,6 +209,14 @@ impl Fields {
                 .map(Some)
                 .ok_or_else(|| format!("field \"{name}\" must be an integer")),
             Some(_) => Err(format!("field \"{name}\" must be an integer")),
+        }
+    }
+
+    fn opt_bool(&mut self, name: &str) -> Result<Option<bool>, String> {
+        match self.0.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(format!("field \"{name}\" must be true or false")),
         }
     }
 
@@ -345,6 +355,7 @@ mod tests {
                 offset: None,
                 max_messages: CONSUME_MESSAGES_DEFAULT,
                 wait_ms: 0,
+                auto_commit: true,
             }
         );
     }

@@ -23,12 +23,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import queue
 import re
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zipfile
@@ -204,12 +206,12 @@ def compile_program(javac, jars):
 class Run:
     """One JVM run: its exit code, its JSON events in order, and its stderr (the client log)."""
 
-    def __init__(self, args, proc):
+    def __init__(self, args, code, stdout, stderr):
         self.args = args
-        self.code = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-        self.events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
     def all(self, event):
         return [e for e in self.events if e["event"] == event]
@@ -239,9 +241,8 @@ class JavaClient:
         self.java = java
         self.classpath = os.pathsep.join([str(CLASSES_DIR)] + [str(j) for j in jars])
 
-    def run(self, mode, *args, timeout_s=RUN_TIMEOUT_S):
-        args = [mode] + [str(a) for a in args]
-        cmd = [
+    def command(self, args):
+        return [
             self.java,
             # A short-lived client: start fast and stay small on a shared machine.
             "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx256m",
@@ -249,19 +250,84 @@ class JavaClient:
             f"-Dstrom.java.log.level={os.environ.get('STROM_JAVA_LOG_LEVEL', 'warn')}",
             "-cp", self.classpath, MAIN_CLASS,
         ] + args
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        run = Run(args, proc)
-        log_dir = os.environ.get("STROM_JAVA_LOG_DIR")
-        if log_dir:
-            # For digging into a run: every run's full client log, e.g. with STROM_JAVA_LOG_LEVEL=debug.
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            name = f"{time.strftime('%H%M%S')}-{mode}-{uuid.uuid4().hex[:6]}"
-            (Path(log_dir) / f"{name}.log").write_text(proc.stderr)
-            (Path(log_dir) / f"{name}.out").write_text(proc.stdout)
-        # Shown with a failing test's output: what the client logged even when the run passed.
-        if run.client_log("WARN", "ERROR"):
-            print(f"--- Java client log of `{mode}`:\n" + "\n".join(run.client_log("WARN", "ERROR")))
-        return run
+
+    def run(self, mode, *args, timeout_s=RUN_TIMEOUT_S):
+        args = [mode] + [str(a) for a in args]
+        proc = subprocess.run(self.command(args), capture_output=True, text=True, timeout=timeout_s)
+        return finished(Run(args, proc.returncode, proc.stdout, proc.stderr))
+
+    def start(self, mode, *args):
+        """A run that the test talks to while it goes: see Interactive."""
+        return Interactive(self, [mode] + [str(a) for a in args])
+
+
+def finished(run):
+    log_dir = os.environ.get("STROM_JAVA_LOG_DIR")
+    if log_dir:
+        # For digging into a run: every run's full client log, e.g. with STROM_JAVA_LOG_LEVEL=debug.
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%H%M%S')}-{run.args[0]}-{uuid.uuid4().hex[:6]}"
+        (Path(log_dir) / f"{name}.log").write_text(run.stderr)
+        (Path(log_dir) / f"{name}.out").write_text(run.stdout)
+    # Shown with a failing test's output: what the client logged even when the run passed.
+    if run.client_log("WARN", "ERROR"):
+        print(f"--- Java client log of `{run.args[0]}`:\n" + "\n".join(run.client_log("WARN", "ERROR")))
+    return run
+
+
+class Interactive:
+    """A JVM run whose stdout is read as it comes, so that the test can wait for an event,
+    act (restart the broker), and then tell the program to go on with a line on stdin."""
+
+    def __init__(self, client, args):
+        self.args = args
+        self.stderr_file = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(client.command(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr_file, text=True)
+        self.lines = []
+        self.queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def wait_for(self, event, timeout_s=RUN_TIMEOUT_S):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+            if line.startswith("{") and json.loads(line)["event"] == event:
+                return json.loads(line)
+        self.proc.kill()
+        raise AssertionError(f"no {event!r} event from the Java client\n{self.finish().context()}")
+
+    def send_line(self, text):
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout_s=RUN_TIMEOUT_S):
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        while True:
+            try:
+                line = self.queue.get(timeout=5)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+        self.stderr_file.seek(0)
+        return finished(Run(self.args, self.proc.returncode, "".join(self.lines), self.stderr_file.read()))
 
 
 @pytest.fixture(scope="session")
@@ -495,6 +561,11 @@ def test_java_two_consumers_split_four_partitions(broker, topic_name, java):
     assert [len(f) for f in finals] == [2, 2] and finals[0] | finals[1] == {0, 1, 2, 3}, \
         f"final assignments {finals}\n{run.context()}"
 
+    live = run.one("describe_live_group")
+    assert live["state"] == "STABLE" and live["assignor"] == "range" and live["coordinator"] == 1, live
+    assert live["simple"] is False and live["type"] == "CLASSIC", live
+    assert sorted(sorted(m["partitions"]) for m in live["members"]) == sorted(sorted(f) for f in finals), live
+
     read = []
     for m in members:
         held = set().union(*[set(a) for a in m["assignments"]]) if m["assignments"] else set()
@@ -505,3 +576,84 @@ def test_java_two_consumers_split_four_partitions(broker, topic_name, java):
     assert not dupes, f"read more than once: {dupes[:10]}\n{run.context()}"
     expected = sorted((s["partition"], s["offset"], f"v{i}-snappy") for i, s in sent.items())
     assert sorted(read) == expected
+
+
+def test_java_admin_groups_records_and_configs(broker, topic_name, java):
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=3)
+    group = f"java-admin-{uuid.uuid4().hex[:8]}"
+    base = ts_base_ms()
+    sent = sent_by_index(java.run("produce", broker.bootstrap, topic_name, "none", 30, base).assert_ok())
+    ends = {p: sum(1 for s in sent.values() if s["partition"] == p) for p in range(3)}
+    assert min(ends.values()) >= 4, ends
+    java.run("group-consume", broker.bootstrap, topic_name, group, 30).assert_ok()
+
+    run = java.run("group-admin", broker.bootstrap, topic_name, group).assert_ok()
+
+    listed = [g for g in run.one("list_groups")["groups"] if g["group"] == group]
+    assert listed == [{"group": group, "protocol": "consumer", "type": "CLASSIC", "state": "EMPTY"}], \
+        run.one("list_groups")
+    described = run.one("describe_group")
+    assert described["state"] == "EMPTY" and described["members"] == [], described
+    assert described["simple"] is False and described["coordinator"] == 1, described
+
+    committed = {str(p): [ends[p], ""] for p in range(3)}
+    assert run.one("group_offsets")["offsets"] == committed
+    assert run.one("alter_group_offsets")["offsets"] == {**committed, "0": [1, "from-admin"]}
+    after_delete = {**committed, "0": [1, "from-admin"]}
+    del after_delete["1"]
+    assert run.one("delete_group_offsets")["offsets"] == after_delete
+
+    assert run.one("delete_records")["low_watermark"] == 3
+    p2 = sorted((s["offset"], s["timestamp"]) for s in sent.values() if s["partition"] == 2)
+    newest = max(p2, key=lambda ot: ot[1])
+    assert run.one("list_offsets")["offsets"] == {
+        "earliest": [3, -1],
+        "latest": [ends[2], -1],
+        "max_timestamp": [newest[0], newest[1]],
+    }
+
+    configs = run.one("incremental_alter_configs")
+    assert configs["after_set"] == ["7200000", "DYNAMIC_TOPIC_CONFIG"], configs
+    assert configs["after_delete"][1] != "DYNAMIC_TOPIC_CONFIG", configs
+    assert run.one("invalid_config")["exception"] == "InvalidConfigurationException"
+    assert run.one("broker_configs")["entries"], "DescribeConfigs of broker 1 returned no entries"
+    assert run.one("delete_group")["listed_after"] is False
+
+
+@pytest.mark.parametrize("how", ["restart", "kill9"])
+def test_java_idempotent_producer_across_broker_restart(broker, topic_name, java, how):
+    before, after = 20, 20
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=1)
+    run = java.start("produce-across-restart", broker.bootstrap, topic_name, before, after)
+    run.wait_for("waiting")
+    getattr(broker, how)()
+    run.send_line("go")
+    result = run.finish()
+    phases = {e["phase"]: e for e in result.all("phase_done")}
+    assert phases.get("before", {}).get("failed") == 0 and phases.get("after", {}).get("failed") == 0, \
+        f"sends failed around the {how}: {[e for e in result.all('sent') if 'error' in e][:5]}\n{result.context()}"
+    result.assert_ok()
+    offsets = [e["offset"] for e in sorted(result.all("sent"), key=lambda e: e["i"])]
+    assert offsets == list(range(before + after)), offsets
+
+    batches = read_batch_headers(broker.partition_dir(topic_name, 0))
+    assert sum(b["count"] for b in batches) == before + after, batches
+    got = [m.value() for m in helpers.consume_all(broker.bootstrap, topic_name, before + after)]
+    assert got == [f"v{i}".encode() for i in range(before + after)]
+
+
+def test_java_idempotent_producer_through_a_crash(broker, topic_name, java):
+    count = 300
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=1)
+    run = java.start("produce-through-crash", broker.bootstrap, topic_name, count, 10)
+    run.wait_for("started")
+    time.sleep(0.3)
+    broker.kill9()
+    result = run.finish()
+    assert result.one("phase_done")["failed"] == 0, \
+        f"sends failed around the crash: {[e for e in result.all('sent') if 'error' in e][:5]}\n{result.context()}"
+    result.assert_ok()
+    offsets = [e["offset"] for e in sorted(result.all("sent"), key=lambda e: e["i"])]
+    assert offsets == list(range(count)), f"offsets not 0..{count - 1}: {offsets}"
+    got = [m.value() for m in helpers.consume_all(broker.bootstrap, topic_name, count, timeout_s=30)]
+    assert got == [f"v{i}".encode() for i in range(count)], "the log differs from what was sent once, in order"

@@ -7,6 +7,13 @@
 //   group-consume BOOTSTRAP TOPIC GROUP EXPECTED
 //   offsets      BOOTSTRAP TOPIC PARTITIONS TIMESTAMP_QUERY_MS SEEK_PARTITION SEEK_OFFSET READ_COUNT
 //   group-pair   BOOTSTRAP TOPIC GROUP EXPECTED
+//   group-admin  BOOTSTRAP TOPIC GROUP
+//   produce-across-restart BOOTSTRAP TOPIC COUNT_BEFORE COUNT_AFTER
+//                (waits for a line on stdin between the two halves, while the test restarts
+//                the broker)
+//   produce-through-crash BOOTSTRAP TOPIC COUNT PACE_MS
+//                (prints "started" once the first records are acknowledged, then keeps sending
+//                one record every PACE_MS while the test kills and restarts the broker)
 //
 // Every outcome is one JSON object per line on stdout ({"event": ..., ...}), so that
 // tests/test_java_client.py asserts on what happened rather than on exit codes alone. A step that
@@ -35,7 +42,16 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.admin.MemberDescription;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
@@ -84,6 +100,11 @@ public final class StromJavaClient {
                 case "offsets" -> offsets(bootstrap, args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
                         Integer.parseInt(args[5]), Long.parseLong(args[6]), Integer.parseInt(args[7]));
                 case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                case "group-admin" -> groupAdmin(bootstrap, args[2], args[3]);
+                case "produce-through-crash" -> produceThroughCrash(bootstrap, args[2], Integer.parseInt(args[3]),
+                        Long.parseLong(args[4]));
+                case "produce-across-restart" -> produceAcrossRestart(bootstrap, args[2], Integer.parseInt(args[3]),
+                        Integer.parseInt(args[4]));
                 default -> throw new IllegalArgumentException("unknown mode " + mode);
             }
         } catch (Throwable t) {
@@ -412,6 +433,9 @@ public final class StromJavaClient {
         }
         // What each member held when the run ended, before closing makes the group rebalance.
         List<Set<Integer>> finalAssignment = List.of(members[0].current, members[1].current);
+        try (Admin admin = Admin.create(adminProps(bootstrap))) {
+            step("describe_live_group", () -> emitGroupDescription("describe_live_group", admin, group));
+        }
         stop.set(true);
         for (Thread t : threads) {
             t.join(20_000);
@@ -424,6 +448,195 @@ public final class StromJavaClient {
             }
         }
         emit("pair_done", "total", total.get());
+    }
+
+    // ---------------------------------------------------------------- group and record admin
+
+    /**
+     * The Admin calls around consumer groups and records, on a group that has committed
+     * offsets for TOPIC (3 partitions) and has no members left.
+     */
+    static void groupAdmin(String bootstrap, String topic, String group) {
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        TopicPartition p1 = new TopicPartition(topic, 1);
+        TopicPartition p2 = new TopicPartition(topic, 2);
+        try (Admin admin = Admin.create(adminProps(bootstrap))) {
+            step("list_groups", () -> {
+                List<Object> groups = new ArrayList<>();
+                for (GroupListing g : admin.listGroups().all().get()) {
+                    groups.add(obj("group", g.groupId(), "protocol", g.protocol(),
+                            "type", g.type().map(Enum::name).orElse(null),
+                            "state", g.groupState().map(Enum::name).orElse(null)));
+                }
+                emit("list_groups", "groups", groups);
+            });
+            step("describe_group", () -> emitGroupDescription("describe_group", admin, group));
+            step("group_offsets", () -> emit("group_offsets", "offsets", groupOffsets(admin, group)));
+            step("alter_group_offsets", () -> {
+                admin.alterConsumerGroupOffsets(group, Map.of(p0, new OffsetAndMetadata(1, "from-admin")))
+                        .all().get();
+                emit("alter_group_offsets", "offsets", groupOffsets(admin, group));
+            });
+            step("delete_group_offsets", () -> {
+                admin.deleteConsumerGroupOffsets(group, Set.of(p1)).all().get();
+                emit("delete_group_offsets", "offsets", groupOffsets(admin, group));
+            });
+            step("delete_records", () -> {
+                long low = admin.deleteRecords(Map.of(p2, RecordsToDelete.beforeOffset(3)))
+                        .lowWatermarks().get(p2).get().lowWatermark();
+                emit("delete_records", "low_watermark", low);
+            });
+            step("list_offsets", () -> {
+                Map<String, Object> out = new TreeMap<>();
+                for (var spec : List.of(Map.entry("earliest", OffsetSpec.earliest()),
+                        Map.entry("latest", OffsetSpec.latest()),
+                        Map.entry("max_timestamp", OffsetSpec.maxTimestamp()))) {
+                    var r = admin.listOffsets(Map.of(p2, spec.getValue())).partitionResult(p2).get();
+                    out.put(spec.getKey(), List.of(r.offset(), r.timestamp()));
+                }
+                emit("list_offsets", "partition", 2, "offsets", out);
+            });
+            ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+            step("incremental_alter_configs", () -> {
+                admin.incrementalAlterConfigs(Map.of(res, List.of(
+                        new AlterConfigOp(new ConfigEntry("retention.ms", "7200000"), AlterConfigOp.OpType.SET))))
+                        .all().get();
+                ConfigEntry set = admin.describeConfigs(List.of(res)).all().get().get(res).get("retention.ms");
+                admin.incrementalAlterConfigs(Map.of(res, List.of(
+                        new AlterConfigOp(new ConfigEntry("retention.ms", ""), AlterConfigOp.OpType.DELETE))))
+                        .all().get();
+                ConfigEntry deleted = admin.describeConfigs(List.of(res)).all().get().get(res).get("retention.ms");
+                emit("incremental_alter_configs", "after_set", List.of(set.value(), set.source().name()),
+                        "after_delete", List.of(deleted.value(), deleted.source().name()));
+            });
+            step("invalid_config", () -> {
+                try {
+                    admin.incrementalAlterConfigs(Map.of(res, List.of(
+                            new AlterConfigOp(new ConfigEntry("no.such.config", "1"), AlterConfigOp.OpType.SET))))
+                            .all().get();
+                    emit("invalid_config", "exception", null);
+                } catch (ExecutionException e) {
+                    emit("invalid_config", "exception", e.getCause().getClass().getSimpleName());
+                }
+            });
+            step("broker_configs", () -> {
+                ConfigResource broker = new ConfigResource(ConfigResource.Type.BROKER, "1");
+                Config cfg = admin.describeConfigs(List.of(broker)).all().get().get(broker);
+                Map<String, Object> entries = new TreeMap<>();
+                for (ConfigEntry e : cfg.entries()) {
+                    entries.put(e.name(), e.value());
+                }
+                emit("broker_configs", "entries", entries);
+            });
+            step("delete_group", () -> {
+                admin.deleteConsumerGroups(List.of(group)).all().get();
+                boolean listed = admin.listGroups().all().get().stream().anyMatch(g -> g.groupId().equals(group));
+                emit("delete_group", "listed_after", listed);
+            });
+        }
+    }
+
+    static Map<String, Object> groupOffsets(Admin admin, String group) throws Exception {
+        Map<String, Object> out = new TreeMap<>();
+        for (var e : admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().entrySet()) {
+            OffsetAndMetadata om = e.getValue();
+            out.put(Integer.toString(e.getKey().partition()),
+                    om == null ? null : List.of(om.offset(), om.metadata()));
+        }
+        return out;
+    }
+
+    static void emitGroupDescription(String event, Admin admin, String group) throws Exception {
+        ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all().get().get(group);
+        List<Object> members = new ArrayList<>();
+        for (MemberDescription m : d.members()) {
+            members.add(obj("client_id", m.clientId(), "member_id_set", !m.consumerId().isEmpty(),
+                    "partitions", partitionNumbers(m.assignment().topicPartitions())));
+        }
+        emit(event, "group", d.groupId(), "state", d.groupState() == null ? null : d.groupState().name(),
+                "type", d.type() == null ? null : d.type().name(), "assignor", d.partitionAssignor(),
+                "simple", d.isSimpleConsumerGroup(), "coordinator", d.coordinator() == null ? null : d.coordinator().id(),
+                "members", members);
+    }
+
+    // ---------------------------------------------------------------- idempotence across a restart
+
+    /**
+     * One idempotent producer sends COUNT_BEFORE records, waits for a line on stdin (the test
+     * restarts the broker meanwhile), then sends COUNT_AFTER more. The producer keeps its
+     * producer id and sequence numbers across the restart, as it would across a Kafka broker
+     * bounce, so the broker must still know them, or answer in a way the client recovers from.
+     */
+    static void produceAcrossRestart(String bootstrap, String topic, int before, int after) throws Exception {
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(restartProducerProps(bootstrap))) {
+            sendPhase(producer, topic, "before", 0, before);
+            emit("waiting");
+            String line = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8)).readLine();
+            emit("resumed", "line", line);
+            sendPhase(producer, topic, "after", before, after);
+        }
+    }
+
+    /**
+     * One idempotent producer sends COUNT records to partition 0, one every PACE_MS, and says
+     * "started" once the first ten are acknowledged; the test kills the broker with SIGKILL
+     * and starts it again meanwhile. Sends in flight at the crash are retried by the client
+     * with their original sequence numbers, so the log must end up with each record once, in
+     * order: what the broker had written before the crash is answered as a duplicate, not
+     * appended again.
+     */
+    static void produceThroughCrash(String bootstrap, String topic, int count, long paceMs) throws Exception {
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(restartProducerProps(bootstrap))) {
+            List<Future<RecordMetadata>> sent = new ArrayList<>();
+            for (int i = 0; i < count; i++) {
+                sent.add(producer.send(new ProducerRecord<>(topic, 0, "k" + i, "v" + i)));
+                if (i == 9) {
+                    for (Future<RecordMetadata> f : sent) {
+                        f.get(30, TimeUnit.SECONDS);
+                    }
+                    emit("started");
+                }
+                Thread.sleep(paceMs);
+            }
+            producer.flush();
+            collect(sent, "through", 0);
+        }
+    }
+
+    static Properties restartProducerProps(String bootstrap) {
+        Properties p = common(bootstrap);
+        p.put("acks", "all");
+        p.put("linger.ms", "5");
+        p.put("delivery.timeout.ms", "40000");
+        p.put("max.block.ms", "20000");
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        return p;
+    }
+
+    static void sendPhase(KafkaProducer<String, String> producer, String topic, String phase, int first, int count)
+            throws Exception {
+        List<Future<RecordMetadata>> sent = new ArrayList<>();
+        for (int i = first; i < first + count; i++) {
+            sent.add(producer.send(new ProducerRecord<>(topic, 0, "k" + i, "v" + i)));
+        }
+        producer.flush();
+        collect(sent, phase, first);
+    }
+
+    /** One "sent" line per send (record FIRST + j), then "phase_done" with the failure count. */
+    static void collect(List<Future<RecordMetadata>> sent, String phase, int first) throws Exception {
+        int failed = 0;
+        for (int j = 0; j < sent.size(); j++) {
+            try {
+                RecordMetadata md = sent.get(j).get(45, TimeUnit.SECONDS);
+                emit("sent", "phase", phase, "i", first + j, "partition", md.partition(), "offset", md.offset());
+            } catch (ExecutionException e) {
+                failed++;
+                emit("sent", "phase", phase, "i", first + j, "error", describe(e.getCause()));
+            }
+        }
+        emit("phase_done", "phase", phase, "failed", failed);
     }
 
     // ---------------------------------------------------------------- helpers

@@ -253,7 +253,7 @@ impl Local {
         let count = t.partition_count();
         let index = match (record.partition, &record.key) {
             (Some(p), _) => p,
-            (None, Some(key)) => strom_client::partitioner::partition_for_key(key, count),
+            (None, Some(key)) => strom_protocol::partition_key::partition_for_key(key, count),
             (None, None) => {
                 (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as u32) as i32
             }

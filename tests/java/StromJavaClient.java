@@ -6,7 +6,7 @@
 //   produce      BOOTSTRAP TOPIC CODEC COUNT TIMESTAMP_BASE_MS
 //   group-consume BOOTSTRAP TOPIC GROUP EXPECTED
 //   offsets      BOOTSTRAP TOPIC PARTITIONS TIMESTAMP_QUERY_MS SEEK_PARTITION SEEK_OFFSET READ_COUNT
-//   group-pair   BOOTSTRAP TOPIC GROUP EXPECTED
+//   group-pair   BOOTSTRAP TOPIC GROUP EXPECTED ASSIGNOR   (range | cooperative-sticky)
 //   group-admin  BOOTSTRAP TOPIC GROUP
 //   produce-across-restart BOOTSTRAP TOPIC COUNT_BEFORE COUNT_AFTER
 //                (waits for a line on stdin between the two halves, while the test restarts
@@ -103,7 +103,7 @@ public final class StromJavaClient {
                 case "group-consume" -> groupConsume(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
                 case "offsets" -> offsets(bootstrap, args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
                         Integer.parseInt(args[5]), Long.parseLong(args[6]), Integer.parseInt(args[7]));
-                case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]), args[5]);
                 case "admin-topic-ids" -> adminTopicIds(bootstrap, args[2]);
                 case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3]);
                 case "group-admin" -> groupAdmin(bootstrap, args[2], args[3]);
@@ -402,7 +402,8 @@ public final class StromJavaClient {
      * must not make either read a record twice. Stops once EXPECTED records were read in all
      * and each member holds two partitions, plus LINGER_AFTER_DONE_MS to catch duplicates.
      */
-    static void groupPair(String bootstrap, String topic, String group, int expected) throws Exception {
+    static void groupPair(String bootstrap, String topic, String group, int expected, String assignor)
+            throws Exception {
         AtomicInteger total = new AtomicInteger();
         AtomicBoolean stop = new AtomicBoolean();
         Member[] members = new Member[2];
@@ -410,6 +411,11 @@ public final class StromJavaClient {
         for (int i = 0; i < 2; i++) {
             Properties props = consumerProps(bootstrap, group);
             props.put("client.id", "strom-java-m" + i);
+            props.put("partition.assignment.strategy", switch (assignor) {
+                case "range" -> "org.apache.kafka.clients.consumer.RangeAssignor";
+                case "cooperative-sticky" -> "org.apache.kafka.clients.consumer.CooperativeStickyAssignor";
+                default -> throw new IllegalArgumentException("unknown assignor " + assignor);
+            });
             members[i] = new Member("m" + i, props, total, stop);
             Member m = members[i];
             m.consumer.subscribe(List.of(topic), logRebalances(m.name, m));
@@ -717,17 +723,22 @@ public final class StromJavaClient {
                 if (member != null) {
                     // Commit what was read so that the next owner resumes after it.
                     member.consumer.commitSync(Duration.ofSeconds(15));
-                    member.current = Set.of();
+                    Set<Integer> left = new TreeSet<>(member.current);
+                    left.removeAll(partitionNumbers(partitions));
+                    member.current = Set.copyOf(left);
                 }
             }
 
             @Override
             public void onPartitionsAssigned(Collection<TopicPartition> partitions) {
+                // The eager assignors hand over the whole assignment here; the cooperative one
+                // only what was added, so the member's holding is read from the consumer.
                 emit("assigned", "member", name, "partitions", partitionNumbers(partitions));
                 if (member != null) {
-                    member.current = Set.copyOf(partitionNumbers(partitions));
+                    List<Integer> holding = partitionNumbers(member.consumer.assignment());
+                    member.current = Set.copyOf(holding);
                     synchronized (member.records) {
-                        member.assignments.add(partitionNumbers(partitions));
+                        member.assignments.add(holding);
                     }
                 }
             }

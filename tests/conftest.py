@@ -51,7 +51,7 @@ def free_port():
 class Broker:
     """One `strom serve` process; its port and data directory stay fixed across restarts."""
 
-    def __init__(self, data_dir, log_path, settings=None, extra_args=None):
+    def __init__(self, data_dir, log_path, settings=None, extra_args=None, env=None):
         self.port = free_port()
         self.host = "127.0.0.1"
         self.bootstrap = f"{self.host}:{self.port}"
@@ -60,6 +60,7 @@ class Broker:
         self.settings = dict(TEST_SETTINGS)
         self.settings.update(settings or {})
         self.extra_args = list(extra_args or [])
+        self.env = dict(env or {})
         self.proc = None
         self.starts = 0
 
@@ -88,6 +89,7 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env["NO_COLOR"] = "1"
+        env.update(self.env)
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.data_dir.parent)
         )
@@ -158,14 +160,15 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def start_broker(request, tmp_path):
-    """Factory: `start_broker(settings={...}, extra_args=[...])` returns a running Broker."""
+    """Factory: `start_broker(settings={...}, extra_args=[...], env={...})` returns a running
+    Broker."""
     brokers = []
 
-    def start(settings=None, extra_args=None):
+    def start(settings=None, extra_args=None, env=None):
         n = len(brokers)
         data_dir = tmp_path / f"data{n}"
         data_dir.mkdir()
-        b = Broker(data_dir, tmp_path / f"broker{n}.log", settings, extra_args)
+        b = Broker(data_dir, tmp_path / f"broker{n}.log", settings, extra_args, env)
         brokers.append(b)
         return b.start()
 

@@ -467,6 +467,17 @@ def test_java_consumer_protocol_kip848_is_refused_clearly(java, broker, topic_na
     assert "group.protocol=classic" in refused["message"], refused
 
 
+def test_java_transactional_producer_is_refused_fast(java, broker, topic_name):
+    # Strom has no transactions (README). FindCoordinator(TRANSACTION) answers error 53
+    # (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, message "transactions are not supported"), which
+    # the Java producer treats as fatal at once; the broker's message does not reach the user.
+    run = java.run("transactional", broker.bootstrap, topic_name)
+    assert run.code == 0, run.context()
+    refused = run.one("init_transactions")
+    assert refused["exception"] in ("TransactionalIdAuthorizationException", "UnsupportedVersionException"), refused
+    assert refused["elapsed_ms"] < 10_000, refused
+
+
 @pytest.mark.parametrize("codec", CODECS)
 def test_java_idempotent_producer_each_codec(java, broker, topic_name, codec):
     count = 60
@@ -548,9 +559,11 @@ def test_java_group_consumer_commits_and_a_new_consumer_resumes(java, broker, to
     finally:
         c.close()
 
-    # A new consumer of the group gets only what was produced after the commit.
+    # A new consumer of the group gets only what was produced after the commit. It reads with
+    # isolation.level=read_committed, as Kafka Streams and Connect do: with no transactions the
+    # last stable offset is the high watermark, so it sees the same records.
     second = sent_by_index(java.run("produce", broker.bootstrap, topic_name, "zstd", 9, base + 100_000).assert_ok())
-    run2 = java.run("group-consume", broker.bootstrap, topic_name, group, 9).assert_ok()
+    run2 = java.run("group-consume", broker.bootstrap, topic_name, group, 9, "read_committed").assert_ok()
     again = run2.all("record")
     assert sorted(r["value"] for r in again) == sorted(f"v{i}-zstd" for i in range(9)), again
     for r in again:

@@ -4,7 +4,7 @@
 //
 //   admin        BOOTSTRAP TOPIC
 //   produce      BOOTSTRAP TOPIC CODEC COUNT TIMESTAMP_BASE_MS
-//   group-consume BOOTSTRAP TOPIC GROUP EXPECTED
+//   group-consume BOOTSTRAP TOPIC GROUP EXPECTED [ISOLATION]   (read_uncommitted | read_committed)
 //   offsets      BOOTSTRAP TOPIC PARTITIONS TIMESTAMP_QUERY_MS SEEK_PARTITION SEEK_OFFSET READ_COUNT
 //   group-pair   BOOTSTRAP TOPIC GROUP EXPECTED ASSIGNOR   (range | cooperative-sticky)
 //   group-admin  BOOTSTRAP TOPIC GROUP
@@ -13,6 +13,7 @@
 //                the broker)
 //   admin-topic-ids BOOTSTRAP TOPIC
 //   consumer-protocol BOOTSTRAP TOPIC GROUP
+//   transactional BOOTSTRAP TOPIC
 //   produce-through-crash BOOTSTRAP TOPIC COUNT PACE_MS
 //                (prints "started" once the first records are acknowledged, then keeps sending
 //                one record every PACE_MS while the test kills and restarts the broker)
@@ -100,12 +101,14 @@ public final class StromJavaClient {
                 case "admin" -> admin(bootstrap, args[2]);
                 case "produce" -> produce(bootstrap, args[2], args[3], Integer.parseInt(args[4]),
                         Long.parseLong(args[5]));
-                case "group-consume" -> groupConsume(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                case "group-consume" -> groupConsume(bootstrap, args[2], args[3], Integer.parseInt(args[4]),
+                        args.length > 5 ? args[5] : "read_uncommitted");
                 case "offsets" -> offsets(bootstrap, args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]),
                         Integer.parseInt(args[5]), Long.parseLong(args[6]), Integer.parseInt(args[7]));
                 case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]), args[5]);
                 case "admin-topic-ids" -> adminTopicIds(bootstrap, args[2]);
                 case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3]);
+                case "transactional" -> transactional(bootstrap, args[2]);
                 case "group-admin" -> groupAdmin(bootstrap, args[2], args[3]);
                 case "produce-through-crash" -> produceThroughCrash(bootstrap, args[2], Integer.parseInt(args[3]),
                         Long.parseLong(args[4]));
@@ -259,8 +262,11 @@ public final class StromJavaClient {
      * Joins GROUP, reads until EXPECTED records arrived (then LINGER_AFTER_DONE_MS more, so
      * extra records would show), commits synchronously, prints the committed offsets, leaves.
      */
-    static void groupConsume(String bootstrap, String topic, String group, int expected) throws Exception {
-        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(consumerProps(bootstrap, group))) {
+    static void groupConsume(String bootstrap, String topic, String group, int expected, String isolation)
+            throws Exception {
+        Properties p = consumerProps(bootstrap, group);
+        p.put("isolation.level", isolation);
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
             c.subscribe(List.of(topic), logRebalances("c0", null));
             int got = 0;
             long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
@@ -520,6 +526,30 @@ public final class StromJavaClient {
             }
             if (exception == null) {
                 emit("consumer_protocol", "exception", null, "message", null);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- transactions
+
+    /**
+     * A transactional producer, which Strom refuses (README: no transactions): initTransactions
+     * must fail fast with an error that ends the producer, not wait out max.block.ms.
+     */
+    static void transactional(String bootstrap, String topic) {
+        Properties p = common(bootstrap);
+        p.put("transactional.id", "strom-java-tx");
+        p.put("max.block.ms", "15000");
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            long start = System.currentTimeMillis();
+            try {
+                producer.initTransactions();
+                emit("init_transactions", "exception", null, "elapsed_ms", System.currentTimeMillis() - start);
+            } catch (RuntimeException e) {
+                emit("init_transactions", "exception", e.getClass().getSimpleName(), "message", e.getMessage(),
+                        "elapsed_ms", System.currentTimeMillis() - start);
             }
         }
     }

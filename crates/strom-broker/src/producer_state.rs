@@ -19,6 +19,8 @@ struct BatchRecord {
     last_seq: i32,
     base_offset: i64,
     last_offset: i64,
+    /// The batch's max timestamp as stored; Kafka answers a duplicate with it.
+    timestamp: i64,
 }
 
 #[derive(Debug, Default)]
@@ -33,7 +35,7 @@ pub enum SequenceCheck {
     /// Not idempotent, or next in sequence: append it.
     Append,
     /// A retry of a batch already written at these offsets: acknowledge without writing.
-    Duplicate { base_offset: i64 },
+    Duplicate { base_offset: i64, timestamp: i64 },
     /// A gap or reordering: OUT_OF_ORDER_SEQUENCE_NUMBER.
     OutOfOrder,
     /// An older epoch than the producer's current one: INVALID_PRODUCER_EPOCH.
@@ -86,6 +88,7 @@ impl ProducerStates {
         {
             return SequenceCheck::Duplicate {
                 base_offset: b.base_offset,
+                timestamp: b.timestamp,
             };
         }
         match entry.batches.back() {
@@ -109,6 +112,7 @@ impl ProducerStates {
             last_seq: last_seq_of(h),
             base_offset: h.base_offset,
             last_offset: h.base_offset + h.last_offset_delta as i64,
+            timestamp: h.max_timestamp,
         });
         while entry.batches.len() > BATCHES_REMEMBERED {
             entry.batches.pop_front();
@@ -153,7 +157,10 @@ mod tests {
         }
         assert_eq!(
             s.check(&header(7, 0, 3, 3, -1)),
-            SequenceCheck::Duplicate { base_offset: 3 }
+            SequenceCheck::Duplicate {
+                base_offset: 3,
+                timestamp: 0
+            }
         );
         assert_eq!(s.check(&header(7, 0, 10, 1, -1)), SequenceCheck::OutOfOrder);
         assert_eq!(s.check(&header(7, 0, 9, 1, -1)), SequenceCheck::Append);
@@ -167,7 +174,10 @@ mod tests {
         }
         assert_eq!(
             s.check(&header(1, 0, 2, 1, -1)),
-            SequenceCheck::Duplicate { base_offset: 2 }
+            SequenceCheck::Duplicate {
+                base_offset: 2,
+                timestamp: 0
+            }
         );
         assert_eq!(s.check(&header(1, 0, 1, 1, -1)), SequenceCheck::OutOfOrder);
     }

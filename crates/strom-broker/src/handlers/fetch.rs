@@ -16,6 +16,7 @@ use strom_log::LogError;
 use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
+use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::partition::Partition;
 
 /// Kafka's "not a session" id: clients fall back to full fetches.
@@ -27,6 +28,8 @@ struct Slot {
     topic: usize,
     partition: Option<Arc<Partition>>,
     topic_missing: bool,
+    /// The leader epoch the client believes in (v9+); -1 skips the check.
+    current_leader_epoch: i32,
     fetch_offset: i64,
     partition_max_bytes: usize,
 }
@@ -55,6 +58,13 @@ fn read_all(
             any_error = true;
             continue;
         };
+        // Partition.fetchRecords checks the client's leader epoch first: newer than ours is
+        // UNKNOWN_LEADER_EPOCH (older cannot happen: ours is 0 and -1 means "no check").
+        if slot.current_leader_epoch > LEADER_EPOCH {
+            out.push(partition_error(index, E::UnknownLeaderEpoch.code()));
+            any_error = true;
+            continue;
+        }
         // KIP-74: the first batch is returned whole even past the limits, so a consumer can
         // always make progress; after that the response budget applies.
         let budget = slot
@@ -79,21 +89,34 @@ fn read_all(
             .with_last_stable_offset(hw)
             .with_log_start_offset(start);
         match read {
-            Ok(Some(slice)) if !slice.is_empty() => match slice.read_bytes() {
-                Ok(bytes) => {
-                    total += bytes.len();
-                    out.push(entry.with_records(Some(bytes)));
+            Ok(Some(mut slice)) if !slice.is_empty() => {
+                // Past the first partition with data Kafka's LogSegment.read has
+                // minOneMessage=false and cuts at the byte budget, even inside a batch;
+                // clients drop the partial batch and fetch it whole next time.
+                if total > 0 {
+                    slice.len = slice.len.min(budget);
                 }
-                Err(e) => {
-                    tracing::error!(topic = %p.topic, partition = index, error = %e, "read failed");
-                    any_error = true;
-                    out.push(entry.with_error_code(E::KafkaStorageError.code()));
+                match slice.read_bytes() {
+                    Ok(bytes) => {
+                        total += bytes.len();
+                        out.push(entry.with_records(Some(bytes)));
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %p.topic, partition = index, error = %e, "read failed");
+                        any_error = true;
+                        out.push(entry.with_error_code(E::KafkaStorageError.code()));
+                    }
                 }
-            },
+            }
             Ok(_) => out.push(entry.with_records(Some(Default::default()))),
             Err(LogError::OffsetOutOfRange { .. }) => {
+                // ReplicaManager answers a consumer's out-of-range fetch with no offsets at
+                // all (LogReadResult of UnknownOffset) and an empty record set.
                 any_error = true;
-                out.push(entry.with_error_code(E::OffsetOutOfRange.code()));
+                out.push(
+                    partition_error(index, E::OffsetOutOfRange.code())
+                        .with_records(Some(Default::default())),
+                );
             }
             Err(e) => {
                 tracing::error!(topic = %p.topic, partition = index, error = %e, "read failed");
@@ -105,12 +128,22 @@ fn read_all(
     (out, total, any_error)
 }
 
+/// KIP-227 epochs: 0 opens a session, -1 (FINAL_EPOCH) asks for a sessionless fetch.
+const INITIAL_EPOCH: i32 = 0;
+const FINAL_EPOCH: i32 = -1;
+/// Read-committed isolation (KIP-98).
+const READ_COMMITTED: i8 = 1;
+
 pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
-    if req.session_id != NO_SESSION || req.session_epoch > 0 {
+    // FetchManager.newContext: an epoch of 0 or -1 is a full fetch whatever the session id (a
+    // named session is closed first); any other epoch continues a session, and a broker that
+    // keeps none answers FETCH_SESSION_ID_NOT_FOUND with an empty body and session id 0.
+    if req.session_epoch != INITIAL_EPOCH && req.session_epoch != FINAL_EPOCH {
         return FetchResponse::default()
             .with_error_code(E::FetchSessionIdNotFound.code())
             .with_session_id(NO_SESSION);
     }
+    let read_committed = req.isolation_level == READ_COMMITTED;
     let response_max_bytes = (req.max_bytes.max(1) as usize).min(broker.config.fetch_max_bytes);
     let mut slots = Vec::new();
     let mut indexes = Vec::new();
@@ -131,6 +164,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 topic: ti,
                 partition: topic.as_ref().and_then(|tp| tp.partition(p.partition)),
                 topic_missing: topic.is_none(),
+                current_leader_epoch: p.current_leader_epoch,
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes.max(0) as usize,
             });
@@ -170,6 +204,13 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         // Unknown topic ids get UNKNOWN_TOPIC_ID rather than UNKNOWN_TOPIC_OR_PARTITION.
         if slot.topic_missing && version >= 13 {
             part.error_code = E::UnknownTopicId.code();
+        }
+        // UnifiedLog.read collects aborted transactions only for read_committed fetches: an
+        // empty list there (no transactions here), null for read_uncommitted and for read
+        // errors. Unknown partitions keep the schema default (an empty list), as
+        // FetchResponse.partitionResponse leaves it.
+        if slot.partition.is_some() {
+            part.aborted_transactions = (read_committed && part.error_code == 0).then(Vec::new);
         }
         topics_out[slot.topic].partitions.push(part);
     }

@@ -1,5 +1,9 @@
 //! FindCoordinator: this broker coordinates every group. The group APIs themselves are
 //! served by `strom-group`'s coordinator (see `handlers::dispatch`).
+//!
+//! Answers follow `KafkaApis.handleFindCoordinatorRequest`: any group id, the empty one
+//! included, is answered with this broker; v0-3 carry `Errors.message()` as the error message
+//! (the text "NONE" on success), v4+ carry none on a per-key answer.
 
 use std::sync::Arc;
 
@@ -13,6 +17,16 @@ use crate::broker::Broker;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// The first version that batches coordinator keys (KIP-699).
+const BATCHED_VERSION: i16 = 4;
+
+/// `Errors.NONE.message()`: Kafka's success text in v0-3 responses.
+const NONE_MESSAGE: &str = "NONE";
+/// `Errors.INVALID_REQUEST.message()`.
+pub const INVALID_REQUEST_MESSAGE: &str = "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details.";
+/// `Errors.TRANSACTIONAL_ID_AUTHORIZATION_FAILED.message()`.
+const TXN_AUTH_FAILED_MESSAGE: &str = "Transactional Id authorization failed.";
+
 pub fn find_coordinator(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
@@ -20,52 +34,79 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let (host, port) = broker.config.advertised();
     let node = BrokerId(broker.node_id());
-    let key_error = |key: &str| -> Option<(i16, &'static str)> {
-        match req.key_type {
-            KEY_TYPE_GROUP if key.is_empty() => {
-                Some((E::InvalidRequest.code(), "group id is empty"))
+    let no_node =
+        |c: FindCoordinatorResponse| c.with_node_id(BrokerId(-1)).with_host(sb("")).with_port(-1);
+    match req.key_type {
+        KEY_TYPE_GROUP => {}
+        // Transactions are not served: refuse with the non-retriable error a client without
+        // the ACL would get.
+        KEY_TYPE_TRANSACTION => {
+            let code = E::TransactionalIdAuthorizationFailed.code();
+            if version >= BATCHED_VERSION {
+                let coordinators = req
+                    .coordinator_keys
+                    .iter()
+                    .map(|k| {
+                        Coordinator::default()
+                            .with_key(k.clone())
+                            .with_error_code(code)
+                            .with_node_id(BrokerId(-1))
+                            .with_host(sb(""))
+                            .with_port(-1)
+                    })
+                    .collect();
+                return FindCoordinatorResponse::default().with_coordinators(coordinators);
             }
-            KEY_TYPE_GROUP => None,
-            KEY_TYPE_TRANSACTION => Some((
-                E::TransactionalIdAuthorizationFailed.code(),
-                "transactions are not supported",
-            )),
-            _ => Some((E::InvalidRequest.code(), "unknown coordinator key type")),
+            return no_node(
+                FindCoordinatorResponse::default()
+                    .with_error_code(code)
+                    .with_error_message(Some(sb(TXN_AUTH_FAILED_MESSAGE))),
+            );
         }
-    };
-    if version >= 4 {
+        // CoordinatorType.forId throws InvalidRequestException out of the handler, so the
+        // whole request gets the error response: every key INVALID_REQUEST with its message.
+        _ => {
+            let code = E::InvalidRequest.code();
+            if version >= BATCHED_VERSION {
+                let coordinators = req
+                    .coordinator_keys
+                    .iter()
+                    .map(|k| {
+                        Coordinator::default()
+                            .with_key(k.clone())
+                            .with_error_code(code)
+                            .with_error_message(Some(sb(INVALID_REQUEST_MESSAGE)))
+                            .with_node_id(BrokerId(-1))
+                            .with_host(sb(""))
+                            .with_port(-1)
+                    })
+                    .collect();
+                return FindCoordinatorResponse::default().with_coordinators(coordinators);
+            }
+            return no_node(
+                FindCoordinatorResponse::default()
+                    .with_error_code(code)
+                    .with_error_message(Some(sb(INVALID_REQUEST_MESSAGE))),
+            );
+        }
+    }
+    if version >= BATCHED_VERSION {
         let coordinators = req
             .coordinator_keys
             .iter()
             .map(|k| {
-                let c = Coordinator::default()
+                Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(node)
                     .with_host(sb(host.clone()))
-                    .with_port(port);
-                match key_error(k.as_str()) {
-                    None => c,
-                    Some((code, msg)) => c
-                        .with_error_code(code)
-                        .with_error_message(Some(sb(msg)))
-                        .with_node_id(BrokerId(-1))
-                        .with_host(sb(""))
-                        .with_port(-1),
-                }
+                    .with_port(port)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    match key_error(req.key.as_str()) {
-        None => FindCoordinatorResponse::default()
-            .with_node_id(node)
-            .with_host(sb(host))
-            .with_port(port),
-        Some((code, msg)) => FindCoordinatorResponse::default()
-            .with_error_code(code)
-            .with_error_message(Some(sb(msg)))
-            .with_node_id(BrokerId(-1))
-            .with_host(sb(""))
-            .with_port(-1),
-    }
+    FindCoordinatorResponse::default()
+        .with_error_message(Some(sb(NONE_MESSAGE)))
+        .with_node_id(node)
+        .with_host(sb(host))
+        .with_port(port)
 }

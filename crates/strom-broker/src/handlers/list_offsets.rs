@@ -1,6 +1,8 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest-local (-4) and
-//! by timestamp.
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest-local (-4),
+//! latest-tiered (-5) and by timestamp, answered as Kafka's `KafkaApis.handleListOffsetRequest`
+//! and `UnifiedLog.fetchOffsetByTimestamp` do for a log without remote storage.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::messages::list_offsets_response::{
@@ -10,6 +12,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
+use crate::handlers::leader_epoch::LEADER_EPOCH;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -18,11 +21,25 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // ListOffsetsRequest.duplicatePartitions: every occurrence of a partition named twice is
+    // answered INVALID_REQUEST.
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index))
+        })
+        .filter(|k| !seen.insert(k.clone()))
+        .collect();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(t.name.0.as_str());
+            let name = t.name.0.to_string();
+            let topic = broker.topics.get(&name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -32,19 +49,31 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
+                    // KafkaApis checks duplicates before it looks the partition up.
+                    if duplicates.contains(&(name.clone(), p.partition_index)) {
+                        return resp.with_error_code(E::InvalidRequest.code());
+                    }
                     let Some(partition) =
                         topic.as_ref().and_then(|t| t.partition(p.partition_index))
                     else {
                         return resp.with_error_code(E::UnknownTopicOrPartition.code());
                     };
+                    // Partition.fetchOffsetForTimestamp: a client ahead of our leader epoch gets
+                    // UNKNOWN_LEADER_EPOCH; -1 skips the check (no epoch is below ours, 0).
+                    if p.current_leader_epoch > LEADER_EPOCH {
+                        return resp.with_error_code(E::UnknownLeaderEpoch.code());
+                    }
                     let state = partition.state.lock();
                     let log = &state.log;
                     let found = match p.timestamp {
                         LATEST => Ok(Some((log.log_end_offset(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
-                        LATEST_TIERED => Ok(Some((log.log_start_offset() - 1, -1))),
+                        // Without tiered storage Kafka answers offset -1, timestamp -1 and
+                        // leader epoch -1, error NONE.
+                        LATEST_TIERED => return resp,
                         MAX_TIMESTAMP => Ok(log.max_timestamp()),
-                        ts if ts < 0 => Err(E::InvalidRequest.code()),
+                        // Every other value, negative ones included, is a timestamp search:
+                        // the first record at or after it (Kafka has no other check).
                         ts => log.offset_for_timestamp(ts).map_err(|e| {
                             tracing::error!(error = %e, "offset lookup by timestamp failed");
                             E::KafkaStorageError.code()
@@ -53,7 +82,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     match found {
                         Ok(Some((offset, ts))) => {
                             // leader_epoch exists from v4 on.
-                            let epoch = if version >= 4 { 0 } else { -1 };
+                            let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
                             resp.with_offset(offset)
                                 .with_timestamp(ts)
                                 .with_leader_epoch(epoch)

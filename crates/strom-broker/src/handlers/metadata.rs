@@ -17,6 +17,52 @@ use crate::topics::{Topic, TopicError};
 /// Kafka's "authorized operations were not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
+/// `AclOperation` codes, for the authorized-operations bit fields (bit = code).
+const OP_READ: u8 = 3;
+const OP_WRITE: u8 = 4;
+const OP_CREATE: u8 = 5;
+const OP_DELETE: u8 = 6;
+const OP_ALTER: u8 = 7;
+const OP_DESCRIBE: u8 = 8;
+const OP_CLUSTER_ACTION: u8 = 9;
+const OP_DESCRIBE_CONFIGS: u8 = 10;
+const OP_ALTER_CONFIGS: u8 = 11;
+const OP_IDEMPOTENT_WRITE: u8 = 12;
+
+const fn bits(ops: &[u8]) -> i32 {
+    let mut field = 0i32;
+    let mut i = 0;
+    while i < ops.len() {
+        field |= 1 << ops[i];
+        i += 1;
+    }
+    field
+}
+
+/// With no authorizer, Kafka's `AuthHelper.authorizedOperations` reports every operation
+/// `AclEntry.supportedOperations` lists for the resource type.
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = bits(&[
+    OP_READ,
+    OP_WRITE,
+    OP_CREATE,
+    OP_DESCRIBE,
+    OP_DELETE,
+    OP_ALTER,
+    OP_DESCRIBE_CONFIGS,
+    OP_ALTER_CONFIGS,
+]);
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = bits(&[
+    OP_CREATE,
+    OP_CLUSTER_ACTION,
+    OP_DESCRIBE_CONFIGS,
+    OP_ALTER_CONFIGS,
+    OP_IDEMPOTENT_WRITE,
+    OP_ALTER,
+    OP_DESCRIBE,
+]);
+/// DescribeCluster's endpoint type for brokers (KIP-919); a broker serves no other.
+const ENDPOINT_TYPE_BROKER: i8 = 1;
+
 fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let node = BrokerId(broker.node_id());
     let partitions = (0..topic.partition_count())
@@ -45,6 +91,42 @@ fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTop
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // KafkaApis.handleTopicMetadataRequest: v10 and v11 have the fields but not the feature;
+    // a null name or a topic id there fails the whole request, each topic INVALID_REQUEST.
+    if version < 12 {
+        if let Some(list) = &req.topics {
+            if list
+                .iter()
+                .any(|t| t.name.is_none() || !t.topic_id.is_nil())
+            {
+                let topics = list
+                    .iter()
+                    .map(|t| {
+                        error_entry(
+                            Some(t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default()),
+                            t.topic_id,
+                            ResponseError::InvalidRequest.code(),
+                        )
+                    })
+                    .collect();
+                return MetadataResponse::default().with_topics(topics);
+            }
+        }
+    }
+    let with_topic_ops = version >= 8 && req.include_topic_authorized_operations;
+    let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        CLUSTER_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    let entry = |topic: &Topic| {
+        let e = topic_entry(broker, topic);
+        if with_topic_ops {
+            e.with_topic_authorized_operations(TOPIC_AUTHORIZED_OPERATIONS)
+        } else {
+            e
+        }
+    };
     let (host, port) = broker.config.advertised();
     let brokers = vec![MetadataResponseBroker::default()
         .with_node_id(BrokerId(broker.node_id()))
@@ -59,25 +141,37 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     let auto_create =
         broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let topics = match requested {
-        None => broker
-            .topics
-            .all()
-            .iter()
-            .map(|t| topic_entry(broker, t))
-            .collect(),
+        None => broker.topics.all().iter().map(|t| entry(t)).collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
+            // Kafka collects the requested names and ids into sets: one entry each.
+            let mut seen_names = std::collections::HashSet::new();
+            let mut seen_ids = std::collections::HashSet::new();
             for t in list {
+                let fresh = match &t.name {
+                    Some(n) => seen_names.insert(n.0.to_string()),
+                    None => seen_ids.insert(t.topic_id),
+                };
+                if !fresh {
+                    continue;
+                }
                 let entry = match t.name {
                     Some(name) => {
                         let name = name.0.to_string();
                         let found = if auto_create {
                             broker.topics.get_or_auto_create(&name).await
                         } else {
-                            broker.topics.get(&name).ok_or(TopicError::UnknownTopic)
+                            // Without auto-creation Kafka still validates the name, so an
+                            // illegal one is INVALID_TOPIC_EXCEPTION, not unknown.
+                            broker.topics.get(&name).ok_or_else(|| {
+                                match crate::topics::validate_topic_name(&name) {
+                                    Err(e) => e,
+                                    Ok(()) => TopicError::UnknownTopic,
+                                }
+                            })
                         };
                         match found {
-                            Ok(topic) => topic_entry(broker, &topic),
+                            Ok(topic) => entry(&topic),
                             Err(TopicError::InvalidTopic(_)) => error_entry(
                                 Some(name),
                                 Uuid::nil(),
@@ -87,7 +181,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                         }
                     }
                     None => match broker.topics.get_by_id(t.topic_id) {
-                        Some(topic) => topic_entry(broker, &topic),
+                        Some(topic) => entry(&topic),
                         None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId.code()),
                     },
                 };
@@ -101,22 +195,37 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_cluster_id(Some(sb(broker.meta.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
 pub fn describe_cluster(
     broker: &Arc<Broker>,
-    _req: DescribeClusterRequest,
-    _version: i16,
+    req: DescribeClusterRequest,
+    version: i16,
 ) -> DescribeClusterResponse {
+    // KafkaApis.handleDescribeCluster: a broker listener only describes brokers.
+    if version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKER {
+        return DescribeClusterResponse::default()
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(sb("The broker only supports endpoint type BROKER")))
+            .with_endpoint_type(req.endpoint_type)
+            .with_cluster_id(sb(broker.meta.cluster_id.clone()))
+            .with_controller_id(BrokerId(-1))
+            .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    }
+    let cluster_ops = if req.include_cluster_authorized_operations {
+        CLUSTER_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let (host, port) = broker.config.advertised();
     DescribeClusterResponse::default()
-        .with_endpoint_type(1)
+        .with_endpoint_type(ENDPOINT_TYPE_BROKER)
         .with_cluster_id(sb(broker.meta.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(broker.node_id()))
             .with_host(sb(host))
             .with_port(port)])
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(cluster_ops)
 }

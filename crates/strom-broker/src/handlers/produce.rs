@@ -16,9 +16,21 @@ use strom_protocol::ResponseError as E;
 use super::{ready, sb};
 use crate::broker::{Broker, Reply};
 use crate::config::FsyncPolicy;
+use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::partition::Partition;
 use crate::producer_state::SequenceCheck;
 use crate::topics::now_ms;
+
+/// Byte offset of `partition_leader_epoch` in a v2 batch header (not covered by the CRC).
+const PARTITION_LEADER_EPOCH_AT: usize = 12;
+/// Byte offset of `magic` in any batch format (v0/v1 message sets share it).
+const MAGIC_AT: usize = 16;
+/// `LOG_OVERHEAD` of Kafka's record formats: base offset (8) + batch length (4).
+const LOG_OVERHEAD: usize = 12;
+/// Kafka's `LegacyRecord.RECORD_OVERHEAD_V0`: the smallest size field a batch may claim.
+const RECORD_OVERHEAD_V0: i32 = 14;
+/// Compression codec id of zstd in the batch attributes.
+const ZSTD: i16 = 4;
 
 fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -70,10 +82,23 @@ pub(crate) fn append_partition(
         );
         return (error(index, E::MessageTooLarge.code(), Some(msg)), None);
     }
-    if headers
+    // Kafka's LogValidator.validateBatch: clients may not write control records, and an
+    // idempotent batch (producer id set) must carry a sequence number. Both INVALID_RECORD.
+    if headers.iter().any(|h| h.is_control()) {
+        let msg = "Clients are not allowed to write control records".to_string();
+        return (error(index, E::InvalidRecord.code(), Some(msg)), None);
+    }
+    if let Some(h) = headers
         .iter()
-        .any(|h| h.is_transactional() || h.is_control())
+        .find(|h| h.producer_id >= 0 && h.base_sequence < 0)
     {
+        let msg = format!(
+            "Invalid sequence number {} in record batch with producerId {}",
+            h.base_sequence, h.producer_id
+        );
+        return (error(index, E::InvalidRecord.code(), Some(msg)), None);
+    }
+    if headers.iter().any(|h| h.is_transactional()) {
         let msg = "transactions are not supported by this broker".to_string();
         return (
             error(
@@ -84,17 +109,40 @@ pub(crate) fn append_partition(
             None,
         );
     }
+    // UnifiedLog.append: a payload larger than a whole segment is RECORD_LIST_TOO_LARGE.
+    let segment_bytes = partition.state.lock().log.config().segment_bytes;
+    if records.len() as u64 > segment_bytes {
+        let msg = format!(
+            "Message batch size is {} bytes in append to partition {}-{index}, which exceeds the maximum configured segment size of {segment_bytes}.",
+            records.len(),
+            partition.topic
+        );
+        return (error(index, E::RecordListTooLarge.code(), Some(msg)), None);
+    }
     let mut buf = BytesMut::from(&records[..]);
+    // Kafka stamps every appended batch with the leader epoch (outside the CRC), so consumers
+    // see the epoch that Metadata and OffsetForLeaderEpoch report.
+    let mut pos = 0;
+    for h in &headers {
+        buf[pos + PARTITION_LEADER_EPOCH_AT..pos + PARTITION_LEADER_EPOCH_AT + 4]
+            .copy_from_slice(&LEADER_EPOCH.to_be_bytes());
+        pos += h.total_size();
+    }
     let now = now_ms();
     let mut state = partition.state.lock();
     for h in &headers {
         match state.producers.check(h) {
             SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset } if headers.len() == 1 => {
+            SequenceCheck::Duplicate {
+                base_offset,
+                timestamp,
+            } if headers.len() == 1 => {
+                // UnifiedLog.append answers a duplicate with the original batch's offsets and
+                // its stored timestamp as the log append time.
                 let resp = PartitionProduceResponse::default()
                     .with_index(index)
                     .with_base_offset(base_offset)
-                    .with_log_append_time_ms(-1)
+                    .with_log_append_time_ms(timestamp)
                     .with_log_start_offset(state.log.log_start_offset());
                 // A retry must not be acknowledged before the original is durable.
                 return (resp, Some(base_offset + h.last_offset_delta as i64 + 1));
@@ -136,6 +184,11 @@ pub(crate) fn append_partition(
     for h in &headers {
         let assigned = BatchHeader {
             base_offset: base,
+            max_timestamp: if log_append_time {
+                now
+            } else {
+                h.max_timestamp
+            },
             ..*h
         };
         state.producers.record(&assigned);
@@ -157,6 +210,98 @@ pub(crate) fn append_partition(
         .with_log_append_time_ms(if log_append_time { now } else { -1 })
         .with_log_start_offset(info.log_start_offset);
     (resp, Some(info.last_offset + 1))
+}
+
+/// `ProduceRequest.validateRecords` and the framing of Kafka's `ByteBufferLogInputStream`, as
+/// KafkaApis runs them before the log sees the bytes: the payload must hold one complete
+/// batch (trailing bytes too short for a second batch are dropped, as `trimInvalidBytes`
+/// does), of magic 2, not zstd before v7, and only one. Returns the bytes to append.
+fn first_batch(records: Option<Bytes>, version: i16) -> Result<Bytes, (i16, String)> {
+    let records = records.unwrap_or_default();
+    let corrupt = |m: String| (E::CorruptMessage.code(), m);
+    let invalid = |m: String| (E::InvalidRecord.code(), m);
+    // The size of the batch at `buf`, None when the bytes end before it does.
+    let next_batch = |buf: &[u8]| -> Result<Option<usize>, (i16, String)> {
+        if buf.len() < LOG_OVERHEAD {
+            return Ok(None);
+        }
+        let size = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        if size < RECORD_OVERHEAD_V0 {
+            return Err(corrupt(format!(
+                "Record size {size} is less than the minimum record overhead ({RECORD_OVERHEAD_V0})"
+            )));
+        }
+        if buf.len() <= MAGIC_AT {
+            return Ok(None);
+        }
+        let magic = buf[MAGIC_AT] as i8;
+        if !(0..=2).contains(&magic) {
+            return Err(corrupt(format!("Invalid magic found in record: {magic}")));
+        }
+        let total = size as usize + LOG_OVERHEAD;
+        Ok((buf.len() >= total).then_some(total))
+    };
+    let Some(size) = next_batch(&records)? else {
+        return Err(invalid(format!(
+            "Produce requests with version {version} must have at least one record batch per partition"
+        )));
+    };
+    if records[MAGIC_AT] != 2 {
+        return Err(invalid(format!(
+            "Produce requests with version {version} are only allowed to contain record batches with magic version 2"
+        )));
+    }
+    // attributes sit at bytes 21-22 of a v2 header; a batch this short fails its CRC later.
+    if version < 7 && records.len() >= 23 {
+        let attributes = i16::from_be_bytes([records[21], records[22]]);
+        if attributes & 0x07 == ZSTD {
+            return Err((
+                E::UnsupportedCompressionType.code(),
+                format!(
+                    "Produce requests with version {version} are not allowed to use ZStandard compression"
+                ),
+            ));
+        }
+    }
+    if next_batch(&records[size..])?.is_some() {
+        return Err(invalid(format!(
+            "Produce requests with version {version} are only allowed to contain exactly one record batch per partition"
+        )));
+    }
+    // UnifiedLog.analyzeAndValidateRecords, in its order: a client's batch has base offset 0,
+    // fits max.message.bytes, then passes its CRC (the rest is `append_partition`'s).
+    let base_offset = i64::from_be_bytes(records[..8].try_into().unwrap_or_default());
+    if base_offset != 0 {
+        return Err(invalid(format!(
+            "The baseOffset of the record batch in the append should be 0, but it is {base_offset}"
+        )));
+    }
+    Ok(records.slice(..size))
+}
+
+/// The size and CRC checks of `analyzeAndValidateRecords`, ahead of the header checks so a
+/// batch that is both too large and damaged gets Kafka's answer (MESSAGE_TOO_LARGE, then
+/// CORRUPT_MESSAGE, then INVALID_RECORD).
+fn check_size_and_crc(batch: &[u8], max_message_bytes: usize) -> Result<(), (i16, String)> {
+    if batch.len() > max_message_bytes {
+        return Err((
+            E::MessageTooLarge.code(),
+            format!(
+                "The record batch size in the append is {} bytes which exceeds the maximum configured value of {max_message_bytes}.",
+                batch.len()
+            ),
+        ));
+    }
+    let valid = batch.len() >= BatchHeader::SIZE
+        && u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]])
+            == strom_log::batch::compute_crc(batch);
+    if !valid {
+        return Err((
+            E::CorruptMessage.code(),
+            "Record is corrupt (stored crc does not match the batch)".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, corr: i32) -> Reply {
@@ -181,10 +326,9 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
-            if !matches!(acks, -1..=1) {
-                parts.push(error(pd.index, E::InvalidRequiredAcks.code(), None));
-                continue;
-            }
+            // KafkaApis.handleProduceRequest: unknown topics and partitions first, then
+            // validateRecords; only what passes both reaches ReplicaManager.appendRecords,
+            // which refuses acks outside {-1, 0, 1}.
             let Some(topic) = &topic else {
                 parts.push(error(pd.index, unknown.code(), None));
                 continue;
@@ -193,11 +337,26 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
                 parts.push(error(pd.index, E::UnknownTopicOrPartition.code(), None));
                 continue;
             };
+            let records = match first_batch(pd.records, version) {
+                Ok(r) => r,
+                Err((code, msg)) => {
+                    parts.push(error(pd.index, code, Some(msg)));
+                    continue;
+                }
+            };
+            if !matches!(acks, -1..=1) {
+                parts.push(error(pd.index, E::InvalidRequiredAcks.code(), None));
+                continue;
+            }
             let cfg = broker.topics.effective_config(topic);
+            if let Err((code, msg)) = check_size_and_crc(&records, cfg.max_message_bytes) {
+                parts.push(error(pd.index, code, Some(msg)));
+                continue;
+            }
             let (resp, end) = append_partition(
                 broker,
                 &partition,
-                pd.records,
+                Some(records),
                 cfg.max_message_bytes,
                 cfg.log_append_time,
                 cfg.flush_messages,

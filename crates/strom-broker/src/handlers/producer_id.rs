@@ -17,19 +17,16 @@ pub fn handle(
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        return resp.with_error_code(E::TransactionalIdAuthorizationFailed.code());
+    match &req.transactional_id {
+        // TransactionCoordinator.handleInitProducerId: an empty transactional id is
+        // INVALID_REQUEST, consistent with what the producer client itself allows.
+        Some(id) if id.is_empty() => return resp.with_error_code(E::InvalidRequest.code()),
+        Some(_) => return resp.with_error_code(E::TransactionalIdAuthorizationFailed.code()),
+        None => {}
     }
-    // KIP-360: a producer that already has an id asks for an epoch bump to reset sequences.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
-        if req.producer_epoch == i16::MAX {
-            // Epoch exhausted: a fresh id instead.
-        } else {
-            return resp
-                .with_producer_id(req.producer_id)
-                .with_producer_epoch(req.producer_epoch + 1);
-        }
-    }
+    // For a null transactional id Kafka "always blindly accepts the request and returns a new
+    // producerId" with epoch 0, whatever producer id and epoch the request carries: the KIP-360
+    // epoch bump only exists for transactional producers (idempotent clients bump locally).
     match broker.meta.next_producer_id() {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {

@@ -104,7 +104,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     }
     if name.len() > TOPIC_NAME_MAX_BYTES {
         return Err(TopicError::InvalidTopic(format!(
-            "Topic name is illegal, it can't be longer than {TOPIC_NAME_MAX_BYTES} characters, topic name: {name}"
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_MAX_BYTES} characters, Topic name: {name}"
         )));
     }
     if !name
@@ -112,7 +112,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
         return Err(TopicError::InvalidTopic(format!(
-            "Topic name {name} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
         )));
     }
     if name == META_DIR || name == OFFSETS_DIR {
@@ -231,7 +231,7 @@ impl Topics {
         };
         if partitions <= 0 {
             return Err(TopicError::InvalidPartitions(
-                "Number of partitions must be larger than 0.".into(),
+                "Number of partitions was set to an invalid non-positive value.".into(),
             ));
         }
         if partitions > PARTITIONS_PER_TOPIC_MAX {
@@ -246,9 +246,7 @@ impl Topics {
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
-        // Kafka refuses names that collide once '.' and '_' are treated alike (metric names).
-        let collides = |a: &str| a.replace('.', "_") == name.replace('.', "_");
-        if let Some(other) = self.by_name.read().keys().find(|k| collides(k)) {
+        if let Some(other) = self.colliding(name) {
             return Err(TopicError::InvalidTopic(format!(
                 "Topic '{name}' collides with existing topic: {other}"
             )));
@@ -274,6 +272,17 @@ impl Topics {
         self.by_name.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// An existing topic whose name equals `name` once '.' and '_' are treated alike; Kafka
+    /// refuses such names (they would share metric names).
+    pub fn colliding(&self, name: &str) -> Option<String> {
+        let unified = name.replace('.', "_");
+        self.by_name
+            .read()
+            .keys()
+            .find(|k| k.as_str() != name && k.replace('.', "_") == unified)
+            .cloned()
     }
 
     /// Creates a topic on first use when `auto.create.topics.enable` is set.
@@ -336,14 +345,15 @@ impl Topics {
         let _admin = self.admin.lock().await;
         let topic = self.get(name).ok_or(TopicError::UnknownTopic)?;
         let current = topic.partition_count();
-        if count < current {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Topic currently has {current} partitions, which is higher than the requested {count}."
-            )));
-        }
+        // ReplicationControlManager.createPartitions' wording.
         if count == current {
             return Err(TopicError::InvalidPartitions(format!(
-                "Topic already has {current} partitions."
+                "Topic already has {current} partition(s)."
+            )));
+        }
+        if count < current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "The topic {name} currently has {current} partition(s); {count} would not be an increase."
             )));
         }
         if count > PARTITIONS_PER_TOPIC_MAX {

@@ -572,3 +572,346 @@ async fn find_coordinator_answers_like_kafka_apis() {
     .await;
     assert_eq!(r.error_code, E::InvalidRequest.code());
 }
+
+// ---------------------------------------------------------------------------------------
+// CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords: ControllerApis and
+// ReplicationControlManager
+// ---------------------------------------------------------------------------------------
+
+fn creatable(name: &str, partitions: i32, rf: i16) -> create_topics_request::CreatableTopic {
+    create_topics_request::CreatableTopic::default()
+        .with_name(tn(name))
+        .with_num_partitions(partitions)
+        .with_replication_factor(rf)
+}
+
+async fn create_topics(
+    b: &std::sync::Arc<strom_broker::Broker>,
+    topics: Vec<create_topics_request::CreatableTopic>,
+    validate_only: bool,
+) -> Vec<create_topics_response::CreatableTopicResult> {
+    let req = CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(5000)
+        .with_validate_only(validate_only);
+    let r: CreateTopicsResponse = call(b, ApiKey::CreateTopics, 7, &req).await;
+    r.topics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_topics_checks_in_controller_order() {
+    let (_d, b) = open().await;
+    create(&b, "t", 1).await;
+    let config = |n: &str, v: &str| {
+        create_topics_request::CreatableTopicConfig::default()
+            .with_name(s(n))
+            .with_value(Some(s(v)))
+    };
+    let r = create_topics(
+        &b,
+        vec![
+            creatable("a b", 1, 3),
+            creatable("t", 1, 3),
+            creatable("c1", 1, 3).with_configs(vec![config("retention.ms", "soon")]),
+            creatable("c2", 1, 0),
+            creatable("c3", 0, 1),
+            creatable("c4", -2, -1),
+            creatable("c5", 1, 3),
+        ],
+        false,
+    )
+    .await;
+    let got: Vec<(i16, String)> = r
+        .iter()
+        .map(|t| {
+            (
+                t.error_code,
+                t.error_message.as_deref().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got[0].0, E::InvalidTopicException.code());
+    assert_eq!(got[0].1, "Topic name \"a b\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'");
+    assert_eq!(
+        got[1],
+        (
+            E::TopicAlreadyExists.code(),
+            "Topic 't' already exists.".into()
+        )
+    );
+    assert_eq!(got[2].0, E::InvalidConfig.code());
+    assert_eq!(
+        got[3],
+        (
+            E::InvalidReplicationFactor.code(),
+            "Replication factor must be larger than 0, or -1 to use the default value.".into()
+        )
+    );
+    for g in &got[4..6] {
+        assert_eq!(
+            g,
+            &(
+                E::InvalidPartitions.code(),
+                "Number of partitions was set to an invalid non-positive value.".into()
+            )
+        );
+    }
+    assert_eq!(got[6].0, E::InvalidReplicationFactor.code());
+    assert!(r
+        .iter()
+        .all(|t| t.num_partitions == -1 && t.topic_id.is_nil()));
+    // Collisions of '.' and '_' names.
+    create(&b, "a.b", 1).await;
+    let r = create_topics(&b, vec![creatable("a_b", 1, 1)], false).await;
+    assert_eq!(r[0].error_code, E::InvalidTopicException.code());
+    assert_eq!(
+        r[0].error_message.as_deref(),
+        Some("Topic 'a_b' collides with existing topic: a.b")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_topics_assignments_duplicates_and_validate_only() {
+    let (_d, b) = open().await;
+    let assign = |p: i32, ids: &[i32]| {
+        create_topics_request::CreatableReplicaAssignment::default()
+            .with_partition_index(p)
+            .with_broker_ids(ids.iter().map(|i| BrokerId(*i)).collect())
+    };
+    let r = create_topics(
+        &b,
+        vec![
+            creatable("m1", -1, 1).with_assignments(vec![assign(0, &[1])]),
+            creatable("m2", 1, -1).with_assignments(vec![assign(0, &[1])]),
+            creatable("m3", -1, -1).with_assignments(vec![assign(0, &[1]), assign(0, &[1])]),
+            creatable("m4", -1, -1).with_assignments(vec![assign(0, &[2])]),
+            creatable("m5", -1, -1).with_assignments(vec![assign(0, &[1, 1])]),
+            creatable("m6", -1, -1).with_assignments(vec![assign(0, &[1]), assign(2, &[1])]),
+            creatable("m7", -1, -1).with_assignments(vec![assign(1, &[1]), assign(0, &[1])]),
+        ],
+        false,
+    )
+    .await;
+    let codes: Vec<i16> = r.iter().map(|t| t.error_code).collect();
+    let ra = E::InvalidReplicaAssignment.code();
+    let ir = E::InvalidRequest.code();
+    assert_eq!(codes, vec![ir, ir, ra, ra, ra, ra, 0]);
+    assert_eq!(r[6].num_partitions, 2);
+
+    // A name given twice is answered once, INVALID_REQUEST, and not created.
+    let r = create_topics(
+        &b,
+        vec![
+            creatable("d", 1, 1),
+            creatable("ok", 1, 1),
+            creatable("d", 2, 1),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[0].name.0.as_str(), r[0].error_code), ("ok", 0));
+    assert_eq!((r[1].name.0.as_str(), r[1].error_code), ("d", ir));
+    assert_eq!(r[1].error_message.as_deref(), Some("Duplicate topic name."));
+    assert!(b.topics.get("d").is_none());
+
+    // validate_only: the full answer, a topic id included, and nothing created.
+    let r = create_topics(&b, vec![creatable("v", 3, -1)], true).await;
+    assert_eq!(
+        (
+            r[0].error_code,
+            r[0].num_partitions,
+            r[0].replication_factor
+        ),
+        (0, 3, 1)
+    );
+    assert!(!r[0].topic_id.is_nil());
+    assert!(b.topics.get("v").is_none());
+    let names: Vec<String> = r[0]
+        .configs
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "configs come sorted by name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_topics_resolves_names_and_ids_like_controller_apis() {
+    let (_d, b) = open().await;
+    create(&b, "a", 1).await;
+    create(&b, "b", 1).await;
+    create(&b, "c", 1).await;
+    let id_b = b.topics.get("b").unwrap().id();
+    let id_c = b.topics.get("c").unwrap().id();
+    let state = |name: Option<&str>, id: uuid::Uuid| {
+        delete_topics_request::DeleteTopicState::default()
+            .with_name(name.map(tn))
+            .with_topic_id(id)
+    };
+    let unknown_id = uuid::Uuid::from_u128(7);
+    let req = DeleteTopicsRequest::default().with_topics(vec![
+        state(Some("a"), uuid::Uuid::nil()),
+        state(None, id_b),
+        state(Some("c"), id_c),
+        state(None, uuid::Uuid::nil()),
+        state(None, unknown_id),
+        state(Some("zz"), uuid::Uuid::nil()),
+        state(Some("zz"), uuid::Uuid::nil()),
+    ]);
+    let r: DeleteTopicsResponse = call(&b, ApiKey::DeleteTopics, 6, &req).await;
+    let find = |name: Option<&str>, id: uuid::Uuid| {
+        r.responses
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == name && t.topic_id == id)
+            .unwrap_or_else(|| panic!("no answer for {name:?} {id}: {r:?}"))
+    };
+    assert_eq!(r.responses.len(), 6);
+    let id_a = find(Some("a"), b_id_of(&r, "a")).topic_id;
+    assert!(
+        !id_a.is_nil(),
+        "a topic deleted by name is answered with its id"
+    );
+    assert_eq!(
+        find(Some("b"), id_b).error_code,
+        0,
+        "by id: answered with its name"
+    );
+    assert_eq!(find(Some("c"), id_c).error_code, E::InvalidRequest.code());
+    assert_eq!(
+        find(None, uuid::Uuid::nil()).error_code,
+        E::InvalidRequest.code()
+    );
+    let unknown = find(None, unknown_id);
+    assert_eq!(unknown.error_code, E::UnknownTopicId.code());
+    assert_eq!(
+        unknown.error_message.as_deref(),
+        Some("This server does not host this topic ID.")
+    );
+    let dup = find(Some("zz"), uuid::Uuid::nil());
+    assert_eq!(
+        (dup.error_code, dup.error_message.as_deref()),
+        (E::InvalidRequest.code(), Some("Duplicate topic name."))
+    );
+    assert!(b.topics.get("a").is_none() && b.topics.get("b").is_none());
+    assert!(
+        b.topics.get("c").is_some(),
+        "both name and id given: not deleted"
+    );
+}
+
+fn b_id_of(r: &DeleteTopicsResponse, name: &str) -> uuid::Uuid {
+    r.responses
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name))
+        .map(|t| t.topic_id)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_partitions_answers_like_the_controller() {
+    let (_d, b) = open().await;
+    create(&b, "t", 2).await;
+    create(&b, "u", 1).await;
+    let grow = |name: &str, count: i32, assignments: Option<Vec<Vec<i32>>>| {
+        create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(tn(name))
+            .with_count(count)
+            .with_assignments(assignments.map(|a| {
+                a.into_iter()
+                    .map(|ids| {
+                        create_partitions_request::CreatePartitionsAssignment::default()
+                            .with_broker_ids(ids.into_iter().map(BrokerId).collect())
+                    })
+                    .collect()
+            }))
+    };
+    let req = CreatePartitionsRequest::default().with_topics(vec![
+        grow("missing", 3, None),
+        grow("t", 2, None),
+        grow("t", 1, None),
+        grow("u", 3, Some(vec![vec![1]])),
+        grow("u", 2, None),
+    ]);
+    let r: CreatePartitionsResponse = call(&b, ApiKey::CreatePartitions, 3, &req).await;
+    let by = |name: &str| -> Vec<(i16, Option<String>)> {
+        r.results
+            .iter()
+            .filter(|x| x.name.0.as_str() == name)
+            .map(|x| {
+                (
+                    x.error_code,
+                    x.error_message.as_ref().map(|m| m.to_string()),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        by("missing"),
+        vec![(E::UnknownTopicOrPartition.code(), None)]
+    );
+    let dup = (
+        E::InvalidRequest.code(),
+        Some("Duplicate topic name.".to_string()),
+    );
+    assert_eq!(by("t"), vec![dup.clone()]);
+    assert_eq!(by("u"), vec![dup]);
+
+    let req = CreatePartitionsRequest::default()
+        .with_topics(vec![grow("t", 2, None), grow("u", 3, Some(vec![vec![1]]))]);
+    let r: CreatePartitionsResponse = call(&b, ApiKey::CreatePartitions, 3, &req).await;
+    assert_eq!(
+        r.results[0].error_message.as_deref(),
+        Some("Topic already has 2 partition(s).")
+    );
+    assert_eq!(r.results[1].error_code, E::InvalidReplicaAssignment.code());
+    let req = CreatePartitionsRequest::default()
+        .with_topics(vec![grow("t", 1, None), grow("u", 2, Some(vec![vec![2]]))]);
+    let r: CreatePartitionsResponse = call(&b, ApiKey::CreatePartitions, 3, &req).await;
+    assert_eq!(
+        r.results[0].error_message.as_deref(),
+        Some("The topic t currently has 2 partition(s); 1 would not be an increase.")
+    );
+    assert_eq!(r.results[1].error_code, E::InvalidReplicaAssignment.code());
+    let req = CreatePartitionsRequest::default().with_topics(vec![grow(
+        "u",
+        3,
+        Some(vec![vec![1], vec![1]]),
+    )]);
+    let r: CreatePartitionsResponse = call(&b, ApiKey::CreatePartitions, 3, &req).await;
+    assert_eq!(
+        (
+            r.results[0].error_code,
+            r.results[0].error_message.as_deref()
+        ),
+        (0, None)
+    );
+    assert_eq!(b.topics.get("u").unwrap().partition_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_on_a_compacted_topic_is_a_policy_violation() {
+    let (_d, b) = open().await;
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    b.topics.create("c", 1, configs, false).await.unwrap();
+    produce(&b, "c", 0, batch(&[b"a"])).await;
+    let req = DeleteRecordsRequest::default().with_topics(vec![
+        delete_records_request::DeleteRecordsTopic::default()
+            .with_name(tn("c"))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(1),
+            ]),
+    ]);
+    let r: DeleteRecordsResponse = call(&b, ApiKey::DeleteRecords, 2, &req).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.low_watermark),
+        (E::PolicyViolation.code(), -1)
+    );
+}

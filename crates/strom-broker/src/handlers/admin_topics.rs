@@ -17,88 +17,176 @@ use uuid::Uuid;
 
 use super::sb;
 use crate::broker::Broker;
-use crate::topic_config::{describe_value, TOPIC_CONFIGS};
-use crate::topics::TopicError;
+use crate::topic_config::{self, describe_value, TOPIC_CONFIGS};
+use crate::topics::{validate_topic_name, TopicError};
 
 /// Kafka's config source code for a topic override, and for a default.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// `Errors.UNKNOWN_TOPIC_ID.message()`, which the controller's ApiError carries.
+const UNKNOWN_TOPIC_ID_MESSAGE: &str = "This server does not host this topic ID.";
+
+/// Names that appear more than once in a request (ControllerApis answers each once with
+/// INVALID_REQUEST "Duplicate topic name." and leaves them out of the real work).
+fn duplicated<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut dups = Vec::new();
+    for n in names {
+        if !seen.insert(n) && !dups.iter().any(|d: &String| d == n) {
+            dups.push(n.to_string());
+        }
+    }
+    dups
+}
+
+/// ReplicationControlManager.validateManualPartitionAssignment for one partition's replica
+/// list on a one-broker cluster.
+fn check_replicas(broker_ids: &[i32], node: i32, replication: Option<usize>) -> Result<(), String> {
+    if broker_ids.is_empty() {
+        return Err("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = broker_ids.to_vec();
+    sorted.sort_unstable();
+    let mut prev = None;
+    for id in &sorted {
+        if *id != node {
+            return Err(format!(
+                "The manual partition assignment includes broker {id}, but no such broker is registered."
+            ));
+        }
+        if prev == Some(*id) {
+            return Err(format!(
+                "The manual partition assignment includes the broker {id} more than once."
+            ));
+        }
+        prev = Some(*id);
+    }
+    if let Some(rf) = replication.filter(|rf| *rf != sorted.len()) {
+        return Err(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+            sorted.len()
+        ));
+    }
+    Ok(())
+}
+
+/// CreateTopics in the order of ControllerApis.createTopics and
+/// ReplicationControlManager.createTopics: duplicates, the name, existence, the configs, then
+/// assignments, replication factor and partition count.
 pub async fn create_topics(
     broker: &Arc<Broker>,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
-    let mut seen = HashSet::new();
-    let duplicates: HashSet<String> = req
-        .topics
-        .iter()
-        .filter(|t| !seen.insert(t.name.0.to_string()))
-        .map(|t| t.name.0.to_string())
-        .collect();
+    let duplicates = duplicated(req.topics.iter().map(|t| t.name.0.as_str()));
+    let node = broker.node_id();
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let result = CreatableTopicResult::default()
-            .with_name(t.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
+        if duplicates.contains(&name) {
+            continue;
+        }
         let fail = |code: i16, msg: String| {
-            result
-                .clone()
+            CreatableTopicResult::default()
+                .with_name(t.name.clone())
                 .with_error_code(code)
                 .with_error_message(Some(sb(msg)))
         };
-        if duplicates.contains(&name) {
-            results.push(fail(
-                E::InvalidRequest.code(),
-                format!("Create topics request from client contains duplicate topic {name}"),
-            ));
+        if let Err(e) = validate_topic_name(&name) {
+            results.push(fail(e.code(), e.to_string()));
             continue;
         }
-        if t.replication_factor != -1 && t.replication_factor != 1 && t.assignments.is_empty() {
-            results.push(fail(
-                E::InvalidReplicationFactor.code(),
-                format!("Unable to replicate the partition {} time(s): The target replication factor of {} cannot be reached because only 1 broker(s) are registered.", t.replication_factor, t.replication_factor),
-            ));
+        if broker.topics.get(&name).is_some() {
+            let e = TopicError::AlreadyExists(name.clone());
+            results.push(fail(e.code(), e.to_string()));
             continue;
         }
-        let mut partitions = t.num_partitions;
-        if !t.assignments.is_empty() {
-            if t.num_partitions != -1 || t.replication_factor != -1 {
-                results.push(fail(E::InvalidRequest.code(), "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()));
-                continue;
-            }
-            let node = broker.node_id();
-            if t.assignments
-                .iter()
-                .any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1)
-            {
-                results.push(fail(
-                    E::InvalidReplicaAssignment.code(),
-                    "replica assignment names brokers that do not exist".into(),
-                ));
-                continue;
-            }
-            partitions = t.assignments.len() as i32;
+        if let Some(other) = broker.topics.colliding(&name) {
+            results.push(fail(
+                E::InvalidTopicException.code(),
+                format!("Topic '{name}' collides with existing topic: {other}"),
+            ));
+            continue;
         }
         let mut configs = BTreeMap::new();
-        let mut null_config = None;
+        let mut config_error = None;
         for c in &t.configs {
-            match &c.value {
-                Some(v) => {
-                    configs.insert(c.name.to_string(), v.to_string());
-                }
-                None => null_config = Some(c.name.to_string()),
+            let result = match &c.value {
+                Some(v) => topic_config::validate(c.name.as_str(), v.as_str())
+                    .map(|()| configs.insert(c.name.to_string(), v.to_string())),
+                None => Err(format!(
+                    "Null value not supported for topic configs: {}",
+                    c.name.as_str()
+                )),
+            };
+            if let Err(msg) = result {
+                config_error = Some(msg);
+                break;
             }
         }
-        if let Some(n) = null_config {
-            results.push(fail(
-                E::InvalidConfig.code(),
-                format!("Null value not supported for topic configs: {n}"),
-            ));
+        if let Some(msg) = config_error {
+            results.push(fail(E::InvalidConfig.code(), msg));
             continue;
         }
+        let partitions = if !t.assignments.is_empty() {
+            if t.replication_factor != -1 {
+                results.push(fail(E::InvalidRequest.code(), "A manual partition assignment was specified, but replication factor was not set to -1.".into()));
+                continue;
+            }
+            if t.num_partitions != -1 {
+                results.push(fail(E::InvalidRequest.code(), "A manual partition assignment was specified, but numPartitions was not set to -1.".into()));
+                continue;
+            }
+            let mut seen = HashSet::new();
+            let mut replication = None;
+            let mut bad = None;
+            for a in &t.assignments {
+                if !seen.insert(a.partition_index) {
+                    bad = Some(format!(
+                        "Found multiple manual partition assignments for partition {}",
+                        a.partition_index
+                    ));
+                    break;
+                }
+                let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+                if let Err(m) = check_replicas(&ids, node, replication) {
+                    bad = Some(m);
+                    break;
+                }
+                replication = Some(ids.len());
+            }
+            let count = t.assignments.len() as i32;
+            if bad.is_none() && (0..count).any(|i| !seen.contains(&i)) {
+                bad = Some("partitions should be a consecutive 0-based integer sequence".into());
+            }
+            if let Some(m) = bad {
+                results.push(fail(E::InvalidReplicaAssignment.code(), m));
+                continue;
+            }
+            count
+        } else if t.replication_factor < -1 || t.replication_factor == 0 {
+            results.push(fail(
+                E::InvalidReplicationFactor.code(),
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
+            continue;
+        } else if t.num_partitions < -1 || t.num_partitions == 0 {
+            results.push(fail(
+                E::InvalidPartitions.code(),
+                "Number of partitions was set to an invalid non-positive value.".into(),
+            ));
+            continue;
+        } else if t.replication_factor > 1 {
+            let rf = t.replication_factor;
+            results.push(fail(
+                E::InvalidReplicationFactor.code(),
+                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."),
+            ));
+            continue;
+        } else {
+            t.num_partitions
+        };
         match broker
             .topics
             .create(&name, partitions, configs, req.validate_only)
@@ -106,22 +194,24 @@ pub async fn create_topics(
         {
             Ok(topic) => {
                 let meta = topic.meta.read().clone();
-                let mut r = result
-                    .with_topic_id(if req.validate_only {
-                        Uuid::nil()
-                    } else {
-                        meta.topic_id
-                    })
+                // A validate-only answer carries the id the topic would have had: the
+                // controller builds the same result and only drops its records.
+                let mut r = CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(meta.topic_id)
                     .with_num_partitions(meta.partitions)
                     .with_replication_factor(1);
                 if version >= 5 {
-                    let configs = TOPIC_CONFIGS
-                        .iter()
-                        .map(|(n, _)| {
+                    // computeEffectiveTopicConfigs, sorted by name.
+                    let mut names: Vec<&str> = TOPIC_CONFIGS.iter().map(|(n, _)| *n).collect();
+                    names.sort_unstable();
+                    let configs = names
+                        .into_iter()
+                        .map(|n| {
                             let (value, is_default) =
                                 describe_value(&broker.config, &meta.configs, n);
                             CreatableTopicConfigs::default()
-                                .with_name(sb(*n))
+                                .with_name(sb(n))
                                 .with_value(Some(sb(value)))
                                 .with_config_source(if is_default {
                                     SOURCE_DEFAULT
@@ -137,16 +227,35 @@ pub async fn create_topics(
             Err(e) => results.push(fail(e.code(), e.to_string())),
         }
     }
+    for name in duplicates {
+        results.push(
+            CreatableTopicResult::default()
+                .with_name(super::topic_name(name))
+                .with_error_code(E::InvalidRequest.code())
+                .with_error_message(Some(sb("Duplicate topic name."))),
+        );
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// DeleteTopics as ControllerApis.deleteTopics resolves names and ids: one of the two per
+/// entry, no duplicates, a name mapping to an id also given is refused; a deleted topic is
+/// answered with both its name and id.
 pub async fn delete_topics(
     broker: &Arc<Broker>,
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
-    // v0-5 name topics; v6 may name them or give their ids.
-    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
+    let mut responses = Vec::new();
+    let answer = |name: Option<String>, id: Uuid, code: i16, msg: Option<&str>| {
+        DeletableTopicResult::default()
+            .with_name(name.map(super::topic_name))
+            .with_topic_id(id)
+            .with_error_code(code)
+            .with_error_message(msg.map(sb))
+    };
+    // (name, id) as given; v0-5 only have names.
+    let given: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
             .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
@@ -157,60 +266,176 @@ pub async fn delete_topics(
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    let mut responses = Vec::with_capacity(targets.len());
-    for (name, id) in targets {
-        let resolved = match &name {
-            Some(n) => Some(n.clone()),
-            None => broker.topics.get_by_id(id).map(|t| t.name()),
-        };
-        let entry = DeletableTopicResult::default()
-            .with_name(name.clone().map(super::topic_name))
-            .with_topic_id(id);
-        let entry = match resolved {
-            None => entry.with_error_code(E::UnknownTopicId.code()),
-            Some(n) => match broker.topics.delete(&n).await {
-                Ok(deleted_id) => {
-                    // As Kafka does: a topic re-created under this name must not resume from
-                    // the old topic's committed offsets.
-                    if let Err(e) = broker.groups.on_topic_deleted(&n) {
-                        tracing::warn!(topic = %n, error = %e, "could not drop committed offsets of deleted topic");
-                    }
-                    let id = if id.is_nil() && version >= 6 {
-                        deleted_id
-                    } else {
-                        id
-                    };
-                    entry
-                        .with_name(Some(super::topic_name(n)))
-                        .with_topic_id(id)
+    let mut names: Vec<String> = Vec::new();
+    let mut ids: Vec<Uuid> = Vec::new();
+    for (name, id) in &given {
+        match (name, id.is_nil()) {
+            (None, true) => responses.push(answer(
+                None,
+                Uuid::nil(),
+                E::InvalidRequest.code(),
+                Some("Neither topic name nor id were specified."),
+            )),
+            (None, false) => ids.push(*id),
+            (Some(n), true) => names.push(n.clone()),
+            (Some(n), false) => responses.push(answer(
+                Some(n.clone()),
+                *id,
+                E::InvalidRequest.code(),
+                Some("You may not specify both topic name and topic id."),
+            )),
+        }
+    }
+    let dup_names = duplicated(names.iter().map(String::as_str));
+    let mut seen_ids = HashSet::new();
+    let mut dup_ids = Vec::new();
+    for id in &ids {
+        if !seen_ids.insert(*id) && !dup_ids.contains(id) {
+            dup_ids.push(*id);
+        }
+    }
+    // Resolve ids to names, then names to ids; `targets` is what will be deleted.
+    let mut targets: Vec<(String, Uuid)> = Vec::new();
+    for id in ids.iter().filter(|id| !dup_ids.contains(id)) {
+        if targets.iter().any(|(_, t)| t == id) {
+            continue;
+        }
+        match broker.topics.get_by_id(*id) {
+            Some(t) => targets.push((t.name(), *id)),
+            None => responses.push(answer(
+                None,
+                *id,
+                E::UnknownTopicId.code(),
+                Some(UNKNOWN_TOPIC_ID_MESSAGE),
+            )),
+        }
+    }
+    let mut unique_names: Vec<&String> = Vec::new();
+    for n in names.iter().filter(|n| !dup_names.contains(n)) {
+        if !unique_names.contains(&n) {
+            unique_names.push(n);
+        }
+    }
+    for n in unique_names {
+        match broker.topics.get(n) {
+            None => {
+                let e = TopicError::UnknownTopic;
+                responses.push(answer(
+                    Some(n.clone()),
+                    Uuid::nil(),
+                    e.code(),
+                    Some(&e.to_string()),
+                ));
+            }
+            Some(t) => {
+                let id = t.id();
+                if let Some(i) = targets.iter().position(|(_, tid)| *tid == id) {
+                    targets.remove(i);
+                    responses.push(answer(
+                        Some(n.clone()),
+                        id,
+                        E::InvalidRequest.code(),
+                        Some("The provided topic name maps to an ID that was already supplied."),
+                    ));
+                } else {
+                    targets.push((n.clone(), id));
                 }
-                Err(e) => entry
-                    .with_error_code(e.code())
-                    .with_error_message(Some(sb(e.to_string()))),
-            },
+            }
+        }
+    }
+    for n in dup_names {
+        responses.push(answer(
+            Some(n),
+            Uuid::nil(),
+            E::InvalidRequest.code(),
+            Some("Duplicate topic name."),
+        ));
+    }
+    for id in dup_ids {
+        responses.push(answer(
+            None,
+            id,
+            E::InvalidRequest.code(),
+            Some("Duplicate topic id."),
+        ));
+    }
+    for (name, id) in targets {
+        let entry = match broker.topics.delete(&name).await {
+            Ok(deleted_id) => {
+                // As Kafka does: a topic re-created under this name must not resume from
+                // the old topic's committed offsets.
+                if let Err(e) = broker.groups.on_topic_deleted(&name) {
+                    tracing::warn!(topic = %name, error = %e, "could not drop committed offsets of deleted topic");
+                }
+                answer(Some(name), deleted_id, 0, None)
+            }
+            Err(e) => answer(Some(name), id, e.code(), Some(&e.to_string())),
         };
         responses.push(entry);
     }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+/// CreatePartitions as ControllerApis and ReplicationControlManager.createPartitions answer.
 pub async fn create_partitions(
     broker: &Arc<Broker>,
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {
+    let duplicates = duplicated(req.topics.iter().map(|t| t.name.0.as_str()));
+    let node = broker.node_id();
     let mut results = Vec::with_capacity(req.topics.len());
+    for name in &duplicates {
+        results.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(super::topic_name(name.clone()))
+                .with_error_code(E::InvalidRequest.code())
+                .with_error_message(Some(sb("Duplicate topic name."))),
+        );
+    }
     for t in req.topics {
+        if duplicates.iter().any(|d| d == t.name.0.as_str()) {
+            continue;
+        }
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let fail = |code: i16, msg: Option<String>| {
+            r.clone()
+                .with_error_code(code)
+                .with_error_message(msg.map(sb))
+        };
+        let Some(topic) = broker.topics.get(t.name.0.as_str()) else {
+            // UnknownTopicOrPartitionException() carries no message.
+            results.push(fail(E::UnknownTopicOrPartition.code(), None));
+            continue;
+        };
+        let current = topic.partition_count();
+        if t.count > current {
+            if let Some(assignments) = &t.assignments {
+                let additional = t.count as i64 - current as i64;
+                let bad = if assignments.len() as i64 != additional {
+                    Some(format!(
+                        "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                        assignments.len()
+                    ))
+                } else {
+                    assignments.iter().find_map(|a| {
+                        let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+                        check_replicas(&ids, node, Some(1)).err()
+                    })
+                };
+                if let Some(m) = bad {
+                    results.push(fail(E::InvalidReplicaAssignment.code(), Some(m)));
+                    continue;
+                }
+            }
+        }
         let r = match broker
             .topics
             .create_partitions(t.name.0.as_str(), t.count, req.validate_only)
             .await
         {
             Ok(()) => r,
-            Err(e) => r
-                .with_error_code(e.code())
-                .with_error_message(Some(sb(e.to_string()))),
+            Err(e) => fail(e.code(), Some(e.to_string())),
         };
         results.push(r);
     }
@@ -227,6 +452,9 @@ pub fn delete_records(
         .into_iter()
         .map(|t| {
             let topic = broker.topics.get(t.name.0.as_str());
+            let compact_only = topic
+                .as_ref()
+                .is_some_and(|t| broker.topics.effective_config(t).compact);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -239,6 +467,11 @@ pub fn delete_records(
                     else {
                         return r.with_error_code(TopicError::UnknownTopic.code());
                     };
+                    // Partition.deleteRecordsOnLeader: only topics whose cleanup.policy
+                    // includes "delete" may have records deleted.
+                    if compact_only {
+                        return r.with_error_code(E::PolicyViolation.code());
+                    }
                     let mut state = partition.state.lock();
                     let end = state.log.log_end_offset();
                     // -1 means "up to the high watermark".

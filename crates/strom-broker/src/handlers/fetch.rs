@@ -174,7 +174,9 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     let min_bytes = req.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
     let deadline = tokio::time::Instant::now() + wait;
-    let satisfied = |total: usize, any_error: bool| total >= min_bytes.max(1) || any_error;
+    // ReplicaManager.fetchMessages answers at once when `bytesReadable >= minBytes`, so a
+    // min_bytes of 0 (or less) never waits, even with no data.
+    let satisfied = |total: usize, any_error: bool| total >= min_bytes || any_error;
     let mut read = read_all(&slots, &indexes, response_max_bytes);
     while !satisfied(read.1, read.2) && tokio::time::Instant::now() < deadline {
         // Register interest, then re-read, so an append between the read and the wait is

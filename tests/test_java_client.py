@@ -451,7 +451,7 @@ def test_java_admin_topics_by_id(java, broker, topic_name):
         # IllegalStateException at an entry without an id. Kafka (v12) looks topics up by id
         # whenever ids are given, answering name + id + partitions, or UNKNOWN_TOPIC_ID (100)
         # with the id set and a null name for an id it does not know.
-        pytest.xfail("broker bug: Metadata v10+ ignores topic ids in the request")
+        pytest.xfail("broker bug: Metadata v12 looks request topics up by name, not by topic id")
     assert described == {"event": "describe_by_id", "name": topic_name, "topic_id": created["topic_id"],
                          "partitions": 2}, run.context()
     assert run.one("describe_unknown_id")["exception"] == "UnknownTopicIdException", run.context()

@@ -147,7 +147,12 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             // Kafka collects the requested names and ids into sets: one entry each.
             let mut seen_names = std::collections::HashSet::new();
             let mut seen_ids = std::collections::HashSet::new();
-            for t in list {
+            for mut t in list {
+                // v12+: a topic id, when given, names the topic; the name is ignored (the
+                // Java admin sends an empty name with describeTopics(TopicCollection.ofTopicIds)).
+                if !t.topic_id.is_nil() {
+                    t.name = None;
+                }
                 let fresh = match &t.name {
                     Some(n) => seen_names.insert(n.0.to_string()),
                     None => seen_ids.insert(t.topic_id),

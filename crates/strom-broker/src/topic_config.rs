@@ -24,7 +24,75 @@ pub const TOPIC_CONFIGS: &[(&str, Option<&str>)] = &[
     ("delete.retention.ms", None),
     ("min.compaction.lag.ms", None),
     ("unclean.leader.election.enable", None),
+    // Accepted and reported like Kafka's, without effect here (no compaction, tiered storage,
+    // replication throttles, preallocation or broker-side compression).
+    ("compression.gzip.level", None),
+    ("compression.lz4.level", None),
+    ("compression.zstd.level", None),
+    ("file.delete.delay.ms", None),
+    ("follower.replication.throttled.replicas", None),
+    ("leader.replication.throttled.replicas", None),
+    ("local.retention.bytes", None),
+    ("local.retention.ms", None),
+    ("max.compaction.lag.ms", None),
+    ("message.timestamp.after.max.ms", None),
+    ("message.timestamp.before.max.ms", None),
+    ("min.cleanable.dirty.ratio", None),
+    ("preallocate", None),
+    ("remote.storage.enable", None),
+    ("segment.index.bytes", None),
+    ("segment.jitter.ms", None),
 ];
+
+/// Kafka's `ConfigDef.Type` ids as DescribeConfigs v3+ reports them.
+pub mod config_type {
+    pub const BOOLEAN: i8 = 1;
+    pub const STRING: i8 = 2;
+    pub const INT: i8 = 3;
+    pub const LONG: i8 = 5;
+    pub const DOUBLE: i8 = 6;
+    pub const LIST: i8 = 7;
+}
+
+/// What DescribeConfigs says about a topic config: its Kafka type, the broker setting Kafka
+/// names as its synonym, and a one-line description (include_documentation).
+pub fn config_info(name: &str) -> (i8, Option<&'static str>, &'static str) {
+    use config_type::*;
+    match name {
+        "cleanup.policy" => (LIST, Some("log.cleanup.policy"), "Retention policy for old log segments: delete, compact, or both. Compaction is not implemented; compacted topics keep every record."),
+        "retention.ms" => (LONG, Some("log.retention.ms"), "Longest time a log segment is kept before it is deleted; -1 keeps segments forever."),
+        "retention.bytes" => (LONG, Some("log.retention.bytes"), "Largest size a partition may reach before old segments are deleted; -1 means no limit."),
+        "segment.bytes" => (INT, Some("log.segment.bytes"), "Size at which the active log segment is rolled."),
+        "segment.ms" => (LONG, Some("log.roll.ms"), "Age at which the active log segment is rolled even if not full."),
+        "max.message.bytes" => (INT, Some("message.max.bytes"), "Largest record batch the topic accepts."),
+        "message.timestamp.type" => (STRING, Some("log.message.timestamp.type"), "Whether record timestamps are the producer's (CreateTime) or the broker's append time (LogAppendTime)."),
+        "index.interval.bytes" => (INT, Some("log.index.interval.bytes"), "Bytes between entries of the sparse offset index."),
+        "flush.messages" => (LONG, Some("log.flush.interval.messages"), "Messages written to a partition before it is fsynced; -1 leaves it to the durability policy."),
+        "flush.ms" => (LONG, Some("log.flush.interval.ms"), "Time after which a partition is fsynced; -1 leaves it to the durability policy."),
+        "compression.type" => (STRING, Some("compression.type"), "Compression of stored batches; only producer (keep what the producer sent) is supported."),
+        "min.insync.replicas" => (INT, Some("min.insync.replicas"), "Replicas that must acknowledge an acks=all write; a single broker is always one."),
+        "delete.retention.ms" => (LONG, Some("log.cleaner.delete.retention.ms"), "How long tombstones are kept on compacted topics (no effect: compaction is not implemented)."),
+        "min.compaction.lag.ms" => (LONG, Some("log.cleaner.min.compaction.lag.ms"), "Minimum age before a record may be compacted (no effect)."),
+        "unclean.leader.election.enable" => (BOOLEAN, Some("unclean.leader.election.enable"), "Whether an out-of-sync replica may become leader (no effect on a single broker)."),
+        "compression.gzip.level" => (INT, Some("compression.gzip.level"), "Broker-side gzip level (no effect: batches are stored as produced)."),
+        "compression.lz4.level" => (INT, Some("compression.lz4.level"), "Broker-side lz4 level (no effect: batches are stored as produced)."),
+        "compression.zstd.level" => (INT, Some("compression.zstd.level"), "Broker-side zstd level (no effect: batches are stored as produced)."),
+        "file.delete.delay.ms" => (LONG, Some("log.segment.delete.delay.ms"), "Delay before a deleted segment's files are removed."),
+        "follower.replication.throttled.replicas" => (LIST, None, "Replicas throttled on the follower side (no effect on a single broker)."),
+        "leader.replication.throttled.replicas" => (LIST, None, "Replicas throttled on the leader side (no effect on a single broker)."),
+        "local.retention.bytes" => (LONG, Some("log.local.retention.bytes"), "Local retention by size with tiered storage (no effect: no tiered storage)."),
+        "local.retention.ms" => (LONG, Some("log.local.retention.ms"), "Local retention by time with tiered storage (no effect: no tiered storage)."),
+        "max.compaction.lag.ms" => (LONG, Some("log.cleaner.max.compaction.lag.ms"), "Maximum time a record stays uncompacted (no effect)."),
+        "message.timestamp.after.max.ms" => (LONG, Some("log.message.timestamp.after.max.ms"), "How far ahead of the broker's clock a CreateTime timestamp may be (not enforced)."),
+        "message.timestamp.before.max.ms" => (LONG, Some("log.message.timestamp.before.max.ms"), "How far behind the broker's clock a CreateTime timestamp may be (not enforced)."),
+        "min.cleanable.dirty.ratio" => (DOUBLE, Some("log.cleaner.min.cleanable.ratio"), "Dirty ratio that makes a log eligible for compaction (no effect)."),
+        "preallocate" => (BOOLEAN, Some("log.preallocate"), "Whether segment files are preallocated (no effect)."),
+        "remote.storage.enable" => (BOOLEAN, None, "Tiered storage for the topic; only false is supported."),
+        "segment.index.bytes" => (INT, Some("log.index.size.max.bytes"), "Size of a segment's offset index file."),
+        "segment.jitter.ms" => (LONG, None, "Random jitter subtracted from segment.ms (no effect)."),
+        _ => (STRING, None, ""),
+    }
+}
 
 /// A topic's overrides (name -> value as text), as stored in `topic.json`.
 pub type TopicOverrides = BTreeMap<String, String>;
@@ -65,10 +133,39 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         "segment.ms" | "max.message.bytes" | "min.insync.replicas" => int(1),
         "index.interval.bytes" | "delete.retention.ms" | "min.compaction.lag.ms" => int(0),
         "flush.messages" | "flush.ms" => int(-1),
-        "unclean.leader.election.enable" => match value {
+        "unclean.leader.election.enable" | "preallocate" => match value {
             "true" | "false" => Ok(()),
             _ => Err(format!("Invalid value {value} for configuration {name}")),
         },
+        // Tiered storage is not available, so it cannot be turned on.
+        "remote.storage.enable" => match value {
+            "false" => Ok(()),
+            _ => Err(format!("Invalid value {value} for configuration {name}")),
+        },
+        "compression.gzip.level" => match value.trim().parse::<i64>() {
+            Ok(-1 | 1..=9) => Ok(()),
+            _ => Err(format!("Invalid value {value} for configuration {name}")),
+        },
+        "compression.lz4.level" => match value.trim().parse::<i64>() {
+            Ok(1..=17) => Ok(()),
+            _ => Err(format!("Invalid value {value} for configuration {name}")),
+        },
+        "compression.zstd.level" => match value.trim().parse::<i64>() {
+            Ok(-131072..=22) => Ok(()),
+            _ => Err(format!("Invalid value {value} for configuration {name}")),
+        },
+        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(format!("Invalid value {value} for configuration {name}")),
+        },
+        "local.retention.bytes" | "local.retention.ms" => int(-2),
+        "file.delete.delay.ms"
+        | "max.compaction.lag.ms"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms"
+        | "segment.jitter.ms" => int(0),
+        "segment.index.bytes" => int(4),
+        // Throttled replica lists: "*" or partition:broker pairs; accepted as given.
         _ => Ok(()),
     }
 }
@@ -154,6 +251,18 @@ pub fn describe_value(
         "delete.retention.ms" => "86400000".to_string(),
         "min.compaction.lag.ms" => "0".to_string(),
         "unclean.leader.election.enable" => "false".to_string(),
+        "compression.gzip.level" => "-1".to_string(),
+        "compression.lz4.level" => "9".to_string(),
+        "compression.zstd.level" => "3".to_string(),
+        "file.delete.delay.ms" => "60000".to_string(),
+        "local.retention.bytes" | "local.retention.ms" => "-2".to_string(),
+        "max.compaction.lag.ms"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
+        "min.cleanable.dirty.ratio" => "0.5".to_string(),
+        "preallocate" | "remote.storage.enable" => "false".to_string(),
+        "segment.index.bytes" => "10485760".to_string(),
+        "segment.jitter.ms" => "0".to_string(),
         _ => String::new(),
     };
     (v, true)

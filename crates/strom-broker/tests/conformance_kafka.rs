@@ -915,3 +915,290 @@ async fn delete_records_on_a_compacted_topic_is_a_policy_violation() {
         (E::PolicyViolation.code(), -1)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// DescribeConfigs, AlterConfigs, IncrementalAlterConfigs: ConfigHelper, ConfigAdminManager,
+// ConfigurationControlManager
+// ---------------------------------------------------------------------------------------
+
+fn describe_resource(
+    t: i8,
+    name: &str,
+    keys: Option<Vec<&str>>,
+) -> describe_configs_request::DescribeConfigsResource {
+    describe_configs_request::DescribeConfigsResource::default()
+        .with_resource_type(t)
+        .with_resource_name(s(name))
+        .with_configuration_keys(keys.map(|k| k.into_iter().map(s).collect()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_configs_resources_types_synonyms_and_docs() {
+    let (_d, b) = open().await;
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert("retention.ms".to_string(), "1000".to_string());
+    b.topics.create("t", 1, configs, false).await.unwrap();
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_resource(2, "missing", None),
+        describe_resource(2, "bad name", None),
+        describe_resource(4, "", None),
+        describe_resource(4, "x", None),
+        describe_resource(4, "2", None),
+        describe_resource(2, "t", Some(vec![])),
+    ]);
+    let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &req).await;
+    let res = &r.results;
+    assert_eq!(
+        (res[0].error_code, res[0].error_message.as_deref()),
+        (E::UnknownTopicOrPartition.code(), None)
+    );
+    assert_eq!(res[1].error_code, E::InvalidTopicException.code());
+    assert_eq!((res[2].error_code, res[2].configs.len()), (0, 0));
+    assert_eq!(
+        res[3].error_message.as_deref(),
+        Some("Broker id must be an integer, but it is: x")
+    );
+    assert_eq!(
+        res[4].error_message.as_deref(),
+        Some("Unexpected broker id, expected 1 or empty string, but received 2")
+    );
+    // An empty key list means every config, as null does.
+    assert!(res[5].configs.len() > 10);
+    let retention = res[5]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap();
+    assert_eq!(
+        (
+            retention.config_source,
+            retention.config_type,
+            retention.read_only
+        ),
+        (1, 5, false)
+    );
+    assert!(retention.synonyms.is_empty() && retention.documentation.is_none());
+
+    let req = DescribeConfigsRequest::default()
+        .with_include_synonyms(true)
+        .with_include_documentation(true)
+        .with_resources(vec![describe_resource(
+            2,
+            "t",
+            Some(vec!["retention.ms", "cleanup.policy"]),
+        )]);
+    let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &req).await;
+    let configs = &r.results[0].configs;
+    assert_eq!(configs.len(), 2);
+    let retention = configs
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap();
+    let sources: Vec<i8> = retention.synonyms.iter().map(|x| x.source).collect();
+    assert_eq!(
+        sources,
+        vec![1, 5],
+        "the override first, then the broker default"
+    );
+    assert_eq!(retention.synonyms[0].value.as_deref(), Some("1000"));
+    assert!(retention.documentation.is_some());
+    let policy = configs
+        .iter()
+        .find(|c| c.name.as_str() == "cleanup.policy")
+        .unwrap();
+    assert_eq!((policy.config_source, policy.config_type), (5, 7));
+
+    // One unknown resource type fails the request: every resource INVALID_REQUEST.
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_resource(2, "t", None),
+        describe_resource(0, "t", None),
+    ]);
+    let r: DescribeConfigsResponse = call(&b, ApiKey::DescribeConfigs, 4, &req).await;
+    assert!(r
+        .results
+        .iter()
+        .all(|x| x.error_code == E::InvalidRequest.code() && x.configs.is_empty()));
+}
+
+fn inc_resource(
+    t: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> incremental_alter_configs_request::AlterConfigsResource {
+    incremental_alter_configs_request::AlterConfigsResource::default()
+        .with_resource_type(t)
+        .with_resource_name(s(name))
+        .with_configs(
+            ops.iter()
+                .map(|(n, op, v)| {
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(s(n))
+                        .with_config_operation(*op)
+                        .with_value(v.map(s))
+                })
+                .collect(),
+        )
+}
+
+async fn incremental(
+    b: &std::sync::Arc<strom_broker::Broker>,
+    resources: Vec<incremental_alter_configs_request::AlterConfigsResource>,
+) -> Vec<(i16, Option<String>)> {
+    let req = IncrementalAlterConfigsRequest::default().with_resources(resources);
+    let r: IncrementalAlterConfigsResponse =
+        call(b, ApiKey::IncrementalAlterConfigs, 1, &req).await;
+    r.responses
+        .iter()
+        .map(|x| {
+            (
+                x.error_code,
+                x.error_message.as_ref().map(|m| m.to_string()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_alter_configs_append_subtract_and_checks() {
+    let (_d, b) = open().await;
+    create(&b, "t", 1).await;
+    let policy = |b: &std::sync::Arc<strom_broker::Broker>| {
+        b.topics
+            .get("t")
+            .unwrap()
+            .meta
+            .read()
+            .configs
+            .get("cleanup.policy")
+            .cloned()
+    };
+    // APPEND starts from the default ("delete").
+    let r = incremental(
+        &b,
+        vec![inc_resource(
+            2,
+            "t",
+            &[("cleanup.policy", 2, Some("compact"))],
+        )],
+    )
+    .await;
+    assert_eq!(r[0].0, 0);
+    assert_eq!(policy(&b).as_deref(), Some("delete,compact"));
+    let r = incremental(
+        &b,
+        vec![inc_resource(
+            2,
+            "t",
+            &[("cleanup.policy", 3, Some("delete"))],
+        )],
+    )
+    .await;
+    assert_eq!(r[0].0, 0);
+    assert_eq!(policy(&b).as_deref(), Some("compact"));
+
+    let r = incremental(
+        &b,
+        vec![
+            inc_resource(2, "t", &[("retention.ms", 2, Some("5"))]),
+            inc_resource(2, "missing", &[("retention.ms", 0, Some("5"))]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r[0],
+        (
+            E::InvalidConfig.code(),
+            Some("Can't APPEND to key retention.ms because its type is not LIST.".into())
+        )
+    );
+    assert_eq!(r[1].0, E::UnknownTopicOrPartition.code());
+    let r = incremental(
+        &b,
+        vec![inc_resource(
+            2,
+            "t",
+            &[("retention.ms", 0, Some("5")), ("retention.ms", 1, None)],
+        )],
+    )
+    .await;
+    assert_eq!(
+        r[0],
+        (
+            E::InvalidRequest.code(),
+            Some("Error due to duplicate config keys".into())
+        )
+    );
+    let r = incremental(&b, vec![inc_resource(2, "t", &[("retention.ms", 0, None)])]).await;
+    assert_eq!(
+        r[0],
+        (
+            E::InvalidRequest.code(),
+            Some("Null value not supported for : retention.ms".into())
+        )
+    );
+    let r = incremental(
+        &b,
+        vec![
+            inc_resource(2, "t", &[("retention.ms", 0, Some("5"))]),
+            inc_resource(2, "t", &[("retention.ms", 0, Some("6"))]),
+        ],
+    )
+    .await;
+    assert!(r.iter().all(|x| x.0 == E::InvalidRequest.code()));
+    let r = incremental(
+        &b,
+        vec![inc_resource(2, "t", &[("no.such.config", 0, Some("1"))])],
+    )
+    .await;
+    assert_eq!(r[0].0, E::InvalidConfig.code());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_alter_configs_unknown_types_and_duplicates() {
+    let (_d, b) = open().await;
+    create(&b, "t", 1).await;
+    let res = |t: i8, v: &str| {
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(t)
+            .with_resource_name(s("t"))
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(s("retention.ms"))
+                .with_value(Some(s(v)))])
+    };
+    let req =
+        AlterConfigsRequest::default().with_resources(vec![res(0, "1"), res(2, "1"), res(2, "2")]);
+    let r: AlterConfigsResponse = call(&b, ApiKey::AlterConfigs, 2, &req).await;
+    let codes: Vec<i16> = r.responses.iter().map(|x| x.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![E::UnsupportedVersion.code(), E::InvalidRequest.code()],
+        "a duplicated resource gets one answer and is not applied"
+    );
+    assert!(b.topics.get("t").unwrap().meta.read().configs.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_kafka_topic_configs_are_accepted() {
+    let (_d, b) = open().await;
+    let config = |n: &str, v: &str| {
+        create_topics_request::CreatableTopicConfig::default()
+            .with_name(s(n))
+            .with_value(Some(s(v)))
+    };
+    let r = create_topics(
+        &b,
+        vec![
+            creatable("x", 1, 1).with_configs(vec![
+                config("segment.jitter.ms", "10"),
+                config("preallocate", "true"),
+                config("min.cleanable.dirty.ratio", "0.3"),
+                config("max.compaction.lag.ms", "1000"),
+            ]),
+            creatable("y", 1, 1).with_configs(vec![config("remote.storage.enable", "true")]),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(r[0].error_code, 0);
+    assert_eq!(r[1].error_code, E::InvalidConfig.code());
+}

@@ -443,15 +443,9 @@ def test_java_admin_topics_by_id(java, broker, topic_name):
     run = java.run("admin-topic-ids", broker.bootstrap, topic_name)
     created = run.one("create")
     assert run.one("delete_by_id")["listed_after"] is False, run.context()
+    # Metadata v12 with [{topic_id: X, name: ""}]: Kafka looks topics up by id whenever ids are
+    # given (name + id + partitions), or answers UNKNOWN_TOPIC_ID for an id it does not know.
     described = run.one("describe_by_id")
-    if "Use errors() when managing topic using topic name" in (described.get("error") or ""):
-        # The Java admin asks Metadata v12 for topics [{topic_id: X, name: ""}]. Strom looks the
-        # entry up by its empty name and answers it with topic id zero and an error
-        # (UNKNOWN_TOPIC_OR_PARTITION, later INVALID_TOPIC_EXCEPTION), and the admin throws
-        # IllegalStateException at an entry without an id. Kafka (v12) looks topics up by id
-        # whenever ids are given, answering name + id + partitions, or UNKNOWN_TOPIC_ID (100)
-        # with the id set and a null name for an id it does not know.
-        pytest.xfail("broker bug: Metadata v12 looks request topics up by name, not by topic id")
     assert described == {"event": "describe_by_id", "name": topic_name, "topic_id": created["topic_id"],
                          "partitions": 2}, run.context()
     assert run.one("describe_unknown_id")["exception"] == "UnknownTopicIdException", run.context()

@@ -1202,3 +1202,71 @@ async fn more_kafka_topic_configs_are_accepted() {
     assert_eq!(r[0].error_code, 0);
     assert_eq!(r[1].error_code, E::InvalidConfig.code());
 }
+
+// ---------------------------------------------------------------------------------------
+// acks=0 failures, OffsetForLeaderEpoch
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_produce_that_fails_closes_the_connection() {
+    let (_d, b) = open().await;
+    create(&b, "t", 1).await;
+    let ok = frame(
+        ApiKey::Produce,
+        V,
+        1,
+        &produce_request("t", 0, Some(batch(&[b"a"])), 0),
+    );
+    assert!(matches!(
+        b.handle(ok, &ctx()).await,
+        strom_broker::Reply::None
+    ));
+    // KafkaApis closes the connection so the producer notices and refreshes its metadata.
+    for bad in [
+        produce_request("missing", 0, Some(batch(&[b"a"])), 0),
+        produce_request("t", 0, None, 0),
+    ] {
+        let reply = b.handle(frame(ApiKey::Produce, V, 2, &bad), &ctx()).await;
+        assert!(matches!(reply, strom_broker::Reply::Close(_)));
+    }
+    assert_eq!(fetch(&b, "t", 0, 0).await.high_watermark, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_for_leader_epoch_follows_the_epoch_cache() {
+    let (_d, b) = open().await;
+    create(&b, "t", 1).await;
+    produce(&b, "t", 0, batch(&[b"a", b"b"])).await;
+    let ask = |current: i32, epoch: i32| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(tn("t"))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(current)
+                            .with_leader_epoch(epoch),
+                    ]),
+            ])
+    };
+    let mut got = Vec::new();
+    for (current, epoch) in [(0, 0), (-1, 0), (0, 1), (0, -1), (0, -3), (1, 0)] {
+        let r: OffsetForLeaderEpochResponse =
+            call(&b, ApiKey::OffsetForLeaderEpoch, 4, &ask(current, epoch)).await;
+        let p = &r.topics[0].partitions[0];
+        got.push((p.error_code, p.leader_epoch, p.end_offset));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, 2),
+            (0, 0, 2),
+            (0, -1, -1),
+            (0, -1, -1),
+            (0, -3, 0),
+            (E::UnknownLeaderEpoch.code(), -1, -1),
+        ]
+    );
+}

@@ -42,12 +42,20 @@ pub fn handle(
                     if p.current_leader_epoch > LEADER_EPOCH {
                         return r.with_error_code(E::UnknownLeaderEpoch.code());
                     }
-                    if p.leader_epoch > LEADER_EPOCH || p.leader_epoch < 0 {
-                        // An epoch this log never had: undefined, as Kafka answers.
+                    // LeaderEpochFileCache.endOffsetFor: -1 and epochs above the latest are
+                    // undefined; an epoch below the earliest gets the start offset of the
+                    // first epoch (ours starts at the log start offset) under its own number.
+                    if p.leader_epoch > LEADER_EPOCH || p.leader_epoch == -1 {
                         return r;
                     }
-                    let end = partition.state.lock().log.log_end_offset();
-                    r.with_leader_epoch(LEADER_EPOCH).with_end_offset(end)
+                    let state = partition.state.lock();
+                    if p.leader_epoch < -1 {
+                        return r
+                            .with_leader_epoch(p.leader_epoch)
+                            .with_end_offset(state.log.log_start_offset());
+                    }
+                    r.with_leader_epoch(LEADER_EPOCH)
+                        .with_end_offset(state.log.log_end_offset())
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

@@ -374,6 +374,26 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         );
     }
     if acks == 0 {
+        // KafkaApis: "since no response is expected by the producer, the server will close
+        // [the connection] so that the producer client will know that some error has happened
+        // and will refresh its metadata".
+        let failed: Vec<String> = responses
+            .iter()
+            .flat_map(|t| {
+                t.partition_responses
+                    .iter()
+                    .filter(|p| p.error_code != 0)
+                    .map(move |p| {
+                        format!("{}-{}: error {}", t.name.0.as_str(), p.index, p.error_code)
+                    })
+            })
+            .collect();
+        if !failed.is_empty() {
+            return Reply::Close(format!(
+                "closing connection after an acks=0 produce that failed: {}",
+                failed.join(", ")
+            ));
+        }
         // The client reads no response; durability work still happens for fsync=always.
         if !waits.is_empty() {
             let flusher = broker.flusher.clone();

@@ -164,3 +164,49 @@ def test_idempotent_producer_and_consumer_round_trip(broker, topic_name):
     d = helpers.produce_values(broker.bootstrap, topic_name, values, partition=0, **{"enable.idempotence": True})
     assert [o for _, o, _ in d.ok] == list(range(20))
     helpers.assert_healthy(broker.bootstrap, topic_name, values)
+
+
+HUGE = 0x7FFFFFFF
+
+# (api key, version, body up to and including a claimed array length of HUGE elements).
+HOSTILE = {
+    "list-offsets": (2, 1, struct.pack(">ii", -1, HUGE)),
+    "delete-topics": (20, 1, struct.pack(">i", HUGE)),
+    "delete-records": (21, 0, struct.pack(">i", HUGE)),
+    "offset-for-leader-epoch": (23, 2, struct.pack(">i", HUGE)),
+    "describe-configs": (32, 1, struct.pack(">i", HUGE)),
+    "alter-configs": (33, 0, struct.pack(">i", HUGE)),
+    "describe-log-dirs": (35, 1, struct.pack(">i", HUGE)),
+    "create-partitions": (37, 0, struct.pack(">i", HUGE)),
+    "incremental-alter-configs": (44, 0, struct.pack(">i", HUGE)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_huge_claimed_lengths_in_admin_apis_close_only_that_connection(broker, topic_name, name):
+    """The in-process fuzz tests carry the binary's allocation guard; this checks the binary
+    itself for the admin APIs test_hostile_lengths.py does not cover."""
+    import socket
+
+    helpers.create_topic(broker.bootstrap, topic_name)
+    helpers.produce_values(broker.bootstrap, topic_name, [b"kept"], partition=0)
+    api, version, body = HOSTILE[name]
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.sendall(wire.frame(wire.request_header_v1(api, version, 1) + body))
+        assert s.recv(100) == b"", "a malformed request must close its connection"
+    assert broker.alive()
+    helpers.assert_healthy(broker.bootstrap, topic_name, [b"kept"])
+
+
+def test_failed_acks_zero_produce_closes_the_connection(broker, topic_name):
+    """KafkaApis closes the socket after an acks=0 produce with an error, so the producer
+    notices; a good acks=0 produce leaves the connection open and gets no response."""
+    helpers.create_topic(broker.bootstrap, topic_name)
+    with wire.Conn(broker.bootstrap) as c:
+        c.send(wire.produce_request_v3(topic_name, 0, wire.record_batch([b"ok"]), correlation_id=1, acks=0))
+        c.send(wire.api_versions_request(0, 2))
+        corr = struct.unpack(">i", c.recv_frame()[:4])[0]
+        assert corr == 2, "acks=0 got a response, or the connection broke"
+        c.send(wire.produce_request_v3(topic_name + "-missing", 0, wire.record_batch([b"x"]), correlation_id=3, acks=0))
+        assert c.closed_by_peer()
+    assert helpers.watermarks(broker.bootstrap, topic_name) == (0, 1)

@@ -33,6 +33,9 @@ pub async fn open_with(settings: &[(&str, &str)]) -> (tempfile::TempDir, Arc<Bro
         .set("group.initial.rebalance.delay.ms", "0", "test")
         .unwrap();
     config.set("log.fsync", "never", "test").unwrap();
+    // Test batches carry fixed 2023 timestamps; the retention pass that runs as the broker
+    // starts would otherwise race the first produce and delete them.
+    config.set("log.retention.ms", "-1", "test").unwrap();
     for (k, v) in settings {
         config.set(k, v, "test").unwrap();
     }

@@ -268,7 +268,18 @@ impl Topics {
         std::fs::create_dir_all(&dir).map_err(storage)?;
         write_meta(&dir, &meta)?;
         sync_dir(&self.data_dir);
-        let topic = Arc::new(self.open_topic(meta, dir)?);
+        let topic = match self.open_topic(meta, dir.clone()) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                // A topic whose partitions cannot be opened (e.g. out of file descriptors)
+                // must not stay on disk half made: the next start would fail to load it.
+                if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(topic = name, error = %rm, "could not remove a failed topic");
+                }
+                sync_dir(&self.data_dir);
+                return Err(e);
+            }
+        };
         self.by_name.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)

@@ -1270,3 +1270,21 @@ async fn offset_for_leader_epoch_follows_the_epoch_cache() {
         ]
     );
 }
+
+/// Story: a topic whose partitions could not be opened (say, out of file descriptors) stayed
+/// on disk with its topic.json, unregistered, and the next start failed to load it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_cannot_be_opened_leaves_nothing_behind() {
+    let (dir, b) = open().await;
+    let topic_dir = dir.path().join("blocked");
+    std::fs::create_dir_all(&topic_dir).unwrap();
+    // A file where the partition directory must go makes opening partition 0 fail.
+    std::fs::write(topic_dir.join("partition-0"), b"not a directory").unwrap();
+    let r = create_topics(&b, vec![creatable("blocked", 1, 1)], false).await;
+    assert_eq!(r[0].error_code, E::KafkaStorageError.code());
+    assert!(!topic_dir.exists(), "the half-made topic was removed");
+    assert!(b.topics.get("blocked").is_none());
+    // The data dir still loads.
+    let config = b.config.as_ref().clone();
+    strom_broker::topics::Topics::load(std::sync::Arc::new(config)).unwrap();
+}

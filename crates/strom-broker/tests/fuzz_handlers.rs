@@ -12,16 +12,14 @@
 //! The generated decoders reserve `Vec::with_capacity(n)` from array lengths read off the wire;
 //! a mutation that claims 2^31 elements would abort this process the way it once aborted the
 //! broker. The `strom` binary guards against that with its global allocator
-//! (`crates/strom/src/alloc.rs`); this test binary installs the same guard so mutations may
+//! (`strom_protocol::alloc_guard`); this test binary installs the same guard so mutations may
 //! claim any length, as a hostile client can.
 //!
 //! Each test prints its seed on failure; `STROM_FUZZ_SEED=<hex>` replays it and
 //! `STROM_FUZZ_CASES=<n>` runs more cases.
-#![allow(unsafe_code)]
 
 mod conformance_common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,66 +32,10 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use strom_broker::{Broker, Reply};
 use strom_protocol::versions::{min_served_version, SUPPORTED};
 
-// ---------------------------------------------------------------------------------------
-// The allocation guard of the `strom` binary: huge requests get an address-space-only
-// mapping that costs nothing until touched.
-// ---------------------------------------------------------------------------------------
-
-const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
-const PAGE_BYTES: usize = 4096;
-
-struct GuardAllocator;
-
-fn is_huge(layout: &Layout) -> bool {
-    layout.size() >= HUGE_ALLOCATION_BYTES && layout.align() <= PAGE_BYTES
-}
-
-// SAFETY: pointers come from `System` or from `mmap` with the layout's size; dealloc and
-// realloc route by the same `is_huge` test on the same layout.
-unsafe impl GlobalAlloc for GuardAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !is_huge(&layout) {
-            return System.alloc(layout);
-        }
-        let ptr = libc::mmap(
-            std::ptr::null_mut(),
-            layout.size(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        if ptr == libc::MAP_FAILED {
-            std::ptr::null_mut()
-        } else {
-            ptr as *mut u8
-        }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if is_huge(&layout) {
-            libc::munmap(ptr as *mut libc::c_void, layout.size());
-        } else {
-            System.dealloc(ptr, layout)
-        }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        if !is_huge(&layout) && !is_huge(&new_layout) {
-            return System.realloc(ptr, layout, new_size);
-        }
-        let new_ptr = self.alloc(new_layout);
-        if !new_ptr.is_null() {
-            std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
-            self.dealloc(ptr, layout);
-        }
-        new_ptr
-    }
-}
-
+// The allocation guard of the `strom` binary.
 #[global_allocator]
-static GLOBAL: GuardAllocator = GuardAllocator;
+static GLOBAL: strom_protocol::alloc_guard::HugeAllocationGuard =
+    strom_protocol::alloc_guard::HugeAllocationGuard;
 
 // ---------------------------------------------------------------------------------------
 // Harness

@@ -2,6 +2,8 @@
 //! encoding for the Apache Kafka wire protocol. Pure codec: no I/O, no async.
 //!
 //! Layout:
+//! - [`alloc_guard`]: a global allocator that survives decoders reserving memory for huge
+//!   lengths read off the wire (the one part of this crate with `unsafe`).
 //! - [`frame`]: two-step framing (is a whole size-prefixed frame buffered, and is it under the limit?).
 //! - [`header`]: request header decoding, including the KIP-511 path for ApiVersions requests newer
 //!   than ours and the error for unknown API keys.
@@ -12,6 +14,7 @@
 //! Message bodies themselves come from the `kafka-protocol` crate, generated from Kafka's own JSON
 //! schemas; it is re-exported so every crate uses the same version.
 
+pub mod alloc_guard;
 pub mod frame;
 pub mod header;
 pub mod partition_key;

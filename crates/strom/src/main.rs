@@ -1,11 +1,12 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
 //! `topic`, `produce`, `consume` and `group` are kcat-like client commands.
 
-mod alloc;
 mod cli;
 
+/// Survives requests that claim huge array lengths (see `strom_protocol::alloc_guard`).
 #[global_allocator]
-static GLOBAL: alloc::BrokerAllocator = alloc::BrokerAllocator;
+static GLOBAL: strom_protocol::alloc_guard::HugeAllocationGuard =
+    strom_protocol::alloc_guard::HugeAllocationGuard;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

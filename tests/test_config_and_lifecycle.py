@@ -63,8 +63,6 @@ def test_start_log_line_names_listener_and_data_dir(broker):
     assert str(broker.data_dir) in text, text
 
 
-@pytest.mark.xfail(strict=False, reason="known broker bug: SIGTERM waits for parked long-poll fetches to "
-                                        "time out (fetch.wait.max.ms) instead of answering them")
 def test_sigterm_with_connected_clients_exits_promptly_and_cleanly(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, partitions=1)
     produce_values(broker.bootstrap, topic_name, [b"a", b"b"], partition=0)

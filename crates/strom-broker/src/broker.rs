@@ -116,9 +116,21 @@ impl Broker {
         }
     }
 
+    /// The first step of a graceful shutdown: stops background tasks and answers parked
+    /// long-poll fetches now with what they have, so connections can finish promptly.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Resolves once [`Broker::begin_shutdown`] has been called.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
     /// Stops background tasks and fsyncs every partition and the committed offsets.
     pub async fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.begin_shutdown();
         for topic in self.topics.all() {
             let partitions = topic.partitions.read().clone();
             for p in partitions {

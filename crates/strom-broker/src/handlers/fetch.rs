@@ -193,11 +193,13 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         if satisfied(read.1, read.2) || waiters.is_empty() {
             break;
         }
-        let timed_out = tokio::time::timeout_at(deadline, futures_any(waiters))
-            .await
-            .is_err();
+        // A graceful shutdown answers parked fetches at once with what they have.
+        let stop = tokio::select! {
+            r = tokio::time::timeout_at(deadline, futures_any(waiters)) => r.is_err(),
+            _ = broker.shutting_down() => true,
+        };
         read = read_all(&slots, &indexes, response_max_bytes);
-        if timed_out {
+        if stop {
             break;
         }
     }

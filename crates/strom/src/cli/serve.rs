@@ -101,6 +101,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    broker.begin_shutdown();
     tokio::spawn(async {
         wait_for_signal().await;
         eprintln!("second signal: exiting at once");

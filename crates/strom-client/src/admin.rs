@@ -211,7 +211,10 @@ impl Admin {
             .with_timeout_ms(self.timeout_ms())
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(topic_name(name))
-                .with_count(total)]);
+                .with_count(total)
+                // Null, not the generated default of an empty list: Kafka reads an empty list
+                // as "0 assignments for N new partitions" and refuses it.
+                .with_assignments(None)]);
         let conn = self.client.any_connection().await?;
         let response = conn.send(&request).await?;
         self.client.invalidate_topic(name);

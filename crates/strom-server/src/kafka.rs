@@ -15,7 +15,7 @@ use strom_broker::{Broker, Reply, RequestContext};
 use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::shutdown::Shutdown;
 
@@ -42,39 +42,17 @@ impl Limits {
 }
 
 /// Accepts connections until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    limits: Limits,
-    mut shutdown: Shutdown,
-) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait() => return,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = limits.max_connections, "refusing connection: max.connections reached");
-            drop(socket);
-            continue;
-        };
-        let broker = broker.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            serve_connection(socket, peer, broker, limits, shutdown).await;
-            drop(permit);
-        });
-    }
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, limits: Limits, shutdown: Shutdown) {
+    let refuse = |_: &TcpStream| {};
+    crate::accept::accept_loop(
+        listener,
+        "kafka",
+        limits.max_connections,
+        shutdown,
+        refuse,
+        |socket, peer, shutdown| serve_connection(socket, peer, broker.clone(), limits, shutdown),
+    )
+    .await
 }
 
 async fn serve_connection(

@@ -3,9 +3,11 @@
 //! newline-delimited JSON protocol. Both bound their connections and in-flight work, and both
 //! stop on the shared shutdown signal.
 //!
-//! Layout: [`shutdown`] (the signal), [`kafka`] (listener and connection), [`json`] (the JSON
+//! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
+//! listeners share), [`kafka`] (listener and connection), [`json`] (the JSON
 //! protocol listener).
 
+pub mod accept;
 pub mod json;
 pub mod kafka;
 pub mod shutdown;

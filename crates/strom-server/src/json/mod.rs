@@ -30,7 +30,6 @@ use strom_broker::local::Local;
 use strom_broker::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::shutdown::Shutdown;
 use framing::{Frame, LineBuffer};
@@ -70,46 +69,36 @@ pub async fn serve_with(
     listener: TcpListener,
     local: Arc<Local>,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait() => return,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(error = %e, "JSON accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+    let refuse = |socket: &TcpStream| {
+        // Best effort and never blocking: the socket's send buffer is empty.
+        let line = Body::error(
+            code::TOO_MANY_CONNECTIONS,
+            format!(
+                "too many connections (max.connections = {})",
+                limits.max_connections
+            ),
+        )
+        .into_line(None);
+        let _ = socket.try_write(&line);
+    };
+    crate::accept::accept_loop(
+        listener,
+        "json",
+        limits.max_connections,
+        shutdown,
+        refuse,
+        |socket, peer, shutdown| {
+            let local = local.clone();
+            async move {
+                if let Err(e) = serve_connection(socket, peer, &local, limits, shutdown).await {
+                    tracing::debug!(%peer, error = %e, "JSON connection ended");
+                }
             }
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = limits.max_connections, "refusing JSON connection: max.connections reached");
-            // Best effort and never blocking: the socket's send buffer is empty.
-            let line = Body::error(
-                code::TOO_MANY_CONNECTIONS,
-                format!(
-                    "too many connections (max.connections = {})",
-                    limits.max_connections
-                ),
-            )
-            .into_line(None);
-            let _ = socket.try_write(&line);
-            continue;
-        };
-        let local = local.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_connection(socket, peer, &local, limits, shutdown).await {
-                tracing::debug!(%peer, error = %e, "JSON connection ended");
-            }
-            drop(permit);
-        });
-    }
+        },
+    )
+    .await
 }
 
 async fn serve_connection(

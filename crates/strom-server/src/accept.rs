@@ -1,0 +1,57 @@
+//! The accept loop both listeners share: accept until shutdown, bound the connections by
+//! `max.connections` (one more is refused at once, never queued), back off on accept errors,
+//! and run each connection in its own task holding its slot until it ends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
+
+/// How long to pause after a failed accept (EMFILE and friends) rather than spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts until shutdown. `serve` runs one connection; `refuse` gets a connection beyond
+/// `max_connections` (to say why, best effort) before it is dropped. `listener_name` labels
+/// the log lines.
+pub async fn accept_loop<S, F>(
+    listener: TcpListener,
+    listener_name: &'static str,
+    max_connections: usize,
+    mut shutdown: Shutdown,
+    refuse: impl Fn(&TcpStream),
+    serve: S,
+) where
+    S: Fn(TcpStream, SocketAddr, Shutdown) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let connections = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait() => return,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(listener = listener_name, error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(listener = listener_name, %peer, max = max_connections, "refusing connection: max.connections reached");
+            refuse(&socket);
+            continue;
+        };
+        let connection = serve(socket, peer, shutdown.clone());
+        tokio::spawn(async move {
+            connection.await;
+            drop(permit);
+        });
+    }
+}

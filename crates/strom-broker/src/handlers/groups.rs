@@ -27,6 +27,39 @@ pub const INVALID_REQUEST_MESSAGE: &str = "This most likely occurs because of a 
 /// `Errors.TRANSACTIONAL_ID_AUTHORIZATION_FAILED.message()`.
 const TXN_AUTH_FAILED_MESSAGE: &str = "Transactional Id authorization failed.";
 
+/// Refuses every key of the request with `code`: per key in v4+ (`per_key_message` only
+/// there), or in the top-level fields before.
+fn refuse_all(
+    req: &FindCoordinatorRequest,
+    version: i16,
+    code: i16,
+    message: &str,
+    per_key_message: Option<&str>,
+) -> FindCoordinatorResponse {
+    if version >= BATCHED_VERSION {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_error_code(code)
+                    .with_error_message(per_key_message.map(sb))
+                    .with_node_id(BrokerId(-1))
+                    .with_host(sb(""))
+                    .with_port(-1)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_error_code(code)
+        .with_error_message(Some(sb(message)))
+        .with_node_id(BrokerId(-1))
+        .with_host(sb(""))
+        .with_port(-1)
+}
+
 pub fn find_coordinator(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
@@ -34,60 +67,20 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let (host, port) = broker.config.advertised();
     let node = BrokerId(broker.node_id());
-    let no_node =
-        |c: FindCoordinatorResponse| c.with_node_id(BrokerId(-1)).with_host(sb("")).with_port(-1);
     match req.key_type {
         KEY_TYPE_GROUP => {}
         // Transactions are not served: refuse with the non-retriable error a client without
         // the ACL would get.
         KEY_TYPE_TRANSACTION => {
             let code = E::TransactionalIdAuthorizationFailed.code();
-            if version >= BATCHED_VERSION {
-                let coordinators = req
-                    .coordinator_keys
-                    .iter()
-                    .map(|k| {
-                        Coordinator::default()
-                            .with_key(k.clone())
-                            .with_error_code(code)
-                            .with_node_id(BrokerId(-1))
-                            .with_host(sb(""))
-                            .with_port(-1)
-                    })
-                    .collect();
-                return FindCoordinatorResponse::default().with_coordinators(coordinators);
-            }
-            return no_node(
-                FindCoordinatorResponse::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(sb(TXN_AUTH_FAILED_MESSAGE))),
-            );
+            return refuse_all(&req, version, code, TXN_AUTH_FAILED_MESSAGE, None);
         }
         // CoordinatorType.forId throws InvalidRequestException out of the handler, so the
         // whole request gets the error response: every key INVALID_REQUEST with its message.
         _ => {
             let code = E::InvalidRequest.code();
-            if version >= BATCHED_VERSION {
-                let coordinators = req
-                    .coordinator_keys
-                    .iter()
-                    .map(|k| {
-                        Coordinator::default()
-                            .with_key(k.clone())
-                            .with_error_code(code)
-                            .with_error_message(Some(sb(INVALID_REQUEST_MESSAGE)))
-                            .with_node_id(BrokerId(-1))
-                            .with_host(sb(""))
-                            .with_port(-1)
-                    })
-                    .collect();
-                return FindCoordinatorResponse::default().with_coordinators(coordinators);
-            }
-            return no_node(
-                FindCoordinatorResponse::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(sb(INVALID_REQUEST_MESSAGE))),
-            );
+            let msg = INVALID_REQUEST_MESSAGE;
+            return refuse_all(&req, version, code, msg, Some(msg));
         }
     }
     if version >= BATCHED_VERSION {

@@ -1,4 +1,5 @@
-//! [`GroupCoordinator`]: shared state, opening (offsets replay), timers, flushing.
+//! [`GroupCoordinator`]: shared state, opening (replay of offsets and group metadata, which
+//! restores groups), timers, flushing, and writing group metadata records.
 //!
 //! Locking: one `parking_lot::Mutex` over all groups (`state`), held only for in-memory work
 //! and the short page-cache append of commit records; the offsets log has its own lock, always
@@ -102,8 +103,9 @@ impl std::fmt::Debug for GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// `dir` is e.g. `<data-dir>/__consumer_offsets`; committed offsets are replayed from it,
-    /// a torn tail is truncated, and superseded records are compacted away.
+    /// `dir` is e.g. `<data-dir>/__consumer_offsets`; committed offsets and groups (their last
+    /// completed generation, see `Group::restore`) are replayed from it, a torn tail is
+    /// truncated, and superseded records are compacted away.
     pub fn open(
         dir: &Path,
         config: GroupConfig,
@@ -111,16 +113,28 @@ impl GroupCoordinator {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, GroupError> {
         let (mut log, records) = OffsetLog::open(dir)?;
+        let now_ms = clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
         for record in records {
             apply_record(&mut groups, record);
         }
-        groups.retain(|_, g| !g.offsets.is_empty());
+        for g in groups.values_mut() {
+            if let Some(stored) = g.stored.clone() {
+                g.restore(&stored, now_ms);
+            }
+            g.debug_check_invariants();
+        }
+        // An Empty group without offsets is gone (as retention would remove it); its stored
+        // record is dropped by the compaction below.
+        groups.retain(|_, g| !g.offsets.is_empty() || !g.members.is_empty());
+        let restored = groups.values().filter(|g| !g.members.is_empty()).count();
+        if restored > 0 {
+            tracing::info!(groups = restored, "restored group memberships from the log");
+        }
         let live = live_records(&groups);
         if log.records_in_file() > live.len() as u64 {
             log.rewrite(&live)?;
         }
-        let now_ms = clock.now_ms();
         let state = State {
             groups,
             next_retention_check_ms: now_ms,
@@ -172,6 +186,7 @@ impl GroupCoordinator {
         let mut st = self.state.lock();
         for group in st.groups.values_mut() {
             crate::rebalance::on_timers(&self.config, group, now_ms);
+            self.persist_group_locked(group);
             group.debug_check_invariants();
         }
         if now_ms >= st.next_retention_check_ms {
@@ -233,6 +248,53 @@ impl GroupCoordinator {
         self.log.log.lock().append(records)
     }
 
+    /// Writes a group metadata record if the group completed a generation (or became Empty)
+    /// since its last one. Call with the state lock held, after any operation that can
+    /// complete a rebalance.
+    ///
+    /// The record goes to the page cache only: SyncGroup answers are not held back for an
+    /// fsync (the assignment is already sent by then). A later fsynced commit, the shutdown
+    /// flush or compaction makes it durable; a crash before that restores the previous
+    /// generation, whose members get ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID and rejoin.
+    pub(crate) fn persist_group_locked(&self, g: &mut Group) {
+        if !std::mem::take(&mut g.metadata_dirty) {
+            return;
+        }
+        if !matches!(g.state, GroupState::Stable | GroupState::Empty) {
+            // A new rebalance began in the same operation: only completed generations are
+            // stored, and the next one will be written when it completes.
+            return;
+        }
+        let mut record = Record::GroupMetadata(g.to_stored());
+        let mut scratch = Vec::new();
+        if !record.encode(&mut scratch) {
+            // Too big for one record (1 MiB): store the generation without its members, so
+            // that a restart restores it Empty and the members rejoin.
+            tracing::warn!(group = %g.group_id, members = g.members.len(), "group metadata too large to store; its members will rejoin after a restart");
+            let mut reduced = g.to_stored();
+            reduced.members.clear();
+            reduced.leader_id = None;
+            record = Record::GroupMetadata(reduced);
+        }
+        match self.append_locked(std::slice::from_ref(&record)) {
+            Ok(_) => {
+                if let Record::GroupMetadata(stored) = record {
+                    g.stored = Some(stored);
+                }
+            }
+            Err(e) => {
+                tracing::error!(group = %g.group_id, error = %e, "writing group metadata failed")
+            }
+        }
+    }
+
+    /// Persists the group's metadata if needed (see `persist_group_locked`).
+    pub(crate) fn persist_locked(&self, st: &mut State, group_id: &str) {
+        if let Some(g) = st.groups.get_mut(group_id) {
+            self.persist_group_locked(g);
+        }
+    }
+
     /// Waits until append `seq` is durable, if the config asks for fsync.
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), GroupError> {
         if !self.config.fsync {
@@ -249,7 +311,11 @@ impl GroupCoordinator {
     }
 
     fn maybe_compact_locked(&self, st: &State) {
-        let live_count: usize = st.groups.values().map(|g| g.offsets.len()).sum();
+        let live_count: usize = st
+            .groups
+            .values()
+            .map(|g| g.offsets.len() + usize::from(g.stored.is_some()))
+            .sum();
         let mut log = self.log.log.lock();
         let superseded = log.records_in_file().saturating_sub(live_count as u64);
         if superseded <= COMPACT_SUPERSEDED_RECORDS_MIN || superseded <= live_count as u64 {
@@ -294,6 +360,13 @@ fn apply_record(groups: &mut HashMap<String, Group>, record: Record) {
         Record::GroupTombstone { group } => {
             groups.remove(&group);
         }
+        Record::GroupMetadata(stored) => {
+            let id = stored.group.clone();
+            groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(&id, None))
+                .stored = Some(stored);
+        }
     }
 }
 
@@ -302,6 +375,9 @@ fn live_records(groups: &HashMap<String, Group>) -> Vec<Record> {
     ids.sort();
     let mut out = Vec::new();
     for id in ids {
+        if let Some(stored) = &groups[id].stored {
+            out.push(Record::GroupMetadata(stored.clone()));
+        }
         for ((topic, partition), value) in &groups[id].offsets {
             out.push(Record::Commit {
                 group: id.clone(),
@@ -323,4 +399,44 @@ fn next_deadline_ms(st: &State, now_ms: i64) -> i64 {
         }
     }
     next.max(now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::stored_group;
+
+    /// Compaction keeps the latest group metadata record per group, ahead of its offsets, and
+    /// nothing of a group deleted after it.
+    #[test]
+    fn live_records_keep_the_latest_group_metadata() {
+        let mut groups = HashMap::new();
+        let mut newer = stored_group("g", 2);
+        newer.generation_id = 8;
+        let commit = Record::Commit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: crate::store::CommittedOffset {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_ms: 5,
+                expire_ms: -1,
+            },
+        };
+        for r in [
+            Record::GroupMetadata(stored_group("g", 3)),
+            commit.clone(),
+            Record::GroupMetadata(newer.clone()),
+            Record::GroupMetadata(stored_group("h", 1)),
+            Record::GroupTombstone { group: "h".into() },
+        ] {
+            apply_record(&mut groups, r);
+        }
+        assert_eq!(
+            live_records(&groups),
+            vec![Record::GroupMetadata(newer), commit]
+        );
+    }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::sync::oneshot;
 
-use crate::store::CommittedOffset;
+use crate::store::{CommittedOffset, StoredGroup, StoredMember};
 
 /// Kafka waits this long for a brand-new member's JoinGroup before dropping it: a new member
 /// has no member id yet, so it cannot heartbeat (Kafka's `NewMemberJoinTimeoutMs`).
@@ -165,6 +165,11 @@ pub(crate) struct Group {
     /// "consumer" and every subscription parsed; `None` means unknown.
     pub subscribed_topics: Option<BTreeSet<String>>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// The group metadata record last written to the log (kept for compaction), if any.
+    pub stored: Option<StoredGroup>,
+    /// A generation completed (or the group became Empty) since `stored` was written; the
+    /// coordinator writes a new group metadata record after the operation.
+    pub metadata_dirty: bool,
 }
 
 impl Group {
@@ -186,7 +191,109 @@ impl Group {
             pending_sync: BTreeSet::new(),
             subscribed_topics: None,
             offsets: BTreeMap::new(),
+            stored: None,
+            metadata_dirty: false,
         }
+    }
+
+    /// The group's current generation as a group metadata record (Kafka's
+    /// `groupMetadataValue`). Only meaningful in Stable or Empty.
+    pub(crate) fn to_stored(&self) -> StoredGroup {
+        StoredGroup {
+            group: self.group_id.clone(),
+            protocol_type: self.protocol_type.clone(),
+            generation_id: self.generation_id,
+            protocol_name: self.protocol_name.clone(),
+            leader_id: self.leader_id.clone(),
+            state_since_ms: self.state_since_ms.unwrap_or(-1),
+            members: self
+                .members
+                .values()
+                .map(|m| StoredMember {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Restores the stored generation after a restart, as Kafka's `GroupMetadata.loadGroup`:
+    /// Stable with its members if it has any, otherwise Empty. Every member's session timer
+    /// starts at `now_ms`, so consumers that keep heartbeating continue without a rebalance
+    /// and the others expire as usual. A record that does not describe a consistent group
+    /// (no protocol, a leader that is not a member, a duplicate id) is restored as Empty: its
+    /// members then rejoin, which is what happened before membership was persisted.
+    pub(crate) fn restore(&mut self, stored: &StoredGroup, now_ms: i64) {
+        self.state = GroupState::Empty;
+        self.state_since_ms = (stored.state_since_ms >= 0).then_some(stored.state_since_ms);
+        self.generation_id = stored.generation_id;
+        self.protocol_type = stored.protocol_type.clone();
+        self.protocol_name = None;
+        self.leader_id = None;
+        self.members.clear();
+        self.static_members.clear();
+        self.subscribed_topics = None;
+        let protocol_type = stored.protocol_type.clone().unwrap_or_default();
+        for m in &stored.members {
+            let duplicate = self.members.contains_key(&m.member_id)
+                || m.group_instance_id
+                    .as_ref()
+                    .is_some_and(|i| self.static_members.contains_key(i));
+            if duplicate {
+                tracing::warn!(group = %self.group_id, member = %m.member_id, "duplicate member in stored group; restoring it Empty");
+                self.members.clear();
+                self.static_members.clear();
+                break;
+            }
+            if let Some(instance) = &m.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            self.members.insert(
+                m.member_id.clone(),
+                Member {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    protocol_type: protocol_type.clone(),
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                    awaiting_join: None,
+                    awaiting_sync: None,
+                    is_new: false,
+                    session_deadline_ms: now_ms
+                        .saturating_add(i64::from(m.session_timeout_ms.max(0))),
+                },
+            );
+        }
+        let consistent = !self.members.is_empty()
+            && stored.protocol_name.is_some()
+            && stored
+                .leader_id
+                .as_ref()
+                .is_some_and(|l| self.members.contains_key(l));
+        if consistent {
+            self.state = GroupState::Stable;
+            self.protocol_name = stored.protocol_name.clone();
+            self.leader_id = stored.leader_id.clone();
+            self.compute_subscribed_topics();
+        } else {
+            if !stored.members.is_empty() {
+                tracing::warn!(group = %self.group_id, "inconsistent stored group; restoring it Empty");
+            }
+            self.members.clear();
+            self.static_members.clear();
+        }
+        self.stored = Some(stored.clone());
     }
 
     pub(crate) fn transition(&mut self, to: GroupState, now_ms: i64) {

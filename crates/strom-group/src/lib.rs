@@ -1,5 +1,6 @@
 //! strom-group: the consumer group coordinator (Kafka's classic rebalance protocol) and the
-//! durable store of committed offsets.
+//! durable store of committed offsets and group metadata (each group's last completed
+//! generation, restored after a restart as Kafka does).
 //!
 //! The broker decodes Kafka requests with the `kafka-protocol` crate and hands the decoded
 //! structs to [`GroupCoordinator`]; every handler returns the response struct to encode. The
@@ -15,7 +16,8 @@
 //! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete and offsets retention.
 //! - `admin`: DescribeGroups, ListGroups, DeleteGroups.
 //! - `group`: the in-memory domain model of one group (members, state, protocol choice).
-//! - `store`: the append-only, CRC-checked log of commit records (format in `docs/groups.md`).
+//! - `store`: the append-only, CRC-checked log of commit and group metadata records (format
+//!   in `docs/groups.md`).
 //! - [`codes`]: the Kafka error codes this crate answers with.
 //!
 //! # Time

@@ -97,6 +97,7 @@ impl GroupCoordinator {
             let now_ms = self.clock.now_ms();
             let mut st = self.state.lock();
             let start = self.join_locked(&mut st.groups, args, now_ms);
+            self.persist_locked(&mut st, req.group_id.as_str());
             st.debug_check(req.group_id.as_str());
             start
         };
@@ -342,6 +343,8 @@ impl GroupCoordinator {
                     if let Some(m) = g.members.get_mut(new_id) {
                         m.awaiting_join = None;
                     }
+                    // Kafka stores the group here too: the old member id is fenced for good.
+                    g.metadata_dirty = true;
                     return Start::Done(outcome);
                 }
                 maybe_prepare_rebalance(&self.config, g, now_ms);
@@ -370,6 +373,7 @@ impl GroupCoordinator {
             let now_ms = self.clock.now_ms();
             let mut st = self.state.lock();
             let start = sync_locked(&mut st.groups, &req, now_ms);
+            self.persist_locked(&mut st, req.group_id.as_str());
             st.debug_check(req.group_id.as_str());
             start
         };
@@ -430,6 +434,7 @@ impl GroupCoordinator {
                     .map(|(m, i)| leave_one(&self.config, g, m, i.as_deref(), now_ms))
                     .collect(),
             };
+            self.persist_locked(&mut st, req.group_id.as_str());
             st.debug_check(req.group_id.as_str());
             results
         };
@@ -573,6 +578,8 @@ fn propagate_assignment(g: &mut Group, now_ms: i64) {
         m.complete_sync(outcome);
     }
     g.transition(GroupState::Stable, now_ms);
+    // The generation is complete: Kafka writes its GroupMetadata record here.
+    g.metadata_dirty = true;
 }
 
 fn heartbeat_locked(

@@ -526,9 +526,28 @@ impl GroupCoordinator {
                 }
             }
         }
-        st.groups.retain(|_, g| {
-            !(g.is(GroupState::Empty) && g.offsets.is_empty() && g.pending_members.is_empty())
-        });
+        let is_gone = |g: &Group| {
+            g.is(GroupState::Empty) && g.offsets.is_empty() && g.pending_members.is_empty()
+        };
+        // A group with a stored metadata record gets a tombstone (Kafka writes one when a
+        // group becomes Dead), so that a later group of the same id does not inherit its
+        // protocol, generation and Empty-since time after a restart.
+        let tombstones: Vec<Record> = st
+            .groups
+            .values()
+            .filter(|g| is_gone(g) && g.stored.is_some())
+            .map(|g| Record::GroupTombstone {
+                group: g.group_id.clone(),
+            })
+            .collect();
+        if !tombstones.is_empty() {
+            if let Err(e) = self.append_locked(&tombstones) {
+                tracing::error!(error = %e, "writing tombstones of expired groups failed; retrying later");
+                st.groups.retain(|_, g| !is_gone(g) || g.stored.is_some());
+                return;
+            }
+        }
+        st.groups.retain(|_, g| !is_gone(g));
     }
 }
 

@@ -135,6 +135,8 @@ fn complete_join(g: &mut Group, now_ms: i64) {
         g.subscribed_topics = None;
         tracing::info!(group = %g.group_id, generation = g.generation_id, "group is now empty");
         g.transition(GroupState::Empty, now_ms);
+        // Kafka stores the empty generation too, so a restart does not bring back members.
+        g.metadata_dirty = true;
         return;
     }
     let leader_rejoined = g

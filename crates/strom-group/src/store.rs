@@ -20,7 +20,20 @@
 //!                                 metadata str32
 //!   kind u8 = 2  offset tombstone: group str16, topic str16, partition i32
 //!   kind u8 = 3  group tombstone:  group str16     (drops every offset of the group before it)
+//!   kind u8 = 4  group metadata:   group str16, protocol_type opt16, generation i32,
+//!                                  protocol_name opt16, leader opt16, state_since_ms i64 (-1 = none),
+//!                                  member_count u32, then per member:
+//!                                    member_id str16, group_instance_id opt16, client_id str16,
+//!                                    client_host str16, rebalance_timeout_ms i32,
+//!                                    session_timeout_ms i32, protocol_count u32,
+//!                                    (name str16, metadata bytes32) * protocol_count,
+//!                                    assignment bytes32
+//!   opt16 = u8 0 (null) | u8 1 + str16; bytes32 = u32 length + bytes
 //! ```
+//!
+//! Kind 4 was added without changing the format version: files written before it simply
+//! contain no such record, so they read unchanged. A newer file opened by an older build ends
+//! its log at the first kind-4 record (an unknown kind reads as a torn tail).
 //!
 //! Recovery: records are read in order; the first record whose length is out of bounds, whose
 //! bytes are incomplete, whose CRC does not match or whose payload does not decode ends the
@@ -34,6 +47,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 
 use crate::error::GroupError;
 
@@ -50,6 +65,7 @@ pub(crate) const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 20;
 const KIND_COMMIT: u8 = 1;
 const KIND_OFFSET_TOMBSTONE: u8 = 2;
 const KIND_GROUP_TOMBSTONE: u8 = 3;
+const KIND_GROUP_METADATA: u8 = 4;
 
 /// One committed offset, as stored and as served by OffsetFetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +76,37 @@ pub(crate) struct CommittedOffset {
     pub commit_ms: i64,
     /// Explicit expiry from OffsetCommit v2-v4 `retention_time_ms`, or -1.
     pub expire_ms: i64,
+}
+
+/// One member of a stored generation (Kafka's `MemberMetadata` value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// Every protocol the member offered, in its order of preference. Kafka keeps only the
+    /// chosen protocol's metadata; we keep all, so that an unchanged rejoin after a restart is
+    /// still recognised as unchanged.
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+}
+
+/// A group's last completed generation (Kafka's `GroupMetadataValue`), written when the
+/// leader's assignment is propagated, when a static member is replaced without a rebalance,
+/// and when the group becomes Empty (then with no members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredGroup {
+    pub group: String,
+    pub protocol_type: Option<String>,
+    pub generation_id: i32,
+    pub protocol_name: Option<String>,
+    pub leader_id: Option<String>,
+    /// When the group entered its stored state, or -1.
+    pub state_since_ms: i64,
+    pub members: Vec<StoredMember>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +125,8 @@ pub(crate) enum Record {
     GroupTombstone {
         group: String,
     },
+    /// Latest wins per group; a later `GroupTombstone` drops it.
+    GroupMetadata(StoredGroup),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GroupError + '_ {
@@ -94,6 +143,67 @@ fn put_str16(buf: &mut Vec<u8>, s: &str) -> bool {
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(s.as_bytes());
     true
+}
+
+fn put_opt16(buf: &mut Vec<u8>, s: Option<&str>) -> bool {
+    match s {
+        None => {
+            buf.push(0);
+            true
+        }
+        Some(s) => {
+            buf.push(1);
+            put_str16(buf, s)
+        }
+    }
+}
+
+fn put_bytes32(buf: &mut Vec<u8>, b: &[u8]) -> bool {
+    let Ok(len) = u32::try_from(b.len()) else {
+        return false;
+    };
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(b);
+    true
+}
+
+fn put_count(buf: &mut Vec<u8>, n: usize) -> bool {
+    let Ok(n) = u32::try_from(n) else {
+        return false;
+    };
+    buf.extend_from_slice(&n.to_be_bytes());
+    true
+}
+
+fn put_group(p: &mut Vec<u8>, g: &StoredGroup) -> bool {
+    // `&=` (not `&&`) so that every field is written; the result only says whether all fit.
+    p.push(KIND_GROUP_METADATA);
+    let mut fits = put_str16(p, &g.group);
+    fits &= put_opt16(p, g.protocol_type.as_deref());
+    p.extend_from_slice(&g.generation_id.to_be_bytes());
+    fits &= put_opt16(p, g.protocol_name.as_deref());
+    fits &= put_opt16(p, g.leader_id.as_deref());
+    p.extend_from_slice(&g.state_since_ms.to_be_bytes());
+    fits &= put_count(p, g.members.len());
+    for m in &g.members {
+        fits &= put_str16(p, &m.member_id);
+        fits &= put_opt16(p, m.group_instance_id.as_deref());
+        fits &= put_str16(p, &m.client_id);
+        fits &= put_str16(p, &m.client_host);
+        p.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+        p.extend_from_slice(&m.session_timeout_ms.to_be_bytes());
+        fits &= put_count(p, m.protocols.len());
+        for (name, metadata) in &m.protocols {
+            fits &= put_str16(p, name);
+            fits &= put_bytes32(p, metadata);
+        }
+        fits &= put_bytes32(p, &m.assignment);
+        if !fits || p.len() > RECORD_PAYLOAD_BYTES_MAX {
+            // Stop early: a huge group must not build a huge buffer only to refuse it.
+            return false;
+        }
+    }
+    fits
 }
 
 fn put_str32(buf: &mut Vec<u8>, s: &str) -> bool {
@@ -140,6 +250,7 @@ impl Record {
                 p.push(KIND_GROUP_TOMBSTONE);
                 put_str16(&mut p, group)
             }
+            Record::GroupMetadata(g) => put_group(&mut p, g),
         };
         if !fits || p.len() > RECORD_PAYLOAD_BYTES_MAX {
             return false;
@@ -189,6 +300,23 @@ impl<'a> Reader<'a> {
         let bytes = self.take(usize::from(len))?;
         String::from_utf8(bytes.to_vec()).ok()
     }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    }
+    fn opt16(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => self.str16().map(Some),
+            _ => None,
+        }
+    }
+    fn bytes32(&mut self) -> Option<Bytes> {
+        let len = self.u32()?;
+        let bytes = self.take(usize::try_from(len).ok()?)?;
+        Some(Bytes::copy_from_slice(bytes))
+    }
     fn str32(&mut self) -> Option<String> {
         let len = self
             .take(4)
@@ -230,6 +358,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Option<Record> {
             partition: r.i32()?,
         },
         KIND_GROUP_TOMBSTONE => Record::GroupTombstone { group: r.str16()? },
+        KIND_GROUP_METADATA => Record::GroupMetadata(read_group(&mut r)?),
         _ => return None,
     };
     // Trailing bytes mean the record is not what we wrote.
@@ -237,6 +366,52 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Option<Record> {
         return None;
     }
     Some(record)
+}
+
+fn read_group(r: &mut Reader<'_>) -> Option<StoredGroup> {
+    let group = r.str16()?;
+    let protocol_type = r.opt16()?;
+    let generation_id = r.i32()?;
+    let protocol_name = r.opt16()?;
+    let leader_id = r.opt16()?;
+    let state_since_ms = r.i64()?;
+    let member_count = r.u32()?;
+    // No capacity from the count: a corrupt count can only fail on missing bytes, never
+    // allocate more than the payload holds.
+    let mut members = Vec::new();
+    for _ in 0..member_count {
+        let member_id = r.str16()?;
+        let group_instance_id = r.opt16()?;
+        let client_id = r.str16()?;
+        let client_host = r.str16()?;
+        let rebalance_timeout_ms = r.i32()?;
+        let session_timeout_ms = r.i32()?;
+        let protocol_count = r.u32()?;
+        let mut protocols = Vec::new();
+        for _ in 0..protocol_count {
+            protocols.push((r.str16()?, r.bytes32()?));
+        }
+        let assignment = r.bytes32()?;
+        members.push(StoredMember {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            protocols,
+            assignment,
+        });
+    }
+    Some(StoredGroup {
+        group,
+        protocol_type,
+        generation_id,
+        protocol_name,
+        leader_id,
+        state_since_ms,
+        members,
+    })
 }
 
 /// Parses the records of a whole file image (header included). Returns the records and the
@@ -478,7 +653,7 @@ impl OffsetLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn commit(g: &str, t: &str, p: i32, o: i64) -> Record {
@@ -496,6 +671,32 @@ mod tests {
         }
     }
 
+    pub(crate) fn stored_group(g: &str, members: usize) -> StoredGroup {
+        StoredGroup {
+            group: g.into(),
+            protocol_type: Some("consumer".into()),
+            generation_id: 7,
+            protocol_name: (members > 0).then(|| "range".into()),
+            leader_id: (members > 0).then(|| "m0".into()),
+            state_since_ms: if members > 0 { 1234 } else { -1 },
+            members: (0..members)
+                .map(|i| StoredMember {
+                    member_id: format!("m{i}"),
+                    group_instance_id: (i % 2 == 1).then(|| format!("i{i}")),
+                    client_id: "c".into(),
+                    client_host: "/h".into(),
+                    rebalance_timeout_ms: 30_000,
+                    session_timeout_ms: 10_000,
+                    protocols: vec![
+                        ("range".into(), Bytes::from_static(b"\x00\x01sub")),
+                        ("rr".into(), Bytes::new()),
+                    ],
+                    assignment: Bytes::from(format!("a{i}")),
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn records_round_trip() {
         let recs = vec![
@@ -506,6 +707,8 @@ mod tests {
                 partition: 1,
             },
             Record::GroupTombstone { group: "h".into() },
+            Record::GroupMetadata(stored_group("g", 2)),
+            Record::GroupMetadata(stored_group("e", 0)),
         ];
         let mut buf = header().to_vec();
         for r in &recs {
@@ -594,7 +797,29 @@ mod tests {
         };
         let mut recs = Vec::new();
         for _ in 0..500 {
-            let r = match next() % 3 {
+            let r = match next() % 4 {
+                3 => Record::GroupMetadata(StoredGroup {
+                    group: name(&mut next),
+                    protocol_type: (next() % 2 == 0).then(|| name(&mut next)),
+                    generation_id: next() as i32,
+                    protocol_name: (next() % 2 == 0).then(|| name(&mut next)),
+                    leader_id: (next() % 2 == 0).then(|| name(&mut next)),
+                    state_since_ms: next() as i64,
+                    members: (0..next() % 4)
+                        .map(|_| StoredMember {
+                            member_id: name(&mut next),
+                            group_instance_id: (next() % 2 == 0).then(|| name(&mut next)),
+                            client_id: name(&mut next),
+                            client_host: name(&mut next),
+                            rebalance_timeout_ms: next() as i32,
+                            session_timeout_ms: next() as i32,
+                            protocols: (0..next() % 3)
+                                .map(|_| (name(&mut next), Bytes::from(name(&mut next))))
+                                .collect(),
+                            assignment: Bytes::from(name(&mut next)),
+                        })
+                        .collect(),
+                }),
                 0 => Record::Commit {
                     group: name(&mut next),
                     topic: name(&mut next),

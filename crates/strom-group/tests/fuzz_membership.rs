@@ -1,7 +1,8 @@
 //! Randomized membership traffic: clients join, sync, heartbeat, commit and leave with
 //! random versions, stale or bogus ids and generations, while the manual clock jumps. The
 //! coordinator checks its group invariants after every operation (debug builds), so this
-//! test finds logic errors as panics. At the end, once the clock passes every deadline,
+//! test finds logic errors as panics; restarts in between check that a restored group holds
+//! the same invariants. At the end, once the clock passes every deadline,
 //! every parked JoinGroup/SyncGroup must have been answered: no wait outlives its timeout.
 //! Rerun one seed with `STROM_TEST_SEED=<seed> cargo test -p strom-group --test fuzz_membership`.
 
@@ -44,7 +45,7 @@ struct Client {
 
 async fn run(seed: u64, steps: usize) {
     let mut rng = Rng(seed.max(1));
-    let env = Env::new(GroupConfig {
+    let mut env = Env::new(GroupConfig {
         initial_rebalance_delay_ms: [0, 3000][rng.below(2) as usize],
         ..config()
     });
@@ -54,7 +55,7 @@ async fn run(seed: u64, steps: usize) {
             ..Default::default()
         })
         .collect();
-    let (mut joins_ok, mut syncs_ok, mut max_generation) = (0, 0, 0);
+    let (mut joins_ok, mut syncs_ok, mut max_generation, mut reopens) = (0, 0, 0, 0);
     for _ in 0..steps {
         // Collect finished requests first.
         for c in clients.iter_mut() {
@@ -166,12 +167,18 @@ async fn run(seed: u64, steps: usize) {
                 };
                 env.coord.leave_group(req, v).await;
             }
+            // A restart (membership is restored from the log) while no request is parked:
+            // a parked request would hold the old coordinator, whose timers no longer run.
+            83..=85 if clients.iter().all(|c| c.join.is_none() && c.sync.is_none()) => {
+                env.reopen();
+                reopens += 1;
+            }
             _ => env.advance(rng.below(12_000) as i64),
         }
         settle().await;
     }
     eprintln!(
-        "seed {seed}: {joins_ok} joins and {syncs_ok} syncs succeeded, generation {max_generation}"
+        "seed {seed}: {joins_ok} joins and {syncs_ok} syncs succeeded, generation {max_generation}, {reopens} reopens"
     );
     // Liveness: past every deadline, nothing may still be parked.
     for _ in 0..4 {

@@ -60,6 +60,22 @@ struct JoinArgs<'a> {
 }
 
 impl GroupCoordinator {
+    /// The answer of a request that may be parked: at once, or when the rebalance completes
+    /// it, bounded by `cap_ms`; `fallback` answers a parked request that was dropped or
+    /// outlived its cap.
+    async fn answer<T>(&self, start: Start<T>, fallback: impl FnOnce() -> T) -> T {
+        match start {
+            Start::Done(o) => o,
+            Start::Wait(rx, cap_ms) => {
+                self.timers_changed.notify_one();
+                match tokio::time::timeout(Duration::from_millis(cap_ms), rx).await {
+                    Ok(Ok(o)) => o,
+                    _ => fallback(),
+                }
+            }
+        }
+    }
+
     /// JoinGroup v0-v9. May wait (bounded by the rebalance timeout) until the rebalance
     /// completes; `client_id`/`client_host` come from the request header and the connection.
     pub async fn join_group(
@@ -101,18 +117,13 @@ impl GroupCoordinator {
             st.debug_check(req.group_id.as_str());
             start
         };
-        let outcome = match start {
-            Start::Done(o) => o,
-            Start::Wait(rx, cap_ms) => {
-                self.timers_changed.notify_one();
-                match tokio::time::timeout(Duration::from_millis(cap_ms), rx).await {
-                    Ok(Ok(o)) => o,
-                    // Replaced by a newer JoinGroup of the same member, or timed out without
-                    // the background task: the client retries its join.
-                    _ => JoinOutcome::error(req.member_id.as_str(), codes::REBALANCE_IN_PROGRESS),
-                }
-            }
-        };
+        // Replaced by a newer JoinGroup of the same member, or timed out without the
+        // background task: the client retries its join.
+        let outcome = self
+            .answer(start, || {
+                JoinOutcome::error(req.member_id.as_str(), codes::REBALANCE_IN_PROGRESS)
+            })
+            .await;
         join_response(outcome, version)
     }
 
@@ -377,16 +388,9 @@ impl GroupCoordinator {
             st.debug_check(req.group_id.as_str());
             start
         };
-        let outcome = match start {
-            Start::Done(o) => o,
-            Start::Wait(rx, cap_ms) => {
-                self.timers_changed.notify_one();
-                match tokio::time::timeout(Duration::from_millis(cap_ms), rx).await {
-                    Ok(Ok(o)) => o,
-                    _ => SyncOutcome::error(codes::REBALANCE_IN_PROGRESS),
-                }
-            }
-        };
+        let outcome = self
+            .answer(start, || SyncOutcome::error(codes::REBALANCE_IN_PROGRESS))
+            .await;
         let mut resp = SyncGroupResponse::default()
             .with_error_code(outcome.error)
             .with_assignment(outcome.assignment);

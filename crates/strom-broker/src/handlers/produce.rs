@@ -324,12 +324,14 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         } else {
             E::UnknownTopicOrPartition
         };
+        // Resolved once per topic, not per partition: it parses the topic's overrides.
+        let cfg = topic.as_ref().map(|t| broker.topics.effective_config(t));
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for (pi, pd) in td.partition_data.into_iter().enumerate() {
             // KafkaApis.handleProduceRequest: unknown topics and partitions first, then
             // validateRecords; only what passes both reaches ReplicaManager.appendRecords,
             // which refuses acks outside {-1, 0, 1}.
-            let Some(topic) = &topic else {
+            let (Some(topic), Some(cfg)) = (&topic, &cfg) else {
                 parts.push(error(pd.index, unknown.code(), None));
                 continue;
             };
@@ -348,7 +350,6 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
                 parts.push(error(pd.index, E::InvalidRequiredAcks.code(), None));
                 continue;
             }
-            let cfg = broker.topics.effective_config(topic);
             if let Err((code, msg)) = check_size_and_crc(&records, cfg.max_message_bytes) {
                 parts.push(error(pd.index, code, Some(msg)));
                 continue;

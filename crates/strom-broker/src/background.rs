@@ -1,5 +1,6 @@
-//! Background work: retention every `log.retention.check.interval.ms`, and periodic flushing
-//! for `log.flush.interval.ms`. Both stop when the shutdown signal flips.
+//! Background work: retention every `log.retention.check.interval.ms`, the recovery-point
+//! checkpoint every `log.flush.offset.checkpoint.interval.ms`, and periodic flushing for
+//! `log.flush.interval.ms`. All stop when the shutdown signal flips.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use crate::topics::now_ms;
 
 pub fn spawn(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     tokio::spawn(retention_loop(broker.clone(), shutdown.clone()));
+    tokio::spawn(checkpoint_loop(broker.clone(), shutdown.clone()));
     if broker.config.log_flush_interval_ms > 0 {
         tokio::spawn(flush_loop(broker, shutdown));
     }
@@ -37,7 +39,8 @@ pub fn apply_retention(broker: &Broker) -> usize {
     for topic in broker.topics.all() {
         let partitions = topic.partitions.read().clone();
         for p in partitions {
-            match p.state.lock().log.apply_retention(now) {
+            let Ok(mut state) = p.lock() else { continue };
+            match state.log.apply_retention(now) {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
@@ -49,6 +52,27 @@ pub fn apply_retention(broker: &Broker) -> usize {
         tracing::info!(segments = deleted, "retention deleted old segments");
     }
     deleted
+}
+
+/// Writes the recovery-point checkpoint every `log.flush.offset.checkpoint.interval.ms`.
+async fn checkpoint_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.recovery_point_checkpoint_interval_ms);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let topics = broker.topics.clone();
+        match tokio::task::spawn_blocking(move || topics.checkpoint_recovery_points()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "writing the recovery-point checkpoint failed")
+            }
+            Err(e) => tracing::error!(error = %e, "recovery-point checkpoint task failed"),
+        }
+    }
 }
 
 async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {

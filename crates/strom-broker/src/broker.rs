@@ -134,10 +134,14 @@ impl Broker {
         for topic in self.topics.all() {
             let partitions = topic.partitions.read().clone();
             for p in partitions {
-                if let Err(e) = p.state.lock().log.flush() {
+                if let Some(Err(e)) = p.with_log(|log| log.flush()) {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
                 }
             }
+        }
+        // Everything flushed is now a recovery point: the next start trusts it all.
+        if let Err(e) = self.topics.checkpoint_recovery_points() {
+            tracing::error!(error = %e, "writing the recovery-point checkpoint at shutdown failed");
         }
         if let Err(e) = self.groups.flush() {
             tracing::error!(error = %e, "flushing committed offsets at shutdown failed");

@@ -73,6 +73,15 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: i64,
     /// `log.fsync`: acks-all (default), always or never.
     pub fsync: FsyncPolicy,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often the recovery points (the flushed
+    /// offset of every partition) are written to the checkpoint file.
+    pub recovery_point_checkpoint_interval_ms: u64,
+    /// `producer.id.expiration.ms`: idempotent-producer state of a producer that wrote nothing
+    /// to a partition for this long is forgotten.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.state.max.producers.per.partition`: most producers whose state one
+    /// partition keeps; beyond it the least recently active is forgotten.
+    pub producer_state_max_producers: usize,
     /// `log.fsync.group.commit.ms`: how long the flusher waits to gather more requests into one
     /// fsync round.
     pub group_commit_ms: u64,
@@ -213,6 +222,24 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         put(&mut c.log_flush_interval_ms, parse(v)?)
     }),
     ("log.fsync", "acks-all", |c, v| put(&mut c.fsync, parse(v)?)),
+    (
+        "log.flush.offset.checkpoint.interval.ms",
+        "60000",
+        |c, v| {
+            put(
+                &mut c.recovery_point_checkpoint_interval_ms,
+                positive(parse(v)?)?,
+            )
+        },
+    ),
+    ("producer.id.expiration.ms", "86400000", |c, v| {
+        put(&mut c.producer_id_expiration_ms, positive(parse(v)?)?)
+    }),
+    (
+        "producer.state.max.producers.per.partition",
+        "10000",
+        |c, v| put(&mut c.producer_state_max_producers, positive(parse(v)?)?),
+    ),
     ("log.fsync.group.commit.ms", "1", |c, v| {
         put(&mut c.group_commit_ms, parse(v)?)
     }),
@@ -396,6 +423,9 @@ fn placeholder() -> BrokerConfig {
         log_flush_interval_messages: 0,
         log_flush_interval_ms: 0,
         fsync: FsyncPolicy::AcksAll,
+        recovery_point_checkpoint_interval_ms: 0,
+        producer_id_expiration_ms: 0,
+        producer_state_max_producers: 0,
         group_commit_ms: 0,
         max_connections: 0,
         queued_max_requests: 0,

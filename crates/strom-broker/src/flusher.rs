@@ -1,14 +1,21 @@
-//! Group commit: produce requests that must be durable (acks=all, or every ack under
-//! `log.fsync=always`) wait here for an fsync covering their last offset. One round fsyncs each
-//! dirty partition once for every request that arrived while the previous round ran (and
-//! within the optional `log.fsync.group.commit.ms` window), so many requests share one fsync.
-//! The fsyncs themselves run on blocking threads, never under a partition lock.
+//! Group commit. Produce requests that must be durable (acks=all, or every ack under
+//! `log.fsync=always`) wait here for an fsync covering their last offset, and appends that
+//! nobody waits for mark their partition dirty so that the high watermark, which follows
+//! fsync in a durable broker, advances soon. One round fsyncs each dirty partition once for
+//! every request that arrived while the previous round ran (and within the optional
+//! `log.fsync.group.commit.ms` window), so many requests share one fsync. The fsyncs run on
+//! blocking threads, never under a partition lock, and never on the request path: a segment
+//! roll leaves its fsyncs to this task too.
+//!
+//! A failed fsync is never retried (see `strom_log::LogError::Failed`): the log goes offline,
+//! every request waiting on it gets an error, and so does every later one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::partition::Partition;
 
@@ -22,16 +29,29 @@ struct FlushRequest {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// Partitions with appended data that nobody waits for, keyed by address (one entry each).
+#[derive(Default)]
+struct Dirty {
+    partitions: Mutex<HashMap<usize, Arc<Partition>>>,
+    wake: Notify,
+}
+
 #[derive(Clone)]
 pub struct Flusher {
     tx: mpsc::Sender<FlushRequest>,
+    dirty: Arc<Dirty>,
+}
+
+fn key(partition: &Arc<Partition>) -> usize {
+    Arc::as_ptr(partition) as usize
 }
 
 impl Flusher {
     pub fn start(window: Duration) -> Flusher {
         let (tx, rx) = mpsc::channel(PENDING_FLUSHES_MAX);
-        tokio::spawn(run(rx, window));
-        Flusher { tx }
+        let dirty = Arc::new(Dirty::default());
+        tokio::spawn(run(rx, dirty.clone(), window));
+        Flusher { tx, dirty }
     }
 
     /// Waits until everything below `end_offset` in `partition` is on stable storage.
@@ -40,7 +60,12 @@ impl Flusher {
         partition: Arc<Partition>,
         end_offset: i64,
     ) -> Result<(), String> {
-        if partition.state.lock().log.flushed_offset() >= end_offset {
+        let flushed = partition
+            .lock()
+            .map_err(|e| e.to_string())?
+            .log
+            .flushed_offset();
+        if flushed >= end_offset {
             return Ok(());
         }
         let (done, rx) = oneshot::channel();
@@ -55,48 +80,99 @@ impl Flusher {
         rx.await
             .unwrap_or_else(|_| Err("broker is shutting down".into()))
     }
+
+    /// Has the partition fsynced in the next round, without waiting for it.
+    pub fn mark_dirty(&self, partition: &Arc<Partition>) {
+        self.dirty
+            .partitions
+            .lock()
+            .entry(key(partition))
+            .or_insert_with(|| partition.clone());
+        // A stored permit wakes the next wait if the flusher is busy now.
+        self.dirty.wake.notify_one();
+    }
 }
 
 /// fsyncs whatever is unflushed in one partition, off the lock. Usually that is the active
-/// segment alone; when segments rolled without being synced (`log.fsync=never` with a flush
-/// interval) the older ones come first, one per `flush_target` call.
+/// segment alone; after a roll the older segment comes first, one per `flush_target` call.
+/// Every step that moves the high watermark wakes the partition's waiting fetches.
 pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
-    let segments = partition.state.lock().log.segment_count();
+    let segments = partition
+        .with_log(|log| log.segment_count())
+        .unwrap_or_default();
     for _ in 0..=segments {
-        let target = partition.state.lock().log.flush_target();
-        let Some((file, offset)) = target else {
+        let target = partition
+            .lock()
+            .map_err(|e| e.to_string())?
+            .log
+            .flush_target();
+        let Some(target) = target else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let mut state = partition.state.lock();
-        state.log.mark_flushed(offset);
-        if state.log.flush_target().is_none() {
-            state.unflushed_messages = 0;
+        let synced = {
+            let target = target.clone();
+            tokio::task::spawn_blocking(move || target.sync())
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let result = partition.with_log(|log| match synced {
+            Ok(()) => {
+                log.mark_flushed(&target);
+                Ok(())
+            }
+            Err(e) => Err(log.mark_sync_failed(e)),
+        });
+        match result {
+            Some(Ok(())) => {
+                if let Ok(mut state) = partition.lock() {
+                    if state.log.flush_target().is_none() {
+                        state.unflushed_messages = 0;
+                    }
+                }
+                partition.appended.notify_waiters();
+            }
+            Some(Err(e)) => {
+                tracing::error!(
+                    topic = %partition.topic,
+                    partition = partition.index,
+                    error = %e,
+                    "fsync failed: the partition is offline until the broker restarts"
+                );
+                // Fetches parked on it must hear now.
+                partition.appended.notify_waiters();
+                return Err(e.to_string());
+            }
+            None => return Err("partition is offline".into()),
         }
     }
     Ok(())
 }
 
-async fn run(mut rx: mpsc::Receiver<FlushRequest>, window: Duration) {
-    while let Some(first) = rx.recv().await {
+async fn run(mut rx: mpsc::Receiver<FlushRequest>, dirty: Arc<Dirty>, window: Duration) {
+    loop {
+        let mut round = Vec::new();
+        tokio::select! {
+            first = rx.recv() => match first {
+                Some(r) => round.push(r),
+                None => return,
+            },
+            _ = dirty.wake.notified() => {}
+        }
         if !window.is_zero() {
             tokio::time::sleep(window).await;
         }
-        let mut round = vec![first];
         while round.len() < PENDING_FLUSHES_MAX {
             match rx.try_recv() {
                 Ok(r) => round.push(r),
                 Err(_) => break,
             }
         }
-        // One fsync per distinct partition (keyed by address), all partitions in parallel.
-        let mut distinct: HashMap<usize, Arc<Partition>> = HashMap::new();
+        // One fsync per distinct partition, all partitions in parallel.
+        let mut distinct: HashMap<usize, Arc<Partition>> =
+            std::mem::take(&mut *dirty.partitions.lock());
         for r in &round {
             distinct
-                .entry(Arc::as_ptr(&r.partition) as usize)
+                .entry(key(&r.partition))
                 .or_insert_with(|| r.partition.clone());
         }
         let mut syncs = tokio::task::JoinSet::new();
@@ -106,18 +182,17 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>, window: Duration) {
         let mut errors: HashMap<usize, String> = HashMap::new();
         while let Some(res) = syncs.join_next().await {
             if let Ok((key, Err(e))) = res {
-                tracing::error!(error = %e, "fsync failed");
                 errors.insert(key, e);
             }
         }
         for r in round {
-            let key = Arc::as_ptr(&r.partition) as usize;
-            let result = match errors.get(&key) {
+            let result = match errors.get(&key(&r.partition)) {
                 Some(e) => Err(e.clone()),
-                None if r.partition.state.lock().log.flushed_offset() >= r.end_offset => Ok(()),
-                // A roll between append and fsync synced the old segment itself (flush_on_roll),
-                // so only the active segment's offsets can be behind; ask again next round.
-                None => Err("fsync did not cover the request".to_string()),
+                None => match r.partition.lock() {
+                    Ok(state) if state.log.flushed_offset() >= r.end_offset => Ok(()),
+                    Ok(_) => Err("fsync did not cover the request".to_string()),
+                    Err(offline) => Err(offline.to_string()),
+                },
             };
             let _ = r.done.send(result);
         }

@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`config`]: every broker setting (Kafka names and defaults) and where it comes from.
 //! - [`topics`], [`topic_config`], [`partition`]: the registry of topics on disk.
+//! - [`append`]: the domain write path (`append -> Result<Appended, AppendError>`) that the
+//!   Kafka and JSON front ends share.
 //! - [`producer_state`]: idempotent produce (sequence checks, duplicate detection).
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
@@ -12,6 +14,7 @@
 //! The broker sees decoded requests and answers encoded responses; sockets live in
 //! `strom-server`, files in `strom-log`.
 
+pub mod append;
 pub mod background;
 pub mod broker;
 pub mod config;
@@ -21,6 +24,7 @@ pub mod local;
 pub mod meta;
 pub mod partition;
 pub mod producer_state;
+pub mod recovery_point;
 pub mod topic_config;
 pub mod topics;
 

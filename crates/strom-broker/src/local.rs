@@ -230,14 +230,14 @@ impl Local {
             .read()
             .iter()
             .map(|p| {
-                let st = p.state.lock();
-                PartitionOffsets {
+                let st = p.lock().map_err(|e| LocalError::Storage(e.to_string()))?;
+                Ok(PartitionOffsets {
                     partition: p.index,
                     start_offset: st.log.log_start_offset(),
-                    end_offset: st.log.log_end_offset(),
-                }
+                    end_offset: st.high_watermark(),
+                })
             })
-            .collect();
+            .collect::<Result<_, LocalError>>()?;
         let meta = topic.meta.read();
         Ok(TopicDescription {
             name: meta.name.clone(),
@@ -262,37 +262,23 @@ impl Local {
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let batch = encode_batch(record, timestamp_ms)?;
         let cfg = self.broker.topics.effective_config(&t);
-        let (resp, end) = crate::handlers::produce::append_partition(
-            &self.broker,
-            &partition,
-            Some(batch),
-            cfg.max_message_bytes,
-            cfg.log_append_time,
-            cfg.flush_messages,
-        );
-        if let Some(error) = ResponseError::try_from_code(resp.error_code) {
-            return Err(LocalError::Rejected {
-                error,
-                message: resp.error_message.map(|m| m.to_string()),
-            });
-        }
-        let end = end.expect("a successful append reports its end offset");
-        assert_eq!(end, resp.base_offset + 1, "one record was appended");
+        let appended = crate::append::append(&self.broker, &partition, batch, cfg.append_options())
+            .map_err(|e| LocalError::Rejected {
+                error: crate::handlers::produce::append_error_code(&e),
+                message: Some(e.to_string()),
+            })?;
+        debug_assert_eq!(appended.base_offset, appended.last_offset, "one record");
         if self.broker.config.fsync != FsyncPolicy::Never {
             self.broker
                 .flusher
-                .wait_durable(partition, end)
+                .wait_durable(partition, appended.durable_end())
                 .await
                 .map_err(LocalError::Storage)?;
         }
         Ok(Appended {
             partition: index,
-            offset: resp.base_offset,
-            timestamp_ms: if resp.log_append_time_ms >= 0 {
-                resp.log_append_time_ms
-            } else {
-                timestamp_ms
-            },
+            offset: appended.base_offset,
+            timestamp_ms: appended.log_append_time_ms.unwrap_or(timestamp_ms),
         })
     }
 
@@ -350,8 +336,8 @@ impl Local {
     /// position (reset to the log start when it is outside the log), else the log start.
     fn start_offset(&self, req: &ConsumeRequest<'_>, p: &Partition) -> Result<i64, LocalError> {
         let (start, end) = {
-            let st = p.state.lock();
-            (st.log.log_start_offset(), st.log.log_end_offset())
+            let st = p.lock().map_err(|e| LocalError::Storage(e.to_string()))?;
+            (st.log.log_start_offset(), st.high_watermark())
         };
         match req.offset {
             Some(o) if o < start || o > end => Err(LocalError::OffsetOutOfRange {
@@ -540,8 +526,10 @@ async fn wait_for_data(partition: &Partition, offset: i64, wait: Duration) {
         let notified = partition.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if partition.state.lock().log.log_end_offset() > offset {
-            return;
+        match partition.lock() {
+            Ok(state) if state.high_watermark() <= offset => {}
+            // Data to read, or an offline partition whose error the read reports.
+            _ => return,
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return;
@@ -557,16 +545,19 @@ fn read_from(partition: &Partition, offset: i64, max_messages: usize) -> Result<
     let mut bytes_read = 0usize;
     while messages.len() < max_messages && bytes_read < READ_BYTES_MAX {
         let slice = {
-            let st = partition.state.lock();
-            if next >= st.log.log_end_offset() && next >= st.log.log_start_offset() {
+            let st = partition
+                .lock()
+                .map_err(|e| LocalError::Storage(e.to_string()))?;
+            if next >= st.high_watermark() && next >= st.log.log_start_offset() {
                 break;
             }
-            st.log.read(next, READ_CHUNK_BYTES).map_err(|e| match e {
-                LogError::OffsetOutOfRange { offset, start, end } => {
-                    LocalError::OffsetOutOfRange { offset, start, end }
-                }
-                e => LocalError::Storage(e.to_string()),
-            })?
+            st.read_visible(next, READ_CHUNK_BYTES)
+                .map_err(|e| match e {
+                    LogError::OffsetOutOfRange { offset, start, end } => {
+                        LocalError::OffsetOutOfRange { offset, start, end }
+                    }
+                    e => LocalError::Storage(e.to_string()),
+                })?
         };
         let data = slice
             .read_bytes()

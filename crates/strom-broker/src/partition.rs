@@ -1,10 +1,20 @@
 //! One partition: its log and idempotent-producer state behind one lock (never a global one),
-//! and a notifier that wakes long-polling fetches when data arrives.
+//! and a notifier that wakes long-polling fetches when data becomes visible.
+//!
+//! A partition is *offline* when its log could not be opened (damage recovery refused to
+//! repair, an I/O error) or when a write or fsync on it failed: from then on every produce
+//! and fetch gets KAFKA_STORAGE_ERROR, as Kafka answers for a failed log dir, until the
+//! broker restarts and recovery opens it again. [`Partition::lock`] is the only way in, so no
+//! caller can forget the check.
+//!
+//! The high watermark (what fetches and ListOffsets serve) is the flushed offset in a durable
+//! broker (`log.fsync` other than `never`), so no consumer reads, and commits past, data that
+//! a power loss could take back; with `log.fsync=never` it is the log end, as in Kafka.
 
 use std::path::{Path, PathBuf};
 
-use parking_lot::Mutex;
-use strom_log::{LogConfig, LogError, PartitionLog};
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
+use strom_log::{LogConfig, LogError, PartitionLog, ReadSlice};
 use tokio::sync::Notify;
 
 use crate::producer_state::ProducerStates;
@@ -14,29 +24,75 @@ pub struct PartitionState {
     pub producers: ProducerStates,
     /// Messages appended since the last fsync, for `log.flush.interval.messages`.
     pub unflushed_messages: i64,
+    /// The high watermark advances only with fsync (see the module docs).
+    durable_high_watermark: bool,
+}
+
+impl PartitionState {
+    /// The offset up to which consumers may read (exclusive).
+    pub fn high_watermark(&self) -> i64 {
+        if self.durable_high_watermark {
+            self.log.flushed_offset()
+        } else {
+            self.log.log_end_offset()
+        }
+    }
+
+    /// Whole batches from `offset`, never past the high watermark (see `PartitionLog::read`).
+    pub fn read_visible(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        if self.durable_high_watermark {
+            self.log.read_flushed(offset, max_bytes)
+        } else {
+            self.log.read(offset, max_bytes)
+        }
+    }
+}
+
+/// Why a partition refuses reads and writes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("partition {topic}-{index} is offline: {reason}")]
+pub struct Offline {
+    pub topic: String,
+    pub index: i32,
+    pub reason: String,
+}
+
+enum Slot {
+    Online(PartitionState),
+    /// The log could not be opened at startup: why, and the recovery point it had (kept in
+    /// the checkpoint, so the next start is as strict about it).
+    Unopened(String, Option<i64>),
 }
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub dir: PathBuf,
-    pub state: Mutex<PartitionState>,
-    /// Notified after every append; fetches waiting for `min_bytes` listen here.
+    state: Mutex<Slot>,
+    /// Notified after every append and every fsync that moved the high watermark; fetches
+    /// waiting for `min_bytes` listen here.
     pub appended: Notify,
+}
+
+/// `<topic dir>/partition-<index>`.
+pub fn partition_dir(topic_dir: &Path, index: i32) -> PathBuf {
+    topic_dir.join(format!("partition-{index}"))
 }
 
 impl Partition {
     /// Opens (recovering) the partition's log and rebuilds producer state from the batch
-    /// headers of its newest segment.
+    /// headers of its newest segment. `durable_high_watermark`: see the module docs.
     pub fn open(
         topic: &str,
         index: i32,
         topic_dir: &Path,
         config: LogConfig,
         now_ms: i64,
+        recovery_point: Option<i64>,
+        durable_high_watermark: bool,
     ) -> Result<Partition, LogError> {
-        let dir = topic_dir.join(format!("partition-{index}"));
-        let log = PartitionLog::open(&dir, config, now_ms)?;
+        let dir = partition_dir(topic_dir, index);
+        let log = PartitionLog::open_at_recovery_point(&dir, config, now_ms, recovery_point)?;
         let mut producers = ProducerStates::default();
         let from = log
             .segment_base_offsets()
@@ -45,16 +101,83 @@ impl Partition {
             .unwrap_or(0)
             .max(log.log_start_offset());
         log.scan_headers(from, &mut |h| producers.record(h))?;
-        Ok(Partition {
-            topic: topic.to_string(),
+        Ok(Partition::with_state(
+            topic,
             index,
             dir,
-            state: Mutex::new(PartitionState {
+            Slot::Online(PartitionState {
                 log,
                 producers,
                 unflushed_messages: 0,
+                durable_high_watermark,
             }),
+        ))
+    }
+
+    /// A partition whose log could not be opened: it exists (Metadata lists it, its files are
+    /// left as they are for an operator) but refuses every read and write.
+    pub fn unopened(
+        topic: &str,
+        index: i32,
+        topic_dir: &Path,
+        reason: String,
+        recovery_point: Option<i64>,
+    ) -> Partition {
+        let dir = partition_dir(topic_dir, index);
+        Partition::with_state(topic, index, dir, Slot::Unopened(reason, recovery_point))
+    }
+
+    fn with_state(topic: &str, index: i32, dir: PathBuf, slot: Slot) -> Partition {
+        Partition {
+            topic: topic.to_string(),
+            index,
+            dir,
+            state: Mutex::new(slot),
             appended: Notify::new(),
+        }
+    }
+
+    /// The partition's state, unless it is offline.
+    pub fn lock(&self) -> Result<MappedMutexGuard<'_, PartitionState>, Offline> {
+        let guard = self.state.lock();
+        let reason = match &*guard {
+            Slot::Online(state) => match state.log.failure() {
+                None => {
+                    return Ok(MutexGuard::map(guard, |slot| match slot {
+                        Slot::Online(state) => state,
+                        Slot::Unopened(..) => unreachable!("checked above"),
+                    }))
+                }
+                Some(failure) => failure.to_string(),
+            },
+            Slot::Unopened(reason, _) => reason.clone(),
+        };
+        Err(Offline {
+            topic: self.topic.clone(),
+            index: self.index,
+            reason,
         })
+    }
+
+    /// Why the partition is offline, if it is.
+    pub fn offline_reason(&self) -> Option<String> {
+        self.lock().err().map(|e| e.reason)
+    }
+
+    /// The log, even when it failed (to fsync what can still be fsynced at shutdown, or to
+    /// report sizes). `None` when it was never opened.
+    pub fn with_log<T>(&self, f: impl FnOnce(&mut PartitionLog) -> T) -> Option<T> {
+        match &mut *self.state.lock() {
+            Slot::Online(state) => Some(f(&mut state.log)),
+            Slot::Unopened(..) => None,
+        }
+    }
+
+    /// The offset below which this partition is known durable, for the checkpoint.
+    pub fn recovery_point(&self) -> Option<i64> {
+        match &*self.state.lock() {
+            Slot::Online(state) => Some(state.log.flushed_offset()),
+            Slot::Unopened(_, point) => *point,
+        }
     }
 }

@@ -211,6 +211,15 @@ impl EffectiveTopicConfig {
         }
     }
 
+    /// What a domain append obeys.
+    pub fn append_options(&self) -> crate::append::AppendOptions {
+        crate::append::AppendOptions {
+            max_message_bytes: self.max_message_bytes,
+            log_append_time: self.log_append_time,
+            flush_messages: self.flush_messages,
+        }
+    }
+
     /// The log's view. A compacted topic keeps everything: compaction itself is not
     /// implemented yet, and deleting by time would lose keys a compacted topic must keep.
     pub fn log_config(&self, flush_on_roll: bool) -> LogConfig {

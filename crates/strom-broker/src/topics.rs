@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::partition::Partition;
+use crate::recovery_point::{self, RecoveryPoints};
 use crate::topic_config::{self, EffectiveTopicConfig, TopicOverrides};
 
 /// Directory of broker-private files inside the data dir; not a valid topic to create.
@@ -157,6 +158,7 @@ impl Topics {
             by_name: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
         };
+        let points = recovery_point::read(&data_dir);
         for entry in std::fs::read_dir(&data_dir).map_err(storage)? {
             let path = entry.map_err(storage)?.path();
             let meta_path = path.join("topic.json");
@@ -166,7 +168,7 @@ impl Topics {
             let text = std::fs::read_to_string(&meta_path).map_err(storage)?;
             let meta: TopicMeta = serde_json::from_str(&text)
                 .map_err(|e| storage(format!("{}: {e}", meta_path.display())))?;
-            let topic = topics.open_topic(meta, path)?;
+            let topic = topics.open_topic(meta, path, Some(&points))?;
             let name = topic.name();
             topics.by_name.write().insert(name, Arc::new(topic));
         }
@@ -177,19 +179,49 @@ impl Topics {
         self.config.fsync != FsyncPolicy::Never
     }
 
-    fn open_topic(&self, meta: TopicMeta, dir: PathBuf) -> Result<Topic, TopicError> {
+    /// The high watermark follows fsync unless the broker never fsyncs on the produce path.
+    fn durable_high_watermark(&self) -> bool {
+        self.config.fsync != FsyncPolicy::Never
+    }
+
+    /// Opens a topic's partitions. At startup (`points` given) a partition that cannot be
+    /// opened stays in the topic as an offline partition, so one damaged log never stops the
+    /// broker; when creating, any failure fails the creation.
+    fn open_topic(
+        &self,
+        meta: TopicMeta,
+        dir: PathBuf,
+        points: Option<&RecoveryPoints>,
+    ) -> Result<Topic, TopicError> {
         let effective = EffectiveTopicConfig::resolve(&self.config, &meta.configs);
         let now = now_ms();
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for i in 0..meta.partitions {
-            let p = Partition::open(
+            let point = points.and_then(|p| p.get(&meta.name, meta.topic_id, i));
+            let opened = Partition::open(
                 &meta.name,
                 i,
                 &dir,
                 effective.log_config(self.flush_on_roll()),
                 now,
-            )
-            .map_err(|e| storage(format!("topic {} partition {i}: {e}", meta.name)))?;
+                point,
+                self.durable_high_watermark(),
+            );
+            let p = match (opened, points) {
+                (Ok(p), _) => p,
+                (Err(e), Some(_)) => {
+                    tracing::error!(
+                        topic = %meta.name,
+                        partition = i,
+                        error = %e,
+                        "PARTITION OFFLINE: its log cannot be opened; it answers KAFKA_STORAGE_ERROR until this is repaired and the broker restarts. No file of it was changed."
+                    );
+                    Partition::unopened(&meta.name, i, &dir, e.to_string(), point)
+                }
+                (Err(e), None) => {
+                    return Err(storage(format!("topic {} partition {i}: {e}", meta.name)))
+                }
+            };
             partitions.push(Arc::new(p));
         }
         Ok(Topic {
@@ -268,7 +300,7 @@ impl Topics {
         std::fs::create_dir_all(&dir).map_err(storage)?;
         write_meta(&dir, &meta)?;
         sync_dir(&self.data_dir);
-        let topic = match self.open_topic(meta, dir.clone()) {
+        let topic = match self.open_topic(meta, dir.clone(), None) {
             Ok(t) => Arc::new(t),
             Err(e) => {
                 // A topic whose partitions cannot be opened (e.g. out of file descriptors)
@@ -283,6 +315,29 @@ impl Topics {
         self.by_name.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// Writes every partition's recovery point (its flushed offset) to the checkpoint file.
+    /// Slow (fsyncs): call it from a blocking thread.
+    pub fn checkpoint_recovery_points(&self) -> std::io::Result<()> {
+        let mut entries = Vec::new();
+        for topic in self.all() {
+            let (name, topic_id) = {
+                let meta = topic.meta.read();
+                (meta.name.clone(), meta.topic_id)
+            };
+            for p in topic.partitions.read().iter() {
+                if let Some(offset) = p.recovery_point() {
+                    entries.push(recovery_point::Entry {
+                        topic: name.clone(),
+                        topic_id,
+                        partition: p.index,
+                        offset,
+                    });
+                }
+            }
+        }
+        recovery_point::write(&self.data_dir, &entries)
     }
 
     /// An existing topic whose name equals `name` once '.' and '_' are treated alike; Kafka
@@ -385,6 +440,8 @@ impl Topics {
                 &topic.dir,
                 effective.log_config(self.flush_on_roll()),
                 now,
+                None,
+                self.durable_high_watermark(),
             )
             .map_err(storage)?;
             added.push(Arc::new(p));
@@ -418,10 +475,7 @@ impl Topics {
         let effective = EffectiveTopicConfig::resolve(&self.config, &meta.configs);
         *topic.meta.write() = meta;
         for p in topic.partitions.read().iter() {
-            p.state
-                .lock()
-                .log
-                .set_config(effective.log_config(self.flush_on_roll()));
+            p.with_log(|log| log.set_config(effective.log_config(self.flush_on_roll())));
         }
         Ok(())
     }

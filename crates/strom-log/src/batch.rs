@@ -104,6 +104,12 @@ impl BatchHeader {
     /// `position` only labels the error. `available` is the number of bytes from the start of
     /// this batch to the end of the buffer (or file) it sits in.
     pub fn check(&self, position: usize, available: usize) -> Result<(), BatchError> {
+        self.check_structure(position, available)?;
+        self.check_counts(position)
+    }
+
+    /// The checks that say where the batch ends: magic, length, and that it fits.
+    fn check_structure(&self, position: usize, available: usize) -> Result<(), BatchError> {
         if self.magic != 2 {
             return Err(BatchError::InvalidMagic {
                 position,
@@ -124,6 +130,11 @@ impl BatchHeader {
                 available,
             });
         }
+        Ok(())
+    }
+
+    /// Record count and offset range.
+    fn check_counts(&self, position: usize) -> Result<(), BatchError> {
         if self.records_count < 0 {
             return Err(BatchError::InvalidRecordCount {
                 position,
@@ -187,6 +198,11 @@ pub(crate) fn check_batch(
     position: usize,
 ) -> Result<(), BatchError> {
     header.check(position, batch.len())?;
+    check_crc(header, batch, position)
+}
+
+/// The CRC-32C of one whole batch whose structure was checked.
+fn check_crc(header: &BatchHeader, batch: &[u8], position: usize) -> Result<(), BatchError> {
     let computed = compute_crc(&batch[..header.total_size()]);
     if computed != header.crc {
         return Err(BatchError::CrcMismatch {
@@ -211,9 +227,12 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
             position,
             available: rest.len(),
         })?;
-        header.check(position, rest.len())?;
+        // Kafka's order (LogValidator): a structurally broken or damaged batch is
+        // CORRUPT_MESSAGE before its counts are judged (INVALID_RECORD).
+        header.check_structure(position, rest.len())?;
         let total = header.total_size();
-        check_batch(&header, &rest[..total], position)?;
+        check_crc(&header, &rest[..total], position)?;
+        header.check_counts(position)?;
         headers.push(header);
         position += total;
     }

@@ -72,6 +72,15 @@ pub enum LogError {
     /// Data on disk that passed recovery no longer parses: a bug or outside damage.
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// An earlier write or fsync of this log failed. The log refuses every later append and
+    /// flush until it is reopened: after a failed fsync Linux may have dropped the dirty pages
+    /// and a second fsync would succeed without them (fsyncgate), so retrying is never safe.
+    #[error("log is offline after an I/O error: {0}")]
+    Failed(String),
+    /// Recovery found acknowledged data damaged (not a torn write): the log is not opened and
+    /// nothing is repaired, so no acknowledged byte is deleted or its offset handed out again.
+    #[error("damaged log: {0}")]
+    Damaged(String),
     /// The caller passed bytes and headers that do not describe each other.
     #[error("invalid append: {0}")]
     InvalidAppend(String),

@@ -26,7 +26,7 @@ use crate::batch::{set_base_offset, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::io::{FileIo, RealIo};
-use crate::recovery;
+use crate::recovery::{self, TailPolicy};
 use crate::segment::{delete_segment_files, Segment};
 use crate::start_offset;
 
@@ -77,6 +77,39 @@ impl ReadSlice {
     }
 }
 
+/// One fsync the flusher owes a log: the file of the oldest segment with unflushed data, and
+/// the directory too when that segment's file name is not yet durable. Made under the
+/// partition lock by [`PartitionLog::flush_target`], synced outside it with
+/// [`FlushTarget::sync`], then reported back with [`PartitionLog::mark_flushed`].
+#[derive(Debug, Clone)]
+pub struct FlushTarget {
+    file: Arc<File>,
+    io: Arc<dyn FileIo>,
+    /// The directory to fsync after the file (a segment created by a roll).
+    dir: Option<PathBuf>,
+    segment_base: i64,
+    /// Every offset below this is durable after the sync.
+    offset: i64,
+    /// The segment's size in bytes when the target was made (where `offset` starts).
+    position: u64,
+}
+
+impl FlushTarget {
+    /// The offset below which everything is durable once [`FlushTarget::sync`] succeeded.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// fsync the segment file (and its directory when needed). Slow: call it off the lock.
+    pub fn sync(&self) -> io::Result<()> {
+        self.io.sync_data(&self.file)?;
+        if let Some(dir) = &self.dir {
+            start_offset::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
 /// The segmented on-disk log of one partition. See the module docs.
 #[derive(Debug)]
 pub struct PartitionLog {
@@ -88,19 +121,38 @@ pub struct PartitionLog {
     pub(crate) log_start_offset: i64,
     /// Every offset below this is known to be on stable storage.
     pub(crate) flushed_offset: i64,
+    /// Where `flushed_offset` starts inside the segment of base `flushed_segment_base`, when
+    /// it falls inside that segment (reads limited to the flushed offset stop there).
+    pub(crate) flushed_segment_base: i64,
+    pub(crate) flushed_position: u64,
     /// Sum of `segments[..].size`.
     pub(crate) size_bytes: u64,
     /// Write-path file operations (real, or fault-injecting in tests).
     pub(crate) io: Arc<dyn FileIo>,
+    /// Set by the first failed write or fsync; see [`LogError::Failed`].
+    pub(crate) failure: Option<String>,
 }
 
 impl PartitionLog {
     /// Open or create the partition directory `dir` and recover it (see `recovery.rs`):
-    /// truncate at the first torn, CRC-failing or impossible batch, rebuild damaged indexes,
-    /// restore the log start and end offsets. Everything recovered is fsynced before this
-    /// returns, so `flushed_offset() == log_end_offset()` afterwards.
+    /// truncate a torn tail, rebuild damaged indexes, restore the log start and end offsets.
+    /// Everything recovered is fsynced before this returns, so `flushed_offset() ==
+    /// log_end_offset()` afterwards. Damage that a crash cannot explain is refused with
+    /// [`LogError::Damaged`] and nothing is changed.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
-        PartitionLog::open_with_io(dir, config, now_ms, Arc::new(RealIo))
+        PartitionLog::open_with_io(dir, config, now_ms, None, Arc::new(RealIo))
+    }
+
+    /// [`PartitionLog::open`] knowing the recovery point: every offset below it was durable
+    /// before the last stop, so damage below it is refused rather than truncated, and the
+    /// segments wholly below it are not fsynced again.
+    pub fn open_at_recovery_point(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        recovery_point: Option<i64>,
+    ) -> Result<PartitionLog, LogError> {
+        PartitionLog::open_with_io(dir, config, now_ms, recovery_point, Arc::new(RealIo))
     }
 
     /// [`PartitionLog::open`] with the write path going through `io` (fault injection).
@@ -108,6 +160,7 @@ impl PartitionLog {
         dir: &Path,
         config: LogConfig,
         now_ms: i64,
+        recovery_point: Option<i64>,
         io: Arc<dyn FileIo>,
     ) -> Result<PartitionLog, LogError> {
         if !dir.exists() {
@@ -120,10 +173,22 @@ impl PartitionLog {
         let interval = u64::from(config.index_interval_bytes);
         let bases = recovery::list_segments(dir)?;
         let stored_start = start_offset::read(dir)?;
+        let damaged = |what: String| LogError::Damaged(format!("{}: {what}", dir.display()));
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            // In a durable log a rolled segment was fsynced before anything after it counted
+            // as flushed, so only the newest segment can have a torn tail.
+            let below_point = matches!((next_base, recovery_point), (Some(n), Some(rp)) if n <= rp);
+            let must_be_intact = (config.flush_on_roll && next_base.is_some()) || below_point;
             if let Some(prev) = segments.last() {
                 if base != prev.next_offset {
+                    if config.flush_on_roll || recovery_point.is_some_and(|rp| base <= rp) {
+                        return Err(damaged(format!(
+                            "segment {base} does not continue the log (expected {})",
+                            prev.next_offset
+                        )));
+                    }
                     tracing::warn!(
                         base,
                         expected = prev.next_offset,
@@ -133,7 +198,12 @@ impl PartitionLog {
                     break;
                 }
             }
-            let loaded = recovery::load_segment(dir, base, interval, now_ms)?;
+            let policy = TailPolicy {
+                must_be_intact,
+                recovery_point,
+                scan_from: (!below_point).then(|| recovery_point.unwrap_or(base)),
+            };
+            let loaded = recovery::load_segment(dir, base, interval, now_ms, policy)?;
             segments.push(loaded.segment);
             if loaded.truncated {
                 recovery::discard_segments(dir, &bases[i + 1..])?;
@@ -147,14 +217,23 @@ impl PartitionLog {
                 now_ms,
             )?);
         }
+        let recovered_end = segments.last().map_or(0, |s| s.next_offset);
+        if let Some(rp) = recovery_point.filter(|&rp| rp > recovered_end) {
+            return Err(damaged(format!(
+                "the recovery point {rp} is past the end of the log on disk ({recovered_end}): acknowledged data is missing"
+            )));
+        }
         let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
             size_bytes: segments.iter().map(|s| s.size).sum(),
             log_start_offset: segments[0].base_offset,
             flushed_offset: 0,
+            flushed_segment_base: 0,
+            flushed_position: 0,
             segments,
             io,
+            failure: None,
         };
         if let Some(stored) = stored_start {
             log.log_start_offset = log.log_start_offset.max(stored);
@@ -175,13 +254,21 @@ impl PartitionLog {
             log.size_bytes = 0;
         }
         // Whatever survived may still sit only in the page cache (a process crash keeps it
-        // there); make it durable once so the flushed offset can start at the end. Clean files
-        // sync cheaply; index files are a cache and need no sync.
-        for segment in &log.segments {
+        // there); make it durable once so the flushed offset can start at the end. Segments
+        // wholly below the recovery point were durable already. Index files are a cache and
+        // need no sync.
+        let trusted_below = recovery_point.unwrap_or(0);
+        for segment in log
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > trusted_below)
+        {
             log.io.sync_data(&segment.log)?;
         }
         start_offset::sync_dir(dir)?;
         log.flushed_offset = log.log_end_offset();
+        log.flushed_segment_base = log.active().base_offset;
+        log.flushed_position = log.active().size;
         log.check_invariants();
         Ok(log)
     }
@@ -245,6 +332,7 @@ impl PartitionLog {
         headers: &[BatchHeader],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_not_failed()?;
         let base_offset = self.log_end_offset();
         if headers.is_empty() {
             if !batches.is_empty() {
@@ -269,6 +357,8 @@ impl PartitionLog {
         }
         let last_offset = base_offset + records - 1;
         if self.should_roll(total_bytes, last_offset, now_ms) {
+            // A failed roll changed nothing (segment creation is all-or-nothing): the append
+            // fails, and the next one tries again. Only failed writes and fsyncs poison.
             self.roll(now_ms)?;
         }
 
@@ -285,8 +375,12 @@ impl PartitionLog {
         debug_assert_eq!(next, last_offset + 1);
         let interval = u64::from(self.config.index_interval_bytes);
         let io = Arc::clone(&self.io);
-        self.active_mut()
-            .append(io.as_ref(), batches, &patched, now_ms, interval)?;
+        if let Err(e) = self
+            .active_mut()
+            .append(io.as_ref(), batches, &patched, now_ms, interval)
+        {
+            return Err(self.fail(e.into()));
+        }
         self.size_bytes += total_bytes;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
         Ok(AppendInfo {
@@ -312,23 +406,42 @@ impl PartitionLog {
         full || old || offsets_exhausted
     }
 
-    /// Start a new, empty active segment at the log end offset.
+    /// Take the log offline after a failed write or fsync (see [`LogError::Failed`]) and
+    /// return the error to report.
+    fn fail(&mut self, error: LogError) -> LogError {
+        if self.failure.is_none() {
+            tracing::error!(dir = %self.dir.display(), %error, "log I/O failed: the log refuses writes until it is reopened");
+            self.failure = Some(error.to_string());
+        }
+        error
+    }
+
+    fn check_not_failed(&self) -> Result<(), LogError> {
+        match &self.failure {
+            Some(why) => Err(LogError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the log is offline, if an earlier write or fsync failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Report that `target.sync()` failed: the log goes offline (never retry an fsync).
+    pub fn mark_sync_failed(&mut self, error: io::Error) -> LogError {
+        self.fail(LogError::Io(error))
+    }
+
+    /// Start a new, empty active segment at the log end offset. Nothing is fsynced here (a
+    /// roll happens on the append path): the old segment and the new file's name become
+    /// durable through the flusher (`flush_target` hands out the oldest unflushed segment
+    /// first, and the directory with the first target in a new segment).
     pub(crate) fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let base = self.log_end_offset();
-        if self.config.flush_on_roll {
-            let old = self.active();
-            self.io.sync_data(&old.log)?;
-            old.index.sync(self.io.as_ref())?;
-        }
-        let (old_base, old_end) = (self.active().base_offset, self.active().next_offset);
-        let segment = Segment::create(&self.dir, base, now_ms)?;
+        let mut segment = Segment::create(&self.dir, base, now_ms)?;
+        segment.name_durable = false;
         self.segments.push(segment);
-        if self.config.flush_on_roll {
-            start_offset::sync_dir(&self.dir)?;
-            if self.flushed_offset >= old_base {
-                self.flushed_offset = self.flushed_offset.max(old_end);
-            }
-        }
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         Ok(())
     }
@@ -337,8 +450,20 @@ impl PartitionLog {
     /// but at least one whole batch if any exists at or after `offset` (KIP-74). The slice
     /// never spans two segments. `offset == log_end_offset` gives an empty slice.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        self.read_below(offset, max_bytes, self.log_end_offset())
+    }
+
+    /// [`PartitionLog::read`] of flushed data only: an offset at or past the flushed offset
+    /// (but within the log) gives an empty slice, and a slice never reaches past it. A high
+    /// watermark that advances with fsync serves this, so no consumer sees data that a power
+    /// loss could take back.
+    pub fn read_flushed(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        self.read_below(offset, max_bytes, self.flushed_offset)
+    }
+
+    fn read_below(&self, offset: i64, max_bytes: usize, limit: i64) -> Result<ReadSlice, LogError> {
         self.check_range(offset)?;
-        if offset == self.log_end_offset() {
+        if offset >= limit {
             return Ok(ReadSlice::empty());
         }
         let segment = &self.segments[self.segment_index_for(offset)];
@@ -348,7 +473,20 @@ impl PartitionLog {
                 segment.base_offset
             )));
         };
-        let end = segment.read_end(position, header.total_size() as u64, max_bytes as u64)?;
+        // The limit is a batch boundary: the end of a segment, or a flushed offset inside one,
+        // whose byte position the flusher recorded.
+        let size_limit = if limit < segment.next_offset {
+            debug_assert_eq!(segment.base_offset, self.flushed_segment_base);
+            self.flushed_position
+        } else {
+            segment.size
+        };
+        let end = segment.read_end(
+            position,
+            header.total_size() as u64,
+            max_bytes as u64,
+            size_limit,
+        )?;
         Ok(ReadSlice {
             file: Some(Arc::clone(&segment.log)),
             position,
@@ -401,13 +539,12 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Group commit support: the file to fsync next and the offset it will make durable
-    /// (exclusive: every offset below it). `None` when everything is flushed. After
-    /// `file.sync_data()` (done off the lock) call [`PartitionLog::mark_flushed`] with that
-    /// offset. If a roll happened without `flush_on_roll`, the first target may be an older
-    /// segment; call again until `None` to cover the whole log.
-    pub fn flush_target(&self) -> Option<(Arc<File>, i64)> {
-        if self.flushed_offset >= self.log_end_offset() {
+    /// Group commit support: the next fsync owed (see [`FlushTarget`]), or `None` when
+    /// everything is flushed. After `target.sync()` (done off the lock) call
+    /// [`PartitionLog::mark_flushed`]. When segments rolled since the last flush, the first
+    /// target is an older segment; call again until `None` to cover the whole log.
+    pub fn flush_target(&self) -> Option<FlushTarget> {
+        if self.flushed_offset >= self.log_end_offset() || self.failure.is_some() {
             return None;
         }
         let segment = self
@@ -415,12 +552,33 @@ impl PartitionLog {
             .iter()
             .find(|s| s.next_offset > self.flushed_offset)
             .expect("the active segment ends at the log end offset");
-        Some((Arc::clone(&segment.log), segment.next_offset))
+        Some(FlushTarget {
+            file: Arc::clone(&segment.log),
+            io: Arc::clone(&self.io),
+            dir: (!segment.name_durable).then(|| self.dir.clone()),
+            segment_base: segment.base_offset,
+            offset: segment.next_offset,
+            position: segment.size,
+        })
     }
 
-    /// Record that every offset below `offset` is durable (see `flush_target`).
-    pub fn mark_flushed(&mut self, offset: i64) {
-        self.flushed_offset = self.flushed_offset.max(offset.min(self.log_end_offset()));
+    /// Record that `target` was synced: every offset below `target.offset()` is durable.
+    pub fn mark_flushed(&mut self, target: &FlushTarget) {
+        let offset = target.offset.min(self.log_end_offset());
+        if let Some(segment) = self
+            .segments
+            .iter_mut()
+            .find(|s| s.base_offset == target.segment_base)
+        {
+            if target.dir.is_some() {
+                segment.name_durable = true;
+            }
+        }
+        if offset > self.flushed_offset {
+            self.flushed_offset = offset;
+            self.flushed_segment_base = target.segment_base;
+            self.flushed_position = target.position;
+        }
     }
 
     /// Every offset below this is on stable storage. Equal to `log_end_offset()` when nothing
@@ -431,6 +589,11 @@ impl PartitionLog {
 
     /// fsync every unflushed segment, the indexes and the directory now (for shutdown).
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.check_not_failed()?;
+        self.flush_all().map_err(|e| self.fail(e))
+    }
+
+    fn flush_all(&mut self) -> Result<(), LogError> {
         for segment in self
             .segments
             .iter()
@@ -440,7 +603,12 @@ impl PartitionLog {
             segment.index.sync(self.io.as_ref())?;
         }
         start_offset::sync_dir(&self.dir)?;
+        for segment in &mut self.segments {
+            segment.name_durable = true;
+        }
         self.flushed_offset = self.log_end_offset();
+        self.flushed_segment_base = self.active().base_offset;
+        self.flushed_position = self.active().size;
         Ok(())
     }
 

@@ -3,17 +3,30 @@
 //! What a crash can leave behind, and what recovery does about it:
 //! - a torn last batch, a batch whose CRC fails, zeros or garbage after the last whole batch,
 //!   or a batch whose base offset breaks the offset sequence: the segment is truncated before
-//!   the first such batch, and every later segment is deleted, so the log is always an intact
-//!   prefix of what was appended and nothing past the damage is ever served;
+//!   the first such batch, so the log is always an intact prefix of what was appended and
+//!   nothing past the damage is ever served;
 //! - missing, short, torn or implausible `.index` / `.timeindex` files: the longest plausible
 //!   prefix is kept, its last entry is checked against the batch it names (CRC included), and
 //!   the rest is rebuilt from the `.log`;
 //! - orphan index files, or `log-start-offset.tmp` from an interrupted deletion or rename:
 //!   removed.
 //!
-//! Every segment is walked with full checks from its last trustworthy index entry to its end;
-//! that tail is at most about `index_interval_bytes` plus one batch, so recovery costs one
-//! short read per segment unless an index has to be rebuilt.
+//! What a crash cannot leave behind, and what recovery therefore calls *damage* (the disk or
+//! somebody else changed acknowledged bytes): the partition refuses to open with
+//! [`LogError::Damaged`], and nothing is deleted or truncated, so an operator can look at it.
+//! - a bad batch followed by a whole, CRC-valid batch that continues the offsets (a torn write
+//!   never has good data after it: a failed append is cut off at once);
+//! - a short or bad segment that must be intact: one wholly below the recovery point, or, in
+//!   a durable log (`flush_on_roll`), any segment but the newest (nothing after a rolled
+//!   segment counts as flushed before the rolled segment itself was fsynced);
+//! - a truncation point below the recovery point, or a recovery point past the log's end.
+//!
+//! A segment wholly below the recovery point is walked with full checks only from its last
+//! trustworthy index entry to its end (at most about `index_interval_bytes` plus one batch):
+//! its bytes were durable and checked before. Every other segment is checked batch by batch
+//! from the recovery point (or its start) to its end, as Kafka rescans what lies above its
+//! recovery point. After a clean shutdown the recovery point is the log end, so a normal
+//! start reads one short tail per segment.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -100,13 +113,28 @@ pub(crate) struct LoadedSegment {
     pub truncated: bool,
 }
 
+/// How much of a segment recovery may cut off as a torn tail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TailPolicy {
+    /// The segment must be intact: any truncation is damage.
+    pub must_be_intact: bool,
+    /// Offsets below this were durable before the crash: a truncation below it is damage.
+    pub recovery_point: Option<i64>,
+    /// Check every batch from this offset on (Kafka rescans what lies above the recovery
+    /// point); `None` checks only the tail after the last index entry (a segment wholly below
+    /// the recovery point, whose bytes were durable and checked before).
+    pub scan_from: Option<i64>,
+}
+
 /// Load the segment with base offset `base` from `dir`, verifying its tail and repairing its
-/// indexes as described in the module docs.
+/// indexes as described in the module docs. Damage (see the module docs) is refused with
+/// [`LogError::Damaged`] before anything is changed on disk.
 pub(crate) fn load_segment(
     dir: &Path,
     base: i64,
     index_interval_bytes: u64,
     now_ms: i64,
+    policy: TailPolicy,
 ) -> Result<LoadedSegment, LogError> {
     let log = OpenOptions::new()
         .read(true)
@@ -118,7 +146,12 @@ pub(crate) fn load_segment(
 
     // Find the last index entry that names an intact batch; damage before it is not looked
     // for (the index was written after the batch, and both are checked on every read).
-    let mut kept = index.len();
+    let mut kept = match policy.scan_from {
+        Some(from) => index
+            .offsets()
+            .partition_point(|e| base + i64::from(e.relative_offset) <= from),
+        None => index.len(),
+    };
     let (start, start_max_timestamp) = loop {
         if kept == 0 {
             break (0u64, None);
@@ -134,6 +167,8 @@ pub(crate) fn load_segment(
         kept -= 1;
         index_dirty = true;
     };
+    // Entries past the scan start are rebuilt by the scan.
+    index_dirty |= kept < index.len();
     index.truncate_entries(kept);
     let entries_before_scan = index.len();
 
@@ -149,6 +184,29 @@ pub(crate) fn load_segment(
     let valid_end = scan_tail(&mut segment, log_len, index_interval_bytes)?;
     let truncated = valid_end < log_len;
     if truncated {
+        let damaged = |why: String| {
+            LogError::Damaged(format!(
+                "{}: segment {base} is bad at byte {valid_end} of {log_len} (offset {}): {why}",
+                dir.display(),
+                segment.next_offset
+            ))
+        };
+        if good_batch_follows(&segment.log, valid_end, segment.next_offset, log_len)? {
+            return Err(damaged(
+                "a whole, valid batch follows the bad one, so this is not a torn write".into(),
+            ));
+        }
+        if policy.must_be_intact {
+            return Err(damaged(
+                "the segment was durable (below the recovery point, or rolled in a durable log)"
+                    .into(),
+            ));
+        }
+        if let Some(point) = policy.recovery_point.filter(|&p| segment.next_offset < p) {
+            return Err(damaged(format!(
+                "truncating here would drop offsets below the recovery point {point}"
+            )));
+        }
         tracing::warn!(
             base,
             valid_end,
@@ -177,6 +235,46 @@ pub(crate) fn load_segment(
         segment.roll_base_ms = Some(roll_base);
     }
     Ok(LoadedSegment { segment, truncated })
+}
+
+/// After the first bad batch at `position`: does a whole, CRC-valid batch that moves the
+/// offsets forward start right after it? Only the bad batch's length field is trusted, and
+/// only if it stays inside the file. A torn write leaves nothing valid after the tear (a
+/// failed append is cut off at once), so a yes means damage, not a crash.
+fn good_batch_follows(
+    log: &File,
+    position: u64,
+    expected_base: i64,
+    log_len: u64,
+) -> io::Result<bool> {
+    if log_len.saturating_sub(position) < BatchHeader::SIZE as u64 {
+        return Ok(false);
+    }
+    let mut head = [0u8; BatchHeader::SIZE];
+    log.read_exact_at(&mut head, position)?;
+    let Ok(bad) = BatchHeader::parse(&head) else {
+        return Ok(false);
+    };
+    if bad.batch_length < crate::batch::MIN_BATCH_LENGTH {
+        return Ok(false);
+    }
+    let next = position + bad.total_size() as u64;
+    if next >= log_len || log_len - next < BatchHeader::SIZE as u64 {
+        return Ok(false);
+    }
+    let mut head = [0u8; BatchHeader::SIZE];
+    log.read_exact_at(&mut head, next)?;
+    let Ok(follower) = BatchHeader::parse(&head) else {
+        return Ok(false);
+    };
+    let moves_forward = follower.base_offset > expected_base
+        && follower.base_offset - expected_base <= i64::from(i32::MAX);
+    if !moves_forward || follower.check(0, (log_len - next) as usize).is_err() {
+        return Ok(false);
+    }
+    let mut batch = vec![0u8; follower.total_size()];
+    log.read_exact_at(&mut batch, next)?;
+    Ok(check_batch(&follower, &batch, 0).is_ok())
 }
 
 /// Walk and fully check batches from `segment.size` to `log_len`, tracking each good one.

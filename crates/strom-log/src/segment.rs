@@ -76,10 +76,15 @@ pub(crate) struct Segment {
     pub last_append_ms: i64,
     /// Bytes appended since the last index entry (drives index density).
     pub bytes_since_index: u64,
+    /// False for a segment created by a roll until its directory has been fsynced, so that
+    /// its file name (and with it the data) survives a power loss.
+    pub name_durable: bool,
 }
 
 impl Segment {
-    /// Create the three files of a new, empty segment.
+    /// Create the three files of a new, empty segment: all of them or none. A `.log` left
+    /// behind by a failed index creation (EMFILE, ENOSPC) would make every later attempt to
+    /// create this segment fail with "file exists", and the partition could never roll again.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
         let log = OpenOptions::new()
             .read(true)
@@ -89,8 +94,19 @@ impl Segment {
         let index = SegmentIndex::create(
             &index_path(dir, base_offset),
             &time_index_path(dir, base_offset),
-        )?;
-        Ok(Segment::with_files(base_offset, log, index, now_ms))
+        );
+        match index {
+            Ok(index) => Ok(Segment::with_files(base_offset, log, index, now_ms)),
+            Err(error) => {
+                // The `.log` is ours (`create_new`), so every file of this base is: remove them,
+                // including an index file left by an earlier failed attempt.
+                drop(log);
+                if let Err(cleanup) = delete_segment_files(dir, base_offset) {
+                    tracing::error!(%error, %cleanup, base_offset, "could not remove a half-created segment");
+                }
+                Err(error)
+            }
+        }
     }
 
     /// An empty in-memory segment over already-open files (recovery fills it batch by batch).
@@ -105,6 +121,7 @@ impl Segment {
             roll_base_ms: None,
             last_append_ms: now_ms,
             bytes_since_index: 0,
+            name_durable: true,
         }
     }
 
@@ -223,12 +240,20 @@ impl Segment {
     }
 
     /// End position of a read that starts at the batch at `start` (of `first_size` bytes):
-    /// whole batches up to `max_bytes` in total, but always at least the first one.
-    pub fn read_end(&self, start: u64, first_size: u64, max_bytes: u64) -> Result<u64, LogError> {
+    /// whole batches up to `max_bytes` in total and not past `size_limit` (a batch boundary
+    /// at or below `size`), but always at least the first one.
+    pub fn read_end(
+        &self,
+        start: u64,
+        first_size: u64,
+        max_bytes: u64,
+        size_limit: u64,
+    ) -> Result<u64, LogError> {
+        debug_assert!(size_limit <= self.size && start + first_size <= size_limit);
         let min_end = start + first_size;
         let target = start.saturating_add(max_bytes);
-        if target >= self.size {
-            return Ok(self.size);
+        if target >= size_limit {
+            return Ok(size_limit);
         }
         if target <= min_end {
             return Ok(min_end);

@@ -472,9 +472,11 @@ pub fn delete_records(
                     if compact_only {
                         return r.with_error_code(E::PolicyViolation.code());
                     }
-                    let mut state = partition.state.lock();
-                    let end = state.log.log_end_offset();
-                    // -1 means "up to the high watermark".
+                    let Ok(mut state) = partition.lock() else {
+                        return r.with_error_code(E::KafkaStorageError.code());
+                    };
+                    // Kafka refuses offsets past the high watermark; -1 means "up to it".
+                    let end = state.high_watermark();
                     let target = if p.offset == -1 { end } else { p.offset };
                     if target < 0 || target > end {
                         return r.with_error_code(E::OffsetOutOfRange.code());

@@ -71,17 +71,21 @@ fn read_all(
             .partition_max_bytes
             .min(response_max_bytes.saturating_sub(total));
         let (read, hw, start) = {
-            let state = p.state.lock();
+            let Ok(state) = p.lock() else {
+                // An offline partition (failed disk or damaged log): Kafka's answer for a
+                // replica whose log dir failed.
+                out.push(partition_error(index, E::KafkaStorageError.code()));
+                any_error = true;
+                continue;
+            };
             let read = if budget == 0 && total > 0 {
                 Ok(None)
             } else {
-                state.log.read(slot.fetch_offset, budget.max(1)).map(Some)
+                state
+                    .read_visible(slot.fetch_offset, budget.max(1))
+                    .map(Some)
             };
-            (
-                read,
-                state.log.log_end_offset(),
-                state.log.log_start_offset(),
-            )
+            (read, state.high_watermark(), state.log.log_start_offset())
         };
         let entry = PartitionData::default()
             .with_partition_index(index)

@@ -48,7 +48,9 @@ pub fn handle(
                     if p.leader_epoch > LEADER_EPOCH || p.leader_epoch == -1 {
                         return r;
                     }
-                    let state = partition.state.lock();
+                    let Ok(state) = partition.lock() else {
+                        return r.with_error_code(E::KafkaStorageError.code());
+                    };
                     if p.leader_epoch < -1 {
                         return r
                             .with_leader_epoch(p.leader_epoch)

@@ -63,10 +63,13 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     if p.current_leader_epoch > LEADER_EPOCH {
                         return resp.with_error_code(E::UnknownLeaderEpoch.code());
                     }
-                    let state = partition.state.lock();
+                    let Ok(state) = partition.lock() else {
+                        return resp.with_error_code(E::KafkaStorageError.code());
+                    };
                     let log = &state.log;
                     let found = match p.timestamp {
-                        LATEST => Ok(Some((log.log_end_offset(), -1))),
+                        // The high watermark, as Kafka answers a consumer.
+                        LATEST => Ok(Some((state.high_watermark(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         // Without tiered storage Kafka answers offset -1, timestamp -1 and
                         // leader epoch -1, error NONE.

@@ -38,7 +38,7 @@ pub fn handle(
                 .map(|p| {
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p.index)
-                        .with_partition_size(p.state.lock().log.size_bytes() as i64)
+                        .with_partition_size(p.with_log(|log| log.size_bytes() as i64).unwrap_or(0))
                 })
                 .collect();
             Some(

@@ -1,28 +1,20 @@
-//! Produce: validate each partition's batches (magic 2, CRC-32C, size), check idempotent
-//! sequences, append under the partition's own lock, then answer — at once for acks=1 (page
-//! cache), after the group-commit fsync for acks=all, never for acks=0.
-//!
-//! The batches are stored exactly as the client sent them; only the base offset (and, for
-//! LogAppendTime topics, the max timestamp) is patched. No record is decoded here.
+//! Produce: Kafka's request-level checks (known topic and partition, one batch of magic 2,
+//! size), then the domain append (`crate::append`), then the answer — at once for acks=1
+//! (page cache), after the group-commit fsync for acks=all, never for acks=0.
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use strom_log::{validate_batches, BatchError, BatchHeader};
+use strom_log::BatchError;
 use strom_protocol::ResponseError as E;
 
 use super::{ready, sb};
+use crate::append::{append, AppendError, Appended};
 use crate::broker::{Broker, Reply};
 use crate::config::FsyncPolicy;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::partition::Partition;
-use crate::producer_state::SequenceCheck;
-use crate::topics::now_ms;
-
-/// Byte offset of `partition_leader_epoch` in a v2 batch header (not covered by the CRC).
-const PARTITION_LEADER_EPOCH_AT: usize = 12;
 /// Byte offset of `magic` in any batch format (v0/v1 message sets share it).
 const MAGIC_AT: usize = 16;
 /// `LOG_OVERHEAD` of Kafka's record formats: base offset (8) + batch length (4).
@@ -42,174 +34,40 @@ fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResp
         .with_error_message(message.map(sb))
 }
 
-/// Appends one partition's payload. Returns the response entry and, on success, the offset
-/// the request needs on disk before a durable acknowledgement. Also used by `crate::local`
-/// (the JSON front end), so every append goes through the same checks.
-pub(crate) fn append_partition(
-    broker: &Broker,
-    partition: &Arc<Partition>,
-    records: Option<Bytes>,
-    max_message_bytes: usize,
-    log_append_time: bool,
-    flush_messages: i64,
-) -> (PartitionProduceResponse, Option<i64>) {
-    let index = partition.index;
-    let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return (
-            error(
-                index,
-                E::InvalidRecord.code(),
-                Some("empty record set".into()),
-            ),
-            None,
-        );
+/// The Kafka error for a refused append: the one place domain append errors become Kafka
+/// codes (the JSON front end reports the same names).
+pub(crate) fn append_error_code(e: &AppendError) -> E {
+    match e {
+        AppendError::Empty | AppendError::ControlRecords | AppendError::MissingSequence { .. } => {
+            E::InvalidRecord
+        }
+        AppendError::Batch(BatchError::InvalidMagic { .. }) => E::UnsupportedForMessageFormat,
+        AppendError::Batch(b) if b.is_corrupt_message() => E::CorruptMessage,
+        AppendError::Batch(_) => E::InvalidRecord,
+        AppendError::MessageTooLarge { .. } => E::MessageTooLarge,
+        AppendError::TransactionsUnsupported => E::TransactionalIdAuthorizationFailed,
+        AppendError::RecordListTooLarge { .. } => E::RecordListTooLarge,
+        AppendError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
+        AppendError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
+        AppendError::Offline(_) | AppendError::Storage(_) => E::KafkaStorageError,
+    }
+}
+
+fn append_error(index: i32, e: &AppendError) -> PartitionProduceResponse {
+    // KafkaApis answers a stale epoch without a message.
+    let message = match e {
+        AppendError::InvalidProducerEpoch { .. } => None,
+        _ => Some(e.to_string()),
     };
-    let headers = match validate_batches(&records) {
-        Ok(h) => h,
-        Err(e) => {
-            let code = match e {
-                BatchError::InvalidMagic { .. } => E::UnsupportedForMessageFormat.code(),
-                _ if e.is_corrupt_message() => E::CorruptMessage.code(),
-                _ => E::InvalidRecord.code(),
-            };
-            return (error(index, code, Some(e.to_string())), None);
-        }
-    };
-    if let Some(h) = headers.iter().find(|h| h.total_size() > max_message_bytes) {
-        let msg = format!(
-            "batch of {} bytes exceeds max.message.bytes ({max_message_bytes})",
-            h.total_size()
-        );
-        return (error(index, E::MessageTooLarge.code(), Some(msg)), None);
-    }
-    // Kafka's LogValidator.validateBatch: clients may not write control records, and an
-    // idempotent batch (producer id set) must carry a sequence number. Both INVALID_RECORD.
-    if headers.iter().any(|h| h.is_control()) {
-        let msg = "Clients are not allowed to write control records".to_string();
-        return (error(index, E::InvalidRecord.code(), Some(msg)), None);
-    }
-    if let Some(h) = headers
-        .iter()
-        .find(|h| h.producer_id >= 0 && h.base_sequence < 0)
-    {
-        let msg = format!(
-            "Invalid sequence number {} in record batch with producerId {}",
-            h.base_sequence, h.producer_id
-        );
-        return (error(index, E::InvalidRecord.code(), Some(msg)), None);
-    }
-    if headers.iter().any(|h| h.is_transactional()) {
-        let msg = "transactions are not supported by this broker".to_string();
-        return (
-            error(
-                index,
-                E::TransactionalIdAuthorizationFailed.code(),
-                Some(msg),
-            ),
-            None,
-        );
-    }
-    // UnifiedLog.append: a payload larger than a whole segment is RECORD_LIST_TOO_LARGE.
-    let segment_bytes = partition.state.lock().log.config().segment_bytes;
-    if records.len() as u64 > segment_bytes {
-        let msg = format!(
-            "Message batch size is {} bytes in append to partition {}-{index}, which exceeds the maximum configured segment size of {segment_bytes}.",
-            records.len(),
-            partition.topic
-        );
-        return (error(index, E::RecordListTooLarge.code(), Some(msg)), None);
-    }
-    let mut buf = BytesMut::from(&records[..]);
-    // Kafka stamps every appended batch with the leader epoch (outside the CRC), so consumers
-    // see the epoch that Metadata and OffsetForLeaderEpoch report.
-    let mut pos = 0;
-    for h in &headers {
-        buf[pos + PARTITION_LEADER_EPOCH_AT..pos + PARTITION_LEADER_EPOCH_AT + 4]
-            .copy_from_slice(&LEADER_EPOCH.to_be_bytes());
-        pos += h.total_size();
-    }
-    let now = now_ms();
-    let mut state = partition.state.lock();
-    for h in &headers {
-        match state.producers.check(h) {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate {
-                base_offset,
-                timestamp,
-            } if headers.len() == 1 => {
-                // UnifiedLog.append answers a duplicate with the original batch's offsets and
-                // its stored timestamp as the log append time.
-                let resp = PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_base_offset(base_offset)
-                    .with_log_append_time_ms(timestamp)
-                    .with_log_start_offset(state.log.log_start_offset());
-                // A retry must not be acknowledged before the original is durable.
-                return (resp, Some(base_offset + h.last_offset_delta as i64 + 1));
-            }
-            SequenceCheck::Duplicate { .. } | SequenceCheck::OutOfOrder => {
-                let msg = format!(
-                    "out of order sequence number {} for producer {}",
-                    h.base_sequence, h.producer_id
-                );
-                return (
-                    error(index, E::OutOfOrderSequenceNumber.code(), Some(msg)),
-                    None,
-                );
-            }
-            SequenceCheck::StaleEpoch => {
-                return (error(index, E::InvalidProducerEpoch.code(), None), None);
-            }
-        }
-    }
-    if log_append_time {
-        let mut pos = 0;
-        for h in &headers {
-            strom_log::set_log_append_time(&mut buf[pos..pos + h.total_size()], now);
-            pos += h.total_size();
-        }
-    }
-    let info = match state.log.append(&mut buf, &headers, now) {
-        Ok(info) => info,
-        Err(e) => {
-            tracing::error!(topic = %partition.topic, partition = index, error = %e, "append failed");
-            return (
-                error(index, E::KafkaStorageError.code(), Some(e.to_string())),
-                None,
-            );
-        }
-    };
-    let mut base = info.base_offset;
-    let mut messages = 0i64;
-    for h in &headers {
-        let assigned = BatchHeader {
-            base_offset: base,
-            max_timestamp: if log_append_time {
-                now
-            } else {
-                h.max_timestamp
-            },
-            ..*h
-        };
-        state.producers.record(&assigned);
-        base += h.last_offset_delta as i64 + 1;
-        messages += h.records_count.max(0) as i64;
-    }
-    state.unflushed_messages += messages;
-    let flush_due = flush_messages > 0 && state.unflushed_messages >= flush_messages;
-    drop(state);
-    partition.appended.notify_waiters();
-    if flush_due {
-        let p = partition.clone();
-        let flusher = broker.flusher.clone();
-        tokio::spawn(async move { flusher.wait_durable(p, info.last_offset + 1).await });
-    }
-    let resp = PartitionProduceResponse::default()
+    error(index, append_error_code(e).code(), message)
+}
+
+fn appended(index: i32, a: &Appended) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
         .with_index(index)
-        .with_base_offset(info.base_offset)
-        .with_log_append_time_ms(if log_append_time { now } else { -1 })
-        .with_log_start_offset(info.log_start_offset);
-    (resp, Some(info.last_offset + 1))
+        .with_base_offset(a.base_offset)
+        .with_log_append_time_ms(a.log_append_time_ms.unwrap_or(-1))
+        .with_log_start_offset(a.log_start_offset)
 }
 
 /// `ProduceRequest.validateRecords` and the framing of Kafka's `ByteBufferLogInputStream`, as
@@ -279,10 +137,10 @@ fn first_batch(records: Option<Bytes>, version: i16) -> Result<Bytes, (i16, Stri
     Ok(records.slice(..size))
 }
 
-/// The size and CRC checks of `analyzeAndValidateRecords`, ahead of the header checks so a
-/// batch that is both too large and damaged gets Kafka's answer (MESSAGE_TOO_LARGE, then
-/// CORRUPT_MESSAGE, then INVALID_RECORD).
-fn check_size_and_crc(batch: &[u8], max_message_bytes: usize) -> Result<(), (i16, String)> {
+/// The size check of `analyzeAndValidateRecords`, ahead of everything else so a batch that is
+/// both too large and damaged gets Kafka's answer (MESSAGE_TOO_LARGE, then CORRUPT_MESSAGE,
+/// then INVALID_RECORD; the domain append checks the CRC, once, before the counts).
+fn check_size(batch: &[u8], max_message_bytes: usize) -> Result<(), (i16, String)> {
     if batch.len() > max_message_bytes {
         return Err((
             E::MessageTooLarge.code(),
@@ -290,15 +148,6 @@ fn check_size_and_crc(batch: &[u8], max_message_bytes: usize) -> Result<(), (i16
                 "The record batch size in the append is {} bytes which exceeds the maximum configured value of {max_message_bytes}.",
                 batch.len()
             ),
-        ));
-    }
-    let valid = batch.len() >= BatchHeader::SIZE
-        && u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]])
-            == strom_log::batch::compute_crc(batch);
-    if !valid {
-        return Err((
-            E::CorruptMessage.code(),
-            "Record is corrupt (stored crc does not match the batch)".into(),
         ));
     }
     Ok(())
@@ -350,22 +199,19 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
                 parts.push(error(pd.index, E::InvalidRequiredAcks.code(), None));
                 continue;
             }
-            if let Err((code, msg)) = check_size_and_crc(&records, cfg.max_message_bytes) {
+            if let Err((code, msg)) = check_size(&records, cfg.max_message_bytes) {
                 parts.push(error(pd.index, code, Some(msg)));
                 continue;
             }
-            let (resp, end) = append_partition(
-                broker,
-                &partition,
-                Some(records),
-                cfg.max_message_bytes,
-                cfg.log_append_time,
-                cfg.flush_messages,
-            );
-            if let (true, Some(end)) = (durable, end) {
-                waits.push((ti, pi, partition, end));
+            match append(broker, &partition, records, cfg.append_options()) {
+                Ok(a) => {
+                    if durable {
+                        waits.push((ti, pi, partition, a.durable_end()));
+                    }
+                    parts.push(appended(pd.index, &a));
+                }
+                Err(e) => parts.push(append_error(pd.index, &e)),
             }
-            parts.push(resp);
         }
         responses.push(
             TopicProduceResponse::default()

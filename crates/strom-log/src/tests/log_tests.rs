@@ -389,27 +389,69 @@ fn flush_bookkeeping_covers_rolled_segments_first() {
     let mut log = open(dir.path(), config(batch_len * 2, 4096));
     assert_eq!(log.flushed_offset(), 0);
     append_simple(&mut log, 3, 1); // segments [0,1] [2]
-    let (file, offset) = log.flush_target().unwrap();
-    assert_eq!(offset, 2, "the rolled, unflushed segment comes first");
-    file.sync_data().unwrap();
-    log.mark_flushed(offset);
-    let (file, offset) = log.flush_target().unwrap();
-    assert_eq!(offset, 3);
-    file.sync_data().unwrap();
-    log.mark_flushed(offset);
+    let target = log.flush_target().unwrap();
+    assert_eq!(
+        target.offset(),
+        2,
+        "the rolled, unflushed segment comes first"
+    );
+    target.sync().unwrap();
+    log.mark_flushed(&target);
+    let target = log.flush_target().unwrap();
+    assert_eq!(target.offset(), 3);
+    target.sync().unwrap();
+    log.mark_flushed(&target);
     assert!(log.flush_target().is_none());
     assert_eq!(log.flushed_offset(), 3);
-    log.mark_flushed(100);
-    assert_eq!(log.flushed_offset(), 3, "never beyond the log end");
+    log.mark_flushed(&target);
+    assert_eq!(log.flushed_offset(), 3, "marking twice changes nothing");
     append_simple(&mut log, 1, 1);
     log.flush().unwrap();
     assert_eq!(log.flushed_offset(), 4);
-    // With flush_on_roll, rolling makes the old segment durable by itself.
+    // A roll never fsyncs on the append path, even in a durable log: the flusher owes it.
     let mut cfg = config(batch_len * 2, 4096);
     cfg.flush_on_roll = true;
     log.set_config(cfg);
-    append_simple(&mut log, 2, 1); // [2,3] is full: roll (flushing it), then [4,5]
-    assert_eq!(log.flush_target().map(|t| t.1), Some(6));
+    append_simple(&mut log, 1, 1); // [2,3] [4]: rolled, nothing synced
+    assert_eq!(log.flushed_offset(), 4);
+    append_simple(&mut log, 1, 1); // [2,3] [4,5]
+    assert_eq!(log.flush_target().map(|t| t.offset()), Some(6));
+}
+
+#[test]
+fn reads_of_flushed_data_stop_at_the_flushed_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch_len = simple_batch(1, 0).len() as u64;
+    let mut log = open(dir.path(), config(batch_len * 3, 4096));
+    append_simple(&mut log, 2, 1); // [0,1]
+    let target = log.flush_target().unwrap();
+    target.sync().unwrap();
+    log.mark_flushed(&target);
+    append_simple(&mut log, 3, 1); // [0,1,2] [3,4]
+    assert_eq!(log.flushed_offset(), 2);
+    let slice = log.read_flushed(0, 1 << 20).unwrap();
+    assert_eq!(
+        slice.len as u64,
+        2 * batch_len,
+        "stops at the flushed offset"
+    );
+    assert!(log.read_flushed(2, 1 << 20).unwrap().is_empty());
+    assert!(log.read_flushed(4, 1 << 20).unwrap().is_empty());
+    assert!(log.read_flushed(6, 1 << 20).is_err(), "past the log end");
+    assert_eq!(log.read(0, 1 << 20).unwrap().len as u64, 3 * batch_len);
+    while let Some(target) = log.flush_target() {
+        target.sync().unwrap();
+        log.mark_flushed(&target);
+    }
+    assert_eq!(log.flushed_offset(), 5);
+    assert_eq!(
+        log.read_flushed(3, 1 << 20).unwrap().len as u64,
+        2 * batch_len
+    );
+    assert_eq!(
+        log.read_flushed(0, 1 << 20).unwrap().len as u64,
+        3 * batch_len
+    );
 }
 
 #[test]

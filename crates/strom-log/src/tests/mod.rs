@@ -3,6 +3,7 @@
 
 mod bench;
 mod crash;
+mod damage_tests;
 mod faults;
 mod fixtures;
 mod log_tests;

@@ -126,8 +126,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let now_ms = 1_000_000;
         let io = Arc::new(FaultyIo::default());
-        let log =
-            PartitionLog::open_with_io(dir.path(), config.clone(), now_ms, io.clone()).unwrap();
+        let log = PartitionLog::open_with_io(dir.path(), config.clone(), now_ms, None, io.clone())
+            .unwrap();
         Harness {
             dir,
             io,
@@ -148,6 +148,7 @@ impl Harness {
             self.dir.path(),
             self.config.clone(),
             self.now_ms,
+            None,
             self.io.clone(),
         )
         .unwrap();
@@ -289,9 +290,9 @@ impl Harness {
             }
             Op::Flush => {
                 let log = self.log();
-                while let Some((file, offset)) = log.flush_target() {
-                    file.sync_data().unwrap();
-                    log.mark_flushed(offset);
+                while let Some(target) = log.flush_target() {
+                    target.sync().unwrap();
+                    log.mark_flushed(&target);
                 }
                 assert_eq!(log.flushed_offset(), log.log_end_offset());
             }
@@ -310,6 +311,10 @@ impl Harness {
                     matches!(result, Err(LogError::Io(_))),
                     "injected failure must surface"
                 );
+                // A failed write takes the log offline until it is reopened (the broker
+                // restarts); the reopened log must hold exactly what it held before.
+                assert!(self.log().failure().is_some());
+                self.reopen();
             }
         }
         self.check_offsets();

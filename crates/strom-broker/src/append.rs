@@ -1,0 +1,227 @@
+//! The domain's write path: [`append`] checks a payload of record batches (header, CRC-32C,
+//! size, idempotent sequence), appends it under the partition's own lock, and says what
+//! happened as [`Appended`] or [`AppendError`]. The Kafka Produce handler and the JSON front
+//! end are adapters over it; each maps [`AppendError`] to its own error form in one place.
+//!
+//! The batches are stored exactly as the client sent them; only the base offset, the leader
+//! epoch and, for LogAppendTime topics, the max timestamp are patched. No record is decoded.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
+
+use crate::broker::Broker;
+use crate::handlers::leader_epoch::LEADER_EPOCH;
+use crate::partition::{Offline, Partition};
+use crate::producer_state::SequenceCheck;
+use crate::topics::now_ms;
+
+/// Byte offset of `partition_leader_epoch` in a v2 batch header (not covered by the CRC).
+const PARTITION_LEADER_EPOCH_AT: usize = 12;
+
+/// The topic settings an append obeys.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendOptions {
+    /// `max.message.bytes`: the largest batch accepted.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`: stamp the broker's time.
+    pub log_append_time: bool,
+    /// `flush.messages`: fsync after this many unflushed messages (-1 or 0: never).
+    pub flush_messages: i64,
+}
+
+/// A successful append, or a recognised retry of one (`duplicate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's timestamp for LogAppendTime topics (and the stored one for duplicates).
+    pub log_append_time_ms: Option<i64>,
+    pub log_start_offset: i64,
+    /// A retry of a batch already in the log: nothing was written.
+    pub duplicate: bool,
+}
+
+impl Appended {
+    /// The append is durable once the flushed offset reaches this.
+    pub fn durable_end(&self) -> i64 {
+        self.last_offset + 1
+    }
+}
+
+/// Why an append was refused. Messages follow Kafka's wording where clients show them.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("empty record set")]
+    Empty,
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("batch of {size} bytes exceeds max.message.bytes ({max})")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("Clients are not allowed to write control records")]
+    ControlRecords,
+    #[error("Invalid sequence number {sequence} in record batch with producerId {producer_id}")]
+    MissingSequence { sequence: i32, producer_id: i64 },
+    #[error("transactions are not supported by this broker")]
+    TransactionsUnsupported,
+    #[error("Message batch size is {size} bytes in append to partition {partition}, which exceeds the maximum configured segment size of {segment_bytes}.")]
+    RecordListTooLarge {
+        size: usize,
+        partition: String,
+        segment_bytes: u64,
+    },
+    #[error("out of order sequence number {sequence} for producer {producer_id}")]
+    OutOfOrderSequence { sequence: i32, producer_id: i64 },
+    #[error("producer epoch {epoch} of producer {producer_id} is older than the current one")]
+    InvalidProducerEpoch { epoch: i16, producer_id: i64 },
+    #[error(transparent)]
+    Offline(#[from] Offline),
+    #[error("{0}")]
+    Storage(LogError),
+}
+
+/// Check and append one partition's payload (see the module docs). On success the bytes are
+/// in the page cache and waiting fetches are woken; durability is the caller's to wait for
+/// ([`crate::flusher::Flusher::wait_durable`] with [`Appended::durable_end`]).
+pub fn append(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    records: Bytes,
+    options: AppendOptions,
+) -> Result<Appended, AppendError> {
+    if records.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    let headers = validate_batches(&records)?;
+    check_headers(&headers, options.max_message_bytes)?;
+    let now = now_ms();
+    // Patched outside the partition lock.
+    let mut buf = BytesMut::from(&records[..]);
+    let mut pos = 0;
+    for h in &headers {
+        // Kafka stamps every appended batch with the leader epoch (outside the CRC), so
+        // consumers see the epoch that Metadata and OffsetForLeaderEpoch report.
+        buf[pos + PARTITION_LEADER_EPOCH_AT..pos + PARTITION_LEADER_EPOCH_AT + 4]
+            .copy_from_slice(&LEADER_EPOCH.to_be_bytes());
+        if options.log_append_time {
+            strom_log::set_log_append_time(&mut buf[pos..pos + h.total_size()], now);
+        }
+        pos += h.total_size();
+    }
+    let mut state = partition.lock()?;
+    // UnifiedLog.append: a payload larger than a whole segment is RECORD_LIST_TOO_LARGE.
+    let segment_bytes = state.log.config().segment_bytes;
+    if records.len() as u64 > segment_bytes {
+        return Err(AppendError::RecordListTooLarge {
+            size: records.len(),
+            partition: format!("{}-{}", partition.topic, partition.index),
+            segment_bytes,
+        });
+    }
+    for h in &headers {
+        match state.producers.check(h) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate {
+                base_offset,
+                timestamp,
+            } if headers.len() == 1 => {
+                // UnifiedLog.append answers a duplicate with the original batch's offsets and
+                // its stored timestamp as the log append time.
+                return Ok(Appended {
+                    base_offset,
+                    last_offset: base_offset + i64::from(h.last_offset_delta),
+                    log_append_time_ms: Some(timestamp),
+                    log_start_offset: state.log.log_start_offset(),
+                    duplicate: true,
+                });
+            }
+            SequenceCheck::Duplicate { .. } | SequenceCheck::OutOfOrder => {
+                return Err(AppendError::OutOfOrderSequence {
+                    sequence: h.base_sequence,
+                    producer_id: h.producer_id,
+                });
+            }
+            SequenceCheck::StaleEpoch => {
+                return Err(AppendError::InvalidProducerEpoch {
+                    epoch: h.producer_epoch,
+                    producer_id: h.producer_id,
+                });
+            }
+        }
+    }
+    let info = match state.log.append(&mut buf, &headers, now) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+            return Err(AppendError::Storage(e));
+        }
+    };
+    let mut base = info.base_offset;
+    let mut messages = 0i64;
+    for h in &headers {
+        let assigned = BatchHeader {
+            base_offset: base,
+            max_timestamp: if options.log_append_time {
+                now
+            } else {
+                h.max_timestamp
+            },
+            ..*h
+        };
+        state.producers.record(&assigned);
+        base += i64::from(h.last_offset_delta) + 1;
+        messages += i64::from(h.records_count.max(0));
+    }
+    state.unflushed_messages += messages;
+    let flush_due =
+        options.flush_messages > 0 && state.unflushed_messages >= options.flush_messages;
+    let visible_now = state.high_watermark() > info.last_offset;
+    drop(state);
+    if visible_now {
+        partition.appended.notify_waiters();
+    } else {
+        // The high watermark follows fsync: have the flusher make this visible soon, even
+        // when nobody waits for an acknowledgement (acks=1).
+        broker.flusher.mark_dirty(partition);
+    }
+    if flush_due {
+        broker.flusher.mark_dirty(partition);
+    }
+    Ok(Appended {
+        base_offset: info.base_offset,
+        last_offset: info.last_offset,
+        log_append_time_ms: options.log_append_time.then_some(now),
+        log_start_offset: info.log_start_offset,
+        duplicate: false,
+    })
+}
+
+/// Kafka's LogValidator.validateBatch and the size rule, on headers that passed
+/// `validate_batches`.
+fn check_headers(headers: &[BatchHeader], max_message_bytes: usize) -> Result<(), AppendError> {
+    if let Some(h) = headers.iter().find(|h| h.total_size() > max_message_bytes) {
+        return Err(AppendError::MessageTooLarge {
+            size: h.total_size(),
+            max: max_message_bytes,
+        });
+    }
+    // Clients may not write control records, and an idempotent batch (producer id set) must
+    // carry a sequence number. Both INVALID_RECORD.
+    if headers.iter().any(|h| h.is_control()) {
+        return Err(AppendError::ControlRecords);
+    }
+    if let Some(h) = headers
+        .iter()
+        .find(|h| h.producer_id >= 0 && h.base_sequence < 0)
+    {
+        return Err(AppendError::MissingSequence {
+            sequence: h.base_sequence,
+            producer_id: h.producer_id,
+        });
+    }
+    if headers.iter().any(|h| h.is_transactional()) {
+        return Err(AppendError::TransactionsUnsupported);
+    }
+    Ok(())
+}

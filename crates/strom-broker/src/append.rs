@@ -14,6 +14,7 @@ use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
 use crate::broker::Broker;
 use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::partition::{Offline, Partition};
+use crate::producer_snapshot;
 use crate::producer_state::SequenceCheck;
 use crate::topics::now_ms;
 
@@ -150,6 +151,7 @@ pub fn append(
             }
         }
     }
+    let active_before = state.log.active_segment_base();
     let info = match state.log.append(&mut buf, &headers, now) {
         Ok(info) => info,
         Err(e) => {
@@ -157,6 +159,14 @@ pub fn append(
             return Err(AppendError::Storage(e));
         }
     };
+    let rolled_at = state.log.active_segment_base();
+    if rolled_at != active_before {
+        // The state as of the new segment's base, before this append's batches: a restart
+        // rebuilds from here instead of from the start of the log.
+        if let Err(e) = producer_snapshot::write(&partition.dir, rolled_at, &state.producers) {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "writing a producer snapshot failed");
+        }
+    }
     let mut base = info.base_offset;
     let mut messages = 0i64;
     for h in &headers {
@@ -169,7 +179,7 @@ pub fn append(
             },
             ..*h
         };
-        state.producers.record(&assigned);
+        state.producers.record(&assigned, now);
         base += i64::from(h.last_offset_delta) + 1;
         messages += i64::from(h.records_count.max(0));
     }

@@ -40,6 +40,9 @@ pub fn apply_retention(broker: &Broker) -> usize {
         let partitions = topic.partitions.read().clone();
         for p in partitions {
             let Ok(mut state) = p.lock() else { continue };
+            state
+                .producers
+                .expire(now, broker.config.producer_id_expiration_ms);
             match state.log.apply_retention(now) {
                 Ok(n) => deleted += n,
                 Err(e) => {

@@ -137,6 +137,9 @@ impl Broker {
                 if let Some(Err(e)) = p.with_log(|log| log.flush()) {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
                 }
+                if let Err(e) = p.snapshot_producers() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "producer snapshot at shutdown failed");
+                }
             }
         }
         // Everything flushed is now a recovery point: the next start trusts it all.

@@ -23,6 +23,7 @@ pub mod handlers;
 pub mod local;
 pub mod meta;
 pub mod partition;
+pub mod producer_snapshot;
 pub mod producer_state;
 pub mod recovery_point;
 pub mod topic_config;

@@ -17,11 +17,21 @@ use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use strom_log::{LogConfig, LogError, PartitionLog, ReadSlice};
 use tokio::sync::Notify;
 
-use crate::producer_state::ProducerStates;
+use crate::producer_snapshot;
+
+/// How to open a partition.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub log: LogConfig,
+    /// See the module docs.
+    pub durable_high_watermark: bool,
+    /// `producer.state.max.producers.per.partition`.
+    pub max_producers: usize,
+}
 
 pub struct PartitionState {
     pub log: PartitionLog,
-    pub producers: ProducerStates,
+    pub producers: crate::producer_state::ProducerStates,
     /// Messages appended since the last fsync, for `log.flush.interval.messages`.
     pub unflushed_messages: i64,
     /// The high watermark advances only with fsync (see the module docs).
@@ -80,27 +90,32 @@ pub fn partition_dir(topic_dir: &Path, index: i32) -> PathBuf {
 }
 
 impl Partition {
-    /// Opens (recovering) the partition's log and rebuilds producer state from the batch
-    /// headers of its newest segment. `durable_high_watermark`: see the module docs.
+    /// Opens (recovering) the partition's log and restores the idempotent-producer state from
+    /// its newest snapshot plus the batch headers written after it (`producer_snapshot`).
     pub fn open(
         topic: &str,
         index: i32,
         topic_dir: &Path,
-        config: LogConfig,
+        options: &OpenOptions,
         now_ms: i64,
         recovery_point: Option<i64>,
-        durable_high_watermark: bool,
     ) -> Result<Partition, LogError> {
         let dir = partition_dir(topic_dir, index);
-        let log = PartitionLog::open_at_recovery_point(&dir, config, now_ms, recovery_point)?;
-        let mut producers = ProducerStates::default();
-        let from = log
-            .segment_base_offsets()
-            .last()
-            .copied()
-            .unwrap_or(0)
-            .max(log.log_start_offset());
-        log.scan_headers(from, &mut |h| producers.record(h))?;
+        let log = PartitionLog::open_at_recovery_point(
+            &dir,
+            options.log.clone(),
+            now_ms,
+            recovery_point,
+        )?;
+        let (mut producers, from) = producer_snapshot::load(
+            &dir,
+            log.log_start_offset(),
+            log.log_end_offset(),
+            options.max_producers,
+        )?;
+        // Kafka rebuilds a producer's last-write time from its batches' timestamps.
+        log.scan_headers(from, &mut |h| producers.record(h, h.max_timestamp))?;
+        let durable_high_watermark = options.durable_high_watermark;
         Ok(Partition::with_state(
             topic,
             index,
@@ -170,6 +185,16 @@ impl Partition {
         match &mut *self.state.lock() {
             Slot::Online(state) => Some(f(&mut state.log)),
             Slot::Unopened(..) => None,
+        }
+    }
+
+    /// Writes the producer state as of the log end (at a clean shutdown).
+    pub fn snapshot_producers(&self) -> std::io::Result<()> {
+        match self.lock() {
+            Ok(state) => {
+                producer_snapshot::write(&self.dir, state.log.log_end_offset(), &state.producers)
+            }
+            Err(_) => Ok(()),
         }
     }
 

@@ -2,8 +2,20 @@
 //! batches it wrote, so a retried batch is acknowledged with its original offsets instead of
 //! being written twice, and a gap in sequence numbers is refused.
 //!
-//! The state is rebuilt at startup from the batch headers of the active segment (see
-//! `Partition::open`), so it survives restarts for producers that wrote recently.
+//! The state survives restarts through snapshots (`producer_snapshot`): it is loaded from the
+//! newest snapshot and rebuilt forward from the batch headers written after it. It is bounded:
+//! a producer that wrote nothing for `producer.id.expiration.ms` is forgotten (as in Kafka),
+//! and so is the least recently active one when a partition already holds
+//! `producer.state.max.producers.per.partition` of them, so batch headers with arbitrary
+//! producer ids cannot grow memory without limit. A forgotten producer is treated as Kafka
+//! treats an unknown one: its next batch is accepted whatever its sequence.
+//!
+//! Snapshot encoding (big-endian), the body of a `<offset>.snapshot` file:
+//! ```text
+//! version u8 (=1) | count u32 | count x producer | crc32c u32 of everything before it
+//! producer: producer_id i64 | epoch i16 | last_append_ms i64 | batches u8 (<= 5) | batches x
+//!           (first_seq i32 | last_seq i32 | base_offset i64 | last_offset i64 | timestamp i64)
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 
@@ -12,6 +24,13 @@ use strom_log::BatchHeader;
 /// Kafka keeps the last five batches per producer; clients bound in-flight requests to five
 /// when idempotence is on for the same reason.
 pub const BATCHES_REMEMBERED: usize = 5;
+
+/// Default of `producer.state.max.producers.per.partition`.
+pub const MAX_PRODUCERS_DEFAULT: usize = 10_000;
+
+const SNAPSHOT_VERSION: u8 = 1;
+const BATCH_RECORD_BYTES: usize = 4 + 4 + 8 + 8 + 8;
+const PRODUCER_FIXED_BYTES: usize = 8 + 2 + 8 + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchRecord {
@@ -23,9 +42,12 @@ struct BatchRecord {
     timestamp: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
+    /// When this producer last wrote here (the broker's clock, or a batch timestamp when the
+    /// state was rebuilt from the log), for expiration.
+    last_append_ms: i64,
     batches: VecDeque<BatchRecord>,
 }
 
@@ -42,9 +64,16 @@ pub enum SequenceCheck {
     StaleEpoch,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    max_producers: usize,
+}
+
+impl Default for ProducerStates {
+    fn default() -> Self {
+        ProducerStates::new(MAX_PRODUCERS_DEFAULT)
+    }
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -61,6 +90,21 @@ fn last_seq_of(h: &BatchHeader) -> i32 {
 }
 
 impl ProducerStates {
+    pub fn new(max_producers: usize) -> ProducerStates {
+        ProducerStates {
+            producers: HashMap::new(),
+            max_producers: max_producers.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
     pub fn check(&self, h: &BatchHeader) -> SequenceCheck {
         if h.producer_id < 0 || h.base_sequence < 0 {
             return SequenceCheck::Append;
@@ -97,16 +141,23 @@ impl ProducerStates {
         }
     }
 
-    /// Records a batch that was appended (its header carries the assigned base offset).
-    pub fn record(&mut self, h: &BatchHeader) {
+    /// Records a batch that was appended (its header carries the assigned base offset) at
+    /// `now_ms`. Rebuilding from the log passes the batch's own timestamp.
+    pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
         if h.producer_id < 0 || h.base_sequence < 0 {
             return;
+        }
+        if !self.producers.contains_key(&h.producer_id)
+            && self.producers.len() >= self.max_producers
+        {
+            self.evict_least_recent();
         }
         let entry = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
         entry.batches.push_back(BatchRecord {
             first_seq: h.base_sequence,
             last_seq: last_seq_of(h),
@@ -119,9 +170,117 @@ impl ProducerStates {
         }
     }
 
+    /// One O(n) pass, only when the cap is reached by a new producer id.
+    fn evict_least_recent(&mut self) {
+        if let Some(&id) = self
+            .producers
+            .iter()
+            .min_by_key(|(id, e)| (e.last_append_ms, **id))
+            .map(|(id, _)| id)
+        {
+            self.producers.remove(&id);
+        }
+    }
+
+    /// Forgets producers that wrote nothing for `expiration_ms` (`producer.id.expiration.ms`).
+    /// Returns how many were removed.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < expiration_ms);
+        before - self.producers.len()
+    }
+
     /// Highest epoch seen for a producer id, so InitProducerId can bump past it.
     pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
         self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
+    /// The snapshot encoding (see the module docs), producers in id order.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort();
+        let mut out = Vec::with_capacity(
+            9 + ids.len() * (PRODUCER_FIXED_BYTES + BATCHES_REMEMBERED * BATCH_RECORD_BYTES),
+        );
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for id in ids {
+            let e = &self.producers[id];
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_append_ms.to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+                out.extend_from_slice(&b.timestamp.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Decodes a snapshot; `None` for anything damaged or of another version.
+    pub fn decode(bytes: &[u8], max_producers: usize) -> Option<ProducerStates> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let mut r = Reader { bytes: body, at: 0 };
+        if r.take::<1>()?[0] != SNAPSHOT_VERSION {
+            return None;
+        }
+        let count = u32::from_be_bytes(r.take()?) as usize;
+        // Each producer needs at least its fixed part: bounds the count before any work.
+        if count > body.len() / PRODUCER_FIXED_BYTES {
+            return None;
+        }
+        let mut states = ProducerStates::new(max_producers);
+        for _ in 0..count {
+            let id = i64::from_be_bytes(r.take()?);
+            let epoch = i16::from_be_bytes(r.take()?);
+            let last_append_ms = i64::from_be_bytes(r.take()?);
+            let n = r.take::<1>()?[0] as usize;
+            if n > BATCHES_REMEMBERED {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                batches.push_back(BatchRecord {
+                    first_seq: i32::from_be_bytes(r.take()?),
+                    last_seq: i32::from_be_bytes(r.take()?),
+                    base_offset: i64::from_be_bytes(r.take()?),
+                    last_offset: i64::from_be_bytes(r.take()?),
+                    timestamp: i64::from_be_bytes(r.take()?),
+                });
+            }
+            states.producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    last_append_ms,
+                    batches,
+                },
+            );
+        }
+        (r.at == body.len()).then_some(states)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let out = self.bytes.get(self.at..self.at + N)?.try_into().ok()?;
+        self.at += N;
+        Some(out)
     }
 }
 
@@ -153,7 +312,7 @@ mod tests {
         for (i, seq) in [0, 3, 6].into_iter().enumerate() {
             let h = header(7, 0, seq, 3, i as i64 * 3);
             assert_eq!(s.check(&h), SequenceCheck::Append);
-            s.record(&h);
+            s.record(&h, 0);
         }
         assert_eq!(
             s.check(&header(7, 0, 3, 3, -1)),
@@ -170,7 +329,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut s = ProducerStates::default();
         for i in 0..7 {
-            s.record(&header(1, 0, i, 1, i as i64));
+            s.record(&header(1, 0, i, 1, i as i64), 0);
         }
         assert_eq!(
             s.check(&header(1, 0, 2, 1, -1)),
@@ -185,11 +344,54 @@ mod tests {
     #[test]
     fn epochs_fence_old_producers_and_reset_sequences() {
         let mut s = ProducerStates::default();
-        s.record(&header(1, 2, 0, 1, 0));
+        s.record(&header(1, 2, 0, 1, 0), 0);
         assert_eq!(s.check(&header(1, 1, 1, 1, -1)), SequenceCheck::StaleEpoch);
         assert_eq!(s.check(&header(1, 3, 5, 1, -1)), SequenceCheck::OutOfOrder);
         assert_eq!(s.check(&header(1, 3, 0, 1, -1)), SequenceCheck::Append);
         assert_eq!(s.check(&header(99, 0, 42, 1, -1)), SequenceCheck::Append);
         assert_eq!(s.check(&header(-1, -1, -1, 1, -1)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn snapshots_roundtrip_and_refuse_damage() {
+        let mut s = ProducerStates::new(100);
+        for pid in 0..7 {
+            for seq in 0..(pid as i32 + 1) {
+                s.record(
+                    &header(pid, 1, seq * 2, 2, pid * 100 + seq as i64 * 2),
+                    50 + pid,
+                );
+            }
+        }
+        let bytes = s.encode();
+        assert_eq!(ProducerStates::decode(&bytes, 100), Some(s));
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x10;
+            assert_eq!(ProducerStates::decode(&flipped, 100), None, "flip at {i}");
+        }
+        assert_eq!(ProducerStates::decode(&bytes[..bytes.len() - 1], 100), None);
+        assert_eq!(ProducerStates::decode(&[], 100), None);
+    }
+
+    #[test]
+    fn idle_producers_expire_and_the_count_is_capped() {
+        let mut s = ProducerStates::new(3);
+        for pid in 0..3 {
+            s.record(&header(pid, 0, 0, 1, pid), 1_000 + pid);
+        }
+        // A fourth producer evicts the least recently active one (producer 0).
+        s.record(&header(9, 0, 0, 1, 9), 2_000);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.epoch_of(0), None);
+        assert!(s.epoch_of(1).is_some() && s.epoch_of(9).is_some());
+        assert_eq!(
+            s.expire(2_500, 1_000),
+            2,
+            "producers 1 and 2 are older than a second"
+        );
+        assert_eq!(s.epoch_of(9), Some(0));
+        // A forgotten producer is unknown: any sequence is accepted, as Kafka does.
+        assert_eq!(s.check(&header(1, 0, 77, 1, -1)), SequenceCheck::Append);
     }
 }

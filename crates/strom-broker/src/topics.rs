@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, FsyncPolicy};
-use crate::partition::Partition;
+use crate::partition::{OpenOptions, Partition};
 use crate::recovery_point::{self, RecoveryPoints};
 use crate::topic_config::{self, EffectiveTopicConfig, TopicOverrides};
 
@@ -179,9 +179,14 @@ impl Topics {
         self.config.fsync != FsyncPolicy::Never
     }
 
-    /// The high watermark follows fsync unless the broker never fsyncs on the produce path.
-    fn durable_high_watermark(&self) -> bool {
-        self.config.fsync != FsyncPolicy::Never
+    fn open_options(&self, effective: &EffectiveTopicConfig) -> OpenOptions {
+        OpenOptions {
+            log: effective.log_config(self.flush_on_roll()),
+            // The high watermark follows fsync unless the broker never fsyncs on the produce
+            // path.
+            durable_high_watermark: self.config.fsync != FsyncPolicy::Never,
+            max_producers: self.config.producer_state_max_producers,
+        }
     }
 
     /// Opens a topic's partitions. At startup (`points` given) a partition that cannot be
@@ -202,10 +207,9 @@ impl Topics {
                 &meta.name,
                 i,
                 &dir,
-                effective.log_config(self.flush_on_roll()),
+                &self.open_options(&effective),
                 now,
                 point,
-                self.durable_high_watermark(),
             );
             let p = match (opened, points) {
                 (Ok(p), _) => p,
@@ -438,10 +442,9 @@ impl Topics {
                 name,
                 i,
                 &topic.dir,
-                effective.log_config(self.flush_on_roll()),
+                &self.open_options(&effective),
                 now,
                 None,
-                self.durable_high_watermark(),
             )
             .map_err(storage)?;
             added.push(Arc::new(p));

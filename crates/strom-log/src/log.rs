@@ -315,6 +315,11 @@ impl PartitionLog {
         self.segments.len()
     }
 
+    /// Base offset of the active (newest) segment.
+    pub fn active_segment_base(&self) -> i64 {
+        self.active().base_offset
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.iter().map(|s| s.base_offset).collect()

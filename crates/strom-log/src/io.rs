@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 /// Write-path file operations. The default methods are the real system calls.
-pub(crate) trait FileIo: Send + Sync + Debug {
+pub trait FileIo: Send + Sync + Debug {
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         file.write_all_at(buf, offset)
     }
@@ -27,10 +27,10 @@ pub(crate) struct RealIo;
 
 impl FileIo for RealIo {}
 
-#[cfg(test)]
-pub(crate) use faulty::FaultyIo;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use faulty::FaultyIo;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fault-injection"))]
 mod faulty {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +38,7 @@ mod faulty {
     /// Real I/O until armed; then the next write stores only its first `partial_bytes` bytes
     /// and fails, or the next fsync fails.
     #[derive(Debug, Default)]
-    pub(crate) struct FaultyIo {
+    pub struct FaultyIo {
         fail_next_write: AtomicBool,
         partial_bytes: AtomicU64,
         fail_next_sync: AtomicBool,

@@ -43,7 +43,21 @@ pub use config::{
     DEFAULT_SEGMENT_MS,
 };
 pub use error::{BatchError, LogError};
-pub use log::{AppendInfo, PartitionLog, ReadSlice};
+pub use log::{AppendInfo, FlushTarget, PartitionLog, ReadSlice};
+
+/// Fault injection for other crates' tests: a write path whose next write or fsync fails.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault {
+    pub use crate::io::{FaultyIo, FileIo};
+
+    impl crate::PartitionLog {
+        /// Route this log's writes and fsyncs through `io` from now on.
+        pub fn replace_io(&mut self, io: std::sync::Arc<dyn FileIo>) {
+            self.io = io;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

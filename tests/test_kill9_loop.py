@@ -32,7 +32,9 @@ class Acked:
 
 
 def make_producers(bootstrap):
-    common = {"bootstrap.servers": bootstrap, "linger.ms": 2, "message.timeout.ms": 5000, **FAST_CLIENT}
+    # log_level 0: the refused connections of every kill are expected, not news.
+    common = {"bootstrap.servers": bootstrap, "linger.ms": 2, "message.timeout.ms": 5000, "log_level": 0,
+              **FAST_CLIENT}
     durable = Producer({**common, "enable.idempotence": True, "acks": "all"})
     fast = Producer({**common, "acks": "1", "retries": 0})
     return durable, fast

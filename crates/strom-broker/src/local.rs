@@ -4,8 +4,8 @@
 //! It reuses the broker's own mechanisms rather than keeping a second copy of them:
 //!
 //! - **Produce** encodes one record into a v2 record batch with `kafka_protocol`'s encoder and
-//!   appends it through `handlers::produce::append_partition`, the function Kafka produce
-//!   requests use, so batch validation, `max.message.bytes`, LogAppendTime and the
+//!   appends it through the domain append (`crate::append`) that Kafka produce requests use,
+//!   so batch validation, `max.message.bytes`, LogAppendTime and the
 //!   `log.flush.interval.messages` accounting are the same. It then waits for the group-commit
 //!   fsync exactly as a Kafka produce with `acks=all` does (unless `log.fsync=never`).
 //! - **Reads** take whole batches from the partition log like a Kafka fetch, check them with

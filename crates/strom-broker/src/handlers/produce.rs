@@ -127,7 +127,7 @@ fn first_batch(records: Option<Bytes>, version: i16) -> Result<Bytes, (i16, Stri
         )));
     }
     // UnifiedLog.analyzeAndValidateRecords, in its order: a client's batch has base offset 0,
-    // fits max.message.bytes, then passes its CRC (the rest is `append_partition`'s).
+    // fits max.message.bytes, then passes its CRC (the rest is the domain append's).
     let base_offset = i64::from_be_bytes(records[..8].try_into().unwrap_or_default());
     if base_offset != 0 {
         return Err(invalid(format!(

@@ -9,6 +9,8 @@ use kafka_protocol::records::{
     TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
+use strom_protocol::record_batch::{set_base_sequence, BatchHeader, LOG_OVERHEAD};
+
 use crate::error::{ClientError, Result};
 
 /// A header of a record: a name and an optional value.
@@ -155,30 +157,10 @@ pub(crate) fn encode_batch(
     Ok(buf.freeze())
 }
 
-/// Byte positions in a record batch header (magic 2):
-///
-/// ```text
-/// 0 base offset i64 | 8 length i32 | 12 leader epoch i32 | 16 magic i8 | 17 crc u32 |
-/// 21 attributes i16 | 23 last offset delta i32 | 27 base timestamp i64 |
-/// 35 max timestamp i64 | 43 producer id i64 | 51 producer epoch i16 |
-/// 53 base sequence i32 | 57 record count i32 | 61 records...
-/// ```
-const CRC_POS: usize = 17;
-const ATTRIBUTES_POS: usize = 21;
-const BASE_SEQUENCE_POS: usize = 53;
-const LAST_OFFSET_DELTA_POS: usize = 23;
-const BATCH_HEADER_BYTES: usize = 61;
-
 /// Sets the base sequence of the (single) batch to -1 ("no sequence", as a producer without
-/// idempotence writes it) and recomputes the CRC-32C, which covers attributes onwards.
+/// idempotence writes it); the CRC-32C, which covers it, is recomputed.
 fn clear_base_sequence(batch: &mut BytesMut) {
-    assert!(
-        batch.len() >= BATCH_HEADER_BYTES,
-        "a batch has a full header"
-    );
-    batch[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&NO_SEQUENCE.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
-    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    set_base_sequence(batch, NO_SEQUENCE);
 }
 
 /// Messages decoded from a fetch response.
@@ -200,23 +182,18 @@ pub(crate) fn decode_messages(
     from_offset: i64,
 ) -> Result<Decoded> {
     let mut out = Decoded::default();
-    while records.len() >= BATCH_HEADER_BYTES {
-        // Batch framing: base offset (i64), batch length (i32) counting the bytes after it.
-        let base_offset = i64::from_be_bytes(records[0..8].try_into().expect("8 bytes"));
-        let batch_len = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
-        let last_delta = i32::from_be_bytes(
-            records[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let total = 12usize.saturating_add(usize::try_from(batch_len).unwrap_or(usize::MAX));
-        if batch_len < 0 || total > records.len() {
+    while let Ok(header) = BatchHeader::parse(&records) {
+        let Ok(batch_len) = usize::try_from(header.batch_length) else {
+            break;
+        };
+        let total = LOG_OVERHEAD.saturating_add(batch_len);
+        if total > records.len() {
             break; // a partial batch at the end
         }
         let mut batch = records.split_to(total);
         let set = RecordBatchDecoder::decode(&mut batch)
             .map_err(|e| ClientError::protocol(format!("cannot decode record batch: {e}")))?;
-        out.next_offset = Some(base_offset + i64::from(last_delta) + 1);
+        out.next_offset = Some(header.last_offset() + 1);
         for r in set.records {
             if r.control || r.offset < from_offset {
                 continue;

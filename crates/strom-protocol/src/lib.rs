@@ -11,6 +11,7 @@
 //! - [`partition_key`]: the Java client's murmur2 key partitioning.
 //! - [`record_batch`]: the RecordBatch v2 header layout and view (the one definition the log,
 //!   the broker and the client share), batch validation, CRC-32C and in-place patches.
+//! - [`records`]: decoding a batch's records with decompression and reservations bounded.
 //! - [`response`]: encodes a response body behind its size prefix and header.
 //!
 //! Message bodies themselves come from the `kafka-protocol` crate, generated from Kafka's own JSON
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod header;
 pub mod partition_key;
 pub mod record_batch;
+pub mod records;
 pub mod response;
 pub mod versions;
 

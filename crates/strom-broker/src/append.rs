@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
+use strom_protocol::record_batch::set_partition_leader_epoch;
 
 use crate::broker::Broker;
 use crate::handlers::leader_epoch::LEADER_EPOCH;
@@ -17,9 +18,6 @@ use crate::partition::{Offline, Partition};
 use crate::producer_snapshot;
 use crate::producer_state::SequenceCheck;
 use crate::topics::now_ms;
-
-/// Byte offset of `partition_leader_epoch` in a v2 batch header (not covered by the CRC).
-const PARTITION_LEADER_EPOCH_AT: usize = 12;
 
 /// The topic settings an append obeys.
 #[derive(Debug, Clone, Copy)]
@@ -103,8 +101,7 @@ pub fn append(
     for h in &headers {
         // Kafka stamps every appended batch with the leader epoch (outside the CRC), so
         // consumers see the epoch that Metadata and OffsetForLeaderEpoch report.
-        buf[pos + PARTITION_LEADER_EPOCH_AT..pos + PARTITION_LEADER_EPOCH_AT + 4]
-            .copy_from_slice(&LEADER_EPOCH.to_be_bytes());
+        set_partition_leader_epoch(&mut buf[pos..], LEADER_EPOCH);
         if options.log_append_time {
             strom_log::set_log_append_time(&mut buf[pos..pos + h.total_size()], now);
         }

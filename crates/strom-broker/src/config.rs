@@ -67,6 +67,11 @@ pub struct BrokerConfig {
     pub message_max_bytes: usize,
     /// `socket.request.max.bytes`: largest request frame accepted.
     pub socket_request_max_bytes: usize,
+    /// `decompressed.batch.max.bytes`: most bytes the records of one stored batch may
+    /// decompress to when the broker decodes them (the JSON front end's reads). A batch that
+    /// expands past it (a compression bomb) is refused with an error instead of exhausting
+    /// memory.
+    pub decompressed_batch_max_bytes: usize,
     /// `log.flush.interval.messages`: fsync a partition after this many messages (-1: never).
     pub log_flush_interval_messages: i64,
     /// `log.flush.interval.ms`: fsync every partition this often (-1: never).
@@ -214,6 +219,9 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("socket.request.max.bytes", "104857600", |c, v| {
         put(&mut c.socket_request_max_bytes, positive(parse(v)?)?)
+    }),
+    ("decompressed.batch.max.bytes", "67108864", |c, v| {
+        put(&mut c.decompressed_batch_max_bytes, positive(parse(v)?)?)
     }),
     ("log.flush.interval.messages", "-1", |c, v| {
         put(&mut c.log_flush_interval_messages, parse(v)?)
@@ -420,6 +428,7 @@ fn placeholder() -> BrokerConfig {
         log_index_interval_bytes: 0,
         message_max_bytes: 0,
         socket_request_max_bytes: 0,
+        decompressed_batch_max_bytes: 0,
         log_flush_interval_messages: 0,
         log_flush_interval_ms: 0,
         fsync: FsyncPolicy::AcksAll,
@@ -463,6 +472,10 @@ mod tests {
         assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
         assert_eq!(c.fsync, FsyncPolicy::AcksAll);
         assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(
+            c.decompressed_batch_max_bytes,
+            strom_protocol::records::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES
+        );
     }
 
     #[test]

@@ -31,9 +31,10 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use strom_log::{validate_batches, LogError};
+use strom_protocol::records::{decode_batch, RecordsError};
 use strom_protocol::ResponseError;
 
 use crate::broker::Broker;
@@ -295,7 +296,12 @@ impl Local {
         let t = self.topic(topic)?;
         let p = self.partition(&t, partition)?;
         wait_for_data(&p, offset, wait).await;
-        read_from(&p, offset, max_messages)
+        read_from(&p, offset, max_messages, self.decompressed_max())
+    }
+
+    /// `decompressed.batch.max.bytes`: the bound on the records one read decompresses.
+    fn decompressed_max(&self) -> usize {
+        self.broker.config.decompressed_batch_max_bytes
     }
 
     /// Reads from the consumer's position (or from `offset` when given) and moves the position
@@ -318,10 +324,10 @@ impl Local {
         let _serialized = self.position_locks[self.lock_shard(&req)].lock().await;
         let stored = self.position(req.consumer_id, req.topic, req.partition);
         let from = self.start_offset(&req, &p)?;
-        let read = match read_from(&p, from, req.max_messages) {
+        let read = match read_from(&p, from, req.max_messages, self.decompressed_max()) {
             Err(LocalError::OffsetOutOfRange { start, .. }) if req.offset.is_none() => {
                 // Retention removed the records between the check and the read.
-                read_from(&p, start, req.max_messages)?
+                read_from(&p, start, req.max_messages, self.decompressed_max())?
             }
             other => other?,
         };
@@ -538,11 +544,20 @@ async fn wait_for_data(partition: &Partition, offset: i64, wait: Duration) {
 }
 
 /// Reads whole batches from `offset` on and decodes up to `max_messages` records at or after it.
-fn read_from(partition: &Partition, offset: i64, max_messages: usize) -> Result<Read, LocalError> {
+/// The records it decompresses add up to at most `decompressed_max_bytes`: a read stops before
+/// the batch that would pass it, and a first batch that alone passes it (a compression bomb)
+/// is an error, not an exhausted memory.
+fn read_from(
+    partition: &Partition,
+    offset: i64,
+    max_messages: usize,
+    decompressed_max_bytes: usize,
+) -> Result<Read, LocalError> {
     let max_messages = max_messages.clamp(1, READ_MESSAGES_MAX);
     let mut messages = Vec::new();
     let mut next = offset;
     let mut bytes_read = 0usize;
+    let mut decompressed_bytes = 0usize;
     while messages.len() < max_messages && bytes_read < READ_BYTES_MAX {
         let slice = {
             let st = partition
@@ -582,13 +597,31 @@ fn read_from(partition: &Partition, offset: i64, max_messages: usize) -> Result<
                 continue;
             }
             if !h.is_control() {
-                let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
-                    LocalError::Storage(format!(
-                        "cannot decode the batch at offset {} of {} partition {}: {e}",
-                        h.base_offset, partition.topic, partition.index
-                    ))
-                })?;
-                for r in set.records {
+                // Uncompressed records count too, but only compressed ones are bounded here:
+                // the stored bytes read are bounded already.
+                let budget = decompressed_max_bytes.saturating_sub(decompressed_bytes);
+                let decoded = match decode_batch(&mut batch, budget) {
+                    Ok(decoded) => decoded,
+                    // The messages so far are served; the next read starts at this batch.
+                    Err(RecordsError::TooLarge { .. }) if !messages.is_empty() => {
+                        return Ok(Read {
+                            messages,
+                            next_offset: next,
+                        });
+                    }
+                    Err(e) => {
+                        let setting = match e {
+                            RecordsError::TooLarge { .. } => " (decompressed.batch.max.bytes)",
+                            _ => "",
+                        };
+                        return Err(LocalError::Storage(format!(
+                            "cannot decode the batch at offset {} of {} partition {}: {e}{setting}",
+                            h.base_offset, partition.topic, partition.index
+                        )));
+                    }
+                };
+                decompressed_bytes += decoded.records_bytes;
+                for r in decoded.set.records {
                     if r.offset < next || r.control {
                         continue;
                     }

@@ -5,9 +5,11 @@ use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
+use strom_protocol::record_batch::{set_base_sequence, BatchHeader, LOG_OVERHEAD};
+use strom_protocol::records::{decode_batch, RecordsError};
 
 use crate::error::{ClientError, Result};
 
@@ -155,30 +157,10 @@ pub(crate) fn encode_batch(
     Ok(buf.freeze())
 }
 
-/// Byte positions in a record batch header (magic 2):
-///
-/// ```text
-/// 0 base offset i64 | 8 length i32 | 12 leader epoch i32 | 16 magic i8 | 17 crc u32 |
-/// 21 attributes i16 | 23 last offset delta i32 | 27 base timestamp i64 |
-/// 35 max timestamp i64 | 43 producer id i64 | 51 producer epoch i16 |
-/// 53 base sequence i32 | 57 record count i32 | 61 records...
-/// ```
-const CRC_POS: usize = 17;
-const ATTRIBUTES_POS: usize = 21;
-const BASE_SEQUENCE_POS: usize = 53;
-const LAST_OFFSET_DELTA_POS: usize = 23;
-const BATCH_HEADER_BYTES: usize = 61;
-
 /// Sets the base sequence of the (single) batch to -1 ("no sequence", as a producer without
-/// idempotence writes it) and recomputes the CRC-32C, which covers attributes onwards.
+/// idempotence writes it); the CRC-32C, which covers it, is recomputed.
 fn clear_base_sequence(batch: &mut BytesMut) {
-    assert!(
-        batch.len() >= BATCH_HEADER_BYTES,
-        "a batch has a full header"
-    );
-    batch[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&NO_SEQUENCE.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
-    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    set_base_sequence(batch, NO_SEQUENCE);
 }
 
 /// Messages decoded from a fetch response.
@@ -192,32 +174,41 @@ pub(crate) struct Decoded {
 
 /// Decodes the record batches of a fetch response into messages at or after `from_offset`,
 /// skipping control records. A batch cut off at the end (the broker's size limit) is dropped:
-/// the next fetch asks for it again.
+/// the next fetch asks for it again. The records decompressed add up to at most
+/// `decompressed_max_bytes`: decoding stops before the batch that would pass it (the next
+/// fetch starts there), and a first batch that alone passes it is an error.
 pub(crate) fn decode_messages(
     topic: &str,
     partition: i32,
     mut records: Bytes,
     from_offset: i64,
+    decompressed_max_bytes: usize,
 ) -> Result<Decoded> {
     let mut out = Decoded::default();
-    while records.len() >= BATCH_HEADER_BYTES {
-        // Batch framing: base offset (i64), batch length (i32) counting the bytes after it.
-        let base_offset = i64::from_be_bytes(records[0..8].try_into().expect("8 bytes"));
-        let batch_len = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
-        let last_delta = i32::from_be_bytes(
-            records[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let total = 12usize.saturating_add(usize::try_from(batch_len).unwrap_or(usize::MAX));
-        if batch_len < 0 || total > records.len() {
+    let mut decompressed_bytes = 0usize;
+    while let Ok(header) = BatchHeader::parse(&records) {
+        let Ok(batch_len) = usize::try_from(header.batch_length) else {
+            break;
+        };
+        let total = LOG_OVERHEAD.saturating_add(batch_len);
+        if total > records.len() {
             break; // a partial batch at the end
         }
         let mut batch = records.split_to(total);
-        let set = RecordBatchDecoder::decode(&mut batch)
-            .map_err(|e| ClientError::protocol(format!("cannot decode record batch: {e}")))?;
-        out.next_offset = Some(base_offset + i64::from(last_delta) + 1);
-        for r in set.records {
+        let budget = decompressed_max_bytes.saturating_sub(decompressed_bytes);
+        let decoded = match decode_batch(&mut batch, budget) {
+            Ok(decoded) => decoded,
+            Err(RecordsError::TooLarge { .. }) if out.next_offset.is_some() => break,
+            Err(e) => {
+                return Err(ClientError::protocol(format!(
+                "cannot decode the record batch at offset {} of {topic} partition {partition}: {e}",
+                header.base_offset
+            )))
+            }
+        };
+        decompressed_bytes += decoded.records_bytes;
+        out.next_offset = Some(header.last_offset() + 1);
+        for r in decoded.set.records {
             if r.control || r.offset < from_offset {
                 continue;
             }
@@ -251,6 +242,8 @@ pub(crate) fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
+    pub(super) const LIMIT: usize = strom_protocol::records::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES;
+
     fn record(key: Option<&str>, value: &str) -> OutgoingRecord {
         OutgoingRecord {
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
@@ -269,7 +262,7 @@ mod tests {
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let codec: CompressionType = codec.parse().unwrap();
             let bytes = encode_batch(&records, codec).unwrap();
-            let decoded = decode_messages("t", 2, bytes, 0).unwrap();
+            let decoded = decode_messages("t", 2, bytes, 0, LIMIT).unwrap();
             assert_eq!(decoded.next_offset, Some(2));
             let messages = decoded.messages;
             assert_eq!(messages.len(), 2, "{codec:?}");
@@ -295,16 +288,58 @@ mod tests {
             "one batch for all records"
         );
         assert_eq!(&bytes[53..57], &(-1i32).to_be_bytes(), "no base sequence");
-        let messages = decode_messages("t", 0, bytes.clone(), 2).unwrap().messages;
+        let messages = decode_messages("t", 0, bytes.clone(), 2, LIMIT)
+            .unwrap()
+            .messages;
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].value_str(), "c");
 
         let mut two = BytesMut::from(&bytes[..]);
         two.extend_from_slice(&bytes[..bytes.len() - 5]);
-        let decoded = decode_messages("t", 0, two.freeze(), 0).unwrap();
+        let decoded = decode_messages("t", 0, two.freeze(), 0, LIMIT).unwrap();
         assert_eq!(decoded.next_offset, Some(3));
         let messages = decoded.messages;
         assert_eq!(messages.len(), 3, "the cut-off second batch is dropped");
+    }
+
+    #[test]
+    fn decompression_is_bounded_per_batch_and_per_response() {
+        // A batch that decompresses past the bound alone (a bomb a producer wrote) is an error
+        // naming the batch, not an exhausted memory.
+        let zeros = OutgoingRecord {
+            value: Some(Bytes::from(vec![0u8; 4 << 20])),
+            ..record(None, "")
+        };
+        let bomb = encode_batch(&[zeros], CompressionType::Zstd).unwrap();
+        assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+        let err = decode_messages("t", 0, bomb, 0, 1 << 20).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("offset 0 of t partition 0"), "{text}");
+        assert!(
+            text.contains("decompress to more than 1048576 bytes"),
+            "{text}"
+        );
+
+        // Two batches that fit the bound one at a time come back over two decodes.
+        let big = |v: &str| OutgoingRecord {
+            value: Some(Bytes::from(v.repeat(100_000))),
+            ..record(None, "")
+        };
+        let first = encode_batch(&[big("a")], CompressionType::Lz4).unwrap();
+        let mut second =
+            BytesMut::from(&encode_batch(&[big("b")], CompressionType::Lz4).unwrap()[..]);
+        strom_protocol::record_batch::set_base_offset(&mut second, 1);
+        let mut both = BytesMut::from(&first[..]);
+        both.extend_from_slice(&second);
+        let both = both.freeze();
+        let decoded = decode_messages("t", 0, both.clone(), 0, 150_000).unwrap();
+        assert_eq!(decoded.next_offset, Some(1));
+        assert_eq!(decoded.messages.len(), 1);
+        assert_eq!(decoded.messages[0].value_str(), "a".repeat(100_000));
+        let rest = both.slice(first.len()..);
+        let decoded = decode_messages("t", 0, rest, 1, 150_000).unwrap();
+        assert_eq!(decoded.messages[0].offset, 1);
+        assert_eq!(decoded.messages[0].value_str(), "b".repeat(100_000));
     }
 
     #[test]
@@ -316,6 +351,7 @@ mod tests {
 
 #[cfg(test)]
 mod proptests {
+    use super::tests::LIMIT;
     use super::*;
     use proptest::prelude::*;
 
@@ -357,7 +393,7 @@ mod proptests {
             ],
         ) {
             let bytes = encode_batch(&records, codec).unwrap();
-            let decoded = decode_messages("t", 0, bytes, 0).unwrap();
+            let decoded = decode_messages("t", 0, bytes, 0, LIMIT).unwrap();
             prop_assert_eq!(decoded.next_offset, Some(records.len() as i64));
             prop_assert_eq!(decoded.messages.len(), records.len());
             for (i, (m, r)) in decoded.messages.iter().zip(&records).enumerate() {

@@ -1,65 +1,11 @@
-//! Error types of the log layer: one enum for batch validation (`BatchError`), one for the log
-//! itself (`LogError`). The broker maps them to Kafka error codes at its handler boundary; this
+//! Error types of the log layer: batch validation (`BatchError`, defined with the header layout
+//! in `strom_protocol::record_batch` and re-exported here) and the log itself (`LogError`). The broker maps them to Kafka error codes at its handler boundary; this
 //! crate never names a Kafka error code.
 
 use std::io;
 
-/// A produce payload (or a stored batch) failed a header-level check.
-///
-/// [`BatchError::is_corrupt_message`] tells the broker which Kafka error to answer with:
-/// structural damage (size, magic, CRC) is `CORRUPT_MESSAGE`, a well-formed batch whose record
-/// count and offset range disagree is `INVALID_RECORD`.
-#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
-pub enum BatchError {
-    /// Fewer bytes than a v2 batch header (61) at `position`.
-    #[error("truncated batch header at byte {position}: {available} bytes left, need 61")]
-    HeaderTooShort { position: usize, available: usize },
-    /// Only record batch format v2 (magic 2) is accepted.
-    #[error("unsupported record batch magic {magic} at byte {position} (only v2 is accepted)")]
-    InvalidMagic { position: usize, magic: i8 },
-    /// `batch_length` is smaller than the fixed part of a v2 header.
-    #[error("invalid batch_length {batch_length} at byte {position} (minimum 49)")]
-    InvalidBatchLength { position: usize, batch_length: i32 },
-    /// `batch_length` points past the end of the buffer.
-    #[error("batch at byte {position} claims {total_size} bytes but only {available} are present")]
-    Truncated {
-        position: usize,
-        total_size: usize,
-        available: usize,
-    },
-    /// CRC-32C over bytes 21.. of the batch does not match the stored one.
-    #[error("CRC mismatch in batch at byte {position}: stored {stored:#010x}, computed {computed:#010x}")]
-    CrcMismatch {
-        position: usize,
-        stored: u32,
-        computed: u32,
-    },
-    /// `records_count` is negative.
-    #[error("invalid records_count {records_count} in batch at byte {position}")]
-    InvalidRecordCount { position: usize, records_count: i32 },
-    /// `last_offset_delta + 1 != records_count`, or the delta is negative.
-    #[error("inconsistent batch at byte {position}: last_offset_delta {last_offset_delta}, records_count {records_count}")]
-    InconsistentOffsets {
-        position: usize,
-        last_offset_delta: i32,
-        records_count: i32,
-    },
-    /// The records section of an uncompressed batch does not decode (only checked when a
-    /// caller walks records, e.g. timestamp lookups; never on append).
-    #[error("malformed records in batch: {0}")]
-    MalformedRecords(&'static str),
-}
-
-impl BatchError {
-    /// True for structural damage (the broker answers `CORRUPT_MESSAGE`); false for a
-    /// well-formed batch with inconsistent contents (`INVALID_RECORD`).
-    pub fn is_corrupt_message(&self) -> bool {
-        !matches!(
-            self,
-            BatchError::InvalidRecordCount { .. } | BatchError::InconsistentOffsets { .. }
-        )
-    }
-}
+/// Batch validation errors are the protocol crate's: the header layout is defined there.
+pub use strom_protocol::record_batch::BatchError;
 
 /// Errors of [`crate::PartitionLog`].
 #[derive(thiserror::Error, Debug)]

@@ -9,6 +9,9 @@
 //!   than ours and the error for unknown API keys.
 //! - [`versions`]: the API version ranges this broker serves, advertised in ApiVersions.
 //! - [`partition_key`]: the Java client's murmur2 key partitioning.
+//! - [`record_batch`]: the RecordBatch v2 header layout and view (the one definition the log,
+//!   the broker and the client share), batch validation, CRC-32C and in-place patches.
+//! - [`records`]: decoding a batch's records with decompression and reservations bounded.
 //! - [`response`]: encodes a response body behind its size prefix and header.
 //!
 //! Message bodies themselves come from the `kafka-protocol` crate, generated from Kafka's own JSON
@@ -18,6 +21,8 @@ pub mod alloc_guard;
 pub mod frame;
 pub mod header;
 pub mod partition_key;
+pub mod record_batch;
+pub mod records;
 pub mod response;
 pub mod versions;
 

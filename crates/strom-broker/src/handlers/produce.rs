@@ -8,6 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strom_log::BatchError;
+use strom_protocol::record_batch::{ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, LOG_OVERHEAD, MAGIC_AT};
 use strom_protocol::ResponseError as E;
 
 use super::{ready, sb};
@@ -15,10 +16,6 @@ use crate::append::{append, AppendError, Appended};
 use crate::broker::{Broker, Reply};
 use crate::config::FsyncPolicy;
 use crate::partition::Partition;
-/// Byte offset of `magic` in any batch format (v0/v1 message sets share it).
-const MAGIC_AT: usize = 16;
-/// `LOG_OVERHEAD` of Kafka's record formats: base offset (8) + batch length (4).
-const LOG_OVERHEAD: usize = 12;
 /// Kafka's `LegacyRecord.RECORD_OVERHEAD_V0`: the smallest size field a batch may claim.
 const RECORD_OVERHEAD_V0: i32 = 14;
 /// Compression codec id of zstd in the batch attributes.
@@ -109,10 +106,10 @@ fn first_batch(records: Option<Bytes>, version: i16) -> Result<Bytes, (i16, Stri
             "Produce requests with version {version} are only allowed to contain record batches with magic version 2"
         )));
     }
-    // attributes sit at bytes 21-22 of a v2 header; a batch this short fails its CRC later.
-    if version < 7 && records.len() >= 23 {
-        let attributes = i16::from_be_bytes([records[21], records[22]]);
-        if attributes & 0x07 == ZSTD {
+    // A batch too short for its attributes fails its CRC later.
+    if version < 7 && records.len() >= ATTRIBUTES_AT + 2 {
+        let attributes = i16::from_be_bytes([records[ATTRIBUTES_AT], records[ATTRIBUTES_AT + 1]]);
+        if attributes & ATTR_COMPRESSION_MASK == ZSTD {
             return Err((
                 E::UnsupportedCompressionType.code(),
                 format!(

@@ -77,9 +77,13 @@ pub(crate) async fn fetch(
                 .map(|(_, o)| *o)
                 .unwrap_or(0);
             let decoded = match p.records {
-                Some(records) if !records.is_empty() => {
-                    decode_messages(&name, p.partition_index, records, from)?
-                }
+                Some(records) if !records.is_empty() => decode_messages(
+                    &name,
+                    p.partition_index,
+                    records,
+                    from,
+                    config.decompressed_max_bytes,
+                )?,
                 _ => Default::default(),
             };
             out.push((

@@ -68,6 +68,11 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: i32,
     /// How often a group member checks whether subscribed topics gained partitions.
     pub metadata_max_age_ms: u64,
+    /// Most bytes the records of one fetch response may decompress to. A batch that alone
+    /// decompresses past it (a compression bomb a producer wrote) fails the poll with an error
+    /// rather than exhausting memory; a response whose batches add up past it is consumed over
+    /// several polls.
+    pub decompressed_max_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -84,6 +89,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 50 * 1024 * 1024,
             partition_max_bytes: 1024 * 1024,
             metadata_max_age_ms: 5_000,
+            decompressed_max_bytes: strom_protocol::records::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
         }
     }
 }

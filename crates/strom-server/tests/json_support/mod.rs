@@ -127,6 +127,11 @@ impl Broker {
     pub fn connect(&self) -> Conn {
         Conn::open(self.json_port)
     }
+
+    /// The broker process's id (to read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
 }
 
 impl Drop for Broker {

@@ -40,8 +40,10 @@ pub(crate) struct TimeEntry {
 pub(crate) struct SegmentIndex {
     offsets: Vec<IndexEntry>,
     times: Vec<TimeEntry>,
-    offset_file: File,
-    time_file: File,
+    /// The `.index` and `.timeindex` files, open only while entries may still be written: a
+    /// segment that is no longer active keeps its entries in memory and its two descriptors
+    /// closed, so an old segment costs one open file (its `.log`), not three.
+    files: Option<(File, File)>,
 }
 
 fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
@@ -100,8 +102,7 @@ impl SegmentIndex {
         Ok(SegmentIndex {
             offsets: Vec::new(),
             times: Vec::new(),
-            offset_file: open_rw(offset_path, true)?,
-            time_file: open_rw(time_path, true)?,
+            files: Some((open_rw(offset_path, true)?, open_rw(time_path, true)?)),
         })
     }
 
@@ -126,8 +127,7 @@ impl SegmentIndex {
             SegmentIndex {
                 offsets,
                 times,
-                offset_file,
-                time_file,
+                files: Some((offset_file, time_file)),
             },
             damaged,
         ))
@@ -135,6 +135,12 @@ impl SegmentIndex {
 
     pub fn len(&self) -> usize {
         self.offsets.len()
+    }
+
+    /// Close both files; the entries stay in memory (see `files`). Everything was written to
+    /// them before (the page cache keeps it; the files are a cache that recovery checks).
+    pub fn close_files(&mut self) {
+        self.files = None;
     }
 
     pub fn offsets(&self) -> &[IndexEntry] {
@@ -171,6 +177,10 @@ impl SegmentIndex {
     /// file). Index files are a cache, so a failure is logged and otherwise ignored: recovery
     /// notices the short or torn file and rebuilds it.
     pub fn persist_from(&self, io: &dyn FileIo, first: usize) {
+        let Some((offset_file, time_file)) = &self.files else {
+            debug_assert!(false, "index entries written to a closed index");
+            return;
+        };
         if first >= self.offsets.len() {
             return;
         }
@@ -185,8 +195,8 @@ impl SegmentIndex {
             tb.extend_from_slice(&t.relative_offset.to_be_bytes());
         }
         let writes = [
-            io.write_all_at(&self.offset_file, &ob, (first * OFFSET_ENTRY_SIZE) as u64),
-            io.write_all_at(&self.time_file, &tb, (first * TIME_ENTRY_SIZE) as u64),
+            io.write_all_at(offset_file, &ob, (first * OFFSET_ENTRY_SIZE) as u64),
+            io.write_all_at(time_file, &tb, (first * TIME_ENTRY_SIZE) as u64),
         ];
         for result in writes {
             if let Err(error) = result {
@@ -197,17 +207,22 @@ impl SegmentIndex {
 
     /// Make both files hold exactly the in-memory entries.
     pub fn rewrite_files(&self, io: &dyn FileIo) -> io::Result<()> {
-        self.offset_file
-            .set_len((self.offsets.len() * OFFSET_ENTRY_SIZE) as u64)?;
-        self.time_file
-            .set_len((self.times.len() * TIME_ENTRY_SIZE) as u64)?;
+        let Some((offset_file, time_file)) = &self.files else {
+            return Err(io::Error::other("rewriting a closed index"));
+        };
+        offset_file.set_len((self.offsets.len() * OFFSET_ENTRY_SIZE) as u64)?;
+        time_file.set_len((self.times.len() * TIME_ENTRY_SIZE) as u64)?;
         self.persist_from(io, 0);
         Ok(())
     }
 
+    /// fsync both files (a no-op once closed: whatever they hold is a cache).
     pub fn sync(&self, io: &dyn FileIo) -> io::Result<()> {
-        io.sync_data(&self.offset_file)?;
-        io.sync_data(&self.time_file)
+        if let Some((offset_file, time_file)) = &self.files {
+            io.sync_data(offset_file)?;
+            io.sync_data(time_file)?;
+        }
+        Ok(())
     }
 
     /// Index of the last entry whose relative offset is `<= relative_offset`.

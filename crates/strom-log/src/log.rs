@@ -217,6 +217,10 @@ impl PartitionLog {
                 now_ms,
             )?);
         }
+        let last = segments.len().saturating_sub(1);
+        for segment in &mut segments[..last] {
+            segment.index.close_files();
+        }
         let recovered_end = segments.last().map_or(0, |s| s.next_offset);
         if let Some(rp) = recovery_point.filter(|&rp| rp > recovered_end) {
             return Err(damaged(format!(
@@ -446,6 +450,8 @@ impl PartitionLog {
         let base = self.log_end_offset();
         let mut segment = Segment::create(&self.dir, base, now_ms)?;
         segment.name_durable = false;
+        // The old segment takes no more index entries: two descriptors fewer.
+        self.active_mut().index.close_files();
         self.segments.push(segment);
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         Ok(())

@@ -532,3 +532,27 @@ fn retention_deletes_expired_segments_uncovered_by_size_retention() {
     assert_eq!(log.apply_retention(5_000).unwrap(), 3);
     assert_eq!(log.segment_base_offsets(), [3, 4]);
 }
+
+/// Descriptors this process holds on files inside `dir`.
+fn open_files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn an_old_segment_keeps_one_descriptor_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch_len = simple_batch(1, 0).len() as u64;
+    let mut log = open(dir.path(), config(batch_len * 2, 4096));
+    append_simple(&mut log, 10, 1); // five segments
+    assert_eq!(log.segment_count(), 5);
+    // Four old segments with their `.log` only, and the active one with all three files.
+    assert_eq!(open_files_in(dir.path()), 4 + 3);
+    drop(log);
+    let log = open(dir.path(), config(batch_len * 2, 4096));
+    assert_eq!(open_files_in(dir.path()), 4 + 3, "the same after recovery");
+    assert_eq!(read_everything(&log).len(), 10);
+}

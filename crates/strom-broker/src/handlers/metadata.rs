@@ -65,14 +65,27 @@ const ENDPOINT_TYPE_BROKER: i8 = 1;
 
 fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let node = BrokerId(broker.node_id());
-    let partitions = (0..topic.partition_count())
-        .map(|i| {
-            MetadataResponsePartition::default()
-                .with_partition_index(i)
+    let partitions = topic
+        .partitions
+        .read()
+        .iter()
+        .map(|p| {
+            let entry = MetadataResponsePartition::default()
+                .with_partition_index(p.index)
                 .with_leader_id(node)
                 .with_leader_epoch(0)
                 .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            if p.lock().is_ok() {
+                return entry;
+            }
+            // A partition whose only replica's log is offline (failed disk, damaged log) has
+            // no leader: Kafka answers LEADER_NOT_AVAILABLE, leader -1, and lists the replica
+            // as offline, so clients neither write to it nor give up on the topic.
+            entry
+                .with_error_code(ResponseError::LeaderNotAvailable.code())
+                .with_leader_id(BrokerId(-1))
+                .with_offline_replicas(vec![node])
         })
         .collect();
     MetadataResponseTopic::default()

@@ -49,6 +49,9 @@ pub(crate) struct LogHandle {
     pub log: Mutex<OffsetLog>,
     sync_lock: Mutex<()>,
     synced_seq: AtomicU64,
+    /// Test failpoint: the next fsync in `sync_to` fails.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 impl LogHandle {
@@ -62,7 +65,15 @@ impl LogHandle {
             let log = self.log.lock();
             (log.written_seq(), log.sync_handle()?)
         };
-        if let Err(source) = file.sync_data() {
+        #[cfg(test)]
+        let file_sync = if self.fail_next_sync.swap(false, Ordering::SeqCst) {
+            Err(std::io::Error::other("injected fsync failure"))
+        } else {
+            file.sync_data()
+        };
+        #[cfg(not(test))]
+        let file_sync = file.sync_data();
+        if let Err(source) = file_sync {
             // After a failed fsync the kernel may have dropped the dirty pages, so what the
             // file holds is unknown (PostgreSQL's "fsyncgate"). Refuse further writes; a
             // restart replays whatever really is on disk.
@@ -148,6 +159,8 @@ impl GroupCoordinator {
                 log: Mutex::new(log),
                 sync_lock: Mutex::new(()),
                 synced_seq: AtomicU64::new(0),
+                #[cfg(test)]
+                fail_next_sync: std::sync::atomic::AtomicBool::new(false),
             }),
             timers_changed: Notify::new(),
             member_seq: AtomicU64::new(0),

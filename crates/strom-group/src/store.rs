@@ -454,6 +454,31 @@ fn sync_dir(dir: &Path) -> Result<(), GroupError> {
         .map_err(io_err(dir))
 }
 
+/// Test failpoints for [`OffsetLog::rewrite`]: the next rewrite on this thread fails before
+/// its rename (as a full disk does while the temp file is written) or right after it (as a
+/// failed directory fsync does).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RewriteFault {
+    BeforeRename,
+    AfterRename,
+}
+
+#[cfg(test)]
+thread_local! {
+    static REWRITE_FAULT: std::cell::Cell<Option<RewriteFault>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+pub(crate) fn inject_rewrite_fault(fault: RewriteFault) {
+    REWRITE_FAULT.with(|f| f.set(Some(fault)));
+}
+
+#[cfg(test)]
+fn take_rewrite_fault() -> Option<RewriteFault> {
+    REWRITE_FAULT.with(|f| f.take())
+}
+
 /// The open offsets log. Appends go to the page cache; `sync_handle` gives a handle to fsync
 /// outside the lock that guards this struct.
 pub(crate) struct OffsetLog {
@@ -613,6 +638,12 @@ impl OffsetLog {
         if self.poisoned {
             return Err(GroupError::Poisoned);
         }
+        #[cfg(test)]
+        let fault = take_rewrite_fault();
+        #[cfg(test)]
+        if fault == Some(RewriteFault::BeforeRename) {
+            return Err(io_err(&self.path)(std::io::Error::from_raw_os_error(28)));
+        }
         let tmp = self.dir.join(TMP_FILE_NAME);
         let mut buf = Vec::with_capacity(live.len() * 64 + HEADER_BYTES as usize);
         buf.extend_from_slice(&header());
@@ -632,6 +663,10 @@ impl OffsetLog {
             f.sync_all().map_err(io_err(&tmp))?;
         }
         fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        #[cfg(test)]
+        if fault == Some(RewriteFault::AfterRename) {
+            return Err(io_err(&self.dir)(std::io::Error::other("injected directory fsync failure")));
+        }
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
             .append(true)

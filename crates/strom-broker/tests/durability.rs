@@ -42,7 +42,9 @@ async fn durable_partition() -> (tempfile::TempDir, Arc<strom_broker::Broker>, A
 async fn a_failed_fsync_takes_the_partition_offline_for_good() {
     let (_dir, broker, partition) = durable_partition().await;
     let io = Arc::new(FaultyIo::default());
-    partition.with_log(|log| log.replace_io(io.clone())).unwrap();
+    partition
+        .with_log(|log| log.replace_io(io.clone()))
+        .unwrap();
 
     let first = append(&broker, &partition, idempotent_batch(7, 0), OPTIONS).unwrap();
     broker
@@ -57,7 +59,10 @@ async fn a_failed_fsync_takes_the_partition_offline_for_good() {
         .flusher
         .wait_durable(partition.clone(), second.durable_end())
         .await;
-    assert!(waited.is_err(), "an acks=all write whose fsync failed is not acknowledged");
+    assert!(
+        waited.is_err(),
+        "an acks=all write whose fsync failed is not acknowledged"
+    );
     io.disarm();
 
     // The client retries the failed batch, and others write on: neither is acknowledged.
@@ -70,8 +75,14 @@ async fn a_failed_fsync_takes_the_partition_offline_for_good() {
         .wait_durable(partition.clone(), second.durable_end())
         .await;
     assert!(waited.is_err());
-    assert!(partition.lock().is_err(), "fetches see the partition offline too");
-    assert!(partition.offline_reason().unwrap().contains("injected fsync failure"));
+    assert!(
+        partition.lock().is_err(),
+        "fetches see the partition offline too"
+    );
+    assert!(partition
+        .offline_reason()
+        .unwrap()
+        .contains("injected fsync failure"));
     // The durable offset never moved past what was fsynced.
     assert_eq!(partition.recovery_point(), Some(1));
 }
@@ -90,7 +101,10 @@ async fn the_high_watermark_follows_fsync_even_for_acks_1() {
     // Nobody waits for this write (acks=1), yet the flusher makes it visible soon.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while partition.lock().unwrap().high_watermark() < appended.durable_end() {
-        assert!(tokio::time::Instant::now() < deadline, "high watermark never advanced");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "high watermark never advanced"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(!partition

@@ -131,13 +131,20 @@ async fn a_failed_delete_leaves_the_topic_whole_and_a_later_one_removes_it() {
     std::fs::write(&trash, b"not a directory").unwrap();
 
     assert!(b.topics.delete("t").await.is_err());
-    let still = b.topics.get("t").expect("a failed delete must keep the topic");
+    let still = b
+        .topics
+        .get("t")
+        .expect("a failed delete must keep the topic");
     assert_eq!(end_offset(&still.partition(0).unwrap()), 3);
 
     std::fs::remove_file(&trash).unwrap();
     b.topics.delete("t").await.unwrap();
     let new = create(&b, "t").await;
-    assert_eq!(end_offset(&new), 0, "the re-created topic adopted old files");
+    assert_eq!(
+        end_offset(&new),
+        0,
+        "the re-created topic adopted old files"
+    );
 }
 
 /// The story: a create that failed half way (or a crash in an older version) left
@@ -210,7 +217,11 @@ async fn committed_offsets_of_a_deleted_topic_never_reach_a_recreated_one() {
     let b = open(dir.path());
     assert!(b.topics.get("t").is_none());
     create(&b, "t").await;
-    assert_eq!(fetch(&b, "t").await, -1, "the new topic inherited old offsets");
+    assert_eq!(
+        fetch(&b, "t").await,
+        -1,
+        "the new topic inherited old offsets"
+    );
     // And the drop is durable: after another restart they stay gone.
     b.shutdown().await;
     drop(b);

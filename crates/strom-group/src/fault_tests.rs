@@ -109,7 +109,9 @@ fn an_unknown_record_kind_stops_open_and_changes_no_byte() {
     bytes.extend_from_slice(&after);
     fs::write(&path, &bytes).unwrap();
 
-    let err = OffsetLog::open(&dir).err().expect("open must refuse the file");
+    let err = OffsetLog::open(&dir)
+        .err()
+        .expect("open must refuse the file");
     let msg = err.to_string();
     assert!(
         matches!(err, GroupError::UnknownRecord { kind: 99, .. }),

@@ -226,12 +226,17 @@ def test_enospc_during_offset_commits(disk):
             last_acked = off
 
         disk.filler.fill()
-        results = {}
-        for off in range(21, 31):
-            results[off] = commit(c, "kept", off)
-            if results[off]:
+        # The offsets log's last page has room for some records; commit until the disk says
+        # no (bounded), then a few more.
+        failures = 0
+        off = 20
+        while failures < 5 and off < 2000:
+            off += 1
+            if commit(c, "kept", off):
                 last_acked = off
-        assert not all(results.values()), "no commit met the full disk; the test proves nothing"
+            else:
+                failures += 1
+        assert failures, "no commit met the full disk; the test proves nothing"
         # A commit the broker refused is never served.
         assert committed(b.bootstrap, "kept") == [last_acked]
     finally:
@@ -250,11 +255,11 @@ def test_enospc_during_offset_commits(disk):
     assert committed(b.bootstrap, "kept") == [last_acked]
     c = consumer(b.bootstrap, group=GROUP)
     try:
-        assert commit(c, "kept", 45), "commits resume once the disk has room"
+        assert commit(c, "kept", 4500), "commits resume once the disk has room"
     finally:
         c.close()
     b.restart()
-    assert committed(b.bootstrap, "kept") == [45]
+    assert committed(b.bootstrap, "kept") == [4500]
     assert_read_back(b.bootstrap, "kept", acked, failed_values)
     end = watermarks(b.bootstrap, "kept")[1]
     more = produce_acked(b.bootstrap, "kept", [b"after"])

@@ -496,7 +496,6 @@ fn take_rewrite_fault() -> Option<RewriteFault> {
 /// The open offsets log. Appends go to the page cache; `sync_handle` gives a handle to fsync
 /// outside the lock that guards this struct.
 pub(crate) struct OffsetLog {
-    dir: PathBuf,
     path: PathBuf,
     file: File,
     /// Bytes of valid data in the file (header included).
@@ -569,7 +568,6 @@ impl OffsetLog {
                 .map_err(io_err(&path))?;
         }
         let log = OffsetLog {
-            dir: dir.to_path_buf(),
             path,
             file,
             len_bytes: valid_len,

@@ -466,6 +466,8 @@ pub fn delete_records(
                     if compact_only {
                         return r.with_error_code(E::PolicyViolation.code());
                     }
+                    // The log finds its files itself (a delete that ran since `get` points it at
+                    // the trash), so this never touches a re-created topic's directory.
                     let Ok(mut state) = partition.lock() else {
                         return r.with_error_code(E::KafkaStorageError.code());
                     };

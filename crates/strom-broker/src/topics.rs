@@ -186,9 +186,16 @@ impl Topics {
         let data_dir = config.data_dir.clone();
         // The trash exists before any delete, so that a delete is one rename and needs no
         // new directory (a full disk or inode table cannot stop it half way).
+        std::fs::create_dir_all(data_dir.join(META_DIR)).map_err(storage)?;
         let trash = data_dir.join(META_DIR).join(TRASH_DIR);
-        std::fs::create_dir_all(&trash).map_err(storage)?;
-        empty_trash_in_background(&trash);
+        match std::fs::create_dir_all(&trash) {
+            Ok(()) => empty_trash_in_background(&trash),
+            // A data dir from before the trash existed, on a full disk: start anyway; a delete
+            // makes the trash when it needs it.
+            Err(e) => {
+                tracing::warn!(path = %trash.display(), error = %e, "cannot create the trash directory")
+            }
+        }
         let topics = Topics {
             data_dir: data_dir.clone(),
             config,

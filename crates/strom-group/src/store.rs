@@ -464,10 +464,6 @@ fn header() -> [u8; HEADER_BYTES as usize] {
     h
 }
 
-fn sync_dir(dir: &Path) -> Result<(), GroupError> {
-    strom_log::atomic_file::sync_dir(dir).map_err(io_err(dir))
-}
-
 /// Test failpoints for [`OffsetLog::rewrite`]: the next rewrite on this thread fails before
 /// its rename (as a full disk does while the temp file is written) or right after it (as a
 /// failed directory fsync does).
@@ -535,11 +531,7 @@ impl OffsetLog {
             if !bytes.is_empty() && !MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
                 return Err(GroupError::BadFormat { path, version: 0 });
             }
-            let mut f = File::create(&path).map_err(io_err(&path))?;
-            f.write_all(&header())
-                .and_then(|_| f.sync_all())
-                .map_err(io_err(&path))?;
-            sync_dir(dir)?;
+            strom_log::atomic_file::write_atomically(&path, &header()).map_err(io_err(&path))?;
             bytes = header().to_vec();
         }
         let version = u16::from_be_bytes([bytes[8], bytes[9]]);

@@ -77,6 +77,9 @@ enum Slot {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// Where the partition was opened. Files are written through `PartitionLog::dir()`, which
+    /// follows the directory when a deleted topic moves to the trash; this path may belong to a
+    /// re-created topic by then.
     pub dir: PathBuf,
     state: Mutex<Slot>,
     /// Notified after every append and every fsync that moved the high watermark; fetches
@@ -191,9 +194,11 @@ impl Partition {
     /// Writes the producer state as of the log end (at a clean shutdown).
     pub fn snapshot_producers(&self) -> std::io::Result<()> {
         match self.lock() {
-            Ok(state) => {
-                producer_snapshot::write(&self.dir, state.log.log_end_offset(), &state.producers)
-            }
+            Ok(state) => producer_snapshot::write(
+                state.log.dir(),
+                state.log.log_end_offset(),
+                &state.producers,
+            ),
             Err(_) => Ok(()),
         }
     }

@@ -491,22 +491,18 @@ impl Topics {
         let trash = self.trash_dir();
         std::fs::create_dir_all(&trash).map_err(storage)?;
         let target = trash.join(format!("{name}.{}-delete", id.simple()));
-        {
-            // Holding every partition's lock across the move: no append, roll, retention pass
-            // or DeleteRecords sees the directory half gone or acts on the old path after it.
-            let partitions = topic.partitions.read().clone();
-            let mut states: Vec<_> = partitions.iter().map(|p| p.state.lock()).collect();
-            std::fs::rename(&topic.dir, &target).map_err(|e| {
-                storage(format!(
-                    "cannot move topic '{name}' to {}: {e}",
-                    target.display()
-                ))
-            })?;
-            for (p, state) in partitions.iter().zip(states.iter_mut()) {
-                state
-                    .log
-                    .relocate(target.join(format!("partition-{}", p.index)));
-            }
+        std::fs::rename(&topic.dir, &target).map_err(|e| {
+            storage(format!(
+                "cannot move topic '{name}' to {}: {e}",
+                target.display()
+            ))
+        })?;
+        // From here on every file operation of these logs (a roll, a retention pass,
+        // DeleteRecords, a producer snapshot) happens in the trash. Until each is pointed there
+        // (the admin lock keeps a new topic of this name from existing meanwhile), one through a
+        // stale handle finds no directory and fails, which cannot touch another topic.
+        for p in topic.partitions.read().iter() {
+            p.with_log(|log| log.relocate(crate::partition::partition_dir(&target, p.index)));
         }
         if let Err(e) = sync_dir(&self.data_dir).and_then(|()| sync_dir(&trash)) {
             tracing::error!(topic = name, error = %e, "fsync after moving a deleted topic failed; a power loss may bring the topic back");

@@ -1286,7 +1286,7 @@ async fn a_leftover_directory_neither_blocks_nor_joins_a_new_topic() {
     assert_eq!(r[0].error_code, 0);
     assert!(topic_dir.join("partition-0").is_dir());
     let p = b.topics.get("blocked").unwrap().partition(0).unwrap();
-    assert_eq!(p.state.lock().log.log_end_offset(), 0);
+    assert_eq!(p.with_log(|log| log.log_end_offset()), Some(0));
     // The data dir still loads.
     let config = b.config.as_ref().clone();
     strom_broker::topics::Topics::load(std::sync::Arc::new(config)).unwrap();

@@ -33,19 +33,21 @@ fn now_ms() -> i64 {
 
 /// Appends `n` one-record batches to `p`; returns the offset of the first.
 fn append(p: &Partition, n: usize) -> i64 {
-    let mut state = p.state.lock();
-    let first = state.log.log_end_offset();
-    for _ in 0..n {
-        let mut batch = strom_log::testing::simple_batch(1, now_ms());
-        let headers = strom_log::validate_batches(&batch).unwrap();
-        state.log.append(&mut batch, &headers, now_ms()).unwrap();
-    }
-    state.log.flush().unwrap();
-    first
+    p.with_log(|log| {
+        let first = log.log_end_offset();
+        for _ in 0..n {
+            let mut batch = strom_log::testing::simple_batch(1, now_ms());
+            let headers = strom_log::validate_batches(&batch).unwrap();
+            log.append(&mut batch, &headers, now_ms()).unwrap();
+        }
+        log.flush().unwrap();
+        first
+    })
+    .unwrap()
 }
 
 fn end_offset(p: &Partition) -> i64 {
-    p.state.lock().log.log_end_offset()
+    p.with_log(|log| log.log_end_offset()).unwrap()
 }
 
 async fn create(b: &Broker, name: &str) -> Arc<Partition> {
@@ -98,8 +100,8 @@ async fn a_deleted_topics_partition_never_touches_the_files_of_a_recreated_topic
     append(&new, 2);
 
     // What a retention pass and a DeleteRecords that picked up `old` earlier would do now.
-    let _ = old.state.lock().log.apply_retention(now_ms() + 30 * DAY_MS);
-    let _ = old.state.lock().log.delete_records_before(3);
+    let _ = old.with_log(|log| log.apply_retention(now_ms() + 30 * DAY_MS));
+    let _ = old.with_log(|log| log.delete_records_before(3));
 
     let segment = dir.path().join("t/partition-0/00000000000000000000.log");
     assert!(segment.exists(), "the new topic's segment was deleted");
@@ -107,10 +109,9 @@ async fn a_deleted_topics_partition_never_touches_the_files_of_a_recreated_topic
     drop((old, new, b));
     let b = open(dir.path());
     let t = b.topics.get("t").unwrap().partition(0).unwrap();
-    let state = t.state.lock();
     assert_eq!(
-        (state.log.log_start_offset(), state.log.log_end_offset()),
-        (0, 2),
+        t.with_log(|log| (log.log_start_offset(), log.log_end_offset())),
+        Some((0, 2)),
         "the new topic's log changed"
     );
 }
@@ -166,8 +167,9 @@ async fn a_new_topic_never_adopts_leftover_partition_files() {
     assert_eq!(end_offset(&p), 0, "the new topic adopted leftover segments");
 }
 
-/// A partition directory stamped with another topic's id is refused at startup, loudly,
-/// rather than opened as part of this topic.
+/// A partition directory stamped with another topic's id is refused at startup, loudly: the
+/// partition stays offline (KAFKA_STORAGE_ERROR, as any partition whose log cannot be opened)
+/// with its files untouched, rather than being opened as part of this topic.
 #[tokio::test]
 async fn a_partition_of_another_topic_id_is_never_opened() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,19 +182,15 @@ async fn a_partition_of_another_topic_id_is_never_opened() {
     let meta = dir.path().join("t/partition-0/partition.metadata");
     let text = std::fs::read_to_string(&meta).expect("every partition carries its topic id");
     assert!(text.starts_with("version: 0\ntopic_id: "), "{text}");
-    std::fs::write(
-        &meta,
-        "version: 0\ntopic_id: 00000000-0000-0000-0000-000000000001\n",
-    )
-    .unwrap();
-    let mut config = ConfigBuilder::new();
-    config
-        .set("data.dir", dir.path().to_str().unwrap(), "test")
-        .unwrap();
-    let err = Broker::open(config.build().unwrap())
-        .err()
+    let foreign = "version: 0\ntopic_id: 00000000-0000-0000-0000-000000000001\n";
+    std::fs::write(&meta, foreign).unwrap();
+    let b = open(dir.path());
+    let p = b.topics.get("t").unwrap().partition(0).unwrap();
+    let reason = p
+        .offline_reason()
         .expect("a partition of another topic id must not be opened");
-    assert!(err.to_string().contains("topic id"), "{err}");
+    assert!(reason.contains("topic id"), "{reason}");
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), foreign);
 }
 
 /// The story: the broker was killed between moving a deleted topic's directory away and

@@ -160,14 +160,16 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def start_broker(request, tmp_path):
-    """Factory: `start_broker(settings={...}, extra_args=[...], env={...})` returns a running
-    Broker."""
+    """Factory: `start_broker(settings={...}, extra_args=[...], env={...}, data_dir=...)` returns
+    a running Broker (on a fresh directory under the test's tmp dir unless `data_dir` is given,
+    e.g. one on a small disk)."""
     brokers = []
 
-    def start(settings=None, extra_args=None, env=None):
+    def start(settings=None, extra_args=None, env=None, data_dir=None):
         n = len(brokers)
-        data_dir = tmp_path / f"data{n}"
-        data_dir.mkdir()
+        if data_dir is None:
+            data_dir = tmp_path / f"data{n}"
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
         b = Broker(data_dir, tmp_path / f"broker{n}.log", settings, extra_args, env)
         brokers.append(b)
         return b.start()

@@ -160,7 +160,9 @@ pub fn append(
     if rolled_at != active_before {
         // The state as of the new segment's base, before this append's batches: a restart
         // rebuilds from here instead of from the start of the log.
-        if let Err(e) = producer_snapshot::write(&partition.dir, rolled_at, &state.producers) {
+        // Through the log's own directory, which follows a topic delete (never `partition.dir`,
+        // which a topic re-created under the same name may own by then).
+        if let Err(e) = producer_snapshot::write(state.log.dir(), rolled_at, &state.producers) {
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "writing a producer snapshot failed");
         }
     }

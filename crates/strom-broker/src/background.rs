@@ -33,6 +33,11 @@ async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
 }
 
 /// One retention pass over every partition; returns the number of segments deleted.
+///
+/// A partition taken here may be deleted (and its topic re-created) before its turn comes.
+/// That is safe because the log finds its files through the partition object: a delete points
+/// it at its moved directory under its lock (`PartitionLog::relocate`), so a stale pass works
+/// in the trash and never on the new topic's files.
 pub fn apply_retention(broker: &Broker) -> usize {
     let now = now_ms();
     let mut deleted = 0;

@@ -47,6 +47,33 @@ pub struct Broker {
 
 struct Catalog(Arc<Topics>);
 
+/// Committed offsets are kept per topic name: a deleted topic's go with it, and a new topic
+/// never starts with offsets an earlier one of its name left (a crash mid-delete).
+struct OffsetsFollowTopics(Arc<GroupCoordinator>);
+
+impl crate::topics::TopicHooks for OffsetsFollowTopics {
+    fn before_create(&self, name: &str) -> Result<(), String> {
+        match self.0.on_topic_deleted(name) {
+            Ok(0) => Ok(()),
+            Ok(n) => {
+                tracing::info!(
+                    topic = name,
+                    offsets = n,
+                    "dropped committed offsets an earlier topic of this name left"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn after_delete(&self, name: &str) -> Result<(), String> {
+        self.0
+            .on_topic_deleted(name)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl strom_group::TopicCatalog for Catalog {
     fn partition_count(&self, topic: &str) -> Option<i32> {
         self.0.get(topic).map(|t| t.partition_count())
@@ -88,6 +115,7 @@ impl Broker {
             Arc::new(strom_group::SystemClock),
         )
         .map_err(|e| dir_err(format!("consumer offsets: {e}")))?;
+        topics.set_hooks(Arc::new(OffsetsFollowTopics(groups.clone())));
         let flusher = Flusher::start(Duration::from_millis(config.group_commit_ms));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let broker = Arc::new(Broker {

@@ -18,17 +18,9 @@ pub struct BrokerMeta {
     path: PathBuf,
 }
 
+/// Replaces a small file durably (the shared write-temp, fsync, rename, fsync-dir helper).
 fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        crate::topics::sync_dir(dir);
-    }
-    Ok(())
+    strom_log::atomic_file::write_atomically(path, text.as_bytes())
 }
 
 impl BrokerMeta {

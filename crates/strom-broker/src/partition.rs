@@ -68,7 +68,8 @@ pub struct Offline {
 }
 
 enum Slot {
-    Online(PartitionState),
+    /// Boxed: the state is large and an unopened partition needs none of it.
+    Online(Box<PartitionState>),
     /// The log could not be opened at startup: why, and the recovery point it had (kept in
     /// the checkpoint, so the next start is as strict about it).
     Unopened(String, Option<i64>),
@@ -77,6 +78,9 @@ enum Slot {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// Where the partition was opened. Files are written through `PartitionLog::dir()`, which
+    /// follows the directory when a deleted topic moves to the trash; this path may belong to a
+    /// re-created topic by then.
     pub dir: PathBuf,
     state: Mutex<Slot>,
     /// Notified after every append and every fsync that moved the high watermark; fetches
@@ -120,12 +124,12 @@ impl Partition {
             topic,
             index,
             dir,
-            Slot::Online(PartitionState {
+            Slot::Online(Box::new(PartitionState {
                 log,
                 producers,
                 unflushed_messages: 0,
                 durable_high_watermark,
-            }),
+            })),
         ))
     }
 
@@ -159,7 +163,7 @@ impl Partition {
             Slot::Online(state) => match state.log.failure() {
                 None => {
                     return Ok(MutexGuard::map(guard, |slot| match slot {
-                        Slot::Online(state) => state,
+                        Slot::Online(state) => &mut **state,
                         Slot::Unopened(..) => unreachable!("checked above"),
                     }))
                 }
@@ -191,9 +195,11 @@ impl Partition {
     /// Writes the producer state as of the log end (at a clean shutdown).
     pub fn snapshot_producers(&self) -> std::io::Result<()> {
         match self.lock() {
-            Ok(state) => {
-                producer_snapshot::write(&self.dir, state.log.log_end_offset(), &state.producers)
-            }
+            Ok(state) => producer_snapshot::write(
+                state.log.dir(),
+                state.log.log_end_offset(),
+                &state.producers,
+            ),
             Err(_) => Ok(()),
         }
     }

@@ -12,19 +12,18 @@
 //!   crc32c <8 hex digits>                          CRC-32C of every byte before this line
 //! ```
 //! Written every `log.flush.offset.checkpoint.interval.ms` and at a clean shutdown, through a
-//! temp file, fsync, rename and directory fsync, so a crash leaves the old or the new file. A
+//! temp file, fsync, rename and directory fsync (`strom_log::atomic_file`), so a crash leaves the old or the new file. A
 //! point may lag the flushed offset (it is only ever a lower bound), never lead it. A missing
 //! or damaged file means "no recovery points": recovery is then as strict as a durable log
 //! allows without them (logged, never a reason to refuse to start).
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use uuid::Uuid;
 
 pub const FILE_NAME: &str = "recovery-point-offset-checkpoint";
-const TMP_NAME: &str = "recovery-point-offset-checkpoint.tmp";
 const HEADER: &str = "strom-recovery-point 1";
 
 /// One partition's recovery point.
@@ -144,13 +143,7 @@ pub fn read(data_dir: &Path) -> RecoveryPoints {
 
 /// Writes the checkpoint of `data_dir` atomically (see the module docs).
 pub fn write(data_dir: &Path, entries: &[Entry]) -> io::Result<()> {
-    let tmp = data_dir.join(TMP_NAME);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(encode(entries).as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, data_dir.join(FILE_NAME))?;
-    std::fs::File::open(data_dir)?.sync_all()
+    strom_log::atomic_file::write_atomically(&data_dir.join(FILE_NAME), encode(entries).as_bytes())
 }
 
 #[cfg(test)]

@@ -2,9 +2,31 @@
 //! `topic.json` files. Creation, deletion and partition growth happen here; the hot path only
 //! takes the read lock to find a partition.
 //!
-//! `<data-dir>/<topic>/topic.json` holds `{"name", "topic_id", "partitions", "configs"}`.
-//! It is written to a temp file, fsynced and renamed, so a crash leaves the old or the new
-//! version, never half of one.
+//! ```text
+//! <data-dir>/
+//!   <topic>/
+//!     topic.json                 {"name", "topic_id", "partitions", "configs"}, written last
+//!     partition-N/
+//!       partition.metadata       "version: 0\ntopic_id: <uuid>\n" (as Kafka's), written first
+//!       ...segments (strom-log)
+//!   __strom_meta/trash/
+//!     <topic>.<topic-id>-delete  a deleted topic's directory, removed in the background
+//!     <topic>.<uuid>-leftover    a directory without topic.json found where a topic is created
+//! ```
+//! Small files are replaced with `strom_log::atomic_file`, so a crash leaves the old or the
+//! new version, never half of one.
+//!
+//! Invariants (issue 7, items 4 and 9):
+//! - A topic directory is a topic once its `topic.json` exists; a create writes it last and
+//!   removes what it made on failure, and moves aside anything it finds under the name.
+//! - Every partition directory carries its topic's id; one with another id is never opened.
+//! - A delete moves the directory into the trash (one rename) before the topic leaves memory;
+//!   if the move fails nothing changed. Under each partition's lock the moved log is pointed
+//!   at its new place (`PartitionLog::relocate`), so a retention pass, a DeleteRecords or a
+//!   roll through a stale handle never touches a re-created topic's files.
+//! - A new topic starts with no committed offsets: the [`TopicHooks`] drop (durably) any left
+//!   under its name before it is created, which covers a delete that crashed between moving
+//!   the files and dropping the offsets.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +43,10 @@ use crate::topic_config::{self, EffectiveTopicConfig, TopicOverrides};
 
 /// Directory of broker-private files inside the data dir; not a valid topic to create.
 pub const META_DIR: &str = "__strom_meta";
+/// Directory (inside [`META_DIR`]) where deleted topics wait for their files to be removed.
+pub const TRASH_DIR: &str = "trash";
+/// The file in each partition directory that names the topic id it belongs to.
+pub const PARTITION_METADATA: &str = "partition.metadata";
 /// Directory of committed consumer offsets inside the data dir.
 pub const OFFSETS_DIR: &str = "__consumer_offsets";
 /// Kafka's limit on topic name length.
@@ -124,12 +150,23 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// State kept elsewhere per topic *name* (committed offsets), told about a topic's life. Both
+/// calls may block (an fsync) and run on the blocking pool, under the registry's admin lock.
+pub trait TopicHooks: Send + Sync + 'static {
+    /// Before a topic named `name` is created: whatever an earlier topic of that name left
+    /// must be gone, durably; an error fails the create.
+    fn before_create(&self, name: &str) -> Result<(), String>;
+    /// After the topic named `name` was deleted (its files already moved away).
+    fn after_delete(&self, name: &str) -> Result<(), String>;
+}
+
 pub struct Topics {
     data_dir: PathBuf,
     config: Arc<BrokerConfig>,
     by_name: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes create/delete/grow so two admins cannot race on one directory.
     admin: tokio::sync::Mutex<()>,
+    hooks: std::sync::OnceLock<Arc<dyn TopicHooks>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -147,16 +184,24 @@ impl Topics {
     /// Loads every topic under the data dir (each directory with a `topic.json`).
     pub fn load(config: Arc<BrokerConfig>) -> Result<Topics, TopicError> {
         let data_dir = config.data_dir.clone();
+        // The trash exists before any delete, so that a delete is one rename and needs no
+        // new directory (a full disk or inode table cannot stop it half way).
         std::fs::create_dir_all(data_dir.join(META_DIR)).map_err(storage)?;
-        let trash = data_dir.join(META_DIR).join("trash");
-        if trash.exists() {
-            std::fs::remove_dir_all(&trash).map_err(storage)?;
+        let trash = data_dir.join(META_DIR).join(TRASH_DIR);
+        match std::fs::create_dir_all(&trash) {
+            Ok(()) => empty_trash_in_background(&trash),
+            // A data dir from before the trash existed, on a full disk: start anyway; a delete
+            // makes the trash when it needs it.
+            Err(e) => {
+                tracing::warn!(path = %trash.display(), error = %e, "cannot create the trash directory")
+            }
         }
         let topics = Topics {
             data_dir: data_dir.clone(),
             config,
             by_name: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            hooks: std::sync::OnceLock::new(),
         };
         let points = recovery_point::read(&data_dir);
         for entry in std::fs::read_dir(&data_dir).map_err(storage)? {
@@ -177,6 +222,33 @@ impl Topics {
 
     fn flush_on_roll(&self) -> bool {
         self.config.fsync != FsyncPolicy::Never
+    }
+
+    /// Registers what must happen to per-name state when topics come and go (the broker
+    /// passes its group coordinator). Set once, before requests are served.
+    pub fn set_hooks(&self, hooks: Arc<dyn TopicHooks>) {
+        if self.hooks.set(hooks).is_err() {
+            tracing::warn!("topic hooks set twice; keeping the first");
+        }
+    }
+
+    /// Runs a hook on the blocking pool (it may fsync).
+    async fn run_hook(
+        &self,
+        name: &str,
+        call: fn(&dyn TopicHooks, &str) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let Some(hooks) = self.hooks.get().cloned() else {
+            return Ok(());
+        };
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || call(hooks.as_ref(), &name))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    fn trash_dir(&self) -> PathBuf {
+        self.data_dir.join(META_DIR).join(TRASH_DIR)
     }
 
     fn open_options(&self, effective: &EffectiveTopicConfig) -> OpenOptions {
@@ -203,14 +275,19 @@ impl Topics {
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for i in 0..meta.partitions {
             let point = points.and_then(|p| p.get(&meta.name, meta.topic_id, i));
-            let opened = Partition::open(
-                &meta.name,
-                i,
-                &dir,
-                &self.open_options(&effective),
-                now,
-                point,
-            );
+            // A partition directory of another topic id is never opened (item 4 of issue 7).
+            let opened = match stamp_partition(&dir, i, meta.topic_id) {
+                Ok(()) => Partition::open(
+                    &meta.name,
+                    i,
+                    &dir,
+                    &self.open_options(&effective),
+                    now,
+                    point,
+                )
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             let p = match (opened, points) {
                 (Ok(p), _) => p,
                 (Err(e), Some(_)) => {
@@ -220,7 +297,7 @@ impl Topics {
                         error = %e,
                         "PARTITION OFFLINE: its log cannot be opened; it answers KAFKA_STORAGE_ERROR until this is repaired and the broker restarts. No file of it was changed."
                     );
-                    Partition::unopened(&meta.name, i, &dir, e.to_string(), point)
+                    Partition::unopened(&meta.name, i, &dir, e, point)
                 }
                 (Err(e), None) => {
                     return Err(storage(format!("topic {} partition {i}: {e}", meta.name)))
@@ -300,24 +377,48 @@ impl Topics {
                 dir: PathBuf::new(),
             }));
         }
+        self.run_hook(name, |h, n| h.before_create(n))
+            .await
+            .map_err(|e| {
+                storage(format!(
+                    "cannot drop the committed offsets an earlier topic '{name}' left: {e}"
+                ))
+            })?;
         let dir = self.data_dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(storage)?;
-        write_meta(&dir, &meta)?;
-        sync_dir(&self.data_dir);
-        let topic = match self.open_topic(meta, dir.clone(), None) {
+        if dir.exists() {
+            // No topic.json (or it would be loaded): a create or delete that did not finish.
+            // Never adopt it; move it aside whole.
+            let aside = self
+                .trash_dir()
+                .join(format!("{name}.{}-leftover", Uuid::new_v4().simple()));
+            tracing::warn!(topic = name, to = %aside.display(), "moving aside a leftover directory without topic.json");
+            std::fs::rename(&dir, &aside).map_err(storage)?;
+        }
+        let topic = match self.make_topic_dir(meta, &dir) {
             Ok(t) => Arc::new(t),
             Err(e) => {
-                // A topic whose partitions cannot be opened (e.g. out of file descriptors)
-                // must not stay on disk half made: the next start would fail to load it.
-                if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(topic = name, error = %rm, "could not remove a failed topic");
+                // A topic that cannot be made whole (a full disk, no file descriptors) must
+                // not stay on disk half made, taking the last free blocks.
+                if dir.exists() {
+                    if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(topic = name, error = %rm, "could not remove a failed topic");
+                    }
+                    let _ = sync_dir(&self.data_dir);
                 }
-                sync_dir(&self.data_dir);
                 return Err(e);
             }
         };
         self.by_name.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Creates `dir` with stamped, opened partitions, then `topic.json`, which makes it a topic.
+    fn make_topic_dir(&self, meta: TopicMeta, dir: &Path) -> Result<Topic, TopicError> {
+        std::fs::create_dir(dir).map_err(storage)?;
+        let topic = self.open_topic(meta, dir.to_path_buf(), None)?;
+        write_meta(dir, &topic.meta.read())?;
+        sync_dir(&self.data_dir)?;
         Ok(topic)
     }
 
@@ -378,27 +479,47 @@ impl Topics {
         }
     }
 
-    /// Removes a topic from the registry at once, then deletes its files. The directory is
-    /// first renamed into the trash so a crash mid-delete cannot resurrect half a topic.
+    /// Deletes a topic, all or nothing: its directory is first moved into the trash (one
+    /// rename; if it fails, nothing changed and the error is returned), the moved logs are
+    /// pointed at their new place under their locks, and only then does the topic leave
+    /// memory. Its committed offsets are dropped next, and its files are removed in the
+    /// background.
     pub async fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
         let _admin = self.admin.lock().await;
-        let topic = self
-            .by_name
-            .write()
-            .remove(name)
-            .ok_or(TopicError::UnknownTopic)?;
+        let topic = self.get(name).ok_or(TopicError::UnknownTopic)?;
         let id = topic.id();
-        let trash = self.data_dir.join(META_DIR).join("trash");
+        let trash = self.trash_dir();
         std::fs::create_dir_all(&trash).map_err(storage)?;
-        let target = trash.join(format!("{name}-{}", Uuid::new_v4()));
-        std::fs::rename(&topic.dir, &target).map_err(storage)?;
-        sync_dir(&self.data_dir);
+        let target = trash.join(format!("{name}.{}-delete", id.simple()));
+        std::fs::rename(&topic.dir, &target).map_err(|e| {
+            storage(format!(
+                "cannot move topic '{name}' to {}: {e}",
+                target.display()
+            ))
+        })?;
+        // From here on every file operation of these logs (a roll, a retention pass,
+        // DeleteRecords, a producer snapshot) happens in the trash. Until each is pointed there
+        // (the admin lock keeps a new topic of this name from existing meanwhile), one through a
+        // stale handle finds no directory and fails, which cannot touch another topic.
+        for p in topic.partitions.read().iter() {
+            p.with_log(|log| log.relocate(crate::partition::partition_dir(&target, p.index)));
+        }
+        if let Err(e) = sync_dir(&self.data_dir).and_then(|()| sync_dir(&trash)) {
+            tracing::error!(topic = name, error = %e, "fsync after moving a deleted topic failed; a power loss may bring the topic back");
+        }
+        self.by_name.write().remove(name);
         for p in topic.partitions.read().iter() {
             p.appended.notify_waiters();
         }
+        // As Kafka does: a topic re-created under this name must not resume from the old
+        // topic's committed offsets. If this fails, the create of a new topic of this name
+        // drops them (and refuses to proceed until it can).
+        if let Err(e) = self.run_hook(name, |h, n| h.after_delete(n)).await {
+            tracing::warn!(topic = name, error = %e, "could not drop the committed offsets of a deleted topic yet");
+        }
         tokio::task::spawn_blocking(move || {
             if let Err(e) = std::fs::remove_dir_all(&target) {
-                tracing::warn!(path = %target.display(), error = %e, "could not remove deleted topic files");
+                tracing::warn!(path = %target.display(), error = %e, "could not remove deleted topic files; retrying at the next start");
             }
         });
         tracing::info!(topic = name, "deleted topic");
@@ -437,7 +558,9 @@ impl Topics {
         let effective = self.effective_config(&topic);
         let now = now_ms();
         let mut added = Vec::new();
+        let id = topic.id();
         for i in current..count {
+            stamp_partition(&topic.dir, i, id)?;
             let p = Partition::open(
                 name,
                 i,
@@ -485,28 +608,111 @@ impl Topics {
 }
 
 fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<(), TopicError> {
-    use std::io::Write;
-    let tmp = dir.join("topic.json.tmp");
     let text = serde_json::to_vec_pretty(meta).map_err(storage)?;
-    let mut f = std::fs::File::create(&tmp).map_err(storage)?;
-    f.write_all(&text).map_err(storage)?;
-    f.sync_all().map_err(storage)?;
-    std::fs::rename(&tmp, dir.join("topic.json")).map_err(storage)?;
-    sync_dir(dir);
-    Ok(())
+    strom_log::atomic_file::write_atomically(&dir.join("topic.json"), &text).map_err(storage)
 }
 
-/// fsyncs a directory so a rename or a new file in it survives power loss. Best effort:
-/// some filesystems refuse to sync directories.
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+fn sync_dir(dir: &Path) -> Result<(), TopicError> {
+    strom_log::atomic_file::sync_dir(dir).map_err(storage)
+}
+
+fn partition_metadata(id: Uuid) -> String {
+    format!("version: 0\ntopic_id: {}\n", id.hyphenated())
+}
+
+/// The topic id a `partition.metadata` names, if it is one we can read.
+fn parse_partition_metadata(text: &str) -> Option<Uuid> {
+    let mut lines = text.lines();
+    if lines.next()? != "version: 0" {
+        return None;
+    }
+    Uuid::parse_str(lines.next()?.strip_prefix("topic_id: ")?).ok()
+}
+
+/// Makes sure partition `index` of the topic in `topic_dir` belongs to topic `id`: a missing
+/// `partition.metadata` is written (a new partition, or one from before the file existed);
+/// one naming another topic id is refused, so old files are never adopted by a new topic.
+fn stamp_partition(topic_dir: &Path, index: i32, id: Uuid) -> Result<(), TopicError> {
+    let dir = topic_dir.join(format!("partition-{index}"));
+    let path = dir.join(PARTITION_METADATA);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match parse_partition_metadata(&text) {
+            Some(found) if found == id => Ok(()),
+            Some(found) => Err(storage(format!(
+                "{} belongs to topic id {found}, but topic.json says topic id {id}; refusing to adopt another topic's partition (move the directory away to start)",
+                dir.display()
+            ))),
+            None => Err(storage(format!(
+                "{}: unreadable {PARTITION_METADATA}, so its topic id is unknown; refusing to open it",
+                dir.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let existed = dir.exists();
+            std::fs::create_dir_all(&dir).map_err(storage)?;
+            let written = strom_log::atomic_file::write_atomically(
+                &path,
+                partition_metadata(id).as_bytes(),
+            );
+            match written {
+                Ok(()) => Ok(()),
+                // A partition from before this file existed still opens on a full disk.
+                Err(e) if existed => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not record the topic id of a partition");
+                    Ok(())
+                }
+                Err(e) => Err(storage(e)),
+            }
+        }
+        Err(e) => Err(storage(e)),
+    }
+}
+
+/// Removes what is in the trash at startup (deleted topics whose removal a restart cut
+/// short), on a thread of its own so a large deleted topic does not delay the start.
+fn empty_trash_in_background(trash: &Path) {
+    let Ok(entries) = std::fs::read_dir(trash) else {
+        return;
+    };
+    let leftovers: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    if leftovers.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("strom-trash".into())
+        .spawn(move || {
+            for path in leftovers {
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                if let Err(e) = removed {
+                    tracing::warn!(path = %path.display(), error = %e, "could not empty the trash");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start emptying the trash");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_metadata_round_trips_and_refuses_damage() {
+        let id = Uuid::new_v4();
+        assert_eq!(parse_partition_metadata(&partition_metadata(id)), Some(id));
+        for bad in [
+            "",
+            "version: 1\ntopic_id: x\n",
+            "version: 0\ntopic_id: nope\n",
+        ] {
+            assert_eq!(parse_partition_metadata(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

@@ -162,7 +162,7 @@ impl GroupCoordinator {
                 .iter()
                 .map(|g| Record::GroupTombstone { group: g.clone() })
                 .collect();
-            match self.append_locked(&records) {
+            match self.append_offsets_locked(&mut st, &records) {
                 Ok(s) => {
                     for id in &to_delete {
                         st.groups.remove(id);

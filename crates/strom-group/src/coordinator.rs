@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::error::GroupError;
 use crate::group::{Group, GroupState};
-use crate::store::{OffsetLog, Record};
+use crate::store::{CommittedOffset, OffsetLog, Record};
 use crate::{Clock, GroupConfig, TopicCatalog};
 
 /// The background loop wakes at least this often, so a clock that jumps (or a deadline
@@ -33,6 +33,19 @@ const COMPACT_SUPERSEDED_RECORDS_MIN: u64 = 10_000;
 pub(crate) struct State {
     pub groups: HashMap<String, Group>,
     pub next_retention_check_ms: i64,
+    /// With fsync configured: for every offset changed by an append not yet known to be on
+    /// disk, the value it replaced, oldest first. A successful fsync forgets the entries it
+    /// covers; a failed one puts them back (`rollback_unsynced_locked`), so that memory, and
+    /// OffsetFetch, never show what the disk may not have.
+    pub undo: Vec<Undo>,
+}
+
+/// One offset's value before an append that is not yet durable (`None`: it had none).
+pub(crate) struct Undo {
+    seq: u64,
+    group: String,
+    key: (String, i32),
+    before: Option<CommittedOffset>,
 }
 
 impl State {
@@ -49,6 +62,9 @@ pub(crate) struct LogHandle {
     pub log: Mutex<OffsetLog>,
     sync_lock: Mutex<()>,
     synced_seq: AtomicU64,
+    /// Test failpoint: the next fsync in `sync_to` fails.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 impl LogHandle {
@@ -60,9 +76,22 @@ impl LogHandle {
         }
         let (target, file) = {
             let log = self.log.lock();
+            if log.is_poisoned() {
+                // Never fsync again after a failure: it could report success for pages the
+                // kernel already dropped and "confirm" a commit that is not on disk.
+                return Err(GroupError::Poisoned);
+            }
             (log.written_seq(), log.sync_handle()?)
         };
-        if let Err(source) = file.sync_data() {
+        #[cfg(test)]
+        let file_sync = if self.fail_next_sync.swap(false, Ordering::SeqCst) {
+            Err(std::io::Error::other("injected fsync failure"))
+        } else {
+            file.sync_data()
+        };
+        #[cfg(not(test))]
+        let file_sync = file.sync_data();
+        if let Err(source) = file_sync {
             // After a failed fsync the kernel may have dropped the dirty pages, so what the
             // file holds is unknown (PostgreSQL's "fsyncgate"). Refuse further writes; a
             // restart replays whatever really is on disk.
@@ -133,11 +162,16 @@ impl GroupCoordinator {
         }
         let live = live_records(&groups);
         if log.records_in_file() > live.len() as u64 {
-            log.rewrite(&live)?;
+            // Compaction only saves space: on a full disk the broker must still start and
+            // serve (and append to) the file it has.
+            if let Err(e) = log.rewrite(&live) {
+                tracing::warn!(error = %e, "compacting the offsets log at startup failed; continuing with the uncompacted log");
+            }
         }
         let state = State {
             groups,
             next_retention_check_ms: now_ms,
+            undo: Vec::new(),
         };
         Ok(Arc::new(GroupCoordinator {
             config,
@@ -148,6 +182,8 @@ impl GroupCoordinator {
                 log: Mutex::new(log),
                 sync_lock: Mutex::new(()),
                 synced_seq: AtomicU64::new(0),
+                #[cfg(test)]
+                fail_next_sync: std::sync::atomic::AtomicBool::new(false),
             }),
             timers_changed: Notify::new(),
             member_seq: AtomicU64::new(0),
@@ -193,7 +229,7 @@ impl GroupCoordinator {
             st.next_retention_check_ms =
                 now_ms.saturating_add(self.config.offsets_retention_check_interval_ms.max(1));
             self.expire_offsets_locked(&mut st, now_ms);
-            self.maybe_compact_locked(&st);
+            self.maybe_compact_locked(&mut st);
         }
         next_deadline_ms(&st, now_ms)
     }
@@ -201,11 +237,65 @@ impl GroupCoordinator {
     /// Makes every commit written so far durable.
     pub fn flush(&self) -> Result<(), GroupError> {
         let mut log = self.log.log.lock();
-        log.sync()?;
+        let result = log.sync();
         let seq = log.written_seq();
         drop(log);
-        self.log.mark_all_synced(seq);
-        Ok(())
+        if result.is_ok() {
+            self.log.mark_all_synced(seq);
+        }
+        self.after_sync(&result);
+        result
+    }
+
+    /// Fsyncs the log up to append `seq` on this thread (blocking), then settles the undo
+    /// entries as `wait_durable` does.
+    pub(crate) fn sync_blocking(&self, seq: u64) -> Result<(), GroupError> {
+        let result = self.log.sync_to(seq);
+        self.after_sync(&result);
+        result
+    }
+
+    /// After an fsync: forget the undo entries it made durable, or, if it failed, put every
+    /// offset changed since the last successful fsync back to its durable value.
+    fn after_sync(&self, result: &Result<(), GroupError>) {
+        if !self.config.fsync {
+            return;
+        }
+        let synced = self.log.synced_seq.load(Ordering::Acquire);
+        let mut st = self.state.lock();
+        match result {
+            Ok(()) => st.undo.retain(|u| u.seq > synced),
+            Err(_) => self.rollback_unsynced_locked(&mut st, synced),
+        }
+    }
+
+    /// Puts back the value each offset had before every append after `synced_seq`, newest
+    /// first, so memory equals what the disk holds for certain. Only called once the log is
+    /// poisoned, so no later append can interleave.
+    fn rollback_unsynced_locked(&self, st: &mut State, synced_seq: u64) {
+        let undo = std::mem::take(&mut st.undo);
+        let mut restored = 0usize;
+        for u in undo.into_iter().rev().filter(|u| u.seq > synced_seq) {
+            restored += 1;
+            let g = st
+                .groups
+                .entry(u.group.clone())
+                .or_insert_with(|| Group::new(&u.group, None));
+            match u.before {
+                Some(v) => {
+                    g.offsets.insert(u.key, v);
+                }
+                None => {
+                    g.offsets.remove(&u.key);
+                }
+            }
+        }
+        if restored > 0 {
+            tracing::error!(
+                offsets = restored,
+                "offsets log fsync failed: committed offsets changed since the last successful fsync are back to their values on disk"
+            );
+        }
     }
 
     /// The committed offsets of `group` as (topic, partition, offset), sorted.
@@ -239,8 +329,68 @@ impl GroupCoordinator {
         )
     }
 
+    /// Appends records that change committed offsets (commits and tombstones) and, with fsync
+    /// configured, remembers the values they replace until an fsync covers them (see
+    /// `State::undo`). Call with the state lock held, before changing memory.
+    pub(crate) fn append_offsets_locked(
+        &self,
+        st: &mut State,
+        records: &[Record],
+    ) -> Result<u64, GroupError> {
+        let seq = self.append_locked(records)?;
+        if !self.config.fsync {
+            return Ok(seq);
+        }
+        let before = |st: &State, group: &str, key: &(String, i32)| {
+            st.groups
+                .get(group)
+                .and_then(|g| g.offsets.get(key))
+                .cloned()
+        };
+        let mut undo = Vec::new();
+        for r in records {
+            match r {
+                Record::Commit {
+                    group,
+                    topic,
+                    partition,
+                    ..
+                }
+                | Record::OffsetTombstone {
+                    group,
+                    topic,
+                    partition,
+                } => {
+                    let key = (topic.clone(), *partition);
+                    undo.push(Undo {
+                        seq,
+                        group: group.clone(),
+                        before: before(st, group, &key),
+                        key,
+                    });
+                }
+                Record::GroupTombstone { group } => {
+                    if let Some(g) = st.groups.get(group) {
+                        for (key, v) in &g.offsets {
+                            undo.push(Undo {
+                                seq,
+                                group: group.clone(),
+                                key: key.clone(),
+                                before: Some(v.clone()),
+                            });
+                        }
+                    }
+                }
+                Record::GroupMetadata(_) => {}
+            }
+        }
+        st.undo.extend(undo);
+        Ok(seq)
+    }
+
     /// Appends records to the log (page cache only). Call with the state lock held, before
-    /// changing memory, so memory is never ahead of the file.
+    /// changing memory, so memory is never ahead of the file. Records that change offsets go
+    /// through `append_offsets_locked`.
     pub(crate) fn append_locked(&self, records: &[Record]) -> Result<u64, GroupError> {
         if records.is_empty() {
             return Ok(self.log.log.lock().written_seq());
@@ -301,16 +451,18 @@ impl GroupCoordinator {
             return Ok(());
         }
         let handle = Arc::clone(&self.log);
-        match tokio::task::spawn_blocking(move || handle.sync_to(seq)).await {
+        let result = match tokio::task::spawn_blocking(move || handle.sync_to(seq)).await {
             Ok(r) => r,
             Err(e) => Err(GroupError::Io {
                 path: crate::store::LOG_FILE_NAME.into(),
                 source: std::io::Error::other(e.to_string()),
             }),
-        }
+        };
+        self.after_sync(&result);
+        result
     }
 
-    fn maybe_compact_locked(&self, st: &State) {
+    fn maybe_compact_locked(&self, st: &mut State) {
         let live_count: usize = st
             .groups
             .values()
@@ -327,6 +479,8 @@ impl GroupCoordinator {
                 let seq = log.written_seq();
                 drop(log);
                 self.log.mark_all_synced(seq);
+                // The rewrite made every offset in memory durable.
+                st.undo.clear();
             }
             Err(e) => tracing::error!(error = %e, "compacting the offsets log failed"),
         }

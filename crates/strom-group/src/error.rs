@@ -14,6 +14,14 @@ pub enum GroupError {
         "{path} is not a Strom offsets log (bad magic or unsupported format version {version})"
     )]
     BadFormat { path: PathBuf, version: u16 },
+    /// A whole, CRC-valid record that this build cannot read: written by a newer Strom (a
+    /// downgrade). Never truncated as if torn; the operator must decide.
+    #[error("{path}: record of unknown kind {kind} at byte {position}, written by a newer Strom version? Refusing to start rather than drop it and every commit after it; run the newer version (downgrading the offsets log is not supported)")]
+    UnknownRecord {
+        path: PathBuf,
+        kind: u8,
+        position: u64,
+    },
     #[error("the offsets log failed earlier and refuses further writes until restart")]
     Poisoned,
 }

@@ -46,6 +46,9 @@ mod offsets;
 mod rebalance;
 mod store;
 
+#[cfg(test)]
+mod fault_tests;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -108,7 +108,7 @@ impl GroupCoordinator {
                     }
                 }
                 Ok(()) if records.is_empty() => {}
-                Ok(()) => match self.append_locked(&records) {
+                Ok(()) => match self.append_offsets_locked(&mut st, &records) {
                     Ok(seq) => {
                         let g = st
                             .groups
@@ -405,7 +405,7 @@ impl GroupCoordinator {
         let mut top_error = codes::NONE;
         if !records.is_empty() {
             // Release the group borrow for the append; re-fetch afterwards.
-            match self.append_locked(&records) {
+            match self.append_offsets_locked(&mut st, &records) {
                 Ok(_) => {
                     if let Some(g) = st.groups.get_mut(group_id) {
                         for r in &records {
@@ -448,32 +448,40 @@ impl GroupCoordinator {
         OffsetDeleteResponse::default().with_topics(topics)
     }
 
-    /// Drops every group's committed offsets for `topic` (Kafka does this when a topic is
-    /// deleted, so that a topic re-created under the same name starts with no offsets).
-    /// Returns how many offsets were removed. The tombstones reach the page cache before
-    /// this returns; they become durable with the next fsync.
+    /// Drops every group's committed offsets for `topic` and, with fsync configured, returns
+    /// once the drop is on disk. Kafka does this when a topic is deleted, so that a topic
+    /// re-created under the same name starts with no offsets; the broker also calls it before
+    /// creating a topic, which catches offsets left by a delete that crashed or failed before
+    /// its drop was durable. Blocking (an fsync): call it off the async workers. Returns how
+    /// many offsets were removed.
     pub fn on_topic_deleted(&self, topic: &str) -> Result<usize, crate::GroupError> {
-        let mut st = self.state.lock();
-        let mut records = Vec::new();
-        for g in st.groups.values() {
-            for (t, p) in g.offsets.keys() {
-                if t == topic {
-                    records.push(Record::OffsetTombstone {
-                        group: g.group_id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                    });
+        let (count, seq) = {
+            let mut st = self.state.lock();
+            let mut records = Vec::new();
+            for g in st.groups.values() {
+                for (t, p) in g.offsets.keys() {
+                    if t == topic {
+                        records.push(Record::OffsetTombstone {
+                            group: g.group_id.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                        });
+                    }
                 }
             }
+            if records.is_empty() {
+                return Ok(0);
+            }
+            let seq = self.append_offsets_locked(&mut st, &records)?;
+            for g in st.groups.values_mut() {
+                g.offsets.retain(|(t, _), _| t != topic);
+            }
+            (records.len(), seq)
+        };
+        if self.config.fsync {
+            self.sync_blocking(seq)?;
         }
-        if records.is_empty() {
-            return Ok(0);
-        }
-        self.append_locked(&records)?;
-        for g in st.groups.values_mut() {
-            g.offsets.retain(|(t, _), _| t != topic);
-        }
-        Ok(records.len())
+        Ok(count)
     }
 
     /// Kafka's offsets retention (KIP-211): offsets of a group that has been Empty for
@@ -515,7 +523,7 @@ impl GroupCoordinator {
             }
         }
         if !records.is_empty() {
-            if let Err(e) = self.append_locked(&records) {
+            if let Err(e) = self.append_offsets_locked(st, &records) {
                 tracing::error!(error = %e, "writing expired-offset tombstones failed; retrying later");
                 return;
             }
@@ -541,7 +549,7 @@ impl GroupCoordinator {
             })
             .collect();
         if !tombstones.is_empty() {
-            if let Err(e) = self.append_locked(&tombstones) {
+            if let Err(e) = self.append_offsets_locked(st, &tombstones) {
                 tracing::error!(error = %e, "writing tombstones of expired groups failed; retrying later");
                 st.groups.retain(|_, g| !is_gone(g) || g.stored.is_some());
                 return;

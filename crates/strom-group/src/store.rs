@@ -32,20 +32,24 @@
 //! ```
 //!
 //! Kind 4 was added without changing the format version: files written before it simply
-//! contain no such record, so they read unchanged. A newer file opened by an older build ends
-//! its log at the first kind-4 record (an unknown kind reads as a torn tail).
+//! contain no such record, so they read unchanged. A whole, CRC-valid record that this build
+//! cannot decode (an unknown kind: a file written by a newer Strom) stops the open with
+//! `GroupError::UnknownRecord` and changes no byte; it is never mistaken for a torn tail.
 //!
 //! Recovery: records are read in order; the first record whose length is out of bounds, whose
-//! bytes are incomplete, whose CRC does not match or whose payload does not decode ends the
-//! log, and the file is truncated there (a torn write from a crash). A failed append truncates
+//! bytes are incomplete or whose CRC does not match ends the log, and the file is truncated
+//! there (a torn write from a crash). A failed append truncates
 //! the file back to its previous length so a half-written record can never hide later ones.
 //!
 //! Compaction writes the live records to `offsets.log.tmp`, fsyncs it, renames it over
-//! `offsets.log` and fsyncs the directory; a leftover `.tmp` at open is an interrupted
-//! compaction and is deleted.
+//! `offsets.log` and fsyncs the directory (`strom_log::atomic_file`); a leftover `.tmp` at open
+//! is an interrupted compaction and is deleted. Compaction is never needed to start: at open
+//! it is tried and, if it fails (a full disk), the store serves and appends to the file it
+//! has. A compaction that fails after its rename moves the store to the new file and poisons
+//! it, so no write goes to an unlinked file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -414,9 +418,18 @@ fn read_group(r: &mut Reader<'_>) -> Option<StoredGroup> {
     })
 }
 
+/// A whole record with a valid CRC that this build cannot decode: not a torn write (a torn
+/// write cannot produce a matching CRC) but a record of a newer format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unreadable {
+    pub kind: u8,
+    pub position: u64,
+}
+
 /// Parses the records of a whole file image (header included). Returns the records and the
-/// byte length of the valid prefix.
-pub(crate) fn parse_log(bytes: &[u8]) -> (Vec<Record>, u64) {
+/// byte length of the valid prefix, which ends at the first torn or damaged record; a
+/// CRC-valid record that does not decode is an error instead (see [`Unreadable`]).
+pub(crate) fn parse_log(bytes: &[u8]) -> Result<(Vec<Record>, u64), Unreadable> {
     let mut records = Vec::new();
     let mut pos = HEADER_BYTES as usize;
     while let Some(head) = bytes.get(pos..pos + RECORD_HEADER_BYTES) {
@@ -433,12 +446,15 @@ pub(crate) fn parse_log(bytes: &[u8]) -> (Vec<Record>, u64) {
             break;
         }
         let Some(record) = decode_payload(payload) else {
-            break;
+            return Err(Unreadable {
+                kind: payload[0],
+                position: pos as u64,
+            });
         };
         records.push(record);
         pos = start + len;
     }
-    (records, pos as u64)
+    Ok((records, pos as u64))
 }
 
 fn header() -> [u8; HEADER_BYTES as usize] {
@@ -448,16 +464,34 @@ fn header() -> [u8; HEADER_BYTES as usize] {
     h
 }
 
-fn sync_dir(dir: &Path) -> Result<(), GroupError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+/// Test failpoints for [`OffsetLog::rewrite`]: the next rewrite on this thread fails before
+/// its rename (as a full disk does while the temp file is written) or right after it (as a
+/// failed directory fsync does).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RewriteFault {
+    BeforeRename,
+    AfterRename,
+}
+
+#[cfg(test)]
+thread_local! {
+    static REWRITE_FAULT: std::cell::Cell<Option<RewriteFault>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+pub(crate) fn inject_rewrite_fault(fault: RewriteFault) {
+    REWRITE_FAULT.with(|f| f.set(Some(fault)));
+}
+
+#[cfg(test)]
+fn take_rewrite_fault() -> Option<RewriteFault> {
+    REWRITE_FAULT.with(|f| f.take())
 }
 
 /// The open offsets log. Appends go to the page cache; `sync_handle` gives a handle to fsync
 /// outside the lock that guards this struct.
 pub(crate) struct OffsetLog {
-    dir: PathBuf,
     path: PathBuf,
     file: File,
     /// Bytes of valid data in the file (header included).
@@ -497,11 +531,7 @@ impl OffsetLog {
             if !bytes.is_empty() && !MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
                 return Err(GroupError::BadFormat { path, version: 0 });
             }
-            let mut f = File::create(&path).map_err(io_err(&path))?;
-            f.write_all(&header())
-                .and_then(|_| f.sync_all())
-                .map_err(io_err(&path))?;
-            sync_dir(dir)?;
+            strom_log::atomic_file::write_atomically(&path, &header()).map_err(io_err(&path))?;
             bytes = header().to_vec();
         }
         let version = u16::from_be_bytes([bytes[8], bytes[9]]);
@@ -509,7 +539,11 @@ impl OffsetLog {
             return Err(GroupError::BadFormat { path, version });
         }
 
-        let (records, valid_len) = parse_log(&bytes);
+        let (records, valid_len) = parse_log(&bytes).map_err(|u| GroupError::UnknownRecord {
+            path: path.clone(),
+            kind: u.kind,
+            position: u.position,
+        })?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -526,7 +560,6 @@ impl OffsetLog {
                 .map_err(io_err(&path))?;
         }
         let log = OffsetLog {
-            dir: dir.to_path_buf(),
             path,
             file,
             len_bytes: valid_len,
@@ -607,13 +640,18 @@ impl OffsetLog {
         self.file.try_clone().map_err(io_err(&self.path))
     }
 
-    /// Replaces the file with exactly `live` records (temp file, fsync, rename, dir fsync).
-    /// Everything written before is durable afterwards.
+    /// Replaces the file with exactly `live` records (`strom_log::atomic_file`: temp file,
+    /// fsync, rename, directory fsync). Everything written before is durable afterwards.
+    ///
+    /// On failure the store never goes on appending to a file that is no longer
+    /// `offsets.log`: before the rename (a full disk while writing the temp file) the old file
+    /// is untouched and stays in use; after it (a failed directory fsync, or no descriptor
+    /// left to reopen) the handle moves to the new file and the log is poisoned, because a
+    /// power loss could still bring the old file back without anything appended since.
     pub(crate) fn rewrite(&mut self, live: &[Record]) -> Result<(), GroupError> {
         if self.poisoned {
             return Err(GroupError::Poisoned);
         }
-        let tmp = self.dir.join(TMP_FILE_NAME);
         let mut buf = Vec::with_capacity(live.len() * 64 + HEADER_BYTES as usize);
         buf.extend_from_slice(&header());
         for r in live {
@@ -621,29 +659,62 @@ impl OffsetLog {
                 tracing::error!(?r, "dropping unencodable record during compaction");
             }
         }
-        {
-            let f = File::create(&tmp).map_err(io_err(&tmp))?;
-            let mut w = BufWriter::new(f);
-            w.write_all(&buf).map_err(io_err(&tmp))?;
-            let f = w.into_inner().map_err(|e| GroupError::Io {
-                path: tmp.clone(),
-                source: e.into_error(),
-            })?;
-            f.sync_all().map_err(io_err(&tmp))?;
+        let replaced = self.replace_file(&buf).and_then(|()| self.reopen());
+        if let Err(source) = replaced {
+            if !self.handle_is_current() {
+                if let Err(e) = self.reopen() {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot reopen the compacted offsets log");
+                }
+                self.len_bytes = buf.len() as u64;
+                self.records_in_file = live.len() as u64;
+                self.poison();
+            }
+            return Err(io_err(&self.path)(source));
         }
-        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(io_err(&self.path))?;
         self.len_bytes = buf.len() as u64;
         self.records_in_file = live.len() as u64;
         Ok(())
     }
 
+    fn replace_file(&self, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        match take_rewrite_fault() {
+            Some(RewriteFault::BeforeRename) => return Err(std::io::Error::from_raw_os_error(28)),
+            Some(RewriteFault::AfterRename) => {
+                strom_log::atomic_file::write_atomically(&self.path, bytes)?;
+                return Err(std::io::Error::other("injected directory fsync failure"));
+            }
+            None => {}
+        }
+        strom_log::atomic_file::write_atomically(&self.path, bytes)
+    }
+
+    /// Points the append handle at whatever file is `offsets.log` now.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
+    }
+
+    /// Whether the append handle is the file that `offsets.log` names (same device and inode).
+    fn handle_is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), fs::metadata(&self.path)) {
+            (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// Fsyncs the file in place (used by `flush`); a failure poisons the log.
     pub(crate) fn sync(&mut self) -> Result<(), GroupError> {
+        if self.poisoned {
+            // A second fsync after a failed one can report success for pages the kernel
+            // already dropped; nothing is made "durable" after a failure.
+            return Err(GroupError::Poisoned);
+        }
         if let Err(e) = self.file.sync_data() {
             self.poison();
             return Err(io_err(&self.path)(e));
@@ -714,12 +785,12 @@ pub(crate) mod tests {
         for r in &recs {
             assert!(r.encode(&mut buf));
         }
-        let (back, len) = parse_log(&buf);
+        let (back, len) = parse_log(&buf).unwrap();
         assert_eq!(back, recs);
         assert_eq!(len, buf.len() as u64);
         // Every strict prefix parses to a prefix of the records and never panics.
         for cut in HEADER_BYTES as usize..buf.len() {
-            let (some, valid) = parse_log(&buf[..cut]);
+            let (some, valid) = parse_log(&buf[..cut]).unwrap();
             assert!(some.len() < recs.len());
             assert!(valid <= cut as u64);
         }
@@ -727,7 +798,7 @@ pub(crate) mod tests {
         for i in HEADER_BYTES as usize..buf.len() {
             let mut bad = buf.clone();
             bad[i] ^= 0x5a;
-            let (some, _) = parse_log(&bad);
+            let (some, _) = parse_log(&bad).unwrap_or_default();
             assert!(some.len() < recs.len());
         }
     }
@@ -847,7 +918,7 @@ pub(crate) mod tests {
         for r in &recs {
             assert!(r.encode(&mut buf));
         }
-        let (back, len) = parse_log(&buf);
+        let (back, len) = parse_log(&buf).unwrap();
         assert_eq!(back, recs);
         assert_eq!(len, buf.len() as u64);
     }

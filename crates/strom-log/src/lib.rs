@@ -16,6 +16,8 @@
 //! - `retention`: time/size retention and DeleteRecords.
 //! - `lookup`: timestamp lookups for ListOffsets.
 //! - `start_offset`: the durable `log-start-offset` file.
+//! - [`atomic_file`]: write-temp, fsync, rename, fsync-dir for every small durable file (shared
+//!   with the broker and the offsets store).
 //! - [`testing`]: builds valid batches for tests (doc-hidden).
 //!
 //! # Performance contract
@@ -23,6 +25,7 @@
 //! offsets and issues one `pwrite`; read finds the position with the sparse index plus a short
 //! header walk and returns a range the caller reads with one `pread`, outside the lock.
 
+pub mod atomic_file;
 pub mod batch;
 mod config;
 mod error;

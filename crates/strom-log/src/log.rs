@@ -289,6 +289,15 @@ impl PartitionLog {
         &self.dir
     }
 
+    /// Follows the partition directory to `dir` after the broker moved it (a deleted topic's
+    /// directory goes to the trash). Every later file operation of this log (a roll, a
+    /// retention pass, DeleteRecords, a flush) then happens there, so a stale handle can never
+    /// touch the path, which a topic re-created under the same name may own by then. Call
+    /// with the partition's lock held across the move.
+    pub fn relocate(&mut self, dir: PathBuf) {
+        self.dir = dir;
+    }
+
     pub(crate) fn active(&self) -> &Segment {
         self.segments
             .last()

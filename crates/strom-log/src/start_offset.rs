@@ -4,13 +4,12 @@
 //! ```text
 //! log-start-offset   version u8 (=1) | log_start_offset i64 BE | crc32c u32 BE of the 9 bytes before
 //! ```
-//! Written to `log-start-offset.tmp`, fsynced, renamed over the old file, then the directory
-//! is fsynced: a crash leaves either the old or the new value. A missing or damaged file means
+//! Written with [`crate::atomic_file::write_atomically`] (`log-start-offset.tmp`, fsync,
+//! rename, directory fsync): a crash leaves either the old or the new value. A missing or damaged file means
 //! "the first segment's base offset" (damage is logged; it can only make deleted records
 //! readable again, never hide kept ones).
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 pub(crate) const FILE_NAME: &str = "log-start-offset";
@@ -53,19 +52,10 @@ pub(crate) fn read(dir: &Path) -> io::Result<Option<i64>> {
 }
 
 pub(crate) fn write(dir: &Path, offset: i64) -> io::Result<()> {
-    let tmp = dir.join(TMP_NAME);
-    let mut file = File::create(&tmp)?;
-    file.write_all(&encode(offset))?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(FILE_NAME))?;
-    sync_dir(dir)
+    crate::atomic_file::write_atomically(&dir.join(FILE_NAME), &encode(offset))
 }
 
-/// fsync a directory so that file creations, renames and deletions in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub(crate) use crate::atomic_file::sync_dir;
 
 #[cfg(test)]
 mod tests {

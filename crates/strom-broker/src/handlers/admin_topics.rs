@@ -360,15 +360,9 @@ pub async fn delete_topics(
         ));
     }
     for (name, id) in targets {
+        // The registry drops the topic's committed offsets too (see `TopicHooks`).
         let entry = match broker.topics.delete(&name).await {
-            Ok(deleted_id) => {
-                // As Kafka does: a topic re-created under this name must not resume from
-                // the old topic's committed offsets.
-                if let Err(e) = broker.groups.on_topic_deleted(&name) {
-                    tracing::warn!(topic = %name, error = %e, "could not drop committed offsets of deleted topic");
-                }
-                answer(Some(name), deleted_id, 0, None)
-            }
+            Ok(deleted_id) => answer(Some(name), deleted_id, 0, None),
             Err(e) => answer(Some(name), id, e.code(), Some(&e.to_string())),
         };
         responses.push(entry);
@@ -472,6 +466,8 @@ pub fn delete_records(
                     if compact_only {
                         return r.with_error_code(E::PolicyViolation.code());
                     }
+                    // The log finds its files itself (a delete that ran since `get` points it at
+                    // the trash), so this never touches a re-created topic's directory.
                     let Ok(mut state) = partition.lock() else {
                         return r.with_error_code(E::KafkaStorageError.code());
                     };

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strom_log::BatchError;
-use strom_protocol::record_batch::{ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, LOG_OVERHEAD, MAGIC_AT};
+use strom_protocol::record_batch::{
+    ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, BATCH_LENGTH_AT, LOG_OVERHEAD, MAGIC_AT,
+};
 use strom_protocol::ResponseError as E;
 
 use super::{ready, sb};
@@ -80,7 +82,11 @@ fn first_batch(records: Option<Bytes>, version: i16) -> Result<Bytes, (i16, Stri
         if buf.len() < LOG_OVERHEAD {
             return Ok(None);
         }
-        let size = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let size = i32::from_be_bytes(
+            buf[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
         if size < RECORD_OVERHEAD_V0 {
             return Err(corrupt(format!(
                 "Record size {size} is less than the minimum record overhead ({RECORD_OVERHEAD_V0})"

@@ -392,6 +392,50 @@ fn blocking_wrappers_work_without_a_runtime() {
     consumer.close().unwrap();
 }
 
+/// Story: a blocking producer or consumer dropped inside an async runtime (a `Drop` running
+/// in a task, a handler holding one) panicked: tokio refuses to block or to drop a runtime on
+/// a worker thread. Now its methods say to use the async client, and dropping it closes it
+/// on a thread of its own; the record it sent before is not lost.
+#[test]
+fn a_blocking_client_inside_an_async_runtime_is_a_clear_error_and_drops_safely() {
+    let broker = broker!();
+    let producer = strom_client::blocking::Producer::connect(&broker.addr).unwrap();
+    producer.create_topic("inside", 1).unwrap();
+    let mut consumer = strom_client::blocking::Consumer::connect(&broker.addr).unwrap();
+    consumer.assign("inside", 0).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addr = broker.addr.clone();
+    runtime.block_on(async move {
+        let err = producer.send("inside", "refused", 0).unwrap_err();
+        assert!(err.to_string().contains("inside an async runtime"), "{err}");
+        let err = consumer.poll(Duration::from_millis(10)).unwrap_err();
+        assert!(err.to_string().contains("use the async client"), "{err}");
+        drop(consumer);
+        drop(producer);
+        // And from a task on a worker thread.
+        let producer = tokio::task::spawn_blocking({
+            move || {
+                let p = strom_client::blocking::Producer::connect(&addr).unwrap();
+                p.send("inside", "sent from a blocking thread", 0).unwrap();
+                p
+            }
+        })
+        .await
+        .unwrap();
+        tokio::spawn(async move { drop(producer) }).await.unwrap();
+    });
+    drop(runtime);
+    let mut consumer = strom_client::blocking::Consumer::connect(&broker.addr).unwrap();
+    consumer.assign("inside", 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.is_empty() && Instant::now() < deadline {
+        got = consumer.poll(Duration::from_millis(200)).unwrap();
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value_str(), "sent from a blocking thread");
+}
+
 #[tokio::test]
 async fn clients_reconnect_after_a_broker_restart() {
     let mut broker = broker!();

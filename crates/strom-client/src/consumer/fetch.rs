@@ -10,7 +10,8 @@ use super::ConsumerConfig;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::offsets::{topic_name, TopicPartition};
-use crate::records::{decode_messages, Message};
+use crate::batch::decode_messages;
+use crate::records::Message;
 
 /// What happened to one partition in a fetch.
 pub(crate) enum Outcome {

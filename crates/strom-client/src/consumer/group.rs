@@ -41,6 +41,9 @@ pub(crate) struct Membership {
     pub assignment: Vec<TopicPartition>,
     /// Set by the heartbeat task when the coordinator asks the member to rejoin.
     pub rejoin: Arc<AtomicBool>,
+    /// Set when the coordinator answered NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE: the
+    /// next join finds the coordinator again instead of reusing this connection.
+    pub coordinator_moved: Arc<AtomicBool>,
     heartbeat: Option<JoinHandle<()>>,
 }
 
@@ -53,8 +56,11 @@ impl Membership {
         topics: &[String],
         previous: Option<Membership>,
     ) -> Result<Membership> {
-        let (coordinator, mut member_id) = match previous {
-            Some(mut old) if !old.coordinator.is_broken() => {
+        let (mut coordinator, mut member_id) = match previous {
+            Some(mut old)
+                if !old.coordinator.is_broken()
+                    && !old.coordinator_moved.load(Ordering::Acquire) =>
+            {
                 old.stop_heartbeat();
                 (old.coordinator.clone(), old.member_id.clone())
             }
@@ -85,9 +91,24 @@ impl Membership {
                 .with_protocols(vec![JoinGroupRequestProtocol::default()
                     .with_name(StrBytes::from_static_str(RANGE_ASSIGNOR))
                     .with_metadata(metadata.clone())]);
-            let joined = coordinator.send(&join).await?;
+            let joined = match coordinator.send(&join).await {
+                Ok(j) => j,
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(group, error = %e, "JoinGroup failed; finding the coordinator again");
+                    client.backoff(attempt.min(5)).await;
+                    coordinator = connect_coordinator(client, group).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match ResponseError::try_from_code(joined.error_code) {
                 None => {}
+                Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
+                    // The group moved: ask where it lives now.
+                    client.backoff(attempt.min(5)).await;
+                    coordinator = connect_coordinator(client, group).await?;
+                    continue;
+                }
                 Some(ResponseError::MemberIdRequired) => {
                     // KIP-394: the coordinator hands out the id; join again with it.
                     member_id = joined.member_id.to_string();
@@ -122,9 +143,23 @@ impl Membership {
                 .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
                 .with_protocol_name(Some(StrBytes::from_static_str(RANGE_ASSIGNOR)))
                 .with_assignments(assignments);
-            let synced = coordinator.send(&sync).await?;
+            let synced = match coordinator.send(&sync).await {
+                Ok(s) => s,
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(group, error = %e, "SyncGroup failed; finding the coordinator again");
+                    client.backoff(attempt.min(5)).await;
+                    coordinator = connect_coordinator(client, group).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match ResponseError::try_from_code(synced.error_code) {
                 None => {}
+                Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
+                    client.backoff(attempt.min(5)).await;
+                    coordinator = connect_coordinator(client, group).await?;
+                    continue;
+                }
                 Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration) => {
                     continue;
                 }
@@ -149,6 +184,7 @@ impl Membership {
             assignment.sort();
             tracing::debug!(group, member_id, generation_id, ?assignment, "joined group");
             let rejoin = Arc::new(AtomicBool::new(false));
+            let coordinator_moved = Arc::new(AtomicBool::new(false));
             let heartbeat = tokio::spawn(heartbeat_loop(
                 coordinator.clone(),
                 group.to_string(),
@@ -156,6 +192,7 @@ impl Membership {
                 generation_id,
                 Duration::from_millis(config.heartbeat_interval_ms),
                 rejoin.clone(),
+                coordinator_moved.clone(),
             ));
             return Ok(Membership {
                 group: group.to_string(),
@@ -164,6 +201,7 @@ impl Membership {
                 generation_id,
                 assignment,
                 rejoin,
+                coordinator_moved,
                 heartbeat: Some(heartbeat),
             });
         }
@@ -171,7 +209,25 @@ impl Membership {
 
     /// Whether the coordinator asked this member to rejoin.
     pub fn needs_rejoin(&self) -> bool {
-        self.rejoin.load(Ordering::Acquire)
+        self.rejoin.load(Ordering::Acquire) || self.coordinator_moved.load(Ordering::Acquire)
+    }
+
+    /// Reacts to an error from the coordinator: NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE
+    /// (or a broken connection) make the next poll find the coordinator and rejoin;
+    /// a rebalance or a forgotten member makes it rejoin.
+    pub fn note_error(&self, err: &ClientError) {
+        match err.code() {
+            Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
+                self.coordinator_moved.store(true, Ordering::Release)
+            }
+            Some(
+                ResponseError::RebalanceInProgress
+                | ResponseError::IllegalGeneration
+                | ResponseError::UnknownMemberId,
+            ) => self.rejoin.store(true, Ordering::Release),
+            _ if self.coordinator.is_broken() => self.rejoin.store(true, Ordering::Release),
+            _ => {}
+        }
     }
 
     fn stop_heartbeat(&mut self) {
@@ -253,6 +309,7 @@ async fn heartbeat_loop(
     generation_id: i32,
     interval: Duration,
     rejoin: Arc<AtomicBool>,
+    coordinator_moved: Arc<AtomicBool>,
 ) {
     let request = HeartbeatRequest::default()
         .with_group_id(group_id(&group))
@@ -264,6 +321,12 @@ async fn heartbeat_loop(
             Ok(r) if r.error_code == 0 => {}
             Ok(r) => {
                 tracing::debug!(group, code = r.error_code, "heartbeat asks to rejoin");
+                if matches!(
+                    ResponseError::try_from_code(r.error_code),
+                    Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)
+                ) {
+                    coordinator_moved.store(true, Ordering::Release);
+                }
                 rejoin.store(true, Ordering::Release);
                 return;
             }

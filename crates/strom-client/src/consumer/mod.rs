@@ -362,21 +362,25 @@ impl Consumer {
                     })
                     .collect(),
             );
-        let response = conn.send(&request).await?;
+        let response = match conn.send(&request).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(m) = &self.membership {
+                    m.note_error(&e);
+                }
+                return Err(e);
+            }
+        };
         for t in response.topics {
             for p in t.partitions {
                 if p.error_code != 0 {
-                    if matches!(
-                        ResponseError::try_from_code(p.error_code),
-                        Some(
-                            ResponseError::RebalanceInProgress
-                                | ResponseError::IllegalGeneration
-                                | ResponseError::UnknownMemberId
-                        )
-                    ) {
-                        if let Some(m) = &self.membership {
-                            m.rejoin.store(true, std::sync::atomic::Ordering::Release);
+                    let err = ClientError::kafka(p.error_code, "commit");
+                    match &self.membership {
+                        Some(m) => m.note_error(&err),
+                        None if err.code() == Some(ResponseError::NotCoordinator) => {
+                            self.client.invalidate_connection(conn.addr())
                         }
+                        None => {}
                     }
                     return Err(ClientError::kafka(
                         p.error_code,
@@ -487,12 +491,22 @@ impl Consumer {
         if let (Some(group), false) = (self.config.group_id.clone(), from_commit.is_empty()) {
             let committed = match &self.membership {
                 Some(m) => {
-                    offsets::committed_offsets(&m.coordinator, &group, Some(&from_commit)).await?
+                    let found =
+                        offsets::committed_offsets(&m.coordinator, &group, Some(&from_commit))
+                            .await;
+                    if let Err(e) = &found {
+                        m.note_error(e);
+                    }
+                    found?
                 }
                 None => {
                     let addr = self.client.find_coordinator(&group).await?;
                     let conn = self.client.connection(&addr).await?;
-                    offsets::committed_offsets(&conn, &group, Some(&from_commit)).await?
+                    let found = offsets::committed_offsets(&conn, &group, Some(&from_commit)).await;
+                    if matches!(&found, Err(e) if e.code() == Some(ResponseError::NotCoordinator)) {
+                        self.client.invalidate_connection(&addr);
+                    }
+                    found?
                 }
             };
             found.extend(committed);

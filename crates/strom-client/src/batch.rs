@@ -62,7 +62,9 @@ pub(crate) fn encode_batch(
     stamp: ProducerStamp,
 ) -> Result<Bytes> {
     if records.is_empty() {
-        return Err(ClientError::Invalid("a batch needs at least one record".into()));
+        return Err(ClientError::Invalid(
+            "a batch needs at least one record".into(),
+        ));
     }
     let base_ts = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
@@ -137,12 +139,14 @@ impl<T: BufMut> BufMutDyn for T {
 /// Rewrites the producer id, epoch and base sequence of an encoded batch (an epoch bump
 /// renumbers batches not yet acknowledged) and recomputes the CRC.
 pub(crate) fn restamp(batch: &Bytes, stamp: ProducerStamp) -> Bytes {
-    assert!(batch.len() >= BATCH_HEADER_BYTES, "a batch has a full header");
+    assert!(
+        batch.len() >= BATCH_HEADER_BYTES,
+        "a batch has a full header"
+    );
     let mut b = BytesMut::from(&batch[..]);
     b[PRODUCER_ID_POS..PRODUCER_ID_POS + 8].copy_from_slice(&stamp.producer_id.to_be_bytes());
     b[PRODUCER_EPOCH_POS..PRODUCER_EPOCH_POS + 2].copy_from_slice(&stamp.epoch.to_be_bytes());
-    b[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4]
-        .copy_from_slice(&stamp.base_sequence.to_be_bytes());
+    b[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&stamp.base_sequence.to_be_bytes());
     let crc = crc32c::crc32c(&b[ATTRIBUTES_POS..]);
     b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
     b.freeze()

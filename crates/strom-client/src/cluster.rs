@@ -90,6 +90,9 @@ pub struct BrokerInfo {
 struct MetadataCache {
     brokers: HashMap<i32, String>,
     topics: HashMap<String, TopicInfo>,
+    /// Topics whose leaders may have moved (NOT_LEADER_OR_FOLLOWER, a lost connection):
+    /// the next use asks the broker, and keeps the old answer if the broker cannot be asked.
+    stale: std::collections::HashSet<String>,
 }
 
 struct Inner {
@@ -319,6 +322,7 @@ impl Client {
         }
         for topic in &response.topics {
             let Some(name) = &topic.name else { continue };
+            cache.stale.remove(name.0.as_str());
             if topic.error_code != 0 {
                 cache.topics.remove(name.0.as_str());
                 continue;
@@ -351,17 +355,31 @@ impl Client {
     /// the topic's metadata (the producer asks this for every batch).
     pub fn cached_leader(&self, topic: &str, partition: i32) -> Option<i32> {
         let cache = self.inner.cache.lock().expect("metadata cache poisoned");
+        if cache.stale.contains(topic) {
+            return None;
+        }
         let info = cache.topics.get(topic)?;
         let p = info.partitions.iter().find(|p| p.partition == partition)?;
         (p.leader >= 0).then_some(p.leader)
     }
 
     /// Topic metadata from the cache, asking the broker when the topic is not cached.
+    /// A topic marked stale is asked again; if the broker cannot be reached (a retriable
+    /// error), the last known metadata is returned, so a producer keeps accepting records for a
+    /// topic it knows while the cluster is briefly away.
     pub async fn topic(&self, name: &str) -> Result<TopicInfo> {
-        if let Some(t) = self.cached_topic(name) {
-            return Ok(t);
+        let (cached, stale) = {
+            let cache = self.inner.cache.lock().expect("metadata cache poisoned");
+            (cache.topics.get(name).cloned(), cache.stale.contains(name))
+        };
+        match cached {
+            Some(t) if !stale => Ok(t),
+            Some(t) => match self.refresh_topic(name).await {
+                Err(e) if e.is_retriable() && e.code().is_none() => Ok(t),
+                other => other,
+            },
+            None => self.refresh_topic(name).await,
         }
-        self.refresh_topic(name).await
     }
 
     /// Asks the broker for fresh metadata of one topic.
@@ -382,10 +400,13 @@ impl Client {
         cache.topics.get(name).cloned()
     }
 
-    /// Forgets a topic so the next use asks the broker again (after NotLeader and the like).
+    /// Marks a topic stale so the next use asks the broker again (after NotLeader and the
+    /// like).
     pub fn invalidate_topic(&self, name: &str) {
         let mut cache = self.inner.cache.lock().expect("metadata cache poisoned");
-        cache.topics.remove(name);
+        if cache.topics.contains_key(name) {
+            cache.stale.insert(name.to_string());
+        }
     }
 
     /// The leader broker id of a partition.

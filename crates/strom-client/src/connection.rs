@@ -422,7 +422,11 @@ impl<T: Decodable> PendingResponse<T> {
                     "an earlier request on this connection timed out",
                 );
                 return Err(ClientError::Timeout {
-                    what: format!("{} response from {}", api_name(self.api_key), self.shared.addr),
+                    what: format!(
+                        "{} response from {}",
+                        api_name(self.api_key),
+                        self.shared.addr
+                    ),
                     timeout_ms: self.request_timeout.as_millis() as u64,
                 });
             }

@@ -349,14 +349,24 @@ fn sixty_thousand_lines_of_500_bytes_with_no_linger() {
     assert_eq!(out, "");
 
     let (code, out, err) = broker.cli(
-        &["consume", "big", "--from-beginning", "--exit-at-end", "--format", "%o %s"],
+        &[
+            "consume",
+            "big",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "%o %s",
+        ],
         "",
     );
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 60_000);
     for (i, line) in lines.iter().enumerate().step_by(997) {
-        assert!(line.starts_with(&format!("{i} {i:08}x")), "line {i}: {line:.40}");
+        assert!(
+            line.starts_with(&format!("{i} {i:08}x")),
+            "line {i}: {line:.40}"
+        );
         assert_eq!(line.len(), format!("{i} ").len() + 500);
     }
 }
@@ -370,16 +380,35 @@ fn a_bootstrap_list_skips_a_dead_address() {
     let binary = &broker.binary;
     let (code, out, err) = run_cli(
         binary,
-        &["topic", "create", "listed", "--partitions", "1", "--bootstrap", &list],
+        &[
+            "topic",
+            "create",
+            "listed",
+            "--partitions",
+            "1",
+            "--bootstrap",
+            &list,
+        ],
         "",
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "created topic listed with 1 partitions\n");
-    let (code, _, err) = run_cli(binary, &["produce", "listed", "--bootstrap", &list], "a\nb\n");
+    assert_eq!(out, "created topic listed with 1 partition\n");
+    let (code, _, err) = run_cli(
+        binary,
+        &["produce", "listed", "--bootstrap", &list],
+        "a\nb\n",
+    );
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = run_cli(
         binary,
-        &["consume", "listed", "--from-beginning", "--exit-at-end", "--bootstrap", &list],
+        &[
+            "consume",
+            "listed",
+            "--from-beginning",
+            "--exit-at-end",
+            "--bootstrap",
+            &list,
+        ],
         "",
     );
     assert_eq!(code, 0, "{err}");

@@ -32,18 +32,23 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{
-    decode_request_header_from_buffer, Encodable, HeaderVersion, Request, StrBytes,
+    decode_request_header_from_buffer, Encodable, HeaderVersion, Message as _, Request, StrBytes,
 };
 use strom_client::consumer::assignor::{encode_assignment, encode_subscription};
 use strom_client::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord,
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 #[global_allocator]
 static GLOBAL: strom_client::HugeAllocationGuard = strom_client::HugeAllocationGuard;
+
+/// How far the calls got across all cases, so the test cannot pass by failing early.
+static CONNECTED: AtomicUsize = AtomicUsize::new(0);
+static SENT: AtomicUsize = AtomicUsize::new(0);
+static POLLED: AtomicUsize = AtomicUsize::new(0);
+static JOINED: AtomicUsize = AtomicUsize::new(0);
 
 /// A call that takes longer than this under a hostile broker is a hang.
 const CALL_BOUND: Duration = Duration::from_secs(20);
@@ -76,7 +81,9 @@ fn topic(s: &str) -> TopicName {
 fn record_batch() -> Bytes {
     // base offset 0, one record "v" with a repeated header; built by hand (magic 2).
     let mut records = BytesMut::new();
-    let body: &[u8] = &[0, 0, 0, 1, 2, b'k', 2, b'v', 4, 2, b'h', 2, b'1', 2, b'h', 2, b'2'];
+    let body: &[u8] = &[
+        0, 0, 0, 2, b'k', 2, b'v', 4, 2, b'h', 2, b'1', 2, b'h', 2, b'2',
+    ];
     records.put_u8((body.len() as u8) << 1);
     records.put_slice(body);
     let mut b = BytesMut::new();
@@ -125,13 +132,19 @@ fn answer(api_key: i16, version: i16, correlation_id: i32, port: i32) -> Option<
                 (MetadataRequest::KEY, MetadataRequest::VERSIONS.max),
                 (OffsetCommitRequest::KEY, OffsetCommitRequest::VERSIONS.max),
                 (OffsetFetchRequest::KEY, OffsetFetchRequest::VERSIONS.max),
-                (FindCoordinatorRequest::KEY, FindCoordinatorRequest::VERSIONS.max),
+                (
+                    FindCoordinatorRequest::KEY,
+                    FindCoordinatorRequest::VERSIONS.max,
+                ),
                 (JoinGroupRequest::KEY, JoinGroupRequest::VERSIONS.max),
                 (HeartbeatRequest::KEY, HeartbeatRequest::VERSIONS.max),
                 (LeaveGroupRequest::KEY, LeaveGroupRequest::VERSIONS.max),
                 (SyncGroupRequest::KEY, SyncGroupRequest::VERSIONS.max),
                 (ApiVersionsRequest::KEY, 3),
-                (InitProducerIdRequest::KEY, InitProducerIdRequest::VERSIONS.max),
+                (
+                    InitProducerIdRequest::KEY,
+                    InitProducerIdRequest::VERSIONS.max,
+                ),
             ];
             let r = ApiVersionsResponse::default().with_api_keys(
                 keys.iter()
@@ -167,22 +180,22 @@ fn answer(api_key: i16, version: i16, correlation_id: i32, port: i32) -> Option<
             encode(c, &r, v)
         }
         ApiKey::Produce => {
-            let r = ProduceResponse::default().with_responses(vec![
-                TopicProduceResponse::default()
+            let r =
+                ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
                     .with_name(topic("t"))
                     .with_partition_responses(vec![PartitionProduceResponse::default()
                         .with_index(0)
-                        .with_base_offset(7)]),
-            ]);
+                        .with_base_offset(7)])]);
             encode(c, &r, v)
         }
         ApiKey::Fetch => {
-            let r = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
-                .with_topic(topic("t"))
-                .with_partitions(vec![PartitionData::default()
-                    .with_partition_index(0)
-                    .with_high_watermark(1)
-                    .with_records(Some(record_batch()))])]);
+            let r =
+                FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                    .with_topic(topic("t"))
+                    .with_partitions(vec![PartitionData::default()
+                        .with_partition_index(0)
+                        .with_high_watermark(1)
+                        .with_records(Some(record_batch()))])]);
             encode(c, &r, v)
         }
         ApiKey::ListOffsets => {
@@ -294,11 +307,16 @@ fn mutate(rng: &mut Rng, mut buf: BytesMut) -> BytesMut {
     buf
 }
 
-/// Serves one connection: ApiVersions honestly, everything else damaged most of the time.
-async fn serve(mut stream: TcpStream, port: i32, rng: Arc<Mutex<Rng>>) {
+/// Serves one connection: ApiVersions honestly, everything else damaged `damage_percent` of
+/// the time.
+async fn serve(mut stream: TcpStream, port: i32, rng: Arc<Mutex<Rng>>, damage_percent: usize) {
     loop {
-        let Ok(size) = stream.read_i32().await else { return };
-        let Ok(size) = usize::try_from(size) else { return };
+        let Ok(size) = stream.read_i32().await else {
+            return;
+        };
+        let Ok(size) = usize::try_from(size) else {
+            return;
+        };
         let mut body = BytesMut::zeroed(size.min(64 << 20));
         if stream.read_exact(&mut body).await.is_err() {
             return;
@@ -321,7 +339,8 @@ async fn serve(mut stream: TcpStream, port: i32, rng: Arc<Mutex<Rng>>) {
         };
         let out = {
             let mut rng = rng.lock().unwrap();
-            if header.request_api_key != ApiVersionsRequest::KEY && rng.below(10) < 7 {
+            if header.request_api_key != ApiVersionsRequest::KEY && rng.below(100) < damage_percent
+            {
                 mutate(&mut rng, valid)
             } else {
                 valid
@@ -337,14 +356,14 @@ async fn serve(mut stream: TcpStream, port: i32, rng: Arc<Mutex<Rng>>) {
 }
 
 /// Runs every client call once against a fresh hostile broker.
-async fn one_case(seed: u64) {
+async fn one_case(seed: u64, damage_percent: usize) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let rng = Arc::new(Mutex::new(Rng(seed)));
     let server = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, i32::from(port), rng.clone()));
+            tokio::spawn(serve(stream, i32::from(port), rng.clone(), damage_percent));
         }
     });
     let client_config = ClientConfig {
@@ -367,6 +386,7 @@ async fn one_case(seed: u64) {
             let Ok(client) = Client::connect_with(&a, config).await else {
                 return;
             };
+            CONNECTED.fetch_add(1, Ordering::Relaxed);
             let producer = Producer::from_client(
                 client,
                 ProducerConfig {
@@ -377,7 +397,9 @@ async fn one_case(seed: u64) {
             );
             for i in 0..3 {
                 let record = ProducerRecord::new("t", format!("v{i}")).partition(0);
-                let _ = producer.send_record(record).await;
+                if producer.send_record(record).await.is_ok() {
+                    SENT.fetch_add(1, Ordering::Relaxed);
+                }
             }
             let _ = producer.close().await;
         })
@@ -400,7 +422,9 @@ async fn one_case(seed: u64) {
             };
             if consumer.assign_topic("t").await.is_ok() {
                 for _ in 0..3 {
-                    let _ = consumer.poll(Duration::from_millis(100)).await;
+                    if let Ok(m) = consumer.poll(Duration::from_millis(100)).await {
+                        POLLED.fetch_add(m.len(), Ordering::Relaxed);
+                    }
                 }
                 let _ = consumer.end_offsets().await;
             }
@@ -426,6 +450,9 @@ async fn one_case(seed: u64) {
             if consumer.subscribe(&["t"]).await.is_ok() {
                 for _ in 0..2 {
                     let _ = consumer.poll(Duration::from_millis(200)).await;
+                }
+                if !consumer.assignment().is_empty() {
+                    JOINED.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = consumer.commit().await;
             }
@@ -468,12 +495,22 @@ async fn a_hostile_broker_never_crashes_the_client() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(24);
     eprintln!("fuzz seed {seed:#x} ({cases} cases); replay with STROM_FUZZ_SEED={seed:x}");
-    for case in 0..cases {
-        one_case(seed.wrapping_add(case)).await;
+    // Case 0 is undamaged: the script itself must let every call through.
+    for case in 0..=cases {
+        one_case(seed.wrapping_add(case), if case == 0 { 0 } else { 70 }).await;
         assert_eq!(
             PANICS.load(Ordering::SeqCst),
             0,
             "a client thread panicked in case {case}; replay with STROM_FUZZ_SEED={seed:x}"
         );
     }
+    let progress = [&CONNECTED, &SENT, &POLLED, &JOINED].map(|c| c.load(Ordering::Relaxed));
+    eprintln!(
+        "connected {}, sent {}, polled {}, joined {}",
+        progress[0], progress[1], progress[2], progress[3]
+    );
+    assert!(
+        progress.iter().all(|n| *n > 0),
+        "the hostile broker must let some calls through (connected, sent, polled, joined): {progress:?}"
+    );
 }

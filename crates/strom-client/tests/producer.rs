@@ -20,7 +20,12 @@ async fn read_all(addr: &str, topic: &str, n: usize, timeout: Duration) -> Vec<M
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {
-        got.extend(consumer.poll(Duration::from_millis(200)).await.expect("poll"));
+        got.extend(
+            consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
     }
     got
 }
@@ -45,7 +50,8 @@ async fn a_stream_survives_a_broker_kill_with_every_record_exactly_once_in_order
     let stream = tokio::spawn(async move {
         let mut deliveries: Vec<Delivery> = Vec::new();
         for i in 0..RECORDS {
-            let record = ProducerRecord::new("stream", i.to_string()).partition(i as i32 % PARTITIONS);
+            let record =
+                ProducerRecord::new("stream", i.to_string()).partition(i as i32 % PARTITIONS);
             deliveries.push(producer.enqueue(record).await.expect("enqueue"));
             if i % 10 == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -71,7 +77,12 @@ async fn a_stream_survives_a_broker_kill_with_every_record_exactly_once_in_order
         .iter()
         .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
         .collect();
-    assert!(failed.is_empty(), "{} records failed, first: {}", failed.len(), failed[0]);
+    assert!(
+        failed.is_empty(),
+        "{} records failed, first: {}",
+        failed.len(),
+        failed[0]
+    );
 
     let messages = read_all(&broker.addr, "stream", RECORDS, Duration::from_secs(20)).await;
     let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
@@ -189,6 +200,8 @@ async fn a_bootstrap_list_is_tried_in_turn() {
     producer.create_topic("listed", 1).await.unwrap();
     assert_eq!(producer.send("listed", "v", 0).await.unwrap(), 0);
 
-    let err = Client::connect(&format!("{dead},{dead}")).await.unwrap_err();
+    let err = Client::connect(&format!("{dead},{dead}"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("cannot reach broker"), "{err}");
 }

@@ -7,10 +7,10 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest};
 
 use super::ConsumerConfig;
+use crate::batch::decode_messages;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::offsets::{topic_name, TopicPartition};
-use crate::batch::decode_messages;
 use crate::records::Message;
 
 /// What happened to one partition in a fetch.

@@ -141,9 +141,7 @@ impl PartitionQueue {
     /// Whether a batch of this partition was sent and not yet answered: its sequence
     /// numbers are still in play.
     pub fn has_unresolved(&self) -> bool {
-        self.in_flight > 0
-            || !self.held.is_empty()
-            || self.queue.iter().any(|b| b.stamp.is_some())
+        self.in_flight > 0 || !self.held.is_empty() || self.queue.iter().any(|b| b.stamp.is_some())
     }
 
     /// The stamp for a batch sent for the first time: the partition's next sequence under
@@ -230,7 +228,11 @@ mod tests {
         assert_eq!((s.producer_id, s.epoch, s.base_sequence), (7, 0, 0));
         q.in_flight = 1;
         let s = q.stamp_next((7, 1), 2);
-        assert_eq!((s.epoch, s.base_sequence), (0, 3), "old epoch continues while unresolved");
+        assert_eq!(
+            (s.epoch, s.base_sequence),
+            (0, 3),
+            "old epoch continues while unresolved"
+        );
         q.in_flight = 0;
         let s = q.stamp_next((7, 1), 2);
         assert_eq!((s.epoch, s.base_sequence), (1, 0));

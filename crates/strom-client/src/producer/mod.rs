@@ -341,7 +341,13 @@ impl Producer {
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<Delivery> {
         // Unknown topics and partitions fail here, at once, rather than after the retries.
         let record_topic = record.topic.clone();
-        let mut topic = self.client.topic(&record.topic).await?;
+        // Known topics are taken from the cache even when stale: the partition count rarely
+        // changes, and a broker that is away must not stop `enqueue` (the sender finds the
+        // leaders). An unknown topic is looked up, retrying for up to `max_block_ms`.
+        let mut topic = match self.client.cached_topic(&record.topic) {
+            Some(t) => t,
+            None => self.lookup(&record.topic).await?,
+        };
         let partition = match record.partition {
             Some(p) => {
                 if !topic.partitions.iter().any(|info| info.partition == p) {
@@ -377,7 +383,9 @@ impl Producer {
             timestamp: record.timestamp.unwrap_or_else(now_ms),
         };
         let accepted = Instant::now();
-        let buffer_bytes = self.reserve(&record_topic, partition, record.size_estimate()).await?;
+        let buffer_bytes = self
+            .reserve(&record_topic, partition, record.size_estimate())
+            .await?;
         let (done, rx) = oneshot::channel();
         let pending = PendingRecord {
             topic: record_topic,
@@ -392,6 +400,27 @@ impl Producer {
             return Err(ClientError::Closed);
         }
         Ok(Delivery { rx })
+    }
+
+    /// Metadata of a topic not yet known, retrying retriable failures for `max_block_ms`.
+    async fn lookup(&self, topic: &str) -> Result<crate::cluster::TopicInfo> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.max_block_ms);
+        let mut attempt = 0;
+        loop {
+            match self.client.topic(topic).await {
+                Err(e)
+                    if e.is_retriable()
+                        && e.code()
+                            != Some(crate::error::ResponseError::UnknownTopicOrPartition)
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(topic, error = %e, "metadata not available yet");
+                    self.client.backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Takes `size` bytes of the buffer, waiting up to `max_block_ms`.

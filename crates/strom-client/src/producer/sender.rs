@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId,
+};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -114,8 +116,7 @@ impl Sender {
             Command::Record(p) => {
                 let key = (p.topic.clone(), p.partition);
                 let queue = self.partitions.entry(key).or_default();
-                if let Some(id) = queue.append(p, self.config.batch_size, &mut self.next_batch_id)
-                {
+                if let Some(id) = queue.append(p, self.config.batch_size, &mut self.next_batch_id) {
                     self.live.insert(id);
                 }
             }
@@ -166,7 +167,9 @@ impl Sender {
         let keys: Vec<PartitionKey> = self.partitions.keys().cloned().collect();
         for key in keys {
             let q = &self.partitions[&key];
-            let Some(front) = q.queue.front() else { continue };
+            let Some(front) = q.queue.front() else {
+                continue;
+            };
             if !q.held.is_empty() || q.in_flight >= per_partition {
                 continue;
             }
@@ -238,7 +241,9 @@ impl Sender {
                 if q.in_flight >= per_partition || !q.held.is_empty() {
                     continue;
                 }
-                let Some(front) = q.queue.front() else { continue };
+                let Some(front) = q.queue.front() else {
+                    continue;
+                };
                 let size = front.encoded.as_ref().map_or(front.bytes, Bytes::len);
                 if !items.is_empty() && bytes + size > self.config.max_request_size {
                     continue;
@@ -517,7 +522,9 @@ impl Sender {
     async fn init_producer_id(&mut self) -> Result<()> {
         let conn = self.client.any_connection().await?;
         if !conn.supports(22) {
-            tracing::warn!("the broker does not support InitProducerId; producing without idempotence");
+            tracing::warn!(
+                "the broker does not support InitProducerId; producing without idempotence"
+            );
             self.idempotent = false;
             return Ok(());
         }
@@ -529,7 +536,11 @@ impl Sender {
         let response = conn.send(&request).await?;
         ClientError::check(response.error_code, || "InitProducerId".into())?;
         self.producer = Some((response.producer_id.0, response.producer_epoch));
-        tracing::debug!(producer_id = response.producer_id.0, epoch = response.producer_epoch, "idempotent producer");
+        tracing::debug!(
+            producer_id = response.producer_id.0,
+            epoch = response.producer_epoch,
+            "idempotent producer"
+        );
         Ok(())
     }
 }

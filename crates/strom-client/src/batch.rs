@@ -110,7 +110,7 @@ pub(crate) fn encode_batch(
     let compressed = match compression {
         CompressionType::None => {
             buf.put_slice(&raw);
-            Ok(())
+            Ok(raw.len())
         }
         CompressionType::Gzip => codec::Gzip::compress(&mut buf, |b| Ok(copy(b))),
         CompressionType::Snappy => codec::Snappy::compress(&mut buf, |b| Ok(copy(b))),
@@ -127,12 +127,14 @@ pub(crate) fn encode_batch(
 
 /// Object-safe `put` for the compressors' differing buffer types.
 trait BufMutDyn {
-    fn put(&mut self, bytes: &[u8]);
+    /// Appends `bytes`; returns how many.
+    fn put(&mut self, bytes: &[u8]) -> usize;
 }
 
 impl<T: BufMut> BufMutDyn for T {
-    fn put(&mut self, bytes: &[u8]) {
+    fn put(&mut self, bytes: &[u8]) -> usize {
         self.put_slice(bytes);
+        bytes.len()
     }
 }
 

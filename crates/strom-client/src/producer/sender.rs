@@ -435,7 +435,7 @@ impl Sender {
             let mut bump = false;
             loop {
                 let q = self.partitions.get_mut(&key).expect("present");
-                if !q.queue.front().is_some_and(|b| b.created + timeout <= now) {
+                if q.queue.front().is_none_or(|b| b.created + timeout > now) {
                     break;
                 }
                 let batch = q.queue.pop_front().expect("front exists");

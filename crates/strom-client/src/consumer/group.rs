@@ -5,9 +5,11 @@
 //! behind a long-polling fetch on the shared one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -32,6 +34,13 @@ use crate::offsets::{group_id, TopicPartition};
 /// rebalances started by other members meanwhile).
 const JOIN_ATTEMPTS_MAX: u32 = 20;
 
+/// When the consumer last polled, for `max_poll_interval_ms`.
+pub(crate) struct PollClock {
+    pub created: Instant,
+    /// Milliseconds since `created` of the last `poll`.
+    pub last_poll_ms: Arc<AtomicU64>,
+}
+
 /// This consumer's place in its group.
 pub(crate) struct Membership {
     pub group: String,
@@ -44,6 +53,11 @@ pub(crate) struct Membership {
     /// Set when the coordinator answered NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE: the
     /// next join finds the coordinator again instead of reusing this connection.
     pub coordinator_moved: Arc<AtomicBool>,
+    /// Set when the member was dropped from the group (its generation is gone, or it left
+    /// after `max_poll_interval_ms`): its partitions are lost, not revoked.
+    pub lost: Arc<AtomicBool>,
+    /// `group.instance.id` for static membership.
+    instance_id: Option<String>,
     heartbeat: Option<JoinHandle<()>>,
 }
 
@@ -55,7 +69,12 @@ impl Membership {
         group: &str,
         topics: &[String],
         previous: Option<Membership>,
+        clock: PollClock,
     ) -> Result<Membership> {
+        let instance_id = config
+            .group_instance_id
+            .as_ref()
+            .map(|id| StrBytes::from_string(id.clone()));
         let (mut coordinator, mut member_id) = match previous {
             Some(mut old)
                 if !old.coordinator.is_broken()
@@ -82,7 +101,12 @@ impl Membership {
                     "could not join group {group} after {JOIN_ATTEMPTS_MAX} attempts"
                 )));
             }
+            // Static membership needs JoinGroup v5, SyncGroup v3, Heartbeat v3, LeaveGroup v3.
+            let instance = instance_id
+                .clone()
+                .filter(|_| coordinator.version_for::<JoinGroupRequest>().unwrap_or(0) >= 5);
             let join = JoinGroupRequest::default()
+                .with_group_instance_id(instance.clone())
                 .with_group_id(group_id(group))
                 .with_session_timeout_ms(config.session_timeout_ms)
                 .with_rebalance_timeout_ms(config.rebalance_timeout_ms)
@@ -137,6 +161,7 @@ impl Membership {
                 Vec::new()
             };
             let sync = SyncGroupRequest::default()
+                .with_group_instance_id(instance.clone())
                 .with_group_id(group_id(group))
                 .with_generation_id(generation_id)
                 .with_member_id(StrBytes::from_string(member_id.clone()))
@@ -185,14 +210,23 @@ impl Membership {
             tracing::debug!(group, member_id, generation_id, ?assignment, "joined group");
             let rejoin = Arc::new(AtomicBool::new(false));
             let coordinator_moved = Arc::new(AtomicBool::new(false));
+            let lost = Arc::new(AtomicBool::new(false));
             let heartbeat = tokio::spawn(heartbeat_loop(
-                coordinator.clone(),
-                group.to_string(),
-                member_id.clone(),
-                generation_id,
-                Duration::from_millis(config.heartbeat_interval_ms),
-                rejoin.clone(),
-                coordinator_moved.clone(),
+                Beat {
+                    coordinator: coordinator.clone(),
+                    group: group.to_string(),
+                    member_id: member_id.clone(),
+                    instance_id: instance.clone(),
+                    generation_id,
+                    interval: Duration::from_millis(config.heartbeat_interval_ms),
+                    max_poll_interval: Duration::from_millis(config.max_poll_interval_ms),
+                    clock,
+                },
+                Flags {
+                    rejoin: rejoin.clone(),
+                    coordinator_moved: coordinator_moved.clone(),
+                    lost: lost.clone(),
+                },
             ));
             return Ok(Membership {
                 group: group.to_string(),
@@ -202,6 +236,8 @@ impl Membership {
                 assignment,
                 rejoin,
                 coordinator_moved,
+                lost,
+                instance_id: instance.map(|i| i.to_string()),
                 heartbeat: Some(heartbeat),
             });
         }
@@ -212,6 +248,11 @@ impl Membership {
         self.rejoin.load(Ordering::Acquire) || self.coordinator_moved.load(Ordering::Acquire)
     }
 
+    /// Whether the member was dropped from the group rather than asked to rebalance.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
     /// Reacts to an error from the coordinator: NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE
     /// (or a broken connection) make the next poll find the coordinator and rejoin;
     /// a rebalance or a forgotten member makes it rejoin.
@@ -220,11 +261,11 @@ impl Membership {
             Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
                 self.coordinator_moved.store(true, Ordering::Release)
             }
-            Some(
-                ResponseError::RebalanceInProgress
-                | ResponseError::IllegalGeneration
-                | ResponseError::UnknownMemberId,
-            ) => self.rejoin.store(true, Ordering::Release),
+            Some(ResponseError::IllegalGeneration | ResponseError::UnknownMemberId) => {
+                self.lost.store(true, Ordering::Release);
+                self.rejoin.store(true, Ordering::Release)
+            }
+            Some(ResponseError::RebalanceInProgress) => self.rejoin.store(true, Ordering::Release),
             _ if self.coordinator.is_broken() => self.rejoin.store(true, Ordering::Release),
             _ => {}
         }
@@ -244,7 +285,9 @@ impl Membership {
         let mut request = LeaveGroupRequest::default().with_group_id(group_id(&self.group));
         // Version 3 leaves several members at once, listed in `members`.
         if self.coordinator.version_for::<LeaveGroupRequest>()? >= 3 {
-            request.members = vec![MemberIdentity::default().with_member_id(member_id)];
+            request.members = vec![MemberIdentity::default()
+                .with_member_id(member_id)
+                .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))];
         } else {
             request.member_id = member_id;
         }
@@ -302,38 +345,99 @@ async fn leader_assign(
         .collect()
 }
 
-async fn heartbeat_loop(
+/// What the heartbeat task sends and watches.
+struct Beat {
     coordinator: Arc<Connection>,
     group: String,
     member_id: String,
+    instance_id: Option<StrBytes>,
     generation_id: i32,
     interval: Duration,
+    max_poll_interval: Duration,
+    clock: PollClock,
+}
+
+/// What the heartbeat task tells the consumer.
+struct Flags {
     rejoin: Arc<AtomicBool>,
     coordinator_moved: Arc<AtomicBool>,
-) {
+    lost: Arc<AtomicBool>,
+}
+
+async fn heartbeat_loop(beat: Beat, flags: Flags) {
+    let Beat {
+        coordinator,
+        group,
+        member_id,
+        instance_id,
+        generation_id,
+        interval,
+        max_poll_interval,
+        clock,
+    } = beat;
+    let instance = instance_id.filter(|_| {
+        coordinator
+            .version_for::<HeartbeatRequest>()
+            .unwrap_or(0)
+            >= 3
+    });
     let request = HeartbeatRequest::default()
         .with_group_id(group_id(&group))
         .with_generation_id(generation_id)
-        .with_member_id(StrBytes::from_string(member_id));
+        .with_member_id(StrBytes::from_string(member_id.clone()))
+        .with_group_instance_id(instance);
     loop {
         tokio::time::sleep(interval).await;
+        let since_poll = clock
+            .created
+            .elapsed()
+            .saturating_sub(Duration::from_millis(clock.last_poll_ms.load(Ordering::Acquire)));
+        if since_poll > max_poll_interval {
+            // As Kafka's consumer does: a member that stopped polling leaves, so the group
+            // gives its partitions to members that make progress; the next poll rejoins.
+            tracing::warn!(
+                group,
+                since_poll_ms = since_poll.as_millis() as u64,
+                "poll not called within max_poll_interval_ms; leaving the group"
+            );
+            let leave = LeaveGroupRequest::default()
+                .with_group_id(group_id(&group))
+                .with_member_id(StrBytes::from_string(member_id.clone()));
+            let leave = if coordinator.version_for::<LeaveGroupRequest>().unwrap_or(0) >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group_id(&group))
+                    .with_members(vec![MemberIdentity::default()
+                        .with_member_id(StrBytes::from_string(member_id.clone()))])
+            } else {
+                leave
+            };
+            let _ = coordinator.send(&leave).await;
+            flags.lost.store(true, Ordering::Release);
+            flags.rejoin.store(true, Ordering::Release);
+            return;
+        }
         match coordinator.send(&request).await {
             Ok(r) if r.error_code == 0 => {}
             Ok(r) => {
                 tracing::debug!(group, code = r.error_code, "heartbeat asks to rejoin");
-                if matches!(
-                    ResponseError::try_from_code(r.error_code),
-                    Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)
-                ) {
-                    coordinator_moved.store(true, Ordering::Release);
+                match ResponseError::try_from_code(r.error_code) {
+                    Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
+                        flags.coordinator_moved.store(true, Ordering::Release)
+                    }
+                    Some(
+                        ResponseError::UnknownMemberId
+                        | ResponseError::IllegalGeneration
+                        | ResponseError::FencedInstanceId,
+                    ) => flags.lost.store(true, Ordering::Release),
+                    _ => {}
                 }
-                rejoin.store(true, Ordering::Release);
+                flags.rejoin.store(true, Ordering::Release);
                 return;
             }
             Err(e) => {
                 tracing::debug!(group, error = %e, "heartbeat failed");
                 if coordinator.is_broken() {
-                    rejoin.store(true, Ordering::Release);
+                    flags.rejoin.store(true, Ordering::Release);
                     return;
                 }
             }

@@ -16,7 +16,11 @@ async fn main() -> Result<(), ClientError> {
         println!("broker {} at {}", broker.id, broker.addr);
     }
     for topic in admin.list_topics().await? {
-        println!("topic {} ({} partitions)", topic.name, topic.partitions.len());
+        println!(
+            "topic {} ({} partitions)",
+            topic.name,
+            topic.partitions.len()
+        );
     }
     for listing in admin.list_groups().await? {
         let group = admin.describe_group(&listing.group_id).await?;
@@ -28,7 +32,10 @@ async fn main() -> Result<(), ClientError> {
         );
         for p in &group.offsets {
             let lag = p.lag.map_or("-".to_string(), |l| l.to_string());
-            println!("  {}/{} end {} lag {lag}", p.topic, p.partition, p.end_offset);
+            println!(
+                "  {}/{} end {} lag {lag}",
+                p.topic, p.partition, p.end_offset
+            );
         }
     }
     Ok(())

@@ -35,7 +35,13 @@ async fn main() -> Result<(), ClientError> {
         idle_polls = 0;
         for m in &messages {
             let key = m.key_str().unwrap_or_default();
-            println!("{}/{} @{} {key}: {}", m.topic, m.partition, m.offset, m.value_str());
+            println!(
+                "{}/{} @{} {key}: {}",
+                m.topic,
+                m.partition,
+                m.offset,
+                m.value_str()
+            );
         }
         consumer.commit().await?;
     }

@@ -37,7 +37,10 @@ async fn main() -> Result<(), ClientError> {
     }
     for delivery in deliveries {
         let meta = delivery.wait().await?;
-        println!("{} partition {} offset {}", meta.topic, meta.partition, meta.offset);
+        println!(
+            "{} partition {} offset {}",
+            meta.topic, meta.partition, meta.offset
+        );
     }
     producer.close().await
 }

@@ -375,12 +375,8 @@ async fn heartbeat_loop(beat: Beat, flags: Flags) {
         max_poll_interval,
         clock,
     } = beat;
-    let instance = instance_id.filter(|_| {
-        coordinator
-            .version_for::<HeartbeatRequest>()
-            .unwrap_or(0)
-            >= 3
-    });
+    let instance =
+        instance_id.filter(|_| coordinator.version_for::<HeartbeatRequest>().unwrap_or(0) >= 3);
     let request = HeartbeatRequest::default()
         .with_group_id(group_id(&group))
         .with_generation_id(generation_id)
@@ -391,7 +387,9 @@ async fn heartbeat_loop(beat: Beat, flags: Flags) {
         let since_poll = clock
             .created
             .elapsed()
-            .saturating_sub(Duration::from_millis(clock.last_poll_ms.load(Ordering::Acquire)));
+            .saturating_sub(Duration::from_millis(
+                clock.last_poll_ms.load(Ordering::Acquire),
+            ));
         if since_poll > max_poll_interval {
             // As Kafka's consumer does: a member that stopped polling leaves, so the group
             // gives its partitions to members that make progress; the next poll rejoins.
@@ -421,9 +419,9 @@ async fn heartbeat_loop(beat: Beat, flags: Flags) {
             Ok(r) => {
                 tracing::debug!(group, code = r.error_code, "heartbeat asks to rejoin");
                 match ResponseError::try_from_code(r.error_code) {
-                    Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
-                        flags.coordinator_moved.store(true, Ordering::Release)
-                    }
+                    Some(
+                        ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable,
+                    ) => flags.coordinator_moved.store(true, Ordering::Release),
                     Some(
                         ResponseError::UnknownMemberId
                         | ResponseError::IllegalGeneration

@@ -413,10 +413,8 @@ impl Consumer {
 
     /// Waits up to `timeout` for messages and returns what arrived (possibly nothing).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<Message>> {
-        self.last_poll_ms.store(
-            self.created.elapsed().as_millis() as u64,
-            Ordering::Release,
-        );
+        self.last_poll_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Release);
         self.maybe_auto_commit().await;
         if !self.buffered.is_empty() {
             self.ensure_membership().await?;
@@ -558,7 +556,8 @@ impl Consumer {
     async fn maybe_auto_commit(&mut self) {
         if !self.config.enable_auto_commit
             || self.config.group_id.is_none()
-            || self.auto_committed.elapsed() < Duration::from_millis(self.config.auto_commit_interval_ms)
+            || self.auto_committed.elapsed()
+                < Duration::from_millis(self.config.auto_commit_interval_ms)
         {
             return;
         }

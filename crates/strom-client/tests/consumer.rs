@@ -1,0 +1,206 @@
+//! The consumer's controls against a real `strom serve`: records per poll, pause and resume,
+//! auto-commit on close, rebalance callbacks, `max_poll_interval_ms` and static membership.
+//! Build the binary first: `cargo build -p strom`.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strom_client::{
+    Admin, Consumer, ConsumerConfig, Message, OffsetReset, Producer, RebalanceListener,
+};
+
+async fn fill(addr: &str, topic: &str, partitions: i32, per_partition: usize) {
+    let producer = Producer::connect(addr).await.unwrap();
+    producer.create_topic(topic, partitions).await.unwrap();
+    for p in 0..partitions {
+        for i in 0..per_partition {
+            producer.send(topic, format!("{p}-{i}"), p).await.unwrap();
+        }
+    }
+    producer.close().await.unwrap();
+}
+
+fn group_config(group: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        heartbeat_interval_ms: 100,
+        ..ConsumerConfig::with_group(group)
+    }
+}
+
+async fn committed(addr: &str, group: &str, partition: i32) -> Option<i64> {
+    let admin = Admin::connect(addr).await.unwrap();
+    let g = admin.describe_group(group).await.unwrap();
+    g.offsets
+        .iter()
+        .find(|o| o.partition == partition)
+        .and_then(|o| o.committed)
+}
+
+/// Polls until `n` messages arrived or `timeout` passed.
+async fn poll_n(c: &mut Consumer, n: usize, timeout: Duration) -> Vec<Message> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        got.extend(c.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    got
+}
+
+#[tokio::test]
+async fn poll_returns_at_most_max_poll_records_and_commits_only_what_it_returned() {
+    let broker = broker!();
+    fill(&broker.addr, "many", 1, 25).await;
+    let config = ConsumerConfig {
+        max_poll_records: 10,
+        ..group_config("bounded")
+    };
+    let mut c = Consumer::connect_with(&broker.addr, config).await.unwrap();
+    c.subscribe(&["many"]).await.unwrap();
+    let first = poll_n(&mut c, 1, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 10, "one poll, at most 10 records");
+    assert_eq!(first.last().unwrap().offset, 9);
+    assert_eq!(c.position("many", 0), Some(10));
+    c.commit().await.unwrap();
+    assert_eq!(committed(&broker.addr, "bounded", 0).await, Some(10));
+    let second = c.poll(Duration::from_secs(1)).await.unwrap();
+    let third = c.poll(Duration::from_secs(1)).await.unwrap();
+    let offsets: Vec<i64> = second.iter().chain(&third).map(|m| m.offset).collect();
+    assert_eq!(offsets, (10..25).collect::<Vec<_>>());
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn paused_partitions_are_not_fetched_until_resumed() {
+    let broker = broker!();
+    fill(&broker.addr, "two", 2, 5).await;
+    let mut c = Consumer::connect(&broker.addr).await.unwrap();
+    c.assign_topic("two").await.unwrap();
+    c.seek_to(strom_client::OffsetSpec::Earliest).await.unwrap();
+    c.pause(&[("two".to_string(), 0)]);
+    assert_eq!(c.paused(), vec![("two".to_string(), 0)]);
+    let got = poll_n(&mut c, 10, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 5, "only the unpaused partition");
+    assert!(got.iter().all(|m| m.partition == 1));
+    c.resume(&[("two".to_string(), 0)]);
+    let got = poll_n(&mut c, 5, Duration::from_secs(10)).await;
+    let values: Vec<String> = got.iter().map(|m| m.value_str().into_owned()).collect();
+    assert_eq!(values, ["0-0", "0-1", "0-2", "0-3", "0-4"]);
+}
+
+#[tokio::test]
+async fn auto_commit_commits_the_positions_on_close() {
+    let broker = broker!();
+    fill(&broker.addr, "auto", 1, 5).await;
+    let config = ConsumerConfig {
+        enable_auto_commit: true,
+        auto_commit_interval_ms: 60_000,
+        ..group_config("auto")
+    };
+    let mut c = Consumer::connect_with(&broker.addr, config).await.unwrap();
+    c.subscribe(&["auto"]).await.unwrap();
+    assert_eq!(poll_n(&mut c, 5, Duration::from_secs(10)).await.len(), 5);
+    assert_eq!(
+        committed(&broker.addr, "auto", 0).await,
+        None,
+        "nothing committed yet"
+    );
+    c.close().await.unwrap();
+    assert_eq!(committed(&broker.addr, "auto", 0).await, Some(5));
+}
+
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<String>>>);
+
+impl RebalanceListener for Events {
+    fn on_partitions_revoked(&mut self, partitions: &[(String, i32)]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("revoked {partitions:?}"));
+    }
+    fn on_partitions_assigned(&mut self, partitions: &[(String, i32)]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("assigned {partitions:?}"));
+    }
+    fn on_partitions_lost(&mut self, partitions: &[(String, i32)]) {
+        self.0.lock().unwrap().push(format!("lost {partitions:?}"));
+    }
+}
+
+/// Polls `c` in a task until told to stop; returns the consumer.
+fn keep_polling(
+    mut c: Consumer,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Consumer> {
+    tokio::spawn(async move {
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            c.poll(Duration::from_millis(100)).await.unwrap();
+        }
+        c
+    })
+}
+
+/// Polls until `c` owns `n` partitions, or fails after `timeout`.
+async fn until_owns(c: &mut Consumer, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while c.assignment().len() != n {
+        assert!(
+            Instant::now() < deadline,
+            "owns {:?}, waited for {n}",
+            c.assignment()
+        );
+        c.poll(Duration::from_millis(100)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_listener_hears_revoke_and_assign_and_a_stalled_member_leaves() {
+    let broker = broker!();
+    fill(&broker.addr, "shared", 2, 1).await;
+    let events = Events::default();
+    let mut a = Consumer::connect_with(&broker.addr, group_config("listen"))
+        .await
+        .unwrap();
+    a.set_rebalance_listener(events.clone());
+    a.subscribe(&["shared"]).await.unwrap();
+    until_owns(&mut a, 2, Duration::from_secs(10)).await;
+
+    // A second member: A's next polls revoke both partitions and get one back.
+    let config = ConsumerConfig {
+        max_poll_interval_ms: 1_500,
+        ..group_config("listen")
+    };
+    let mut b = Consumer::connect_with(&broker.addr, config).await.unwrap();
+    b.subscribe(&["shared"]).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let b_task = keep_polling(b, stop.clone());
+    until_owns(&mut a, 1, Duration::from_secs(15)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut b = b_task.await.unwrap();
+    let seen = events.0.lock().unwrap().clone();
+    let both = r#"[("shared", 0), ("shared", 1)]"#;
+    assert_eq!(seen[0], format!("assigned {both}"));
+    assert!(seen.contains(&format!("revoked {both}")), "{seen:?}");
+    assert!(
+        seen.last().unwrap().starts_with("assigned [(\"shared\""),
+        "{seen:?}"
+    );
+    assert_eq!(a.assignment().len() + b.assignment().len(), 2);
+
+    // B stops polling for longer than its max_poll_interval_ms: it leaves and A takes over.
+    until_owns(&mut a, 2, Duration::from_secs(15)).await;
+    // B's next poll finds its partitions lost and rejoins.
+    let b_events = Events::default();
+    b.set_rebalance_listener(b_events.clone());
+    b.poll(Duration::from_millis(100)).await.unwrap();
+    let seen = b_events.0.lock().unwrap().clone();
+    assert!(
+        seen.first().is_some_and(|e| e.starts_with("lost")),
+        "{seen:?}"
+    );
+}

@@ -204,3 +204,46 @@ async fn the_listener_hears_revoke_and_assign_and_a_stalled_member_leaves() {
         "{seen:?}"
     );
 }
+
+/// Static membership (KIP-345): a member with a `group_instance_id` that closes does not
+/// leave, so the group does not rebalance; restarted with the same id, it gets its
+/// partitions back.
+#[tokio::test]
+async fn a_static_member_keeps_its_partitions_across_a_restart() {
+    let broker = broker!();
+    fill(&broker.addr, "static", 2, 1).await;
+    let static_config = || ConsumerConfig {
+        group_instance_id: Some("instance-a".into()),
+        session_timeout_ms: 30_000,
+        ..group_config("static")
+    };
+    let mut a = Consumer::connect_with(&broker.addr, static_config())
+        .await
+        .unwrap();
+    a.subscribe(&["static"]).await.unwrap();
+    until_owns(&mut a, 2, Duration::from_secs(10)).await;
+    let mut b = Consumer::connect_with(&broker.addr, group_config("static"))
+        .await
+        .unwrap();
+    b.subscribe(&["static"]).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let b_task = keep_polling(b, stop.clone());
+    until_owns(&mut a, 1, Duration::from_secs(15)).await;
+    let mine = a.assignment();
+    a.close().await.unwrap();
+
+    // B keeps polling: no rebalance gives it A's partition while A is away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut b = b_task.await.unwrap();
+    assert_eq!(b.assignment().len(), 1, "{:?}", b.assignment());
+
+    let mut again = Consumer::connect_with(&broker.addr, static_config())
+        .await
+        .unwrap();
+    again.subscribe(&["static"]).await.unwrap();
+    until_owns(&mut again, 1, Duration::from_secs(10)).await;
+    assert_eq!(again.assignment(), mine);
+    b.poll(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(b.assignment().len(), 1);
+}

@@ -247,3 +247,39 @@ async fn a_static_member_keeps_its_partitions_across_a_restart() {
     b.poll(Duration::from_millis(100)).await.unwrap();
     assert_eq!(b.assignment().len(), 1);
 }
+
+/// A consumer as a `Stream`: every message once, then the consumer back for `commit`.
+#[tokio::test]
+async fn a_consumer_is_a_stream_of_messages() {
+    use futures_core::Stream;
+    let broker = broker!();
+    fill(&broker.addr, "streamed", 2, 15).await;
+    let config = ConsumerConfig {
+        max_poll_records: 4,
+        ..group_config("streamers")
+    };
+    let mut c = Consumer::connect_with(&broker.addr, config).await.unwrap();
+    c.subscribe(&["streamed"]).await.unwrap();
+    let mut stream = c.into_stream();
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx));
+        let m = tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("a message within 10 s")
+            .expect("the stream does not end")
+            .unwrap();
+        got.push((m.partition, m.value_str().into_owned()));
+    }
+    got.sort();
+    let mut expected: Vec<(i32, String)> = (0..2)
+        .flat_map(|p| (0..15).map(move |i| (p, format!("{p}-{i}"))))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    let mut c = stream.into_inner().unwrap();
+    c.commit().await.unwrap();
+    assert_eq!(committed(&broker.addr, "streamers", 0).await, Some(15));
+    assert_eq!(committed(&broker.addr, "streamers", 1).await, Some(15));
+    c.close().await.unwrap();
+}

@@ -16,6 +16,7 @@
 pub mod assignor;
 mod fetch;
 mod group;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,7 @@ use crate::error::{ClientError, ResponseError, Result};
 use crate::offsets::{self, group_id, topic_name, OffsetSpec, TopicPartition};
 pub use crate::records::Message;
 use fetch::Outcome;
+pub use stream::MessageStream;
 
 /// How long `poll` pauses when a round came back empty without waiting on the broker.
 const IDLE_PAUSE: Duration = Duration::from_millis(50);
@@ -254,6 +256,12 @@ impl Consumer {
             last_poll_ms: Arc::new(AtomicU64::new(0)),
             created: Instant::now(),
         }
+    }
+
+    /// The consumer as a `Stream` of messages (see [`MessageStream`]); `into_inner` gives the
+    /// consumer back.
+    pub fn into_stream(self) -> MessageStream {
+        MessageStream::new(self)
     }
 
     /// Calls `listener` when a rebalance revokes, assigns or loses partitions.

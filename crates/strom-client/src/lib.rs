@@ -9,8 +9,10 @@
 //!   order per partition, retried for `delivery_timeout_ms`), its buffer bounded by
 //!   `buffer_memory` bytes. See [`producer`] for the delivery guarantees.
 //! - [`Consumer`]: manual assignment with positions and `seek`, or membership in a consumer
-//!   group (`subscribe`, range assignment, heartbeats); `poll`, `commit`, resume from the
-//!   committed offsets.
+//!   group (`subscribe`, range assignment, heartbeats); `poll` (at most `max_poll_records`),
+//!   `commit`, resume from the committed offsets, `pause`/`resume`, a `Stream` of messages
+//!   ([`Consumer::into_stream`]), auto-commit, a [`RebalanceListener`], `max_poll_interval_ms`
+//!   and static membership. Delivery to the application is at least once (see [`consumer`]).
 //! - [`Admin`]: create, delete, list and describe topics; list and describe groups with lag.
 //! - [`blocking`]: the producer and consumer for code without an async runtime.
 //!
@@ -61,7 +63,9 @@
 //! - `records`: [`Message`], headers, compression codecs; `batch`: the record-batch codec.
 //! - `partitioner`: murmur2 and the partitioner.
 //! - `producer/`: the producer and its batching task.
-//! - `consumer/`: the consumer, fetching, group membership and the range assignor.
+//! - `consumer/`: the consumer, fetching, group membership, the range assignor, the stream.
+//!
+//! Runnable programs: `crates/strom-client/examples/` (producer, consumer group, admin).
 //! - `offsets`: ListOffsets and OffsetFetch helpers; `admin`: [`Admin`].
 
 pub mod admin;

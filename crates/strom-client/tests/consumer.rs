@@ -283,3 +283,78 @@ async fn a_consumer_is_a_stream_of_messages() {
     assert_eq!(committed(&broker.addr, "streamers", 1).await, Some(15));
     c.close().await.unwrap();
 }
+
+/// Three members share a stream; one dies mid-stream without leaving (its task is aborted,
+/// as a crash would end it). The other two take over its partitions after the session
+/// timeout and every message is handled at least once, resuming from the dead member's last
+/// commit.
+#[tokio::test]
+async fn a_three_member_group_survives_a_member_killed_mid_stream() {
+    const PARTITIONS: i32 = 3;
+    const PER_PARTITION: usize = 200;
+    let broker = broker!();
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("trio", PARTITIONS).await.unwrap();
+    let seen: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let config = ConsumerConfig {
+            // Kafka's smallest session timeout (group.min.session.timeout.ms).
+            session_timeout_ms: 6_000,
+            rebalance_timeout_ms: 8_000,
+            max_poll_records: 20,
+            ..group_config("trio")
+        };
+        let mut c = Consumer::connect_with(&broker.addr, config).await.unwrap();
+        c.subscribe(&["trio"]).await.unwrap();
+        let (seen, stop) = (seen.clone(), stop.clone());
+        members.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let messages = c.poll(Duration::from_millis(100)).await.unwrap();
+                {
+                    let mut s = seen.lock().unwrap();
+                    for m in &messages {
+                        s.insert(m.value_str().into_owned());
+                    }
+                }
+                if !messages.is_empty() {
+                    // A commit refused by a rebalance is retried after the next poll.
+                    let _ = c.commit().await;
+                }
+            }
+            c.close().await.unwrap();
+        }));
+    }
+    for i in 0..PER_PARTITION {
+        for p in 0..PARTITIONS {
+            producer.send("trio", format!("{p}-{i}"), p).await.unwrap();
+        }
+        if i == PER_PARTITION / 3 {
+            members.remove(0).abort();
+        }
+    }
+    let total = PARTITIONS as usize * PER_PARTITION;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for m in members {
+        m.await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let missing: Vec<String> = (0..PARTITIONS)
+        .flat_map(|p| (0..PER_PARTITION).map(move |i| format!("{p}-{i}")))
+        .filter(|v| !seen.contains(v))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "never handled: {missing:?}...");
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            committed(&broker.addr, "trio", p).await,
+            Some(PER_PARTITION as i64),
+            "partition {p}"
+        );
+    }
+}

@@ -82,7 +82,7 @@ pub mod records;
 
 pub use admin::{Admin, NewTopic};
 pub use cluster::{Client, ClientConfig};
-pub use consumer::{Consumer, ConsumerConfig, Message, OffsetReset, RebalanceListener};
+pub use consumer::{Assignor, Consumer, ConsumerConfig, Message, OffsetReset, RebalanceListener};
 pub use error::{ClientError, ResponseError, Result};
 pub use offsets::OffsetSpec;
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

@@ -343,7 +343,7 @@ async fn a_three_member_group_survives_a_member_killed_mid_stream() {
     for m in members {
         m.await.unwrap();
     }
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let missing: Vec<String> = (0..PARTITIONS)
         .flat_map(|p| (0..PER_PARTITION).map(move |i| format!("{p}-{i}")))
         .filter(|v| !seen.contains(v))
@@ -357,4 +357,54 @@ async fn a_three_member_group_survives_a_member_killed_mid_stream() {
             "partition {p}"
         );
     }
+}
+
+/// Cooperative rebalancing (KIP-429): when a second member joins, the first gives up only
+/// the partition that moves and keeps reading the other, instead of revoking everything.
+#[tokio::test]
+async fn cooperative_sticky_moves_only_the_partitions_that_change_owner() {
+    let broker = broker!();
+    fill(&broker.addr, "coop", 2, 3).await;
+    let config = || ConsumerConfig {
+        assignors: vec![strom_client::Assignor::CooperativeSticky],
+        ..group_config("coop")
+    };
+    let events = Events::default();
+    let mut a = Consumer::connect_with(&broker.addr, config())
+        .await
+        .unwrap();
+    a.set_rebalance_listener(events.clone());
+    a.subscribe(&["coop"]).await.unwrap();
+    assert_eq!(poll_n(&mut a, 6, Duration::from_secs(10)).await.len(), 6);
+    assert_eq!(a.assignment().len(), 2);
+
+    let mut b = Consumer::connect_with(&broker.addr, config())
+        .await
+        .unwrap();
+    b.subscribe(&["coop"]).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let b_task = keep_polling(b, stop.clone());
+    until_owns(&mut a, 1, Duration::from_secs(15)).await;
+    // Give B its partition in the follow-up rebalance (A rejoins at once after revoking).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        a.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let b = b_task.await.unwrap();
+    let seen = events.0.lock().unwrap().clone();
+    let kept = a.assignment()[0].clone();
+    let moved = b.assignment();
+    assert_eq!(moved.len(), 1, "{moved:?}; a saw {seen:?}");
+    assert_ne!(moved[0], kept);
+    assert_eq!(seen[0], r#"assigned [("coop", 0), ("coop", 1)]"#);
+    assert_eq!(seen[1], format!("revoked [{:?}]", moved[0]), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.contains(&format!("{kept:?}")) && e.starts_with("revoked")),
+        "the kept partition was never revoked: {seen:?}"
+    );
+    // A kept its position on the partition it kept: nothing is read twice.
+    assert_eq!(a.position(&kept.0, kept.1), Some(3));
 }

@@ -21,9 +21,10 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::task::JoinHandle;
 
 use super::assignor::{
-    decode_assignment, decode_subscription, encode_assignment, encode_subscription, range_assign,
-    RANGE_ASSIGNOR,
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription_owned,
+    range_assign,
 };
+use super::sticky::{cooperative_sticky_assign, MemberState, COOPERATIVE_STICKY_ASSIGNOR};
 use super::ConsumerConfig;
 use crate::cluster::Client;
 use crate::connection::Connection;
@@ -48,6 +49,8 @@ pub(crate) struct Membership {
     pub member_id: String,
     pub generation_id: i32,
     pub assignment: Vec<TopicPartition>,
+    /// Whether the group chose the cooperative protocol (`cooperative-sticky`).
+    pub cooperative: bool,
     /// Set by the heartbeat task when the coordinator asks the member to rejoin.
     pub rejoin: Arc<AtomicBool>,
     /// Set when the coordinator answered NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE: the
@@ -68,6 +71,7 @@ impl Membership {
         config: &ConsumerConfig,
         group: &str,
         topics: &[String],
+        owned: &[TopicPartition],
         previous: Option<Membership>,
         clock: PollClock,
     ) -> Result<Membership> {
@@ -92,7 +96,12 @@ impl Membership {
             }
             None => (connect_coordinator(client, group).await?, String::new()),
         };
-        let metadata = encode_subscription(topics)?;
+        let metadata = encode_subscription_owned(topics, owned)?;
+        if config.assignors.is_empty() {
+            return Err(ClientError::Invalid(
+                "ConsumerConfig::assignors names no assignor".into(),
+            ));
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -112,9 +121,17 @@ impl Membership {
                 .with_rebalance_timeout_ms(config.rebalance_timeout_ms)
                 .with_member_id(StrBytes::from_string(member_id.clone()))
                 .with_protocol_type(StrBytes::from_static_str("consumer"))
-                .with_protocols(vec![JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_static_str(RANGE_ASSIGNOR))
-                    .with_metadata(metadata.clone())]);
+                .with_protocols(
+                    config
+                        .assignors
+                        .iter()
+                        .map(|a| {
+                            JoinGroupRequestProtocol::default()
+                                .with_name(StrBytes::from_static_str(a.name()))
+                                .with_metadata(metadata.clone())
+                        })
+                        .collect(),
+                );
             let joined = match coordinator.send(&join).await {
                 Ok(j) => j,
                 Err(e) if e.is_retriable() => {
@@ -155,8 +172,14 @@ impl Membership {
             }
             member_id = joined.member_id.to_string();
             let generation_id = joined.generation_id;
+            let protocol = joined
+                .protocol_name
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| config.assignors[0].name().to_string());
+            let cooperative = protocol == COOPERATIVE_STICKY_ASSIGNOR;
             let assignments = if joined.leader.as_str() == member_id {
-                leader_assign(client, &joined.members).await?
+                leader_assign(client, &joined.members, cooperative).await?
             } else {
                 Vec::new()
             };
@@ -166,7 +189,7 @@ impl Membership {
                 .with_generation_id(generation_id)
                 .with_member_id(StrBytes::from_string(member_id.clone()))
                 .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
-                .with_protocol_name(Some(StrBytes::from_static_str(RANGE_ASSIGNOR)))
+                .with_protocol_name(Some(StrBytes::from_string(protocol.clone())))
                 .with_assignments(assignments);
             let synced = match coordinator.send(&sync).await {
                 Ok(s) => s,
@@ -234,6 +257,7 @@ impl Membership {
                 member_id,
                 generation_id,
                 assignment,
+                cooperative,
                 rejoin,
                 coordinator_moved,
                 lost,
@@ -309,22 +333,31 @@ async fn connect_coordinator(client: &Client, group: &str) -> Result<Arc<Connect
     Ok(Arc::new(client.dedicated_connection(&addr).await?))
 }
 
-/// The leader's job: read every member's subscription, look up partition counts, run the
-/// range assignor, and encode each member's share.
+/// The leader's job: read every member's subscription (and, for `cooperative-sticky`, the
+/// partitions each owns), look up partition counts, run the assignor, and encode each
+/// member's share.
 async fn leader_assign(
     client: &Client,
     members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
+    cooperative: bool,
 ) -> Result<Vec<SyncGroupRequestAssignment>> {
-    let mut subscriptions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut states: BTreeMap<String, MemberState> = BTreeMap::new();
     for m in members {
         let sub = decode_subscription(&m.metadata)?;
-        subscriptions.insert(
+        states.insert(
             m.member_id.to_string(),
-            sub.topics.iter().map(|t| t.to_string()).collect(),
+            MemberState {
+                topics: sub.topics.iter().map(|t| t.to_string()).collect(),
+                owned: sub
+                    .owned_partitions
+                    .iter()
+                    .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.0.to_string(), *p)))
+                    .collect(),
+            },
         );
     }
     let mut counts = BTreeMap::new();
-    for topic in subscriptions.values().flatten() {
+    for topic in states.values().flat_map(|s| &s.topics) {
         if counts.contains_key(topic) {
             continue;
         }
@@ -335,7 +368,14 @@ async fn leader_assign(
             Err(e) => tracing::warn!(topic, error = %e, "subscribed topic is not available"),
         }
     }
-    range_assign(&subscriptions, &counts)
+    let assignment = if cooperative {
+        cooperative_sticky_assign(&states, &counts)
+    } else {
+        let subscriptions: BTreeMap<String, Vec<String>> =
+            states.into_iter().map(|(m, s)| (m, s.topics)).collect();
+        range_assign(&subscriptions, &counts)
+    };
+    assignment
         .into_iter()
         .map(|(member, parts)| {
             Ok(SyncGroupRequestAssignment::default()

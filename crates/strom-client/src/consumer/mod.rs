@@ -16,6 +16,7 @@
 pub mod assignor;
 mod fetch;
 mod group;
+pub mod sticky;
 mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -51,6 +52,26 @@ pub enum OffsetReset {
     Latest,
     /// Fail the poll with `OffsetOutOfRange` / an error.
     None,
+}
+
+/// A partition assignment strategy offered in JoinGroup (`partition.assignment.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignor {
+    /// `range`, eager: every member gives up all its partitions at each rebalance.
+    Range,
+    /// `cooperative-sticky` (KIP-429): members keep their partitions across rebalances and
+    /// give up only those that move, which are assigned in a second rebalance.
+    CooperativeSticky,
+}
+
+impl Assignor {
+    /// The protocol name in JoinGroup.
+    pub fn name(self) -> &'static str {
+        match self {
+            Assignor::Range => assignor::RANGE_ASSIGNOR,
+            Assignor::CooperativeSticky => sticky::COOPERATIVE_STICKY_ASSIGNOR,
+        }
+    }
 }
 
 /// Consumer settings.
@@ -99,6 +120,10 @@ pub struct ConsumerConfig {
     /// same id within the session timeout gets its partitions back without a rebalance, and
     /// `close` does not leave the group.
     pub group_instance_id: Option<String>,
+    /// Assignors offered to the group, preferred first; the group uses one every member
+    /// offers. The default is the Java client's: `range`, then `cooperative-sticky`, so a group
+    /// can move to cooperative rebalancing one member at a time.
+    pub assignors: Vec<Assignor>,
 }
 
 impl Default for ConsumerConfig {
@@ -121,6 +146,7 @@ impl Default for ConsumerConfig {
             auto_commit_interval_ms: 5_000,
             max_poll_interval_ms: 300_000,
             group_instance_id: None,
+            assignors: vec![Assignor::Range, Assignor::CooperativeSticky],
         }
     }
 }
@@ -613,14 +639,16 @@ impl Consumer {
         }
         let group = self.group()?.to_string();
         let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        let lost = self.membership.as_ref().is_some_and(|m| m.lost());
+        let cooperative = self.membership.as_ref().is_some_and(|m| m.cooperative);
         if !owned.is_empty() {
-            let lost = self.membership.as_ref().is_some_and(|m| m.lost());
             self.buffered.clear();
             if lost {
                 if let Some(l) = self.listener.as_mut() {
                     l.on_partitions_lost(&owned);
                 }
-            } else {
+            } else if !cooperative {
+                // Eager: everything is given up before rejoining.
                 if self.config.enable_auto_commit {
                     if let Err(e) = self.commit_positions().await {
                         tracing::debug!(error = %e, "commit before the rebalance failed");
@@ -631,12 +659,18 @@ impl Consumer {
                 }
             }
         }
+        let still_owned: Vec<TopicPartition> = if lost || !cooperative {
+            Vec::new()
+        } else {
+            owned.clone()
+        };
         let previous = self.membership.take();
         let membership = Membership::join(
             &self.client,
             &self.config,
             &group,
             &self.subscription,
+            &still_owned,
             previous,
             group::PollClock {
                 created: self.created,
@@ -644,17 +678,59 @@ impl Consumer {
             },
         )
         .await?;
+        let new: Vec<TopicPartition> = membership.assignment.clone();
+        let revoked: Vec<TopicPartition> = still_owned
+            .iter()
+            .filter(|tp| !new.contains(tp))
+            .cloned()
+            .collect();
+        let added: Vec<TopicPartition> = if membership.cooperative {
+            new.iter()
+                .filter(|tp| !still_owned.contains(tp))
+                .cloned()
+                .collect()
+        } else {
+            new.clone()
+        };
+        let cooperative_now = membership.cooperative;
+        self.membership = Some(membership);
+        if !revoked.is_empty() {
+            // Cooperative: give up only what moves, commit it first, and rejoin at once so
+            // the group can hand it to its new member.
+            if self.config.enable_auto_commit {
+                let offsets: Vec<(TopicPartition, i64)> = revoked
+                    .iter()
+                    .filter_map(|tp| {
+                        self.positions
+                            .get(tp)
+                            .copied()
+                            .flatten()
+                            .map(|p| (tp.clone(), p))
+                    })
+                    .collect();
+                if let Err(e) = self.commit_offsets(&offsets).await {
+                    tracing::debug!(error = %e, "commit of revoked partitions failed");
+                }
+            }
+            if let Some(l) = self.listener.as_mut() {
+                l.on_partitions_revoked(&revoked);
+            }
+            if let Some(m) = &self.membership {
+                m.rejoin.store(true, Ordering::Release);
+            }
+        }
         // Keep positions of partitions we still own; the rest start from the commit.
         let old = std::mem::take(&mut self.positions);
-        for tp in &membership.assignment {
+        for tp in &new {
             let pos = old.get(tp).copied().flatten();
             self.positions.insert(tp.clone(), pos);
         }
-        self.paused.retain(|tp| membership.assignment.contains(tp));
+        self.paused.retain(|tp| new.contains(tp));
         if let Some(l) = self.listener.as_mut() {
-            l.on_partitions_assigned(&membership.assignment);
+            if !added.is_empty() || !cooperative_now {
+                l.on_partitions_assigned(&added);
+            }
         }
-        self.membership = Some(membership);
         self.partition_counts = self.subscribed_partition_counts().await?;
         Ok(())
     }

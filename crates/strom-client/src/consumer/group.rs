@@ -1,5 +1,7 @@
 //! Membership in a consumer group with the classic protocol: JoinGroup, SyncGroup (the leader
-//! computes the `range` assignment), a background Heartbeat task, LeaveGroup on close.
+//! computes the assignment with the protocol the group chose, `range` or
+//! `cooperative-sticky`), a background Heartbeat task that also watches
+//! `max_poll_interval_ms`, LeaveGroup on close (not for static members).
 //!
 //! The member talks to the coordinator over its own connection, so heartbeats never queue
 //! behind a long-polling fetch on the shared one.

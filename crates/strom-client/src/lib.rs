@@ -9,10 +9,11 @@
 //!   order per partition, retried for `delivery_timeout_ms`), its buffer bounded by
 //!   `buffer_memory` bytes. See [`producer`] for the delivery guarantees.
 //! - [`Consumer`]: manual assignment with positions and `seek`, or membership in a consumer
-//!   group (`subscribe`, `range` or `cooperative-sticky` assignment, heartbeats); `poll` (at most `max_poll_records`),
-//!   `commit`, resume from the committed offsets, `pause`/`resume`, a `Stream` of messages
-//!   ([`Consumer::into_stream`]), auto-commit, a [`RebalanceListener`], `max_poll_interval_ms`
-//!   and static membership. Delivery to the application is at least once (see [`consumer`]).
+//!   group (`subscribe`, `range` or `cooperative-sticky` assignment, heartbeats); `poll` (at
+//!   most `max_poll_records`), `commit`, resume from the committed offsets, `pause`/`resume`,
+//!   a `Stream` of messages ([`Consumer::into_stream`]), auto-commit, a [`RebalanceListener`],
+//!   `max_poll_interval_ms` and static membership. Delivery to the application is at least
+//!   once (see [`consumer`]).
 //! - [`Admin`]: create, delete, list and describe topics; list and describe groups with lag.
 //! - [`blocking`]: the producer and consumer for code without an async runtime.
 //!

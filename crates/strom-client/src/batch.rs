@@ -207,16 +207,10 @@ pub(crate) fn decode_messages(
         if attributes & CONTROL_FLAG != 0 {
             continue;
         }
-        let mut body = batch.slice(BATCH_HEADER_BYTES..);
-        let body = match attributes & COMPRESSION_MASK {
-            0 => Ok(body),
-            1 => codec::Gzip::decompress(&mut body, |b| Ok(b.copy_to_bytes(b.remaining()))),
-            2 => codec::Snappy::decompress(&mut body, |b| Ok(b.copy_to_bytes(b.remaining()))),
-            3 => codec::Lz4::decompress(&mut body, |b| Ok(b.copy_to_bytes(b.remaining()))),
-            4 => codec::Zstd::decompress(&mut body, |b| Ok(b.copy_to_bytes(b.remaining()))),
-            c => return Err(bad(&format!("unknown compression codec {c}"))),
-        }
-        .map_err(|e| bad(&format!("cannot decompress: {e}")))?;
+        let body = inflate(
+            attributes & COMPRESSION_MASK,
+            batch.slice(BATCH_HEADER_BYTES..),
+        )?;
         let count = usize::try_from(count).map_err(|_| bad("negative record count"))?;
         let mut body = body;
         out.messages
@@ -234,6 +228,42 @@ pub(crate) fn decode_messages(
         }
     }
     Ok(out)
+}
+
+/// The most bytes one batch may decompress to. A small compressed batch from a hostile broker
+/// can claim gigabytes (a decompression bomb); past this bound the batch is refused instead.
+pub(crate) const DECOMPRESSED_BATCH_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Decompresses a batch's records, stopping at [`DECOMPRESSED_BATCH_BYTES_MAX`]. gzip, lz4 and
+/// zstd are read as streams with a limit; snappy (xerial framing) goes through
+/// `kafka_protocol`, whose blocks each state their length, and is checked after.
+fn inflate(codec: i16, mut body: Bytes) -> Result<Bytes> {
+    use std::io::Read;
+    let limit = DECOMPRESSED_BATCH_BYTES_MAX as u64 + 1;
+    let mut out = Vec::new();
+    let read = match codec {
+        0 => return Ok(body),
+        1 => flate2::read::GzDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut out),
+        2 => {
+            let raw = codec::Snappy::decompress(&mut body, |b| Ok(b.copy_to_bytes(b.remaining())))
+                .map_err(|e| bad(&format!("cannot decompress snappy: {e}")))?;
+            out = raw.to_vec();
+            Ok(out.len())
+        }
+        3 => lz4::Decoder::new(&body[..]).and_then(|d| d.take(limit).read_to_end(&mut out)),
+        4 => zstd::stream::read::Decoder::new(&body[..])
+            .and_then(|d| d.take(limit).read_to_end(&mut out)),
+        c => return Err(bad(&format!("unknown compression codec {c}"))),
+    };
+    read.map_err(|e| bad(&format!("cannot decompress: {e}")))?;
+    if out.len() > DECOMPRESSED_BATCH_BYTES_MAX {
+        return Err(bad(&format!(
+            "decompresses to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Decodes one record; returns its offset delta and the message without topic, partition
@@ -507,6 +537,23 @@ mod hostile {
         b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         let err = decode_messages("t", 0, reseal(b), 0).unwrap_err();
         assert!(err.to_string().contains("malformed record batch"), "{err}");
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_bound() {
+        // 200 MiB of zeros compress to a few KiB (zstd is C, fast even in a debug build).
+        let compressed = zstd::bulk::compress(&vec![0u8; 200 << 20], 1).unwrap();
+        assert!(compressed.len() < 1 << 20);
+        let mut b = BytesMut::from(&valid()[..BATCH_HEADER_BYTES]);
+        b[21..23].copy_from_slice(&4i16.to_be_bytes()); // zstd
+        b.extend_from_slice(&compressed);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let err = decode_messages("t", 0, reseal(b), 0).unwrap_err();
+        assert!(
+            err.to_string().contains("decompresses to more than"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! The CRC-32C covers the bytes from the attributes to the end. Varints are zig-zag encoded.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{self as codec, Compressor, Decompressor};
+use kafka_protocol::compression::{self as codec, Compressor};
+use kafka_protocol::records::Compression;
+use strom_protocol::records::{decompress, RecordsError};
 
 use crate::error::{ClientError, Result};
 use crate::records::{CompressionType, Header, Message, OutgoingRecord};
@@ -166,14 +168,20 @@ pub(crate) struct Decoded {
 /// Decodes the record batches of a fetch response into messages at or after `from_offset`,
 /// skipping control records. A batch cut off at the end (the broker's size limit) is dropped:
 /// the next fetch asks for it again. A malformed batch is an error, never a panic, and no
-/// count read off the wire reserves memory beyond what the bytes at hand can hold.
+/// count read off the wire reserves memory beyond what the bytes at hand can hold. The records
+/// decompressed add up to at most `decompressed_max_bytes`: decoding stops before the batch
+/// that would pass it (the next fetch starts there), and a first batch that alone passes it
+/// is an error.
 pub(crate) fn decode_messages(
     topic: &str,
     partition: i32,
     mut records: Bytes,
     from_offset: i64,
+    decompressed_max_bytes: usize,
 ) -> Result<Decoded> {
     let mut out = Decoded::default();
+    let mut decompressed_bytes = 0usize;
+    let mut decoded_any = false;
     while records.len() >= BATCH_HEADER_BYTES {
         let base_offset = be_i64(&records[0..8]);
         let batch_len = be_i32(&records[8..12]);
@@ -199,6 +207,7 @@ pub(crate) fn decode_messages(
         let last_delta = be_i32(&batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]);
         let base_ts = be_i64(&batch[27..35]);
         let count = be_i32(&batch[57..61]);
+        let next_before = out.next_offset;
         out.next_offset = Some(
             base_offset
                 .saturating_add(i64::from(last_delta))
@@ -207,10 +216,31 @@ pub(crate) fn decode_messages(
         if attributes & CONTROL_FLAG != 0 {
             continue;
         }
-        let body = inflate(
-            attributes & COMPRESSION_MASK,
-            batch.slice(BATCH_HEADER_BYTES..),
-        )?;
+        let compression = match attributes & COMPRESSION_MASK {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            c => return Err(bad(&format!("unknown compression codec {c}"))),
+        };
+        let budget = decompressed_max_bytes.saturating_sub(decompressed_bytes);
+        let body = match decompress(compression, &batch.slice(BATCH_HEADER_BYTES..), budget) {
+            Ok(body) => body,
+            // The batches before fit: stop here, the next fetch starts at this batch.
+            Err(RecordsError::TooLarge { .. }) if decoded_any => {
+                out.next_offset = next_before;
+                break;
+            }
+            Err(e) => {
+                return Err(ClientError::protocol(format!(
+                    "cannot decode the record batch at offset {base_offset} of {topic} \
+                     partition {partition}: {e}"
+                )))
+            }
+        };
+        decompressed_bytes += body.len();
+        decoded_any = true;
         let count = usize::try_from(count).map_err(|_| bad("negative record count"))?;
         let mut body = body;
         out.messages
@@ -228,42 +258,6 @@ pub(crate) fn decode_messages(
         }
     }
     Ok(out)
-}
-
-/// The most bytes one batch may decompress to. A small compressed batch from a hostile broker
-/// can claim gigabytes (a decompression bomb); past this bound the batch is refused instead.
-pub(crate) const DECOMPRESSED_BATCH_BYTES_MAX: usize = 128 * 1024 * 1024;
-
-/// Decompresses a batch's records, stopping at [`DECOMPRESSED_BATCH_BYTES_MAX`]. gzip, lz4 and
-/// zstd are read as streams with a limit; snappy (xerial framing) goes through
-/// `kafka_protocol`, whose blocks each state their length, and is checked after.
-fn inflate(codec: i16, mut body: Bytes) -> Result<Bytes> {
-    use std::io::Read;
-    let limit = DECOMPRESSED_BATCH_BYTES_MAX as u64 + 1;
-    let mut out = Vec::new();
-    let read = match codec {
-        0 => return Ok(body),
-        1 => flate2::read::GzDecoder::new(&body[..])
-            .take(limit)
-            .read_to_end(&mut out),
-        2 => {
-            let raw = codec::Snappy::decompress(&mut body, |b| Ok(b.copy_to_bytes(b.remaining())))
-                .map_err(|e| bad(&format!("cannot decompress snappy: {e}")))?;
-            out = raw.to_vec();
-            Ok(out.len())
-        }
-        3 => lz4::Decoder::new(&body[..]).and_then(|d| d.take(limit).read_to_end(&mut out)),
-        4 => zstd::stream::read::Decoder::new(&body[..])
-            .and_then(|d| d.take(limit).read_to_end(&mut out)),
-        c => return Err(bad(&format!("unknown compression codec {c}"))),
-    };
-    read.map_err(|e| bad(&format!("cannot decompress: {e}")))?;
-    if out.len() > DECOMPRESSED_BATCH_BYTES_MAX {
-        return Err(bad(&format!(
-            "decompresses to more than {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
-        )));
-    }
-    Ok(Bytes::from(out))
 }
 
 /// Decodes one record; returns its offset delta and the message without topic, partition
@@ -381,6 +375,8 @@ fn get_bytes(buf: &mut Bytes) -> Result<Option<Bytes>> {
 mod tests {
     use super::*;
 
+    pub(super) const LIMIT: usize = strom_protocol::records::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES;
+
     fn record(key: Option<&str>, value: &str) -> OutgoingRecord {
         OutgoingRecord {
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
@@ -400,7 +396,7 @@ mod tests {
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let codec: CompressionType = codec.parse().unwrap();
             let bytes = encode_batch(&records, codec, ProducerStamp::NONE).unwrap();
-            let decoded = decode_messages("t", 2, bytes, 0).unwrap();
+            let decoded = decode_messages("t", 2, bytes, 0, LIMIT).unwrap();
             assert_eq!(decoded.next_offset, Some(2));
             let messages = decoded.messages;
             assert_eq!(messages.len(), 2, "{codec:?}");
@@ -426,13 +422,15 @@ mod tests {
             "one batch for all records"
         );
         assert_eq!(&bytes[53..57], &(-1i32).to_be_bytes(), "no base sequence");
-        let messages = decode_messages("t", 0, bytes.clone(), 2).unwrap().messages;
+        let messages = decode_messages("t", 0, bytes.clone(), 2, LIMIT)
+            .unwrap()
+            .messages;
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].value_str(), "c");
 
         let mut two = BytesMut::from(&bytes[..]);
         two.extend_from_slice(&bytes[..bytes.len() - 5]);
-        let decoded = decode_messages("t", 0, two.freeze(), 0).unwrap();
+        let decoded = decode_messages("t", 0, two.freeze(), 0, LIMIT).unwrap();
         assert_eq!(decoded.next_offset, Some(3));
         let messages = decoded.messages;
         assert_eq!(messages.len(), 3, "the cut-off second batch is dropped");
@@ -447,6 +445,7 @@ mod tests {
 
 #[cfg(test)]
 mod proptests {
+    use super::tests::LIMIT;
     use super::*;
     use proptest::prelude::*;
 
@@ -488,7 +487,7 @@ mod proptests {
             ],
         ) {
             let bytes = encode_batch(&records, codec, ProducerStamp::NONE).unwrap();
-            let decoded = decode_messages("t", 0, bytes, 0).unwrap();
+            let decoded = decode_messages("t", 0, bytes, 0, LIMIT).unwrap();
             prop_assert_eq!(decoded.next_offset, Some(records.len() as i64));
             prop_assert_eq!(decoded.messages.len(), records.len());
             for (i, (m, r)) in decoded.messages.iter().zip(&records).enumerate() {
@@ -507,6 +506,7 @@ mod hostile {
     //! A batch from a buggy or hostile broker is an error or fewer messages, never a panic and
     //! never a reservation sized by a count on the wire.
 
+    use super::tests::LIMIT;
     use super::*;
     use proptest::prelude::*;
 
@@ -535,25 +535,31 @@ mod hostile {
     fn a_record_count_of_two_billion_is_an_error_not_an_allocation() {
         let mut b = BytesMut::from(&valid()[..]);
         b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
-        let err = decode_messages("t", 0, reseal(b), 0).unwrap_err();
+        let err = decode_messages("t", 0, reseal(b), 0, LIMIT).unwrap_err();
         assert!(err.to_string().contains("malformed record batch"), "{err}");
     }
 
     #[test]
-    fn a_decompression_bomb_is_refused_at_the_bound() {
-        // 200 MiB of zeros compress to a few KiB (zstd is C, fast even in a debug build).
-        let compressed = zstd::bulk::compress(&vec![0u8; 200 << 20], 1).unwrap();
-        assert!(compressed.len() < 1 << 20);
-        let mut b = BytesMut::from(&valid()[..BATCH_HEADER_BYTES]);
-        b[21..23].copy_from_slice(&4i16.to_be_bytes()); // zstd
-        b.extend_from_slice(&compressed);
-        let len = (b.len() - 12) as i32;
-        b[8..12].copy_from_slice(&len.to_be_bytes());
-        let err = decode_messages("t", 0, reseal(b), 0).unwrap_err();
-        assert!(
-            err.to_string().contains("decompresses to more than"),
-            "{err}"
-        );
+    fn decompression_stops_at_the_budget() {
+        // 40 KB of records that gzip to far less: over a 30 KB budget the first batch is an
+        // error, and a second batch past the budget is left for the next fetch.
+        let records: Vec<OutgoingRecord> = (0..40)
+            .map(|_| OutgoingRecord {
+                key: None,
+                value: Some(Bytes::from(vec![b'z'; 1000])),
+                headers: Vec::new(),
+                timestamp: 0,
+            })
+            .collect();
+        let one = encode_batch(&records, CompressionType::Gzip, ProducerStamp::NONE).unwrap();
+        assert!(one.len() < 5_000);
+        let err = decode_messages("t", 0, one.clone(), 0, 30_000).unwrap_err();
+        assert!(err.to_string().contains("decompress to more than"), "{err}");
+        let mut two = BytesMut::from(&one[..]);
+        two.extend_from_slice(&one);
+        let decoded = decode_messages("t", 0, two.freeze(), 0, 60_000).unwrap();
+        assert_eq!(decoded.messages.len(), 40, "the second batch waits");
+        assert_eq!(decoded.next_offset, Some(40));
     }
 
     #[test]
@@ -567,13 +573,16 @@ mod hostile {
         assert_eq!(be_i64(&b[PRODUCER_ID_POS..PRODUCER_ID_POS + 8]), 42);
         assert_eq!(i16::from_be_bytes([b[51], b[52]]), 3);
         assert_eq!(be_i32(&b[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4]), 17);
-        assert_eq!(decode_messages("t", 0, b, 0).unwrap().messages.len(), 5);
+        assert_eq!(
+            decode_messages("t", 0, b, 0, LIMIT).unwrap().messages.len(),
+            5
+        );
     }
 
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = decode_messages("t", 0, Bytes::from(bytes), 0);
+            let _ = decode_messages("t", 0, Bytes::from(bytes), 0, LIMIT);
         }
 
         #[test]
@@ -590,8 +599,8 @@ mod hostile {
                 }
             }
             let whole = reseal(b);
-            let _ = decode_messages("t", 0, whole.clone(), 0);
-            let _ = decode_messages("t", 0, whole.slice(..cut.min(whole.len())), 0);
+            let _ = decode_messages("t", 0, whole.clone(), 0, LIMIT);
+            let _ = decode_messages("t", 0, whole.slice(..cut.min(whole.len())), 0, LIMIT);
         }
     }
 }

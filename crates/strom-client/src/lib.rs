@@ -45,9 +45,9 @@
 //! The generated response decoders (`kafka-protocol`) reserve memory from array lengths read
 //! off the wire before decoding the elements; a broker that claims 2^31 elements makes the
 //! allocator fail and Rust abort the process. Record batches are decoded by this crate, never
-//! reserve from wire counts and decompress to at most 128 MiB each, but for the rest a program
-//! that talks to brokers it does not trust should install [`HugeAllocationGuard`] as its global
-//! allocator, as the `strom` binary does (`tests/fuzz_responses.rs` runs a hostile broker
+//! reserve from wire counts and decompress within `ConsumerConfig::decompressed_max_bytes`,
+//! but for the rest a program that talks to brokers it does not trust should install
+//! [`HugeAllocationGuard`] as its global allocator, as the `strom` binary does (`tests/fuzz_responses.rs` runs a hostile broker
 //! against every client call with it):
 //!
 //! ```ignore

@@ -1,8 +1,9 @@
 //! [`Client`]: the cluster handle every producer, consumer and admin shares.
 //!
-//! It bootstraps from one address, learns the brokers and the partition leaders from Metadata,
-//! keeps one [`Connection`] per broker and replaces a broken one, retrying the connect with
-//! exponential backoff.
+//! It bootstraps from a list of addresses (`a:9092,b:9092`, tried in turn), learns the brokers
+//! and the partition leaders from Metadata, keeps one [`Connection`] per broker and replaces a
+//! broken one, retrying the connect with exponential backoff. Each Metadata answer replaces
+//! the known brokers, so a broker that left the cluster is forgotten with its connection.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,10 +90,15 @@ pub struct BrokerInfo {
 struct MetadataCache {
     brokers: HashMap<i32, String>,
     topics: HashMap<String, TopicInfo>,
+    /// Topics whose leaders may have moved (NOT_LEADER_OR_FOLLOWER, a lost connection):
+    /// the next use asks the broker, and keeps the old answer if the broker cannot be asked.
+    stale: std::collections::HashSet<String>,
 }
 
 struct Inner {
+    /// The bootstrap addresses as given, e.g. `a:9092,b:9092`.
     bootstrap: String,
+    bootstrap_addrs: Vec<String>,
     config: ClientConfig,
     cache: Mutex<MetadataCache>,
     /// One connection per broker address. Held only to look up, insert or remove an entry,
@@ -115,15 +121,28 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to `bootstrap` (`host:port`) with default settings and learns the brokers.
+    /// Connects to `bootstrap` (`host:port`, or several separated by commas, tried in turn)
+    /// with default settings and learns the brokers.
     pub async fn connect(bootstrap: &str) -> Result<Client> {
         Self::connect_with(bootstrap, ClientConfig::default()).await
     }
 
     /// Connects to `bootstrap` with the given settings and learns the brokers.
     pub async fn connect_with(bootstrap: &str, config: ClientConfig) -> Result<Client> {
+        let bootstrap_addrs: Vec<String> = bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if bootstrap_addrs.is_empty() {
+            return Err(ClientError::Invalid(format!(
+                "no broker address in bootstrap list '{bootstrap}'"
+            )));
+        }
         let client = Client {
             inner: Arc::new(Inner {
+                bootstrap_addrs,
                 bootstrap: bootstrap.to_string(),
                 config,
                 cache: Mutex::new(MetadataCache::default()),
@@ -134,7 +153,7 @@ impl Client {
         Ok(client)
     }
 
-    /// The address this client bootstrapped from.
+    /// The bootstrap list this client was given.
     pub fn bootstrap(&self) -> &str {
         &self.inner.bootstrap
     }
@@ -208,7 +227,8 @@ impl Client {
         }
     }
 
-    /// A connection to any broker: a known one first, the bootstrap address last.
+    /// A connection to any broker: a healthy open one first, then the known brokers, then
+    /// each bootstrap address in turn.
     pub async fn any_connection(&self) -> Result<Arc<Connection>> {
         let known: Vec<String> = {
             let cache = self.inner.cache.lock().expect("metadata cache poisoned");
@@ -216,14 +236,29 @@ impl Client {
             ids.sort();
             ids.into_iter().map(|(_, a)| a.clone()).collect()
         };
-        let mut last_err = None;
-        for addr in known.iter().chain(std::iter::once(&self.inner.bootstrap)) {
-            match self.connection(addr).await {
-                Ok(conn) => return Ok(conn),
-                Err(e) => last_err = Some(e),
+        {
+            let connections = self.inner.connections.lock().expect("connections poisoned");
+            for addr in known.iter().chain(&self.inner.bootstrap_addrs) {
+                if let Some(conn) = connections.get(addr).filter(|c| !c.is_broken()) {
+                    return Ok(conn.clone());
+                }
             }
         }
-        Err(last_err.expect("the bootstrap address is always tried"))
+        let mut last_err = None;
+        let mut tried = std::collections::HashSet::new();
+        for addr in known.iter().chain(&self.inner.bootstrap_addrs) {
+            if !tried.insert(addr.as_str()) {
+                continue;
+            }
+            match self.connection(addr).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!(addr, error = %e, "broker not reachable, trying the next");
+                    last_err = Some(e)
+                }
+            }
+        }
+        Err(last_err.expect("the bootstrap list is never empty"))
     }
 
     /// A connection to the broker with this id.
@@ -255,18 +290,39 @@ impl Client {
             .with_allow_auto_topic_creation(false);
         let conn = self.any_connection().await?;
         let response = conn.send(&request).await?;
-        self.update_cache(&response);
+        self.update_cache(&response, conn.addr());
         Ok(response)
     }
 
-    fn update_cache(&self, response: &MetadataResponse) {
+    fn update_cache(&self, response: &MetadataResponse, via: &str) {
         let mut cache = self.inner.cache.lock().expect("metadata cache poisoned");
-        for broker in &response.brokers {
-            let addr = self.reachable_addr(broker.host.as_str(), broker.port);
-            cache.brokers.insert(broker.node_id.0, addr);
+        if !response.brokers.is_empty() {
+            // The answer lists every live broker: forget the ones that left.
+            let brokers: HashMap<i32, String> = response
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, reachable_addr(via, b.host.as_str(), b.port)))
+                .collect();
+            let gone: Vec<String> = cache
+                .brokers
+                .values()
+                .filter(|a| !brokers.values().any(|b| b == *a))
+                .cloned()
+                .collect();
+            cache.brokers = brokers;
+            if !gone.is_empty() {
+                tracing::debug!(?gone, "brokers left the cluster");
+                let mut connections = self.inner.connections.lock().expect("connections poisoned");
+                for addr in &gone {
+                    if !self.inner.bootstrap_addrs.contains(addr) {
+                        connections.remove(addr);
+                    }
+                }
+            }
         }
         for topic in &response.topics {
             let Some(name) = &topic.name else { continue };
+            cache.stale.remove(name.0.as_str());
             if topic.error_code != 0 {
                 cache.topics.remove(name.0.as_str());
                 continue;
@@ -295,27 +351,35 @@ impl Client {
         }
     }
 
-    /// `host:port` for an advertised address. A broker bound to every interface may advertise
-    /// `0.0.0.0`; reach it the way the bootstrap address did.
-    fn reachable_addr(&self, host: &str, port: i32) -> String {
-        let bootstrap_host = self.inner.bootstrap.rsplit_once(':').map_or("", |(h, _)| h);
-        let host = match host {
-            "0.0.0.0" | "::" | "" => bootstrap_host,
-            h => h,
-        };
-        if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
+    /// The leader of a partition if the cache knows it, without asking the broker or copying
+    /// the topic's metadata (the producer asks this for every batch).
+    pub fn cached_leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        let cache = self.inner.cache.lock().expect("metadata cache poisoned");
+        if cache.stale.contains(topic) {
+            return None;
         }
+        let info = cache.topics.get(topic)?;
+        let p = info.partitions.iter().find(|p| p.partition == partition)?;
+        (p.leader >= 0).then_some(p.leader)
     }
 
     /// Topic metadata from the cache, asking the broker when the topic is not cached.
+    /// A topic marked stale is asked again; if the broker cannot be reached (a retriable
+    /// error), the last known metadata is returned, so a producer keeps accepting records for a
+    /// topic it knows while the cluster is briefly away.
     pub async fn topic(&self, name: &str) -> Result<TopicInfo> {
-        if let Some(t) = self.cached_topic(name) {
-            return Ok(t);
+        let (cached, stale) = {
+            let cache = self.inner.cache.lock().expect("metadata cache poisoned");
+            (cache.topics.get(name).cloned(), cache.stale.contains(name))
+        };
+        match cached {
+            Some(t) if !stale => Ok(t),
+            Some(t) => match self.refresh_topic(name).await {
+                Err(e) if e.is_retriable() && e.code().is_none() => Ok(t),
+                other => other,
+            },
+            None => self.refresh_topic(name).await,
         }
-        self.refresh_topic(name).await
     }
 
     /// Asks the broker for fresh metadata of one topic.
@@ -336,10 +400,13 @@ impl Client {
         cache.topics.get(name).cloned()
     }
 
-    /// Forgets a topic so the next use asks the broker again (after NotLeader and the like).
+    /// Marks a topic stale so the next use asks the broker again (after NotLeader and the
+    /// like).
     pub fn invalidate_topic(&self, name: &str) {
         let mut cache = self.inner.cache.lock().expect("metadata cache poisoned");
-        cache.topics.remove(name);
+        if cache.topics.contains_key(name) {
+            cache.stale.insert(name.to_string());
+        }
     }
 
     /// The leader broker id of a partition.
@@ -386,7 +453,7 @@ impl Client {
             match ClientError::check(code, || format!("coordinator for group {group_id}")) {
                 Ok(()) => {
                     let _: BrokerId = node_id;
-                    return Ok(self.reachable_addr(host.as_str(), port));
+                    return Ok(reachable_addr(conn.addr(), host.as_str(), port));
                 }
                 Err(e) if e.is_retriable() && attempt < self.inner.config.request_retries_max => {
                     attempt += 1;
@@ -398,6 +465,13 @@ impl Client {
         }
     }
 
+    /// Forgets a group's coordinator connection after NOT_COORDINATOR or
+    /// COORDINATOR_NOT_AVAILABLE, so the next use finds the coordinator again.
+    pub fn invalidate_connection(&self, addr: &str) {
+        let mut connections = self.inner.connections.lock().expect("connections poisoned");
+        connections.remove(addr);
+    }
+
     /// Sleeps for the `attempt`-th retry backoff (0-based).
     pub(crate) async fn backoff(&self, attempt: u32) {
         let base = self.inner.config.retry_backoff;
@@ -405,5 +479,20 @@ impl Client {
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.inner.config.retry_backoff_max);
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// `host:port` for an advertised address. A broker bound to every interface may advertise
+/// `0.0.0.0`; reach it the way the connection that learned of it (`via`) did.
+fn reachable_addr(via: &str, host: &str, port: i32) -> String {
+    let via_host = via.rsplit_once(':').map_or("", |(h, _)| h);
+    let host = match host {
+        "0.0.0.0" | "::" | "" => via_host,
+        h => h,
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }

@@ -154,7 +154,7 @@ pub struct Connection {
     shared: Arc<Shared>,
     client_id: StrBytes,
     writer: Mutex<Writer>,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     correlation_id: AtomicI32,
     /// Broker's supported (min, max) per API key, from ApiVersions.
     versions: HashMap<i16, (i16, i16)>,
@@ -206,7 +206,7 @@ impl Connection {
                 half: write_half,
                 buf: BytesMut::with_capacity(4096),
             }),
-            in_flight: Semaphore::new(IN_FLIGHT_REQUESTS_MAX),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT_REQUESTS_MAX)),
             correlation_id: AtomicI32::new(0),
             versions: HashMap::new(),
             request_timeout,
@@ -282,9 +282,26 @@ impl Connection {
 
     /// Sends a request at the given version and waits for its response.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
-        let _permit = self
+        self.submit_version(request, version).await?.wait().await
+    }
+
+    /// Writes a request at the negotiated version and returns at once; await the answer with
+    /// [`PendingResponse::wait`]. Requests submitted one after another reach the broker in
+    /// that order, which is what keeps a pipelined producer's batches in sequence.
+    pub async fn submit<R: Request>(&self, request: &R) -> Result<PendingResponse<R::Response>> {
+        let version = self.version_for::<R>()?;
+        self.submit_version(request, version).await
+    }
+
+    async fn submit_version<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<PendingResponse<R::Response>> {
+        let permit = self
             .in_flight
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| ClientError::Closed)?;
         let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
@@ -302,26 +319,14 @@ impl Connection {
                 .remove(&correlation_id);
             return Err(e);
         }
-        let mut body = match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(answer)) => answer?,
-            Ok(Err(_)) => return Err(self.shared.broken_error()),
-            Err(_) => {
-                // A broker that stops answering is treated as gone, as Kafka clients do.
-                self.shared.break_with(
-                    std::io::ErrorKind::TimedOut,
-                    "an earlier request on this connection timed out",
-                );
-                return Err(ClientError::Timeout {
-                    what: format!("{} response from {}", api_name(R::KEY), self.shared.addr),
-                    timeout_ms: self.request_timeout.as_millis() as u64,
-                });
-            }
-        };
-        R::Response::decode(&mut body, version).map_err(|e| {
-            ClientError::protocol(format!(
-                "cannot decode {} v{version} response: {e}",
-                api_name(R::KEY)
-            ))
+        Ok(PendingResponse {
+            rx,
+            _permit: permit,
+            shared: self.shared.clone(),
+            api_key: R::KEY,
+            version,
+            request_timeout: self.request_timeout,
+            _response: std::marker::PhantomData,
         })
     }
 
@@ -389,6 +394,50 @@ impl Connection {
                 })
             }
         }
+    }
+}
+
+/// A request written to the broker whose answer is still to come.
+pub struct PendingResponse<T> {
+    rx: oneshot::Receiver<Result<Bytes>>,
+    /// Holds the request's place among the connection's in-flight requests.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    api_key: i16,
+    version: i16,
+    request_timeout: Duration,
+    _response: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Decodable> PendingResponse<T> {
+    /// Waits up to the request timeout for the answer and decodes it. A timeout marks the
+    /// connection broken, as Kafka clients treat a broker that stops answering as gone.
+    pub async fn wait(self) -> Result<T> {
+        let mut body = match tokio::time::timeout(self.request_timeout, self.rx).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => return Err(self.shared.broken_error()),
+            Err(_) => {
+                self.shared.break_with(
+                    std::io::ErrorKind::TimedOut,
+                    "an earlier request on this connection timed out",
+                );
+                return Err(ClientError::Timeout {
+                    what: format!(
+                        "{} response from {}",
+                        api_name(self.api_key),
+                        self.shared.addr
+                    ),
+                    timeout_ms: self.request_timeout.as_millis() as u64,
+                });
+            }
+        };
+        let version = self.version;
+        T::decode(&mut body, version).map_err(|e| {
+            ClientError::protocol(format!(
+                "cannot decode {} v{version} response: {e}",
+                api_name(self.api_key)
+            ))
+        })
     }
 }
 

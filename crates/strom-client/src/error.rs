@@ -135,6 +135,46 @@ impl ClientError {
         }
     }
 
+    /// An equal error for another waiter: `ClientError` holds an `io::Error`, which is not
+    /// `Clone`.
+    pub(crate) fn duplicate(&self) -> ClientError {
+        match self {
+            ClientError::Connect { addr, reason } => ClientError::Connect {
+                addr: addr.clone(),
+                reason: reason.clone(),
+            },
+            ClientError::Io { addr, source } => ClientError::Io {
+                addr: addr.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            ClientError::Kafka {
+                code,
+                context,
+                message,
+            } => ClientError::Kafka {
+                code: *code,
+                context: context.clone(),
+                message: message.clone(),
+            },
+            ClientError::Protocol(m) => ClientError::Protocol(m.clone()),
+            ClientError::UnsupportedApi {
+                api,
+                client_min,
+                client_max,
+            } => ClientError::UnsupportedApi {
+                api: api.clone(),
+                client_min: *client_min,
+                client_max: *client_max,
+            },
+            ClientError::Timeout { what, timeout_ms } => ClientError::Timeout {
+                what: what.clone(),
+                timeout_ms: *timeout_ms,
+            },
+            ClientError::Invalid(m) => ClientError::Invalid(m.clone()),
+            ClientError::Closed => ClientError::Closed,
+        }
+    }
+
     pub(crate) fn connect(addr: &str, err: &io::Error) -> Self {
         ClientError::Connect {
             addr: addr.to_string(),

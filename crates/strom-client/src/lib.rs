@@ -4,11 +4,16 @@
 //! protocol through the message types of the `kafka-protocol` crate.
 //!
 //! - [`Producer`]: `create_topic`, `send` (returns the offset), keyed records with headers
-//!   (partitioned by murmur2 like the Java client), batching (`linger_ms`, `batch_size`),
-//!   compression and acks.
+//!   (partitioned by murmur2 like the Java client), batching (`linger_ms`, `batch_size`,
+//!   `max_request_size`), compression and acks; idempotent by default (exactly once and in
+//!   order per partition, retried for `delivery_timeout_ms`), its buffer bounded by
+//!   `buffer_memory` bytes. See [`producer`] for the delivery guarantees.
 //! - [`Consumer`]: manual assignment with positions and `seek`, or membership in a consumer
-//!   group (`subscribe`, range assignment, heartbeats); `poll`, `commit`, resume from the
-//!   committed offsets.
+//!   group (`subscribe`, `range` or `cooperative-sticky` assignment, heartbeats); `poll` (at
+//!   most `max_poll_records`), `commit`, resume from the committed offsets, `pause`/`resume`,
+//!   a `Stream` of messages ([`Consumer::into_stream`]), auto-commit, a [`RebalanceListener`],
+//!   `max_poll_interval_ms` and static membership. Delivery to the application is at least
+//!   once (see [`consumer`]).
 //! - [`Admin`]: create, delete, list and describe topics; list and describe groups with lag.
 //! - [`blocking`]: the producer and consumer for code without an async runtime.
 //!
@@ -33,6 +38,23 @@
 //! # }
 //! ```
 //!
+//! Every client takes a bootstrap list, `"a:9092,b:9092"`, tried in turn.
+//!
+//! ## A broker you do not trust
+//!
+//! The generated response decoders (`kafka-protocol`) reserve memory from array lengths read
+//! off the wire before decoding the elements; a broker that claims 2^31 elements makes the
+//! allocator fail and Rust abort the process. Record batches are decoded by this crate, never
+//! reserve from wire counts and decompress within `ConsumerConfig::decompressed_max_bytes`,
+//! but for the rest a program that talks to brokers it does not trust should install
+//! [`HugeAllocationGuard`] as its global allocator, as the `strom` binary does (`tests/fuzz_responses.rs` runs a hostile broker
+//! against every client call with it):
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static GLOBAL: strom_client::HugeAllocationGuard = strom_client::HugeAllocationGuard;
+//! ```
+//!
 //! Errors are one type, [`ClientError`]; Kafka error codes keep their protocol names
 //! (`UnknownTopicOrPartition`, `TopicAlreadyExists`, ...) and a broker that cannot be reached
 //! reads `cannot reach broker at 127.0.0.1:9092: connection refused`.
@@ -41,13 +63,16 @@
 //!
 //! - `connection`: one TCP connection, framing, correlation ids, ApiVersions negotiation.
 //! - `cluster`: [`Client`], the shared cluster handle: metadata, connections, reconnects.
-//! - `records`: record batches in and out; [`Message`].
+//! - `records`: [`Message`], headers, compression codecs; `batch`: the record-batch codec.
 //! - `partitioner`: murmur2 and the partitioner.
 //! - `producer/`: the producer and its batching task.
-//! - `consumer/`: the consumer, fetching, group membership and the range assignor.
+//! - `consumer/`: the consumer, fetching, group membership, the range assignor, the stream.
+//!
+//! Runnable programs: `crates/strom-client/examples/` (producer, consumer group, admin).
 //! - `offsets`: ListOffsets and OffsetFetch helpers; `admin`: [`Admin`].
 
 pub mod admin;
+mod batch;
 pub mod blocking;
 pub mod cluster;
 pub mod connection;
@@ -60,8 +85,9 @@ pub mod records;
 
 pub use admin::{Admin, NewTopic};
 pub use cluster::{Client, ClientConfig};
-pub use consumer::{Consumer, ConsumerConfig, Message, OffsetReset};
+pub use consumer::{Assignor, Consumer, ConsumerConfig, Message, OffsetReset, RebalanceListener};
 pub use error::{ClientError, ResponseError, Result};
 pub use offsets::OffsetSpec;
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use records::CompressionType;
+pub use strom_protocol::alloc_guard::HugeAllocationGuard;

@@ -47,58 +47,114 @@ pub(crate) fn group_id(name: &str) -> GroupId {
     GroupId(StrBytes::from_string(name.to_string()))
 }
 
-/// Asks each partition's leader for the offset `spec` names.
+/// Asks each partition's leader for the offset `spec` names. A partition whose leader moved
+/// (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION and other retriable errors) or whose
+/// leader is unreachable is asked again after a metadata refresh, up to
+/// `request_retries_max` times.
 pub async fn list_offsets(
     client: &Client,
     partitions: &[TopicPartition],
     spec: OffsetSpec,
 ) -> Result<HashMap<TopicPartition, i64>> {
-    let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
-    for (topic, partition) in partitions {
-        let leader = client.leader(topic, *partition).await?;
-        by_leader
-            .entry(leader)
-            .or_default()
-            .entry(topic.clone())
-            .or_default()
-            .push(*partition);
-    }
     let mut out = HashMap::new();
-    for (leader, topics) in by_leader {
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_isolation_level(0)
-            .with_timeout_ms(client.config().request_timeout.as_millis() as i32)
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(topic, parts)| {
-                        ListOffsetsTopic::default()
-                            .with_name(topic_name(&topic))
-                            .with_partitions(
-                                parts
-                                    .into_iter()
-                                    .map(|p| {
-                                        ListOffsetsPartition::default()
-                                            .with_partition_index(p)
-                                            .with_current_leader_epoch(-1)
-                                            .with_timestamp(spec.timestamp())
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            );
-        let conn = client.broker_connection(leader).await?;
-        let response = conn.send(&request).await?;
-        for topic in response.topics {
-            let name = topic.name.0.to_string();
-            for p in topic.partitions {
-                ClientError::check(p.error_code, || {
-                    format!("offsets of topic {name} partition {}", p.partition_index)
-                })?;
-                out.insert((name.clone(), p.partition_index), p.offset);
+    let mut todo: Vec<TopicPartition> = partitions.to_vec();
+    let mut attempt = 0;
+    loop {
+        let mut retry: Vec<(TopicPartition, ClientError)> = Vec::new();
+        let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+        for (topic, partition) in todo {
+            match client.leader(&topic, partition).await {
+                Ok(leader) => by_leader
+                    .entry(leader)
+                    .or_default()
+                    .entry(topic)
+                    .or_default()
+                    .push(partition),
+                Err(e) if e.is_retriable() => retry.push(((topic, partition), e)),
+                Err(e) => return Err(e),
             }
+        }
+        for (leader, topics) in by_leader {
+            let asked: Vec<TopicPartition> = topics
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(|p| (t.clone(), *p)))
+                .collect();
+            match list_offsets_from(client, leader, topics, spec).await {
+                Ok(answers) => {
+                    for (tp, answer) in answers {
+                        match answer {
+                            Ok(offset) => {
+                                out.insert(tp, offset);
+                            }
+                            Err(e) if e.is_retriable() => retry.push((tp, e)),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) if e.is_retriable() => {
+                    retry.extend(asked.into_iter().map(|tp| (tp, e.duplicate())))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if retry.is_empty() {
+            return Ok(out);
+        }
+        if attempt >= client.config().request_retries_max {
+            return Err(retry.swap_remove(0).1);
+        }
+        for ((topic, _), e) in &retry {
+            tracing::debug!(topic, error = %e, "ListOffsets will be retried after a metadata refresh");
+            client.invalidate_topic(topic);
+        }
+        client.backoff(attempt).await;
+        attempt += 1;
+        todo = retry.into_iter().map(|(tp, _)| tp).collect();
+    }
+}
+
+/// One ListOffsets request to one leader: the answer per partition.
+async fn list_offsets_from(
+    client: &Client,
+    leader: i32,
+    topics: BTreeMap<String, Vec<i32>>,
+    spec: OffsetSpec,
+) -> Result<Vec<(TopicPartition, Result<i64>)>> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(0)
+        .with_timeout_ms(client.config().request_timeout.as_millis() as i32)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(topic, parts)| {
+                    ListOffsetsTopic::default()
+                        .with_name(topic_name(&topic))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|p| {
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(p)
+                                        .with_current_leader_epoch(-1)
+                                        .with_timestamp(spec.timestamp())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    let conn = client.broker_connection(leader).await?;
+    let response = conn.send(&request).await?;
+    let mut out = Vec::new();
+    for topic in response.topics {
+        let name = topic.name.0.to_string();
+        for p in topic.partitions {
+            let answer = ClientError::check(p.error_code, || {
+                format!("offsets of topic {name} partition {}", p.partition_index)
+            })
+            .map(|()| p.offset);
+            out.push(((name.clone(), p.partition_index), answer));
         }
     }
     Ok(out)

@@ -328,6 +328,93 @@ fn bootstrap_comes_from_the_environment_too() {
     assert!(out.lines().any(|l| l == "from-env"), "{out}");
 }
 
+/// Story: with `--linger-ms 0` the producer put every record queued while a request was in
+/// flight into one batch, whatever `batch_size`: 60,000 lines of 500 bytes became batches of
+/// many megabytes and the broker refused them with MESSAGE_TOO_LARGE. Batches now stop at
+/// `batch_size` and requests at `max_request_size` whatever the linger.
+#[test]
+fn sixty_thousand_lines_of_500_bytes_with_no_linger() {
+    let broker = broker!();
+    let (code, _, err) = broker.cli(&["topic", "create", "big", "--partitions", "1"], "");
+    assert_eq!(code, 0, "{err}");
+    let mut input = String::with_capacity(60_000 * 501);
+    for i in 0..60_000 {
+        let line = format!("{i:08}");
+        input.push_str(&line);
+        input.push_str(&"x".repeat(500 - line.len()));
+        input.push('\n');
+    }
+    let (code, out, err) = broker.cli(&["produce", "big", "--linger-ms", "0"], &input);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+
+    let (code, out, err) = broker.cli(
+        &[
+            "consume",
+            "big",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "%o %s",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 60_000);
+    for (i, line) in lines.iter().enumerate().step_by(997) {
+        assert!(
+            line.starts_with(&format!("{i} {i:08}x")),
+            "line {i}: {line:.40}"
+        );
+        assert_eq!(line.len(), format!("{i} ").len() + 500);
+    }
+}
+
+/// Story: `--bootstrap` took one address; a list with a broker that is down failed.
+#[test]
+fn a_bootstrap_list_skips_a_dead_address() {
+    let broker = broker!();
+    let dead = format!("127.0.0.1:{}", support::free_port());
+    let list = format!("{dead},{}", broker.addr);
+    let binary = &broker.binary;
+    let (code, out, err) = run_cli(
+        binary,
+        &[
+            "topic",
+            "create",
+            "listed",
+            "--partitions",
+            "1",
+            "--bootstrap",
+            &list,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "created topic listed with 1 partition\n");
+    let (code, _, err) = run_cli(
+        binary,
+        &["produce", "listed", "--bootstrap", &list],
+        "a\nb\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(
+        binary,
+        &[
+            "consume",
+            "listed",
+            "--from-beginning",
+            "--exit-at-end",
+            "--bootstrap",
+            &list,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "a\nb\n");
+}
+
 /// Runs kcat (librdkafka) if it is installed; `None` skips the test.
 fn kcat(args: &[&str], stdin: &str) -> Option<(i32, String, String)> {
     let found = std::process::Command::new("kcat")

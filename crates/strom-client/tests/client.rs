@@ -392,6 +392,51 @@ fn blocking_wrappers_work_without_a_runtime() {
     consumer.close().unwrap();
 }
 
+/// Story: a blocking producer or consumer used or dropped inside an async runtime (a `Drop`
+/// running in a task, a handler holding one) panicked: tokio refuses `block_on` and dropping a
+/// runtime on a thread that runs async code. Now the calls wait on a plain channel and drop
+/// shuts the wrapper's runtime down in the background: no panic, and nothing sent is lost.
+#[test]
+fn a_blocking_client_works_and_drops_inside_an_async_runtime() {
+    let broker = broker!();
+    let producer = strom_client::blocking::Producer::connect(&broker.addr).unwrap();
+    producer.create_topic("inside", 1).unwrap();
+    let mut consumer = strom_client::blocking::Consumer::connect(&broker.addr).unwrap();
+    consumer.assign("inside", 0).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addr = broker.addr.clone();
+    runtime.block_on(async move {
+        assert_eq!(producer.send("inside", "from async code", 0).unwrap(), 0);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.is_empty() && Instant::now() < deadline {
+            got = consumer.poll(Duration::from_millis(200)).unwrap();
+        }
+        assert_eq!(got.len(), 1);
+        drop(consumer);
+        drop(producer);
+        // Made on a blocking thread of this runtime, dropped in one of its tasks.
+        let producer = tokio::task::spawn_blocking(move || {
+            let p = strom_client::blocking::Producer::connect(&addr).unwrap();
+            p.send("inside", "from a blocking thread", 0).unwrap();
+            p
+        })
+        .await
+        .unwrap();
+        tokio::spawn(async move { drop(producer) }).await.unwrap();
+    });
+    drop(runtime);
+    let mut consumer = strom_client::blocking::Consumer::connect(&broker.addr).unwrap();
+    consumer.assign("inside", 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < 2 && Instant::now() < deadline {
+        got.extend(consumer.poll(Duration::from_millis(200)).unwrap());
+    }
+    let values: Vec<String> = got.iter().map(|m| m.value_str().into_owned()).collect();
+    assert_eq!(values, ["from async code", "from a blocking thread"]);
+}
+
 #[tokio::test]
 async fn clients_reconnect_after_a_broker_restart() {
     let mut broker = broker!();

@@ -31,6 +31,41 @@ pub fn encode_subscription(topics: &[String]) -> Result<Bytes> {
     encode_versioned(&sub)
 }
 
+/// Member metadata with the partitions the member owns now (subscription version 1), which
+/// the `cooperative-sticky` assignor needs to keep them in place.
+pub fn encode_subscription_owned(
+    topics: &[String],
+    owned: &[crate::offsets::TopicPartition],
+) -> Result<Bytes> {
+    use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition as Owned;
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in owned {
+        by_topic.entry(t.as_str()).or_default().push(*p);
+    }
+    let sub = ConsumerProtocolSubscription::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| StrBytes::from_string(t.clone()))
+                .collect(),
+        )
+        .with_owned_partitions(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    Owned::default()
+                        .with_topic(topic_name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let mut buf = BytesMut::new();
+    buf.put_i16(1);
+    sub.encode(&mut buf, 1)
+        .map_err(|e| ClientError::protocol(format!("cannot encode consumer protocol data: {e}")))?;
+    Ok(buf.freeze())
+}
+
 /// Reads a member's subscribed topics.
 pub fn decode_subscription(bytes: &[u8]) -> Result<ConsumerProtocolSubscription> {
     decode_versioned(bytes)

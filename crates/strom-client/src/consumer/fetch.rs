@@ -7,10 +7,11 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest};
 
 use super::ConsumerConfig;
+use crate::batch::decode_messages;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::offsets::{topic_name, TopicPartition};
-use crate::records::{decode_messages, Message};
+use crate::records::Message;
 
 /// What happened to one partition in a fetch.
 pub(crate) enum Outcome {

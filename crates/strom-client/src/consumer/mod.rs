@@ -5,12 +5,23 @@
 //! A position starts at the group's committed offset, else where `auto_offset_reset` says,
 //! moves as `poll` returns messages, and jumps with `seek`. `commit` stores the positions in the
 //! group (OffsetCommit), which is where the next consumer of the group resumes.
+//!
+//! `poll` returns at most `max_poll_records` messages; the rest of a fetch waits in the
+//! consumer for the next `poll`. Paused partitions are not fetched. With
+//! `enable_auto_commit`, positions are committed every `auto_commit_interval_ms` during
+//! `poll`, before a rebalance takes partitions away, and on `close`; without it, what was
+//! handled is committed with `commit`. Delivery is at least once either way: a consumer that
+//! dies after handling messages and before the commit leaves them to the next owner.
 
 pub mod assignor;
 mod fetch;
 mod group;
+pub mod sticky;
+mod stream;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::offset_commit_request::{
@@ -25,6 +36,7 @@ use crate::error::{ClientError, ResponseError, Result};
 use crate::offsets::{self, group_id, topic_name, OffsetSpec, TopicPartition};
 pub use crate::records::Message;
 use fetch::Outcome;
+pub use stream::MessageStream;
 
 /// How long `poll` pauses when a round came back empty without waiting on the broker.
 const IDLE_PAUSE: Duration = Duration::from_millis(50);
@@ -40,6 +52,26 @@ pub enum OffsetReset {
     Latest,
     /// Fail the poll with `OffsetOutOfRange` / an error.
     None,
+}
+
+/// A partition assignment strategy offered in JoinGroup (`partition.assignment.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignor {
+    /// `range`, eager: every member gives up all its partitions at each rebalance.
+    Range,
+    /// `cooperative-sticky` (KIP-429): members keep their partitions across rebalances and
+    /// give up only those that move, which are assigned in a second rebalance.
+    CooperativeSticky,
+}
+
+impl Assignor {
+    /// The protocol name in JoinGroup.
+    pub fn name(self) -> &'static str {
+        match self {
+            Assignor::Range => assignor::RANGE_ASSIGNOR,
+            Assignor::CooperativeSticky => sticky::COOPERATIVE_STICKY_ASSIGNOR,
+        }
+    }
 }
 
 /// Consumer settings.
@@ -73,6 +105,25 @@ pub struct ConsumerConfig {
     /// rather than exhausting memory; a response whose batches add up past it is consumed over
     /// several polls.
     pub decompressed_max_bytes: usize,
+    /// The most messages one `poll` returns (`max.poll.records`).
+    pub max_poll_records: usize,
+    /// Commit positions during `poll`, before partitions are revoked, and on `close`
+    /// (`enable.auto.commit`).
+    pub enable_auto_commit: bool,
+    /// How often `poll` commits with `enable_auto_commit` (`auto.commit.interval.ms`).
+    pub auto_commit_interval_ms: u64,
+    /// A group member that does not call `poll` for this long leaves the group, so its
+    /// partitions go to members that make progress (`max.poll.interval.ms`); the next `poll`
+    /// rejoins.
+    pub max_poll_interval_ms: u64,
+    /// Static membership (`group.instance.id`, KIP-345): a member that restarts with the
+    /// same id within the session timeout gets its partitions back without a rebalance, and
+    /// `close` does not leave the group.
+    pub group_instance_id: Option<String>,
+    /// Assignors offered to the group, preferred first; the group uses one every member
+    /// offers. The default is the Java client's: `range`, then `cooperative-sticky`, so a group
+    /// can move to cooperative rebalancing one member at a time.
+    pub assignors: Vec<Assignor>,
 }
 
 impl Default for ConsumerConfig {
@@ -90,6 +141,12 @@ impl Default for ConsumerConfig {
             partition_max_bytes: 1024 * 1024,
             metadata_max_age_ms: 5_000,
             decompressed_max_bytes: strom_protocol::records::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
+            max_poll_records: 500,
+            enable_auto_commit: false,
+            auto_commit_interval_ms: 5_000,
+            max_poll_interval_ms: 300_000,
+            group_instance_id: None,
+            assignors: vec![Assignor::Range, Assignor::CooperativeSticky],
         }
     }
 }
@@ -101,6 +158,24 @@ impl ConsumerConfig {
             group_id: Some(group_id.into()),
             ..Default::default()
         }
+    }
+}
+
+/// Told when a group rebalance moves partitions; see [`Consumer::set_rebalance_listener`].
+/// With `enable_auto_commit`, positions are committed before `on_partitions_revoked` runs.
+pub trait RebalanceListener: Send {
+    /// These partitions are about to be taken away (the member rejoins the group).
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+    /// The group gave this member these partitions.
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+    /// These partitions were lost without a clean hand-over (the member was dropped from the
+    /// group); their positions may already belong to another member.
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        let _ = partitions;
     }
 }
 
@@ -155,6 +230,17 @@ pub struct Consumer {
     partition_counts: BTreeMap<String, usize>,
     /// When `partition_counts` was last compared with the broker's metadata.
     metadata_checked: Instant,
+    /// Messages fetched but not yet returned (more than `max_poll_records` arrived).
+    buffered: VecDeque<Message>,
+    /// Partitions not fetched until resumed.
+    paused: BTreeSet<TopicPartition>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    /// When auto-commit last committed.
+    auto_committed: Instant,
+    /// Milliseconds since `created` of the last `poll`, read by the heartbeat task for
+    /// `max_poll_interval_ms`.
+    last_poll_ms: Arc<AtomicU64>,
+    created: Instant,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -189,7 +275,76 @@ impl Consumer {
             reset_pending: BTreeSet::new(),
             partition_counts: BTreeMap::new(),
             metadata_checked: Instant::now(),
+            buffered: VecDeque::new(),
+            paused: BTreeSet::new(),
+            listener: None,
+            auto_committed: Instant::now(),
+            last_poll_ms: Arc::new(AtomicU64::new(0)),
+            created: Instant::now(),
         }
+    }
+
+    /// The consumer as a `Stream` of messages (see [`MessageStream`]); `into_inner` gives the
+    /// consumer back.
+    pub fn into_stream(self) -> MessageStream {
+        MessageStream::new(self)
+    }
+
+    /// Calls `listener` when a rebalance revokes, assigns or loses partitions.
+    pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
+        self.listener = Some(Box::new(listener));
+    }
+
+    /// Stops fetching these partitions until [`Consumer::resume`]; messages already fetched
+    /// for them are dropped and will be fetched again.
+    pub fn pause(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if self.positions.contains_key(tp) {
+                self.paused.insert(tp.clone());
+            }
+        }
+        self.drop_buffered(|tp| partitions.contains(tp));
+    }
+
+    /// Fetches these partitions again.
+    pub fn resume(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.paused.remove(tp);
+        }
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.paused.iter().cloned().collect()
+    }
+
+    /// Forgets buffered messages of some partitions and moves their positions back to the
+    /// first forgotten message, so they are fetched again.
+    fn drop_buffered(&mut self, which: impl Fn(&TopicPartition) -> bool) {
+        let mut kept = VecDeque::new();
+        for m in std::mem::take(&mut self.buffered) {
+            let tp = (m.topic.clone(), m.partition);
+            if which(&tp) {
+                if let Some(pos) = self.positions.get_mut(&tp) {
+                    *pos = Some(pos.map_or(m.offset, |p| p.min(m.offset)));
+                }
+            } else {
+                kept.push_back(m);
+            }
+        }
+        self.buffered = kept;
+    }
+
+    /// Takes up to `max_poll_records` buffered messages and moves their positions past them.
+    fn take_buffered(&mut self) -> Vec<Message> {
+        let n = self.buffered.len().min(self.config.max_poll_records.max(1));
+        let out: Vec<Message> = self.buffered.drain(..n).collect();
+        for m in &out {
+            if let Some(pos) = self.positions.get_mut(&(m.topic.clone(), m.partition)) {
+                *pos = Some(m.offset + 1);
+            }
+        }
+        out
     }
 
     /// The underlying cluster handle.
@@ -259,6 +414,8 @@ impl Consumer {
 
     /// Moves a partition's position; the next `poll` reads from `offset`.
     pub fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        let key = (topic.to_string(), partition);
+        self.drop_buffered(|tp| *tp == key);
         match self.positions.get_mut(&(topic.to_string(), partition)) {
             Some(pos) => {
                 *pos = Some(offset);
@@ -274,6 +431,7 @@ impl Consumer {
     pub async fn seek_to(&mut self, spec: OffsetSpec) -> Result<()> {
         self.ensure_membership().await?;
         let parts = self.assignment();
+        self.buffered.clear();
         let found = offsets::list_offsets(&self.client, &parts, spec).await?;
         for (tp, offset) in found {
             self.positions.insert(tp, Some(offset));
@@ -289,6 +447,15 @@ impl Consumer {
 
     /// Waits up to `timeout` for messages and returns what arrived (possibly nothing).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<Message>> {
+        self.last_poll_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Release);
+        self.maybe_auto_commit().await;
+        if !self.buffered.is_empty() {
+            self.ensure_membership().await?;
+            if !self.buffered.is_empty() {
+                return Ok(self.take_buffered());
+            }
+        }
         let deadline = Instant::now() + timeout;
         loop {
             self.ensure_membership().await?;
@@ -307,7 +474,18 @@ impl Consumer {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(remaining.min(IDLE_PAUSE)).await;
             }
-            if !messages.is_empty() || Instant::now() >= deadline {
+            if !messages.is_empty() {
+                self.buffered.extend(messages);
+                // Positions count returned messages only: a commit must not pass the buffer.
+                for m in &self.buffered {
+                    let tp = (m.topic.clone(), m.partition);
+                    if let Some(pos) = self.positions.get_mut(&tp) {
+                        *pos = Some(pos.map_or(m.offset, |p| p.min(m.offset)));
+                    }
+                }
+                return Ok(self.take_buffered());
+            }
+            if Instant::now() >= deadline {
                 return Ok(messages);
             }
         }
@@ -315,12 +493,7 @@ impl Consumer {
 
     /// Commits the current positions to the group (synchronously).
     pub async fn commit(&mut self) -> Result<()> {
-        let positions: Vec<(TopicPartition, i64)> = self
-            .positions
-            .iter()
-            .filter_map(|(tp, pos)| pos.map(|p| (tp.clone(), p)))
-            .collect();
-        self.commit_offsets(&positions).await
+        self.commit_positions().await
     }
 
     /// Commits the given offsets (each the offset of the next message to read) to the group.
@@ -362,21 +535,25 @@ impl Consumer {
                     })
                     .collect(),
             );
-        let response = conn.send(&request).await?;
+        let response = match conn.send(&request).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(m) = &self.membership {
+                    m.note_error(&e);
+                }
+                return Err(e);
+            }
+        };
         for t in response.topics {
             for p in t.partitions {
                 if p.error_code != 0 {
-                    if matches!(
-                        ResponseError::try_from_code(p.error_code),
-                        Some(
-                            ResponseError::RebalanceInProgress
-                                | ResponseError::IllegalGeneration
-                                | ResponseError::UnknownMemberId
-                        )
-                    ) {
-                        if let Some(m) = &self.membership {
-                            m.rejoin.store(true, std::sync::atomic::Ordering::Release);
+                    let err = ClientError::kafka(p.error_code, "commit");
+                    match &self.membership {
+                        Some(m) => m.note_error(&err),
+                        None if err.code() == Some(ResponseError::NotCoordinator) => {
+                            self.client.invalidate_connection(conn.addr())
                         }
+                        None => {}
                     }
                     return Err(ClientError::kafka(
                         p.error_code,
@@ -393,10 +570,45 @@ impl Consumer {
 
     /// Leaves the group (if a member) so the others take over at once.
     pub async fn close(mut self) -> Result<()> {
+        if self.config.enable_auto_commit && self.config.group_id.is_some() {
+            self.buffered.clear();
+            if let Err(e) = self.commit().await {
+                tracing::warn!(error = %e, "auto-commit on close failed");
+            }
+        }
         if let Some(m) = self.membership.take() {
+            if self.config.group_instance_id.is_some() {
+                // A static member keeps its place until the session timeout (KIP-345).
+                return Ok(());
+            }
             m.leave().await?;
         }
         Ok(())
+    }
+
+    /// With `enable_auto_commit`, commits the positions when the interval has passed.
+    async fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit
+            || self.config.group_id.is_none()
+            || self.auto_committed.elapsed()
+                < Duration::from_millis(self.config.auto_commit_interval_ms)
+        {
+            return;
+        }
+        self.auto_committed = Instant::now();
+        if let Err(e) = self.commit_positions().await {
+            tracing::debug!(error = %e, "auto-commit failed; retrying at the next interval");
+        }
+    }
+
+    /// Commits the positions of returned messages (not of buffered ones).
+    async fn commit_positions(&mut self) -> Result<()> {
+        let positions: Vec<(TopicPartition, i64)> = self
+            .positions
+            .iter()
+            .filter_map(|(tp, pos)| pos.map(|p| (tp.clone(), p)))
+            .collect();
+        self.commit_offsets(&positions).await
     }
 
     fn group(&self) -> Result<&str> {
@@ -426,22 +638,99 @@ impl Consumer {
             return Ok(());
         }
         let group = self.group()?.to_string();
+        let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        let lost = self.membership.as_ref().is_some_and(|m| m.lost());
+        let cooperative = self.membership.as_ref().is_some_and(|m| m.cooperative);
+        if !owned.is_empty() {
+            self.buffered.clear();
+            if lost {
+                if let Some(l) = self.listener.as_mut() {
+                    l.on_partitions_lost(&owned);
+                }
+            } else if !cooperative {
+                // Eager: everything is given up before rejoining.
+                if self.config.enable_auto_commit {
+                    if let Err(e) = self.commit_positions().await {
+                        tracing::debug!(error = %e, "commit before the rebalance failed");
+                    }
+                }
+                if let Some(l) = self.listener.as_mut() {
+                    l.on_partitions_revoked(&owned);
+                }
+            }
+        }
+        let still_owned: Vec<TopicPartition> = if lost || !cooperative {
+            Vec::new()
+        } else {
+            owned.clone()
+        };
         let previous = self.membership.take();
         let membership = Membership::join(
             &self.client,
             &self.config,
             &group,
             &self.subscription,
+            &still_owned,
             previous,
+            group::PollClock {
+                created: self.created,
+                last_poll_ms: self.last_poll_ms.clone(),
+            },
         )
         .await?;
+        let new: Vec<TopicPartition> = membership.assignment.clone();
+        let revoked: Vec<TopicPartition> = still_owned
+            .iter()
+            .filter(|tp| !new.contains(tp))
+            .cloned()
+            .collect();
+        let added: Vec<TopicPartition> = if membership.cooperative {
+            new.iter()
+                .filter(|tp| !still_owned.contains(tp))
+                .cloned()
+                .collect()
+        } else {
+            new.clone()
+        };
+        let cooperative_now = membership.cooperative;
+        self.membership = Some(membership);
+        if !revoked.is_empty() {
+            // Cooperative: give up only what moves, commit it first, and rejoin at once so
+            // the group can hand it to its new member.
+            if self.config.enable_auto_commit {
+                let offsets: Vec<(TopicPartition, i64)> = revoked
+                    .iter()
+                    .filter_map(|tp| {
+                        self.positions
+                            .get(tp)
+                            .copied()
+                            .flatten()
+                            .map(|p| (tp.clone(), p))
+                    })
+                    .collect();
+                if let Err(e) = self.commit_offsets(&offsets).await {
+                    tracing::debug!(error = %e, "commit of revoked partitions failed");
+                }
+            }
+            if let Some(l) = self.listener.as_mut() {
+                l.on_partitions_revoked(&revoked);
+            }
+            if let Some(m) = &self.membership {
+                m.rejoin.store(true, Ordering::Release);
+            }
+        }
         // Keep positions of partitions we still own; the rest start from the commit.
         let old = std::mem::take(&mut self.positions);
-        for tp in &membership.assignment {
+        for tp in &new {
             let pos = old.get(tp).copied().flatten();
             self.positions.insert(tp.clone(), pos);
         }
-        self.membership = Some(membership);
+        self.paused.retain(|tp| new.contains(tp));
+        if let Some(l) = self.listener.as_mut() {
+            if !added.is_empty() || !cooperative_now {
+                l.on_partitions_assigned(&added);
+            }
+        }
         self.partition_counts = self.subscribed_partition_counts().await?;
         Ok(())
     }
@@ -487,12 +776,22 @@ impl Consumer {
         if let (Some(group), false) = (self.config.group_id.clone(), from_commit.is_empty()) {
             let committed = match &self.membership {
                 Some(m) => {
-                    offsets::committed_offsets(&m.coordinator, &group, Some(&from_commit)).await?
+                    let found =
+                        offsets::committed_offsets(&m.coordinator, &group, Some(&from_commit))
+                            .await;
+                    if let Err(e) = &found {
+                        m.note_error(e);
+                    }
+                    found?
                 }
                 None => {
                     let addr = self.client.find_coordinator(&group).await?;
                     let conn = self.client.connection(&addr).await?;
-                    offsets::committed_offsets(&conn, &group, Some(&from_commit)).await?
+                    let found = offsets::committed_offsets(&conn, &group, Some(&from_commit)).await;
+                    if matches!(&found, Err(e) if e.code() == Some(ResponseError::NotCoordinator)) {
+                        self.client.invalidate_connection(&addr);
+                    }
+                    found?
                 }
             };
             found.extend(committed);
@@ -528,6 +827,9 @@ impl Consumer {
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
             let Some(pos) = pos else { continue };
+            if self.paused.contains(tp) {
+                continue;
+            }
             match self.client.leader(&tp.0, tp.1).await {
                 Ok(leader) => by_leader
                     .entry(leader)

@@ -1,300 +1,242 @@
-//! The producer's background task: collects records per partition, sends a partition's batch
-//! when it is full or has lingered long enough, and answers each record's [`Delivery`].
+//! The producer's batches: each partition's queue of batches waiting to be sent, how a record
+//! joins the last batch or opens a new one, and how a batch answers its records' deliveries.
 //!
-//! One Produce request is in flight at a time per producer, which keeps every partition's
-//! records in the order they were sent, retries included.
+//! A batch never grows past `batch_size` bytes of records, whatever the linger: the size is
+//! checked as each record arrives, not when the batch is sent.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::ProduceRequest;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Command, PendingRecord, ProducerConfig, RecordMetadata};
-use crate::cluster::Client;
+use super::{PendingRecord, RecordMetadata};
+use crate::batch::ProducerStamp;
 use crate::error::{ClientError, Result};
-use crate::offsets::topic_name;
-use crate::records::{encode_batch, OutgoingRecord};
+use crate::records::OutgoingRecord;
 
-type PartitionKey = (String, i32);
+/// Records of one partition sent together.
+pub(crate) struct Batch {
+    /// Increasing in creation order; `flush` waits for every batch up to an id.
+    pub id: u64,
+    /// The records, until the batch is encoded for its first send.
+    pub records: Vec<OutgoingRecord>,
+    pub timestamps: Vec<i64>,
+    pub waiters: Vec<oneshot::Sender<Result<RecordMetadata>>>,
+    /// Estimated bytes of the records (the batch-size bound).
+    pub bytes: usize,
+    /// Buffer bytes to give back when the batch is answered.
+    pub buffer_bytes: usize,
+    /// When its first record was accepted: the start of the linger and of the delivery timeout.
+    pub created: Instant,
+    /// The encoded batch once sent; retries send these same bytes.
+    pub encoded: Option<Bytes>,
+    /// Producer id, epoch and base sequence, once the batch was first sent (idempotence).
+    pub stamp: Option<ProducerStamp>,
+    /// How many times it was sent.
+    pub attempts: u32,
+}
 
+impl Batch {
+    pub fn new(id: u64, created: Instant) -> Batch {
+        Batch {
+            id,
+            records: Vec::new(),
+            timestamps: Vec::new(),
+            waiters: Vec::new(),
+            bytes: 0,
+            buffer_bytes: 0,
+            created,
+            encoded: None,
+            stamp: None,
+            attempts: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whether more records may join: not yet sent.
+    pub fn open(&self) -> bool {
+        self.encoded.is_none()
+    }
+
+    pub fn push(&mut self, p: PendingRecord) {
+        self.bytes += p.record.size_estimate();
+        self.buffer_bytes += p.buffer_bytes as usize;
+        self.timestamps.push(p.record.timestamp);
+        self.records.push(p.record);
+        self.waiters.push(p.done);
+    }
+
+    /// Answers every record with its offset.
+    pub fn succeed(self, topic: &str, partition: i32, base_offset: i64, append_time: i64) {
+        for (i, (ts, waiter)) in self.timestamps.iter().zip(self.waiters).enumerate() {
+            let _ = waiter.send(Ok(RecordMetadata {
+                topic: topic.to_string(),
+                partition,
+                offset: if base_offset < 0 {
+                    -1
+                } else {
+                    base_offset + i as i64
+                },
+                timestamp: if append_time >= 0 { append_time } else { *ts },
+            }));
+        }
+    }
+
+    /// Fails every record with `err`.
+    pub fn fail(self, err: &ClientError) {
+        for waiter in self.waiters {
+            let _ = waiter.send(Err(err.duplicate()));
+        }
+    }
+}
+
+/// One partition's batches and its idempotence bookkeeping.
 #[derive(Default)]
-struct Batch {
-    records: Vec<OutgoingRecord>,
-    waiters: Vec<oneshot::Sender<Result<RecordMetadata>>>,
-    bytes: usize,
+pub(crate) struct PartitionQueue {
+    /// Batches waiting to be sent, oldest first. Batches put back for a retry come first,
+    /// in sequence order; only the last batch may still take records.
+    pub queue: VecDeque<Batch>,
+    /// Batches of this partition in requests not yet answered.
+    pub in_flight: usize,
+    /// Batches that failed while others were still in flight, with their errors: they go
+    /// back to the queue, in order, once every in-flight batch has come back.
+    pub held: Vec<(Batch, ClientError)>,
+    /// The next base sequence and the (producer id, epoch) the sequences belong to.
+    pub next_sequence: i32,
+    pub sequence_owner: Option<(i64, i16)>,
+    /// No sends before this instant (retry backoff).
+    pub backoff_until: Option<Instant>,
+    /// Consecutive failed rounds, for the backoff.
+    pub failures: u32,
 }
 
-/// Runs until the producer is dropped or closed, then sends what is left.
-pub(crate) async fn run(
-    client: Client,
-    config: Arc<ProducerConfig>,
-    mut rx: mpsc::Receiver<Command>,
-) {
-    let linger = Duration::from_millis(config.linger_ms);
-    let mut batches: BTreeMap<PartitionKey, Batch> = BTreeMap::new();
-    // When the oldest waiting record must go out.
-    let mut deadline: Option<Instant> = None;
-    loop {
-        let command = match deadline {
-            Some(when) if !batches.is_empty() => {
-                tokio::select! {
-                    c = rx.recv() => c,
-                    _ = tokio::time::sleep_until(when) => {
-                        send_all(&client, &config, &mut batches).await;
-                        deadline = None;
-                        continue;
-                    }
-                }
+impl PartitionQueue {
+    /// Adds a record to the last batch if it is open and the record fits `batch_size`, else
+    /// to a new batch. Returns the id of a new batch, if one was opened.
+    pub fn append(
+        &mut self,
+        p: PendingRecord,
+        batch_size: usize,
+        next_id: &mut u64,
+    ) -> Option<u64> {
+        let size = p.record.size_estimate();
+        if let Some(last) = self.queue.back_mut() {
+            if last.open() && last.bytes + size <= batch_size {
+                last.push(p);
+                return None;
             }
-            _ => rx.recv().await,
+        }
+        let id = *next_id;
+        *next_id += 1;
+        let mut batch = Batch::new(id, p.accepted);
+        batch.push(p);
+        self.queue.push_back(batch);
+        Some(id)
+    }
+
+    /// Whether a batch of this partition was sent and not yet answered: its sequence
+    /// numbers are still in play.
+    pub fn has_unresolved(&self) -> bool {
+        self.in_flight > 0 || !self.held.is_empty() || self.queue.iter().any(|b| b.stamp.is_some())
+    }
+
+    /// The stamp for a batch sent for the first time: the partition's next sequence under
+    /// the current producer id and epoch. A partition starts again at sequence 0 under a new
+    /// epoch, but only once none of its batches under the old one are unresolved.
+    pub fn stamp_next(&mut self, producer: (i64, i16), records: usize) -> ProducerStamp {
+        if self.sequence_owner != Some(producer) && !self.has_unresolved() {
+            self.sequence_owner = Some(producer);
+            self.next_sequence = 0;
+        }
+        let (producer_id, epoch) = self.sequence_owner.unwrap_or(producer);
+        let stamp = ProducerStamp {
+            producer_id,
+            epoch,
+            base_sequence: self.next_sequence,
         };
-        let Some(command) = command else {
-            send_all(&client, &config, &mut batches).await;
-            return;
-        };
-        let mut flush_waiters = Vec::new();
-        let mut full = accept(command, &mut batches, &config, &mut flush_waiters);
-        if config.linger_ms == 0 {
-            // Take everything that queued up meanwhile into this round.
-            while let Ok(command) = rx.try_recv() {
-                full |= accept(command, &mut batches, &config, &mut flush_waiters);
-            }
-        }
-        if config.linger_ms == 0 || full || !flush_waiters.is_empty() {
-            send_all(&client, &config, &mut batches).await;
-            deadline = None;
-        } else if deadline.is_none() {
-            deadline = Some(Instant::now() + linger);
-        }
-        for waiter in flush_waiters {
-            let _ = waiter.send(());
+        self.next_sequence = add_sequence(self.next_sequence, records);
+        stamp
+    }
+
+    /// After an epoch bump: the partition's unsent and returned batches are numbered afresh
+    /// under the new producer id and epoch when next sent.
+    pub fn renumber(&mut self, producer: (i64, i16)) {
+        debug_assert_eq!(self.in_flight, 0, "renumbering with batches in flight");
+        self.sequence_owner = Some(producer);
+        self.next_sequence = 0;
+        for b in self.queue.iter_mut() {
+            b.stamp = None;
         }
     }
 }
 
-/// Adds a command's record to its batch; returns whether that batch is now full.
-fn accept(
-    command: Command,
-    batches: &mut BTreeMap<PartitionKey, Batch>,
-    config: &ProducerConfig,
-    flush_waiters: &mut Vec<oneshot::Sender<()>>,
-) -> bool {
-    match command {
-        Command::Flush(done) => {
-            flush_waiters.push(done);
-            false
-        }
-        Command::Record(PendingRecord {
-            topic,
-            partition,
-            record,
-            done,
-        }) => {
-            let batch = batches.entry((topic, partition)).or_default();
-            batch.bytes += record.size_estimate();
-            batch.records.push(record);
-            batch.waiters.push(done);
-            batch.bytes >= config.batch_size
-        }
-    }
+/// Sequences wrap from `i32::MAX` to 0, as Kafka's do.
+pub(crate) fn add_sequence(seq: i32, n: usize) -> i32 {
+    ((i64::from(seq) + n as i64) % (i64::from(i32::MAX) + 1)) as i32
 }
 
-/// Sends every batch, retrying retriable failures after refreshing metadata, and answers
-/// every waiter.
-async fn send_all(
-    client: &Client,
-    config: &ProducerConfig,
-    batches: &mut BTreeMap<PartitionKey, Batch>,
-) {
-    if batches.is_empty() {
-        return;
-    }
-    let mut todo: Vec<(PartitionKey, Batch, Bytes)> = Vec::new();
-    for (key, batch) in std::mem::take(batches) {
-        match encode_batch(&batch.records, config.compression) {
-            Ok(bytes) => todo.push((key, batch, bytes)),
-            Err(e) => fail(batch, &e),
-        }
-    }
-    let mut attempt = 0;
-    while !todo.is_empty() {
-        let mut retry = Vec::new();
-        // Group by leader; a partition whose leader is unknown is retried.
-        let mut by_leader: BTreeMap<i32, Vec<(PartitionKey, Batch, Bytes)>> = BTreeMap::new();
-        for (key, batch, bytes) in todo {
-            match client.leader(&key.0, key.1).await {
-                Ok(leader) => by_leader
-                    .entry(leader)
-                    .or_default()
-                    .push((key, batch, bytes)),
-                Err(e) => retry.push((key, batch, bytes, e)),
-            }
-        }
-        for (leader, items) in by_leader {
-            let results = produce(client, config, leader, &items).await;
-            for ((key, batch, bytes), result) in items.into_iter().zip(results) {
-                match result {
-                    Ok((base_offset, append_time)) => {
-                        succeed(&key, batch, base_offset, append_time)
-                    }
-                    Err(e) => retry.push((key, batch, bytes, e)),
-                }
-            }
-        }
-        todo = Vec::new();
-        for (key, batch, bytes, err) in retry {
-            if err.is_retriable() && attempt < client.config().request_retries_max {
-                tracing::debug!(topic = %key.0, partition = key.1, error = %err, "retrying produce");
-                client.invalidate_topic(&key.0);
-                todo.push((key, batch, bytes));
-            } else {
-                fail(batch, &err);
-            }
-        }
-        if !todo.is_empty() {
-            client.backoff(attempt).await;
-            attempt += 1;
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One Produce request to one leader; returns (base offset, log-append time) per item.
-async fn produce(
-    client: &Client,
-    config: &ProducerConfig,
-    leader: i32,
-    items: &[(PartitionKey, Batch, Bytes)],
-) -> Vec<Result<(i64, i64)>> {
-    let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
-    for ((topic, partition), _, bytes) in items {
-        topics.entry(topic.as_str()).or_default().push(
-            PartitionProduceData::default()
-                .with_index(*partition)
-                .with_records(Some(bytes.clone())),
-        );
-    }
-    let request = ProduceRequest::default()
-        .with_acks(config.acks.as_i16())
-        .with_timeout_ms(config.client.request_timeout.as_millis() as i32)
-        .with_topic_data(
-            topics
-                .into_iter()
-                .map(|(t, parts)| {
-                    TopicProduceData::default()
-                        .with_name(topic_name(t))
-                        .with_partition_data(parts)
-                })
-                .collect(),
-        );
-    let all = |e: &ClientError| -> Vec<Result<(i64, i64)>> {
-        items.iter().map(|_| Err(same_error(e))).collect()
-    };
-    let conn = match client.broker_connection(leader).await {
-        Ok(c) => c,
-        Err(e) => return all(&e),
-    };
-    if config.acks.as_i16() == 0 {
-        return match conn.send_without_response(&request).await {
-            Ok(()) => items.iter().map(|_| Ok((-1, -1))).collect(),
-            Err(e) => all(&e),
-        };
-    }
-    let response = match conn.send(&request).await {
-        Ok(r) => r,
-        Err(e) => return all(&e),
-    };
-    items
-        .iter()
-        .map(|((topic, partition), _, _)| {
-            let answer = response
-                .responses
-                .iter()
-                .filter(|t| t.name.0.as_str() == topic)
-                .flat_map(|t| t.partition_responses.iter())
-                .find(|p| p.index == *partition)
-                .ok_or_else(|| {
-                    ClientError::protocol(format!(
-                        "Produce response has no answer for topic {topic} partition {partition}"
-                    ))
-                })?;
-            if answer.error_code != 0 {
-                return Err(ClientError::kafka_with_message(
-                    answer.error_code,
-                    format!("producing to topic {topic} partition {partition}"),
-                    answer.error_message.as_deref(),
-                ));
-            }
-            Ok((answer.base_offset, answer.log_append_time_ms))
-        })
-        .collect()
-}
-
-fn succeed(key: &PartitionKey, batch: Batch, base_offset: i64, append_time: i64) {
-    for (i, (record, waiter)) in batch.records.iter().zip(batch.waiters).enumerate() {
-        let _ = waiter.send(Ok(RecordMetadata {
-            topic: key.0.clone(),
-            partition: key.1,
-            offset: if base_offset < 0 {
-                -1
-            } else {
-                base_offset + i as i64
+    fn pending(value: usize) -> (PendingRecord, oneshot::Receiver<Result<RecordMetadata>>) {
+        let (done, rx) = oneshot::channel();
+        (
+            PendingRecord {
+                topic: "t".into(),
+                partition: 0,
+                record: OutgoingRecord {
+                    key: None,
+                    value: Some(Bytes::from(vec![b'x'; value])),
+                    headers: Vec::new(),
+                    timestamp: 0,
+                },
+                done,
+                buffer_bytes: value as u32,
+                accepted: Instant::now(),
             },
-            timestamp: if append_time >= 0 {
-                append_time
-            } else {
-                record.timestamp
-            },
-        }));
+            rx,
+        )
     }
-}
 
-fn fail(batch: Batch, err: &ClientError) {
-    for waiter in batch.waiters {
-        let _ = waiter.send(Err(same_error(err)));
+    #[test]
+    fn batches_stop_at_batch_size_and_a_big_record_travels_alone() {
+        let mut q = PartitionQueue::default();
+        let mut next_id = 0;
+        let mut receivers = Vec::new();
+        for _ in 0..100 {
+            let (p, rx) = pending(500);
+            receivers.push(rx);
+            q.append(p, 16 * 1024, &mut next_id);
+        }
+        let (p, _rx) = pending(40_000);
+        q.append(p, 16 * 1024, &mut next_id);
+        assert!(q.queue.iter().all(|b| b.bytes <= 16 * 1024 || b.len() == 1));
+        assert_eq!(q.queue.iter().map(Batch::len).sum::<usize>(), 101);
+        assert_eq!(q.queue.back().unwrap().len(), 1);
+        assert!(q.queue.len() >= 4, "{} batches", q.queue.len());
     }
-}
 
-/// `ClientError` holds an `io::Error`, which is not `Clone`; rebuild an equivalent error for
-/// each waiter.
-fn same_error(err: &ClientError) -> ClientError {
-    match err {
-        ClientError::Connect { addr, reason } => ClientError::Connect {
-            addr: addr.clone(),
-            reason: reason.clone(),
-        },
-        ClientError::Io { addr, source } => ClientError::Io {
-            addr: addr.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        ClientError::Kafka {
-            code,
-            context,
-            message,
-        } => ClientError::Kafka {
-            code: *code,
-            context: context.clone(),
-            message: message.clone(),
-        },
-        ClientError::Protocol(m) => ClientError::Protocol(m.clone()),
-        ClientError::UnsupportedApi {
-            api,
-            client_min,
-            client_max,
-        } => ClientError::UnsupportedApi {
-            api: api.clone(),
-            client_min: *client_min,
-            client_max: *client_max,
-        },
-        ClientError::Timeout { what, timeout_ms } => ClientError::Timeout {
-            what: what.clone(),
-            timeout_ms: *timeout_ms,
-        },
-        ClientError::Invalid(m) => ClientError::Invalid(m.clone()),
-        ClientError::Closed => ClientError::Closed,
+    #[test]
+    fn sequences_restart_under_a_new_epoch_only_when_resolved_and_wrap() {
+        let mut q = PartitionQueue::default();
+        let s = q.stamp_next((7, 0), 3);
+        assert_eq!((s.producer_id, s.epoch, s.base_sequence), (7, 0, 0));
+        q.in_flight = 1;
+        let s = q.stamp_next((7, 1), 2);
+        assert_eq!(
+            (s.epoch, s.base_sequence),
+            (0, 3),
+            "old epoch continues while unresolved"
+        );
+        q.in_flight = 0;
+        let s = q.stamp_next((7, 1), 2);
+        assert_eq!((s.epoch, s.base_sequence), (1, 0));
+        assert_eq!(add_sequence(i32::MAX, 1), 0);
+        assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
     }
 }

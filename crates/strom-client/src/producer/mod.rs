@@ -2,18 +2,40 @@
 //!
 //! `send_record` hands the record to the producer's task and waits for the broker's answer;
 //! [`Producer::enqueue`] hands it over and returns a [`Delivery`] to await later, which is how
-//! many records end up in one batch. The task sends a partition's batch when it reaches
-//! `batch_size` bytes, when `linger_ms` has passed since its first record, or at once when
-//! `linger_ms` is 0 (then every record that queued up while the previous request was in flight
-//! goes in the next batch).
+//! many records end up in one batch. A partition's batch holds at most `batch_size` bytes
+//! (a larger record travels alone) and one Produce request at most `max_request_size` bytes,
+//! whatever the linger. The task sends a batch when it is full, when `linger_ms` has passed
+//! since its first record, or at once when `linger_ms` is 0; records that arrive while
+//! requests are in flight fill the next batches.
+//!
+//! ## Delivery guarantees
+//!
+//! - With `acks = All` and `enable_idempotence` (the defaults, as in the Java client since
+//!   3.0) the producer is idempotent: it takes a producer id (InitProducerId) and numbers each
+//!   partition's batches, so the broker writes a retried batch once. Every record is written
+//!   exactly once and in the order of `enqueue` per partition, or its [`Delivery`] fails.
+//!   Up to `max_in_flight_requests` requests are in flight per broker; a failure makes the
+//!   partition resend from the failed batch on, in order. A sequence error the broker cannot
+//!   resolve (OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID on the oldest unacknowledged
+//!   batch) fails that batch and bumps the producer epoch, as Kafka's clients do.
+//! - Retriable failures (lost connections, leader changes, timeouts) are retried until
+//!   `delivery_timeout_ms` (2 minutes) has passed since the record was enqueued.
+//! - With `acks` 0 or 1 the producer is not idempotent: a retry after a lost answer may write
+//!   a record twice; one request per partition is in flight, so order is kept. With acks 0
+//!   nothing is known of the outcome and offsets are -1.
+//! - The accepted but unsent records are bounded by `buffer_memory` bytes; `enqueue` waits up
+//!   to `max_block_ms` for room, then fails.
 
 mod accumulator;
+mod sender;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::admin::Admin;
 use crate::cluster::{Client, ClientConfig};
@@ -63,14 +85,28 @@ pub struct ProducerConfig {
     pub client: ClientConfig,
     /// Acknowledgements to wait for.
     pub acks: Acks,
-    /// How long a batch may wait for more records, in milliseconds.
+    /// How long a batch may wait for more records, in milliseconds (`linger.ms`).
     pub linger_ms: u64,
-    /// A partition's batch is sent once it holds this many bytes.
+    /// The most bytes of records in one partition's batch (`batch.size`); a larger record
+    /// is sent in a batch of its own.
     pub batch_size: usize,
+    /// The most bytes of one Produce request (`max.request.size`); a larger record is
+    /// refused by `enqueue` with MESSAGE_TOO_LARGE.
+    pub max_request_size: usize,
     /// Compression of every batch.
     pub compression: CompressionType,
-    /// Records accepted but not yet sent; `enqueue` waits when the queue is full.
-    pub queue_records_max: usize,
+    /// Idempotent delivery (`enable.idempotence`); takes effect with `acks = All`.
+    pub enable_idempotence: bool,
+    /// Requests in flight per broker (`max.in.flight.requests.per.connection`), at most 5
+    /// with idempotence as in Kafka.
+    pub max_in_flight_requests: usize,
+    /// How long a record may take from `enqueue` to acknowledgement, retries included
+    /// (`delivery.timeout.ms`).
+    pub delivery_timeout_ms: u64,
+    /// Bytes of records accepted but not yet acknowledged (`buffer.memory`).
+    pub buffer_memory: usize,
+    /// How long `enqueue` waits for room in the buffer (`max.block.ms`).
+    pub max_block_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -80,9 +116,21 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             linger_ms: 0,
             batch_size: 16 * 1024,
+            max_request_size: 1024 * 1024,
             compression: CompressionType::None,
-            queue_records_max: 10_000,
+            enable_idempotence: true,
+            max_in_flight_requests: 5,
+            delivery_timeout_ms: 120_000,
+            buffer_memory: 32 * 1024 * 1024,
+            max_block_ms: 60_000,
         }
+    }
+}
+
+impl ProducerConfig {
+    /// Whether this producer numbers its batches (idempotence needs acks=all).
+    pub(crate) fn idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks == Acks::All
     }
 }
 
@@ -128,8 +176,7 @@ impl ProducerRecord {
         self
     }
 
-    /// Adds a header. Header names should be unique within a record: the batch codec keeps
-    /// only the last value of a repeated name.
+    /// Adds a header. A name may repeat: headers are an ordered list, as in Kafka.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push((name.into(), Some(value.into())));
         self
@@ -141,6 +188,10 @@ impl ProducerRecord {
         self
     }
 }
+
+/// Bytes a batch and a request add around a record: the batch header (61) and the request's
+/// topic and partition framing, rounded up.
+pub(crate) const BATCH_OVERHEAD_BYTES: usize = 61 + 64;
 
 /// Where a record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +229,10 @@ pub(crate) struct PendingRecord {
     pub partition: i32,
     pub record: OutgoingRecord,
     pub done: oneshot::Sender<Result<RecordMetadata>>,
+    /// Bytes taken from the buffer (`buffer_memory`), given back when the record is answered.
+    pub buffer_bytes: u32,
+    /// When `enqueue` accepted it: the start of its `delivery_timeout_ms`.
+    pub accepted: Instant,
 }
 
 /// Sends records to a Kafka-compatible cluster.
@@ -202,9 +257,13 @@ pub(crate) struct PendingRecord {
 /// ```
 pub struct Producer {
     client: Client,
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::UnboundedSender<Command>,
     partitioner: Partitioner,
     task: JoinHandle<()>,
+    /// Free bytes of `buffer_memory`; the background task gives bytes back as records are
+    /// answered.
+    buffer: Arc<Semaphore>,
+    config: Arc<ProducerConfig>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -229,13 +288,25 @@ impl Producer {
 
     /// A producer over an existing client. Must be called inside a tokio runtime.
     pub fn from_client(client: Client, config: ProducerConfig) -> Producer {
-        let (tx, rx) = mpsc::channel(config.queue_records_max.max(1));
-        let task = tokio::spawn(accumulator::run(client.clone(), Arc::new(config), rx));
+        // The channel needs no bound of its own: every record in it holds buffer bytes.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let buffer = Arc::new(Semaphore::new(
+            config.buffer_memory.min(Semaphore::MAX_PERMITS),
+        ));
+        let config = Arc::new(config);
+        let task = tokio::spawn(sender::run(
+            client.clone(),
+            config.clone(),
+            rx,
+            buffer.clone(),
+        ));
         Producer {
             client,
             tx,
             partitioner: Partitioner::new(),
             task,
+            buffer,
+            config,
         }
     }
 
@@ -264,10 +335,19 @@ impl Producer {
         self.enqueue(record).await?.wait().await
     }
 
-    /// Queues a record for the next batch and returns without waiting for the broker.
+    /// Queues a record for the next batch and returns without waiting for the broker. Waits
+    /// up to `max_block_ms` for room in the buffer; a record larger than `max_request_size`
+    /// or `buffer_memory` is refused at once.
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<Delivery> {
         // Unknown topics and partitions fail here, at once, rather than after the retries.
-        let mut topic = self.client.topic(&record.topic).await?;
+        let record_topic = record.topic.clone();
+        // Known topics are taken from the cache even when stale: the partition count rarely
+        // changes, and a broker that is away must not stop `enqueue` (the sender finds the
+        // leaders). An unknown topic is looked up, retrying for up to `max_block_ms`.
+        let mut topic = match self.client.cached_topic(&record.topic) {
+            Some(t) => t,
+            None => self.lookup(&record.topic).await?,
+        };
         let partition = match record.partition {
             Some(p) => {
                 if !topic.partitions.iter().any(|info| info.partition == p) {
@@ -296,23 +376,90 @@ impl Producer {
                 self.partitioner.partition(record.key.as_deref(), count)
             }
         };
+        let record = OutgoingRecord {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp: record.timestamp.unwrap_or_else(now_ms),
+        };
+        let accepted = Instant::now();
+        let buffer_bytes = self
+            .reserve(&record_topic, partition, record.size_estimate())
+            .await?;
         let (done, rx) = oneshot::channel();
         let pending = PendingRecord {
-            topic: record.topic,
+            topic: record_topic,
             partition,
-            record: OutgoingRecord {
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
-                timestamp: record.timestamp.unwrap_or_else(now_ms),
-            },
+            record,
             done,
+            buffer_bytes,
+            accepted,
         };
-        self.tx
-            .send(Command::Record(pending))
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        if self.tx.send(Command::Record(pending)).is_err() {
+            self.buffer.add_permits(buffer_bytes as usize);
+            return Err(ClientError::Closed);
+        }
         Ok(Delivery { rx })
+    }
+
+    /// Metadata of a topic not yet known, retrying retriable failures for `max_block_ms`.
+    async fn lookup(&self, topic: &str) -> Result<crate::cluster::TopicInfo> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.max_block_ms);
+        let mut attempt = 0;
+        loop {
+            match self.client.topic(topic).await {
+                Err(e)
+                    if e.is_retriable()
+                        && e.code()
+                            != Some(crate::error::ResponseError::UnknownTopicOrPartition)
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(topic, error = %e, "metadata not available yet");
+                    self.client.backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes `size` bytes of the buffer, waiting up to `max_block_ms`.
+    async fn reserve(&self, topic: &str, partition: i32, size: usize) -> Result<u32> {
+        // Batch and request framing: a record must fit a request with its batch header.
+        let framed = size + BATCH_OVERHEAD_BYTES;
+        if framed > self.config.max_request_size {
+            return Err(ClientError::kafka_with_message(
+                10, // MESSAGE_TOO_LARGE, as the Java client's RecordTooLargeException
+                format!("producing to topic {topic} partition {partition}"),
+                Some(&format!(
+                    "the record is {framed} bytes framed, more than max_request_size ({})",
+                    self.config.max_request_size
+                )),
+            ));
+        }
+        let capacity = self.config.buffer_memory.min(Semaphore::MAX_PERMITS);
+        let bytes = u32::try_from(size).ok().filter(|b| *b as usize <= capacity);
+        let Some(bytes) = bytes else {
+            return Err(ClientError::Invalid(format!(
+                "a record of {size} bytes is larger than buffer_memory ({} bytes)",
+                self.config.buffer_memory
+            )));
+        };
+        let wait = Duration::from_millis(self.config.max_block_ms);
+        match tokio::time::timeout(wait, self.buffer.acquire_many(bytes)).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(bytes)
+            }
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout {
+                what: format!(
+                    "room in the producer buffer (buffer_memory {} bytes)",
+                    self.config.buffer_memory
+                ),
+                timeout_ms: self.config.max_block_ms,
+            }),
+        }
     }
 
     /// Sends every queued record now and waits until the broker answered all of them.
@@ -320,7 +467,6 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Flush(tx))
-            .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)
     }

@@ -93,8 +93,18 @@ impl Broker {
 
     /// Kills the broker (SIGKILL) and starts it again on the same address and data.
     pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the broker (SIGKILL); `start_again` brings it back.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a killed broker again on the same address and data.
+    pub fn start_again(&mut self) {
         let deadline = Instant::now() + Duration::from_millis(BROKER_START_TIMEOUT_MS);
         // The new process may lose a race for the port right after the old one died; retry.
         loop {

@@ -2,15 +2,15 @@
 
 use strom_client::ClientConfig;
 
-/// `--bootstrap HOST:PORT`, default `127.0.0.1:9092`, also read from `STROM_BOOTSTRAP`.
+/// `--bootstrap HOST:PORT[,HOST:PORT...]`, default `127.0.0.1:9092`, also read from `STROM_BOOTSTRAP`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Bootstrap {
-    /// Broker address to bootstrap from.
+    /// Broker addresses to bootstrap from, tried in turn: HOST:PORT[,HOST:PORT...].
     #[arg(
         long,
         env = "STROM_BOOTSTRAP",
         default_value = "127.0.0.1:9092",
-        value_name = "HOST:PORT"
+        value_name = "HOST:PORT[,...]"
     )]
     pub bootstrap: String,
 }

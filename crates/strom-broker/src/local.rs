@@ -455,7 +455,11 @@ impl Local {
             .ok_or_else(|| LocalError::UnknownTopic(name.to_string()))
     }
 
-    pub(crate) fn partition(&self, topic: &Topic, index: i32) -> Result<Arc<Partition>, LocalError> {
+    pub(crate) fn partition(
+        &self,
+        topic: &Topic,
+        index: i32,
+    ) -> Result<Arc<Partition>, LocalError> {
         topic
             .partition(index)
             .ok_or_else(|| LocalError::UnknownPartition {

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
-use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
+use kafka_protocol::messages::{
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, Message as _, StrBytes};
 use parking_lot::Mutex;
 use strom_group::{Committer, CoordinatorError, JoinParams, NewOffset};
@@ -261,7 +263,11 @@ impl Local {
         let mut assignment = current_assignment(&agent).await?;
         for _ in 0..POLL_ATTEMPTS_MAX {
             if let Some((topic, partition)) = only {
-                if !assignment.partitions.iter().any(|(t, p)| t == topic && *p == partition) {
+                if !assignment
+                    .partitions
+                    .iter()
+                    .any(|(t, p)| t == topic && *p == partition)
+                {
                     return Err(LocalError::NotAssigned {
                         member_id: member_id.to_string(),
                         topic: topic.to_string(),
@@ -269,10 +275,13 @@ impl Local {
                         assigned: format!("{:?}", assignment.partitions),
                     });
                 }
-                assignment.partitions.retain(|(t, p)| t == topic && *p == partition);
+                assignment
+                    .partitions
+                    .retain(|(t, p)| t == topic && *p == partition);
             }
             let mut changed = agent.status.subscribe();
-            self.wait_for_any(group, &assignment, deadline, &mut changed).await;
+            self.wait_for_any(group, &assignment, deadline, &mut changed)
+                .await;
             agent.touch();
             let latest = current_assignment(&agent).await?;
             if latest.generation_id != assignment.generation_id {
@@ -311,7 +320,11 @@ impl Local {
                 ) => {
                     // The group moved on: these partitions may be someone else's now. Drop
                     // the read; the next attempt reads the new assignment.
-                    tracing::debug!(group, member = member_id, "commit lost to a rebalance; reading again");
+                    tracing::debug!(
+                        group,
+                        member = member_id,
+                        "commit lost to a rebalance; reading again"
+                    );
                     let mut changed = agent.status.subscribe();
                     let _ = tokio::time::timeout(
                         Duration::from_millis(2 * AGENT_TICK_MS_MAX),
@@ -470,7 +483,10 @@ impl Local {
                         },
                     ));
                 }
-                Err(e @ (CoordinatorError::RebalanceInProgress | CoordinatorError::IllegalGeneration)) => {
+                Err(
+                    e @ (CoordinatorError::RebalanceInProgress
+                    | CoordinatorError::IllegalGeneration),
+                ) => {
                     last = e;
                 }
                 Err(e) => return Err(LocalError::Group(e)),
@@ -484,7 +500,12 @@ impl Local {
     fn assign(&self, members: &[(String, Bytes)]) -> Vec<(String, Bytes)> {
         let subscriptions: BTreeMap<String, Vec<String>> = members
             .iter()
-            .map(|(id, metadata)| (id.clone(), decode_subscription(metadata).unwrap_or_default()))
+            .map(|(id, metadata)| {
+                (
+                    id.clone(),
+                    decode_subscription(metadata).unwrap_or_default(),
+                )
+            })
             .collect();
         let counts: BTreeMap<String, i32> = subscriptions
             .values()
@@ -506,7 +527,8 @@ impl Local {
 /// The agent of one JSON member: heartbeats while the client polls, rejoins on a rebalance,
 /// leaves when the client has not polled for its session timeout (or asked to leave).
 async fn run_agent(local: Arc<Local>, agent: Arc<Agent>, mut params: JoinParams) {
-    let tick = Duration::from_millis((agent.session_timeout_ms.max(3) as u64 / 3).min(AGENT_TICK_MS_MAX));
+    let tick =
+        Duration::from_millis((agent.session_timeout_ms.max(3) as u64 / 3).min(AGENT_TICK_MS_MAX));
     let session = Duration::from_millis(agent.session_timeout_ms.max(0) as u64);
     let groups = &local.broker.groups;
     let key = (agent.group.clone(), agent.member_id.clone());
@@ -647,7 +669,9 @@ fn decode_subscription(bytes: &[u8]) -> Result<Vec<String>, String> {
     if buf.remaining() < 2 {
         return Err("subscription shorter than its version".into());
     }
-    let version = buf.get_i16().clamp(0, ConsumerProtocolSubscription::VERSIONS.max);
+    let version = buf
+        .get_i16()
+        .clamp(0, ConsumerProtocolSubscription::VERSIONS.max);
     let sub = ConsumerProtocolSubscription::decode(&mut buf, version).map_err(|e| e.to_string())?;
     Ok(sub.topics.iter().map(|t| t.to_string()).collect())
 }
@@ -670,7 +694,10 @@ fn encode_assignment(partitions: &[(String, i32)]) -> Bytes {
     let mut buf = BytesMut::new();
     buf.put_i16(CONSUMER_PROTOCOL_VERSION);
     // Encoding a version-0 assignment of valid names cannot fail; an empty one is still valid.
-    if assignment.encode(&mut buf, CONSUMER_PROTOCOL_VERSION).is_err() {
+    if assignment
+        .encode(&mut buf, CONSUMER_PROTOCOL_VERSION)
+        .is_err()
+    {
         buf.truncate(2);
         buf.put_i32(0);
         buf.put_i32(-1);
@@ -687,12 +714,18 @@ fn decode_assignment(bytes: &[u8]) -> Result<Vec<(String, i32)>, String> {
     if buf.remaining() < 2 {
         return Err("assignment shorter than its version".into());
     }
-    let version = buf.get_i16().clamp(0, ConsumerProtocolAssignment::VERSIONS.max);
+    let version = buf
+        .get_i16()
+        .clamp(0, ConsumerProtocolAssignment::VERSIONS.max);
     let a = ConsumerProtocolAssignment::decode(&mut buf, version).map_err(|e| e.to_string())?;
     let mut out: Vec<(String, i32)> = a
         .assigned_partitions
         .iter()
-        .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.to_string(), *p)))
+        .flat_map(|tp| {
+            tp.partitions
+                .iter()
+                .map(move |p| (tp.topic.to_string(), *p))
+        })
         .collect();
     out.sort();
     Ok(out)
@@ -705,7 +738,9 @@ mod tests {
     #[test]
     fn range_splits_three_partitions_over_two_and_three_members() {
         let subs = |ids: &[&str]| -> BTreeMap<String, Vec<String>> {
-            ids.iter().map(|m| (m.to_string(), vec!["t".to_string()])).collect()
+            ids.iter()
+                .map(|m| (m.to_string(), vec!["t".to_string()]))
+                .collect()
         };
         let counts = BTreeMap::from([("t".to_string(), 3)]);
         let a = range_assign(&subs(&["a", "b"]), &counts);
@@ -721,7 +756,11 @@ mod tests {
     fn subscriptions_and_assignments_round_trip() {
         let sub = encode_subscription(&["x".into(), "y".into()]).unwrap();
         assert_eq!(decode_subscription(&sub).unwrap(), vec!["x", "y"]);
-        let parts = vec![("y".to_string(), 2), ("x".to_string(), 0), ("y".to_string(), 0)];
+        let parts = vec![
+            ("y".to_string(), 2),
+            ("x".to_string(), 0),
+            ("y".to_string(), 0),
+        ];
         let bytes = encode_assignment(&parts);
         assert_eq!(
             decode_assignment(&bytes).unwrap(),

@@ -156,7 +156,12 @@ pub async fn serve_connection(
 }
 
 /// The response line for one frame; `None` for a blank line (no request, no response).
-async fn respond(local: &Arc<Local>, frame: Frame, peer: SocketAddr, limits: Limits) -> Option<Vec<u8>> {
+async fn respond(
+    local: &Arc<Local>,
+    frame: Frame,
+    peer: SocketAddr,
+    limits: Limits,
+) -> Option<Vec<u8>> {
     let line = match frame {
         Frame::TooLong => {
             tracing::debug!(%peer, max = limits.max_line_bytes, "JSON request line too long");

@@ -75,13 +75,16 @@ enum Status {
     Gone,
 }
 
+/// A message with the topic and partition it came from.
+pub type TopicMessage = (String, i32, Message);
+
 /// What a group consume returns.
 #[derive(Debug, Clone)]
 pub struct GroupRead {
     pub member_id: String,
     pub assignment: Assignment,
     /// (topic, partition, message), in partition order.
-    pub messages: Vec<(String, i32, Message)>,
+    pub messages: Vec<TopicMessage>,
 }
 
 /// A join's answer.
@@ -404,7 +407,7 @@ impl Local {
         group: &str,
         assignment: &Assignment,
         max_messages: usize,
-    ) -> Result<(Vec<(String, i32, Message)>, Vec<NewOffset>), LocalError> {
+    ) -> Result<(Vec<TopicMessage>, Vec<NewOffset>), LocalError> {
         let mut messages = Vec::new();
         let mut positions = Vec::new();
         for (topic, index) in &assignment.partitions {

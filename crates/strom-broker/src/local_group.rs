@@ -543,6 +543,11 @@ async fn run_agent(local: Arc<Local>, agent: Arc<Agent>, mut params: JoinParams)
         if *agent.status.borrow() == Status::Gone {
             return;
         }
+        if agent.poll_lock.try_lock().is_err() {
+            // A poll is waiting for messages (up to READ_WAIT_MS_MAX, which may be longer
+            // than the session): the client is there.
+            agent.touch();
+        }
         let idle = agent.last_seen.lock().elapsed();
         if idle >= session {
             tracing::info!(group = %agent.group, member = %agent.member_id, idle_ms = idle.as_millis() as u64, "JSON member stopped polling for its session timeout; removing it from the group");

@@ -376,7 +376,9 @@ impl Local {
             let Ok(p) = self.topic(topic).and_then(|t| self.partition(&t, *index)) else {
                 continue;
             };
-            let from = self.group_start(group, topic, &p);
+            let Ok(from) = self.group_start(group, topic, &p) else {
+                continue; // Offline: the read below reports it.
+            };
             waits.spawn(async move { wait_for_data(&p, from, deadline - now).await });
         }
         tokio::select! {
@@ -389,15 +391,15 @@ impl Local {
 
     /// Where the group reads a partition next: its committed offset, or the oldest record
     /// when it has none or it is outside the log (`auto.offset.reset=earliest`).
-    fn group_start(&self, group: &str, topic: &str, p: &Partition) -> i64 {
+    fn group_start(&self, group: &str, topic: &str, p: &Partition) -> Result<i64, LocalError> {
         let (start, end) = {
-            let st = p.state.lock();
-            (st.log.log_start_offset(), st.log.log_end_offset())
+            let st = p.lock().map_err(|e| LocalError::Storage(e.to_string()))?;
+            (st.log.log_start_offset(), st.high_watermark())
         };
-        match self.broker.groups.committed(group, topic, p.index) {
+        Ok(match self.broker.groups.committed(group, topic, p.index) {
             Some(o) if (start..=end).contains(&o) => o,
             _ => start,
-        }
+        })
     }
 
     /// Reads the assigned partitions from the group's positions, at most `max_messages` in
@@ -419,7 +421,7 @@ impl Local {
             let Ok(p) = self.topic(topic).and_then(|t| self.partition(&t, *index)) else {
                 continue;
             };
-            let from = self.group_start(group, topic, &p);
+            let from = self.group_start(group, topic, &p)?;
             let bound = self.decompressed_max();
             let read = match read_from(&p, from, left, bound) {
                 Err(LocalError::OffsetOutOfRange { start, .. }) => {

@@ -10,6 +10,8 @@
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
 //! - [`broker`]: the [`Broker`] itself; [`handlers`] has one file per Kafka API family.
+//! - [`local`] and [`local_group`]: the in-process API front ends other than Kafka (the JSON
+//!   protocol) use: produce, read, positions, and consumer group members.
 //!
 //! The broker sees decoded requests and answers encoded responses; sockets live in
 //! `strom-server`, files in `strom-log`.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod flusher;
 pub mod handlers;
 pub mod local;
+pub mod local_group;
 pub mod meta;
 pub mod partition;
 pub mod producer_snapshot;

@@ -12,7 +12,8 @@
 //!   `strom_log::validate_batches` (CRC included), decode them and drop the records before the
 //!   requested offset (a batch can start before it) and control records.
 //! - **Consumer positions** are committed offsets of the consumer group `json:<consumer_id>` in
-//!   the group coordinator, written with the same OffsetCommit path Kafka clients use. They are
+//!   the group coordinator, written with its domain call `commit`, the one the Kafka
+//!   OffsetCommit handler uses too. They are
 //!   therefore durable, survive a restart, and show up in `strom group list` and in Kafka admin
 //!   tools (e.g. `kafka-consumer-groups --describe --group json:c1`).
 //!
@@ -25,14 +26,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use strom_group::{Committer, CoordinatorError, NewOffset};
 use strom_log::{validate_batches, LogError};
 use strom_protocol::records::{decode_batch, RecordsError};
 use strom_protocol::ResponseError;
@@ -90,6 +88,20 @@ pub enum LocalError {
     },
     #[error("storage error: {0}")]
     Storage(String),
+    /// The group coordinator refused (a commit, a join, ...).
+    #[error("{0}")]
+    Group(#[from] CoordinatorError),
+    /// A JSON group member id that is not (or no longer) a member of the group.
+    #[error("{member_id} is not a member of group {group} (it left, or its session expired); join again")]
+    UnknownMember { group: String, member_id: String },
+    /// A group member asked for a partition the group did not assign to it.
+    #[error("partition {partition} of {topic} is not assigned to member {member_id} (its partitions: {assigned})")]
+    NotAssigned {
+        member_id: String,
+        topic: String,
+        partition: i32,
+        assigned: String,
+    },
 }
 
 /// A record to append.
@@ -173,10 +185,12 @@ pub struct ConsumeRequest<'a> {
 
 /// The in-process API. One per broker; cheap to share behind an `Arc`.
 pub struct Local {
-    broker: Arc<Broker>,
+    pub(crate) broker: Arc<Broker>,
     /// Round-robin counter for records without partition and key.
     next_partition: AtomicU32,
     position_locks: Vec<tokio::sync::Mutex<()>>,
+    /// The JSON members of consumer groups (`local_group`).
+    pub(crate) group_members: crate::local_group::GroupMembers,
 }
 
 impl Local {
@@ -187,6 +201,7 @@ impl Local {
             position_locks: (0..POSITION_LOCK_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            group_members: Default::default(),
         }
     }
 
@@ -300,7 +315,7 @@ impl Local {
     }
 
     /// `decompressed.batch.max.bytes`: the bound on the records one read decompresses.
-    fn decompressed_max(&self) -> usize {
+    pub(crate) fn decompressed_max(&self) -> usize {
         self.broker.config.decompressed_batch_max_bytes
     }
 
@@ -398,10 +413,15 @@ impl Local {
     pub fn position(&self, consumer_id: &str, topic: &str, partition: i32) -> Option<i64> {
         self.broker
             .groups
-            .committed_offsets(&consumer_group(consumer_id))
-            .into_iter()
-            .find(|(t, p, _)| t == topic && *p == partition)
-            .map(|(_, _, o)| o)
+            .committed(&consumer_group(consumer_id), topic, partition)
+    }
+
+    /// The committed offsets of any group in `topic`, as (partition, offset).
+    pub fn committed(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, LocalError> {
+        let t = self.topic(topic)?;
+        Ok((0..t.partition_count())
+            .filter_map(|p| Some((p, self.broker.groups.committed(group, topic, p)?)))
+            .collect())
     }
 
     async fn commit_locked(
@@ -411,34 +431,16 @@ impl Local {
         partition: i32,
         offset: i64,
     ) -> Result<(), LocalError> {
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(consumer_group(consumer_id))))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::new())
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(vec![OffsetCommitRequestPartition::default()
-                    .with_partition_index(partition)
-                    .with_committed_offset(offset)
-                    .with_committed_leader_epoch(-1)
-                    .with_committed_metadata(Some(StrBytes::new()))])]);
-        // v8: the newest version whose request has no topic ids.
-        let response = self.broker.groups.offset_commit(request, 8).await;
-        let code = response
-            .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .map(|p| p.error_code)
-            .unwrap_or(0);
-        match ResponseError::try_from_code(code) {
+        let group = consumer_group(consumer_id);
+        let offsets = [NewOffset::new(topic, partition, offset)];
+        let results = self
+            .broker
+            .groups
+            .commit(&group, Committer::NONE, &offsets, -1)
+            .await;
+        match results.into_iter().find_map(Result::err) {
             None => Ok(()),
-            Some(error) => Err(LocalError::Rejected {
-                error,
-                message: Some(format!(
-                    "storing the position of consumer {consumer_id} in group {}",
-                    consumer_group(consumer_id)
-                )),
-            }),
+            Some(e) => Err(LocalError::Group(e)),
         }
     }
 
@@ -446,14 +448,18 @@ impl Local {
         shard_of(req.consumer_id, req.topic, req.partition)
     }
 
-    fn topic(&self, name: &str) -> Result<Arc<Topic>, LocalError> {
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>, LocalError> {
         self.broker
             .topics
             .get(name)
             .ok_or_else(|| LocalError::UnknownTopic(name.to_string()))
     }
 
-    fn partition(&self, topic: &Topic, index: i32) -> Result<Arc<Partition>, LocalError> {
+    pub(crate) fn partition(
+        &self,
+        topic: &Topic,
+        index: i32,
+    ) -> Result<Arc<Partition>, LocalError> {
         topic
             .partition(index)
             .ok_or_else(|| LocalError::UnknownPartition {
@@ -524,7 +530,7 @@ fn encode_batch(record: NewRecord, timestamp_ms: i64) -> Result<Bytes, LocalErro
 
 /// Waits until the partition has a record at or after `offset` or `wait` has passed, on the
 /// partition's append notifier (no polling loop).
-async fn wait_for_data(partition: &Partition, offset: i64, wait: Duration) {
+pub(crate) async fn wait_for_data(partition: &Partition, offset: i64, wait: Duration) {
     let wait = wait.min(Duration::from_millis(READ_WAIT_MS_MAX));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -547,7 +553,7 @@ async fn wait_for_data(partition: &Partition, offset: i64, wait: Duration) {
 /// The records it decompresses add up to at most `decompressed_max_bytes`: a read stops before
 /// the batch that would pass it, and a first batch that alone passes it (a compression bomb)
 /// is an error, not an exhausted memory.
-fn read_from(
+pub(crate) fn read_from(
     partition: &Partition,
     offset: i64,
     max_messages: usize,

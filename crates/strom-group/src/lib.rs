@@ -10,6 +10,8 @@
 //! # Layout
 //!
 //! - `coordinator`: [`GroupCoordinator`], its open/flush/background loop and the shared state.
+//! - `domain`: the domain calls (join, sync, heartbeat, leave, commit, committed) in domain
+//!   types, with [`CoordinatorError`]; the Kafka handlers and the JSON front end both use them.
 //! - `membership`: the JoinGroup, SyncGroup, Heartbeat and LeaveGroup handlers.
 //! - `rebalance`: the state machine they share with the timers (session expiry, rebalance
 //!   and sync deadlines, the initial rebalance delay).
@@ -37,6 +39,7 @@
 
 pub mod codes;
 mod coordinator;
+mod domain;
 mod error;
 
 mod admin;
@@ -53,6 +56,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use coordinator::GroupCoordinator;
+pub use domain::{Committer, CoordinatorError, JoinParams, Joined, NewOffset};
 pub use error::GroupError;
 
 /// Coordinator settings; the names follow Kafka's broker configs.

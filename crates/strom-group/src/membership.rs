@@ -45,18 +45,31 @@ enum Start<T> {
     Wait(oneshot::Receiver<T>, u64),
 }
 
-struct JoinArgs<'a> {
-    group_id: &'a str,
-    member_id: &'a str,
-    instance_id: Option<String>,
-    client_id: &'a str,
-    client_host: &'a str,
-    session_timeout_ms: i32,
-    rebalance_timeout_ms: i32,
-    protocol_type: String,
-    protocols: Vec<(String, Bytes)>,
-    require_known_member_id: bool,
-    supports_skip_assignment: bool,
+pub(crate) struct JoinArgs<'a> {
+    // Fields as in JoinGroup; `require_known_member_id` is KIP-394 (v4+).
+    pub group_id: &'a str,
+    pub member_id: &'a str,
+    pub instance_id: Option<String>,
+    pub client_id: &'a str,
+    pub client_host: &'a str,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub require_known_member_id: bool,
+    pub supports_skip_assignment: bool,
+}
+
+/// What SyncGroup carries, apart from its wire form.
+pub(crate) struct SyncArgs<'a> {
+    pub group_id: &'a str,
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+    pub generation_id: i32,
+    pub protocol_type: Option<&'a str>,
+    pub protocol_name: Option<&'a str>,
+    /// (member id, assignment); only the leader sends any.
+    pub assignments: Vec<(&'a str, Bytes)>,
 }
 
 impl GroupCoordinator {
@@ -109,22 +122,29 @@ impl GroupCoordinator {
             require_known_member_id: version >= 4,
             supports_skip_assignment: version >= 9,
         };
+        let outcome = self.join_outcome(args).await;
+        join_response(outcome, version)
+    }
+
+    /// Joins (or rejoins) and waits for the join phase to complete; shared by JoinGroup and
+    /// the domain call [`GroupCoordinator::join`].
+    pub(crate) async fn join_outcome(&self, args: JoinArgs<'_>) -> JoinOutcome {
+        let group_id = args.group_id.to_string();
+        let member_id = args.member_id.to_string();
         let start = {
             let now_ms = self.clock.now_ms();
             let mut st = self.state.lock();
             let start = self.join_locked(&mut st.groups, args, now_ms);
-            self.persist_locked(&mut st, req.group_id.as_str());
-            st.debug_check(req.group_id.as_str());
+            self.persist_locked(&mut st, &group_id);
+            st.debug_check(&group_id);
             start
         };
         // Replaced by a newer JoinGroup of the same member, or timed out without the
         // background task: the client retries its join.
-        let outcome = self
-            .answer(start, || {
-                JoinOutcome::error(req.member_id.as_str(), codes::REBALANCE_IN_PROGRESS)
-            })
-            .await;
-        join_response(outcome, version)
+        self.answer(start, || {
+            JoinOutcome::error(&member_id, codes::REBALANCE_IN_PROGRESS)
+        })
+        .await
     }
 
     fn join_locked(
@@ -380,17 +400,20 @@ impl GroupCoordinator {
 
     /// SyncGroup v0-v5. A follower's call waits for the leader's assignment.
     pub async fn sync_group(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
-        let start = {
-            let now_ms = self.clock.now_ms();
-            let mut st = self.state.lock();
-            let start = sync_locked(&mut st.groups, &req, now_ms);
-            self.persist_locked(&mut st, req.group_id.as_str());
-            st.debug_check(req.group_id.as_str());
-            start
+        let args = SyncArgs {
+            group_id: req.group_id.as_str(),
+            member_id: req.member_id.as_str(),
+            instance_id: req.group_instance_id.as_deref(),
+            generation_id: req.generation_id,
+            protocol_type: req.protocol_type.as_deref(),
+            protocol_name: req.protocol_name.as_deref(),
+            assignments: req
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.as_str(), a.assignment.clone()))
+                .collect(),
         };
-        let outcome = self
-            .answer(start, || SyncOutcome::error(codes::REBALANCE_IN_PROGRESS))
-            .await;
+        let outcome = self.sync_outcome(args).await;
         let mut resp = SyncGroupResponse::default()
             .with_error_code(outcome.error)
             .with_assignment(outcome.assignment);
@@ -401,13 +424,71 @@ impl GroupCoordinator {
         resp
     }
 
+    /// Waits for the leader's assignment if needed; shared by SyncGroup and the domain call
+    /// [`GroupCoordinator::sync`].
+    pub(crate) async fn sync_outcome(&self, args: SyncArgs<'_>) -> SyncOutcome {
+        let start = {
+            let now_ms = self.clock.now_ms();
+            let mut st = self.state.lock();
+            let start = sync_locked(&mut st.groups, &args, now_ms);
+            self.persist_locked(&mut st, args.group_id);
+            st.debug_check(args.group_id);
+            start
+        };
+        self.answer(start, || SyncOutcome::error(codes::REBALANCE_IN_PROGRESS))
+            .await
+    }
+
     /// Heartbeat v0-v4. Never waits.
     pub async fn heartbeat(&self, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+        let code = self.heartbeat_code(
+            req.group_id.as_str(),
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        );
+        HeartbeatResponse::default().with_error_code(code)
+    }
+
+    pub(crate) fn heartbeat_code(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> i16 {
         let now_ms = self.clock.now_ms();
         let mut st = self.state.lock();
-        let code = heartbeat_locked(&mut st.groups, &req, now_ms);
-        st.debug_check(req.group_id.as_str());
-        HeartbeatResponse::default().with_error_code(code)
+        let code = heartbeat_locked(
+            &mut st.groups,
+            group_id,
+            member_id,
+            instance_id,
+            generation_id,
+            now_ms,
+        );
+        st.debug_check(group_id);
+        code
+    }
+
+    /// Removes one dynamic member; the domain call [`GroupCoordinator::leave`].
+    pub(crate) fn leave_code(&self, group_id: &str, member_id: &str) -> i16 {
+        if group_id.is_empty() {
+            return codes::INVALID_GROUP_ID;
+        }
+        let code = {
+            let now_ms = self.clock.now_ms();
+            let mut st = self.state.lock();
+            let code = match st.groups.get_mut(group_id) {
+                None => codes::UNKNOWN_MEMBER_ID,
+                Some(g) => leave_one(&self.config, g, member_id, None, now_ms),
+            };
+            self.persist_locked(&mut st, group_id);
+            st.debug_check(group_id);
+            code
+        };
+        self.timers_changed.notify_one();
+        code
     }
 
     /// LeaveGroup v0-v5 (v3+ carries a batch of member identities).
@@ -498,25 +579,25 @@ fn join_response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
 
 fn sync_locked(
     groups: &mut std::collections::HashMap<String, Group>,
-    req: &SyncGroupRequest,
+    req: &SyncArgs<'_>,
     now_ms: i64,
 ) -> Start<SyncOutcome> {
     let fail = |code| Start::Done(SyncOutcome::error(code));
     if req.group_id.is_empty() {
         return fail(codes::INVALID_GROUP_ID);
     }
-    let Some(g) = groups.get_mut(req.group_id.as_str()) else {
+    let Some(g) = groups.get_mut(req.group_id) else {
         return fail(codes::UNKNOWN_MEMBER_ID);
     };
-    let member_id = req.member_id.as_str();
-    if let Err(code) = g.validate_member(member_id, req.group_instance_id.as_deref()) {
+    let member_id = req.member_id;
+    if let Err(code) = g.validate_member(member_id, req.instance_id) {
         return fail(code);
     }
     if req.generation_id != g.generation_id {
         return fail(codes::ILLEGAL_GENERATION);
     }
-    let inconsistent = |asked: &Option<StrBytes>, have: &Option<String>| match asked {
-        Some(a) => have.as_deref() != Some(a.as_str()),
+    let inconsistent = |asked: &Option<&str>, have: &Option<String>| match asked {
+        Some(a) => have.as_deref() != Some(*a),
         None => false,
     };
     if inconsistent(&req.protocol_type, &g.protocol_type)
@@ -551,9 +632,9 @@ fn sync_locked(
                 for m in g.members.values_mut() {
                     m.assignment = Bytes::new();
                 }
-                for a in &req.assignments {
-                    if let Some(m) = g.members.get_mut(a.member_id.as_str()) {
-                        m.assignment = a.assignment.clone();
+                for (id, assignment) in &req.assignments {
+                    if let Some(m) = g.members.get_mut(*id) {
+                        m.assignment = assignment.clone();
                     }
                 }
                 propagate_assignment(g, now_ms);
@@ -588,20 +669,22 @@ fn propagate_assignment(g: &mut Group, now_ms: i64) {
 
 fn heartbeat_locked(
     groups: &mut std::collections::HashMap<String, Group>,
-    req: &HeartbeatRequest,
+    group_id: &str,
+    member_id: &str,
+    instance_id: Option<&str>,
+    generation_id: i32,
     now_ms: i64,
 ) -> i16 {
-    if req.group_id.is_empty() {
+    if group_id.is_empty() {
         return codes::INVALID_GROUP_ID;
     }
-    let Some(g) = groups.get_mut(req.group_id.as_str()) else {
+    let Some(g) = groups.get_mut(group_id) else {
         return codes::UNKNOWN_MEMBER_ID;
     };
-    let member_id = req.member_id.as_str();
-    if let Err(code) = g.validate_member(member_id, req.group_instance_id.as_deref()) {
+    if let Err(code) = g.validate_member(member_id, instance_id) {
         return code;
     }
-    if req.generation_id != g.generation_id {
+    if generation_id != g.generation_id {
         return codes::ILLEGAL_GENERATION;
     }
     let state = g.state;

@@ -20,8 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::codes;
 use crate::coordinator::State;
+use crate::domain::{Committer, CoordinatorError, NewOffset};
 use crate::group::{Group, GroupState};
-use crate::store::{CommittedOffset, Record};
+use crate::store::Record;
 use crate::GroupCoordinator;
 
 /// OffsetCommit v2-v4 `retention_time_ms` meaning "use the broker's retention".
@@ -31,131 +32,61 @@ const DEFAULT_RETENTION_TIME_MS: i64 = -1;
 type FetchedPartition = (i32, i64, i32, String, i16);
 
 impl GroupCoordinator {
-    /// OffsetCommit v2-v9. With `fsync` configured, answers after the commit is on disk.
+    /// OffsetCommit v2-v9: the Kafka adapter over [`GroupCoordinator::commit`]. With `fsync`
+    /// configured, answers after the commit is on disk.
     pub async fn offset_commit(
         &self,
         req: OffsetCommitRequest,
         version: i16,
     ) -> OffsetCommitResponse {
-        let now_ms = self.clock.now_ms();
-        // Per partition: (topic index, partition index, error), in request order.
-        let mut codes_out: Vec<Vec<i16>> = req
+        let expire_ms = if (2..=4).contains(&version)
+            && req.retention_time_ms != DEFAULT_RETENTION_TIME_MS
+            && req.retention_time_ms > 0
+        {
+            self.clock.now_ms().saturating_add(req.retention_time_ms)
+        } else {
+            -1
+        };
+        let offsets: Vec<NewOffset> = req
             .topics
             .iter()
-            .map(|t| vec![codes::NONE; t.partitions.len()])
-            .collect();
-        let group_id = req.group_id.as_str();
-        let group_error = if group_id.is_empty() || group_id.len() > usize::from(u16::MAX) {
-            Some(codes::INVALID_GROUP_ID)
-        } else {
-            None
-        };
-
-        let mut durable_seq = None;
-        if let Some(code) = group_error {
-            fill(&mut codes_out, code);
-        } else {
-            // Validate partitions before touching the group.
-            let mut records = Vec::new();
-            let mut targets = Vec::new();
-            for (ti, t) in req.topics.iter().enumerate() {
-                let count = self.catalog.partition_count(t.name.as_str());
-                for (pi, p) in t.partitions.iter().enumerate() {
-                    let exists =
-                        count.is_some_and(|c| p.partition_index >= 0 && p.partition_index < c);
-                    let metadata = p.committed_metadata.as_deref().unwrap_or("");
-                    if !exists {
-                        codes_out[ti][pi] = codes::UNKNOWN_TOPIC_OR_PARTITION;
-                    } else if metadata.len() > self.config.offset_metadata_max_bytes {
-                        codes_out[ti][pi] = codes::OFFSET_METADATA_TOO_LARGE;
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| NewOffset {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 6 {
+                        p.committed_leader_epoch
                     } else {
-                        let expire_ms = if (2..=4).contains(&version)
-                            && req.retention_time_ms != DEFAULT_RETENTION_TIME_MS
-                            && req.retention_time_ms > 0
-                        {
-                            now_ms.saturating_add(req.retention_time_ms)
-                        } else {
-                            -1
-                        };
-                        let value = CommittedOffset {
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 6 {
-                                p.committed_leader_epoch
-                            } else {
-                                -1
-                            },
-                            metadata: metadata.to_string(),
-                            commit_ms: now_ms,
-                            expire_ms,
-                        };
-                        records.push(Record::Commit {
-                            group: group_id.to_string(),
-                            topic: t.name.to_string(),
-                            partition: p.partition_index,
-                            value,
-                        });
-                        targets.push((ti, pi));
-                    }
-                }
-            }
-
-            let mut st = self.state.lock();
-            let check = self.validate_commit_locked(&mut st, &req, now_ms);
-            match check {
-                Err(code) => {
-                    for (ti, pi) in &targets {
-                        codes_out[*ti][*pi] = code;
-                    }
-                }
-                Ok(()) if records.is_empty() => {}
-                Ok(()) => match self.append_offsets_locked(&mut st, &records) {
-                    Ok(seq) => {
-                        let g = st
-                            .groups
-                            .entry(group_id.to_string())
-                            .or_insert_with(|| Group::new(group_id, Some(now_ms)));
-                        for r in records {
-                            if let Record::Commit {
-                                topic,
-                                partition,
-                                value,
-                                ..
-                            } = r
-                            {
-                                g.offsets.insert((topic, partition), value);
-                            }
-                        }
-                        durable_seq = Some(seq);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, group = group_id, "appending offset commit failed");
-                        for (ti, pi) in &targets {
-                            codes_out[*ti][*pi] = codes::UNKNOWN_SERVER_ERROR;
-                        }
-                    }
-                },
-            }
-        }
-
-        if let Some(seq) = durable_seq {
-            if let Err(e) = self.wait_durable(seq).await {
-                tracing::error!(error = %e, "fsync of the offsets log failed");
-                fill(&mut codes_out, codes::UNKNOWN_SERVER_ERROR);
-            }
-        }
-
+                        -1
+                    },
+                    metadata: p.committed_metadata.as_deref().unwrap_or("").to_string(),
+                })
+            })
+            .collect();
+        let committer = Committer {
+            member_id: req.member_id.as_str(),
+            instance_id: req.group_instance_id.as_deref(),
+            generation_id: req.generation_id_or_member_epoch,
+        };
+        let mut results = self
+            .commit(req.group_id.as_str(), committer, &offsets, expire_ms)
+            .await
+            .into_iter();
         let topics = req
             .topics
             .iter()
-            .zip(codes_out)
-            .map(|(t, codes)| {
+            .map(|t| {
                 OffsetCommitResponseTopic::default()
                     .with_name(t.name.clone())
                     .with_partitions(
                         t.partitions
                             .iter()
-                            .zip(codes)
-                            .map(|(p, code)| {
+                            .map(|p| {
+                                let code = match results.next() {
+                                    Some(Err(e)) => e.kafka_code(),
+                                    Some(Ok(())) | None => codes::NONE,
+                                };
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
                                     .with_error_code(code)
@@ -167,39 +98,42 @@ impl GroupCoordinator {
         OffsetCommitResponse::default().with_topics(topics)
     }
 
-    /// Kafka's `validateOffsetCommit` for classic groups. Creates the Empty group of a simple
-    /// consumer (generation -1) on success when it does not exist yet (the caller inserts it).
-    fn validate_commit_locked(
+    /// Kafka's `validateOffsetCommit` for classic groups. A commit outside group management
+    /// (generation -1) is accepted when the group does not exist yet (the caller creates it)
+    /// or is Empty.
+    pub(crate) fn validate_commit_locked(
         &self,
         st: &mut State,
-        req: &OffsetCommitRequest,
+        group_id: &str,
+        committer: Committer<'_>,
         now_ms: i64,
-    ) -> Result<(), i16> {
-        let generation_id = req.generation_id_or_member_epoch;
-        let member_id = req.member_id.as_str();
-        let instance_id = req.group_instance_id.as_deref();
-        let Some(g) = st.groups.get_mut(req.group_id.as_str()) else {
+    ) -> Result<(), CoordinatorError> {
+        let generation_id = committer.generation_id;
+        let member_id = committer.member_id;
+        let instance_id = committer.instance_id;
+        let Some(g) = st.groups.get_mut(group_id) else {
             // No group: only a commit outside group management may create one.
             return if generation_id < 0 {
                 Ok(())
             } else {
-                Err(codes::ILLEGAL_GENERATION)
+                Err(CoordinatorError::IllegalGeneration)
             };
         };
         if generation_id < 0 && g.is(GroupState::Empty) {
             return Ok(());
         }
         if generation_id >= 0 || !member_id.is_empty() || instance_id.is_some() {
-            g.validate_member(member_id, instance_id)?;
+            g.validate_member(member_id, instance_id)
+                .or_else(CoordinatorError::from_code)?;
             if generation_id != g.generation_id {
-                return Err(codes::ILLEGAL_GENERATION);
+                return Err(CoordinatorError::IllegalGeneration);
             }
         } else if !g.is(GroupState::Empty) {
             // A commit without member id and generation is only accepted for an Empty group.
-            return Err(codes::UNKNOWN_MEMBER_ID);
+            return Err(CoordinatorError::UnknownMemberId);
         }
         match g.state {
-            GroupState::CompletingRebalance => Err(codes::REBALANCE_IN_PROGRESS),
+            GroupState::CompletingRebalance => Err(CoordinatorError::RebalanceInProgress),
             GroupState::Stable | GroupState::PreparingRebalance => {
                 // A commit proves the member is alive, like a heartbeat.
                 if let Some(m) = g.members.get_mut(member_id) {
@@ -208,7 +142,7 @@ impl GroupCoordinator {
                 Ok(())
             }
             GroupState::Empty => Ok(()),
-            GroupState::Dead => Err(codes::UNKNOWN_MEMBER_ID),
+            GroupState::Dead => Err(CoordinatorError::UnknownMemberId),
         }
     }
 
@@ -556,13 +490,5 @@ impl GroupCoordinator {
             }
         }
         st.groups.retain(|_, g| !is_gone(g));
-    }
-}
-
-fn fill(codes_out: &mut [Vec<i16>], code: i16) {
-    for t in codes_out.iter_mut() {
-        for c in t.iter_mut() {
-            *c = code;
-        }
     }
 }

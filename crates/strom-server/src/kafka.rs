@@ -6,11 +6,17 @@
 //!
 //! A broken frame (bad size, unknown API, undecodable body) closes that connection with a log
 //! line; nothing else is affected.
+//!
+//! The same port speaks the JSON protocol: a connection whose first byte is `{` is handed to
+//! [`crate::json::serve_connection`]. A Kafka request never starts with that byte, because it
+//! starts with its 4-byte big-endian size and `{` (0x7b) there would mean a request of over
+//! 2 GB, far beyond `socket.request.max.bytes`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use strom_broker::local::Local;
 use strom_broker::{Broker, Reply, RequestContext};
 use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,18 +47,57 @@ impl Limits {
     }
 }
 
-/// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, limits: Limits, shutdown: Shutdown) {
+/// The first byte of a JSON connection on the Kafka port.
+const JSON_FIRST_BYTE: u8 = b'{';
+
+/// Accepts connections until shutdown: Kafka ones, and JSON ones (first byte `{`) served
+/// through `local`.
+pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shutdown: Shutdown) {
     let refuse = |_: &TcpStream| {};
+    let json_limits = crate::json::Limits::from_broker(local.broker());
     crate::accept::accept_loop(
         listener,
         "kafka",
         limits.max_connections,
         shutdown,
         refuse,
-        |socket, peer, shutdown| serve_connection(socket, peer, broker.clone(), limits, shutdown),
+        |socket, peer, shutdown| {
+            let local = local.clone();
+            async move {
+                match first_byte(&socket, limits.idle_timeout).await {
+                    Some(JSON_FIRST_BYTE) => {
+                        if let Err(e) = crate::json::serve_connection(
+                            socket,
+                            peer,
+                            &local,
+                            json_limits,
+                            shutdown,
+                        )
+                        .await
+                        {
+                            tracing::debug!(%peer, error = %e, "JSON connection ended");
+                        }
+                    }
+                    Some(_) => {
+                        let broker = local.broker().clone();
+                        serve_connection(socket, peer, broker, limits, shutdown).await
+                    }
+                    None => {}
+                }
+            }
+        },
     )
     .await
+}
+
+/// The connection's first byte, without consuming it; `None` if the client closed or sent
+/// nothing within the idle timeout.
+async fn first_byte(socket: &TcpStream, idle_timeout: std::time::Duration) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(idle_timeout, socket.peek(&mut byte)).await {
+        Ok(Ok(1)) => Some(byte[0]),
+        _ => None,
+    }
 }
 
 async fn serve_connection(

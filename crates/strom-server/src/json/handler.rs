@@ -1,21 +1,35 @@
 //! Runs one parsed request against the broker through [`strom_broker::local`] and shapes the
 //! response. The only place where wire types and the local API meet.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strom_broker::local::{ConsumeRequest, Local, NewRecord};
+use strom_broker::local_group::Assignment;
 
 use super::request::Request;
-use super::response::{Body, MessageOut};
+use super::response::{Body, CommittedOut, MessageOut, TopicPartitionOut};
 
-pub async fn handle(local: &Local, request: Request) -> Body {
-    match run(local, request).await {
+/// `client_host` is the peer's address, shown for group members in DescribeGroups.
+pub async fn handle(local: &Arc<Local>, request: Request, client_host: &str) -> Body {
+    match run(local, request, client_host).await {
         Ok(body) => body,
         Err(e) => e.into(),
     }
 }
 
-async fn run(local: &Local, request: Request) -> Result<Body, strom_broker::local::LocalError> {
+fn assignment_out(a: Assignment) -> Vec<TopicPartitionOut> {
+    a.partitions
+        .into_iter()
+        .map(|(topic, partition)| TopicPartitionOut { topic, partition })
+        .collect()
+}
+
+async fn run(
+    local: &Arc<Local>,
+    request: Request,
+    client_host: &str,
+) -> Result<Body, strom_broker::local::LocalError> {
     Ok(match request {
         Request::CreateTopic {
             topic,
@@ -123,6 +137,86 @@ async fn run(local: &Local, request: Request) -> Result<Body, strom_broker::loca
                 partition,
                 consumer_id,
                 offset,
+            }
+        }
+        Request::JoinGroup {
+            group,
+            topics,
+            member_id,
+            session_timeout_ms,
+        } => {
+            let m = local
+                .join_group(
+                    &group,
+                    &topics,
+                    member_id.as_deref(),
+                    session_timeout_ms,
+                    client_host,
+                )
+                .await?;
+            Body::Member {
+                group: m.group,
+                member_id: m.member_id,
+                generation: m.assignment.generation_id,
+                assignment: assignment_out(m.assignment),
+            }
+        }
+        Request::Heartbeat { group, member_id } => {
+            let a = local.group_heartbeat(&group, &member_id).await?;
+            Body::Member {
+                group,
+                member_id,
+                generation: a.generation_id,
+                assignment: assignment_out(a),
+            }
+        }
+        Request::GroupConsume {
+            group,
+            member_id,
+            only,
+            max_messages,
+            wait_ms,
+        } => {
+            let read = local
+                .group_consume(
+                    &group,
+                    &member_id,
+                    only.as_ref().map(|(t, p)| (t.as_str(), *p)),
+                    max_messages,
+                    Duration::from_millis(wait_ms),
+                )
+                .await?;
+            Body::GroupConsume {
+                group,
+                member_id: read.member_id,
+                generation: read.assignment.generation_id,
+                assignment: assignment_out(read.assignment),
+                messages: read
+                    .messages
+                    .into_iter()
+                    .map(|(topic, partition, m)| {
+                        let mut out = MessageOut::from(m);
+                        out.topic = Some(topic);
+                        out.partition = Some(partition);
+                        out
+                    })
+                    .collect(),
+            }
+        }
+        Request::LeaveGroup { group, member_id } => {
+            local.leave_group(&group, &member_id)?;
+            Body::LeaveGroup { group, member_id }
+        }
+        Request::Committed { group, topic } => {
+            let offsets = local
+                .committed(&group, &topic)?
+                .into_iter()
+                .map(|(partition, offset)| CommittedOut { partition, offset })
+                .collect();
+            Body::Committed {
+                group,
+                topic,
+                offsets,
             }
         }
     })

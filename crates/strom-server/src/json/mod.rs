@@ -101,10 +101,12 @@ pub async fn serve_with(
     .await
 }
 
-async fn serve_connection(
+/// Serves one JSON connection until the client closes it, it idles out, or shutdown. The
+/// Kafka listener hands over connections whose first byte is `{` here.
+pub async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
-    local: &Local,
+    local: &Arc<Local>,
     limits: Limits,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
@@ -154,7 +156,12 @@ async fn serve_connection(
 }
 
 /// The response line for one frame; `None` for a blank line (no request, no response).
-async fn respond(local: &Local, frame: Frame, peer: SocketAddr, limits: Limits) -> Option<Vec<u8>> {
+async fn respond(
+    local: &Arc<Local>,
+    frame: Frame,
+    peer: SocketAddr,
+    limits: Limits,
+) -> Option<Vec<u8>> {
     let line = match frame {
         Frame::TooLong => {
             tracing::debug!(%peer, max = limits.max_line_bytes, "JSON request line too long");
@@ -176,7 +183,7 @@ async fn respond(local: &Local, frame: Frame, peer: SocketAddr, limits: Limits) 
     }
     let parsed = request::parse(&line);
     let body = match parsed.request {
-        Ok(req) => handler::handle(local, req).await,
+        Ok(req) => handler::handle(local, req, &peer.ip().to_string()).await,
         Err(ParseError::BadJson(m)) => Body::error(code::BAD_JSON, m),
         Err(ParseError::BadRequest(m)) => Body::error(code::BAD_REQUEST, m),
     };

@@ -55,6 +55,34 @@ pub enum Request {
         partition: i32,
         consumer_id: String,
     },
+    JoinGroup {
+        group: String,
+        topics: Vec<String>,
+        /// A member id to rejoin as (e.g. after a broker restart).
+        member_id: Option<String>,
+        session_timeout_ms: Option<i32>,
+    },
+    /// A `consume` with `group` and `member_id` instead of `topic`/`partition`/`consumer_id`.
+    GroupConsume {
+        group: String,
+        member_id: String,
+        /// Read only this one of the member's partitions.
+        only: Option<(String, i32)>,
+        max_messages: usize,
+        wait_ms: u64,
+    },
+    Heartbeat {
+        group: String,
+        member_id: String,
+    },
+    LeaveGroup {
+        group: String,
+        member_id: String,
+    },
+    Committed {
+        group: String,
+        topic: String,
+    },
 }
 
 /// Why a line is not a request. `BadJson` and `BadRequest` are the client's fault.
@@ -80,8 +108,8 @@ pub struct Parsed {
     pub request: Result<Request, ParseError>,
 }
 
-pub const TYPES: &str =
-    "create_topic, list_topics, describe_topic, produce, consume, commit, position";
+pub const TYPES: &str = "create_topic, list_topics, describe_topic, produce, consume, commit, \
+     position, join_group, heartbeat, leave_group, committed";
 
 pub fn parse(line: &[u8]) -> Parsed {
     let value: Value = match serde_json::from_slice(line) {
@@ -134,36 +162,43 @@ fn parse_object(map: Map<String, Value>) -> Result<Request, String> {
             headers: f.headers()?,
             timestamp: f.opt_i64("timestamp")?,
         },
+        "consume" if f.0.contains_key("group") => Request::GroupConsume {
+            group: f.string("group")?,
+            member_id: f.string("member_id")?,
+            only: match (f.opt_string("topic")?, f.opt_i32("partition")?) {
+                (Some(t), Some(p)) => Some((t, p)),
+                (None, None) => None,
+                _ => return Err("give both \"topic\" and \"partition\", or neither".into()),
+            },
+            max_messages: f.max_messages()?,
+            wait_ms: f.wait_ms()?,
+        },
         "consume" => Request::Consume {
             topic: f.string("topic")?,
             partition: f.i32("partition")?,
             consumer_id: f.string("consumer_id")?,
             offset: f.opt_i64("offset")?,
-            max_messages: match f.opt_i64("max_messages")? {
-                None => CONSUME_MESSAGES_DEFAULT,
-                Some(n) if n >= 1 && n <= strom_broker::local::READ_MESSAGES_MAX as i64 => {
-                    n as usize
-                }
-                Some(n) => {
-                    return Err(format!(
-                        "max_messages must be 1 to {}, not {n}",
-                        strom_broker::local::READ_MESSAGES_MAX
-                    ))
-                }
-            },
-            wait_ms: match f.opt_i64("wait_ms")? {
-                None => 0,
-                Some(n) if (0..=strom_broker::local::READ_WAIT_MS_MAX as i64).contains(&n) => {
-                    n as u64
-                }
-                Some(n) => {
-                    return Err(format!(
-                        "wait_ms must be 0 to {}, not {n}",
-                        strom_broker::local::READ_WAIT_MS_MAX
-                    ))
-                }
-            },
+            max_messages: f.max_messages()?,
+            wait_ms: f.wait_ms()?,
             auto_commit: f.opt_bool("auto_commit")?.unwrap_or(true),
+        },
+        "join_group" => Request::JoinGroup {
+            group: f.string("group")?,
+            topics: f.topics()?,
+            member_id: f.opt_string("member_id")?,
+            session_timeout_ms: f.opt_i32("session_timeout_ms")?,
+        },
+        "heartbeat" => Request::Heartbeat {
+            group: f.string("group")?,
+            member_id: f.string("member_id")?,
+        },
+        "leave_group" => Request::LeaveGroup {
+            group: f.string("group")?,
+            member_id: f.string("member_id")?,
+        },
+        "committed" => Request::Committed {
+            group: f.string("group")?,
+            topic: f.string("topic")?,
         },
         "commit" => Request::Commit {
             topic: f.string("topic")?,
@@ -193,6 +228,60 @@ fn parse_object(map: Map<String, Value>) -> Result<Request, String> {
 struct Fields(Map<String, Value>);
 
 impl Fields {
+    fn max_messages(&mut self) -> Result<usize, String> {
+        let max = strom_broker::local::READ_MESSAGES_MAX;
+        match self.opt_i64("max_messages")? {
+            None => Ok(CONSUME_MESSAGES_DEFAULT),
+            Some(n) if n >= 1 && n <= max as i64 => Ok(n as usize),
+            Some(n) => Err(format!("max_messages must be 1 to {max}, not {n}")),
+        }
+    }
+
+    fn wait_ms(&mut self) -> Result<u64, String> {
+        let max = strom_broker::local::READ_WAIT_MS_MAX;
+        match self.opt_i64("wait_ms")? {
+            None => Ok(0),
+            Some(n) if (0..=max as i64).contains(&n) => Ok(n as u64),
+            Some(n) => Err(format!("wait_ms must be 0 to {max}, not {n}")),
+        }
+    }
+
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, String> {
+        match self.0.contains_key(name) {
+            false => Ok(None),
+            true => match self.0.get(name) {
+                Some(Value::Null) => {
+                    self.0.remove(name);
+                    Ok(None)
+                }
+                _ => self.string(name).map(Some),
+            },
+        }
+    }
+
+    /// `topics` (an array of names) or `topic` (one name).
+    fn topics(&mut self) -> Result<Vec<String>, String> {
+        let one = self.opt_string("topic")?;
+        let many = match self.0.remove("topics") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(
+                a.into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        _ => Err("field \"topics\" must be an array of strings".to_string()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err("field \"topics\" must be an array of strings".into()),
+        };
+        match (one, many) {
+            (Some(_), Some(_)) => Err("give \"topic\" or \"topics\", not both".into()),
+            (Some(t), None) => Ok(vec![t]),
+            (None, Some(ts)) if !ts.is_empty() => Ok(ts),
+            _ => Err("missing field \"topics\" (or \"topic\")".into()),
+        }
+    }
+
     fn string(&mut self, name: &str) -> Result<String, String> {
         match self.0.remove(name) {
             None | Some(Value::Null) => Err(format!("missing field \"{name}\"")),
@@ -428,6 +517,37 @@ mod tests {
         assert_eq!(
             bad(r#"{"type":"produce","topic":"t","value":"v","partition":4294967296}"#),
             "field \"partition\" is out of range: 4294967296"
+        );
+    }
+
+    #[test]
+    fn group_requests_parse() {
+        assert_eq!(
+            req(r#"{"type":"join_group","group":"g","topic":"t"}"#).unwrap(),
+            Request::JoinGroup {
+                group: "g".into(),
+                topics: vec!["t".into()],
+                member_id: None,
+                session_timeout_ms: None
+            }
+        );
+        assert_eq!(
+            req(r#"{"type":"consume","group":"g","member_id":"m","wait_ms":5}"#).unwrap(),
+            Request::GroupConsume {
+                group: "g".into(),
+                member_id: "m".into(),
+                only: None,
+                max_messages: CONSUME_MESSAGES_DEFAULT,
+                wait_ms: 5
+            }
+        );
+        assert_eq!(
+            bad(r#"{"type":"join_group","group":"g"}"#),
+            "missing field \"topics\" (or \"topic\")"
+        );
+        assert_eq!(
+            bad(r#"{"type":"consume","group":"g","member_id":"m","partition":0}"#),
+            "give both \"topic\" and \"partition\", or neither"
         );
     }
 

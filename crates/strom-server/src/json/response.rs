@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 use strom_broker::local::{LocalError, Message, PartitionOffsets, TopicSummary};
 use strom_broker::topics::TopicError;
+use strom_group::CoordinatorError;
 
 /// The machine-readable kinds of error (the `code` field).
 pub mod code {
@@ -22,6 +23,14 @@ pub mod code {
     pub const REJECTED: &str = "rejected";
     pub const STORAGE: &str = "storage_error";
     pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+    pub const UNKNOWN_MEMBER: &str = "unknown_member";
+    pub const REBALANCE_IN_PROGRESS: &str = "rebalance_in_progress";
+    pub const ILLEGAL_GENERATION: &str = "illegal_generation";
+    pub const INVALID_SESSION_TIMEOUT: &str = "invalid_session_timeout";
+    pub const INCONSISTENT_GROUP_PROTOCOL: &str = "inconsistent_group_protocol";
+    pub const GROUP_FULL: &str = "group_full";
+    pub const NOT_ASSIGNED: &str = "not_assigned";
+    pub const GROUP_ERROR: &str = "group_error";
 }
 
 #[derive(Serialize)]
@@ -80,6 +89,41 @@ pub enum Body {
         /// `null` if the consumer never consumed or committed here.
         offset: Option<i64>,
     },
+    /// `join_group` and `heartbeat`: the member and its current assignment.
+    Member {
+        group: String,
+        member_id: String,
+        generation: i32,
+        assignment: Vec<TopicPartitionOut>,
+    },
+    GroupConsume {
+        group: String,
+        member_id: String,
+        generation: i32,
+        assignment: Vec<TopicPartitionOut>,
+        messages: Vec<MessageOut>,
+    },
+    LeaveGroup {
+        group: String,
+        member_id: String,
+    },
+    Committed {
+        group: String,
+        topic: String,
+        offsets: Vec<CommittedOut>,
+    },
+}
+
+#[derive(Serialize)]
+pub struct TopicPartitionOut {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Serialize)]
+pub struct CommittedOut {
+    pub partition: i32,
+    pub offset: i64,
 }
 
 impl Body {
@@ -120,6 +164,20 @@ impl From<LocalError> for Body {
             LocalError::Topic(_) => code::BAD_REQUEST,
             LocalError::Rejected { .. } => code::REJECTED,
             LocalError::Storage(_) => code::STORAGE,
+            LocalError::UnknownMember { .. } => code::UNKNOWN_MEMBER,
+            LocalError::NotAssigned { .. } => code::NOT_ASSIGNED,
+            LocalError::Group(g) => match g {
+                CoordinatorError::UnknownMemberId => code::UNKNOWN_MEMBER,
+                CoordinatorError::RebalanceInProgress => code::REBALANCE_IN_PROGRESS,
+                CoordinatorError::IllegalGeneration => code::ILLEGAL_GENERATION,
+                CoordinatorError::InvalidSessionTimeout => code::INVALID_SESSION_TIMEOUT,
+                CoordinatorError::InconsistentGroupProtocol => code::INCONSISTENT_GROUP_PROTOCOL,
+                CoordinatorError::GroupMaxSizeReached => code::GROUP_FULL,
+                CoordinatorError::UnknownTopicOrPartition => code::UNKNOWN_PARTITION,
+                CoordinatorError::InvalidGroupId => code::BAD_REQUEST,
+                CoordinatorError::Storage => code::STORAGE,
+                _ => code::GROUP_ERROR,
+            },
         };
         Body::error(kind, e.to_string())
     }
@@ -161,6 +219,11 @@ impl From<PartitionOffsets> for PartitionOut {
 /// `value_b64`/`key_b64`; headers likewise split into `headers` and `headers_b64`.
 #[derive(Serialize)]
 pub struct MessageOut {
+    /// Only in group consumes, which read several partitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
     pub offset: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Option<String>>,
@@ -208,6 +271,8 @@ impl From<Message> for MessageOut {
             }
         }
         MessageOut {
+            topic: None,
+            partition: None,
             offset: m.offset,
             value,
             value_b64,

@@ -3,6 +3,7 @@
 //! SIGINT/SIGTERM shut down gracefully; a second signal exits at once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -85,16 +86,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let controller = ShutdownController::new();
     let limits = strom_server::kafka::Limits::from_broker(&broker);
+    // One in-process API for both listeners, so a JSON consumer or group member is the same
+    // whichever port its connections use.
+    let local_api = Arc::new(strom_broker::local::Local::new(broker.clone()));
     let kafka = tokio::spawn(strom_server::kafka::serve(
         kafka_listener,
-        broker.clone(),
+        local_api.clone(),
         limits,
         controller.subscribe(),
     ));
     let json = json_listener.map(|l| {
-        tokio::spawn(strom_server::json::serve(
+        let json_limits = strom_server::json::Limits::from_broker(&broker);
+        tokio::spawn(strom_server::json::serve_with(
             l,
-            broker.clone(),
+            local_api.clone(),
+            json_limits,
             controller.subscribe(),
         ))
     });

@@ -21,9 +21,10 @@
 //!   removes what it made on failure, and moves aside anything it finds under the name.
 //! - Every partition directory carries its topic's id; one with another id is never opened.
 //! - A delete moves the directory into the trash (one rename) before the topic leaves memory;
-//!   if the move fails nothing changed. Under each partition's lock the moved log is pointed
-//!   at its new place (`PartitionLog::relocate`), so a retention pass, a DeleteRecords or a
-//!   roll through a stale handle never touches a re-created topic's files.
+//!   if the move fails nothing changed. Each moved log is then pointed at its new place
+//!   (`PartitionLog::relocate`) before a topic of that name can exist again, so a retention
+//!   pass, a DeleteRecords, a roll or a producer snapshot through a stale handle never touches
+//!   a re-created topic's files.
 //! - A new topic starts with no committed offsets: the [`TopicHooks`] drop (durably) any left
 //!   under its name before it is created, which covers a delete that crashed between moving
 //!   the files and dropping the offsets.

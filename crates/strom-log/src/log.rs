@@ -293,7 +293,8 @@ impl PartitionLog {
     /// directory goes to the trash). Every later file operation of this log (a roll, a
     /// retention pass, DeleteRecords, a flush) then happens there, so a stale handle can never
     /// touch the path, which a topic re-created under the same name may own by then. Call
-    /// with the partition's lock held across the move.
+    /// after the move and before anything can be created at the old path (the broker holds
+    /// its topic admin lock across both).
     pub fn relocate(&mut self, dir: PathBuf) {
         self.dir = dir;
     }

@@ -18,6 +18,7 @@
 
 pub mod append;
 pub mod background;
+pub mod blocking;
 pub mod broker;
 pub mod config;
 pub mod flusher;

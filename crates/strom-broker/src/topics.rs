@@ -395,7 +395,9 @@ impl Topics {
             tracing::warn!(topic = name, to = %aside.display(), "moving aside a leftover directory without topic.json");
             std::fs::rename(&dir, &aside).map_err(storage)?;
         }
-        let topic = match self.make_topic_dir(meta, &dir) {
+        // Creating and fsyncing every partition's files is slow with many partitions.
+        let made = crate::blocking::off_worker(|| self.make_topic_dir(meta, &dir));
+        let topic = match made {
             Ok(t) => Arc::new(t),
             Err(e) => {
                 // A topic that cannot be made whole (a full disk, no file descriptors) must
@@ -492,7 +494,7 @@ impl Topics {
         let trash = self.trash_dir();
         std::fs::create_dir_all(&trash).map_err(storage)?;
         let target = trash.join(format!("{name}.{}-delete", id.simple()));
-        std::fs::rename(&topic.dir, &target).map_err(|e| {
+        crate::blocking::off_worker(|| std::fs::rename(&topic.dir, &target)).map_err(|e| {
             storage(format!(
                 "cannot move topic '{name}' to {}: {e}",
                 target.display()
@@ -505,7 +507,10 @@ impl Topics {
         for p in topic.partitions.read().iter() {
             p.with_log(|log| log.relocate(crate::partition::partition_dir(&target, p.index)));
         }
-        if let Err(e) = sync_dir(&self.data_dir).and_then(|()| sync_dir(&trash)) {
+        let synced = crate::blocking::off_worker(|| {
+            sync_dir(&self.data_dir).and_then(|()| sync_dir(&trash))
+        });
+        if let Err(e) = synced {
             tracing::error!(topic = name, error = %e, "fsync after moving a deleted topic failed; a power loss may bring the topic back");
         }
         self.by_name.write().remove(name);
@@ -558,24 +563,23 @@ impl Topics {
         }
         let effective = self.effective_config(&topic);
         let now = now_ms();
-        let mut added = Vec::new();
         let id = topic.id();
-        for i in current..count {
-            stamp_partition(&topic.dir, i, id)?;
-            let p = Partition::open(
-                name,
-                i,
-                &topic.dir,
-                &self.open_options(&effective),
-                now,
-                None,
-            )
-            .map_err(storage)?;
-            added.push(Arc::new(p));
-        }
-        let mut meta = topic.meta.read().clone();
-        meta.partitions = count;
-        write_meta(&topic.dir, &meta)?;
+        let options = self.open_options(&effective);
+        // Creating and fsyncing the new partitions' files is slow with many partitions.
+        let added = crate::blocking::off_worker(|| {
+            let mut added = Vec::new();
+            for i in current..count {
+                stamp_partition(&topic.dir, i, id)?;
+                let p =
+                    Partition::open(name, i, &topic.dir, &options, now, None).map_err(storage)?;
+                added.push(Arc::new(p));
+            }
+            let mut meta = topic.meta.read().clone();
+            meta.partitions = count;
+            write_meta(&topic.dir, &meta)?;
+            Ok::<_, TopicError>((added, meta))
+        });
+        let (added, meta) = added?;
         *topic.meta.write() = meta;
         topic.partitions.write().extend(added);
         Ok(())

@@ -477,7 +477,8 @@ pub fn delete_records(
                     if target < 0 || target > end {
                         return r.with_error_code(E::OffsetOutOfRange.code());
                     }
-                    match state.log.delete_records_before(target) {
+                    // Writes and fsyncs the log-start-offset file, and may delete segments.
+                    match crate::blocking::off_worker(|| state.log.delete_records_before(target)) {
                         Ok(low) => r.with_low_watermark(low),
                         Err(e) => {
                             tracing::error!(error = %e, "delete records failed");

@@ -8,7 +8,10 @@ while the broker is down, restarts the real `strom` binary and reads everything 
 """
 
 import os
+import resource
 import struct
+
+import time
 
 import pytest
 
@@ -172,3 +175,34 @@ def test_a_damaged_checkpoint_or_producer_snapshot_loses_nothing(broker, topic_n
     # Idempotence was rebuilt from the log itself.
     assert raw_produce(broker.bootstrap, topic_name, 0, batches[4]) == (0, 4)
     assert watermarks(broker.bootstrap, topic_name) == (0, 5)
+
+
+def test_running_out_of_file_descriptors_at_a_roll_does_not_block_later_rolls(broker, topic_name):
+    """Regression: a roll whose `.log` was created but whose index could not be (EMFILE) left
+    the `.log` behind, and every later roll failed with "file exists" until a restart."""
+    create_topic(broker.bootstrap, topic_name, partitions=1, config=SMALL_SEGMENTS)
+    batch = lambda i: wire.record_batch([f"fd-{i}".encode() + b"w" * 300])  # noqa: E731
+    pid = broker.proc.pid
+    with wire.Conn(broker.bootstrap, timeout_s=10) as conn:
+        def produce(i, correlation_id):
+            conn.send(wire.produce_request_v3(topic_name, 0, batch(i), correlation_id))
+            _, [(_, _, error, offset)] = wire.parse_produce_v3(conn.recv_frame())
+            return error, offset
+
+        assert produce(0, 1) == (0, 0)
+        time.sleep(0.3)  # let the flusher settle, so nothing else wants a descriptor
+        limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir(f"/proc/{pid}/fd"))
+        # Room for the new `.log` only: its `.index` cannot be opened.
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 1, limits[1]))
+        try:
+            assert produce(1, 2)[0] == ERROR_KAFKA_STORAGE_ERROR
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+        assert segments(broker.partition_dir(topic_name)) == [f"{0:020}.log"], \
+            "the half-created segment was removed"
+        # The partition is not offline: the roll is tried again and works, and so does the next.
+        assert produce(1, 3) == (0, 1)
+        assert produce(2, 4) == (0, 2)
+    assert len(segments(broker.partition_dir(topic_name))) == 3
+    assert watermarks(broker.bootstrap, topic_name) == (0, 3)

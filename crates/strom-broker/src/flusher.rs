@@ -17,6 +17,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use strom_log::SyncError;
+
 use crate::partition::Partition;
 
 /// Requests waiting for the flusher; producers beyond this wait to enqueue (backpressure).
@@ -120,7 +122,9 @@ pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
                 log.mark_flushed(&target);
                 Ok(())
             }
-            Err(e) => Err(log.mark_sync_failed(e)),
+            Err(SyncError::Fsync(e)) => Err(log.mark_sync_failed(e).to_string()),
+            // Nothing was lost: the requests waiting now fail, the next round tries again.
+            Err(e @ SyncError::Open(_)) => Err(e.to_string()),
         });
         match result {
             Some(Ok(())) => {
@@ -136,11 +140,12 @@ pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
                     topic = %partition.topic,
                     partition = partition.index,
                     error = %e,
-                    "fsync failed: the partition is offline until the broker restarts"
+                    offline = partition.lock().is_err(),
+                    "flush failed"
                 );
-                // Fetches parked on it must hear now.
+                // Fetches parked on an offline partition must hear now.
                 partition.appended.notify_waiters();
-                return Err(e.to_string());
+                return Err(e);
             }
             None => return Err("partition is offline".into()),
         }

@@ -46,7 +46,7 @@ pub use config::{
     DEFAULT_SEGMENT_MS,
 };
 pub use error::{BatchError, LogError};
-pub use log::{AppendInfo, FlushTarget, PartitionLog, ReadSlice};
+pub use log::{AppendInfo, FlushTarget, PartitionLog, ReadSlice, SyncError};
 
 /// Fault injection for other crates' tests: a write path whose next write or fsync fails.
 #[cfg(feature = "fault-injection")]

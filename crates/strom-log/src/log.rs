@@ -101,13 +101,27 @@ impl FlushTarget {
     }
 
     /// fsync the segment file (and its directory when needed). Slow: call it off the lock.
-    pub fn sync(&self) -> io::Result<()> {
-        self.io.sync_data(&self.file)?;
+    pub fn sync(&self) -> Result<(), SyncError> {
+        self.io.sync_data(&self.file).map_err(SyncError::Fsync)?;
         if let Some(dir) = &self.dir {
-            start_offset::sync_dir(dir)?;
+            let dir = File::open(dir).map_err(SyncError::Open)?;
+            dir.sync_all().map_err(SyncError::Fsync)?;
         }
         Ok(())
     }
+}
+
+/// Why a [`FlushTarget::sync`] failed, which decides whether it may be tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// An fsync failed: dirty pages may be lost, and a second fsync could succeed without
+    /// them. Never retried: report it with [`PartitionLog::mark_sync_failed`].
+    #[error("fsync failed: {0}")]
+    Fsync(io::Error),
+    /// The directory could not even be opened to fsync it (out of file descriptors): nothing
+    /// was written or lost, so the next flush round simply tries again.
+    #[error("cannot open the partition directory to fsync it: {0}")]
+    Open(io::Error),
 }
 
 /// The segmented on-disk log of one partition. See the module docs.

@@ -94,7 +94,9 @@ fn a_failed_fsync_is_never_retried() {
     try_append(&mut log, &[simple_batch(1, 0)]).unwrap();
     let target = log.flush_target().unwrap();
     io.fail_next_sync();
-    let error = target.sync().unwrap_err();
+    let crate::SyncError::Fsync(error) = target.sync().unwrap_err() else {
+        panic!("the injected failure is an fsync failure");
+    };
     log.mark_sync_failed(error);
     assert_eq!(log.flushed_offset(), 0);
     io.disarm();

@@ -61,9 +61,9 @@ def disk(start_broker, tmp_path):
         d.close()
 
 
-def produce(bootstrap, topic, values, partition=0):
+def produce(bootstrap, topic, values, partition=0, **conf):
     """Produces with acks=all and returns the Delivery (failures are kept, not raised)."""
-    p = producer(bootstrap, acks="all", **{"message.timeout.ms": 5000, "retries": 0})
+    p = producer(bootstrap, acks="all", **{"message.timeout.ms": 5000, "retries": 0, **conf})
     d = Delivery()
     for v in values:
         p.produce(topic, value=v, partition=partition, on_delivery=d)
@@ -71,8 +71,8 @@ def produce(bootstrap, topic, values, partition=0):
     return d
 
 
-def produce_acked(bootstrap, topic, values, partition=0):
-    d = produce(bootstrap, topic, values, partition)
+def produce_acked(bootstrap, topic, values, partition=0, **conf):
+    d = produce(bootstrap, topic, values, partition, **conf)
     assert not d.errors, f"delivery errors on a disk with room: {d.errors[:3]}"
     return d.ok
 
@@ -273,11 +273,13 @@ def test_enospc_during_produce_and_rolls(disk):
     once and new writes continue after them."""
     b = disk.start()
     create_topic(b.bootstrap, "busy", config={"segment.bytes": "2000"})
-    acked = produce_acked(b.bootstrap, "busy", [f"before-{i}".encode() + b"x" * 200 for i in range(30)])
+    small = {"batch.size": 1500}  # batches well under the segment size, so segments roll
+    acked = produce_acked(b.bootstrap, "busy", [f"before-{i}".encode() + b"x" * 200 for i in range(30)],
+                          **small)
 
     disk.filler.fill()
     attempted = [f"full-{i}".encode() + b"y" * 400 for i in range(200)]
-    d = produce(b.bootstrap, "busy", attempted)
+    d = produce(b.bootstrap, "busy", attempted, **small)
     assert d.errors, "a full disk must refuse some writes"
     acked += d.ok
 
@@ -285,7 +287,7 @@ def test_enospc_during_produce_and_rolls(disk):
     disk.filler.free()
     b.restart()
     assert_read_back(b.bootstrap, "busy", acked)
-    after = produce_acked(b.bootstrap, "busy", [b"after-0", b"after-1"])
+    after = produce_acked(b.bootstrap, "busy", [b"after-0", b"after-1"], **small)
     assert after[0][1] == watermarks(b.bootstrap, "busy")[1] - 2
     # A refused record may have reached the disk before the error (Kafka promises nothing
     # either way), but never twice and never at an acknowledged record's offset.

@@ -48,6 +48,7 @@ pub fn apply_retention(broker: &Broker) -> usize {
             state
                 .producers
                 .expire(now, broker.config.producer_id_expiration_ms);
+            state.log.close_cold_segments();
             match state.log.apply_retention(now) {
                 Ok(n) => deleted += n,
                 Err(e) => {

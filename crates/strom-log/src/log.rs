@@ -281,9 +281,15 @@ impl PartitionLog {
             .iter()
             .filter(|s| s.next_offset > trusted_below)
         {
-            log.io.sync_data(&segment.log)?;
+            log.io.sync_data(&*segment.log.get()?)?;
         }
         start_offset::sync_dir(dir)?;
+        // Old segments are reopened on their first read: a start opens one file per
+        // partition, not one per segment.
+        let last = log.segments.len() - 1;
+        for segment in &log.segments[..last] {
+            segment.log.close();
+        }
         log.flushed_offset = log.log_end_offset();
         log.flushed_segment_base = log.active().base_offset;
         log.flushed_position = log.active().size;
@@ -310,7 +316,23 @@ impl PartitionLog {
     /// after the move and before anything can be created at the old path (the broker holds
     /// its topic admin lock across both).
     pub fn relocate(&mut self, dir: PathBuf) {
+        for segment in &mut self.segments {
+            segment.log.relocate(&dir);
+        }
         self.dir = dir;
+    }
+
+    /// Close the `.log` files of old, fully flushed segments that nobody read since the last
+    /// call (see `SegmentFile`); they are reopened on their next read. Call it periodically
+    /// (the broker's retention pass does). Returns how many were closed now.
+    pub fn close_cold_segments(&mut self) -> usize {
+        let last = self.segments.len() - 1;
+        let flushed = self.flushed_offset;
+        self.segments[..last]
+            .iter()
+            .filter(|s| s.next_offset <= flushed && s.log.is_open())
+            .filter(|s| s.log.close_if_cold())
+            .count()
     }
 
     pub(crate) fn active(&self) -> &Segment {
@@ -523,7 +545,7 @@ impl PartitionLog {
             size_limit,
         )?;
         Ok(ReadSlice {
-            file: Some(Arc::clone(&segment.log)),
+            file: Some(segment.log.get()?),
             position,
             len: usize::try_from(end - position).expect("segments are below 4 GiB"),
         })
@@ -587,8 +609,17 @@ impl PartitionLog {
             .iter()
             .find(|s| s.next_offset > self.flushed_offset)
             .expect("the active segment ends at the log end offset");
+        // A segment with unflushed data is never swept closed, so this only fails if the
+        // file was closed and cannot be reopened (out of descriptors): a later round retries.
+        let file = match segment.log.get() {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot open a segment to fsync it");
+                return None;
+            }
+        };
         Some(FlushTarget {
-            file: Arc::clone(&segment.log),
+            file,
             io: Arc::clone(&self.io),
             dir: (!segment.name_durable).then(|| self.dir.clone()),
             segment_base: segment.base_offset,
@@ -634,7 +665,7 @@ impl PartitionLog {
             .iter()
             .filter(|s| s.next_offset > self.flushed_offset || s.is_empty())
         {
-            self.io.sync_data(&segment.log)?;
+            self.io.sync_data(&*segment.log.get()?)?;
             segment.index.sync(self.io.as_ref())?;
         }
         start_offset::sync_dir(&self.dir)?;

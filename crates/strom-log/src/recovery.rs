@@ -91,12 +91,9 @@ fn batch_is_intact(
     expected_base: i64,
     log_len: u64,
 ) -> io::Result<bool> {
-    if log_len.saturating_sub(position) < BatchHeader::SIZE as u64 {
+    let Some(header) = read_header(log, position, log_len)? else {
         return Ok(false);
-    }
-    let mut head = [0u8; BatchHeader::SIZE];
-    log.read_exact_at(&mut head, position)?;
-    let header = BatchHeader::parse(&head).expect("61 bytes");
+    };
     if header.base_offset != expected_base
         || header.check(0, (log_len - position) as usize).is_err()
     {
@@ -172,7 +169,7 @@ pub(crate) fn load_segment(
     index.truncate_entries(kept);
     let entries_before_scan = index.len();
 
-    let mut segment = Segment::with_files(base, log, index, now_ms);
+    let mut segment = Segment::with_files(log_path(dir, base), base, log, index, now_ms);
     if let Some(offset_entry) = segment.index.offsets().last().copied() {
         // Resume the in-memory state as of the indexed batch: everything before it is
         // summarized by the entry pair.
@@ -191,7 +188,12 @@ pub(crate) fn load_segment(
                 segment.next_offset
             ))
         };
-        if good_batch_follows(&segment.log, valid_end, segment.next_offset, log_len)? {
+        if good_batch_follows(
+            &*segment.log.get()?,
+            valid_end,
+            segment.next_offset,
+            log_len,
+        )? {
             return Err(damaged(
                 "a whole, valid batch follows the bad one, so this is not a torn write".into(),
             ));
@@ -214,7 +216,7 @@ pub(crate) fn load_segment(
             dir = %dir.display(),
             "truncating segment at the first torn or invalid batch"
         );
-        segment.log.set_len(valid_end)?;
+        segment.log.get()?.set_len(valid_end)?;
     }
     if index_dirty || segment.index.len() != entries_before_scan {
         segment.index.rewrite_files(&RealIo)?;
@@ -225,7 +227,7 @@ pub(crate) fn load_segment(
     // longer rather than shorter.
     if !segment.is_empty() {
         let mut head = [0u8; BatchHeader::SIZE];
-        segment.log.read_exact_at(&mut head, 0)?;
+        segment.log.get()?.read_exact_at(&mut head, 0)?;
         let first = BatchHeader::parse(&head).expect("61 bytes");
         let roll_base = if first.max_timestamp >= 0 {
             first.max_timestamp.min(now_ms)
@@ -247,34 +249,29 @@ fn good_batch_follows(
     expected_base: i64,
     log_len: u64,
 ) -> io::Result<bool> {
-    if log_len.saturating_sub(position) < BatchHeader::SIZE as u64 {
-        return Ok(false);
-    }
-    let mut head = [0u8; BatchHeader::SIZE];
-    log.read_exact_at(&mut head, position)?;
-    let Ok(bad) = BatchHeader::parse(&head) else {
+    let Some(bad) = read_header(log, position, log_len)? else {
         return Ok(false);
     };
     if bad.batch_length < crate::batch::MIN_BATCH_LENGTH {
         return Ok(false);
     }
     let next = position + bad.total_size() as u64;
-    if next >= log_len || log_len - next < BatchHeader::SIZE as u64 {
-        return Ok(false);
-    }
-    let mut head = [0u8; BatchHeader::SIZE];
-    log.read_exact_at(&mut head, next)?;
-    let Ok(follower) = BatchHeader::parse(&head) else {
+    let Some(follower) = read_header(log, next, log_len)? else {
         return Ok(false);
     };
     let moves_forward = follower.base_offset > expected_base
         && follower.base_offset - expected_base <= i64::from(i32::MAX);
-    if !moves_forward || follower.check(0, (log_len - next) as usize).is_err() {
-        return Ok(false);
+    Ok(moves_forward && batch_is_intact(log, next, follower.base_offset, log_len)?)
+}
+
+/// The header of the batch at `position`, if 61 bytes are there.
+fn read_header(log: &File, position: u64, log_len: u64) -> io::Result<Option<BatchHeader>> {
+    if log_len.saturating_sub(position) < BatchHeader::SIZE as u64 {
+        return Ok(None);
     }
-    let mut batch = vec![0u8; follower.total_size()];
-    log.read_exact_at(&mut batch, next)?;
-    Ok(check_batch(&follower, &batch, 0).is_ok())
+    let mut head = [0u8; BatchHeader::SIZE];
+    log.read_exact_at(&mut head, position)?;
+    Ok(BatchHeader::parse(&head).ok())
 }
 
 /// Walk and fully check batches from `segment.size` to `log_len`, tracking each good one.
@@ -284,6 +281,7 @@ fn scan_tail(
     log_len: u64,
     index_interval_bytes: u64,
 ) -> Result<u64, LogError> {
+    let log = segment.log.get()?;
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = 0u64;
     loop {
@@ -298,7 +296,7 @@ fn scan_tail(
         if !buffered(BatchHeader::SIZE as u64, &buf, buf_start) {
             let n = left.min(RECOVERY_CHUNK_BYTES as u64) as usize;
             buf.resize(n, 0);
-            segment.log.read_exact_at(&mut buf, position)?;
+            log.read_exact_at(&mut buf, position)?;
             buf_start = position;
         }
         let at = (position - buf_start) as usize;
@@ -316,7 +314,7 @@ fn scan_tail(
             let n =
                 (header.total_size() as u64).max(left.min(RECOVERY_CHUNK_BYTES as u64)) as usize;
             buf.resize(n, 0);
-            segment.log.read_exact_at(&mut buf, position)?;
+            log.read_exact_at(&mut buf, position)?;
             buf_start = position;
         }
         let at = (position - buf_start) as usize;

@@ -12,7 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::batch::{BatchHeader, MIN_BATCH_LENGTH};
 use crate::error::LogError;
@@ -58,11 +59,79 @@ pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> io::Result<(
     Ok(())
 }
 
+/// A segment's `.log` file, open only while it is used. The active segment's stays open; an
+/// old segment's is opened on its first read and closed again by
+/// [`crate::PartitionLog::close_cold_segments`] once a whole sweep interval passed without a
+/// read (and no reader still holds it), so a broker with many segments needs descriptors only
+/// for the ones being read.
+#[derive(Debug)]
+pub(crate) struct SegmentFile {
+    path: PathBuf,
+    file: Mutex<Option<Arc<File>>>,
+    /// Set by every use, cleared by each sweep: a file unused for one sweep is cold.
+    used: AtomicBool,
+}
+
+impl SegmentFile {
+    fn open_now(path: PathBuf, file: File) -> SegmentFile {
+        SegmentFile {
+            path,
+            file: Mutex::new(Some(Arc::new(file))),
+            used: AtomicBool::new(true),
+        }
+    }
+
+    /// The open file, opened now if it was closed. Shared with readers so they can `pread`
+    /// after the partition lock is released.
+    pub fn get(&self) -> io::Result<Arc<File>> {
+        self.used.store(true, Ordering::Relaxed);
+        let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = &*slot {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        *slot = Some(Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Close the file if nothing used it since the last sweep and no reader holds it.
+    /// Returns whether it is closed now.
+    pub fn close_if_cold(&self) -> bool {
+        if self.used.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|f| Arc::strong_count(f) > 1) {
+            return false;
+        }
+        *slot = None;
+        true
+    }
+
+    /// Close the file now (an old segment after recovery: reopened on its first read).
+    pub fn close(&self) {
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// The segment's directory moved (`PartitionLog::relocate`).
+    pub fn relocate(&mut self, dir: &Path) {
+        if let Some(name) = self.path.file_name() {
+            self.path = dir.join(name);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub base_offset: i64,
-    /// Shared with readers so they can `pread` after the partition lock is released.
-    pub log: Arc<File>,
+    pub log: SegmentFile,
     pub index: SegmentIndex,
     /// Bytes of whole batches in `log`.
     pub size: u64,
@@ -96,7 +165,13 @@ impl Segment {
             &time_index_path(dir, base_offset),
         );
         match index {
-            Ok(index) => Ok(Segment::with_files(base_offset, log, index, now_ms)),
+            Ok(index) => Ok(Segment::with_files(
+                log_path(dir, base_offset),
+                base_offset,
+                log,
+                index,
+                now_ms,
+            )),
             Err(error) => {
                 // The `.log` is ours (`create_new`), so every file of this base is: remove them,
                 // including an index file left by an earlier failed attempt.
@@ -110,10 +185,16 @@ impl Segment {
     }
 
     /// An empty in-memory segment over already-open files (recovery fills it batch by batch).
-    pub fn with_files(base_offset: i64, log: File, index: SegmentIndex, now_ms: i64) -> Segment {
+    pub fn with_files(
+        path: PathBuf,
+        base_offset: i64,
+        log: File,
+        index: SegmentIndex,
+        now_ms: i64,
+    ) -> Segment {
         Segment {
             base_offset,
-            log: Arc::new(log),
+            log: SegmentFile::open_now(path, log),
             index,
             size: 0,
             next_offset: base_offset,
@@ -175,11 +256,12 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> io::Result<()> {
         let position = self.size;
-        if let Err(error) = io.write_all_at(&self.log, bytes, position) {
+        let log = self.log.get()?;
+        if let Err(error) = io.write_all_at(&log, bytes, position) {
             // A partial write must not resurface as data after a restart: cut it off. If even
             // that fails, recovery still stops at the first torn batch, but a whole batch of a
             // failed append could survive, so say so loudly.
-            if let Err(truncate_error) = io.set_len(&self.log, position) {
+            if let Err(truncate_error) = io.set_len(&log, position) {
                 tracing::error!(%error, %truncate_error, "append failed and could not be undone");
             }
             return Err(error);
@@ -285,6 +367,10 @@ impl Segment {
         f: &mut dyn FnMut(u64, &BatchHeader) -> Result<bool, LogError>,
     ) -> Result<(), LogError> {
         let end = self.size;
+        if from >= end {
+            return Ok(());
+        }
+        let log = self.log.get()?;
         let mut buf: Vec<u8> = Vec::new();
         let mut buf_start = 0u64;
         let mut position = from;
@@ -298,7 +384,7 @@ impl Segment {
             if !cached {
                 let n = (end - position).min(HEADER_SCAN_CHUNK_BYTES as u64) as usize;
                 buf.resize(n, 0);
-                self.log.read_exact_at(&mut buf, position)?;
+                log.read_exact_at(&mut buf, position)?;
                 buf_start = position;
             }
             let at = (position - buf_start) as usize;
@@ -322,7 +408,7 @@ impl Segment {
     /// Read one whole batch's bytes.
     pub fn read_batch(&self, position: u64, header: &BatchHeader) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; header.total_size()];
-        self.log.read_exact_at(&mut buf, position)?;
+        self.log.get()?.read_exact_at(&mut buf, position)?;
         Ok(buf)
     }
 

@@ -43,6 +43,17 @@ fn segment_path(dir: &Path, index: usize) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// Cut the last `bytes` bytes off `path`.
+fn cut(path: &Path, bytes: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len - bytes)
+        .unwrap();
+}
+
 fn assert_refused(dir: &Path, cfg: &LogConfig, point: Option<i64>) -> String {
     let before = snapshot(dir);
     let result = PartitionLog::open_at_recovery_point(dir, cfg.clone(), 0, point);
@@ -61,13 +72,7 @@ fn a_cut_in_an_old_segment_deletes_nothing() {
     let cfg = durable();
     build(dir.path(), &cfg, 14);
     let old = segment_path(dir.path(), 1);
-    let len = std::fs::metadata(&old).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    cut(&old, 10);
     let why = assert_refused(dir.path(), &cfg, None);
     assert!(why.contains("segment 4"), "{why}");
 }
@@ -101,13 +106,7 @@ fn a_torn_tail_of_the_active_segment_is_still_cut_off() {
     let cfg = durable();
     let all = build(dir.path(), &cfg, 14);
     let active = segment_path(dir.path(), 3);
-    let len = std::fs::metadata(&active).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&active)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    cut(&active, 3);
     let log = PartitionLog::open_at_recovery_point(dir.path(), cfg, 0, Some(12)).unwrap();
     assert_eq!(log.log_end_offset(), 13);
     assert_eq!(read_everything(&log), all[..13].to_vec());
@@ -119,13 +118,7 @@ fn a_truncation_below_the_recovery_point_is_damage() {
     let cfg = durable();
     build(dir.path(), &cfg, 14);
     let active = segment_path(dir.path(), 3);
-    let len = std::fs::metadata(&active).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&active)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    cut(&active, 3);
     let why = assert_refused(dir.path(), &cfg, Some(14));
     assert!(why.contains("recovery point 14"), "{why}");
 }
@@ -147,13 +140,7 @@ fn without_durable_rolls_or_a_point_old_damage_is_truncated_as_before() {
     cfg.flush_on_roll = false;
     let all = build(dir.path(), &cfg, 14);
     let old = segment_path(dir.path(), 1);
-    let len = std::fs::metadata(&old).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    cut(&old, 10);
     let log = PartitionLog::open(dir.path(), cfg, 0).unwrap();
     assert_eq!(read_everything(&log), all[..7].to_vec());
 }

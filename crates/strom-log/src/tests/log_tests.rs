@@ -543,16 +543,39 @@ fn open_files_in(dir: &std::path::Path) -> usize {
 }
 
 #[test]
-fn an_old_segment_keeps_one_descriptor_open() {
+fn old_segments_hold_descriptors_only_while_they_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let batch_len = simple_batch(1, 0).len() as u64;
     let mut log = open(dir.path(), config(batch_len * 2, 4096));
     append_simple(&mut log, 10, 1); // five segments
     assert_eq!(log.segment_count(), 5);
-    // Four old segments with their `.log` only, and the active one with all three files.
+    // Old segments drop their index files at the roll; their `.log` stays open until swept.
     assert_eq!(open_files_in(dir.path()), 4 + 3);
+    log.flush().unwrap();
+    assert_eq!(
+        log.close_cold_segments(),
+        0,
+        "each was used since the last sweep"
+    );
+    assert_eq!(log.close_cold_segments(), 4);
+    assert_eq!(
+        open_files_in(dir.path()),
+        3,
+        "only the active segment's three files"
+    );
+    // A read reopens just the segment it needs; the next two sweeps close it again.
+    let slice = log.read(2, 1 << 20).unwrap();
+    assert_eq!(slice.read_bytes().unwrap().len() as u64, batch_len * 2);
+    drop(slice);
+    assert_eq!(open_files_in(dir.path()), 4);
+    assert_eq!(log.close_cold_segments(), 0);
+    assert_eq!(log.close_cold_segments(), 1);
     drop(log);
     let log = open(dir.path(), config(batch_len * 2, 4096));
-    assert_eq!(open_files_in(dir.path()), 4 + 3, "the same after recovery");
+    assert_eq!(
+        open_files_in(dir.path()),
+        3,
+        "a start opens only the active segment"
+    );
     assert_eq!(read_everything(&log).len(), 10);
 }

@@ -1,11 +1,12 @@
 //! Group commit. Produce requests that must be durable (acks=all, or every ack under
 //! `log.fsync=always`) wait here for an fsync covering their last offset, and appends that
 //! nobody waits for mark their partition dirty so that the high watermark, which follows
-//! fsync in a durable broker, advances soon. One round fsyncs each dirty partition once for
-//! every request that arrived while the previous round ran (and within the optional
-//! `log.fsync.group.commit.ms` window), so many requests share one fsync. The fsyncs run on
-//! blocking threads, never under a partition lock, and never on the request path: a segment
-//! roll leaves its fsyncs to this task too.
+//! fsync in a durable broker, advances soon. Each partition has at most one sync running;
+//! every request that arrives meanwhile (within the optional `log.fsync.group.commit.ms`
+//! window) is covered by its next one, so many requests share one fsync, and a partition's
+//! requests are answered as soon as its own sync is done, whatever other partitions' disks
+//! are doing. The fsyncs run on blocking threads, never under a partition lock, and never on
+//! the request path: a segment roll leaves its fsyncs to this task too.
 //!
 //! A failed fsync is never retried (see `strom_log::LogError::Failed`): the log goes offline,
 //! every request waiting on it gets an error, and so does every later one.
@@ -153,53 +154,98 @@ pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
     Ok(())
 }
 
+/// One partition's flush state in the flusher: the requests waiting on it, and whether a sync
+/// of it is running or owed.
+struct Slot {
+    partition: Arc<Partition>,
+    waiters: Vec<FlushRequest>,
+    running: bool,
+    /// Data arrived (or a request waits) that the running sync may not cover.
+    owed: bool,
+}
+
+/// The flusher's loop. Each partition is synced by its own task, at most one at a time, and
+/// its waiting requests are answered as soon as *its* sync is done: a partition that rolls
+/// segments all the time (many files to fsync) never holds back another partition's
+/// acknowledgements. Requests that arrive while a partition's sync runs wait for its next one,
+/// which covers all of them (group commit).
 async fn run(mut rx: mpsc::Receiver<FlushRequest>, dirty: Arc<Dirty>, window: Duration) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Result<(), String>)>();
+    let mut slots: HashMap<usize, Slot> = HashMap::new();
+    let slot_of = |slots: &mut HashMap<usize, Slot>, partition: &Arc<Partition>| -> usize {
+        let k = key(partition);
+        slots.entry(k).or_insert_with(|| Slot {
+            partition: partition.clone(),
+            waiters: Vec::new(),
+            running: false,
+            owed: false,
+        });
+        k
+    };
     loop {
-        let mut round = Vec::new();
         tokio::select! {
-            first = rx.recv() => match first {
-                Some(r) => round.push(r),
-                None => return,
-            },
-            _ = dirty.wake.notified() => {}
-        }
-        if !window.is_zero() {
-            tokio::time::sleep(window).await;
-        }
-        while round.len() < PENDING_FLUSHES_MAX {
-            match rx.try_recv() {
-                Ok(r) => round.push(r),
-                Err(_) => break,
+            request = rx.recv() => {
+                let Some(request) = request else { return };
+                let k = slot_of(&mut slots, &request.partition);
+                let slot = slots.get_mut(&k).expect("just inserted");
+                slot.waiters.push(request);
+                slot.owed = true;
+            }
+            _ = dirty.wake.notified() => {
+                let marked = std::mem::take(&mut *dirty.partitions.lock());
+                for partition in marked.into_values() {
+                    let k = slot_of(&mut slots, &partition);
+                    slots.get_mut(&k).expect("just inserted").owed = true;
+                }
+            }
+            Some((k, result)) = done_rx.recv() => {
+                if let Some(slot) = slots.get_mut(&k) {
+                    slot.running = false;
+                    answer(slot, &result);
+                }
             }
         }
-        // One fsync per distinct partition, all partitions in parallel.
-        let mut distinct: HashMap<usize, Arc<Partition>> =
-            std::mem::take(&mut *dirty.partitions.lock());
-        for r in &round {
-            distinct
-                .entry(key(&r.partition))
-                .or_insert_with(|| r.partition.clone());
-        }
-        let mut syncs = tokio::task::JoinSet::new();
-        for (key, p) in distinct {
-            syncs.spawn(async move { (key, sync_partition(&p).await) });
-        }
-        let mut errors: HashMap<usize, String> = HashMap::new();
-        while let Some(res) = syncs.join_next().await {
-            if let Ok((key, Err(e))) = res {
-                errors.insert(key, e);
+        for (&k, slot) in slots.iter_mut() {
+            if slot.owed && !slot.running {
+                slot.owed = false;
+                slot.running = true;
+                let partition = slot.partition.clone();
+                let done_tx = done_tx.clone();
+                tokio::spawn(async move {
+                    if !window.is_zero() {
+                        tokio::time::sleep(window).await;
+                    }
+                    let _ = done_tx.send((k, sync_partition(&partition).await));
+                });
             }
         }
-        for r in round {
-            let result = match errors.get(&key(&r.partition)) {
-                Some(e) => Err(e.clone()),
-                None => match r.partition.lock() {
-                    Ok(state) if state.log.flushed_offset() >= r.end_offset => Ok(()),
-                    Ok(_) => Err("fsync did not cover the request".to_string()),
-                    Err(offline) => Err(offline.to_string()),
-                },
-            };
-            let _ = r.done.send(result);
+        slots.retain(|_, s| s.running || s.owed || !s.waiters.is_empty());
+    }
+}
+
+/// Answers the requests a finished sync covers; the rest wait for the next one.
+fn answer(slot: &mut Slot, result: &Result<(), String>) {
+    let flushed = match result {
+        Err(e) => Err(e.clone()),
+        Ok(()) => slot
+            .partition
+            .lock()
+            .map(|state| state.log.flushed_offset())
+            .map_err(|offline| offline.to_string()),
+    };
+    let waiters = std::mem::take(&mut slot.waiters);
+    for r in waiters {
+        match &flushed {
+            Err(e) => {
+                let _ = r.done.send(Err(e.clone()));
+            }
+            Ok(flushed) if *flushed >= r.end_offset => {
+                let _ = r.done.send(Ok(()));
+            }
+            Ok(_) => slot.waiters.push(r),
         }
+    }
+    if !slot.waiters.is_empty() {
+        slot.owed = true;
     }
 }

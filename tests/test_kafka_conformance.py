@@ -5,6 +5,7 @@ Each test names the Kafka code path whose answer it pins down; the in-process tw
 of these live in crates/strom-broker/tests/conformance_kafka.rs.
 """
 import struct
+import time
 
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
@@ -209,4 +210,9 @@ def test_failed_acks_zero_produce_closes_the_connection(broker, topic_name):
         assert corr == 2, "acks=0 got a response, or the connection broke"
         c.send(wire.produce_request_v3(topic_name + "-missing", 0, wire.record_batch([b"x"]), correlation_id=3, acks=0))
         assert c.closed_by_peer()
+    # The high watermark follows fsync (README, Durability): the acks=0 record becomes visible
+    # with the flusher's next round, a few milliseconds later.
+    deadline = time.monotonic() + 5
+    while helpers.watermarks(broker.bootstrap, topic_name) != (0, 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert helpers.watermarks(broker.bootstrap, topic_name) == (0, 1)

@@ -43,6 +43,20 @@ def init_producer_id(bootstrap):
     return producer_id, epoch
 
 
+def produce_idempotent(bootstrap, topic, prefix, count):
+    """`count` single-record idempotent batches of ~300 bytes (each in its own segment with
+    SMALL_SEGMENTS), acknowledged at offsets 0..count; returns (pid, epoch, batches)."""
+    pid, epoch = init_producer_id(bootstrap)
+    batches = [
+        wire.record_batch([f"{prefix}-{seq}".encode() + b"x" * 300], producer_id=pid, producer_epoch=epoch,
+                          base_sequence=seq)
+        for seq in range(count)
+    ]
+    for seq, batch in enumerate(batches):
+        assert raw_produce(bootstrap, topic, 0, batch) == (0, seq)
+    return pid, epoch, batches
+
+
 def fill_two_partitions(broker, topic, n=20):
     create_topic(broker.bootstrap, topic, partitions=2, config=SMALL_SEGMENTS)
     values = {p: [f"p{p}-{i:03d}-".encode() + b"v" * 60 for i in range(n)] for p in range(2)}
@@ -118,14 +132,7 @@ def test_a_retry_after_a_roll_and_a_restart_is_not_written_twice(broker, topic_n
     """Regression: producer state was rebuilt from the active segment only, so after a roll
     and a restart a retried batch of a producer not in that segment was written again."""
     create_topic(broker.bootstrap, topic_name, partitions=1, config=SMALL_SEGMENTS)
-    pid, epoch = init_producer_id(broker.bootstrap)
-    batches = [
-        wire.record_batch([f"idem-{seq}".encode() + b"x" * 300], producer_id=pid, producer_epoch=epoch,
-                          base_sequence=seq)
-        for seq in range(4)
-    ]
-    for seq, batch in enumerate(batches):
-        assert raw_produce(broker.bootstrap, topic_name, 0, batch) == (0, seq)
+    pid, epoch, batches = produce_idempotent(broker.bootstrap, topic_name, "idem", 4)
     # Another writer rolls the log, so the active segment holds none of this producer's batches.
     assert raw_produce(broker.bootstrap, topic_name, 0, wire.record_batch([b"other" + b"y" * 300])) == (0, 4)
     assert len(segments(broker.partition_dir(topic_name))) >= 3
@@ -148,14 +155,7 @@ def test_a_retry_after_a_roll_and_a_restart_is_not_written_twice(broker, topic_n
 @pytest.mark.parametrize("damage", ["garbage", "removed"])
 def test_a_damaged_checkpoint_or_producer_snapshot_loses_nothing(broker, topic_name, damage):
     create_topic(broker.bootstrap, topic_name, partitions=1, config=SMALL_SEGMENTS)
-    pid, epoch = init_producer_id(broker.bootstrap)
-    batches = [
-        wire.record_batch([f"v{seq}".encode() + b"z" * 300], producer_id=pid, producer_epoch=epoch,
-                          base_sequence=seq)
-        for seq in range(5)
-    ]
-    for seq, batch in enumerate(batches):
-        assert raw_produce(broker.bootstrap, topic_name, 0, batch) == (0, seq)
+    pid, epoch, batches = produce_idempotent(broker.bootstrap, topic_name, "v", 5)
     broker.stop()
     pdir = broker.partition_dir(topic_name)
     snapshots = [pdir / f for f in os.listdir(pdir) if f.endswith(".snapshot")]
@@ -171,7 +171,7 @@ def test_a_damaged_checkpoint_or_producer_snapshot_loses_nothing(broker, topic_n
 
     assert watermarks(broker.bootstrap, topic_name) == (0, 5)
     got = consume_all(broker.bootstrap, topic_name, 5)
-    assert [m.value()[:2] for m in got] == [f"v{i}".encode() for i in range(5)]
+    assert [m.value()[:4] for m in got] == [f"v-{i}x".encode() for i in range(5)]
     # Idempotence was rebuilt from the log itself.
     assert raw_produce(broker.bootstrap, topic_name, 0, batches[4]) == (0, 4)
     assert watermarks(broker.bootstrap, topic_name) == (0, 5)

@@ -162,9 +162,16 @@ pub fn append(
         // rebuilds from here instead of from the start of the log.
         // Through the log's own directory, which follows a topic delete (never `partition.dir`,
         // which a topic re-created under the same name may own by then).
-        if let Err(e) = producer_snapshot::write(state.log.dir(), rolled_at, &state.producers) {
-            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "writing a producer snapshot failed");
-        }
+        let obsolete = state
+            .log
+            .segment_base_before_active(producer_snapshot::SNAPSHOTS_KEPT);
+        producer_snapshot::RollSnapshot::new(
+            state.log.dir(),
+            rolled_at,
+            &state.producers,
+            obsolete,
+        )
+        .spawn();
     }
     let mut base = info.base_offset;
     let mut messages = 0i64;

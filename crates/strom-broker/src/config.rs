@@ -94,6 +94,10 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `queued.max.requests`: requests read ahead but not yet answered, per connection.
     pub queued_max_requests: usize,
+    /// `queued.max.request.bytes`: bytes of requests read ahead but not yet answered, over all
+    /// connections; 0 means no bound (Kafka's -1). When reached, connections stop reading
+    /// their sockets until replies go out, so producers waiting on fsync cannot fill memory.
+    pub queued_max_request_bytes: usize,
     /// `fetch.max.bytes`: upper bound on one fetch response.
     pub fetch_max_bytes: usize,
     /// `group.initial.rebalance.delay.ms`
@@ -256,6 +260,13 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("queued.max.requests", "500", |c, v| {
         put(&mut c.queued_max_requests, positive(parse(v)?)?)
+    }),
+    ("queued.max.request.bytes", "67108864", |c, v| {
+        let bytes: i64 = parse(v)?;
+        put(
+            &mut c.queued_max_request_bytes,
+            usize::try_from(bytes).unwrap_or(0),
+        )
     }),
     ("fetch.max.bytes", "57671680", |c, v| {
         put(&mut c.fetch_max_bytes, positive(parse(v)?)?)
@@ -438,6 +449,7 @@ fn placeholder() -> BrokerConfig {
         group_commit_ms: 0,
         max_connections: 0,
         queued_max_requests: 0,
+        queued_max_request_bytes: 0,
         fetch_max_bytes: 0,
         group_initial_rebalance_delay_ms: 0,
         group_min_session_timeout_ms: 0,

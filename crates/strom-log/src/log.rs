@@ -370,6 +370,12 @@ impl PartitionLog {
         self.active().base_offset
     }
 
+    /// Base offset of the segment `n` places before the active one (0: the active one).
+    pub fn segment_base_before_active(&self, n: usize) -> Option<i64> {
+        let last = self.segments.len() - 1;
+        last.checked_sub(n).map(|i| self.segments[i].base_offset)
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.iter().map(|s| s.base_offset).collect()

@@ -2,7 +2,8 @@
 //! frames (at most `socket.request.max.bytes`), hands each to the broker in arrival order and
 //! writes the responses in the same order. Up to `queued.max.requests` requests per connection
 //! may wait for their response (e.g. for a group-commit fsync) while later ones are read, which
-//! is how pipelining clients get throughput without reordering.
+//! is how pipelining clients get throughput without reordering, and all connections together
+//! hold at most `queued.max.request.bytes` of such requests (see [`crate::request_budget`]).
 //!
 //! A broken frame (bad size, unknown API, undecodable body) closes that connection with a log
 //! line; nothing else is affected.
@@ -23,16 +24,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::request_budget::{Held, RequestBudget};
 use crate::shutdown::Shutdown;
 
 /// How much a connection reads at a time when its buffer is empty.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub queued_max_requests: usize,
+    /// Shared by every connection of the listener.
+    pub request_bytes: RequestBudget,
     pub idle_timeout: std::time::Duration,
 }
 
@@ -42,6 +46,7 @@ impl Limits {
             max_connections: broker.config.max_connections,
             max_frame_bytes: broker.config.socket_request_max_bytes,
             queued_max_requests: broker.config.queued_max_requests,
+            request_bytes: RequestBudget::new(broker.config.queued_max_request_bytes),
             idle_timeout: std::time::Duration::from_millis(broker.config.connections_max_idle_ms),
         }
     }
@@ -63,6 +68,7 @@ pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shu
         refuse,
         |socket, peer, shutdown| {
             let local = local.clone();
+            let limits = limits.clone();
             async move {
                 match first_byte(&socket, limits.idle_timeout).await {
                     Some(JSON_FIRST_BYTE) => {
@@ -109,9 +115,10 @@ async fn serve_connection(
 ) {
     let _ = socket.set_nodelay(true);
     let (mut reader, mut writer) = socket.into_split();
-    let (tx, mut rx) = mpsc::channel::<Reply>(limits.queued_max_requests);
+    let (tx, mut rx) = mpsc::channel::<(Reply, Held)>(limits.queued_max_requests);
     let writer_task = tokio::spawn(async move {
-        while let Some(reply) = rx.recv().await {
+        // `_held` gives the request's bytes back to the budget once its reply is out.
+        while let Some((reply, _held)) = rx.recv().await {
             let bytes = match reply {
                 Reply::Ready(b) => Some(b),
                 Reply::Deferred(f) => f.await,
@@ -135,15 +142,17 @@ async fn serve_connection(
         loop {
             match check_frame(&buf, limits.max_frame_bytes) {
                 Ok(Some(len)) => {
+                    // Wait for room before handling: meanwhile the socket is not read.
+                    let held = limits.request_bytes.take(len).await;
                     let mut frame = buf.split_to(SIZE_PREFIX_BYTES + len);
                     let _ = frame.split_to(SIZE_PREFIX_BYTES);
                     let reply = broker.handle(frame.freeze(), &ctx).await;
                     if let Reply::Close(reason) = &reply {
                         tracing::warn!(%peer, %reason, "closing connection");
-                        let _ = tx.send(reply).await;
+                        let _ = tx.send((reply, held)).await;
                         break 'conn;
                     }
-                    if tx.send(reply).await.is_err() {
+                    if tx.send((reply, held)).await.is_err() {
                         break 'conn;
                     }
                 }

@@ -4,12 +4,14 @@
 //! stop on the shared shutdown signal.
 //!
 //! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
-//! listeners share), [`kafka`] (listener and connection), [`json`] (the JSON
+//! listeners share), [`kafka`] (listener and connection), [`request_budget`]
+//! (`queued.max.request.bytes`), [`json`] (the JSON
 //! protocol listener).
 
 pub mod accept;
 pub mod json;
 pub mod kafka;
+pub mod request_budget;
 pub mod shutdown;
 
 pub use shutdown::{Shutdown, ShutdownController};

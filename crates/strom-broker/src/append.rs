@@ -149,7 +149,18 @@ pub fn append(
         }
     }
     let active_before = state.log.active_segment_base();
-    let info = match state.log.append(&mut buf, &headers, now) {
+    let offsets: i64 = headers
+        .iter()
+        .map(|h| i64::from(h.last_offset_delta) + 1)
+        .sum();
+    let info = if state.log.roll_due(buf.len() as u64, offsets, now) {
+        // Creating a segment's files can wait milliseconds on a busy filesystem journal:
+        // let this worker's other tasks (other partitions' requests) move to another thread.
+        crate::blocking::off_worker(|| state.log.append(&mut buf, &headers, now))
+    } else {
+        state.log.append(&mut buf, &headers, now)
+    };
+    let info = match info {
         Ok(info) => info,
         Err(e) => {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");

@@ -451,6 +451,12 @@ impl PartitionLog {
         })
     }
 
+    /// Whether an append of `append_bytes` holding `records` offsets at `now_ms` rolls the
+    /// segment first (creating files: slow when the filesystem journal is busy).
+    pub fn roll_due(&self, append_bytes: u64, records: i64, now_ms: i64) -> bool {
+        self.should_roll(append_bytes, self.log_end_offset() + records - 1, now_ms)
+    }
+
     fn should_roll(&self, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
         let active = self.active();
         if active.is_empty() {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use strom_broker::local::Local;
+use strom_broker::metrics::{RequestTimer, METRICS};
 use strom_broker::{Broker, Reply, RequestContext};
 use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,6 +101,15 @@ async fn first_byte(socket: &TcpStream, idle_timeout: std::time::Duration) -> Op
     }
 }
 
+/// Counts the request by the API key and version at the start of its header (both i16,
+/// big-endian) and starts its latency timer.
+fn start_timer(frame: &[u8]) -> Option<RequestTimer> {
+    let header = frame.get(..4)?;
+    let api = i16::from_be_bytes([header[0], header[1]]);
+    let version = i16::from_be_bytes([header[2], header[3]]);
+    METRICS.request_started(api, version)
+}
+
 async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
@@ -109,15 +119,19 @@ async fn serve_connection(
 ) {
     let _ = socket.set_nodelay(true);
     let (mut reader, mut writer) = socket.into_split();
-    let (tx, mut rx) = mpsc::channel::<Reply>(limits.queued_max_requests);
+    // Each reply travels with its latency timer, stopped once the response is ready.
+    let (tx, mut rx) = mpsc::channel::<(Reply, Option<RequestTimer>)>(limits.queued_max_requests);
     let writer_task = tokio::spawn(async move {
-        while let Some(reply) = rx.recv().await {
+        while let Some((reply, timer)) = rx.recv().await {
             let bytes = match reply {
                 Reply::Ready(b) => Some(b),
                 Reply::Deferred(f) => f.await,
                 Reply::None => None,
                 Reply::Close(_) => break,
             };
+            if let Some(t) = timer {
+                t.finish();
+            }
             if let Some(b) = bytes {
                 if writer.write_all(&b).await.is_err() {
                     break;
@@ -137,13 +151,14 @@ async fn serve_connection(
                 Ok(Some(len)) => {
                     let mut frame = buf.split_to(SIZE_PREFIX_BYTES + len);
                     let _ = frame.split_to(SIZE_PREFIX_BYTES);
+                    let timer = start_timer(&frame);
                     let reply = broker.handle(frame.freeze(), &ctx).await;
                     if let Reply::Close(reason) = &reply {
                         tracing::warn!(%peer, %reason, "closing connection");
-                        let _ = tx.send(reply).await;
+                        let _ = tx.send((reply, None)).await;
                         break 'conn;
                     }
-                    if tx.send(reply).await.is_err() {
+                    if tx.send((reply, timer)).await.is_err() {
                         break 'conn;
                     }
                 }

@@ -5,9 +5,10 @@
 //!
 //! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
 //! listeners share), [`kafka`] (listener and connection), [`json`] (the JSON
-//! protocol listener).
+//! protocol listener), [`http`] (metrics, health, the JSON API and the web console).
 
 pub mod accept;
+pub mod http;
 pub mod json;
 pub mod kafka;
 pub mod shutdown;

@@ -121,7 +121,9 @@ pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             METRICS.fsync_seconds.observe(started.elapsed());
             if synced.is_err() {
-                METRICS.fsync_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                METRICS
+                    .fsync_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             synced
         };

@@ -201,7 +201,10 @@ impl Local {
     }
 
     pub fn group(&self, group_id: &str) -> Option<GroupDetails> {
-        self.broker.groups.summary(group_id).map(|g| self.details(g))
+        self.broker
+            .groups
+            .summary(group_id)
+            .map(|g| self.details(g))
     }
 
     fn details(&self, g: GroupSummary) -> GroupDetails {

@@ -55,10 +55,16 @@ impl Histogram {
         for (i, bound) in BUCKET_BOUNDS_US.iter().enumerate() {
             cumulative += self.buckets[i].load(Relaxed);
             let le = *bound as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
         }
         cumulative += self.buckets[BUCKETS - 1].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
         let braces = if labels.is_empty() {
             String::new()
         } else {
@@ -83,11 +89,26 @@ mod tests {
         h.observe(Duration::from_secs(60)); // +Inf
         let mut out = String::new();
         h.render(&mut out, "x_seconds", "api=\"Produce\"");
-        assert!(out.contains("x_seconds_bucket{api=\"Produce\",le=\"0.0001\"} 1\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{api=\"Produce\",le=\"0.00025\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{api=\"Produce\",le=\"10\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 3\n"), "{out}");
-        assert!(out.contains("x_seconds_count{api=\"Produce\"} 3\n"), "{out}");
+        assert!(
+            out.contains("x_seconds_bucket{api=\"Produce\",le=\"0.0001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{api=\"Produce\",le=\"0.00025\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{api=\"Produce\",le=\"10\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_count{api=\"Produce\"} 3\n"),
+            "{out}"
+        );
         assert_eq!(h.count(), 3);
     }
 }

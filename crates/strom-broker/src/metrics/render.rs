@@ -90,13 +90,23 @@ pub fn render(broker: &Broker) -> String {
 }
 
 fn process_figures(out: &mut String, m: &Metrics) {
-    family(out, "strom_build_info", "gauge", "The broker's version (always 1).");
+    family(
+        out,
+        "strom_build_info",
+        "gauge",
+        "The broker's version (always 1).",
+    );
     let _ = writeln!(
         out,
         "strom_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    family(out, "strom_uptime_seconds", "gauge", "Seconds since the broker started.");
+    family(
+        out,
+        "strom_uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+    );
     let _ = writeln!(out, "strom_uptime_seconds {}", m.uptime_seconds());
     family(
         out,
@@ -106,15 +116,30 @@ fn process_figures(out: &mut String, m: &Metrics) {
     );
     let _ = writeln!(out, "strom_metrics_enabled {}", u8::from(m.enabled()));
     if let Some(rss) = process::resident_memory_bytes() {
-        family(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        family(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     }
     if let Some(fds) = process::open_fds() {
-        family(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+        family(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
         let _ = writeln!(out, "process_open_fds {fds}");
     }
     if let Some(max) = process::max_fds() {
-        family(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        family(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        );
         let _ = writeln!(out, "process_max_fds {max}");
     }
 }
@@ -131,7 +156,10 @@ fn requests(out: &mut String, m: &Metrics) {
             let n = m.requests[a][v].load(Relaxed);
             if n > 0 {
                 let api = api_name(a as i16);
-                let _ = writeln!(out, "strom_requests_total{{api=\"{api}\",version=\"{v}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "strom_requests_total{{api=\"{api}\",version=\"{v}\"}} {n}"
+                );
             }
         }
     }
@@ -184,9 +212,19 @@ fn requests(out: &mut String, m: &Metrics) {
         "histogram",
         "Each fsync of a partition's files by the flusher (its count is the number of fsyncs).",
     );
-    m.fsync_seconds.render(out, "strom_fsync_duration_seconds", "");
-    family(out, "strom_fsync_failures_total", "counter", "fsyncs that failed (the partition went offline).");
-    let _ = writeln!(out, "strom_fsync_failures_total {}", m.fsync_failures.load(Relaxed));
+    m.fsync_seconds
+        .render(out, "strom_fsync_duration_seconds", "");
+    family(
+        out,
+        "strom_fsync_failures_total",
+        "counter",
+        "fsyncs that failed (the partition went offline).",
+    );
+    let _ = writeln!(
+        out,
+        "strom_fsync_failures_total {}",
+        m.fsync_failures.load(Relaxed)
+    );
     family(
         out,
         "strom_throttle_time_seconds_total",
@@ -197,10 +235,18 @@ fn requests(out: &mut String, m: &Metrics) {
 }
 
 fn connections(out: &mut String, m: &Metrics) {
-    family(out, "strom_connections_accepted_total", "counter", "Connections accepted, by listener.");
+    family(
+        out,
+        "strom_connections_accepted_total",
+        "counter",
+        "Connections accepted, by listener.",
+    );
     for (i, l) in LISTENERS.iter().enumerate() {
         let n = m.connections_accepted[i].load(Relaxed);
-        let _ = writeln!(out, "strom_connections_accepted_total{{listener=\"{l}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "strom_connections_accepted_total{{listener=\"{l}\"}} {n}"
+        );
     }
     family(
         out,
@@ -210,9 +256,17 @@ fn connections(out: &mut String, m: &Metrics) {
     );
     for (i, l) in LISTENERS.iter().enumerate() {
         let n = m.connections_refused[i].load(Relaxed);
-        let _ = writeln!(out, "strom_connections_refused_total{{listener=\"{l}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "strom_connections_refused_total{{listener=\"{l}\"}} {n}"
+        );
     }
-    family(out, "strom_connections_open", "gauge", "Connections open now, by listener.");
+    family(
+        out,
+        "strom_connections_open",
+        "gauge",
+        "Connections open now, by listener.",
+    );
     for (i, l) in LISTENERS.iter().enumerate() {
         let n = m.connections_open[i].load(Relaxed).max(0);
         let _ = writeln!(out, "strom_connections_open{{listener=\"{l}\"}} {n}");
@@ -234,10 +288,22 @@ fn traffic_and_storage(out: &mut String, m: &Metrics, parts: &[PartitionFigures]
         sums[3] += p.records_out;
     }
     let per_topic = [
-        ("strom_topic_bytes_in_total", "Record-batch bytes appended to the topic (produce and the JSON API)."),
-        ("strom_topic_records_in_total", "Records appended to the topic (from batch headers)."),
-        ("strom_topic_bytes_out_total", "Record-batch bytes sent to Kafka fetches of the topic."),
-        ("strom_topic_records_out_total", "Records in the whole batches sent to Kafka fetches of the topic."),
+        (
+            "strom_topic_bytes_in_total",
+            "Record-batch bytes appended to the topic (produce and the JSON API).",
+        ),
+        (
+            "strom_topic_records_in_total",
+            "Records appended to the topic (from batch headers).",
+        ),
+        (
+            "strom_topic_bytes_out_total",
+            "Record-batch bytes sent to Kafka fetches of the topic.",
+        ),
+        (
+            "strom_topic_records_out_total",
+            "Records in the whole batches sent to Kafka fetches of the topic.",
+        ),
     ];
     for (i, (name, help)) in per_topic.iter().enumerate() {
         family(out, name, "counter", help);
@@ -247,17 +313,72 @@ fn traffic_and_storage(out: &mut String, m: &Metrics, parts: &[PartitionFigures]
     }
     type Field = fn(&PartitionFigures) -> String;
     let per_partition: [(&str, &str, &str, Field); 11] = [
-        ("strom_partition_bytes_in_total", "counter", "Record-batch bytes appended to the partition.", |p| p.bytes_in.to_string()),
-        ("strom_partition_records_in_total", "counter", "Records appended to the partition.", |p| p.records_in.to_string()),
-        ("strom_partition_bytes_out_total", "counter", "Record-batch bytes fetched from the partition.", |p| p.bytes_out.to_string()),
-        ("strom_partition_records_out_total", "counter", "Records in whole batches fetched from the partition.", |p| p.records_out.to_string()),
-        ("strom_log_size_bytes", "gauge", "Bytes of the partition's segment files.", |p| p.size_bytes.to_string()),
-        ("strom_log_segments", "gauge", "Segments of the partition.", |p| p.segments.to_string()),
-        ("strom_log_start_offset", "gauge", "First offset still in the log (-1 offline).", |p| p.start.to_string()),
-        ("strom_log_end_offset", "gauge", "Offset the next record gets (-1 offline).", |p| p.end.to_string()),
-        ("strom_log_flushed_offset", "gauge", "Offset below which the log is fsynced (-1 offline).", |p| p.flushed.to_string()),
-        ("strom_log_high_watermark", "gauge", "Offset below which consumers may read (-1 offline).", |p| p.high_watermark.to_string()),
-        ("strom_partition_offline", "gauge", "1 when the partition refuses reads and writes (failed disk or damaged log).", |p| u8::from(p.offline).to_string()),
+        (
+            "strom_partition_bytes_in_total",
+            "counter",
+            "Record-batch bytes appended to the partition.",
+            |p| p.bytes_in.to_string(),
+        ),
+        (
+            "strom_partition_records_in_total",
+            "counter",
+            "Records appended to the partition.",
+            |p| p.records_in.to_string(),
+        ),
+        (
+            "strom_partition_bytes_out_total",
+            "counter",
+            "Record-batch bytes fetched from the partition.",
+            |p| p.bytes_out.to_string(),
+        ),
+        (
+            "strom_partition_records_out_total",
+            "counter",
+            "Records in whole batches fetched from the partition.",
+            |p| p.records_out.to_string(),
+        ),
+        (
+            "strom_log_size_bytes",
+            "gauge",
+            "Bytes of the partition's segment files.",
+            |p| p.size_bytes.to_string(),
+        ),
+        (
+            "strom_log_segments",
+            "gauge",
+            "Segments of the partition.",
+            |p| p.segments.to_string(),
+        ),
+        (
+            "strom_log_start_offset",
+            "gauge",
+            "First offset still in the log (-1 offline).",
+            |p| p.start.to_string(),
+        ),
+        (
+            "strom_log_end_offset",
+            "gauge",
+            "Offset the next record gets (-1 offline).",
+            |p| p.end.to_string(),
+        ),
+        (
+            "strom_log_flushed_offset",
+            "gauge",
+            "Offset below which the log is fsynced (-1 offline).",
+            |p| p.flushed.to_string(),
+        ),
+        (
+            "strom_log_high_watermark",
+            "gauge",
+            "Offset below which consumers may read (-1 offline).",
+            |p| p.high_watermark.to_string(),
+        ),
+        (
+            "strom_partition_offline",
+            "gauge",
+            "1 when the partition refuses reads and writes (failed disk or damaged log).",
+            |p| u8::from(p.offline).to_string(),
+        ),
     ];
     for (name, kind, help, field) in per_partition {
         family(out, name, kind, help);
@@ -273,9 +394,19 @@ fn traffic_and_storage(out: &mut String, m: &Metrics, parts: &[PartitionFigures]
     }
     family(out, "strom_topics", "gauge", "Topics.");
     let _ = writeln!(out, "strom_topics {}", topics.len());
-    family(out, "strom_partitions", "gauge", "Partitions of all topics.");
+    family(
+        out,
+        "strom_partitions",
+        "gauge",
+        "Partitions of all topics.",
+    );
     let _ = writeln!(out, "strom_partitions {}", parts.len());
-    family(out, "strom_offline_partitions", "gauge", "Partitions that are offline.");
+    family(
+        out,
+        "strom_offline_partitions",
+        "gauge",
+        "Partitions that are offline.",
+    );
     let offline = parts.iter().filter(|p| p.offline).count();
     let _ = writeln!(out, "strom_offline_partitions {offline}");
 }
@@ -291,11 +422,26 @@ fn groups(out: &mut String, broker: &Broker, parts: &[PartitionFigures]) {
     let _ = writeln!(out, "strom_groups {}", groups.len());
     family(out, "strom_group_members", "gauge", "Members of the group.");
     for g in &groups {
-        let _ = writeln!(out, "strom_group_members{{group=\"{}\"}} {}", label(&g.group_id), g.members.len());
+        let _ = writeln!(
+            out,
+            "strom_group_members{{group=\"{}\"}} {}",
+            label(&g.group_id),
+            g.members.len()
+        );
     }
-    family(out, "strom_group_state", "gauge", "1 for the group's current state.");
+    family(
+        out,
+        "strom_group_state",
+        "gauge",
+        "1 for the group's current state.",
+    );
     for g in &groups {
-        let _ = writeln!(out, "strom_group_state{{group=\"{}\",state=\"{}\"}} 1", label(&g.group_id), g.state);
+        let _ = writeln!(
+            out,
+            "strom_group_state{{group=\"{}\",state=\"{}\"}} 1",
+            label(&g.group_id),
+            g.state
+        );
     }
     family(
         out,
@@ -304,9 +450,19 @@ fn groups(out: &mut String, broker: &Broker, parts: &[PartitionFigures]) {
         "The group's generation id; it grows by one with each rebalance.",
     );
     for g in &groups {
-        let _ = writeln!(out, "strom_group_generation{{group=\"{}\"}} {}", label(&g.group_id), g.generation_id);
+        let _ = writeln!(
+            out,
+            "strom_group_generation{{group=\"{}\"}} {}",
+            label(&g.group_id),
+            g.generation_id
+        );
     }
-    family(out, "strom_group_committed_offset", "gauge", "Committed offset, by group and partition.");
+    family(
+        out,
+        "strom_group_committed_offset",
+        "gauge",
+        "Committed offset, by group and partition.",
+    );
     for g in &groups {
         for (t, p, o) in &g.offsets {
             let _ = writeln!(

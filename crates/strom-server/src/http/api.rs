@@ -32,7 +32,10 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/brokers", get(brokers))
         .route("/topics", get(list_topics).post(create_topic))
         .route("/topics/{topic}", get(topic).delete(delete_topic))
-        .route("/topics/{topic}/configs", get(topic_configs).put(alter_configs))
+        .route(
+            "/topics/{topic}/configs",
+            get(topic_configs).put(alter_configs),
+        )
         .route("/topics/{topic}/messages", get(messages).post(produce))
         .route("/groups", get(list_groups))
         .route("/groups/{group}", get(group))
@@ -276,7 +279,10 @@ async fn produce(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let local = local(&state)?;
     let Json(req) = body?;
-    let too_long = |s: &Option<String>| s.as_ref().is_some_and(|s| s.len() > PRODUCE_FIELD_BYTES_MAX);
+    let too_long = |s: &Option<String>| {
+        s.as_ref()
+            .is_some_and(|s| s.len() > PRODUCE_FIELD_BYTES_MAX)
+    };
     if too_long(&req.key) || too_long(&req.value) {
         return Err(ApiError::bad_request(format!(
             "key and value may be at most {PRODUCE_FIELD_BYTES_MAX} bytes"
@@ -339,7 +345,10 @@ async fn list_groups(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Valu
     let groups = tokio::task::spawn_blocking(move || local.groups())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(json!(groups.iter().map(group_json).collect::<Vec<_>>())))
+    Ok(Json(json!(groups
+        .iter()
+        .map(group_json)
+        .collect::<Vec<_>>())))
 }
 
 async fn group(

@@ -71,9 +71,7 @@ pub async fn browse(local: &Local, topic: &str, q: BrowseQuery) -> ApiResult<Val
     let (start, end) = local.offsets(topic, q.partition)?;
     let from = match (q.offset, q.timestamp) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give offset or timestamp, not both",
-            ))
+            return Err(ApiError::bad_request("give offset or timestamp, not both"))
         }
         (Some(o), None) => {
             if o < start || o > end {
@@ -109,7 +107,7 @@ pub async fn browse(local: &Local, topic: &str, q: BrowseQuery) -> ApiResult<Val
             }
             scanned += 1;
             next = m.offset + 1;
-            if search.as_deref().map_or(true, |s| contains(&m, s)) {
+            if search.as_deref().is_none() || search.as_deref().is_some_and(|s| contains(&m, s)) {
                 messages.push(render(&m, format));
             }
         }
@@ -136,7 +134,9 @@ fn contains(m: &Message, needle: &str) -> bool {
     let hit = |b: &Option<Bytes>| b.as_ref().is_some_and(|b| find(b, n));
     hit(&m.key)
         || hit(&m.value)
-        || m.headers.iter().any(|(k, v)| find(k.as_bytes(), n) || hit(v))
+        || m.headers
+            .iter()
+            .any(|(k, v)| find(k.as_bytes(), n) || hit(v))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> bool {
@@ -203,6 +203,9 @@ mod tests {
         assert_eq!(h["encoding"], "hex");
         assert_eq!(h["data"], "ff00");
         assert_eq!(show(None, Format::Auto), Value::Null);
-        assert_eq!(show(Some(&Bytes::from_static(b"{")), Format::Auto)["encoding"], "text");
+        assert_eq!(
+            show(Some(&Bytes::from_static(b"{")), Format::Auto)["encoding"],
+            "text"
+        );
     }
 }

@@ -62,7 +62,10 @@ pub struct BindError {
 /// Binds `http.listen`. An address the user chose must bind (the error stops startup); the
 /// default one may be taken by another broker on the machine, which only warns and leaves
 /// this broker without an HTTP listener.
-pub async fn bind(addr: Option<SocketAddr>, explicit: bool) -> Result<Option<TcpListener>, BindError> {
+pub async fn bind(
+    addr: Option<SocketAddr>,
+    explicit: bool,
+) -> Result<Option<TcpListener>, BindError> {
     let Some(addr) = addr else {
         return Ok(None);
     };
@@ -155,7 +158,10 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         .await
         .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -2,6 +2,7 @@
 call it with the standard library, and read /metrics with Prometheus' own text parser."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -10,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import free_port
 
 HTTP_TIMEOUT_S = 10
+READY_TIMEOUT_S = 10
 
 
 def start_http_broker(start_broker, settings=None):
@@ -19,6 +21,10 @@ def start_http_broker(start_broker, settings=None):
     merged.update(settings or {})
     b = start_broker(settings=merged)
     b.http = f"http://127.0.0.1:{port}"
+    # The Kafka port accepts a moment before /ready turns 200 (bounded wait).
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while get(b.http + "/ready")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
     return b
 
 

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.timeout(60)
 def test_health_ready_and_a_parseable_exposition(start_broker):
     b = start_http_broker(start_broker)
     assert get(b.http + "/health") == (200, "ok\n")
+    # /ready turns 200 once recovery is done and the listeners are up (a moment after the
+    # Kafka port accepts); until then it is 503.
+    deadline = time.monotonic() + 5
+    while get(b.http + "/ready")[0] != 200 and time.monotonic() < deadline:
+        assert get(b.http + "/ready")[0] in (200, 503)
+        time.sleep(0.02)
     assert get(b.http + "/ready") == (200, "ready\n")
     s = scrape(b)
     assert sample(s, "strom_build_info", version="0.1.0") == 1
@@ -196,7 +202,7 @@ def test_a_taken_default_http_port_warns_and_the_broker_runs(start_broker, topic
             pass
         b = start_broker()  # no http.listen: the default
         deadline = time.monotonic() + 5
-        while "http.listen" not in b.log_tail() and time.monotonic() < deadline:
+        while "http=off" not in b.log_tail() and time.monotonic() < deadline:
             time.sleep(0.05)
         log = b.log_tail()
         assert "WARN" in log and "http.listen" in log, log
@@ -210,6 +216,9 @@ def test_a_taken_default_http_port_warns_and_the_broker_runs(start_broker, topic
 
 def test_an_empty_http_listen_turns_the_listener_off(start_broker):
     b = start_broker(settings={"http.listen": ""})
+    deadline = time.monotonic() + 5
+    while "http=off" not in b.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = b.log_tail()
     assert "WARN" not in log, "no warning when the listener is turned off on purpose"
     assert "http=off" in log, log

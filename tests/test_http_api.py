@@ -4,6 +4,7 @@ confluent-kafka with its key and headers (and the other way round), configs edit
 are what DescribeConfigs reports, group offsets reset over HTTP are what the client then
 commits from, and bad input gets a clear 4xx JSON error."""
 
+import subprocess
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import ConfigResource
 
 import helpers
+from conftest import strom_bin
 from httpcheck import call, get, start_http_broker
 
 pytestmark = pytest.mark.timeout(60)
@@ -146,3 +148,30 @@ def test_cluster_and_console_assets_are_served(start_broker):
     for asset in ("/console/app.js", "/console/style.css"):
         status, text = get(b.http + asset)
         assert status == 200 and len(text) > 100
+
+
+def test_strom_top_shows_topics_and_group_lag(start_broker, topic_name):
+    b = start_http_broker(start_broker)
+    helpers.create_topic(b.bootstrap, topic_name, partitions=1)
+    helpers.produce_values(b.bootstrap, topic_name, [b"x"] * 5, partition=0)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    c = helpers.consumer(b.bootstrap, group=group)
+    try:
+        c.commit(offsets=[TopicPartition(topic_name, 0, 1)], asynchronous=False)
+    finally:
+        c.close()
+    out = subprocess.run([str(strom_bin()), "top", "--http", b.http.removeprefix("http://"), "--iterations", "1"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    topic_line = next(line for line in lines if line.startswith(topic_name))
+    assert topic_line.split()[1:3] == ["1", "5"], topic_line
+    group_line = next(line for line in lines if line.startswith(group))
+    assert group_line.split()[1:] == ["Empty", "0", "4"], group_line
+
+
+def test_strom_top_names_the_setting_when_nothing_listens(tmp_path):
+    from conftest import free_port
+    out = subprocess.run([str(strom_bin()), "top", "--http", f"127.0.0.1:{free_port()}", "--iterations", "1"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "http.listen" in out.stderr, out.stderr

@@ -1,5 +1,6 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
-//! `topic`, `produce`, `consume` and `group` are kcat-like client commands.
+//! `topic`, `produce`, `consume` and `group` are kcat-like client commands; `top` shows live
+//! figures from the HTTP API.
 
 mod cli;
 
@@ -38,6 +39,8 @@ enum Command {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// Live figures in the terminal: throughput, topics, groups and lag (over the HTTP API).
+    Top(cli::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
+            Command::Top(args) => cli::top::run(args).await,
         }
     });
     match result {

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod group;
 pub mod produce;
 pub mod serve;
+pub mod top;
 pub mod topic;
 
 /// Logs go to stderr; the level comes from `RUST_LOG` (default `info` for the broker,

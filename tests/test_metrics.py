@@ -222,3 +222,18 @@ def test_an_empty_http_listen_turns_the_listener_off(start_broker):
     log = b.log_tail()
     assert "WARN" not in log, "no warning when the listener is turned off on purpose"
     assert "http=off" in log, log
+
+
+def test_log_format_json_writes_one_json_object_per_line(start_broker):
+    import json
+
+    b = start_broker(extra_args=["--log-format", "json"])
+    deadline = time.monotonic() + 5
+    while "strom broker started" not in b.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in b.log_tail().splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in lines]
+    started = next(e for e in events if e.get("message") == "strom broker started")
+    assert started["level"] == "INFO"
+    assert started["listen"] == b.bootstrap
+    assert "timestamp" in started

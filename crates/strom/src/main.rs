@@ -19,6 +19,9 @@ use std::process::ExitCode;
     about = "A Kafka-compatible streaming broker in one binary"
 )]
 struct Cli {
+    /// Log lines as text (default) or one JSON object per line, for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,7 +48,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(matches!(cli.command, Command::Serve(_) | Command::Demo(_)));
+    cli::init_logging(
+        matches!(cli.command, Command::Serve(_) | Command::Demo(_)),
+        cli.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -205,6 +205,7 @@ pub fn append(
         options.flush_messages > 0 && state.unflushed_messages >= options.flush_messages;
     let visible_now = state.high_watermark() > info.last_offset;
     drop(state);
+    partition.stats.appended(records.len(), messages as u64);
     if visible_now {
         partition.appended.notify_waiters();
     } else {

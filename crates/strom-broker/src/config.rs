@@ -43,6 +43,16 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// `json.listen`: address of the JSON-over-TCP listener (off unless set).
     pub json_listen: Option<SocketAddr>,
+    /// `http.listen`: address of the HTTP listener (metrics, health, JSON API, console); `None`
+    /// when set to an empty value.
+    pub http_listen: Option<SocketAddr>,
+    /// Whether `http.listen` was given by the user. A default address that is taken only
+    /// warns (several brokers on one machine); an explicit one that cannot be bound is fatal.
+    pub http_listen_explicit: bool,
+    /// `http.max.connections`: concurrent HTTP connections.
+    pub http_max_connections: usize,
+    /// `metrics.enabled`: count requests, bytes and latencies on the request path.
+    pub metrics_enabled: bool,
     /// `json.max.line.bytes`: longest JSON request line accepted.
     pub json_max_line_bytes: usize,
     /// `node.id`
@@ -164,6 +174,9 @@ fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T) -> Result<T, Stri
     }
 }
 
+/// Where the HTTP listener (metrics, health, console) listens unless told otherwise.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9644";
+
 /// The settings table: name, default (as text, parsed like user input), setter.
 const SETTINGS: &[(&str, &str, Setter)] = &[
     ("listen", "127.0.0.1:9092", |c, v| {
@@ -185,6 +198,18 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
             &mut c.json_listen,
             if v.is_empty() { None } else { Some(parse(v)?) },
         )
+    }),
+    ("http.listen", DEFAULT_HTTP_LISTEN, |c, v| {
+        put(
+            &mut c.http_listen,
+            if v.is_empty() { None } else { Some(parse(v)?) },
+        )
+    }),
+    ("http.max.connections", "256", |c, v| {
+        put(&mut c.http_max_connections, positive(parse(v)?)?)
+    }),
+    ("metrics.enabled", "true", |c, v| {
+        put(&mut c.metrics_enabled, parse_bool(v)?)
     }),
     ("json.max.line.bytes", "1048576", |c, v| {
         put(&mut c.json_max_line_bytes, positive(parse(v)?)?)
@@ -398,6 +423,7 @@ impl ConfigBuilder {
                 reason,
             })?;
         }
+        config.http_listen_explicit = self.values.contains_key("http.listen");
         Ok(config)
     }
 }
@@ -427,6 +453,10 @@ fn placeholder() -> BrokerConfig {
         advertised_listener: None,
         data_dir: PathBuf::new(),
         json_listen: None,
+        http_listen: None,
+        http_listen_explicit: false,
+        http_max_connections: 0,
+        metrics_enabled: true,
         json_max_line_bytes: 0,
         node_id: 0,
         num_partitions: 0,

@@ -9,9 +9,11 @@
 //! - [`producer_state`]: idempotent produce (sequence checks, duplicate detection).
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
+//! - [`metrics`]: request counters and histograms (atomics) and the Prometheus exposition.
 //! - [`broker`]: the [`Broker`] itself; [`handlers`] has one file per Kafka API family.
 //! - [`local`] and [`local_group`]: the in-process API front ends other than Kafka (the JSON
-//!   protocol) use: produce, read, positions, and consumer group members.
+//!   protocol) use: produce, read, positions, and consumer group members; [`local_admin`]
+//!   adds what the HTTP console needs (topic details, configs, groups with lag, resets).
 //!
 //! The broker sees decoded requests and answers encoded responses; sockets live in
 //! `strom-server`, files in `strom-log`.
@@ -24,8 +26,10 @@ pub mod config;
 pub mod flusher;
 pub mod handlers;
 pub mod local;
+pub mod local_admin;
 pub mod local_group;
 pub mod meta;
+pub mod metrics;
 pub mod partition;
 pub mod producer_snapshot;
 pub mod producer_state;

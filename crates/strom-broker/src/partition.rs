@@ -86,6 +86,8 @@ pub struct Partition {
     /// Notified after every append and every fsync that moved the high watermark; fetches
     /// waiting for `min_bytes` listen here.
     pub appended: Notify,
+    /// Bytes and records in and out, for `/metrics` (atomics; see `crate::metrics`).
+    pub stats: crate::metrics::PartitionStats,
 }
 
 /// `<topic dir>/partition-<index>`.
@@ -153,6 +155,7 @@ impl Partition {
             dir,
             state: Mutex::new(slot),
             appended: Notify::new(),
+            stats: Default::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use strom_broker::local::Local;
+use strom_broker::metrics::{RequestTimer, METRICS};
 use strom_broker::{Broker, Reply, RequestContext};
 use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,6 +107,15 @@ async fn first_byte(socket: &TcpStream, idle_timeout: std::time::Duration) -> Op
     }
 }
 
+/// Counts the request by the API key and version at the start of its header (both i16,
+/// big-endian) and starts its latency timer.
+fn start_timer(frame: &[u8]) -> Option<RequestTimer> {
+    let header = frame.get(..4)?;
+    let api = i16::from_be_bytes([header[0], header[1]]);
+    let version = i16::from_be_bytes([header[2], header[3]]);
+    METRICS.request_started(api, version)
+}
+
 async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
@@ -115,16 +125,21 @@ async fn serve_connection(
 ) {
     let _ = socket.set_nodelay(true);
     let (mut reader, mut writer) = socket.into_split();
-    let (tx, mut rx) = mpsc::channel::<(Reply, Held)>(limits.queued_max_requests);
+    // Each reply travels with its latency timer (stopped once the response is ready) and its
+    // hold on the request budget (`_held` gives the bytes back once the reply is out).
+    let (tx, mut rx) =
+        mpsc::channel::<(Reply, Option<RequestTimer>, Held)>(limits.queued_max_requests);
     let writer_task = tokio::spawn(async move {
-        // `_held` gives the request's bytes back to the budget once its reply is out.
-        while let Some((reply, _held)) = rx.recv().await {
+        while let Some((reply, timer, _held)) = rx.recv().await {
             let bytes = match reply {
                 Reply::Ready(b) => Some(b),
                 Reply::Deferred(f) => f.await,
                 Reply::None => None,
                 Reply::Close(_) => break,
             };
+            if let Some(t) = timer {
+                t.finish();
+            }
             if let Some(b) = bytes {
                 if writer.write_all(&b).await.is_err() {
                     break;
@@ -146,13 +161,14 @@ async fn serve_connection(
                     let held = limits.request_bytes.take(len).await;
                     let mut frame = buf.split_to(SIZE_PREFIX_BYTES + len);
                     let _ = frame.split_to(SIZE_PREFIX_BYTES);
+                    let timer = start_timer(&frame);
                     let reply = broker.handle(frame.freeze(), &ctx).await;
                     if let Reply::Close(reason) = &reply {
                         tracing::warn!(%peer, %reason, "closing connection");
-                        let _ = tx.send((reply, held)).await;
+                        let _ = tx.send((reply, None, held)).await;
                         break 'conn;
                     }
-                    if tx.send((reply, held)).await.is_err() {
+                    if tx.send((reply, timer, held)).await.is_err() {
                         break 'conn;
                     }
                 }

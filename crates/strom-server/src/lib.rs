@@ -5,10 +5,11 @@
 //!
 //! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
 //! listeners share), [`kafka`] (listener and connection), [`request_budget`]
-//! (`queued.max.request.bytes`), [`json`] (the JSON
-//! protocol listener).
+//! (`queued.max.request.bytes`), [`json`] (the JSON protocol listener), [`http`] (metrics,
+//! health, the JSON API and the web console).
 
 pub mod accept;
+pub mod http;
 pub mod json;
 pub mod kafka;
 pub mod request_budget;

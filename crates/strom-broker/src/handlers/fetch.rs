@@ -17,10 +17,13 @@ use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
 use crate::handlers::leader_epoch::LEADER_EPOCH;
+use crate::metrics::{records_in_batches, METRICS};
 use crate::partition::Partition;
 
 /// Kafka's "not a session" id: clients fall back to full fetches.
 const NO_SESSION: i32 = 0;
+/// Fetch's API key, for the error counters.
+const FETCH_API: i16 = 1;
 /// Longest long-poll we honour, so a bad request cannot pin a connection forever.
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
 
@@ -143,6 +146,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     // named session is closed first); any other epoch continues a session, and a broker that
     // keeps none answers FETCH_SESSION_ID_NOT_FOUND with an empty body and session id 0.
     if req.session_epoch != INITIAL_EPOCH && req.session_epoch != FINAL_EPOCH {
+        METRICS.error(FETCH_API, E::FetchSessionIdNotFound.code());
         return FetchResponse::default()
             .with_error_code(E::FetchSessionIdNotFound.code())
             .with_session_id(NO_SESSION);
@@ -219,6 +223,12 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         // FetchResponse.partitionResponse leaves it.
         if slot.partition.is_some() {
             part.aborted_transactions = (read_committed && part.error_code == 0).then(Vec::new);
+        }
+        METRICS.error(FETCH_API, part.error_code);
+        if let (Some(p), Some(records)) = (&slot.partition, &part.records) {
+            if !records.is_empty() {
+                p.stats.fetched(records.len(), records_in_batches(records));
+            }
         }
         topics_out[slot.topic].partitions.push(part);
     }

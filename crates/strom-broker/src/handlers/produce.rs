@@ -17,9 +17,12 @@ use super::{ready, sb};
 use crate::append::{append, AppendError, Appended};
 use crate::broker::{Broker, Reply};
 use crate::config::FsyncPolicy;
+use crate::metrics::METRICS;
 use crate::partition::Partition;
 /// Kafka's `LegacyRecord.RECORD_OVERHEAD_V0`: the smallest size field a batch may claim.
 const RECORD_OVERHEAD_V0: i32 = 14;
+/// Produce's API key, for the error counters.
+const PRODUCE_API: i16 = 0;
 /// Compression codec id of zstd in the batch attributes.
 const ZSTD: i16 = 4;
 
@@ -223,6 +226,9 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
                 .with_partition_responses(parts),
         );
     }
+    for p in responses.iter().flat_map(|t| &t.partition_responses) {
+        METRICS.error(PRODUCE_API, p.error_code);
+    }
     if acks == 0 {
         // KafkaApis: "since no response is expected by the producer, the server will close
         // [the connection] so that the producer client will know that some error has happened
@@ -262,11 +268,16 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
     let flusher = broker.flusher.clone();
     Reply::Deferred(Box::pin(async move {
         let mut response = response;
+        let waited_since = METRICS.enabled().then(std::time::Instant::now);
         for (ti, pi, partition, end) in waits {
             if let Err(e) = flusher.wait_durable(partition, end).await {
                 let entry = &mut response.responses[ti].partition_responses[pi];
                 *entry = error(entry.index, E::KafkaStorageError.code(), Some(e));
+                METRICS.error(PRODUCE_API, E::KafkaStorageError.code());
             }
+        }
+        if let Some(since) = waited_since {
+            METRICS.produce_fsync_wait.observe(since.elapsed());
         }
         match ready(corr, version, &response) {
             Reply::Ready(buf) => Some(buf),

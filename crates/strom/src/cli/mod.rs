@@ -6,16 +6,27 @@ pub mod demo;
 pub mod group;
 pub mod produce;
 pub mod serve;
+pub mod top;
 pub mod topic;
 
 /// Logs go to stderr; the level comes from `RUST_LOG` (default `info` for the broker,
 /// `warn` for client commands so their stdout stays clean).
-pub fn init_logging(broker: bool) {
+pub fn init_logging(broker: bool, format: LogFormat) {
     let default = if broker { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

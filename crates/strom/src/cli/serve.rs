@@ -60,6 +60,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         builder.set_pair(pair)?;
     }
     let config = builder.build()?;
+    strom_broker::metrics::METRICS.configure(config.metrics_enabled);
+
+    // The HTTP listener comes first, so /health answers (and /ready says not yet) while the
+    // data directory is recovered.
+    let http_listener =
+        strom_server::http::bind(config.http_listen, config.http_listen_explicit).await?;
+    let controller = ShutdownController::new();
+    let http_state = strom_server::http::HttpState::new();
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let http = http_listener.map(|l| {
+        tokio::spawn(strom_server::http::serve(
+            l,
+            http_state.clone(),
+            config.http_max_connections,
+            controller.subscribe(),
+        ))
+    });
 
     let kafka_listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -79,12 +96,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen = %local,
         advertised = %format!("{adv_host}:{adv_port}"),
         json = %json_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_string(), |a| a.to_string()),
+        http = %http_addr.map_or("off".to_string(), |a| a.to_string()),
         data_dir = %config.data_dir.display(),
         fsync = ?config.fsync,
         "strom broker started"
     );
 
-    let controller = ShutdownController::new();
     let limits = strom_server::kafka::Limits::from_broker(&broker);
     // One in-process API for both listeners, so a JSON consumer or group member is the same
     // whichever port its connections use.
@@ -105,6 +122,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ))
     });
 
+    http_state.set_ready(local_api.clone());
+
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     broker.begin_shutdown();
@@ -123,6 +142,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     kafka.abort();
     if let Some(j) = json {
         j.abort();
+    }
+    if let Some(h) = http {
+        h.abort();
     }
     broker.shutdown().await;
     tracing::info!("broker stopped; data flushed");

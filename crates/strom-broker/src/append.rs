@@ -62,8 +62,8 @@ pub enum AppendError {
     ControlRecords,
     #[error("Invalid sequence number {sequence} in record batch with producerId {producer_id}")]
     MissingSequence { sequence: i32, producer_id: i64 },
-    #[error("transactions are not supported by this broker")]
-    TransactionsUnsupported,
+    #[error("The producer attempted a transactional operation in an invalid state: partition {partition} was not added to producer {producer_id}'s transaction")]
+    PartitionNotInTxn { producer_id: i64, partition: String },
     #[error("Message batch size is {size} bytes in append to partition {partition}, which exceeds the maximum configured segment size of {segment_bytes}.")]
     RecordListTooLarge {
         size: usize,
@@ -94,6 +94,18 @@ pub fn append(
     }
     let headers = validate_batches(&records)?;
     check_headers(&headers, options.max_message_bytes)?;
+    // Only transactional batches pay for this lookup (KIP-890's verification, done locally).
+    if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
+        if !broker
+            .txn
+            .partition_in_txn(h.producer_id, h.producer_epoch, &partition.topic, partition.index)
+        {
+            return Err(AppendError::PartitionNotInTxn {
+                producer_id: h.producer_id,
+                partition: format!("{}-{}", partition.topic, partition.index),
+            });
+        }
+    }
     let now = now_ms();
     // Patched outside the partition lock.
     let mut buf = BytesMut::from(&records[..]);
@@ -229,8 +241,56 @@ fn check_headers(headers: &[BatchHeader], max_message_bytes: usize) -> Result<()
             producer_id: h.producer_id,
         });
     }
-    if headers.iter().any(|h| h.is_transactional()) {
-        return Err(AppendError::TransactionsUnsupported);
+    if let Some(h) = headers.iter().find(|h| h.is_transactional() && h.producer_id < 0) {
+        return Err(AppendError::MissingSequence {
+            sequence: h.base_sequence,
+            producer_id: h.producer_id,
+        });
     }
     Ok(())
+}
+
+/// Writes a transaction marker (commit or abort) for `producer_id` at `epoch` to one
+/// partition: the coordinator's write, never a client's. Ends the producer's open transaction
+/// there, records an abort in the segment's `.txnindex`, and returns the offset after the
+/// marker (the caller waits for it to be durable).
+pub fn append_marker(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<i64, AppendError> {
+    let now = now_ms();
+    let mut buf = BytesMut::from(
+        &strom_protocol::control::encode_marker(producer_id, epoch, commit, 0, now)[..],
+    );
+    set_partition_leader_epoch(&mut buf[..], LEADER_EPOCH);
+    let headers = validate_batches(&buf)?;
+    let mut state = partition.lock()?;
+    let active_before = state.log.active_segment_base();
+    let info = state.log.append(&mut buf, &headers, now).map_err(|e| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing a transaction marker failed");
+        AppendError::Storage(e)
+    })?;
+    let rolled_at = state.log.active_segment_base();
+    if rolled_at != active_before {
+        if let Err(e) = producer_snapshot::write(state.log.dir(), rolled_at, &state.producers) {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "writing a producer snapshot failed");
+        }
+    }
+    if let Some(aborted) = state
+        .producers
+        .end_txn(producer_id, epoch, info.last_offset, commit)
+    {
+        state.log.append_aborted(aborted).map_err(AppendError::Storage)?;
+    }
+    let visible_now = state.high_watermark() > info.last_offset;
+    drop(state);
+    if visible_now {
+        partition.appended.notify_waiters();
+    } else {
+        broker.flusher.mark_dirty(partition);
+    }
+    Ok(info.last_offset + 1)
 }

@@ -7,6 +7,7 @@
 //! - [`append`]: the domain write path (`append -> Result<Appended, AppendError>`) that the
 //!   Kafka and JSON front ends share.
 //! - [`producer_state`]: idempotent produce (sequence checks, duplicate detection).
+//! - [`txn`]: the transaction coordinator and its durable log (`__transaction_state`).
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
 //! - [`broker`]: the [`Broker`] itself; [`handlers`] has one file per Kafka API family.
@@ -32,6 +33,7 @@ pub mod producer_state;
 pub mod recovery_point;
 pub mod topic_config;
 pub mod topics;
+pub mod txn;
 
 pub use broker::{Broker, Reply, RequestContext};
 pub use config::{BrokerConfig, ConfigBuilder, ConfigError, FsyncPolicy};

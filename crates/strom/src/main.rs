@@ -1,5 +1,5 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
-//! `topic`, `produce`, `consume` and `group` are kcat-like client commands.
+//! `topic`, `produce`, `consume`, `group` and `txn` are kcat-like client commands.
 
 mod cli;
 
@@ -38,6 +38,9 @@ enum Command {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// List and describe transactions.
+    #[command(subcommand)]
+    Txn(cli::txn::TxnCommand),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
+            Command::Txn(cmd) => cli::txn::run(cmd).await,
         }
     });
     match result {

@@ -7,6 +7,7 @@ pub mod group;
 pub mod produce;
 pub mod serve;
 pub mod topic;
+pub mod txn;
 
 /// Logs go to stderr; the level comes from `RUST_LOG` (default `info` for the broker,
 /// `warn` for client commands so their stdout stays clean).

@@ -80,6 +80,8 @@ def test_commits_and_aborts_interleaved_across_partitions(start_broker, topic_na
                 everything[part].append(v)
                 if t % 2 == 0:
                     committed[part].append(v)
+        # An abort purges what is not sent yet: send it, so the log holds aborted records.
+        p.flush(10)
         if t % 2 == 0:
             p.commit_transaction(15)
         else:
@@ -136,6 +138,7 @@ def test_consume_transform_produce_commits_offsets_with_the_output(start_broker)
             p.begin_transaction()
             for m in msgs:
                 p.produce(dst, value=m.value().replace(b"in-", b"out-"), partition=0)
+            p.flush(10)
             p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 15)
             batches += 1
             if batches == 2:
@@ -208,7 +211,7 @@ def txn_cli(broker, *args):
 def test_kill9_mid_transaction_aborts_it_after_the_timeout(start_broker, topic_name):
     broker = start_broker(settings=TXN_SETTINGS)
     helpers.create_topic(broker.bootstrap, topic_name)
-    p = txn_producer(broker.bootstrap, "crash-tx", **{"transaction.timeout.ms": 3000})
+    p = txn_producer(broker.bootstrap, "crash-tx", **{"transaction.timeout.ms": 4000, "socket.timeout.ms": 4000})
     p.begin_transaction()
     for i in range(5):
         p.produce(topic_name, value=f"doomed-{i}".encode(), partition=0)
@@ -260,9 +263,19 @@ def test_transactions_across_segment_rolls_and_restarts(start_broker, topic_name
     broker.restart()
     got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=len(committed))
     assert got == {0: committed}
-    # A crash loses nothing of the aborted-transaction index either (rebuilt from markers).
-    for f in broker.partition_dir(topic_name).glob("*.txnindex"):
-        f.unlink()
+    # A crash right after more transactions keeps them apart too (producer state and
+    # .txnindex rebuilt from the markers after the last snapshot).
+    p = txn_producer(broker.bootstrap, "roll-tx")
+    for t in range(2):
+        p.begin_transaction()
+        v = f"late-{t}-".encode() + pad
+        p.produce(topic_name, value=v, partition=0)
+        p.flush(10)
+        if t == 0:
+            p.abort_transaction(15)
+        else:
+            p.commit_transaction(15)
+            committed.append(v)
     broker.kill9()
     got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=len(committed))
     assert got == {0: committed}

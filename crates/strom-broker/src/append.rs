@@ -96,10 +96,12 @@ pub fn append(
     check_headers(&headers, options.max_message_bytes)?;
     // Only transactional batches pay for this lookup (KIP-890's verification, done locally).
     if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
-        if !broker
-            .txn
-            .partition_in_txn(h.producer_id, h.producer_epoch, &partition.topic, partition.index)
-        {
+        if !broker.txn.partition_in_txn(
+            h.producer_id,
+            h.producer_epoch,
+            &partition.topic,
+            partition.index,
+        ) {
             return Err(AppendError::PartitionNotInTxn {
                 producer_id: h.producer_id,
                 partition: format!("{}-{}", partition.topic, partition.index),
@@ -241,7 +243,10 @@ fn check_headers(headers: &[BatchHeader], max_message_bytes: usize) -> Result<()
             producer_id: h.producer_id,
         });
     }
-    if let Some(h) = headers.iter().find(|h| h.is_transactional() && h.producer_id < 0) {
+    if let Some(h) = headers
+        .iter()
+        .find(|h| h.is_transactional() && h.producer_id < 0)
+    {
         return Err(AppendError::MissingSequence {
             sequence: h.base_sequence,
             producer_id: h.producer_id,
@@ -283,7 +288,10 @@ pub fn append_marker(
         .producers
         .end_txn(producer_id, epoch, info.last_offset, commit)
     {
-        state.log.append_aborted(aborted).map_err(AppendError::Storage)?;
+        state
+            .log
+            .append_aborted(aborted)
+            .map_err(AppendError::Storage)?;
     }
     let visible_now = state.high_watermark() > info.last_offset;
     drop(state);

@@ -38,9 +38,9 @@ mod recovery;
 mod retention;
 mod segment;
 mod start_offset;
-mod txn_index;
 #[doc(hidden)]
 pub mod testing;
+mod txn_index;
 
 pub use batch::{set_base_offset, set_log_append_time, validate_batches, BatchHeader};
 pub use config::{

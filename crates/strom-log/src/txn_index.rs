@@ -170,7 +170,9 @@ mod tests {
         let idx = AbortedIndex::load(dir.path(), &[0, 10], 12).unwrap();
         assert_eq!(idx.overlapping(0, 0, 100), vec![txn(1, 0, 5), txn(2, 3, 9)]);
         assert_eq!(
-            std::fs::metadata(txn_index_path(dir.path(), 0)).unwrap().len(),
+            std::fs::metadata(txn_index_path(dir.path(), 0))
+                .unwrap()
+                .len(),
             2 * ENTRY_BYTES as u64
         );
     }

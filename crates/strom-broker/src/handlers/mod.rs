@@ -117,7 +117,8 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             })
         }
         ApiKey::InitProducerId => {
-            handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v).await)
+            handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v)
+                .await)
         }
         ApiKey::OffsetForLeaderEpoch => {
             handle!(OffsetForLeaderEpochRequest, |r| leader_epoch::handle(
@@ -150,11 +151,17 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::DeleteGroups => handle!(DeleteGroupsRequest, |r| groups.delete_groups(r, v).await),
         ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |r| groups.offset_delete(r, v).await),
         ApiKey::AddPartitionsToTxn => {
-            handle!(AddPartitionsToTxnRequest, |r| txn::add_partitions(broker, r, v))
+            handle!(AddPartitionsToTxnRequest, |r| txn::add_partitions(
+                broker, r, v
+            ))
         }
-        ApiKey::AddOffsetsToTxn => handle!(AddOffsetsToTxnRequest, |r| txn::add_offsets(broker, r, v)),
+        ApiKey::AddOffsetsToTxn => {
+            handle!(AddOffsetsToTxnRequest, |r| txn::add_offsets(broker, r, v))
+        }
         ApiKey::TxnOffsetCommit => {
-            handle!(TxnOffsetCommitRequest, |r| txn::txn_offset_commit(broker, r, v))
+            handle!(TxnOffsetCommitRequest, |r| txn::txn_offset_commit(
+                broker, r, v
+            ))
         }
         ApiKey::EndTxn => handle!(EndTxnRequest, |r| txn::end_txn(broker, r, v).await),
         ApiKey::DescribeTransactions => {
@@ -162,7 +169,9 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         }
         ApiKey::ListTransactions => handle!(ListTransactionsRequest, |r| txn::list(broker, r, v)),
         ApiKey::DescribeProducers => {
-            handle!(DescribeProducersRequest, |r| producers::describe(broker, r, v))
+            handle!(DescribeProducersRequest, |r| producers::describe(
+                broker, r, v
+            ))
         }
         other => Reply::Close(format!("API {other:?} is not served")),
     }

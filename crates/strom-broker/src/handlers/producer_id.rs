@@ -26,13 +26,16 @@ pub async fn handle(
         Some(id) if id.is_empty() => return resp.with_error_code(E::InvalidRequest.code()),
         Some(id) => {
             // KIP-360 (v3+): a producer id and epoch of -1 mean "none known".
-            let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+            let expected =
+                (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
             return match broker
                 .txn
                 .init_producer(broker, id, req.transaction_timeout_ms, expected)
                 .await
             {
-                Ok((pid, epoch)) => resp.with_producer_id(ProducerId(pid)).with_producer_epoch(epoch),
+                Ok((pid, epoch)) => resp
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch),
                 Err(e) => {
                     let mut code = super::txn::txn_error_code(e);
                     if code == E::ProducerFenced.code() && version < PRODUCER_FENCED_VERSION {

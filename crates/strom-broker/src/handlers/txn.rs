@@ -202,8 +202,9 @@ pub fn txn_offset_commit(
         offsets,
     ) {
         Ok(r) => r.into_iter(),
-        Err(code) => vec![Err(code); req.topics.iter().map(|t| t.partitions.len()).sum()]
-            .into_iter(),
+        Err(code) => {
+            vec![Err(code); req.topics.iter().map(|t| t.partitions.len()).sum()].into_iter()
+        }
     };
     let topics = req
         .topics
@@ -308,7 +309,10 @@ pub fn list(
         .into_iter()
         .filter(|m| {
             req.state_filters.is_empty()
-                || req.state_filters.iter().any(|s| s.as_str() == m.state.name())
+                || req
+                    .state_filters
+                    .iter()
+                    .any(|s| s.as_str() == m.state.name())
         })
         .filter(|m| {
             req.producer_id_filters.is_empty()

@@ -225,7 +225,14 @@ impl TxnCoordinator {
                 .into_iter()
                 .map(|tp| {
                     let ok = ongoing && meta.partitions.contains(&tp);
-                    (tp, if ok { Ok(()) } else { Err(E::InvalidTxnState.code()) })
+                    (
+                        tp,
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(E::InvalidTxnState.code())
+                        },
+                    )
                 })
                 .collect());
         }
@@ -297,7 +304,11 @@ impl TxnCoordinator {
             .validate_transactional_commit(group, committer)
             .map_err(|e| e.kafka_code())?;
         let mut inner = self.inner.lock();
-        let mut meta = inner.txns.get(id).cloned().ok_or(E::InvalidProducerIdMapping.code())?;
+        let mut meta = inner
+            .txns
+            .get(id)
+            .cloned()
+            .ok_or(E::InvalidProducerIdMapping.code())?;
         if meta.producer_id != producer_id {
             return Err(E::InvalidProducerIdMapping.code());
         }
@@ -332,7 +343,8 @@ impl TxnCoordinator {
         }
         if staged {
             meta.update_ms = now_ms();
-            crate::blocking::off_worker(|| inner.put(meta)).map_err(|_| E::CoordinatorNotAvailable.code())?;
+            crate::blocking::off_worker(|| inner.put(meta))
+                .map_err(|_| E::CoordinatorNotAvailable.code())?;
         }
         Ok(results)
     }
@@ -383,7 +395,7 @@ impl TxnCoordinator {
     /// Aborts an open transaction at a bumped epoch (fencing its producer).
     async fn abort_fenced(&self, broker: &Arc<Broker>, id: &str) -> Result<(), TxnError> {
         let bumped = {
-            let mut inner = self.inner.lock();
+            let inner = self.inner.lock();
             let Some(mut meta) = inner.txns.get(id).cloned() else {
                 return Ok(());
             };

@@ -200,11 +200,17 @@ mod tests {
     #[test]
     fn producer_checks_follow_kafkas_order() {
         let mut m = TxnMeta::new("t", 5, 1000, 0);
-        assert_eq!(m.check_producer(6, 0), Err(TxnError::InvalidProducerIdMapping));
+        assert_eq!(
+            m.check_producer(6, 0),
+            Err(TxnError::InvalidProducerIdMapping)
+        );
         assert_eq!(m.check_producer(5, 1), Err(TxnError::ProducerFenced));
         assert_eq!(m.check_producer(5, 0), Ok(()));
         m.state = TxnState::PrepareCommit;
-        assert_eq!(m.check_producer(5, 0), Err(TxnError::ConcurrentTransactions));
+        assert_eq!(
+            m.check_producer(5, 0),
+            Err(TxnError::ConcurrentTransactions)
+        );
     }
 
     #[test]
@@ -227,6 +233,9 @@ mod tests {
         m.producer_epoch = i16::MAX - 1;
         assert!(m.bump_epoch().is_none());
         m.rotate_producer_id(9);
-        assert_eq!((m.producer_id, m.producer_epoch, m.last_producer_id), (9, 0, 5));
+        assert_eq!(
+            (m.producer_id, m.producer_epoch, m.last_producer_id),
+            (9, 0, 5)
+        );
     }
 }

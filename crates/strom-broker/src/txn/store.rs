@@ -70,10 +70,7 @@ fn parse(bytes: &[u8]) -> (Vec<TxnMeta>, usize) {
 
 impl TxnStore {
     /// Opens (creating) the store under `data_dir` and returns the live state of every id.
-    pub fn open(
-        data_dir: &Path,
-        fsync: bool,
-    ) -> io::Result<(TxnStore, BTreeMap<String, TxnMeta>)> {
+    pub fn open(data_dir: &Path, fsync: bool) -> io::Result<(TxnStore, BTreeMap<String, TxnMeta>)> {
         let dir = data_dir.join(TXN_DIR);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(FILE_NAME);

@@ -41,7 +41,11 @@ pub async fn run(cmd: TxnCommand) -> Result<()> {
                 .map(|t| vec![t.transactional_id, t.producer_id.to_string(), t.state])
                 .collect();
             let mut out = std::io::stdout().lock();
-            table(&mut out, &["TRANSACTIONAL-ID", "PRODUCER-ID", "STATE"], &rows)?;
+            table(
+                &mut out,
+                &["TRANSACTIONAL-ID", "PRODUCER-ID", "STATE"],
+                &rows,
+            )?;
         }
         TxnCommand::Describe(args) => {
             let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;

@@ -159,7 +159,8 @@ mod tests {
         idx.append(dir.path(), 0, txn(1, 0, 5)).unwrap();
         idx.append(dir.path(), 0, txn(2, 3, 9)).unwrap();
         idx.append(dir.path(), 10, txn(3, 8, 12)).unwrap();
-        assert_eq!(idx.overlapping(0, 6, 11), vec![txn(2, 3, 9)]);
+        assert_eq!(idx.overlapping(0, 6, 8), vec![txn(2, 3, 9)]);
+        assert_eq!(idx.overlapping(0, 6, 11), vec![txn(2, 3, 9), txn(3, 8, 12)]);
         assert_eq!(idx.overlapping(10, 12, 13), vec![txn(3, 8, 12)]);
         // A torn tail in segment 0, and a log that ends before segment 10's entry.
         let mut f = std::fs::OpenOptions::new()

@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(
             record,
             &[
-                34, // length 17, zigzag
+                32, // length 16, zigzag
                 0, 0, 0, // attributes, timestamp delta, offset delta
                 8, 0, 0, 0, 1, // key
                 12, 0, 0, 0, 0, 0, 0, // value

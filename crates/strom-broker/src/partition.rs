@@ -167,16 +167,13 @@ impl Partition {
                     producers.record(h, h.max_timestamp);
                     return;
                 }
-                match kinds.get(&h.base_offset).copied().flatten() {
-                    Some(kind @ (0 | 1)) => {
-                        aborted.extend(producers.end_txn(
-                            h.producer_id,
-                            h.producer_epoch,
-                            h.base_offset,
-                            kind == 1,
-                        ));
-                    }
-                    _ => {}
+                if let Some(kind @ (0 | 1)) = kinds.get(&h.base_offset).copied().flatten() {
+                    aborted.extend(producers.end_txn(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_offset,
+                        kind == 1,
+                    ));
                 }
             })?;
             for a in aborted {

@@ -195,8 +195,7 @@ pub fn txn_offset_commit(
     let mut results = match broker.txn.stage_offsets(
         broker,
         &req.transactional_id,
-        req.producer_id.0,
-        req.producer_epoch,
+        (req.producer_id.0, req.producer_epoch),
         &group,
         committer,
         offsets,

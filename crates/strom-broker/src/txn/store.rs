@@ -146,7 +146,7 @@ mod tests {
             let b = meta("b", 2, TxnState::Empty);
             let a2 = meta("a", 1, TxnState::PrepareCommit);
             for m in [&a, &b, &a2] {
-                store.write(m, || vec![]).unwrap();
+                store.write(m, Vec::new).unwrap();
             }
         }
         let path = dir.path().join(TXN_DIR).join(FILE_NAME);

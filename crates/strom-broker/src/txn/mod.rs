@@ -19,7 +19,7 @@
 pub mod state;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,9 @@ struct Inner {
     txns: BTreeMap<String, TxnMeta>,
     /// producer id -> transactional id, for the produce path's partition check.
     by_producer: HashMap<i64, String>,
+    /// Ids whose markers are being written now: a second completion (the cleanup task racing
+    /// an EndTxn) must not write them again.
+    completing: HashSet<String>,
     store: TxnStore,
 }
 
@@ -99,6 +102,7 @@ impl TxnCoordinator {
             inner: Mutex::new(Inner {
                 txns,
                 by_producer,
+                completing: HashSet::new(),
                 store,
             }),
             config,
@@ -388,7 +392,8 @@ impl TxnCoordinator {
             self.abort_fenced(broker, id).await?;
             return Err(TxnError::ProducerFenced);
         }
-        self.complete(broker, id, commit, None).await
+        self.complete(broker, id, commit, None, Some((producer_id, epoch)))
+            .await
     }
 
     /// Aborts an open transaction at a bumped epoch (fencing its producer).
@@ -408,7 +413,7 @@ impl TxnCoordinator {
             }
             meta.producer_epoch
         };
-        self.complete(broker, id, false, Some(bumped)).await
+        self.complete(broker, id, false, Some(bumped), None).await
     }
 
     /// The two phases of an end (see the module docs), from an Ongoing or Prepare state.
@@ -417,8 +422,9 @@ impl TxnCoordinator {
         &self,
         broker: &Arc<Broker>,
         id: &str,
-        commit: bool,
+        mut commit: bool,
         epoch: Option<i16>,
+        owner: Option<(i64, i16)>,
     ) -> Result<(), TxnError> {
         let meta = {
             let mut inner = self.inner.lock();
@@ -427,6 +433,30 @@ impl TxnCoordinator {
                 .get(id)
                 .cloned()
                 .ok_or(TxnError::InvalidProducerIdMapping)?;
+            // EndTxn's producer must still own the open transaction now, under the lock (the
+            // cleanup task may have aborted it since EndTxn's first check).
+            if let Some((pid, e)) = owner {
+                if meta.producer_id != pid {
+                    return Err(TxnError::InvalidProducerIdMapping);
+                }
+                if meta.producer_epoch != e {
+                    return Err(TxnError::ProducerFenced);
+                }
+                if meta.state != TxnState::Ongoing {
+                    return Err(TxnError::ConcurrentTransactions);
+                }
+            }
+            match meta.state {
+                TxnState::Ongoing => {}
+                // A Prepare state finishes the way it was decided, whoever asks.
+                TxnState::PrepareCommit => commit = true,
+                TxnState::PrepareAbort => commit = false,
+                // Completed meanwhile (a racing EndTxn or cleanup): nothing left to do.
+                _ => return Ok(()),
+            }
+            if !inner.completing.insert(id.to_string()) {
+                return Err(TxnError::ConcurrentTransactions);
+            }
             if meta.state == TxnState::Ongoing {
                 if let Some(epoch) = epoch {
                     if epoch != meta.producer_epoch {
@@ -442,13 +472,29 @@ impl TxnCoordinator {
                 };
                 meta.update_ms = now_ms();
                 let prepared = meta.clone();
-                crate::blocking::off_worker(|| inner.put(prepared))?;
+                if let Err(e) = crate::blocking::off_worker(|| inner.put(prepared)) {
+                    inner.completing.remove(id);
+                    return Err(e);
+                }
             }
             meta
         };
-        write_markers(broker, &meta, commit).await?;
+        let result = self.finish(broker, id, &meta, commit).await;
+        self.inner.lock().completing.remove(id);
+        result
+    }
+
+    /// Phase two of [`TxnCoordinator::complete`]: markers, offsets, the Complete state.
+    async fn finish(
+        &self,
+        broker: &Arc<Broker>,
+        id: &str,
+        meta: &TxnMeta,
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        write_markers(broker, meta, commit).await?;
         if commit {
-            commit_offsets(broker, &meta).await?;
+            commit_offsets(broker, meta).await?;
         }
         let mut inner = self.inner.lock();
         let Some(mut done) = inner.txns.get(id).cloned() else {
@@ -478,7 +524,7 @@ impl TxnCoordinator {
                 tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
                 self.abort_fenced(broker, &id).await
             } else {
-                self.complete(broker, &id, state == TxnState::PrepareCommit, None)
+                self.complete(broker, &id, state == TxnState::PrepareCommit, None, None)
                     .await
             };
             if let Err(e) = result {

@@ -14,7 +14,7 @@ use strom_protocol::record_batch::set_partition_leader_epoch;
 
 use crate::broker::Broker;
 use crate::handlers::leader_epoch::LEADER_EPOCH;
-use crate::partition::{Offline, Partition};
+use crate::partition::{Offline, Partition, PartitionState};
 use crate::producer_snapshot;
 use crate::producer_state::SequenceCheck;
 use crate::topics::now_ms;
@@ -62,8 +62,8 @@ pub enum AppendError {
     ControlRecords,
     #[error("Invalid sequence number {sequence} in record batch with producerId {producer_id}")]
     MissingSequence { sequence: i32, producer_id: i64 },
-    #[error("transactions are not supported by this broker")]
-    TransactionsUnsupported,
+    #[error("The producer attempted a transactional operation in an invalid state: partition {partition} was not added to producer {producer_id}'s transaction")]
+    PartitionNotInTxn { producer_id: i64, partition: String },
     #[error("Message batch size is {size} bytes in append to partition {partition}, which exceeds the maximum configured segment size of {segment_bytes}.")]
     RecordListTooLarge {
         size: usize,
@@ -94,6 +94,20 @@ pub fn append(
     }
     let headers = validate_batches(&records)?;
     check_headers(&headers, options.max_message_bytes)?;
+    // Only transactional batches pay for this lookup (KIP-890's verification, done locally).
+    if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
+        if !broker.txn.partition_in_txn(
+            h.producer_id,
+            h.producer_epoch,
+            &partition.topic,
+            partition.index,
+        ) {
+            return Err(AppendError::PartitionNotInTxn {
+                producer_id: h.producer_id,
+                partition: format!("{}-{}", partition.topic, partition.index),
+            });
+        }
+    }
     let now = now_ms();
     // Patched outside the partition lock.
     let mut buf = BytesMut::from(&records[..]);
@@ -167,23 +181,9 @@ pub fn append(
             return Err(AppendError::Storage(e));
         }
     };
-    let rolled_at = state.log.active_segment_base();
-    if rolled_at != active_before {
-        // The state as of the new segment's base, before this append's batches: a restart
-        // rebuilds from here instead of from the start of the log.
-        // Through the log's own directory, which follows a topic delete (never `partition.dir`,
-        // which a topic re-created under the same name may own by then).
-        let obsolete = state
-            .log
-            .segment_base_before_active(producer_snapshot::SNAPSHOTS_KEPT);
-        producer_snapshot::RollSnapshot::new(
-            state.log.dir(),
-            rolled_at,
-            &state.producers,
-            obsolete,
-        )
-        .spawn();
-    }
+    // The state as of the new segment's base, before this append's batches: a restart
+    // rebuilds from here instead of from the start of the log.
+    snapshot_if_rolled(&state, active_before);
     let mut base = info.base_offset;
     let mut messages = 0i64;
     for h in &headers {
@@ -248,8 +248,73 @@ fn check_headers(headers: &[BatchHeader], max_message_bytes: usize) -> Result<()
             producer_id: h.producer_id,
         });
     }
-    if headers.iter().any(|h| h.is_transactional()) {
-        return Err(AppendError::TransactionsUnsupported);
+    if let Some(h) = headers
+        .iter()
+        .find(|h| h.is_transactional() && h.producer_id < 0)
+    {
+        return Err(AppendError::MissingSequence {
+            sequence: h.base_sequence,
+            producer_id: h.producer_id,
+        });
     }
     Ok(())
+}
+
+/// Writes a transaction marker (commit or abort) for `producer_id` at `epoch` to one
+/// partition: the coordinator's write, never a client's. Ends the producer's open transaction
+/// there, records an abort in the segment's `.txnindex`, and returns the offset after the
+/// marker (the caller waits for it to be durable).
+pub fn append_marker(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<i64, AppendError> {
+    let now = now_ms();
+    let mut buf = BytesMut::from(
+        &strom_protocol::control::encode_marker(producer_id, epoch, commit, 0, now)[..],
+    );
+    set_partition_leader_epoch(&mut buf[..], LEADER_EPOCH);
+    let headers = validate_batches(&buf)?;
+    let mut state = partition.lock()?;
+    let active_before = state.log.active_segment_base();
+    let info = state.log.append(&mut buf, &headers, now).map_err(|e| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing a transaction marker failed");
+        AppendError::Storage(e)
+    })?;
+    snapshot_if_rolled(&state, active_before);
+    if let Some(aborted) = state
+        .producers
+        .end_txn(producer_id, epoch, info.last_offset, commit)
+    {
+        state
+            .log
+            .append_aborted(aborted)
+            .map_err(AppendError::Storage)?;
+    }
+    let visible_now = state.high_watermark() > info.last_offset;
+    drop(state);
+    if visible_now {
+        partition.appended.notify_waiters();
+    } else {
+        broker.flusher.mark_dirty(partition);
+    }
+    Ok(info.last_offset + 1)
+}
+
+/// After an append that rolled the log (its active segment is no longer `active_before`),
+/// hands the producer state as of the new segment's base to a snapshot writer off the request
+/// path. Through the log's own directory, which follows a topic delete (never
+/// `partition.dir`, which a topic re-created under the same name may own by then).
+fn snapshot_if_rolled(state: &PartitionState, active_before: i64) {
+    let rolled_at = state.log.active_segment_base();
+    if rolled_at == active_before {
+        return;
+    }
+    let obsolete = state
+        .log
+        .segment_base_before_active(producer_snapshot::SNAPSHOTS_KEPT);
+    producer_snapshot::RollSnapshot::new(state.log.dir(), rolled_at, &state.producers, obsolete)
+        .spawn();
 }

@@ -42,6 +42,7 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub flusher: Flusher,
     pub meta: BrokerMeta,
+    pub txn: crate::txn::TxnCoordinator,
     shutdown: watch::Sender<bool>,
 }
 
@@ -116,6 +117,15 @@ impl Broker {
         )
         .map_err(|e| dir_err(format!("consumer offsets: {e}")))?;
         topics.set_hooks(Arc::new(OffsetsFollowTopics(groups.clone())));
+        let txn = crate::txn::TxnCoordinator::open(
+            &config.data_dir,
+            config.fsync != crate::config::FsyncPolicy::Never,
+            crate::txn::TxnConfig {
+                max_timeout_ms: config.transaction_max_timeout_ms,
+                cleanup_interval_ms: config.transaction_cleanup_interval_ms,
+            },
+        )
+        .map_err(|e| dir_err(format!("transaction log: {e}")))?;
         let flusher = Flusher::start(Duration::from_millis(config.group_commit_ms));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let broker = Arc::new(Broker {
@@ -124,8 +134,13 @@ impl Broker {
             groups,
             flusher,
             meta,
+            txn,
             shutdown,
         });
+        tokio::spawn(crate::txn::TxnCoordinator::run_background(
+            broker.clone(),
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(broker.groups.clone().run_background(shutdown_rx.clone()));
         crate::background::spawn(broker.clone(), shutdown_rx);
         Ok(broker)

@@ -97,6 +97,12 @@ pub struct BrokerConfig {
     /// `producer.state.max.producers.per.partition`: most producers whose state one
     /// partition keeps; beyond it the least recently active is forgotten.
     pub producer_state_max_producers: usize,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a transactional
+    /// producer may ask for (INVALID_TRANSACTION_TIMEOUT beyond it).
+    pub transaction_max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often open
+    /// transactions past their timeout are aborted.
+    pub transaction_cleanup_interval_ms: u64,
     /// `log.fsync.group.commit.ms`: how long the flusher waits to gather more requests into one
     /// fsync round.
     pub group_commit_ms: u64,
@@ -276,6 +282,14 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         "producer.state.max.producers.per.partition",
         "10000",
         |c, v| put(&mut c.producer_state_max_producers, positive(parse(v)?)?),
+    ),
+    ("transaction.max.timeout.ms", "900000", |c, v| {
+        put(&mut c.transaction_max_timeout_ms, positive(parse(v)?)?)
+    }),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+        |c, v| put(&mut c.transaction_cleanup_interval_ms, positive(parse(v)?)?),
     ),
     ("log.fsync.group.commit.ms", "1", |c, v| {
         put(&mut c.group_commit_ms, parse(v)?)
@@ -476,6 +490,8 @@ fn placeholder() -> BrokerConfig {
         recovery_point_checkpoint_interval_ms: 0,
         producer_id_expiration_ms: 0,
         producer_state_max_producers: 0,
+        transaction_max_timeout_ms: 0,
+        transaction_cleanup_interval_ms: 0,
         group_commit_ms: 0,
         max_connections: 0,
         queued_max_requests: 0,

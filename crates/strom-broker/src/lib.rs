@@ -7,6 +7,7 @@
 //! - [`append`]: the domain write path (`append -> Result<Appended, AppendError>`) that the
 //!   Kafka and JSON front ends share.
 //! - [`producer_state`]: idempotent produce (sequence checks, duplicate detection).
+//! - [`txn`]: the transaction coordinator and its durable log (`__transaction_state`).
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
 //! - [`metrics`]: request counters and histograms (atomics) and the Prometheus exposition.
@@ -36,6 +37,7 @@ pub mod producer_state;
 pub mod recovery_point;
 pub mod topic_config;
 pub mod topics;
+pub mod txn;
 
 pub use broker::{Broker, Reply, RequestContext};
 pub use config::{BrokerConfig, ConfigBuilder, ConfigError, FsyncPolicy};

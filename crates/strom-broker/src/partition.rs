@@ -48,6 +48,26 @@ impl PartitionState {
         }
     }
 
+    /// The last stable offset (KIP-98): the high watermark, or the first offset of the oldest
+    /// open transaction if that is lower. read_committed consumers read up to here.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.producers
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// Whole batches from `offset`, never past the last stable offset (read_committed).
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        match self.producers.first_unstable_offset() {
+            None => self.read_visible(offset, max_bytes),
+            Some(first) => {
+                self.log
+                    .read_until(offset, max_bytes, first, self.durable_high_watermark)
+            }
+        }
+    }
+
     /// Whole batches from `offset`, never past the high watermark (see `PartitionLog::read`).
     pub fn read_visible(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
         if self.durable_high_watermark {
@@ -119,8 +139,49 @@ impl Partition {
             log.log_end_offset(),
             options.max_producers,
         )?;
-        // Kafka rebuilds a producer's last-write time from its batches' timestamps.
-        log.scan_headers(from, &mut |h| producers.record(h, h.max_timestamp))?;
+        // Kafka rebuilds a producer's last-write time from its batches' timestamps. Markers
+        // end transactions; an abort's `.txnindex` entry is written again if a crash lost it.
+        let mut markers = Vec::new();
+        log.scan_headers(from, &mut |h| {
+            if h.is_control() {
+                markers.push(*h);
+            } else {
+                producers.record(h, h.max_timestamp)
+            }
+        })?;
+        let mut log = log;
+        if !markers.is_empty() {
+            // Replay in order: batches and markers interleave, so rebuild again with both.
+            let (fresh, from) = producer_snapshot::load(
+                &dir,
+                log.log_start_offset(),
+                log.log_end_offset(),
+                options.max_producers,
+            )?;
+            producers = fresh;
+            let mut kinds = std::collections::HashMap::new();
+            for m in &markers {
+                kinds.insert(m.base_offset, log.control_type(m)?);
+            }
+            let mut aborted = Vec::new();
+            log.scan_headers(from, &mut |h| {
+                if !h.is_control() {
+                    producers.record(h, h.max_timestamp);
+                    return;
+                }
+                if let Some(kind @ (0 | 1)) = kinds.get(&h.base_offset).copied().flatten() {
+                    aborted.extend(producers.end_txn(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_offset,
+                        kind == 1,
+                    ));
+                }
+            })?;
+            for a in aborted {
+                log.append_aborted(a)?;
+            }
+        }
         let durable_high_watermark = options.durable_high_watermark;
         Ok(Partition::with_state(
             topic,

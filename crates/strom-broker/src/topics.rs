@@ -143,7 +143,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
             "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
         )));
     }
-    if name == META_DIR || name == OFFSETS_DIR {
+    if name == META_DIR || name == OFFSETS_DIR || name == crate::txn::store::TXN_DIR {
         return Err(TopicError::InvalidTopic(format!(
             "Topic name {name} is reserved"
         )));

@@ -48,6 +48,13 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DescribeCluster, 0, 1),
     r(ApiKey::OffsetForLeaderEpoch, 2, 4),
     r(ApiKey::DescribeLogDirs, 1, 4),
+    r(ApiKey::AddPartitionsToTxn, 0, 5),
+    r(ApiKey::AddOffsetsToTxn, 0, 4),
+    r(ApiKey::EndTxn, 0, 4),
+    r(ApiKey::TxnOffsetCommit, 0, 5),
+    r(ApiKey::DescribeProducers, 0, 0),
+    r(ApiKey::DescribeTransactions, 0, 0),
+    r(ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The range served for `key`, if any.

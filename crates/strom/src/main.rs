@@ -1,6 +1,6 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
-//! `topic`, `produce`, `consume` and `group` are kcat-like client commands; `top` shows live
-//! figures from the HTTP API.
+//! `topic`, `produce`, `consume`, `group` and `txn` are kcat-like client commands; `top` shows
+//! live figures from the HTTP API.
 
 mod cli;
 
@@ -44,6 +44,9 @@ enum Command {
     Group(cli::group::GroupCommand),
     /// Live figures in the terminal: throughput, topics, groups and lag (over the HTTP API).
     Top(cli::top::TopArgs),
+    /// List and describe transactions.
+    #[command(subcommand)]
+    Txn(cli::txn::TxnCommand),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
             Command::Top(args) => cli::top::run(args).await,
+            Command::Txn(cmd) => cli::txn::run(cmd).await,
         }
     });
     match result {

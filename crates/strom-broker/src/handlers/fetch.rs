@@ -10,8 +10,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use strom_log::LogError;
 use strom_protocol::ResponseError as E;
 
@@ -51,6 +53,7 @@ fn read_all(
     slots: &[Slot],
     indexes: &[i32],
     response_max_bytes: usize,
+    read_committed: bool,
 ) -> (Vec<PartitionData>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
@@ -73,7 +76,7 @@ fn read_all(
         let budget = slot
             .partition_max_bytes
             .min(response_max_bytes.saturating_sub(total));
-        let (read, hw, start) = {
+        let (read, hw, lso, aborted, start) = {
             let Ok(state) = p.lock() else {
                 // An offline partition (failed disk or damaged log): Kafka's answer for a
                 // replica whose log dir failed.
@@ -83,18 +86,44 @@ fn read_all(
             };
             let read = if budget == 0 && total > 0 {
                 Ok(None)
+            } else if read_committed {
+                state
+                    .read_committed(slot.fetch_offset, budget.max(1))
+                    .map(Some)
             } else {
                 state
                     .read_visible(slot.fetch_offset, budget.max(1))
                     .map(Some)
             };
-            (read, state.high_watermark(), state.log.log_start_offset())
+            let lso = state.last_stable_offset();
+            // UnifiedLog.collectAbortedTransactions: the aborted transactions that overlap
+            // what this fetch can return (up to the LSO). An empty list, not null, when none.
+            let aborted = read_committed.then(|| {
+                state
+                    .log
+                    .aborted_between(slot.fetch_offset, lso)
+                    .into_iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (
+                read,
+                state.high_watermark(),
+                lso,
+                aborted,
+                state.log.log_start_offset(),
+            )
         };
         let entry = PartitionData::default()
             .with_partition_index(index)
             .with_high_watermark(hw)
-            .with_last_stable_offset(hw)
-            .with_log_start_offset(start);
+            .with_last_stable_offset(lso)
+            .with_log_start_offset(start)
+            .with_aborted_transactions(aborted);
         match read {
             Ok(Some(mut slice)) if !slice.is_empty() => {
                 // Past the first partition with data Kafka's LogSegment.read has
@@ -185,7 +214,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     // ReplicaManager.fetchMessages answers at once when `bytesReadable >= minBytes`, so a
     // min_bytes of 0 (or less) never waits, even with no data.
     let satisfied = |total: usize, any_error: bool| total >= min_bytes || any_error;
-    let mut read = read_all(&slots, &indexes, response_max_bytes);
+    let mut read = read_all(&slots, &indexes, response_max_bytes, read_committed);
     while !satisfied(read.1, read.2) && tokio::time::Instant::now() < deadline {
         // Register interest, then re-read, so an append between the read and the wait is
         // not missed.
@@ -197,7 +226,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         for w in &mut waiters {
             w.as_mut().enable();
         }
-        read = read_all(&slots, &indexes, response_max_bytes);
+        read = read_all(&slots, &indexes, response_max_bytes, read_committed);
         if satisfied(read.1, read.2) || waiters.is_empty() {
             break;
         }
@@ -206,7 +235,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             r = tokio::time::timeout_at(deadline, futures_any(waiters)) => r.is_err(),
             _ = broker.shutting_down() => true,
         };
-        read = read_all(&slots, &indexes, response_max_bytes);
+        read = read_all(&slots, &indexes, response_max_bytes, read_committed);
         if stop {
             break;
         }
@@ -217,12 +246,11 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         if slot.topic_missing && version >= 13 {
             part.error_code = E::UnknownTopicId.code();
         }
-        // UnifiedLog.read collects aborted transactions only for read_committed fetches: an
-        // empty list there (no transactions here), null for read_uncommitted and for read
-        // errors. Unknown partitions keep the schema default (an empty list), as
+        // UnifiedLog.read collects aborted transactions only for read_committed fetches (set
+        // in read_all), null for read_uncommitted and for read errors. Unknown partitions keep the schema default (an empty list), as
         // FetchResponse.partitionResponse leaves it.
-        if slot.partition.is_some() {
-            part.aborted_transactions = (read_committed && part.error_code == 0).then(Vec::new);
+        if slot.partition.is_some() && (!read_committed || part.error_code != 0) {
+            part.aborted_transactions = None;
         }
         METRICS.error(FETCH_API, part.error_code);
         if let (Some(p), Some(records)) = (&slot.partition, &part.records) {

@@ -1,4 +1,4 @@
-//! FindCoordinator: this broker coordinates every group. The group APIs themselves are
+//! FindCoordinator: this broker coordinates every group and every transaction. The group APIs themselves are
 //! served by `strom-group`'s coordinator (see `handlers::dispatch`).
 //!
 //! Answers follow `KafkaApis.handleFindCoordinatorRequest`: any group id, the empty one
@@ -24,8 +24,6 @@ const BATCHED_VERSION: i16 = 4;
 const NONE_MESSAGE: &str = "NONE";
 /// `Errors.INVALID_REQUEST.message()`.
 pub const INVALID_REQUEST_MESSAGE: &str = "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details.";
-/// `Errors.TRANSACTIONAL_ID_AUTHORIZATION_FAILED.message()`.
-const TXN_AUTH_FAILED_MESSAGE: &str = "Transactional Id authorization failed.";
 
 /// Refuses every key of the request with `code`: per key in v4+ (`per_key_message` only
 /// there), or in the top-level fields before.
@@ -69,11 +67,13 @@ pub fn find_coordinator(
     let node = BrokerId(broker.node_id());
     match req.key_type {
         KEY_TYPE_GROUP => {}
-        // Transactions are not served: refuse with the non-retriable error a client without
-        // the ACL would get.
+        // This broker is every transaction's coordinator too. An empty transactional id is
+        // INVALID_REQUEST (KafkaApis.getCoordinator), for the whole request before v4.
         KEY_TYPE_TRANSACTION => {
-            let code = E::TransactionalIdAuthorizationFailed.code();
-            return refuse_all(&req, version, code, TXN_AUTH_FAILED_MESSAGE, None);
+            if version < BATCHED_VERSION && req.key.is_empty() {
+                let code = E::InvalidRequest.code();
+                return refuse_all(&req, version, code, INVALID_REQUEST_MESSAGE, None);
+            }
         }
         // CoordinatorType.forId throws InvalidRequestException out of the handler, so the
         // whole request gets the error response: every key INVALID_REQUEST with its message.
@@ -88,6 +88,14 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
+                if req.key_type == KEY_TYPE_TRANSACTION && k.is_empty() {
+                    return Coordinator::default()
+                        .with_key(k.clone())
+                        .with_error_code(E::InvalidRequest.code())
+                        .with_node_id(BrokerId(-1))
+                        .with_host(sb(""))
+                        .with_port(-1);
+                }
                 Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(node)

@@ -21,6 +21,7 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let read_committed = version >= 2 && req.isolation_level == 1;
     // ListOffsetsRequest.duplicatePartitions: every occurrence of a partition named twice is
     // answered INVALID_REQUEST.
     let mut seen = HashSet::new();
@@ -68,7 +69,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     };
                     let log = &state.log;
                     let found = match p.timestamp {
-                        // The high watermark, as Kafka answers a consumer.
+                        // The high watermark, as Kafka answers a consumer; the last stable
+                        // offset for read_committed (isolation level 1, v2+).
+                        LATEST if read_committed => Ok(Some((state.last_stable_offset(), -1))),
                         LATEST => Ok(Some((state.high_watermark(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         // Without tiered storage Kafka answers offset -1, timestamp -1 and

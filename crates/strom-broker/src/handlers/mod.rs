@@ -13,6 +13,8 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producer_id;
+pub mod producers;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -115,7 +117,8 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             })
         }
         ApiKey::InitProducerId => {
-            handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v))
+            handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v)
+                .await)
         }
         ApiKey::OffsetForLeaderEpoch => {
             handle!(OffsetForLeaderEpochRequest, |r| leader_epoch::handle(
@@ -147,6 +150,29 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::ListGroups => handle!(ListGroupsRequest, |r| groups.list_groups(r, v).await),
         ApiKey::DeleteGroups => handle!(DeleteGroupsRequest, |r| groups.delete_groups(r, v).await),
         ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |r| groups.offset_delete(r, v).await),
+        ApiKey::AddPartitionsToTxn => {
+            handle!(AddPartitionsToTxnRequest, |r| txn::add_partitions(
+                broker, r, v
+            ))
+        }
+        ApiKey::AddOffsetsToTxn => {
+            handle!(AddOffsetsToTxnRequest, |r| txn::add_offsets(broker, r, v))
+        }
+        ApiKey::TxnOffsetCommit => {
+            handle!(TxnOffsetCommitRequest, |r| txn::txn_offset_commit(
+                broker, r, v
+            ))
+        }
+        ApiKey::EndTxn => handle!(EndTxnRequest, |r| txn::end_txn(broker, r, v).await),
+        ApiKey::DescribeTransactions => {
+            handle!(DescribeTransactionsRequest, |r| txn::describe(broker, r, v))
+        }
+        ApiKey::ListTransactions => handle!(ListTransactionsRequest, |r| txn::list(broker, r, v)),
+        ApiKey::DescribeProducers => {
+            handle!(DescribeProducersRequest, |r| producers::describe(
+                broker, r, v
+            ))
+        }
         other => Reply::Close(format!("API {other:?} is not served")),
     }
 }

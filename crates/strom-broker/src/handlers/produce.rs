@@ -47,7 +47,7 @@ pub(crate) fn append_error_code(e: &AppendError) -> E {
         AppendError::Batch(b) if b.is_corrupt_message() => E::CorruptMessage,
         AppendError::Batch(_) => E::InvalidRecord,
         AppendError::MessageTooLarge { .. } => E::MessageTooLarge,
-        AppendError::TransactionsUnsupported => E::TransactionalIdAuthorizationFailed,
+        AppendError::PartitionNotInTxn { .. } => E::InvalidTxnState,
         AppendError::RecordListTooLarge { .. } => E::RecordListTooLarge,
         AppendError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         AppendError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,

@@ -8,6 +8,7 @@ pub mod produce;
 pub mod serve;
 pub mod top;
 pub mod topic;
+pub mod txn;
 
 /// Logs go to stderr; the level comes from `RUST_LOG` (default `info` for the broker,
 /// `warn` for client commands so their stdout stays clean).

@@ -13,7 +13,6 @@ use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
 use strom_protocol::record_batch::set_partition_leader_epoch;
 
 use crate::broker::Broker;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::partition::{Offline, Partition};
 use crate::producer_snapshot;
 use crate::producer_state::SequenceCheck;
@@ -28,6 +27,9 @@ pub struct AppendOptions {
     pub log_append_time: bool,
     /// `flush.messages`: fsync after this many unflushed messages (-1 or 0: never).
     pub flush_messages: i64,
+    /// The leader epoch stamped on each batch (0 on a single node). In cluster mode the
+    /// append is refused unless this node still leads the partition in this epoch.
+    pub leader_epoch: i32,
 }
 
 /// A successful append, or a recognised retry of one (`duplicate`).
@@ -74,6 +76,8 @@ pub enum AppendError {
     OutOfOrderSequence { sequence: i32, producer_id: i64 },
     #[error("producer epoch {epoch} of producer {producer_id} is older than the current one")]
     InvalidProducerEpoch { epoch: i16, producer_id: i64 },
+    #[error("This server is not the leader for that topic-partition.")]
+    NotLeader,
     #[error(transparent)]
     Offline(#[from] Offline),
     #[error("{0}")]
@@ -101,13 +105,18 @@ pub fn append(
     for h in &headers {
         // Kafka stamps every appended batch with the leader epoch (outside the CRC), so
         // consumers see the epoch that Metadata and OffsetForLeaderEpoch report.
-        set_partition_leader_epoch(&mut buf[pos..], LEADER_EPOCH);
+        set_partition_leader_epoch(&mut buf[pos..], options.leader_epoch);
         if options.log_append_time {
             strom_log::set_log_append_time(&mut buf[pos..pos + h.total_size()], now);
         }
         pos += h.total_size();
     }
     let mut state = partition.lock()?;
+    if let Some(r) = &state.replica {
+        if !r.is_leader() || r.leader_epoch != options.leader_epoch {
+            return Err(AppendError::NotLeader);
+        }
+    }
     // UnifiedLog.append: a payload larger than a whole segment is RECORD_LIST_TOO_LARGE.
     let segment_bytes = state.log.config().segment_bytes;
     if records.len() as u64 > segment_bytes {
@@ -186,10 +195,13 @@ pub fn append(
     let flush_due =
         options.flush_messages > 0 && state.unflushed_messages >= options.flush_messages;
     let visible_now = state.high_watermark() > info.last_offset;
+    // Cluster mode: followers long-poll on the same notifier; wake them at once.
+    let replicated = state.replica.is_some();
     drop(state);
-    if visible_now {
+    if visible_now || replicated {
         partition.appended.notify_waiters();
-    } else {
+    }
+    if !visible_now {
         // The high watermark follows fsync: have the flusher make this visible soon, even
         // when nobody waits for an acknowledgement (acks=1).
         broker.flusher.mark_dirty(partition);

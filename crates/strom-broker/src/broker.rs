@@ -42,6 +42,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub flusher: Flusher,
     pub meta: BrokerMeta,
+    /// Cluster mode only (`controller.quorum.voters` set), once started.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -124,6 +126,7 @@ impl Broker {
             groups,
             flusher,
             meta,
+            cluster: std::sync::OnceLock::new(),
             shutdown,
         });
         tokio::spawn(broker.groups.clone().run_background(shutdown_rx.clone()));
@@ -177,6 +180,16 @@ impl Broker {
         if let Err(e) = self.groups.flush() {
             tracing::error!(error = %e, "flushing committed offsets at shutdown failed");
         }
+    }
+
+    /// The cluster id clients see: this data dir's, or (cluster mode) one derived from the
+    /// quorum's voters, so every node answers the same.
+    pub fn cluster_id(&self) -> String {
+        if self.config.clustered() {
+            let crc = crc32c::crc32c(self.config.controller_quorum_voters.as_bytes());
+            return format!("strom-cluster-{crc:08x}");
+        }
+        self.meta.cluster_id.clone()
     }
 
     pub fn node_id(&self) -> i32 {

@@ -1,5 +1,6 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
-//! `topic`, `produce`, `consume` and `group` are kcat-like client commands.
+//! `topic`, `produce`, `consume` and `group` are kcat-like client commands; `cluster` shows
+//! the metadata quorum.
 
 mod cli;
 
@@ -38,6 +39,9 @@ enum Command {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// Show the metadata quorum of a cluster (leader, voters, lag, brokers).
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
+            Command::Cluster(cmd) => cli::cluster::run(cmd).await,
         }
     });
     match result {

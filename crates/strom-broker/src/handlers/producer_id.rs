@@ -9,6 +9,9 @@ use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
 
+/// Producer ids of a cluster interleave this many nodes' counters (node ids below it).
+pub const CLUSTER_NODE_IDS: i64 = 1024;
+
 pub fn handle(
     broker: &Arc<Broker>,
     req: InitProducerIdRequest,
@@ -27,7 +30,16 @@ pub fn handle(
     // For a null transactional id Kafka "always blindly accepts the request and returns a new
     // producerId" with epoch 0, whatever producer id and epoch the request carries: the KIP-360
     // epoch bump only exists for transactional producers (idempotent clients bump locally).
-    match broker.meta.next_producer_id() {
+    // Cluster mode: each node allocates from its own persisted counter, so ids carry the node
+    // id in their low bits and never collide across nodes (a producer moves between leaders).
+    let id = broker.meta.next_producer_id().map(|id| {
+        if broker.cluster.get().is_some() {
+            id * CLUSTER_NODE_IDS + i64::from(broker.node_id()).rem_euclid(CLUSTER_NODE_IDS)
+        } else {
+            id
+        }
+    });
+    match id {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = %e, "cannot allocate a producer id");

@@ -1,5 +1,6 @@
 //! One module per subcommand. Client commands share `--bootstrap` handling in `common`.
 
+pub mod cluster;
 pub mod common;
 pub mod consume;
 pub mod demo;

@@ -1,0 +1,290 @@
+"""Cluster mode against three real `strom serve` processes on 127.0.0.1 (issue 8).
+
+Each node is one voter of the metadata quorum (openraft) and one broker. The tests check
+what a client sees: every node's Metadata lists all brokers and each partition's leader,
+replicas and ISR; an RF=3 topic takes acks=all idempotent produce and reads back in order;
+a follower refuses produce with NOT_LEADER_OR_FOLLOWER; and after kill -9 of a partition
+leader under acks=all load a new leader takes over, the producer continues, and a history
+check (in the spirit of Jepsen's Kafka queue workload) finds every acknowledged
+(partition, offset, value) exactly once, in order, with no offset holding two values.
+"""
+
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import helpers
+import wire
+from conftest import Broker, free_port, strom_bin
+
+pytestmark = pytest.mark.timeout(180)
+
+# Short timings so a failover takes seconds, not Kafka's default tens of seconds.
+CLUSTER_SETTINGS = {
+    "broker.session.timeout.ms": "2000",
+    "broker.heartbeat.interval.ms": "200",
+    "controller.quorum.election.timeout.ms": "500",
+    "replica.lag.time.max.ms": "5000",
+    "min.insync.replicas": "2",
+    "default.replication.factor": "3",
+}
+
+NOT_LEADER_OR_FOLLOWER = 6
+
+
+class Cluster:
+    def __init__(self, tmp_path, size=3):
+        self.controller_ports = [free_port() for _ in range(size)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(self.controller_ports))
+        self.nodes = []
+        for i in range(size):
+            settings = dict(CLUSTER_SETTINGS)
+            settings.update(
+                {
+                    "node.id": str(i + 1),
+                    "controller.listen": f"127.0.0.1:{self.controller_ports[i]}",
+                    "controller.quorum.voters": voters,
+                }
+            )
+            data = tmp_path / f"node{i + 1}"
+            data.mkdir()
+            self.nodes.append(Broker(data, tmp_path / f"node{i + 1}.log", settings))
+
+    def node(self, node_id):
+        return self.nodes[node_id - 1]
+
+    def bootstrap(self, exclude=()):
+        return ",".join(n.bootstrap for i, n in enumerate(self.nodes) if i + 1 not in exclude)
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        self.wait_brokers(len(self.nodes))
+
+    def wait_brokers(self, count, timeout_s=30):
+        """Every running node's Metadata lists `count` brokers."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen = [len(metadata(n.bootstrap).brokers) for n in self.nodes if n.alive()]
+            if all(s == count for s in seen):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"brokers seen per node: {seen}, expected {count}")
+
+    def controller_status(self, node_id):
+        out = subprocess.run(
+            [str(strom_bin()), "cluster", "status", "--controller",
+             f"127.0.0.1:{self.controller_ports[node_id - 1]}"],
+            capture_output=True, text=True, timeout=15,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def stop(self):
+        for n in self.nodes:
+            if n.alive():
+                n.kill9_only()
+
+
+def metadata(bootstrap):
+    client = AdminClient({"bootstrap.servers": bootstrap, **helpers.FAST_CLIENT})
+    return client.list_topics(timeout=10)
+
+
+def partition_info(bootstrap, topic, partition):
+    t = metadata(bootstrap).topics.get(topic)
+    if t is None or t.error is not None or partition not in t.partitions:
+        return None
+    return t.partitions[partition]
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    c = Cluster(tmp_path)
+    c.start()
+    yield c
+    failed = any(getattr(request.node, "rep_" + w, None) and getattr(request.node, "rep_" + w).failed
+                 for w in ("setup", "call"))
+    helpers.forget_clients()
+    c.stop()
+    if failed:
+        for i, n in enumerate(c.nodes):
+            print(f"\n----- node {i + 1} log -----\n{n.log_tail(15000)}")
+
+
+def create_rf3(bootstrap, topic, partitions):
+    futures = AdminClient({"bootstrap.servers": bootstrap, **helpers.FAST_CLIENT}).create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=3)], operation_timeout=20, request_timeout=20
+    )
+    futures[topic].result(timeout=30)
+
+
+def wait_isr(cluster, topic, partitions, isr_size, timeout_s=20):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        infos = [partition_info(cluster.bootstrap(), topic, p) for p in range(partitions)]
+        last = [(i.leader, sorted(i.isrs)) if i else None for i in infos]
+        if all(i is not None and i.leader > 0 and len(i.isrs) == isr_size for i in infos):
+            return infos
+        time.sleep(0.2)
+    raise AssertionError(f"ISR never reached {isr_size}: {last}")
+
+
+def test_every_node_shows_all_brokers_and_replicated_partitions(cluster):
+    topic = "orders"
+    out = subprocess.run(
+        [str(strom_bin()), "topic", "create", topic, "--partitions", "6", "--replication-factor", "3",
+         "--bootstrap", cluster.node(1).bootstrap],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    wait_isr(cluster, topic, 6, 3)
+    leaders = set()
+    for n in cluster.nodes:
+        md = metadata(n.bootstrap)
+        assert sorted(md.brokers) == [1, 2, 3]
+        assert {b.port for b in md.brokers.values()} == {x.port for x in cluster.nodes}
+        t = md.topics[topic]
+        assert sorted(t.partitions) == list(range(6))
+        for p in t.partitions.values():
+            assert sorted(p.replicas) == [1, 2, 3]
+            assert sorted(p.isrs) == [1, 2, 3]
+            assert p.leader in (1, 2, 3)
+            leaders.add(p.leader)
+    # Leadership is spread over the nodes (round-robin assignment).
+    assert leaders == {1, 2, 3}
+    status = cluster.controller_status(2)
+    assert "leader" in status and "voter 1" in status and "broker 3" in status, status
+
+
+def test_rf3_produce_consume_and_followers_refuse_produce(cluster):
+    topic = "rf3-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(2).bootstrap, topic, 3)
+    wait_isr(cluster, topic, 3, 3)
+    values = [f"v{i}".encode() for i in range(600)]
+    d = helpers.produce_values(cluster.node(2).bootstrap, topic, values, acks="all", enable_idempotence=True)
+    assert len(d.ok) == 600
+    got = helpers.consume_partitions(cluster.node(3).bootstrap, topic, [0, 1, 2], 600, timeout_s=30)
+    assert sorted(m.value() for m in got) == sorted(values)
+    # Per partition, the consumer reads exactly what was acknowledged there, in offset order.
+    for p in range(3):
+        acked = [(o, v) for part, o, v in d.ok if part == p]
+        read = [(m.offset(), m.value()) for m in got if m.partition() == p]
+        assert read == sorted(acked)
+
+    # A follower answers a produce with NOT_LEADER_OR_FOLLOWER.
+    info = partition_info(cluster.bootstrap(), topic, 0)
+    follower = next(r for r in info.replicas if r != info.leader)
+    batch = wire.record_batch([b"stray"])
+    with wire.Conn(cluster.node(follower).bootstrap) as conn:
+        conn.send(wire.produce_request_v3(topic, 0, batch, correlation_id=7))
+        _, results = wire.parse_produce_v3(conn.recv_frame())
+    assert results == [(topic, 0, NOT_LEADER_OR_FOLLOWER, -1)]
+
+
+class LoadProducer(threading.Thread):
+    """An idempotent acks=all producer that keeps sending numbered values to one partition
+    and records every acknowledgement with the time it arrived."""
+
+    def __init__(self, bootstrap, topic):
+        super().__init__(daemon=True)
+        self.p = helpers.producer(
+            bootstrap, acks="all", enable_idempotence=True, **{"message.timeout.ms": 60000, "linger.ms": 2}
+        )
+        self.topic = topic
+        self.acked = []  # (partition, offset, value, monotonic time)
+        self.errors = []
+        self.sent = 0
+        self.stop_flag = threading.Event()
+
+    def on_delivery(self, err, msg):
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.acked.append((msg.partition(), msg.offset(), msg.value(), time.monotonic()))
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.p.produce(self.topic, value=f"m{self.sent:07d}".encode(), partition=0, on_delivery=self.on_delivery)
+                self.sent += 1
+            except BufferError:
+                pass
+            self.p.poll(0.002)
+        self.p.flush(60)
+
+
+def test_kill9_of_a_partition_leader_under_acks_all_load_loses_nothing(cluster):
+    topic = "failover-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    load = LoadProducer(cluster.bootstrap(), topic)
+    load.start()
+    deadline = time.monotonic() + 20
+    while len(load.acked) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the kill; errors {load.errors[:3]}"
+
+    old_leader = partition_info(cluster.bootstrap(), topic, 0).leader
+    killed_at = time.monotonic()
+    cluster.node(old_leader).kill9_only()
+    survivors = cluster.bootstrap(exclude=(old_leader,))
+    new_leader = None
+    while time.monotonic() - killed_at < 30:
+        info = partition_info(survivors, topic, 0)
+        if info is not None and info.leader not in (-1, old_leader):
+            new_leader = info.leader
+            break
+        time.sleep(0.05)
+    elected_s = time.monotonic() - killed_at
+    assert new_leader is not None, "no new leader within 30 s"
+    # The producer continues: acknowledgements arrive again after the kill.
+    while time.monotonic() - killed_at < 40 and not any(t > killed_at + 0.001 for *_, t in load.acked[-50:]):
+        time.sleep(0.05)
+    resumed = [t for *_, t in load.acked if t > killed_at]
+    assert resumed, f"no acknowledgement after the kill; errors {load.errors[:3]}"
+    resumed_s = min(resumed) - killed_at
+    time.sleep(2)
+    load.stop_flag.set()
+    load.join(90)
+    assert not load.errors, f"delivery errors: {load.errors[:5]}"
+    print(f"\nfailover: new leader {new_leader} elected {elected_s:.2f}s after kill -9 of {old_leader}; "
+          f"first ack {resumed_s:.2f}s after; {len(load.acked)} acks in all")
+
+    # The killed node comes back, truncates to the new leader and rejoins the ISR.
+    cluster.node(old_leader).start()
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+
+    check_history(cluster.bootstrap(), topic, load.acked)
+
+
+def check_history(bootstrap, topic, acked):
+    """Every acknowledged (partition, offset, value) is read back exactly once at its offset,
+    acknowledged values keep their send order, and no offset holds two values."""
+    expected = {(p, o): v for p, o, v, _ in acked}
+    assert len(expected) == len(acked), "two acknowledgements for one offset"
+    end = max(o for _, o, _, _ in acked) + 1
+    msgs = helpers.consume_partitions(bootstrap, topic, [0], end, timeout_s=60)
+    read = {}
+    values_seen = {}
+    for m in msgs:
+        key = (m.partition(), m.offset())
+        assert key not in read, f"offset {key} delivered twice"
+        read[key] = m.value()
+        values_seen[m.value()] = values_seen.get(m.value(), 0) + 1
+    missing = [k for k in expected if k not in read]
+    assert not missing, f"{len(missing)} acknowledged records missing, first {missing[:5]}"
+    wrong = [(k, expected[k], read[k]) for k in expected if read[k] != expected[k]]
+    assert not wrong, f"offsets holding another value: {wrong[:5]}"
+    dups = [v for v, n in values_seen.items() if n > 1]
+    assert not dups, f"values stored twice (idempotence broken): {dups[:5]}"
+    # Acknowledged values were sent in increasing order; their offsets must increase too.
+    by_value = sorted((v, o) for (_, o), v in expected.items())
+    offsets = [o for _, o in by_value]
+    assert offsets == sorted(offsets), "per-partition order of acknowledged values broken"

@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import helpers
@@ -69,9 +69,13 @@ class Cluster:
     def wait_brokers(self, count, timeout_s=30):
         """Every running node's Metadata lists `count` brokers."""
         deadline = time.monotonic() + timeout_s
+        seen = None
         while time.monotonic() < deadline:
-            seen = [len(metadata(n.bootstrap).brokers) for n in self.nodes if n.alive()]
-            if all(s == count for s in seen):
+            try:
+                seen = [len(metadata(n.bootstrap).brokers) for n in self.nodes if n.alive()]
+            except KafkaException as e:  # no broker registered yet: librdkafka's _PARTIAL
+                seen = str(e)
+            if isinstance(seen, list) and all(s == count for s in seen):
                 return
             time.sleep(0.2)
         raise AssertionError(f"brokers seen per node: {seen}, expected {count}")
@@ -97,7 +101,10 @@ def metadata(bootstrap):
 
 
 def partition_info(bootstrap, topic, partition):
-    t = metadata(bootstrap).topics.get(topic)
+    try:
+        t = metadata(bootstrap).topics.get(topic)
+    except KafkaException:
+        return None
     if t is None or t.error is not None or partition not in t.partitions:
         return None
     return t.partitions[partition]
@@ -118,7 +125,7 @@ def cluster(request, tmp_path):
 
 
 def create_rf3(bootstrap, topic, partitions):
-    futures = AdminClient({"bootstrap.servers": bootstrap, **helpers.FAST_CLIENT}).create_topics(
+    futures = helpers.admin(bootstrap).create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=3)], operation_timeout=20, request_timeout=20
     )
     futures[topic].result(timeout=30)
@@ -168,7 +175,7 @@ def test_rf3_produce_consume_and_followers_refuse_produce(cluster):
     create_rf3(cluster.node(2).bootstrap, topic, 3)
     wait_isr(cluster, topic, 3, 3)
     values = [f"v{i}".encode() for i in range(600)]
-    d = helpers.produce_values(cluster.node(2).bootstrap, topic, values, acks="all", enable_idempotence=True)
+    d = helpers.produce_values(cluster.node(2).bootstrap, topic, values, acks="all", **{"enable.idempotence": True})
     assert len(d.ok) == 600
     got = helpers.consume_partitions(cluster.node(3).bootstrap, topic, [0, 1, 2], 600, timeout_s=30)
     assert sorted(m.value() for m in got) == sorted(values)
@@ -195,7 +202,7 @@ class LoadProducer(threading.Thread):
     def __init__(self, bootstrap, topic):
         super().__init__(daemon=True)
         self.p = helpers.producer(
-            bootstrap, acks="all", enable_idempotence=True, **{"message.timeout.ms": 60000, "linger.ms": 2}
+            bootstrap, acks="all", **{"enable.idempotence": True, "message.timeout.ms": 60000, "linger.ms": 2}
         )
         self.topic = topic
         self.acked = []  # (partition, offset, value, monotonic time)

@@ -332,7 +332,10 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         put(&mut c.min_insync_replicas, positive(parse(v)?)?)
     }),
     ("offsets.topic.replication.factor", "3", |c, v| {
-        put(&mut c.offsets_topic_replication_factor, positive(parse(v)?)?)
+        put(
+            &mut c.offsets_topic_replication_factor,
+            positive(parse(v)?)?,
+        )
     }),
     ("unclean.leader.election.enable", "false", |_, v| {
         if parse_bool(v)? {
@@ -347,10 +350,16 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         put(&mut c.broker_heartbeat_interval_ms, positive(parse(v)?)?)
     }),
     ("controller.quorum.election.timeout.ms", "1000", |c, v| {
-        put(&mut c.controller_quorum_election_timeout_ms, positive(parse(v)?)?)
+        put(
+            &mut c.controller_quorum_election_timeout_ms,
+            positive(parse(v)?)?,
+        )
     }),
     ("controller.quorum.request.timeout.ms", "2000", |c, v| {
-        put(&mut c.controller_quorum_request_timeout_ms, positive(parse(v)?)?)
+        put(
+            &mut c.controller_quorum_request_timeout_ms,
+            positive(parse(v)?)?,
+        )
     }),
     ("replica.lag.time.max.ms", "30000", |c, v| {
         put(&mut c.replica_lag_time_max_ms, positive(parse(v)?)?)

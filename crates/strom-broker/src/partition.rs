@@ -238,7 +238,9 @@ impl Partition {
         }
         let start = state.log.log_start_offset();
         if offset < start {
-            return Err(format!("cannot truncate to {offset}, below the log start {start}"));
+            return Err(format!(
+                "cannot truncate to {offset}, below the log start {start}"
+            ));
         }
         state.log.flush().map_err(|e| e.to_string())?;
         // Where the batch at `offset` starts, in which segment.

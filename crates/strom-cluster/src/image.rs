@@ -56,11 +56,19 @@ pub struct MetadataImage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// A broker started (or restarted) and serves Kafka at host:port.
-    RegisterBroker { id: i32, host: String, port: i32 },
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+    },
     /// The controller saw no heartbeat from the broker for `broker.session.timeout.ms`.
-    FenceBroker { id: i32 },
+    FenceBroker {
+        id: i32,
+    },
     /// A fenced broker heartbeats again.
-    UnfenceBroker { id: i32 },
+    UnfenceBroker {
+        id: i32,
+    },
     CreateTopic {
         name: String,
         topic_id: Uuid,
@@ -68,7 +76,9 @@ pub enum Command {
         /// One replica list per partition.
         assignments: Vec<Vec<i32>>,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// The partition leader shrinks or expands its ISR. Refused unless `leader` and
     /// `leader_epoch` are still current (a deposed leader cannot change the ISR).
     AlterIsr {
@@ -177,7 +187,9 @@ impl MetadataImage {
                     .get_mut(topic)
                     .and_then(|t| t.partitions.get_mut(*partition as usize))
                 else {
-                    return CommandResult::Refused(format!("unknown partition {topic}-{partition}"));
+                    return CommandResult::Refused(format!(
+                        "unknown partition {topic}-{partition}"
+                    ));
                 };
                 if p.leader != *leader || p.leader_epoch != *leader_epoch {
                     return CommandResult::Refused(format!(
@@ -308,7 +320,10 @@ mod tests {
         assert_eq!(p.isr, vec![2, 3]);
         // A partition it only followed keeps its leader and epoch.
         let p1 = image.partition("t", 1).unwrap();
-        assert_eq!((p1.leader, p1.leader_epoch, p1.isr.clone()), (2, 0, vec![2, 3]));
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.isr.clone()),
+            (2, 0, vec![2, 3])
+        );
     }
 
     #[test]

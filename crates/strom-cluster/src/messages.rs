@@ -18,7 +18,9 @@ pub enum Request {
     /// A metadata command for the raft leader to append (forwarded by another node).
     Propose(Command),
     /// A broker says it is alive, to the raft leader (the controller).
-    Heartbeat { node_id: i32 },
+    Heartbeat {
+        node_id: i32,
+    },
     /// The quorum as this node sees it.
     Status,
     /// A follower reads a partition from its leader; records come back as the payload.
@@ -35,7 +37,9 @@ pub enum Response {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     Propose(Result<CommandResult, ProposeError>),
-    Heartbeat { accepted: bool },
+    Heartbeat {
+        accepted: bool,
+    },
     Status(QuorumStatus),
     ReplicaFetch(ReplicaFetchResponse),
     EpochEnd(EpochEndResponse),

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -46,14 +48,18 @@ impl Connection {
         option: &RPCOption,
     ) -> Result<Response, Rpc<E>> {
         let Some(peer) = &self.peer else {
-            return Err(RPCError::Unreachable(Unreachable::new(&RpcError::Unreachable {
-                addr: format!("node {}", self.target),
-                reason: "not a voter".into(),
-            })));
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &RpcError::Unreachable {
+                    addr: format!("node {}", self.target),
+                    reason: "not a voter".into(),
+                },
+            )));
         };
         match peer.call(&request, &[], option.hard_ttl()).await {
             Ok((resp, _)) => Ok(resp),
-            Err(e @ RpcError::Unreachable { .. }) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ RpcError::Unreachable { .. }) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
@@ -73,7 +79,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, Rpc<openraft::error::Infallible>> {
         match self.send(Request::AppendEntries(req), &option).await? {
-            Response::AppendEntries(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::AppendEntries(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(self.unexpected(other)),
         }
     }
@@ -84,7 +92,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, Rpc<InstallSnapshotError>> {
         match self.send(Request::InstallSnapshot(req), &option).await? {
-            Response::InstallSnapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::InstallSnapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(self.unexpected(other)),
         }
     }
@@ -95,7 +105,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, Rpc<openraft::error::Infallible>> {
         match self.send(Request::Vote(req), &option).await? {
-            Response::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(self.unexpected(other)),
         }
     }

@@ -33,8 +33,10 @@ pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
 /// The partition data side of a node, served on the same RPC listener (the broker implements
 /// it; this crate knows nothing of logs).
 pub trait DataPlane: Send + Sync + 'static {
-    fn replica_fetch(&self, request: ReplicaFetchRequest)
-        -> BoxFuture<(ReplicaFetchResponse, Bytes)>;
+    fn replica_fetch(
+        &self,
+        request: ReplicaFetchRequest,
+    ) -> BoxFuture<(ReplicaFetchResponse, Bytes)>;
     fn epoch_end(&self, request: EpochEndRequest) -> EpochEndResponse;
 }
 
@@ -104,7 +106,10 @@ impl ClusterNode {
             data_plane: OnceLock::new(),
             registered,
         });
-        tokio::spawn(crate::rpc::serve(listener, Arc::new(RpcHandler(node.clone()))));
+        tokio::spawn(crate::rpc::serve(
+            listener,
+            Arc::new(RpcHandler(node.clone())),
+        ));
         let members: BTreeMap<NodeId, BasicNode> = node
             .settings
             .voters
@@ -285,7 +290,10 @@ impl ClusterNode {
         let _ = rx
             .wait_for(|img| img.brokers.contains_key(&self.settings.node_id))
             .await;
-        tracing::info!(node_id = self.settings.node_id, "broker registered with the quorum");
+        tracing::info!(
+            node_id = self.settings.node_id,
+            "broker registered with the quorum"
+        );
         self.registered.send_replace(true);
     }
 
@@ -339,7 +347,11 @@ impl ClusterNode {
                 let seen = self.heartbeats.lock().get(id).copied().unwrap_or(now);
                 let silent = now.duration_since(seen);
                 let command = if !broker.fenced && silent > session {
-                    tracing::warn!(broker = id, silent_ms = silent.as_millis() as u64, "fencing a broker whose heartbeats stopped");
+                    tracing::warn!(
+                        broker = id,
+                        silent_ms = silent.as_millis() as u64,
+                        "fencing a broker whose heartbeats stopped"
+                    );
                     Command::FenceBroker { id: *id }
                 } else if broker.fenced && silent < session / 2 {
                     tracing::info!(broker = id, "unfencing a broker that heartbeats again");
@@ -366,9 +378,10 @@ impl Handler<Request, Response> for RpcHandler {
         Box::pin(async move {
             let none = Bytes::new();
             match request {
-                Request::AppendEntries(r) => {
-                    (Response::AppendEntries(node.raft.append_entries(r).await), none)
-                }
+                Request::AppendEntries(r) => (
+                    Response::AppendEntries(node.raft.append_entries(r).await),
+                    none,
+                ),
                 Request::Vote(r) => (Response::Vote(node.raft.vote(r).await), none),
                 Request::InstallSnapshot(r) => (
                     Response::InstallSnapshot(node.raft.install_snapshot(r).await),

@@ -62,7 +62,9 @@ pub async fn write_frame<T: Serialize>(
     let json = serde_json::to_vec(header).map_err(|e| e.to_string())?;
     let total = 4 + json.len() + payload.len();
     if total > RPC_FRAME_MAX_BYTES {
-        return Err(format!("frame of {total} bytes exceeds {RPC_FRAME_MAX_BYTES}"));
+        return Err(format!(
+            "frame of {total} bytes exceeds {RPC_FRAME_MAX_BYTES}"
+        ));
     }
     let mut buf = Vec::with_capacity(8 + json.len());
     buf.extend_from_slice(&(total as u32).to_be_bytes());
@@ -93,7 +95,9 @@ pub async fn read_frame<T: DeserializeOwned>(
     stream.read_exact(&mut body).await.map_err(io_err)?;
     let header_len = u32::from_be_bytes(body[..4].try_into().expect("4 bytes")) as usize;
     if header_len > total - 4 {
-        return Err(format!("header of {header_len} bytes in a frame of {total}"));
+        return Err(format!(
+            "header of {header_len} bytes in a frame of {total}"
+        ));
     }
     let header = serde_json::from_slice(&body[4..4 + header_len]).map_err(|e| e.to_string())?;
     let payload = Bytes::from(body).slice(4 + header_len..);

@@ -401,10 +401,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self.inner.snapshot.lock().clone().map(|(meta, raw)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(raw)),
-        }))
+        Ok(self
+            .inner
+            .snapshot
+            .lock()
+            .clone()
+            .map(|(meta, raw)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(raw)),
+            }))
     }
 }
 

@@ -168,10 +168,7 @@ async fn truncate_to_leader(
 }
 
 fn truncate(broker: &Broker, partition: &Partition, offset: i64) -> Result<(), String> {
-    let topic = broker
-        .topics
-        .get(&partition.topic)
-        .ok_or("topic is gone")?;
+    let topic = broker.topics.get(&partition.topic).ok_or("topic is gone")?;
     let options = broker
         .topics
         .open_options(&broker.topics.effective_config(&topic));

@@ -39,10 +39,9 @@ pub async fn run(broker: Arc<Broker>) {
                     .filter(|m| *m == r.me || now.duration_since(r.caught_up_at(*m)) <= lag)
                     .collect();
                 for m in &r.replicas {
-                    let caught_up = r
-                        .followers
-                        .get(m)
-                        .is_some_and(|f| f.log_end >= hw && now.duration_since(f.caught_up_at) <= lag);
+                    let caught_up = r.followers.get(m).is_some_and(|f| {
+                        f.log_end >= hw && now.duration_since(f.caught_up_at) <= lag
+                    });
                     if !isr.contains(m) && caught_up {
                         isr.push(*m);
                     }

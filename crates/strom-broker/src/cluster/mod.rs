@@ -58,9 +58,12 @@ impl Cluster {
         if image.topics.contains_key(name) {
             return Err(CreateError::Exists);
         }
-        let assignments =
-            strom_cluster::image::assign_replicas(&image.live_brokers(), partitions, replication_factor)
-                .map_err(CreateError::ReplicationFactor)?;
+        let assignments = strom_cluster::image::assign_replicas(
+            &image.live_brokers(),
+            partitions,
+            replication_factor,
+        )
+        .map_err(CreateError::ReplicationFactor)?;
         let topic_id = Uuid::new_v4();
         let command = Command::CreateTopic {
             name: name.to_string(),

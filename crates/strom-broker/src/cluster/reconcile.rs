@@ -76,7 +76,11 @@ async fn apply(broker: &Arc<Broker>, image: &MetadataImage, previous: Option<&Me
             if image.topics.contains_key(name) {
                 continue;
             }
-            if broker.topics.get(name).is_some_and(|t| t.id() == topic.topic_id) {
+            if broker
+                .topics
+                .get(name)
+                .is_some_and(|t| t.id() == topic.topic_id)
+            {
                 if let Err(e) = broker.topics.delete(name).await {
                     tracing::error!(topic = %name, error = %e, "cannot delete a topic the quorum deleted");
                 }

@@ -62,7 +62,12 @@ fn read_once(
     let log_end = state.log.log_end_offset();
     let before = state.high_watermark();
     if let Some(r) = state.replica.as_mut() {
-        r.record_fetch(request.replica_id, request.fetch_offset, log_end, Instant::now());
+        r.record_fetch(
+            request.replica_id,
+            request.fetch_offset,
+            log_end,
+            Instant::now(),
+        );
     }
     let hw = state.high_watermark();
     let answer = ReplicaFetchResponse {
@@ -129,7 +134,10 @@ async fn fetch(broker: Arc<Broker>, request: ReplicaFetchRequest) -> (ReplicaFet
 }
 
 impl DataPlane for Plane {
-    fn replica_fetch(&self, request: ReplicaFetchRequest) -> BoxFuture<(ReplicaFetchResponse, Bytes)> {
+    fn replica_fetch(
+        &self,
+        request: ReplicaFetchRequest,
+    ) -> BoxFuture<(ReplicaFetchResponse, Bytes)> {
         let broker = self.0.upgrade();
         Box::pin(async move {
             match broker {

@@ -114,7 +114,11 @@ mod tests {
         assert_eq!(r.high_watermark(20), 10, "follower 3 has not fetched");
         r.record_fetch(3, 15, 20, now);
         assert_eq!(r.high_watermark(20), 15);
-        assert_eq!(r.high_watermark(12), 12, "the leader's own durable end counts");
+        assert_eq!(
+            r.high_watermark(12),
+            12,
+            "the leader's own durable end counts"
+        );
         // A follower out of the ISR no longer holds it back.
         r.isr = vec![1, 2];
         assert_eq!(r.high_watermark(20), 18);

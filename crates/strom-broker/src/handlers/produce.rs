@@ -231,7 +231,13 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
             match append(broker, &partition, records, options) {
                 Ok(a) => {
                     if replicated {
-                        replica_waits.push((ti, pi, partition, a.durable_end(), options.leader_epoch));
+                        replica_waits.push((
+                            ti,
+                            pi,
+                            partition,
+                            a.durable_end(),
+                            options.leader_epoch,
+                        ));
                     } else if durable {
                         waits.push((ti, pi, partition, a.durable_end()));
                     }
@@ -284,14 +290,17 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         return ready(corr, version, &response);
     }
     let flusher = broker.flusher.clone();
-    let timeout = std::time::Duration::from_millis(req.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
+    let timeout =
+        std::time::Duration::from_millis(req.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
     let min_insync = broker.config.min_insync_replicas;
     Reply::Deferred(Box::pin(async move {
         let mut response = response;
         let deadline = tokio::time::Instant::now() + timeout;
         for (ti, pi, partition, end, epoch) in replica_waits {
-            if let Err(code) =
-                crate::cluster::produce::wait_replicated(&partition, end, epoch, min_insync, deadline).await
+            if let Err(code) = crate::cluster::produce::wait_replicated(
+                &partition, end, epoch, min_insync, deadline,
+            )
+            .await
             {
                 let entry = &mut response.responses[ti].partition_responses[pi];
                 *entry = error(entry.index, code.code(), None);

@@ -49,7 +49,11 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             .find(|(id, _)| id == v)
             .map(|(_, m)| last.saturating_sub(m.unwrap_or(0)).to_string())
             .unwrap_or_else(|| "-".into());
-        let role = if Some(*v) == s.leader { "leader" } else { "voter" };
+        let role = if Some(*v) == s.leader {
+            "leader"
+        } else {
+            "voter"
+        };
         println!("voter {v}: {role}, lag {lag}");
     }
     for (id, addr, fenced) in &s.brokers {

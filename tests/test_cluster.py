@@ -9,6 +9,8 @@ check (in the spirit of Jepsen's Kafka queue workload) finds every acknowledged
 (partition, offset, value) exactly once, in order, with no offset holding two values.
 """
 
+import json
+import signal
 import subprocess
 import threading
 import time
@@ -124,9 +126,9 @@ def cluster(request, tmp_path):
             print(f"\n----- node {i + 1} log -----\n{n.log_tail(15000)}")
 
 
-def create_rf3(bootstrap, topic, partitions):
+def create_rf3(bootstrap, topic, partitions, rf=3):
     futures = helpers.admin(bootstrap).create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=3)], operation_timeout=20, request_timeout=20
+        [NewTopic(topic, num_partitions=partitions, replication_factor=rf)], operation_timeout=20, request_timeout=20
     )
     futures[topic].result(timeout=30)
 
@@ -227,7 +229,31 @@ class LoadProducer(threading.Thread):
         self.p.flush(60)
 
 
-def test_kill9_of_a_partition_leader_under_acks_all_load_loses_nothing(cluster):
+def quorum_leader(cluster):
+    for i, n in enumerate(cluster.nodes):
+        if not n.alive():
+            continue
+        out = subprocess.run(
+            [str(strom_bin()), "cluster", "status", "--json", "--controller",
+             f"127.0.0.1:{cluster.controller_ports[i]}"],
+            capture_output=True, text=True, timeout=15,
+        )
+        if out.returncode == 0:
+            leader = json.loads(out.stdout)["leader"]
+            if leader is not None:
+                return leader
+    raise AssertionError("no node knows a quorum leader")
+
+
+@pytest.mark.parametrize(
+    "victim,fault",
+    [("partition-leader", "kill9"), ("partition-leader", "sigstop"), ("quorum-leader", "kill9")],
+)
+def test_leader_failure_under_acks_all_load_loses_nothing(cluster, victim, fault):
+    """kill -9 (or SIGSTOP past the session timeout, then SIGCONT: a zombie) of the partition
+    leader or of the metadata quorum's leader while an idempotent acks=all producer runs:
+    a new leader takes over, the producer continues, the victim comes back as a follower
+    (truncating to the new leader), and the history check passes."""
     topic = "failover-" + uuid.uuid4().hex[:6]
     create_rf3(cluster.node(1).bootstrap, topic, 1)
     wait_isr(cluster, topic, 1, 3)
@@ -236,38 +262,50 @@ def test_kill9_of_a_partition_leader_under_acks_all_load_loses_nothing(cluster):
     deadline = time.monotonic() + 20
     while len(load.acked) < 2000 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the kill; errors {load.errors[:3]}"
+    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the fault; errors {load.errors[:3]}"
 
     old_leader = partition_info(cluster.bootstrap(), topic, 0).leader
-    killed_at = time.monotonic()
-    cluster.node(old_leader).kill9_only()
-    survivors = cluster.bootstrap(exclude=(old_leader,))
+    target = old_leader if victim == "partition-leader" else quorum_leader(cluster)
+    node = cluster.node(target)
+    faulted_at = time.monotonic()
+    if fault == "kill9":
+        node.kill9_only()
+    else:
+        node.proc.send_signal(signal.SIGSTOP)
+    survivors = cluster.bootstrap(exclude=(target,))
     new_leader = None
-    while time.monotonic() - killed_at < 30:
+    while time.monotonic() - faulted_at < 30:
         info = partition_info(survivors, topic, 0)
-        if info is not None and info.leader not in (-1, old_leader):
+        if info is not None and info.leader not in (-1, target):
             new_leader = info.leader
             break
         time.sleep(0.05)
-    elected_s = time.monotonic() - killed_at
-    assert new_leader is not None, "no new leader within 30 s"
-    # The producer continues: acknowledgements arrive again after the kill.
-    while time.monotonic() - killed_at < 40 and not any(t > killed_at + 0.001 for *_, t in load.acked[-50:]):
+    elected_s = time.monotonic() - faulted_at
+    assert new_leader is not None, "no leader other than the victim within 30 s"
+    if target == old_leader:
+        assert partition_info(survivors, topic, 0).leader != old_leader
+    # The producer continues: acknowledgements arrive again after the fault.
+    while time.monotonic() - faulted_at < 40 and not any(t > faulted_at + 3 for *_, t in load.acked[-50:]):
         time.sleep(0.05)
-    resumed = [t for *_, t in load.acked if t > killed_at]
-    assert resumed, f"no acknowledgement after the kill; errors {load.errors[:3]}"
-    resumed_s = min(resumed) - killed_at
+    resumed = [t for *_, t in load.acked if t > faulted_at]
+    assert resumed, f"no acknowledgement after the fault; errors {load.errors[:3]}"
+    first_ack_s = min(resumed) - faulted_at
+    if victim == "quorum-leader":
+        # The quorum still takes changes without its old leader.
+        create_rf3(survivors, topic + "-after", 1, rf=2)
+    if fault == "sigstop":
+        time.sleep(1)
+        node.proc.send_signal(signal.SIGCONT)
+    else:
+        node.start()
     time.sleep(2)
     load.stop_flag.set()
     load.join(90)
     assert not load.errors, f"delivery errors: {load.errors[:5]}"
-    print(f"\nfailover: new leader {new_leader} elected {elected_s:.2f}s after kill -9 of {old_leader}; "
-          f"first ack {resumed_s:.2f}s after; {len(load.acked)} acks in all")
-
-    # The killed node comes back, truncates to the new leader and rejoins the ISR.
-    cluster.node(old_leader).start()
+    print(f"\n{victim} {fault}: partition leader {new_leader} (was {old_leader}) seen {elected_s:.2f}s after "
+          f"the fault on node {target}; first ack after it {first_ack_s:.2f}s; {len(load.acked)} acks in all")
+    # The victim is back in the ISR (after truncating to the new leader).
     wait_isr(cluster, topic, 1, 3, timeout_s=30)
-
     check_history(cluster.bootstrap(), topic, load.acked)
 
 

@@ -10,6 +10,7 @@ check (in the spirit of Jepsen's Kafka queue workload) finds every acknowledged
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import threading
@@ -337,6 +338,44 @@ def test_rolling_restart_under_load_loses_nothing(cluster):
     load.join(90)
     assert not load.errors, f"delivery errors: {load.errors[:5]}"
     check_history(cluster.bootstrap(), topic, load.acked)
+
+
+def log_bytes(node, topic):
+    part = node.data_dir / topic / "partition-0"
+    return b"".join(p.read_bytes() for p in sorted(part.glob("*.log")))
+
+
+def test_a_node_whose_disk_was_wiped_rejoins_and_re_replicates(cluster):
+    """A follower is killed, its whole data dir (metadata log included) is wiped, and it
+    starts again: it rejoins the quorum, relearns the metadata, fetches the partition from
+    the leader from offset 0 and rejoins the ISR with a log byte-identical to the leader's."""
+    topic = "wiped-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    values = [f"w{i}".encode() for i in range(2000)]
+    helpers.produce_values(cluster.bootstrap(), topic, values, partition=0, acks="all",
+                           **{"enable.idempotence": True})
+    info = partition_info(cluster.bootstrap(), topic, 0)
+    follower = next(r for r in info.replicas if r != info.leader)
+    node = cluster.node(follower)
+    node.kill9_only()
+    shutil.rmtree(node.data_dir)
+    node.data_dir.mkdir()
+    cluster.wait_brokers(2)
+    wait_isr(cluster, topic, 1, 2, timeout_s=30)
+    more = [f"x{i}".encode() for i in range(500)]
+    helpers.produce_values(cluster.bootstrap(), topic, more, partition=0, acks="all",
+                           **{"enable.idempotence": True})
+    node.start()
+    cluster.wait_brokers(3)
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    leader = cluster.node(partition_info(cluster.bootstrap(), topic, 0).leader)
+    deadline = time.monotonic() + 10
+    while log_bytes(node, topic) != log_bytes(leader, topic) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert log_bytes(node, topic) == log_bytes(leader, topic)
+    got = helpers.consume_all(cluster.bootstrap(), topic, 2500)
+    assert [m.value() for m in got] == values + more
 
 
 def check_history(bootstrap, topic, acked):

@@ -257,6 +257,9 @@ struct StateData {
     image: MetadataImage,
 }
 
+/// The current snapshot: its meta and its serialized [`StateData`].
+type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
 /// Applies committed entries to the image and publishes every new image on a watch channel.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -267,7 +270,7 @@ struct SmInner {
     dir: PathBuf,
     state: tokio::sync::Mutex<StateData>,
     image: watch::Sender<Arc<MetadataImage>>,
-    snapshot: parking_lot::Mutex<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>>,
+    snapshot: parking_lot::Mutex<Option<StoredSnapshot>>,
 }
 
 impl StateMachine {

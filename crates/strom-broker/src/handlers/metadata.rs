@@ -81,7 +81,7 @@ fn cluster_topic_entry(
                 .replicas
                 .iter()
                 .copied()
-                .filter(|r| !image.brokers.get(r).is_some_and(|b| !b.fenced))
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
                 .collect();
             let entry = MetadataResponsePartition::default()
                 .with_partition_index(i as i32)

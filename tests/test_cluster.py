@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import helpers
 import wire
+from netproxy import LinkProxy
 from conftest import Broker, free_port, strom_bin
 
 pytestmark = pytest.mark.timeout(180)
@@ -41,11 +42,23 @@ NOT_LEADER_OR_FOLLOWER = 6
 
 
 class Cluster:
-    def __init__(self, tmp_path, size=3):
+    """Three nodes. With `proxied`, node i reaches node j's controller through its own
+    `LinkProxy` (one per direction), so a test can cut any link."""
+
+    def __init__(self, tmp_path, size=3, proxied=False):
         self.controller_ports = [free_port() for _ in range(size)]
-        voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(self.controller_ports))
+        self.links = {}
+        if proxied:
+            for i in range(1, size + 1):
+                for j in range(1, size + 1):
+                    if i != j:
+                        self.links[(i, j)] = LinkProxy(self.controller_ports[j - 1])
         self.nodes = []
         for i in range(size):
+            voters = ",".join(
+                f"{j + 1}@127.0.0.1:{self.links[(i + 1, j + 1)].port if (i + 1, j + 1) in self.links else p}"
+                for j, p in enumerate(self.controller_ports)
+            )
             settings = dict(CLUSTER_SETTINGS)
             settings.update(
                 {
@@ -92,10 +105,22 @@ class Cluster:
         assert out.returncode == 0, out.stderr
         return out.stdout
 
+    def isolate(self, node_id):
+        """Cut every link to and from `node_id`."""
+        for (i, j), link in self.links.items():
+            if node_id in (i, j):
+                link.block()
+
+    def heal(self):
+        for link in self.links.values():
+            link.heal()
+
     def stop(self):
         for n in self.nodes:
             if n.alive():
                 n.kill9_only()
+        for link in self.links.values():
+            link.close()
 
 
 def metadata(bootstrap):
@@ -115,7 +140,7 @@ def partition_info(bootstrap, topic, partition):
 
 @pytest.fixture
 def cluster(request, tmp_path):
-    c = Cluster(tmp_path)
+    c = Cluster(tmp_path, proxied=getattr(request, "param", False))
     c.start()
     yield c
     failed = any(getattr(request.node, "rep_" + w, None) and getattr(request.node, "rep_" + w).failed
@@ -376,6 +401,56 @@ def test_a_node_whose_disk_was_wiped_rejoins_and_re_replicates(cluster):
     assert log_bytes(node, topic) == log_bytes(leader, topic)
     got = helpers.consume_all(cluster.bootstrap(), topic, 2500)
     assert [m.value() for m in got] == values + more
+
+
+@pytest.mark.parametrize("cluster", [True], indirect=True, ids=["proxied"])
+def test_a_partitioned_leader_stops_acknowledging_and_nothing_is_lost_after_healing(cluster):
+    """The partition leader is cut off from both other nodes (a fault-injecting proxy on every
+    inter-node link) under acks=all load. The majority elects a new leader and the producer
+    continues there; the isolated node acknowledges nothing that is later lost. After the
+    links heal it truncates to the new leader and rejoins the ISR, and the history check
+    finds every acknowledged record exactly once, with no offset holding two values."""
+    topic = "partitioned-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    load = LoadProducer(cluster.bootstrap(), topic)
+    load.start()
+    deadline = time.monotonic() + 20
+    while len(load.acked) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the partition"
+    old_leader = partition_info(cluster.bootstrap(), topic, 0).leader
+    cut_at = time.monotonic()
+    cluster.isolate(old_leader)
+    majority = cluster.bootstrap(exclude=(old_leader,))
+    new_leader = None
+    while time.monotonic() - cut_at < 30:
+        info = partition_info(majority, topic, 0)
+        if info is not None and info.leader not in (-1, old_leader):
+            new_leader = info.leader
+            break
+        time.sleep(0.05)
+    assert new_leader is not None, "the majority elected no new leader"
+    while time.monotonic() - cut_at < 40 and not any(t > cut_at + 3 for *_, t in load.acked[-50:]):
+        time.sleep(0.05)
+    assert any(t > cut_at + 3 for *_, t in load.acked), f"producer did not continue; errors {load.errors[:3]}"
+    # The minority side refuses to acknowledge acks=all alone: a raw produce straight to it
+    # fails (it cannot reach its ISR, and it cannot shrink the ISR without the quorum).
+    batch = wire.record_batch([b"minority"])
+    with wire.Conn(cluster.node(old_leader).bootstrap, timeout_s=15) as conn:
+        conn.send(wire.produce_request_v3(topic, 0, batch, correlation_id=9, timeout_ms=3000))
+        _, results = wire.parse_produce_v3(conn.recv_frame())
+    assert results[0][2] != 0, f"the isolated node acknowledged a write: {results}"
+    cluster.heal()
+    time.sleep(2)
+    load.stop_flag.set()
+    load.join(90)
+    assert not load.errors, f"delivery errors: {load.errors[:5]}"
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    check_history(cluster.bootstrap(), topic, load.acked)
+    _, high = helpers.watermarks(cluster.bootstrap(), topic)
+    values = [m.value() for m in helpers.consume_all(cluster.bootstrap(), topic, high, timeout_s=30)]
+    assert b"minority" not in values
 
 
 def check_history(bootstrap, topic, acked):

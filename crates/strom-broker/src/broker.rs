@@ -183,10 +183,15 @@ impl Broker {
     }
 
     /// The cluster id clients see: this data dir's, or (cluster mode) one derived from the
-    /// quorum's voters, so every node answers the same.
+    /// quorum's voter ids, so every node answers the same (even one that reaches a voter
+    /// through another address).
     pub fn cluster_id(&self) -> String {
         if self.config.clustered() {
-            let crc = crc32c::crc32c(self.config.controller_quorum_voters.as_bytes());
+            let ids: Vec<String> =
+                strom_cluster::settings::parse_voters(&self.config.controller_quorum_voters)
+                    .map(|v| v.keys().map(|id| id.to_string()).collect())
+                    .unwrap_or_default();
+            let crc = crc32c::crc32c(ids.join(",").as_bytes());
             return format!("strom-cluster-{crc:08x}");
         }
         self.meta.cluster_id.clone()

@@ -12,6 +12,7 @@ check (in the spirit of Jepsen's Kafka queue workload) finds every acknowledged
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -221,6 +222,21 @@ def test_rf3_produce_consume_and_followers_refuse_produce(cluster):
         conn.send(wire.produce_request_v3(topic, 0, batch, correlation_id=7))
         _, results = wire.parse_produce_v3(conn.recv_frame())
     assert results == [(topic, 0, NOT_LEADER_OR_FOLLOWER, -1)]
+
+    # The JSON protocol (spoken on the Kafka port) obeys the same rule, and its produce on
+    # the leader is answered once the ISR has it.
+    def json_produce(node_id, value):
+        with socket.create_connection(("127.0.0.1", cluster.node(node_id).port), timeout=15) as sock:
+            f = sock.makefile("rwb")
+            f.write(json.dumps({"type": "produce", "topic": topic, "partition": 0, "value": value}).encode() + b"\n")
+            f.flush()
+            return json.loads(f.readline())
+
+    refused = json_produce(follower, "json-on-follower")
+    assert refused["ok"] is False and refused["code"] == "rejected", refused
+    accepted = json_produce(info.leader, "json-on-leader")
+    in_partition_0 = sum(1 for part, _, _ in d.ok if part == 0)
+    assert accepted["ok"] is True and accepted["offset"] == in_partition_0, accepted
 
 
 class LoadProducer(threading.Thread):

@@ -13,7 +13,6 @@ use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
 use strom_protocol::record_batch::set_partition_leader_epoch;
 
 use crate::broker::Broker;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::partition::{Offline, Partition, PartitionState};
 use crate::producer_snapshot;
 use crate::producer_state::SequenceCheck;
@@ -28,6 +27,9 @@ pub struct AppendOptions {
     pub log_append_time: bool,
     /// `flush.messages`: fsync after this many unflushed messages (-1 or 0: never).
     pub flush_messages: i64,
+    /// The leader epoch stamped on each batch (0 on a single node). In cluster mode the
+    /// append is refused unless this node still leads the partition in this epoch.
+    pub leader_epoch: i32,
 }
 
 /// A successful append, or a recognised retry of one (`duplicate`).
@@ -74,6 +76,8 @@ pub enum AppendError {
     OutOfOrderSequence { sequence: i32, producer_id: i64 },
     #[error("producer epoch {epoch} of producer {producer_id} is older than the current one")]
     InvalidProducerEpoch { epoch: i16, producer_id: i64 },
+    #[error("This server is not the leader for that topic-partition.")]
+    NotLeader,
     #[error(transparent)]
     Offline(#[from] Offline),
     #[error("{0}")]
@@ -115,13 +119,18 @@ pub fn append(
     for h in &headers {
         // Kafka stamps every appended batch with the leader epoch (outside the CRC), so
         // consumers see the epoch that Metadata and OffsetForLeaderEpoch report.
-        set_partition_leader_epoch(&mut buf[pos..], LEADER_EPOCH);
+        set_partition_leader_epoch(&mut buf[pos..], options.leader_epoch);
         if options.log_append_time {
             strom_log::set_log_append_time(&mut buf[pos..pos + h.total_size()], now);
         }
         pos += h.total_size();
     }
     let mut state = partition.lock()?;
+    if let Some(r) = &state.replica {
+        if !r.is_leader() || r.leader_epoch != options.leader_epoch {
+            return Err(AppendError::NotLeader);
+        }
+    }
     // UnifiedLog.append: a payload larger than a whole segment is RECORD_LIST_TOO_LARGE.
     let segment_bytes = state.log.config().segment_bytes;
     if records.len() as u64 > segment_bytes {
@@ -204,11 +213,14 @@ pub fn append(
     let flush_due =
         options.flush_messages > 0 && state.unflushed_messages >= options.flush_messages;
     let visible_now = state.high_watermark() > info.last_offset;
+    // Cluster mode: followers long-poll on the same notifier; wake them at once.
+    let replicated = state.replica.is_some();
     drop(state);
     partition.stats.appended(records.len(), messages as u64);
-    if visible_now {
+    if visible_now || replicated {
         partition.appended.notify_waiters();
-    } else {
+    }
+    if !visible_now {
         // The high watermark follows fsync: have the flusher make this visible soon, even
         // when nobody waits for an acknowledgement (acks=1).
         broker.flusher.mark_dirty(partition);
@@ -275,9 +287,9 @@ pub fn append_marker(
     let mut buf = BytesMut::from(
         &strom_protocol::control::encode_marker(producer_id, epoch, commit, 0, now)[..],
     );
-    set_partition_leader_epoch(&mut buf[..], LEADER_EPOCH);
     let headers = validate_batches(&buf)?;
     let mut state = partition.lock()?;
+    set_partition_leader_epoch(&mut buf[..], state.leader_epoch());
     let active_before = state.log.active_segment_base();
     let info = state.log.append(&mut buf, &headers, now).map_err(|e| {
         tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing a transaction marker failed");
@@ -307,7 +319,7 @@ pub fn append_marker(
 /// hands the producer state as of the new segment's base to a snapshot writer off the request
 /// path. Through the log's own directory, which follows a topic delete (never
 /// `partition.dir`, which a topic re-created under the same name may own by then).
-fn snapshot_if_rolled(state: &PartitionState, active_before: i64) {
+pub(crate) fn snapshot_if_rolled(state: &PartitionState, active_before: i64) {
     let rolled_at = state.log.active_segment_base();
     if rolled_at == active_before {
         return;

@@ -131,6 +131,32 @@ pub struct BrokerConfig {
     /// `connections.max.idle.ms`: a connection that completes no request for this long is
     /// closed, so a stalled or half-sent frame cannot hold a connection slot forever.
     pub connections_max_idle_ms: u64,
+    /// `controller.quorum.voters`: `id@host:port,...`; empty (the default) runs a single node
+    /// with no network consensus.
+    pub controller_quorum_voters: String,
+    /// `controller.listen`: where the inter-node RPC (raft and replication) listens.
+    pub controller_listen: Option<SocketAddr>,
+    /// `default.replication.factor`: replicas of topics created without one.
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas`: acks=all is refused with NOT_ENOUGH_REPLICAS below this ISR size.
+    pub min_insync_replicas: i32,
+    /// `offsets.topic.replication.factor`: accepted for Kafka compatibility; committed offsets
+    /// are not replicated yet (see docs/cluster.md).
+    pub offsets_topic_replication_factor: i16,
+    /// `broker.session.timeout.ms`: the controller fences a broker silent this long.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`
+    pub broker_heartbeat_interval_ms: u64,
+    /// `controller.quorum.election.timeout.ms`
+    pub controller_quorum_election_timeout_ms: u64,
+    /// `controller.quorum.request.timeout.ms`: deadline of one inter-node call.
+    pub controller_quorum_request_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for new data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`: bytes one follower fetch asks for.
+    pub replica_fetch_max_bytes: u32,
 }
 
 impl BrokerConfig {
@@ -142,6 +168,11 @@ impl BrokerConfig {
             },
             None => (self.listen.ip().to_string(), self.listen.port() as i32),
         }
+    }
+
+    /// Cluster mode: `controller.quorum.voters` is set.
+    pub fn clustered(&self) -> bool {
+        !self.controller_quorum_voters.is_empty()
     }
 
     pub fn retention_check_interval(&self) -> Duration {
@@ -334,6 +365,61 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("connections.max.idle.ms", "600000", |c, v| {
         put(&mut c.connections_max_idle_ms, positive(parse(v)?)?)
     }),
+    ("controller.quorum.voters", "", |c, v| {
+        strom_cluster::settings::parse_voters(v)?;
+        put(&mut c.controller_quorum_voters, v.trim().to_string())
+    }),
+    ("controller.listen", "", |c, v| {
+        put(
+            &mut c.controller_listen,
+            if v.is_empty() { None } else { Some(parse(v)?) },
+        )
+    }),
+    ("default.replication.factor", "1", |c, v| {
+        put(&mut c.default_replication_factor, positive(parse(v)?)?)
+    }),
+    ("min.insync.replicas", "1", |c, v| {
+        put(&mut c.min_insync_replicas, positive(parse(v)?)?)
+    }),
+    ("offsets.topic.replication.factor", "3", |c, v| {
+        put(
+            &mut c.offsets_topic_replication_factor,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("unclean.leader.election.enable", "false", |_, v| {
+        if parse_bool(v)? {
+            return Err("unclean leader election is not supported (only false)".into());
+        }
+        Ok(())
+    }),
+    ("broker.session.timeout.ms", "9000", |c, v| {
+        put(&mut c.broker_session_timeout_ms, positive(parse(v)?)?)
+    }),
+    ("broker.heartbeat.interval.ms", "2000", |c, v| {
+        put(&mut c.broker_heartbeat_interval_ms, positive(parse(v)?)?)
+    }),
+    ("controller.quorum.election.timeout.ms", "1000", |c, v| {
+        put(
+            &mut c.controller_quorum_election_timeout_ms,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("controller.quorum.request.timeout.ms", "2000", |c, v| {
+        put(
+            &mut c.controller_quorum_request_timeout_ms,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("replica.lag.time.max.ms", "30000", |c, v| {
+        put(&mut c.replica_lag_time_max_ms, positive(parse(v)?)?)
+    }),
+    ("replica.fetch.wait.max.ms", "500", |c, v| {
+        put(&mut c.replica_fetch_wait_max_ms, positive(parse(v)?)?)
+    }),
+    ("replica.fetch.max.bytes", "1048576", |c, v| {
+        put(&mut c.replica_fetch_max_bytes, positive(parse(v)?)?)
+    }),
 ];
 
 /// Names of every setting, for `--help` and error messages.
@@ -438,6 +524,14 @@ impl ConfigBuilder {
             })?;
         }
         config.http_listen_explicit = self.values.contains_key("http.listen");
+        if config.clustered() && config.controller_listen.is_none() {
+            return Err(ConfigError::BadValue {
+                name: "controller.listen".into(),
+                value: String::new(),
+                source_name: "default".into(),
+                reason: "must be set when controller.quorum.voters is".into(),
+            });
+        }
         Ok(config)
     }
 }
@@ -504,6 +598,18 @@ fn placeholder() -> BrokerConfig {
         offsets_retention_check_interval_ms: 0,
         shutdown_timeout_ms: 0,
         connections_max_idle_ms: 0,
+        controller_quorum_voters: String::new(),
+        controller_listen: None,
+        default_replication_factor: 0,
+        min_insync_replicas: 0,
+        offsets_topic_replication_factor: 0,
+        broker_session_timeout_ms: 0,
+        broker_heartbeat_interval_ms: 0,
+        controller_quorum_election_timeout_ms: 0,
+        controller_quorum_request_timeout_ms: 0,
+        replica_lag_time_max_ms: 0,
+        replica_fetch_wait_max_ms: 0,
+        replica_fetch_max_bytes: 0,
     }
 }
 

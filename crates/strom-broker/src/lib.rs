@@ -11,6 +11,8 @@
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
 //! - [`metrics`]: request counters and histograms (atomics) and the Prometheus exposition.
+//! - [`cluster`]: cluster mode (metadata quorum, Kafka-style partition replication); absent
+//!   on a single node.
 //! - [`broker`]: the [`Broker`] itself; [`handlers`] has one file per Kafka API family.
 //! - [`local`] and [`local_group`]: the in-process API front ends other than Kafka (the JSON
 //!   protocol) use: produce, read, positions, and consumer group members; [`local_admin`]
@@ -23,6 +25,7 @@ pub mod append;
 pub mod background;
 pub mod blocking;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod flusher;
 pub mod handlers;

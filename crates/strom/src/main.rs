@@ -1,6 +1,6 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
 //! `topic`, `produce`, `consume`, `group` and `txn` are kcat-like client commands; `top` shows
-//! live figures from the HTTP API.
+//! live figures from the HTTP API; `cluster` shows the metadata quorum.
 
 mod cli;
 
@@ -47,6 +47,9 @@ enum Command {
     /// List and describe transactions.
     #[command(subcommand)]
     Txn(cli::txn::TxnCommand),
+    /// Show the metadata quorum of a cluster (leader, voters, lag, brokers).
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             Command::Group(cmd) => cli::group::run(cmd).await,
             Command::Top(args) => cli::top::run(args).await,
             Command::Txn(cmd) => cli::txn::run(cmd).await,
+            Command::Cluster(cmd) => cli::cluster::run(cmd).await,
         }
     });
     match result {

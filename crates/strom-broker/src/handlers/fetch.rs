@@ -18,7 +18,6 @@ use strom_log::LogError;
 use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::metrics::{records_in_batches, METRICS};
 use crate::partition::Partition;
 
@@ -54,6 +53,7 @@ fn read_all(
     indexes: &[i32],
     response_max_bytes: usize,
     read_committed: bool,
+    clustered: bool,
 ) -> (Vec<PartitionData>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
@@ -64,13 +64,6 @@ fn read_all(
             any_error = true;
             continue;
         };
-        // Partition.fetchRecords checks the client's leader epoch first: newer than ours is
-        // UNKNOWN_LEADER_EPOCH (older cannot happen: ours is 0 and -1 means "no check").
-        if slot.current_leader_epoch > LEADER_EPOCH {
-            out.push(partition_error(index, E::UnknownLeaderEpoch.code()));
-            any_error = true;
-            continue;
-        }
         // KIP-74: the first batch is returned whole even past the limits, so a consumer can
         // always make progress; after that the response budget applies.
         let budget = slot
@@ -84,6 +77,27 @@ fn read_all(
                 any_error = true;
                 continue;
             };
+            // In cluster mode only the leader serves consumers.
+            if clustered && !state.replica.as_ref().is_some_and(|r| r.is_leader()) {
+                out.push(partition_error(index, E::NotLeaderOrFollower.code()));
+                any_error = true;
+                continue;
+            }
+            // Partition.fetchRecords checks the client's leader epoch first: newer than ours
+            // is UNKNOWN_LEADER_EPOCH, older is FENCED_LEADER_EPOCH (-1 means "no check").
+            let epoch = state.leader_epoch();
+            let epoch_error = if slot.current_leader_epoch > epoch {
+                Some(E::UnknownLeaderEpoch)
+            } else if slot.current_leader_epoch >= 0 && slot.current_leader_epoch < epoch {
+                Some(E::FencedLeaderEpoch)
+            } else {
+                None
+            };
+            if let Some(e) = epoch_error {
+                out.push(partition_error(index, e.code()));
+                any_error = true;
+                continue;
+            }
             let read = if budget == 0 && total > 0 {
                 Ok(None)
             } else if read_committed {
@@ -133,6 +147,12 @@ fn read_all(
                     slice.len = slice.len.min(budget);
                 }
                 match slice.read_bytes() {
+                    // A replicated log holds batches past the high watermark: cut them off.
+                    Ok(bytes) if clustered => {
+                        let bytes = crate::cluster::produce::below_offset(bytes, hw);
+                        total += bytes.len();
+                        out.push(entry.with_records(Some(bytes)));
+                    }
                     Ok(bytes) => {
                         total += bytes.len();
                         out.push(entry.with_records(Some(bytes)));
@@ -181,6 +201,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             .with_session_id(NO_SESSION);
     }
     let read_committed = req.isolation_level == READ_COMMITTED;
+    let clustered = broker.cluster.get().is_some();
     let response_max_bytes = (req.max_bytes.max(1) as usize).min(broker.config.fetch_max_bytes);
     let mut slots = Vec::new();
     let mut indexes = Vec::new();
@@ -214,7 +235,13 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     // ReplicaManager.fetchMessages answers at once when `bytesReadable >= minBytes`, so a
     // min_bytes of 0 (or less) never waits, even with no data.
     let satisfied = |total: usize, any_error: bool| total >= min_bytes || any_error;
-    let mut read = read_all(&slots, &indexes, response_max_bytes, read_committed);
+    let mut read = read_all(
+        &slots,
+        &indexes,
+        response_max_bytes,
+        read_committed,
+        clustered,
+    );
     while !satisfied(read.1, read.2) && tokio::time::Instant::now() < deadline {
         // Register interest, then re-read, so an append between the read and the wait is
         // not missed.
@@ -226,7 +253,13 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         for w in &mut waiters {
             w.as_mut().enable();
         }
-        read = read_all(&slots, &indexes, response_max_bytes, read_committed);
+        read = read_all(
+            &slots,
+            &indexes,
+            response_max_bytes,
+            read_committed,
+            clustered,
+        );
         if satisfied(read.1, read.2) || waiters.is_empty() {
             break;
         }
@@ -235,7 +268,13 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             r = tokio::time::timeout_at(deadline, futures_any(waiters)) => r.is_err(),
             _ = broker.shutting_down() => true,
         };
-        read = read_all(&slots, &indexes, response_max_bytes, read_committed);
+        read = read_all(
+            &slots,
+            &indexes,
+            response_max_bytes,
+            read_committed,
+            clustered,
+        );
         if stop {
             break;
         }

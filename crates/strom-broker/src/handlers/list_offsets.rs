@@ -12,7 +12,6 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -22,6 +21,7 @@ const LATEST_TIERED: i64 = -5;
 
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let read_committed = version >= 2 && req.isolation_level == 1;
+    let clustered = broker.cluster.get().is_some();
     // ListOffsetsRequest.duplicatePartitions: every occurrence of a partition named twice is
     // answered INVALID_REQUEST.
     let mut seen = HashSet::new();
@@ -59,14 +59,22 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     else {
                         return resp.with_error_code(E::UnknownTopicOrPartition.code());
                     };
-                    // Partition.fetchOffsetForTimestamp: a client ahead of our leader epoch gets
-                    // UNKNOWN_LEADER_EPOCH; -1 skips the check (no epoch is below ours, 0).
-                    if p.current_leader_epoch > LEADER_EPOCH {
-                        return resp.with_error_code(E::UnknownLeaderEpoch.code());
-                    }
                     let Ok(state) = partition.lock() else {
                         return resp.with_error_code(E::KafkaStorageError.code());
                     };
+                    // Cluster mode: only the leader answers.
+                    if clustered && !state.replica.as_ref().is_some_and(|r| r.is_leader()) {
+                        return resp.with_error_code(E::NotLeaderOrFollower.code());
+                    }
+                    // Partition.fetchOffsetForTimestamp: a client ahead of our leader epoch gets
+                    // UNKNOWN_LEADER_EPOCH, one behind it FENCED_LEADER_EPOCH; -1 skips the check.
+                    let leader_epoch = state.leader_epoch();
+                    if p.current_leader_epoch > leader_epoch {
+                        return resp.with_error_code(E::UnknownLeaderEpoch.code());
+                    }
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < leader_epoch {
+                        return resp.with_error_code(E::FencedLeaderEpoch.code());
+                    }
                     let log = &state.log;
                     let found = match p.timestamp {
                         // The high watermark, as Kafka answers a consumer; the last stable
@@ -88,7 +96,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     match found {
                         Ok(Some((offset, ts))) => {
                             // leader_epoch exists from v4 on.
-                            let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+                            let epoch = if version >= 4 { leader_epoch } else { -1 };
                             resp.with_offset(offset)
                                 .with_timestamp(ts)
                                 .with_leader_epoch(epoch)

@@ -25,6 +25,8 @@ const RECORD_OVERHEAD_V0: i32 = 14;
 const PRODUCE_API: i16 = 0;
 /// Compression codec id of zstd in the batch attributes.
 const ZSTD: i16 = 4;
+/// Longest acks=all wait for the ISR honoured (cluster mode), whatever the request asks.
+const PRODUCE_TIMEOUT_MS_MAX: i32 = 300_000;
 
 fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -51,6 +53,7 @@ pub(crate) fn append_error_code(e: &AppendError) -> E {
         AppendError::RecordListTooLarge { .. } => E::RecordListTooLarge,
         AppendError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         AppendError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
+        AppendError::NotLeader => E::NotLeaderOrFollower,
         AppendError::Offline(_) | AppendError::Storage(_) => E::KafkaStorageError,
     }
 }
@@ -166,8 +169,13 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         FsyncPolicy::AcksAll => acks == -1,
         FsyncPolicy::Always => acks != 0,
     };
+    // Cluster mode: acks=all waits for the ISR (the high watermark) instead of a local fsync.
+    let cluster = broker.cluster.get();
+    let replicated = cluster.is_some() && acks == -1;
+    let durable = durable && !replicated;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    let mut replica_waits: Vec<(usize, usize, Arc<Partition>, i64, i32)> = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
         let topic = if version >= 13 {
             broker.topics.get_by_id(td.topic_id)
@@ -209,9 +217,31 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
                 parts.push(error(pd.index, code, Some(msg)));
                 continue;
             }
-            match append(broker, &partition, records, cfg.append_options()) {
+            let mut options = cfg.append_options();
+            if cluster.is_some() {
+                match crate::cluster::produce::check_leader(
+                    &partition,
+                    acks,
+                    broker.config.min_insync_replicas,
+                ) {
+                    Ok(epoch) => options.leader_epoch = epoch,
+                    Err(code) => {
+                        parts.push(error(pd.index, code.code(), None));
+                        continue;
+                    }
+                }
+            }
+            match append(broker, &partition, records, options) {
                 Ok(a) => {
-                    if durable {
+                    if replicated {
+                        replica_waits.push((
+                            ti,
+                            pi,
+                            partition,
+                            a.durable_end(),
+                            options.leader_epoch,
+                        ));
+                    } else if durable {
                         waits.push((ti, pi, partition, a.durable_end()));
                     }
                     parts.push(appended(pd.index, &a));
@@ -262,13 +292,27 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         return Reply::None;
     }
     let response = ProduceResponse::default().with_responses(responses);
-    if waits.is_empty() {
+    if waits.is_empty() && replica_waits.is_empty() {
         return ready(corr, version, &response);
     }
     let flusher = broker.flusher.clone();
+    let timeout =
+        std::time::Duration::from_millis(req.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
+    let min_insync = broker.config.min_insync_replicas;
     Reply::Deferred(Box::pin(async move {
         let mut response = response;
         let waited_since = METRICS.enabled().then(std::time::Instant::now);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (ti, pi, partition, end, epoch) in replica_waits {
+            if let Err(code) = crate::cluster::produce::wait_replicated(
+                &partition, end, epoch, min_insync, deadline,
+            )
+            .await
+            {
+                let entry = &mut response.responses[ti].partition_responses[pi];
+                *entry = error(entry.index, code.code(), None);
+            }
+        }
         for (ti, pi, partition, end) in waits {
             if let Err(e) = flusher.wait_durable(partition, end).await {
                 let entry = &mut response.responses[ti].partition_responses[pi];

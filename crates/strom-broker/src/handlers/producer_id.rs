@@ -50,7 +50,8 @@ pub async fn handle(
     // For a null transactional id Kafka "always blindly accepts the request and returns a new
     // producerId" with epoch 0, whatever producer id and epoch the request carries: the KIP-360
     // epoch bump only exists for transactional producers (idempotent clients bump locally).
-    match broker.meta.next_producer_id() {
+    let id = broker.allocate_producer_id();
+    match id {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = %e, "cannot allocate a producer id");

@@ -154,7 +154,7 @@ impl TxnCoordinator {
         let open = {
             let mut inner = self.inner.lock();
             let Some(meta) = inner.txns.get(id).cloned() else {
-                let pid = crate::blocking::off_worker(|| broker.meta.next_producer_id())
+                let pid = crate::blocking::off_worker(|| broker.allocate_producer_id())
                     .map_err(|_| TxnError::Storage)?;
                 let meta = TxnMeta::new(id, pid, timeout_ms, now);
                 crate::blocking::off_worker(|| inner.put(meta))?;
@@ -191,7 +191,7 @@ impl TxnCoordinator {
             return Err(TxnError::ConcurrentTransactions);
         }
         if meta.bump_epoch().is_none() {
-            let pid = crate::blocking::off_worker(|| broker.meta.next_producer_id())
+            let pid = crate::blocking::off_worker(|| broker.allocate_producer_id())
                 .map_err(|_| TxnError::Storage)?;
             meta.rotate_producer_id(pid);
         }

@@ -1,5 +1,6 @@
 //! One module per subcommand. Client commands share `--bootstrap` handling in `common`.
 
+pub mod cluster;
 pub mod common;
 pub mod consume;
 pub mod demo;
@@ -13,7 +14,8 @@ pub mod txn;
 /// Logs go to stderr; the level comes from `RUST_LOG` (default `info` for the broker,
 /// `warn` for client commands so their stdout stays clean).
 pub fn init_logging(broker: bool, format: LogFormat) {
-    let default = if broker { "info" } else { "warn" };
+    // openraft narrates every vote and append at info; its warnings are what matter here.
+    let default = if broker { "info,openraft=warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

@@ -90,6 +90,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let broker = Broker::open(config.clone())?;
+    if config.clustered() {
+        strom_broker::cluster::start(&broker)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start cluster mode: {e}"))?;
+    }
     let local = kafka_listener.local_addr()?;
     let (adv_host, adv_port) = config.advertised();
     tracing::info!(

@@ -718,6 +718,12 @@ fn empty_trash_in_background(trash: &Path) {
     }
 }
 
+/// The overrides without the configs Kafka 4.0 removed (accepted, never kept).
+fn without_removed(mut configs: TopicOverrides) -> TopicOverrides {
+    configs.retain(|name, _| !topic_config::is_removed(name));
+    configs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,10 +762,4 @@ mod tests {
             );
         }
     }
-}
-
-/// The overrides without the configs Kafka 4.0 removed (accepted, never kept).
-fn without_removed(mut configs: TopicOverrides) -> TopicOverrides {
-    configs.retain(|name, _| !topic_config::is_removed(name));
-    configs
 }

@@ -225,18 +225,28 @@ def test_rf3_produce_consume_and_followers_refuse_produce(cluster):
 
     # The JSON protocol (spoken on the Kafka port) obeys the same rule, and its produce on
     # the leader is answered once the ISR has it.
-    def json_produce(node_id, value):
+    def json_request(node_id, request):
         with socket.create_connection(("127.0.0.1", cluster.node(node_id).port), timeout=15) as sock:
             f = sock.makefile("rwb")
-            f.write(json.dumps({"type": "produce", "topic": topic, "partition": 0, "value": value}).encode() + b"\n")
+            f.write(json.dumps(request).encode() + b"\n")
             f.flush()
             return json.loads(f.readline())
+
+    def json_produce(node_id, value):
+        return json_request(node_id, {"type": "produce", "topic": topic, "partition": 0, "value": value})
 
     refused = json_produce(follower, "json-on-follower")
     assert refused["ok"] is False and refused["code"] == "rejected", refused
     accepted = json_produce(info.leader, "json-on-leader")
     in_partition_0 = sum(1 for part, _, _ in d.ok if part == 0)
     assert accepted["ok"] is True and accepted["offset"] == in_partition_0, accepted
+    # JSON reads too: a follower refuses, the leader serves what the ISR has.
+    consume = {"type": "consume", "topic": topic, "partition": 0, "consumer_id": "c1", "offset": 0, "max_messages": 1000}
+    refused = json_request(follower, consume)
+    assert refused["ok"] is False and refused["code"] == "rejected", refused
+    served = json_request(info.leader, consume)
+    assert served["ok"] is True, served
+    assert [m["offset"] for m in served["messages"]] == list(range(in_partition_0 + 1))
 
 
 class LoadProducer(threading.Thread):

@@ -596,20 +596,30 @@ pub(crate) fn read_from(
     let mut bytes_read = 0usize;
     let mut decompressed_bytes = 0usize;
     while messages.len() < max_messages && bytes_read < READ_BYTES_MAX {
-        let slice = {
+        let (slice, high_watermark) = {
             let st = partition
                 .lock()
                 .map_err(|e| LocalError::Storage(e.to_string()))?;
-            if next >= st.high_watermark() && next >= st.log.log_start_offset() {
+            // Cluster mode: only the leader serves reads, as it does Kafka fetches.
+            if st.replica.as_ref().is_some_and(|r| !r.is_leader()) {
+                return Err(LocalError::Rejected {
+                    error: ResponseError::NotLeaderOrFollower,
+                    message: None,
+                });
+            }
+            let high_watermark = st.high_watermark();
+            if next >= high_watermark && next >= st.log.log_start_offset() {
                 break;
             }
-            st.read_visible(next, READ_CHUNK_BYTES)
+            let slice = st
+                .read_visible(next, READ_CHUNK_BYTES)
                 .map_err(|e| match e {
                     LogError::OffsetOutOfRange { offset, start, end } => {
                         LocalError::OffsetOutOfRange { offset, start, end }
                     }
                     e => LocalError::Storage(e.to_string()),
-                })?
+                })?;
+            (slice, high_watermark)
         };
         let data = slice
             .read_bytes()
@@ -632,6 +642,13 @@ pub(crate) fn read_from(
             let last = h.base_offset + i64::from(h.last_offset_delta);
             if last < next {
                 continue;
+            }
+            // A replicated log holds batches past the high watermark: never serve them.
+            if h.base_offset >= high_watermark {
+                return Ok(Read {
+                    messages,
+                    next_offset: next,
+                });
             }
             if !h.is_control() {
                 // Uncompressed records count too, but only compressed ones are bounded here:

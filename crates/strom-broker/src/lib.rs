@@ -9,6 +9,8 @@
 //! - [`producer_state`]: idempotent produce (sequence checks, duplicate detection).
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
+//! - [`listeners`] and [`security`]: Kafka-style listeners; TLS settings, SASL sessions,
+//!   SCRAM users and the ACL authorizer.
 //! - [`broker`]: the [`Broker`] itself; [`handlers`] has one file per Kafka API family.
 //! - [`local`] and [`local_group`]: the in-process API front ends other than Kafka (the JSON
 //!   protocol) use: produce, read, positions, and consumer group members.
@@ -23,6 +25,7 @@ pub mod broker;
 pub mod config;
 pub mod flusher;
 pub mod handlers;
+pub mod listeners;
 pub mod local;
 pub mod local_group;
 pub mod meta;
@@ -30,6 +33,7 @@ pub mod partition;
 pub mod producer_snapshot;
 pub mod producer_state;
 pub mod recovery_point;
+pub mod security;
 pub mod topic_config;
 pub mod topics;
 

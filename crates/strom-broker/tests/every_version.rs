@@ -257,9 +257,7 @@ async fn answer(
         .encode(&mut frame, key.request_header_version(version))
         .unwrap();
     request(key, version).expect("a request for every served API")(&mut frame).unwrap();
-    let ctx = RequestContext {
-        client_host: "127.0.0.1".into(),
-    };
+    let ctx = RequestContext::anonymous("127.0.0.1");
     let bytes = match broker.handle(frame.freeze(), &ctx).await {
         Reply::Ready(b) => b,
         Reply::Deferred(f) => f.await.expect("deferred response"),

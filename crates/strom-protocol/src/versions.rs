@@ -48,6 +48,13 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DescribeCluster, 0, 1),
     r(ApiKey::OffsetForLeaderEpoch, 2, 4),
     r(ApiKey::DescribeLogDirs, 1, 4),
+    r(ApiKey::SaslHandshake, 0, 1),
+    r(ApiKey::SaslAuthenticate, 0, 2),
+    r(ApiKey::CreateAcls, 1, 3),
+    r(ApiKey::DescribeAcls, 1, 3),
+    r(ApiKey::DeleteAcls, 1, 3),
+    r(ApiKey::DescribeUserScramCredentials, 0, 0),
+    r(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The range served for `key`, if any.

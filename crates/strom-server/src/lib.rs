@@ -5,11 +5,12 @@
 //!
 //! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
 //! listeners share), [`kafka`] (listener and connection), [`json`] (the JSON
-//! protocol listener).
+//! protocol listener), [`tls`] (the rustls acceptor and certificate principals).
 
 pub mod accept;
 pub mod json;
 pub mod kafka;
 pub mod shutdown;
+pub mod tls;
 
 pub use shutdown::{Shutdown, ShutdownController};

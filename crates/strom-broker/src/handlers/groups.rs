@@ -11,8 +11,13 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use strom_protocol::ResponseError as E;
 
+use super::authz::Authz;
 use super::sb;
-use crate::broker::Broker;
+use crate::broker::{Broker, RequestContext};
+use crate::security::acl::op;
+
+/// `Errors.GROUP_AUTHORIZATION_FAILED.message()`.
+const GROUP_AUTH_FAILED_MESSAGE: &str = "Group authorization failed.";
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -64,8 +69,11 @@ pub fn find_coordinator(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
     version: i16,
+    ctx: &RequestContext,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.config.advertised();
+    let (host, port) = super::metadata::advertised(broker, ctx);
+    let authz = Authz::new(broker, ctx);
+    let denied = |key: &str| authz.enforcing() && !authz.group(op::DESCRIBE, key);
     let node = BrokerId(broker.node_id());
     match req.key_type {
         KEY_TYPE_GROUP => {}
@@ -88,6 +96,14 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
+                if denied(k.as_str()) {
+                    return Coordinator::default()
+                        .with_key(k.clone())
+                        .with_error_code(E::GroupAuthorizationFailed.code())
+                        .with_node_id(BrokerId(-1))
+                        .with_host(sb(""))
+                        .with_port(-1);
+                }
                 Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(node)
@@ -96,6 +112,10 @@ pub fn find_coordinator(
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    if denied(req.key.as_str()) {
+        let code = E::GroupAuthorizationFailed.code();
+        return refuse_all(&req, version, code, GROUP_AUTH_FAILED_MESSAGE, None);
     }
     FindCoordinatorResponse::default()
         .with_error_message(Some(sb(NONE_MESSAGE)))

@@ -13,11 +13,13 @@ use strom_protocol::record_batch::{
 };
 use strom_protocol::ResponseError as E;
 
+use super::authz::Authz;
 use super::{ready, sb};
 use crate::append::{append, AppendError, Appended};
 use crate::broker::{Broker, Reply};
 use crate::config::FsyncPolicy;
 use crate::partition::Partition;
+use crate::security::acl::op;
 /// Kafka's `LegacyRecord.RECORD_OVERHEAD_V0`: the smallest size field a batch may claim.
 const RECORD_OVERHEAD_V0: i32 = 14;
 /// Compression codec id of zstd in the batch attributes.
@@ -156,7 +158,13 @@ fn check_size(batch: &[u8], max_message_bytes: usize) -> Result<(), (i16, String
     Ok(())
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, corr: i32) -> Reply {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+    corr: i32,
+    authz: &Authz<'_>,
+) -> Reply {
     let acks = req.acks;
     let durable = match broker.config.fsync {
         FsyncPolicy::Never => false,
@@ -176,6 +184,15 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         } else {
             E::UnknownTopicOrPartition
         };
+        // KafkaApis.handleProduceRequest checks WRITE before whether the topic exists; a
+        // topic id it cannot resolve stays UNKNOWN_TOPIC_ID.
+        let name = match (&topic, version >= 13) {
+            (Some(t), _) => Some(t.name().to_string()),
+            (None, false) => Some(td.name.0.to_string()),
+            (None, true) => None,
+        };
+        let denied =
+            authz.enforcing() && name.as_deref().is_some_and(|n| !authz.topic(op::WRITE, n));
         // Resolved once per topic, not per partition: it parses the topic's overrides.
         let cfg = topic.as_ref().map(|t| broker.topics.effective_config(t));
         let mut parts = Vec::with_capacity(td.partition_data.len());
@@ -183,6 +200,10 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
             // KafkaApis.handleProduceRequest: unknown topics and partitions first, then
             // validateRecords; only what passes both reaches ReplicaManager.appendRecords,
             // which refuses acks outside {-1, 0, 1}.
+            if denied {
+                parts.push(error(pd.index, E::TopicAuthorizationFailed.code(), None));
+                continue;
+            }
             let (Some(topic), Some(cfg)) = (&topic, &cfg) else {
                 parts.push(error(pd.index, unknown.code(), None));
                 continue;

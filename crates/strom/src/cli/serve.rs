@@ -61,9 +61,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = builder.build()?;
 
-    let kafka_listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let mut kafka_listeners = Vec::with_capacity(config.listeners.len());
+    for spec in &config.listeners {
+        let socket = tokio::net::TcpListener::bind(spec.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} ({})", spec.bind, spec.name))?;
+        kafka_listeners.push((socket, spec.clone()));
+    }
+    let tls = if config.listeners.iter().any(|l| l.protocol.uses_tls()) {
+        Some(strom_server::tls::acceptor(&config.security).context("TLS listener")?)
+    } else {
+        None
+    };
+    if config.security.authorizer_enabled && config.json_listen.is_some() {
+        anyhow::bail!("json.listen cannot be used with authorizer.class.name: JSON requests carry no principal, so they would bypass the ACLs");
+    }
     let json_listener = match config.json_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -73,11 +85,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let broker = Broker::open(config.clone())?;
-    let local = kafka_listener.local_addr()?;
-    let (adv_host, adv_port) = config.advertised();
+    let listening: Vec<String> = kafka_listeners
+        .iter()
+        .map(|(socket, spec)| {
+            let bound = socket.local_addr().map_or(spec.bind, |a| a);
+            format!(
+                "{}://{bound} (advertised {}:{})",
+                spec.name, spec.advertised_host, spec.advertised_port
+            )
+        })
+        .collect();
     tracing::info!(
-        listen = %local,
-        advertised = %format!("{adv_host}:{adv_port}"),
+        listeners = %listening.join(", "),
         json = %json_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_string(), |a| a.to_string()),
         data_dir = %config.data_dir.display(),
         fsync = ?config.fsync,
@@ -89,12 +108,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One in-process API for both listeners, so a JSON consumer or group member is the same
     // whichever port its connections use.
     let local_api = Arc::new(strom_broker::local::Local::new(broker.clone()));
-    let kafka = tokio::spawn(strom_server::kafka::serve(
-        kafka_listener,
-        local_api.clone(),
-        limits,
-        controller.subscribe(),
-    ));
+    let kafka: Vec<_> = kafka_listeners
+        .into_iter()
+        .map(|(socket, spec)| {
+            tokio::spawn(strom_server::kafka::serve_listener(
+                socket,
+                spec,
+                tls.clone(),
+                local_api.clone(),
+                limits,
+                controller.subscribe(),
+            ))
+        })
+        .collect();
     let json = json_listener.map(|l| {
         let json_limits = strom_server::json::Limits::from_broker(&broker);
         tokio::spawn(strom_server::json::serve_with(
@@ -120,7 +146,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("connections still busy after {grace:?}; closing them");
     }
-    kafka.abort();
+    for listener in kafka {
+        listener.abort();
+    }
     if let Some(j) = json {
         j.abort();
     }

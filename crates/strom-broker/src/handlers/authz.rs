@@ -20,13 +20,24 @@ impl<'a> Authz<'a> {
     }
 
     fn allowed(&self, operation: i8, resource_type: i8, name: &str) -> bool {
-        self.broker.authorizer.allowed(
+        let ok = self.broker.authorizer.allowed(
             &self.ctx.principal,
             &self.ctx.client_host,
             operation,
             resource_type,
             name,
-        )
+        );
+        if !ok {
+            // Kafka's authorizer logs denials too (kafka.authorizer.logger, INFO).
+            tracing::debug!(
+                principal = %self.ctx.principal,
+                host = %self.ctx.client_host,
+                operation = crate::security::acl::operation_name(operation),
+                resource = %format!("{}:{name}", crate::security::acl::resource_type_name(resource_type)),
+                "authorization denied"
+            );
+        }
+        ok
     }
 
     pub fn topic(&self, operation: i8, name: &str) -> bool {

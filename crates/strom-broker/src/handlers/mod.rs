@@ -3,6 +3,7 @@
 //! response struct, so error codes are decided in one place per API.
 
 pub mod acls;
+pub mod admin_acls;
 pub mod admin_topics;
 pub mod api_versions;
 pub mod authz;
@@ -95,12 +96,12 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::ListOffsets => handle!(ListOffsetsRequest, |r| list_offsets::handle(
             broker, r, v, &authz
         )),
-        ApiKey::CreateTopics => handle!(CreateTopicsRequest, |r| admin_topics::create_topics(
-            broker, r, v
+        ApiKey::CreateTopics => handle!(CreateTopicsRequest, |r| admin_acls::create_topics(
+            broker, &authz, r, v
         )
         .await),
-        ApiKey::DeleteTopics => handle!(DeleteTopicsRequest, |r| admin_topics::delete_topics(
-            broker, r, v
+        ApiKey::DeleteTopics => handle!(DeleteTopicsRequest, |r| admin_acls::delete_topics(
+            broker, &authz, r, v
         )
         .await),
         ApiKey::CreatePartitions => {
@@ -123,7 +124,9 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             })
         }
         ApiKey::InitProducerId => {
-            handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v))
+            handle!(InitProducerIdRequest, |r| admin_acls::init_producer_id(
+                broker, &authz, r, v
+            ))
         }
         ApiKey::OffsetForLeaderEpoch => {
             handle!(OffsetForLeaderEpochRequest, |r| leader_epoch::handle(

@@ -218,11 +218,15 @@ pub async fn handle(
                     }
                     Some(name) => {
                         let name = name.0.to_string();
-                        // Auto-creation needs CREATE on the cluster or the topic.
-                        let may_create = !authz.enforcing()
-                            || authz.cluster(OP_CREATE as i8)
-                            || authz.topic(OP_CREATE as i8, &name);
-                        if auto_create && !may_create && broker.topics.get(&name).is_none() {
+                        // Auto-creation needs CREATE on the cluster or the topic; without
+                        // it a missing topic is TOPIC_AUTHORIZATION_FAILED even for a
+                        // principal with WRITE (KafkaApis' unauthorizedForCreateTopics).
+                        let may_create = || {
+                            !authz.enforcing()
+                                || authz.cluster(OP_CREATE as i8)
+                                || authz.topic(OP_CREATE as i8, &name)
+                        };
+                        if auto_create && broker.topics.get(&name).is_none() && !may_create() {
                             out.push(denied_entry(Some(name), Uuid::nil()));
                             continue;
                         }

@@ -6,15 +6,18 @@
 //! Off unless `authorizer.class.name` is set: then every check allows, as in Kafka. A check
 //! is a scan of the bindings per request and resource, never per message.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use parking_lot::RwLock;
 
-use super::acl::{op, permission, AclBinding, AclFilter, WILDCARD_PRINCIPAL};
+use super::acl::{op, pattern, permission, AclBinding, AclFilter, WILDCARD, WILDCARD_PRINCIPAL};
 use super::settings::SecuritySettings;
 
 pub const ACLS_FILE: &str = "acls.json";
+/// The resource name `allowed_on_any` probes first, as Kafka's `authorizeByResourceType`.
+const PROBE_NAME: &str = "hardcode";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AclStoreError {
@@ -113,7 +116,7 @@ impl Authorizer {
         for acl in state.acls.iter().filter(|a| a.covers(resource_type, name)) {
             covered = true;
             let who = acl.principal == principal || acl.principal == WILDCARD_PRINCIPAL;
-            let from = acl.host == "*" || acl.host == host;
+            let from = acl.host == WILDCARD || acl.host == host;
             if !(who && from) {
                 continue;
             }
@@ -134,7 +137,11 @@ impl Authorizer {
     }
 
     /// Whether the principal may do `operation` on some resource of the type (Kafka's
-    /// `authorizeByResourceType`, e.g. WRITE on any topic for an idempotent producer).
+    /// `authorizeByResourceType`, e.g. WRITE on any topic for an idempotent producer): some
+    /// allow for the operation (or ALL) that no deny dominates. A literal deny dominates the
+    /// same literal allow, a prefixed deny every allow whose name starts with it, and a
+    /// wildcard deny everything. No implication here (READ does not count for DESCRIBE), as
+    /// in Kafka.
     pub fn allowed_on_any(
         &self,
         principal: &str,
@@ -142,30 +149,41 @@ impl Authorizer {
         operation: i8,
         resource_type: i8,
     ) -> bool {
-        if !self.enabled || self.super_users.iter().any(|s| s == principal) {
+        // Kafka first asks about a made-up name: that settles super users, wildcard and
+        // broad prefixed allows, and `allow.everyone.if.no.acl.found`.
+        if self.allowed(principal, host, operation, resource_type, PROBE_NAME) {
             return true;
         }
         self.refresh();
         let state = self.state.read();
-        let matching = |perm: i8| {
-            state.acls.iter().filter(move |a| {
+        let applying: Vec<&AclBinding> = state
+            .acls
+            .iter()
+            .filter(|a| {
                 a.resource_type == resource_type
-                    && a.permission_type == perm
                     && (a.principal == principal || a.principal == WILDCARD_PRINCIPAL)
-                    && (a.host == "*" || a.host == host)
+                    && (a.host == WILDCARD || a.host == host)
+                    && (a.operation == op::ALL || a.operation == operation)
             })
+            .collect();
+        let of = |perm: i8, pat: i8| {
+            applying
+                .iter()
+                .filter(move |a| a.permission_type == perm && a.pattern_type == pat)
+                .map(|a| a.resource_name.as_str())
         };
-        // A wildcard deny for the operation rules out every resource.
-        if matching(permission::DENY).any(|a| {
-            (a.operation == op::ALL || a.operation == operation)
-                && a.pattern_type == super::acl::pattern::LITERAL
-                && a.resource_name == super::acl::WILDCARD
-        }) {
+        if of(permission::DENY, pattern::LITERAL).any(|n| n == WILDCARD) {
             return false;
         }
-        matching(permission::ALLOW).any(|a| implies(a.operation, operation))
-            || (self.allow_if_no_acl
-                && !state.acls.iter().any(|a| a.resource_type == resource_type))
+        if of(permission::ALLOW, pattern::LITERAL).any(|n| n == WILDCARD) {
+            return true;
+        }
+        let denied_literal: HashSet<&str> = of(permission::DENY, pattern::LITERAL).collect();
+        let denied_prefixes: Vec<&str> = of(permission::DENY, pattern::PREFIXED).collect();
+        let dominated = |name: &str| denied_prefixes.iter().any(|p| name.starts_with(p));
+        of(permission::ALLOW, pattern::LITERAL)
+            .any(|n| !denied_literal.contains(n) && !dominated(n))
+            || of(permission::ALLOW, pattern::PREFIXED).any(|n| !dominated(n))
     }
 
     pub fn describe(&self, filter: &AclFilter) -> Vec<AclBinding> {
@@ -236,7 +254,7 @@ impl Authorizer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::acl::{pattern, resource};
+    use super::super::acl::resource;
     use super::*;
 
     fn binding(name: &str, pat: i8, principal: &str, operation: i8, perm: i8) -> AclBinding {
@@ -353,5 +371,39 @@ mod tests {
             a.describe(&all).is_empty(),
             "the other instance sees the change"
         );
+    }
+
+    #[test]
+    fn any_resource_of_a_type_follows_kafkas_dominating_denies() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = authorizer(dir.path(), &[], false);
+        let t = resource::TOPIC;
+        let allow = |name: &str, pat: i8| binding(name, pat, "User:u", op::WRITE, permission::ALLOW);
+        let deny = |name: &str, pat: i8| binding(name, pat, "User:u", op::WRITE, permission::DENY);
+        a.create(&[allow("orders", pattern::LITERAL), deny("ord", pattern::PREFIXED)])
+            .unwrap();
+        assert!(
+            !a.allowed_on_any("User:u", "h", op::WRITE, t),
+            "a prefixed deny dominates the literal allow"
+        );
+        a.create(&[allow("logs-", pattern::PREFIXED)]).unwrap();
+        assert!(a.allowed_on_any("User:u", "h", op::WRITE, t));
+        assert!(
+            !a.allowed_on_any("User:u", "h", op::READ, t),
+            "another operation"
+        );
+        assert!(
+            !a.allowed_on_any("User:u", "h", op::DESCRIBE, t),
+            "no implication by resource type, as in Kafka"
+        );
+        a.create(&[deny(WILDCARD, pattern::LITERAL)]).unwrap();
+        assert!(!a.allowed_on_any("User:u", "h", op::WRITE, t), "wildcard deny");
+
+        let b = authorizer(tempfile::tempdir().unwrap().path(), &["User:root"], true);
+        assert!(
+            b.allowed_on_any("User:x", "h", op::WRITE, t),
+            "no ACLs at all with allow.everyone.if.no.acl.found"
+        );
+        assert!(b.allowed_on_any("User:root", "h", op::WRITE, t), "super user");
     }
 }

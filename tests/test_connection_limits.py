@@ -1,5 +1,5 @@
-"""The named connection limits: `max.connections`, `connections.max.idle.ms` and
-`queued.max.requests`. Each is configurable, and exceeding it affects only the connection
+"""The named connection limits: `max.connections`, `connections.max.idle.ms`,
+`queued.max.requests` and `queued.max.request.bytes`. Each is configurable, and exceeding it affects only the connection
 that did, never the broker or other clients."""
 
 import struct
@@ -62,3 +62,46 @@ def test_more_pipelined_requests_than_the_queue_are_all_answered_in_order(start_
         for i in range(50):
             (corr,) = struct.unpack(">i", c.recv_frame()[:4])
             assert corr == i
+
+
+def answer_times_while_a_produce_waits_for_fsync(broker):
+    """Connection A sends an acks=all produce of 64 KiB that waits `log.fsync.group.commit.ms`
+    for its fsync; connection B then sends ApiVersions. Returns how long after sending each
+    got its answer (seconds): (produce, api_versions)."""
+    from helpers import create_topic
+
+    create_topic(broker.bootstrap, "budget", 1)
+    batch = wire.record_batch([b"v" * 1024] * 64)
+    with wire.Conn(broker.bootstrap, timeout_s=20) as a, wire.Conn(broker.bootstrap, timeout_s=20) as b:
+        assert api_versions_ok(b, 1)
+        started = time.monotonic()
+        a.send(wire.produce_request_v3("budget", 0, batch, correlation_id=7, acks=-1))
+        time.sleep(0.2)  # A's request is read and waiting for its fsync
+        b.send(wire.api_versions_request(0, 2))
+        b_payload = b.recv_frame()
+        b_answered = time.monotonic() - started
+        corr, results = wire.parse_produce_v3(a.recv_frame())
+        a_answered = time.monotonic() - started
+    assert struct.unpack(">ih", b_payload[:6]) == (2, 0)
+    assert (corr, results) == (7, [("budget", 0, 0, 0)])
+    return a_answered, b_answered
+
+
+def test_requests_beyond_queued_max_request_bytes_wait_until_earlier_ones_are_answered(start_broker):
+    """The byte budget is shared by every connection: while A's 64 KiB produce, larger than
+    the whole 50 KB budget, waits for its fsync, B's request is not even read."""
+    b = start_broker(settings={"queued.max.request.bytes": "50000", "log.fsync.group.commit.ms": "1500"})
+    a_answered, b_answered = answer_times_while_a_produce_waits_for_fsync(b)
+    assert a_answered >= 1.2, f"the produce waits for the group-commit window ({a_answered:.2f} s)"
+    assert b_answered >= a_answered - 0.05, (
+        f"B was answered after {b_answered:.2f} s, before A's produce ({a_answered:.2f} s) gave the budget back"
+    )
+    assert_healthy(b.bootstrap, "budget", [b"v" * 1024] * 64)
+
+
+def test_without_a_byte_budget_other_connections_are_answered_at_once(start_broker):
+    """The control for the test above: with no bound (Kafka's -1), B does not wait for A."""
+    b = start_broker(settings={"queued.max.request.bytes": "-1", "log.fsync.group.commit.ms": "1500"})
+    a_answered, b_answered = answer_times_while_a_produce_waits_for_fsync(b)
+    assert a_answered >= 1.2
+    assert b_answered < a_answered - 0.5, f"B waited {b_answered:.2f} s with no budget set"

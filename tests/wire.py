@@ -95,13 +95,14 @@ def record(offset_delta, key, value, timestamp_delta=0):
     return zigzag_varint(len(body)) + body
 
 
-def record_batch(values, keys=None, timestamp_ms=None, producer_id=-1, producer_epoch=-1, base_sequence=-1):
-    """An uncompressed RecordBatch v2 with a correct CRC-32C."""
+def record_batch(values, keys=None, timestamp_ms=None, producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                 attributes=0):
+    """An uncompressed RecordBatch v2 with a correct CRC-32C (attributes 0x10: transactional)."""
     ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     keys = keys or [None] * len(values)
     records = b"".join(record(i, k, v) for i, (k, v) in enumerate(zip(keys, values)))
     after_crc = (
-        struct.pack(">hiqqqhii", 0, len(values) - 1, ts, ts, producer_id, producer_epoch, base_sequence, len(values))
+        struct.pack(">hiqqqhii", attributes, len(values) - 1, ts, ts, producer_id, producer_epoch, base_sequence, len(values))
         + records
     )
     crc = crc32c(after_crc)
@@ -136,9 +137,9 @@ def api_versions_request(version, correlation_id):
     return frame(request_header_v1(API_API_VERSIONS, version, correlation_id))
 
 
-def produce_request_v3(topic, partition, batch, correlation_id, acks=-1, timeout_ms=10000):
+def produce_request_v3(topic, partition, batch, correlation_id, acks=-1, timeout_ms=10000, transactional_id=None):
     body = (
-        string16(None)  # transactional_id
+        string16(transactional_id)
         + struct.pack(">hi", acks, timeout_ms)
         + struct.pack(">i", 1)
         + string16(topic)
@@ -150,8 +151,8 @@ def produce_request_v3(topic, partition, batch, correlation_id, acks=-1, timeout
     return frame(request_header_v1(API_PRODUCE, 3, correlation_id) + body)
 
 
-def init_producer_id_request_v0(correlation_id, transaction_timeout_ms=60000):
-    body = string16(None) + struct.pack(">i", transaction_timeout_ms)
+def init_producer_id_request_v0(correlation_id, transaction_timeout_ms=60000, transactional_id=None):
+    body = string16(transactional_id) + struct.pack(">i", transaction_timeout_ms)
     return frame(request_header_v1(API_INIT_PRODUCER_ID, 0, correlation_id) + body)
 
 

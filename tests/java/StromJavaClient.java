@@ -536,6 +536,11 @@ public final class StromJavaClient {
      * A transactional producer, which Strom refuses (README: no transactions): initTransactions
      * must fail fast with an error that ends the producer, not wait out max.block.ms.
      */
+    /**
+     * A transactional producer on partition 0 of TOPIC: commit three records, abort two (sent
+     * and flushed first, so they reach the log), commit one more; then what a read_committed
+     * and a read_uncommitted consumer each see.
+     */
     static void transactional(String bootstrap, String topic) {
         Properties p = common(bootstrap);
         p.put("transactional.id", "strom-java-tx");
@@ -543,14 +548,49 @@ public final class StromJavaClient {
         p.put("key.serializer", StringSerializer.class.getName());
         p.put("value.serializer", StringSerializer.class.getName());
         try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
-            long start = System.currentTimeMillis();
-            try {
+            step("init_transactions", () -> {
                 producer.initTransactions();
-                emit("init_transactions", "exception", null, "elapsed_ms", System.currentTimeMillis() - start);
-            } catch (RuntimeException e) {
-                emit("init_transactions", "exception", e.getClass().getSimpleName(), "message", e.getMessage(),
-                        "elapsed_ms", System.currentTimeMillis() - start);
-            }
+                emit("init_transactions", "exception", null);
+            });
+            step("transactions", () -> {
+                producer.beginTransaction();
+                for (int i = 0; i < 3; i++) {
+                    producer.send(new ProducerRecord<>(topic, 0, "k", "commit-" + i));
+                }
+                producer.commitTransaction();
+                producer.beginTransaction();
+                for (int i = 0; i < 2; i++) {
+                    producer.send(new ProducerRecord<>(topic, 0, "k", "abort-" + i));
+                }
+                producer.flush();
+                producer.abortTransaction();
+                producer.beginTransaction();
+                producer.send(new ProducerRecord<>(topic, 0, "k", "commit-3"));
+                producer.commitTransaction();
+                emit("transactions", "committed", 2, "aborted", 1);
+            });
+        }
+        for (String isolation : List.of("read_committed", "read_uncommitted")) {
+            step("read_" + isolation, () -> {
+                Properties c = consumerProps(bootstrap, null);
+                c.put("isolation.level", isolation);
+                try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c)) {
+                    TopicPartition tp = new TopicPartition(topic, 0);
+                    consumer.assign(List.of(tp));
+                    consumer.seekToBeginning(List.of(tp));
+                    List<String> values = new ArrayList<>();
+                    long deadline = System.currentTimeMillis() + 8_000;
+                    while (System.currentTimeMillis() < deadline) {
+                        for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                            values.add(r.value());
+                        }
+                        if (consumer.position(tp) >= consumer.endOffsets(List.of(tp)).get(tp) && !values.isEmpty()) {
+                            break;
+                        }
+                    }
+                    emit("read", "isolation", isolation, "values", values, "position", consumer.position(tp));
+                }
+            });
         }
     }
 

@@ -13,8 +13,7 @@ use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
 use strom_protocol::record_batch::set_partition_leader_epoch;
 
 use crate::broker::Broker;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
-use crate::partition::{Offline, Partition};
+use crate::partition::{Offline, Partition, PartitionState};
 use crate::producer_snapshot;
 use crate::producer_state::SequenceCheck;
 use crate::topics::now_ms;
@@ -28,6 +27,9 @@ pub struct AppendOptions {
     pub log_append_time: bool,
     /// `flush.messages`: fsync after this many unflushed messages (-1 or 0: never).
     pub flush_messages: i64,
+    /// The leader epoch stamped on each batch (0 on a single node). In cluster mode the
+    /// append is refused unless this node still leads the partition in this epoch.
+    pub leader_epoch: i32,
 }
 
 /// A successful append, or a recognised retry of one (`duplicate`).
@@ -62,8 +64,8 @@ pub enum AppendError {
     ControlRecords,
     #[error("Invalid sequence number {sequence} in record batch with producerId {producer_id}")]
     MissingSequence { sequence: i32, producer_id: i64 },
-    #[error("transactions are not supported by this broker")]
-    TransactionsUnsupported,
+    #[error("The producer attempted a transactional operation in an invalid state: partition {partition} was not added to producer {producer_id}'s transaction")]
+    PartitionNotInTxn { producer_id: i64, partition: String },
     #[error("Message batch size is {size} bytes in append to partition {partition}, which exceeds the maximum configured segment size of {segment_bytes}.")]
     RecordListTooLarge {
         size: usize,
@@ -74,6 +76,8 @@ pub enum AppendError {
     OutOfOrderSequence { sequence: i32, producer_id: i64 },
     #[error("producer epoch {epoch} of producer {producer_id} is older than the current one")]
     InvalidProducerEpoch { epoch: i16, producer_id: i64 },
+    #[error("This server is not the leader for that topic-partition.")]
+    NotLeader,
     #[error(transparent)]
     Offline(#[from] Offline),
     #[error("{0}")]
@@ -94,6 +98,20 @@ pub fn append(
     }
     let headers = validate_batches(&records)?;
     check_headers(&headers, options.max_message_bytes)?;
+    // Only transactional batches pay for this lookup (KIP-890's verification, done locally).
+    if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
+        if !broker.txn.partition_in_txn(
+            h.producer_id,
+            h.producer_epoch,
+            &partition.topic,
+            partition.index,
+        ) {
+            return Err(AppendError::PartitionNotInTxn {
+                producer_id: h.producer_id,
+                partition: format!("{}-{}", partition.topic, partition.index),
+            });
+        }
+    }
     let now = now_ms();
     // Patched outside the partition lock.
     let mut buf = BytesMut::from(&records[..]);
@@ -101,13 +119,18 @@ pub fn append(
     for h in &headers {
         // Kafka stamps every appended batch with the leader epoch (outside the CRC), so
         // consumers see the epoch that Metadata and OffsetForLeaderEpoch report.
-        set_partition_leader_epoch(&mut buf[pos..], LEADER_EPOCH);
+        set_partition_leader_epoch(&mut buf[pos..], options.leader_epoch);
         if options.log_append_time {
             strom_log::set_log_append_time(&mut buf[pos..pos + h.total_size()], now);
         }
         pos += h.total_size();
     }
     let mut state = partition.lock()?;
+    if let Some(r) = &state.replica {
+        if !r.is_leader() || r.leader_epoch != options.leader_epoch {
+            return Err(AppendError::NotLeader);
+        }
+    }
     // UnifiedLog.append: a payload larger than a whole segment is RECORD_LIST_TOO_LARGE.
     let segment_bytes = state.log.config().segment_bytes;
     if records.len() as u64 > segment_bytes {
@@ -149,23 +172,27 @@ pub fn append(
         }
     }
     let active_before = state.log.active_segment_base();
-    let info = match state.log.append(&mut buf, &headers, now) {
+    let offsets: i64 = headers
+        .iter()
+        .map(|h| i64::from(h.last_offset_delta) + 1)
+        .sum();
+    let info = if state.log.roll_due(buf.len() as u64, offsets, now) {
+        // Creating a segment's files can wait milliseconds on a busy filesystem journal:
+        // let this worker's other tasks (other partitions' requests) move to another thread.
+        crate::blocking::off_worker(|| state.log.append(&mut buf, &headers, now))
+    } else {
+        state.log.append(&mut buf, &headers, now)
+    };
+    let info = match info {
         Ok(info) => info,
         Err(e) => {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
             return Err(AppendError::Storage(e));
         }
     };
-    let rolled_at = state.log.active_segment_base();
-    if rolled_at != active_before {
-        // The state as of the new segment's base, before this append's batches: a restart
-        // rebuilds from here instead of from the start of the log.
-        // Through the log's own directory, which follows a topic delete (never `partition.dir`,
-        // which a topic re-created under the same name may own by then).
-        if let Err(e) = producer_snapshot::write(state.log.dir(), rolled_at, &state.producers) {
-            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "writing a producer snapshot failed");
-        }
-    }
+    // The state as of the new segment's base, before this append's batches: a restart
+    // rebuilds from here instead of from the start of the log.
+    snapshot_if_rolled(&state, active_before);
     let mut base = info.base_offset;
     let mut messages = 0i64;
     for h in &headers {
@@ -186,10 +213,14 @@ pub fn append(
     let flush_due =
         options.flush_messages > 0 && state.unflushed_messages >= options.flush_messages;
     let visible_now = state.high_watermark() > info.last_offset;
+    // Cluster mode: followers long-poll on the same notifier; wake them at once.
+    let replicated = state.replica.is_some();
     drop(state);
-    if visible_now {
+    partition.stats.appended(records.len(), messages as u64);
+    if visible_now || replicated {
         partition.appended.notify_waiters();
-    } else {
+    }
+    if !visible_now {
         // The high watermark follows fsync: have the flusher make this visible soon, even
         // when nobody waits for an acknowledgement (acks=1).
         broker.flusher.mark_dirty(partition);
@@ -229,8 +260,73 @@ fn check_headers(headers: &[BatchHeader], max_message_bytes: usize) -> Result<()
             producer_id: h.producer_id,
         });
     }
-    if headers.iter().any(|h| h.is_transactional()) {
-        return Err(AppendError::TransactionsUnsupported);
+    if let Some(h) = headers
+        .iter()
+        .find(|h| h.is_transactional() && h.producer_id < 0)
+    {
+        return Err(AppendError::MissingSequence {
+            sequence: h.base_sequence,
+            producer_id: h.producer_id,
+        });
     }
     Ok(())
+}
+
+/// Writes a transaction marker (commit or abort) for `producer_id` at `epoch` to one
+/// partition: the coordinator's write, never a client's. Ends the producer's open transaction
+/// there, records an abort in the segment's `.txnindex`, and returns the offset after the
+/// marker (the caller waits for it to be durable).
+pub fn append_marker(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<i64, AppendError> {
+    let now = now_ms();
+    let mut buf = BytesMut::from(
+        &strom_protocol::control::encode_marker(producer_id, epoch, commit, 0, now)[..],
+    );
+    let headers = validate_batches(&buf)?;
+    let mut state = partition.lock()?;
+    set_partition_leader_epoch(&mut buf[..], state.leader_epoch());
+    let active_before = state.log.active_segment_base();
+    let info = state.log.append(&mut buf, &headers, now).map_err(|e| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing a transaction marker failed");
+        AppendError::Storage(e)
+    })?;
+    snapshot_if_rolled(&state, active_before);
+    if let Some(aborted) = state
+        .producers
+        .end_txn(producer_id, epoch, info.last_offset, commit)
+    {
+        state
+            .log
+            .append_aborted(aborted)
+            .map_err(AppendError::Storage)?;
+    }
+    let visible_now = state.high_watermark() > info.last_offset;
+    drop(state);
+    if visible_now {
+        partition.appended.notify_waiters();
+    } else {
+        broker.flusher.mark_dirty(partition);
+    }
+    Ok(info.last_offset + 1)
+}
+
+/// After an append that rolled the log (its active segment is no longer `active_before`),
+/// hands the producer state as of the new segment's base to a snapshot writer off the request
+/// path. Through the log's own directory, which follows a topic delete (never
+/// `partition.dir`, which a topic re-created under the same name may own by then).
+pub(crate) fn snapshot_if_rolled(state: &PartitionState, active_before: i64) {
+    let rolled_at = state.log.active_segment_base();
+    if rolled_at == active_before {
+        return;
+    }
+    let obsolete = state
+        .log
+        .segment_base_before_active(producer_snapshot::SNAPSHOTS_KEPT);
+    producer_snapshot::RollSnapshot::new(state.log.dir(), rolled_at, &state.producers, obsolete)
+        .spawn();
 }

@@ -52,6 +52,9 @@ impl RequestContext {
     }
 }
 
+/// Producer ids of a cluster interleave this many nodes' counters (node ids below it).
+pub const CLUSTER_NODE_IDS: i64 = 1024;
+
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
     pub topics: Arc<Topics>,
@@ -62,6 +65,9 @@ pub struct Broker {
     pub users: Arc<crate::security::users::UserStore>,
     /// ACLs and the decision whether a principal may do something.
     pub authorizer: Arc<crate::security::authorizer::Authorizer>,
+    pub txn: crate::txn::TxnCoordinator,
+    /// Cluster mode only (`controller.quorum.voters` set), once started.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -147,6 +153,15 @@ impl Broker {
         )
         .map_err(|e| dir_err(format!("consumer offsets: {e}")))?;
         topics.set_hooks(Arc::new(OffsetsFollowTopics(groups.clone())));
+        let txn = crate::txn::TxnCoordinator::open(
+            &config.data_dir,
+            config.fsync != crate::config::FsyncPolicy::Never,
+            crate::txn::TxnConfig {
+                max_timeout_ms: config.transaction_max_timeout_ms,
+                cleanup_interval_ms: config.transaction_cleanup_interval_ms,
+            },
+        )
+        .map_err(|e| dir_err(format!("transaction log: {e}")))?;
         let flusher = Flusher::start(Duration::from_millis(config.group_commit_ms));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let broker = Arc::new(Broker {
@@ -157,8 +172,14 @@ impl Broker {
             meta,
             users,
             authorizer,
+            txn,
+            cluster: std::sync::OnceLock::new(),
             shutdown,
         });
+        tokio::spawn(crate::txn::TxnCoordinator::run_background(
+            broker.clone(),
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(broker.groups.clone().run_background(shutdown_rx.clone()));
         crate::background::spawn(broker.clone(), shutdown_rx);
         Ok(broker)
@@ -212,7 +233,34 @@ impl Broker {
         }
     }
 
+    /// The cluster id clients see: this data dir's, or (cluster mode) one derived from the
+    /// quorum's voter ids, so every node answers the same (even one that reaches a voter
+    /// through another address).
+    pub fn cluster_id(&self) -> String {
+        if self.config.clustered() {
+            let ids: Vec<String> =
+                strom_cluster::settings::parse_voters(&self.config.controller_quorum_voters)
+                    .map(|v| v.keys().map(|id| id.to_string()).collect())
+                    .unwrap_or_default();
+            let crc = crc32c::crc32c(ids.join(",").as_bytes());
+            return format!("strom-cluster-{crc:08x}");
+        }
+        self.meta.cluster_id.clone()
+    }
+
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// A new producer id from the persisted counter. Cluster mode: each node allocates from
+    /// its own counter, so ids carry the node id in their low bits and never collide across
+    /// nodes (a producer moves between leaders).
+    pub fn allocate_producer_id(&self) -> std::io::Result<i64> {
+        let id = self.meta.next_producer_id()?;
+        Ok(if self.cluster.get().is_some() {
+            id * CLUSTER_NODE_IDS + i64::from(self.node_id()).rem_euclid(CLUSTER_NODE_IDS)
+        } else {
+            id
+        })
     }
 }

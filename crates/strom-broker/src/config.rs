@@ -47,6 +47,16 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// `json.listen`: address of the JSON-over-TCP listener (off unless set).
     pub json_listen: Option<SocketAddr>,
+    /// `http.listen`: address of the HTTP listener (metrics, health, JSON API, console); `None`
+    /// when set to an empty value.
+    pub http_listen: Option<SocketAddr>,
+    /// Whether `http.listen` was given by the user. A default address that is taken only
+    /// warns (several brokers on one machine); an explicit one that cannot be bound is fatal.
+    pub http_listen_explicit: bool,
+    /// `http.max.connections`: concurrent HTTP connections.
+    pub http_max_connections: usize,
+    /// `metrics.enabled`: count requests, bytes and latencies on the request path.
+    pub metrics_enabled: bool,
     /// `json.max.line.bytes`: longest JSON request line accepted.
     pub json_max_line_bytes: usize,
     /// `node.id`
@@ -91,6 +101,12 @@ pub struct BrokerConfig {
     /// `producer.state.max.producers.per.partition`: most producers whose state one
     /// partition keeps; beyond it the least recently active is forgotten.
     pub producer_state_max_producers: usize,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a transactional
+    /// producer may ask for (INVALID_TRANSACTION_TIMEOUT beyond it).
+    pub transaction_max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often open
+    /// transactions past their timeout are aborted.
+    pub transaction_cleanup_interval_ms: u64,
     /// `log.fsync.group.commit.ms`: how long the flusher waits to gather more requests into one
     /// fsync round.
     pub group_commit_ms: u64,
@@ -98,6 +114,10 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `queued.max.requests`: requests read ahead but not yet answered, per connection.
     pub queued_max_requests: usize,
+    /// `queued.max.request.bytes`: bytes of requests read ahead but not yet answered, over all
+    /// connections; 0 means no bound (Kafka's -1). When reached, connections stop reading
+    /// their sockets until replies go out, so producers waiting on fsync cannot fill memory.
+    pub queued_max_request_bytes: usize,
     /// `fetch.max.bytes`: upper bound on one fetch response.
     pub fetch_max_bytes: usize,
     /// `group.initial.rebalance.delay.ms`
@@ -124,6 +144,32 @@ pub struct BrokerConfig {
     pub listeners: Vec<crate::listeners::Listener>,
     /// TLS, SASL and authorizer settings.
     pub security: crate::security::settings::SecuritySettings,
+    /// `controller.quorum.voters`: `id@host:port,...`; empty (the default) runs a single node
+    /// with no network consensus.
+    pub controller_quorum_voters: String,
+    /// `controller.listen`: where the inter-node RPC (raft and replication) listens.
+    pub controller_listen: Option<SocketAddr>,
+    /// `default.replication.factor`: replicas of topics created without one.
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas`: acks=all is refused with NOT_ENOUGH_REPLICAS below this ISR size.
+    pub min_insync_replicas: i32,
+    /// `offsets.topic.replication.factor`: accepted for Kafka compatibility; committed offsets
+    /// are not replicated yet (see docs/cluster.md).
+    pub offsets_topic_replication_factor: i16,
+    /// `broker.session.timeout.ms`: the controller fences a broker silent this long.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`
+    pub broker_heartbeat_interval_ms: u64,
+    /// `controller.quorum.election.timeout.ms`
+    pub controller_quorum_election_timeout_ms: u64,
+    /// `controller.quorum.request.timeout.ms`: deadline of one inter-node call.
+    pub controller_quorum_request_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for new data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`: bytes one follower fetch asks for.
+    pub replica_fetch_max_bytes: u32,
 }
 
 impl BrokerConfig {
@@ -169,6 +215,11 @@ impl BrokerConfig {
         }
     }
 
+    /// Cluster mode: `controller.quorum.voters` is set.
+    pub fn clustered(&self) -> bool {
+        !self.controller_quorum_voters.is_empty()
+    }
+
     pub fn retention_check_interval(&self) -> Duration {
         Duration::from_millis(self.log_retention_check_interval_ms.max(1))
     }
@@ -205,6 +256,9 @@ fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T) -> Result<T, Stri
     }
 }
 
+/// Where the HTTP listener (metrics, health, console) listens unless told otherwise.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9644";
+
 /// The settings table: name, default (as text, parsed like user input), setter.
 const SETTINGS: &[(&str, &str, Setter)] = &[
     ("listen", "127.0.0.1:9092", |c, v| {
@@ -226,6 +280,18 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
             &mut c.json_listen,
             if v.is_empty() { None } else { Some(parse(v)?) },
         )
+    }),
+    ("http.listen", DEFAULT_HTTP_LISTEN, |c, v| {
+        put(
+            &mut c.http_listen,
+            if v.is_empty() { None } else { Some(parse(v)?) },
+        )
+    }),
+    ("http.max.connections", "256", |c, v| {
+        put(&mut c.http_max_connections, positive(parse(v)?)?)
+    }),
+    ("metrics.enabled", "true", |c, v| {
+        put(&mut c.metrics_enabled, parse_bool(v)?)
     }),
     ("json.max.line.bytes", "1048576", |c, v| {
         put(&mut c.json_max_line_bytes, positive(parse(v)?)?)
@@ -293,6 +359,14 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         "10000",
         |c, v| put(&mut c.producer_state_max_producers, positive(parse(v)?)?),
     ),
+    ("transaction.max.timeout.ms", "900000", |c, v| {
+        put(&mut c.transaction_max_timeout_ms, positive(parse(v)?)?)
+    }),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+        |c, v| put(&mut c.transaction_cleanup_interval_ms, positive(parse(v)?)?),
+    ),
     ("log.fsync.group.commit.ms", "1", |c, v| {
         put(&mut c.group_commit_ms, parse(v)?)
     }),
@@ -301,6 +375,13 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("queued.max.requests", "500", |c, v| {
         put(&mut c.queued_max_requests, positive(parse(v)?)?)
+    }),
+    ("queued.max.request.bytes", "67108864", |c, v| {
+        let bytes: i64 = parse(v)?;
+        put(
+            &mut c.queued_max_request_bytes,
+            usize::try_from(bytes).unwrap_or(0),
+        )
     }),
     ("fetch.max.bytes", "57671680", |c, v| {
         put(&mut c.fetch_max_bytes, positive(parse(v)?)?)
@@ -410,6 +491,61 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
             &mut c.security.allow_everyone_if_no_acl_found,
             parse_bool(v)?,
         )
+    }),
+    ("controller.quorum.voters", "", |c, v| {
+        strom_cluster::settings::parse_voters(v)?;
+        put(&mut c.controller_quorum_voters, v.trim().to_string())
+    }),
+    ("controller.listen", "", |c, v| {
+        put(
+            &mut c.controller_listen,
+            if v.is_empty() { None } else { Some(parse(v)?) },
+        )
+    }),
+    ("default.replication.factor", "1", |c, v| {
+        put(&mut c.default_replication_factor, positive(parse(v)?)?)
+    }),
+    ("min.insync.replicas", "1", |c, v| {
+        put(&mut c.min_insync_replicas, positive(parse(v)?)?)
+    }),
+    ("offsets.topic.replication.factor", "3", |c, v| {
+        put(
+            &mut c.offsets_topic_replication_factor,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("unclean.leader.election.enable", "false", |_, v| {
+        if parse_bool(v)? {
+            return Err("unclean leader election is not supported (only false)".into());
+        }
+        Ok(())
+    }),
+    ("broker.session.timeout.ms", "9000", |c, v| {
+        put(&mut c.broker_session_timeout_ms, positive(parse(v)?)?)
+    }),
+    ("broker.heartbeat.interval.ms", "2000", |c, v| {
+        put(&mut c.broker_heartbeat_interval_ms, positive(parse(v)?)?)
+    }),
+    ("controller.quorum.election.timeout.ms", "1000", |c, v| {
+        put(
+            &mut c.controller_quorum_election_timeout_ms,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("controller.quorum.request.timeout.ms", "2000", |c, v| {
+        put(
+            &mut c.controller_quorum_request_timeout_ms,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("replica.lag.time.max.ms", "30000", |c, v| {
+        put(&mut c.replica_lag_time_max_ms, positive(parse(v)?)?)
+    }),
+    ("replica.fetch.wait.max.ms", "500", |c, v| {
+        put(&mut c.replica_fetch_wait_max_ms, positive(parse(v)?)?)
+    }),
+    ("replica.fetch.max.bytes", "1048576", |c, v| {
+        put(&mut c.replica_fetch_max_bytes, positive(parse(v)?)?)
     }),
 ];
 
@@ -525,6 +661,15 @@ impl ConfigBuilder {
                     .map_or("default".into(), |(_, s)| s.clone()),
                 reason,
             })?;
+        config.http_listen_explicit = self.values.contains_key("http.listen");
+        if config.clustered() && config.controller_listen.is_none() {
+            return Err(ConfigError::BadValue {
+                name: "controller.listen".into(),
+                value: String::new(),
+                source_name: "default".into(),
+                reason: "must be set when controller.quorum.voters is".into(),
+            });
+        }
         Ok(config)
     }
 }
@@ -554,6 +699,10 @@ fn placeholder() -> BrokerConfig {
         advertised_listener: None,
         data_dir: PathBuf::new(),
         json_listen: None,
+        http_listen: None,
+        http_listen_explicit: false,
+        http_max_connections: 0,
+        metrics_enabled: true,
         json_max_line_bytes: 0,
         node_id: 0,
         num_partitions: 0,
@@ -573,9 +722,12 @@ fn placeholder() -> BrokerConfig {
         recovery_point_checkpoint_interval_ms: 0,
         producer_id_expiration_ms: 0,
         producer_state_max_producers: 0,
+        transaction_max_timeout_ms: 0,
+        transaction_cleanup_interval_ms: 0,
         group_commit_ms: 0,
         max_connections: 0,
         queued_max_requests: 0,
+        queued_max_request_bytes: 0,
         fetch_max_bytes: 0,
         group_initial_rebalance_delay_ms: 0,
         group_min_session_timeout_ms: 0,
@@ -589,6 +741,18 @@ fn placeholder() -> BrokerConfig {
         advertised_listeners_setting: String::new(),
         listeners: Vec::new(),
         security: Default::default(),
+        controller_quorum_voters: String::new(),
+        controller_listen: None,
+        default_replication_factor: 0,
+        min_insync_replicas: 0,
+        offsets_topic_replication_factor: 0,
+        broker_session_timeout_ms: 0,
+        broker_heartbeat_interval_ms: 0,
+        controller_quorum_election_timeout_ms: 0,
+        controller_quorum_request_timeout_ms: 0,
+        replica_lag_time_max_ms: 0,
+        replica_fetch_wait_max_ms: 0,
+        replica_fetch_max_bytes: 0,
     }
 }
 

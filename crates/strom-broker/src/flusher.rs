@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use strom_log::SyncError;
 
+use crate::metrics::METRICS;
 use crate::partition::Partition;
 
 /// Requests waiting for the flusher; producers beyond this wait to enqueue (backpressure).
@@ -114,9 +115,17 @@ pub async fn sync_partition(partition: &Arc<Partition>) -> Result<(), String> {
         };
         let synced = {
             let target = target.clone();
-            tokio::task::spawn_blocking(move || target.sync())
+            let started = std::time::Instant::now();
+            let synced = tokio::task::spawn_blocking(move || target.sync())
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            METRICS.fsync_seconds.observe(started.elapsed());
+            if synced.is_err() {
+                METRICS
+                    .fsync_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            synced
         };
         let result = partition.with_log(|log| match synced {
             Ok(()) => {

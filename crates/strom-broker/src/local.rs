@@ -41,6 +41,9 @@ use crate::partition::Partition;
 use crate::topic_config::TopicOverrides;
 use crate::topics::{now_ms, Topic, TopicError};
 
+/// How long a JSON produce in cluster mode waits for the ISR before it fails.
+pub const CLUSTER_PRODUCE_TIMEOUT_MS: u64 = 30_000;
+
 /// Prefix of the consumer group that holds a consumer id's positions.
 pub const CONSUMER_GROUP_PREFIX: &str = "json:";
 /// Longest consumer id accepted, so the group id stays a sane Kafka group id.
@@ -278,13 +281,41 @@ impl Local {
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let batch = encode_batch(record, timestamp_ms)?;
         let cfg = self.broker.topics.effective_config(&t);
-        let appended = crate::append::append(&self.broker, &partition, batch, cfg.append_options())
-            .map_err(|e| LocalError::Rejected {
-                error: crate::handlers::produce::append_error_code(&e),
-                message: Some(e.to_string()),
+        let mut options = cfg.append_options();
+        // Cluster mode: only the leader appends, and the answer waits for the ISR, as a
+        // Kafka produce with acks=all.
+        let min_insync = self.broker.config.min_insync_replicas;
+        let clustered = self.broker.cluster.get().is_some();
+        let rejected = |error| LocalError::Rejected {
+            error,
+            message: None,
+        };
+        if clustered {
+            options.leader_epoch =
+                crate::cluster::produce::check_leader(&partition, -1, min_insync)
+                    .map_err(rejected)?;
+        }
+        let appended =
+            crate::append::append(&self.broker, &partition, batch, options).map_err(|e| {
+                LocalError::Rejected {
+                    error: crate::handlers::produce::append_error_code(&e),
+                    message: Some(e.to_string()),
+                }
             })?;
         debug_assert_eq!(appended.base_offset, appended.last_offset, "one record");
-        if self.broker.config.fsync != FsyncPolicy::Never {
+        if clustered {
+            let deadline = tokio::time::Instant::now()
+                + std::time::Duration::from_millis(CLUSTER_PRODUCE_TIMEOUT_MS);
+            crate::cluster::produce::wait_replicated(
+                &partition,
+                appended.durable_end(),
+                options.leader_epoch,
+                min_insync,
+                deadline,
+            )
+            .await
+            .map_err(rejected)?;
+        } else if self.broker.config.fsync != FsyncPolicy::Never {
             self.broker
                 .flusher
                 .wait_durable(partition, appended.durable_end())

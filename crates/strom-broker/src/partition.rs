@@ -36,16 +36,54 @@ pub struct PartitionState {
     pub unflushed_messages: i64,
     /// The high watermark advances only with fsync (see the module docs).
     durable_high_watermark: bool,
+    /// Cluster mode only: this node's role for the partition and what it knows of the other
+    /// replicas. `None` on a single node, whose high watermark is its own.
+    pub replica: Option<Box<crate::cluster::state::ReplicaState>>,
 }
 
 impl PartitionState {
     /// The offset up to which consumers may read (exclusive).
     pub fn high_watermark(&self) -> i64 {
+        let local = self.local_end();
+        match &self.replica {
+            None => local,
+            Some(r) => r.high_watermark(local),
+        }
+    }
+
+    /// What this node alone can vouch for: the flushed offset in a durable broker, else the
+    /// log end.
+    pub fn local_end(&self) -> i64 {
         if self.durable_high_watermark {
             self.log.flushed_offset()
         } else {
             self.log.log_end_offset()
         }
+    }
+
+    /// The last stable offset (KIP-98): the high watermark, or the first offset of the oldest
+    /// open transaction if that is lower. read_committed consumers read up to here.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.producers
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// Whole batches from `offset`, never past the last stable offset (read_committed).
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        match self.producers.first_unstable_offset() {
+            None => self.read_visible(offset, max_bytes),
+            Some(first) => {
+                self.log
+                    .read_until(offset, max_bytes, first, self.durable_high_watermark)
+            }
+        }
+    }
+
+    /// The partition's leader epoch: 0 on a single node.
+    pub fn leader_epoch(&self) -> i32 {
+        self.replica.as_ref().map_or(0, |r| r.leader_epoch)
     }
 
     /// Whole batches from `offset`, never past the high watermark (see `PartitionLog::read`).
@@ -86,6 +124,8 @@ pub struct Partition {
     /// Notified after every append and every fsync that moved the high watermark; fetches
     /// waiting for `min_bytes` listen here.
     pub appended: Notify,
+    /// Bytes and records in and out, for `/metrics` (atomics; see `crate::metrics`).
+    pub stats: crate::metrics::PartitionStats,
 }
 
 /// `<topic dir>/partition-<index>`.
@@ -117,8 +157,49 @@ impl Partition {
             log.log_end_offset(),
             options.max_producers,
         )?;
-        // Kafka rebuilds a producer's last-write time from its batches' timestamps.
-        log.scan_headers(from, &mut |h| producers.record(h, h.max_timestamp))?;
+        // Kafka rebuilds a producer's last-write time from its batches' timestamps. Markers
+        // end transactions; an abort's `.txnindex` entry is written again if a crash lost it.
+        let mut markers = Vec::new();
+        log.scan_headers(from, &mut |h| {
+            if h.is_control() {
+                markers.push(*h);
+            } else {
+                producers.record(h, h.max_timestamp)
+            }
+        })?;
+        let mut log = log;
+        if !markers.is_empty() {
+            // Replay in order: batches and markers interleave, so rebuild again with both.
+            let (fresh, from) = producer_snapshot::load(
+                &dir,
+                log.log_start_offset(),
+                log.log_end_offset(),
+                options.max_producers,
+            )?;
+            producers = fresh;
+            let mut kinds = std::collections::HashMap::new();
+            for m in &markers {
+                kinds.insert(m.base_offset, log.control_type(m)?);
+            }
+            let mut aborted = Vec::new();
+            log.scan_headers(from, &mut |h| {
+                if !h.is_control() {
+                    producers.record(h, h.max_timestamp);
+                    return;
+                }
+                if let Some(kind @ (0 | 1)) = kinds.get(&h.base_offset).copied().flatten() {
+                    aborted.extend(producers.end_txn(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_offset,
+                        kind == 1,
+                    ));
+                }
+            })?;
+            for a in aborted {
+                log.append_aborted(a)?;
+            }
+        }
         let durable_high_watermark = options.durable_high_watermark;
         Ok(Partition::with_state(
             topic,
@@ -129,6 +210,7 @@ impl Partition {
                 producers,
                 unflushed_messages: 0,
                 durable_high_watermark,
+                replica: None,
             })),
         ))
     }
@@ -153,6 +235,7 @@ impl Partition {
             dir,
             state: Mutex::new(slot),
             appended: Notify::new(),
+            stats: Default::default(),
         }
     }
 
@@ -201,6 +284,85 @@ impl Partition {
                 &state.producers,
             ),
             Err(_) => Ok(()),
+        }
+    }
+
+    /// Cuts the log back to `offset` (a batch boundary; a follower's divergent tail after a
+    /// leader change) and reopens it, which rebuilds the indexes and the idempotent-producer
+    /// state of what is left. The replication state is kept. Slow: files are cut and
+    /// recovered under the partition's lock (cluster mode only, and only at a leader change).
+    pub fn truncate_to(&self, offset: i64, options: &OpenOptions) -> Result<(), String> {
+        let mut slot = self.state.lock();
+        let Slot::Online(state) = &mut *slot else {
+            return Err("partition is offline".into());
+        };
+        let end = state.log.log_end_offset();
+        if offset >= end {
+            return Ok(());
+        }
+        let start = state.log.log_start_offset();
+        if offset < start {
+            return Err(format!(
+                "cannot truncate to {offset}, below the log start {start}"
+            ));
+        }
+        state.log.flush().map_err(|e| e.to_string())?;
+        // Where the batch at `offset` starts, in which segment.
+        let cut = state.log.read(offset, 1).map_err(|e| e.to_string())?;
+        let bases = state.log.segment_base_offsets();
+        let containing = bases
+            .iter()
+            .copied()
+            .filter(|b| *b <= offset)
+            .max()
+            .unwrap_or(bases[0]);
+        let dir = state.log.dir().to_path_buf();
+        let replica = state.replica.take();
+        // Close every file before changing them.
+        *slot = Slot::Unopened("truncating".into(), None);
+        let result = (|| -> std::io::Result<()> {
+            for base in bases.iter().filter(|b| **b > containing) {
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = std::fs::remove_file(dir.join(format!("{base:020}.{ext}")));
+                }
+            }
+            let log = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(format!("{containing:020}.log")))?;
+            log.set_len(cut.position)?;
+            log.sync_all()?;
+            for ext in ["index", "timeindex"] {
+                let _ = std::fs::remove_file(dir.join(format!("{containing:020}.{ext}")));
+            }
+            strom_log::atomic_file::sync_dir(&dir)
+        })();
+        let topic_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let reopened = result.map_err(|e| e.to_string()).and_then(|()| {
+            Partition::open(
+                &self.topic,
+                self.index,
+                &topic_dir,
+                options,
+                crate::topics::now_ms(),
+                None,
+            )
+            .map_err(|e| e.to_string())
+        });
+        match reopened {
+            Ok(p) => {
+                let Slot::Online(mut fresh) = p.state.into_inner() else {
+                    unreachable!("open gives an online partition");
+                };
+                fresh.replica = replica;
+                tracing::warn!(topic = %self.topic, partition = self.index, from = end, to = offset, "truncated a divergent log tail");
+                *slot = Slot::Online(fresh);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "PARTITION OFFLINE: truncation failed");
+                *slot = Slot::Unopened(e.clone(), None);
+                Err(e)
+            }
         }
     }
 

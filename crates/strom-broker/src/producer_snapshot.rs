@@ -9,7 +9,9 @@
 //! A snapshot is a cache of what the log already says: it is written through a temp file and
 //! a rename but never fsynced, and one that is torn or damaged fails its CRC and is skipped
 //! (an older one, or the whole log, is used instead). Snapshots past the log end (the log was
-//! truncated) are deleted; only the newest [`SNAPSHOTS_KEPT`] are kept.
+//! truncated) are deleted; only the newest [`SNAPSHOTS_KEPT`] are kept. A roll's snapshot is
+//! written on a blocking thread, never on the produce path ([`RollSnapshot`]), and removes its
+//! predecessor by name; a shutdown's lists the directory and keeps the newest.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -57,14 +59,64 @@ fn remove(dir: &Path, offset: i64) -> io::Result<()> {
 
 /// Writes the state as of `offset` and drops all but the newest [`SNAPSHOTS_KEPT`].
 pub fn write(dir: &Path, offset: i64, states: &ProducerStates) -> io::Result<()> {
-    let tmp = dir.join(format!("{offset:020}.{TMP_EXTENSION}"));
-    std::fs::write(&tmp, states.encode())?;
-    std::fs::rename(&tmp, snapshot_path(dir, offset))?;
+    write_file(dir, offset, &states.encode())?;
     let offsets = list(dir)?;
     for &old in offsets.iter().rev().skip(SNAPSHOTS_KEPT) {
         remove(dir, old)?;
     }
     Ok(())
+}
+
+/// The snapshot a segment roll owes: written off the request path (see [`RollSnapshot::spawn`]).
+pub struct RollSnapshot {
+    dir: PathBuf,
+    offset: i64,
+    bytes: Vec<u8>,
+    /// The snapshot this one makes surplus (at the base of the segment [`SNAPSHOTS_KEPT`]
+    /// rolls back), removed without listing the directory, which holds thousands of files.
+    obsolete: Option<i64>,
+}
+
+impl RollSnapshot {
+    /// Encodes the state now (under the partition lock; memory only).
+    pub fn new(dir: &Path, offset: i64, states: &ProducerStates, obsolete: Option<i64>) -> Self {
+        RollSnapshot {
+            dir: dir.to_path_buf(),
+            offset,
+            bytes: states.encode(),
+            obsolete,
+        }
+    }
+
+    /// Writes the file on a blocking thread: file creation, rename and unlink are metadata
+    /// operations that can wait on the filesystem journal, and the request path (a tokio
+    /// worker, holding the partition lock) must not. Inline when there is no runtime.
+    pub fn spawn(self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || self.write());
+            }
+            Err(_) => self.write(),
+        }
+    }
+
+    fn write(self) {
+        let result =
+            write_file(&self.dir, self.offset, &self.bytes).and_then(|()| match self.obsolete {
+                Some(old) => remove(&self.dir, old),
+                None => Ok(()),
+            });
+        if let Err(error) = result {
+            // A snapshot is a cache; the next roll or shutdown writes another.
+            tracing::warn!(dir = %self.dir.display(), offset = self.offset, %error, "writing a producer snapshot failed");
+        }
+    }
+}
+
+fn write_file(dir: &Path, offset: i64, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{offset:020}.{TMP_EXTENSION}"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, snapshot_path(dir, offset))
 }
 
 /// The newest readable state at or below `log_end`, and the offset to rebuild forward from.

@@ -10,16 +10,25 @@
 //! producer ids cannot grow memory without limit. A forgotten producer is treated as Kafka
 //! treats an unknown one: its next batch is accepted whatever its sequence.
 //!
+//! It also knows each producer's open transaction in the partition (KIP-98): the offset of its
+//! first transactional batch here, until a marker ends it. The smallest of those is the
+//! partition's first unstable offset, which bounds the last stable offset (LSO). Open
+//! transactions are kept apart from the producer entries, so expiring or evicting an idle
+//! producer never moves the LSO.
+//!
 //! Snapshot encoding (big-endian), the body of a `<offset>.snapshot` file:
 //! ```text
-//! version u8 (=1) | count u32 | count x producer | crc32c u32 of everything before it
+//! version u8 (=2) | count u32 | count x producer | txns u32 | txns x open txn
+//!   | crc32c u32 of everything before it
 //! producer: producer_id i64 | epoch i16 | last_append_ms i64 | batches u8 (<= 5) | batches x
 //!           (first_seq i32 | last_seq i32 | base_offset i64 | last_offset i64 | timestamp i64)
+//! open txn: producer_id i64 | first_offset i64
 //! ```
+//! Version 1 (written before transactions) is the same without the open-transaction part.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use strom_log::BatchHeader;
+use strom_log::{AbortedTxn, BatchHeader};
 
 /// Kafka keeps the last five batches per producer; clients bound in-flight requests to five
 /// when idempotence is on for the same reason.
@@ -28,7 +37,8 @@ pub const BATCHES_REMEMBERED: usize = 5;
 /// Default of `producer.state.max.producers.per.partition`.
 pub const MAX_PRODUCERS_DEFAULT: usize = 10_000;
 
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_NO_TXNS: u8 = 1;
 const BATCH_RECORD_BYTES: usize = 4 + 4 + 8 + 8 + 8;
 const PRODUCER_FIXED_BYTES: usize = 8 + 2 + 8 + 1;
 
@@ -68,6 +78,20 @@ pub enum SequenceCheck {
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
     max_producers: usize,
+    /// Open transactions: producer id -> offset of its first transactional batch here.
+    open_txns: BTreeMap<i64, i64>,
+    /// The same, ordered by first offset, for the first unstable offset in O(log n).
+    unstable: BTreeSet<(i64, i64)>,
+}
+
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub current_txn_start_offset: i64,
 }
 
 impl Default for ProducerStates {
@@ -94,6 +118,8 @@ impl ProducerStates {
         ProducerStates {
             producers: HashMap::new(),
             max_producers: max_producers.max(1),
+            open_txns: BTreeMap::new(),
+            unstable: BTreeSet::new(),
         }
     }
 
@@ -147,6 +173,10 @@ impl ProducerStates {
         if h.producer_id < 0 || h.base_sequence < 0 {
             return;
         }
+        if h.is_transactional() && !self.open_txns.contains_key(&h.producer_id) {
+            self.open_txns.insert(h.producer_id, h.base_offset);
+            self.unstable.insert((h.base_offset, h.producer_id));
+        }
         if !self.producers.contains_key(&h.producer_id)
             && self.producers.len() >= self.max_producers
         {
@@ -168,6 +198,62 @@ impl ProducerStates {
         while entry.batches.len() > BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
+    }
+
+    /// A transaction marker written at `marker_offset` ends the producer's open transaction
+    /// (if any). A marker of a newer epoch (a fenced or timed-out transaction) makes that
+    /// epoch current, as Kafka's `appendEndTxnMarker` does. An abort returns its
+    /// aborted-transaction index entry.
+    pub fn end_txn(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker_offset: i64,
+        commit: bool,
+    ) -> Option<AbortedTxn> {
+        let first = self.open_txns.remove(&producer_id);
+        if let Some(first) = first {
+            self.unstable.remove(&(first, producer_id));
+        }
+        if let Some(entry) = self.producers.get_mut(&producer_id) {
+            if epoch > entry.epoch {
+                entry.epoch = epoch;
+                entry.batches.clear();
+            }
+        }
+        (!commit).then(|| AbortedTxn {
+            producer_id,
+            first_offset: first.unwrap_or(marker_offset),
+            last_offset: marker_offset,
+            last_stable_offset: self.first_unstable_offset().unwrap_or(marker_offset + 1),
+        })
+    }
+
+    /// The first offset of the oldest open transaction: the LSO can not pass it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.unstable.first().map(|&(offset, _)| offset)
+    }
+
+    /// Whether the producer has an open transaction in this partition.
+    pub fn in_txn(&self, producer_id: i64) -> bool {
+        self.open_txns.contains_key(&producer_id)
+    }
+
+    /// Every known producer, for DescribeProducers.
+    pub fn views(&self) -> Vec<ProducerView> {
+        let mut out: Vec<ProducerView> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| ProducerView {
+                producer_id: id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.batches.back().map_or(-1, |b| b.timestamp),
+                current_txn_start_offset: self.open_txns.get(&id).copied().unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|v| v.producer_id);
+        out
     }
 
     /// One O(n) pass, only when the cap is reached by a new producer id.
@@ -219,6 +305,11 @@ impl ProducerStates {
                 out.extend_from_slice(&b.timestamp.to_be_bytes());
             }
         }
+        out.extend_from_slice(&(self.open_txns.len() as u32).to_be_bytes());
+        for (id, first) in &self.open_txns {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&first.to_be_bytes());
+        }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         out
@@ -231,7 +322,8 @@ impl ProducerStates {
             return None;
         }
         let mut r = Reader { bytes: body, at: 0 };
-        if r.take::<1>()?[0] != SNAPSHOT_VERSION {
+        let version = r.take::<1>()?[0];
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_TXNS {
             return None;
         }
         let count = u32::from_be_bytes(r.take()?) as usize;
@@ -266,6 +358,18 @@ impl ProducerStates {
                     batches,
                 },
             );
+        }
+        if version == SNAPSHOT_VERSION {
+            let txns = u32::from_be_bytes(r.take()?) as usize;
+            if txns > body.len() / 16 {
+                return None;
+            }
+            for _ in 0..txns {
+                let id = i64::from_be_bytes(r.take()?);
+                let first = i64::from_be_bytes(r.take()?);
+                states.open_txns.insert(id, first);
+                states.unstable.insert((first, id));
+            }
         }
         (r.at == body.len()).then_some(states)
     }
@@ -372,6 +476,48 @@ mod tests {
         }
         assert_eq!(ProducerStates::decode(&bytes[..bytes.len() - 1], 100), None);
         assert_eq!(ProducerStates::decode(&[], 100), None);
+    }
+
+    #[test]
+    fn open_transactions_bound_the_lso_and_survive_snapshots_and_eviction() {
+        let mut s = ProducerStates::new(1);
+        let txn = |pid, seq, offset| BatchHeader {
+            attributes: strom_protocol::record_batch::ATTR_TRANSACTIONAL,
+            ..header(pid, 0, seq, 2, offset)
+        };
+        s.record(&txn(1, 0, 10), 0);
+        s.record(&txn(1, 2, 12), 0);
+        s.record(&txn(2, 0, 14), 0);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        let decoded = ProducerStates::decode(&s.encode(), 1).unwrap();
+        assert_eq!(decoded, s);
+        // Producer 1 was evicted by producer 2 (cap 1), but its transaction is still open.
+        assert_eq!(s.epoch_of(1), None);
+        assert!(s.in_txn(1));
+        let aborted = s.end_txn(1, 0, 16, false).unwrap();
+        assert_eq!(
+            aborted,
+            AbortedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 16,
+                last_stable_offset: 14
+            }
+        );
+        assert_eq!(s.end_txn(2, 0, 17, true), None);
+        assert_eq!(s.first_unstable_offset(), None);
+    }
+
+    #[test]
+    fn version_1_snapshots_still_load() {
+        let mut s = ProducerStates::new(10);
+        s.record(&header(5, 0, 0, 1, 0), 0);
+        let mut v1 = s.encode();
+        v1.truncate(v1.len() - 8); // crc and the empty open-transaction count
+        v1[0] = 1;
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(ProducerStates::decode(&v1, 10), Some(s));
     }
 
     #[test]

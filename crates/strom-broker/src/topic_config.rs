@@ -217,6 +217,7 @@ impl EffectiveTopicConfig {
             max_message_bytes: self.max_message_bytes,
             log_append_time: self.log_append_time,
             flush_messages: self.flush_messages,
+            leader_epoch: 0,
         }
     }
 

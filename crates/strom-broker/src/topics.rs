@@ -143,7 +143,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
             "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
         )));
     }
-    if name == META_DIR || name == OFFSETS_DIR {
+    if name == META_DIR || name == OFFSETS_DIR || name == crate::txn::store::TXN_DIR {
         return Err(TopicError::InvalidTopic(format!(
             "Topic name {name} is reserved"
         )));
@@ -252,7 +252,7 @@ impl Topics {
         self.data_dir.join(META_DIR).join(TRASH_DIR)
     }
 
-    fn open_options(&self, effective: &EffectiveTopicConfig) -> OpenOptions {
+    pub(crate) fn open_options(&self, effective: &EffectiveTopicConfig) -> OpenOptions {
         OpenOptions {
             log: effective.log_config(self.flush_on_roll()),
             // The high watermark follows fsync unless the broker never fsyncs on the produce
@@ -337,6 +337,20 @@ impl Topics {
         configs: TopicOverrides,
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
+        self.create_with_id(name, partitions, configs, validate_only, None)
+            .await
+    }
+
+    /// [`Topics::create`] with the topic id given (cluster mode: the metadata log chose it,
+    /// and every replica must agree on it).
+    pub async fn create_with_id(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: TopicOverrides,
+        validate_only: bool,
+        topic_id: Option<Uuid>,
+    ) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name)?;
         let partitions = if partitions == -1 {
             self.config.num_partitions
@@ -367,7 +381,7 @@ impl Topics {
         }
         let meta = TopicMeta {
             name: name.to_string(),
-            topic_id: Uuid::new_v4(),
+            topic_id: topic_id.unwrap_or_else(Uuid::new_v4),
             partitions,
             configs,
         };

@@ -17,6 +17,7 @@ const OPTIONS: AppendOptions = AppendOptions {
     max_message_bytes: 1 << 20,
     log_append_time: false,
     flush_messages: -1,
+    leader_epoch: 0,
 };
 
 fn idempotent_batch(producer_id: i64, sequence: i32) -> Bytes {

@@ -17,6 +17,9 @@ use kafka_protocol::records::{
 use strom_broker::{Broker, ConfigBuilder, Reply, RequestContext};
 use strom_protocol::versions::{min_served_version, SUPPORTED};
 
+#[path = "txn_requests/mod.rs"]
+mod txn_requests;
+
 const TOPIC: &str = "glue";
 
 fn s(v: &str) -> StrBytes {
@@ -199,6 +202,13 @@ fn request(key: ApiKey, version: i16) -> Option<BodyWriter> {
             enc!(DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]))
         }
         ApiKey::OffsetDelete => enc!(OffsetDeleteRequest::default().with_group_id(GroupId(s("g")))),
+        ApiKey::AddPartitionsToTxn => enc!(txn_requests::add_partitions(version)),
+        ApiKey::AddOffsetsToTxn => enc!(txn_requests::add_offsets()),
+        ApiKey::TxnOffsetCommit => enc!(txn_requests::txn_offset_commit()),
+        ApiKey::EndTxn => enc!(txn_requests::end_txn()),
+        ApiKey::DescribeTransactions => enc!(txn_requests::describe_transactions()),
+        ApiKey::ListTransactions => enc!(ListTransactionsRequest::default()),
+        ApiKey::DescribeProducers => enc!(txn_requests::describe_producers()),
         _ => None,
     }
 }
@@ -237,6 +247,13 @@ fn decode_response(key: ApiKey, version: i16, mut body: Bytes) -> anyhow::Result
         ApiKey::ListGroups => dec!(ListGroupsResponse),
         ApiKey::DeleteGroups => dec!(DeleteGroupsResponse),
         ApiKey::OffsetDelete => dec!(OffsetDeleteResponse),
+        ApiKey::AddPartitionsToTxn => dec!(AddPartitionsToTxnResponse),
+        ApiKey::AddOffsetsToTxn => dec!(AddOffsetsToTxnResponse),
+        ApiKey::TxnOffsetCommit => dec!(TxnOffsetCommitResponse),
+        ApiKey::EndTxn => dec!(EndTxnResponse),
+        ApiKey::DescribeTransactions => dec!(DescribeTransactionsResponse),
+        ApiKey::ListTransactions => dec!(ListTransactionsResponse),
+        ApiKey::DescribeProducers => dec!(DescribeProducersResponse),
         other => anyhow::bail!("no decoder for {other:?}"),
     }
 }

@@ -32,6 +32,9 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use strom_broker::{Broker, Reply};
 use strom_protocol::versions::{min_served_version, SUPPORTED};
 
+#[path = "txn_requests/mod.rs"]
+mod txn_requests;
+
 // The allocation guard of the `strom` binary.
 #[global_allocator]
 static GLOBAL: strom_protocol::alloc_guard::HugeAllocationGuard =
@@ -541,6 +544,13 @@ fn base_request(key: ApiKey, v: i16) -> (Bytes, usize) {
                         ]),
                 ]),
         ),
+        ApiKey::AddPartitionsToTxn => encoded(key, v, &txn_requests::add_partitions(v)),
+        ApiKey::AddOffsetsToTxn => encoded(key, v, &txn_requests::add_offsets()),
+        ApiKey::TxnOffsetCommit => encoded(key, v, &txn_requests::txn_offset_commit()),
+        ApiKey::EndTxn => encoded(key, v, &txn_requests::end_txn()),
+        ApiKey::DescribeTransactions => encoded(key, v, &txn_requests::describe_transactions()),
+        ApiKey::ListTransactions => encoded(key, v, &ListTransactionsRequest::default()),
+        ApiKey::DescribeProducers => encoded(key, v, &txn_requests::describe_producers()),
         other => panic!("no base request for served API {other:?}"),
     }
 }

@@ -72,6 +72,7 @@
 //! - `offsets`: ListOffsets and OffsetFetch helpers; `admin`: [`Admin`].
 
 pub mod admin;
+pub mod admin_txn;
 mod batch;
 pub mod blocking;
 pub mod cluster;

@@ -245,6 +245,65 @@ impl GroupCoordinator {
         offsets: &[NewOffset],
         expire_ms: i64,
     ) -> Vec<Result<(), CoordinatorError>> {
+        self.commit_checked(group_id, Some(committer), offsets, expire_ms)
+            .await
+    }
+
+    /// Kafka's `validateOffsetCommit` for a TxnOffsetCommit (KIP-447): a member or generation
+    /// that is given must match the group's, but the group's state does not matter (the
+    /// offsets only become visible when the transaction commits).
+    pub fn validate_transactional_commit(
+        &self,
+        group_id: &str,
+        committer: Committer<'_>,
+    ) -> Result<(), CoordinatorError> {
+        if group_id.is_empty() || group_id.len() > usize::from(u16::MAX) {
+            return Err(CoordinatorError::InvalidGroupId);
+        }
+        let mut st = self.state.lock();
+        let Some(g) = st.groups.get_mut(group_id) else {
+            return if committer.generation_id < 0 {
+                Ok(())
+            } else {
+                Err(CoordinatorError::IllegalGeneration)
+            };
+        };
+        if committer.generation_id < 0 && g.is(crate::group::GroupState::Empty) {
+            return Ok(());
+        }
+        if g.is(crate::group::GroupState::Dead) {
+            return Err(CoordinatorError::UnknownMemberId);
+        }
+        if committer.generation_id >= 0
+            || !committer.member_id.is_empty()
+            || committer.instance_id.is_some()
+        {
+            g.validate_member(committer.member_id, committer.instance_id)
+                .or_else(CoordinatorError::from_code)?;
+            if committer.generation_id != g.generation_id {
+                return Err(CoordinatorError::IllegalGeneration);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the offsets of a committed transaction: they were checked when the transaction
+    /// staged them (TxnOffsetCommit), so no member or generation check applies now.
+    pub async fn commit_transactional(
+        &self,
+        group_id: &str,
+        offsets: &[NewOffset],
+    ) -> Vec<Result<(), CoordinatorError>> {
+        self.commit_checked(group_id, None, offsets, -1).await
+    }
+
+    async fn commit_checked(
+        &self,
+        group_id: &str,
+        committer: Option<Committer<'_>>,
+        offsets: &[NewOffset],
+        expire_ms: i64,
+    ) -> Vec<Result<(), CoordinatorError>> {
         let now_ms = self.clock.now_ms();
         if group_id.is_empty() || group_id.len() > usize::from(u16::MAX) {
             return vec![Err(CoordinatorError::InvalidGroupId); offsets.len()];
@@ -280,9 +339,11 @@ impl GroupCoordinator {
         };
         let seq = {
             let mut st = self.state.lock();
-            if let Err(e) = self.validate_commit_locked(&mut st, group_id, committer, now_ms) {
-                fail_valid(&mut results, e);
-                return results;
+            if let Some(committer) = committer {
+                if let Err(e) = self.validate_commit_locked(&mut st, group_id, committer, now_ms) {
+                    fail_valid(&mut results, e);
+                    return results;
+                }
             }
             if records.is_empty() {
                 return results;

@@ -17,6 +17,7 @@
 //!   and sync deadlines, the initial rebalance delay).
 //! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete and offsets retention.
 //! - `admin`: DescribeGroups, ListGroups, DeleteGroups.
+//! - `overview`: a read-only copy of every group for metrics and the HTTP console.
 //! - `group`: the in-memory domain model of one group (members, state, protocol choice).
 //! - `store`: the append-only, CRC-checked log of commit and group metadata records (format
 //!   in `docs/groups.md`).
@@ -46,6 +47,7 @@ mod admin;
 mod group;
 mod membership;
 mod offsets;
+mod overview;
 mod rebalance;
 mod store;
 
@@ -58,6 +60,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use coordinator::GroupCoordinator;
 pub use domain::{Committer, CoordinatorError, JoinParams, Joined, NewOffset};
 pub use error::GroupError;
+pub use overview::{GroupSummary, MemberSummary};
 
 /// Coordinator settings; the names follow Kafka's broker configs.
 #[derive(Debug, Clone)]

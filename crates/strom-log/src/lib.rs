@@ -16,6 +16,7 @@
 //! - `retention`: time/size retention and DeleteRecords.
 //! - `lookup`: timestamp lookups for ListOffsets.
 //! - `start_offset`: the durable `log-start-offset` file.
+//! - `txn_index`: the per-segment aborted-transaction index (`.txnindex`).
 //! - [`atomic_file`]: write-temp, fsync, rename, fsync-dir for every small durable file (shared
 //!   with the broker and the offsets store).
 //! - [`testing`]: builds valid batches for tests (doc-hidden).
@@ -39,6 +40,7 @@ mod segment;
 mod start_offset;
 #[doc(hidden)]
 pub mod testing;
+mod txn_index;
 
 pub use batch::{set_base_offset, set_log_append_time, validate_batches, BatchHeader};
 pub use config::{
@@ -47,6 +49,7 @@ pub use config::{
 };
 pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, FlushTarget, PartitionLog, ReadSlice, SyncError};
+pub use txn_index::AbortedTxn;
 
 /// Fault injection for other crates' tests: a write path whose next write or fsync fails.
 #[cfg(feature = "fault-injection")]

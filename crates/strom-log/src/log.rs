@@ -29,6 +29,7 @@ use crate::io::{FileIo, RealIo};
 use crate::recovery::{self, TailPolicy};
 use crate::segment::{delete_segment_files, Segment};
 use crate::start_offset;
+use crate::txn_index::{AbortedIndex, AbortedTxn};
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +146,8 @@ pub struct PartitionLog {
     pub(crate) io: Arc<dyn FileIo>,
     /// Set by the first failed write or fsync; see [`LogError::Failed`].
     pub(crate) failure: Option<String>,
+    /// The `.txnindex` entries of every segment.
+    pub(crate) aborted: AbortedIndex,
 }
 
 impl PartitionLog {
@@ -252,6 +255,7 @@ impl PartitionLog {
             segments,
             io,
             failure: None,
+            aborted: AbortedIndex::default(),
         };
         if let Some(stored) = stored_start {
             log.log_start_offset = log.log_start_offset.max(stored);
@@ -271,6 +275,8 @@ impl PartitionLog {
             log.segments.push(Segment::create(dir, start, now_ms)?);
             log.size_bytes = 0;
         }
+        let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+        log.aborted = AbortedIndex::load(dir, &bases, log.log_end_offset())?;
         // Whatever survived may still sit only in the page cache (a process crash keeps it
         // there); make it durable once so the flushed offset can start at the end. Segments
         // wholly below the recovery point were durable already. Index files are a cache and
@@ -370,6 +376,12 @@ impl PartitionLog {
         self.active().base_offset
     }
 
+    /// Base offset of the segment `n` places before the active one (0: the active one).
+    pub fn segment_base_before_active(&self, n: usize) -> Option<i64> {
+        let last = self.segments.len() - 1;
+        last.checked_sub(n).map(|i| self.segments[i].base_offset)
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.iter().map(|s| s.base_offset).collect()
@@ -443,6 +455,12 @@ impl PartitionLog {
             last_offset,
             log_start_offset: self.log_start_offset,
         })
+    }
+
+    /// Whether an append of `append_bytes` holding `records` offsets at `now_ms` rolls the
+    /// segment first (creating files: slow when the filesystem journal is busy).
+    pub fn roll_due(&self, append_bytes: u64, records: i64, now_ms: i64) -> bool {
+        self.should_roll(append_bytes, self.log_end_offset() + records - 1, now_ms)
     }
 
     fn should_roll(&self, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
@@ -565,6 +583,69 @@ impl PartitionLog {
         self.segments
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1)
+    }
+
+    /// Records an aborted transaction in the `.txnindex` of the segment holding its abort
+    /// marker (`txn.last_offset`). An entry already there (rebuilt from the log at startup) is
+    /// not written twice.
+    pub fn append_aborted(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
+        let base = self.segments[self.segment_index_for(txn.last_offset)].base_offset;
+        if self.aborted.contains(base, &txn) {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        self.aborted.append(&dir, base, txn).map_err(LogError::Io)
+    }
+
+    /// The aborted transactions that overlap `[from, upper)` (Kafka's
+    /// `collectAbortedTransactions`), for a read_committed fetch.
+    pub fn aborted_between(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let first = self.segments[self.segment_index_for(from)].base_offset;
+        self.aborted.overlapping(first, from, upper)
+    }
+
+    /// [`PartitionLog::read`] that stops before `limit` (a batch boundary at or below the
+    /// flushed offset when `flushed_only`): the last stable offset of a read_committed fetch.
+    pub fn read_until(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+        flushed_only: bool,
+    ) -> Result<ReadSlice, LogError> {
+        let ceiling = if flushed_only {
+            self.flushed_offset
+        } else {
+            self.log_end_offset()
+        };
+        if limit >= ceiling {
+            return self.read_below(offset, max_bytes, ceiling);
+        }
+        self.check_range(offset)?;
+        if offset >= limit {
+            return Ok(ReadSlice::empty());
+        }
+        let mut slice = self.read_below(offset, max_bytes, ceiling)?;
+        // Cut the slice at the batch that starts at `limit`, if it lies inside it.
+        let segment = &self.segments[self.segment_index_for(offset)];
+        if limit < segment.next_offset {
+            if let Some((position, _)) = segment.find_batch(limit)? {
+                let end = position.max(slice.position);
+                slice.len = slice.len.min((end - slice.position) as usize);
+            }
+        }
+        Ok(slice)
+    }
+
+    /// The control type of the control batch `header` (read back from its segment): 0 for an
+    /// abort marker, 1 for a commit; `None` if it cannot be read as one.
+    pub fn control_type(&self, header: &BatchHeader) -> Result<Option<i16>, LogError> {
+        let segment = &self.segments[self.segment_index_for(header.base_offset)];
+        let Some((position, found)) = segment.find_batch(header.base_offset)? else {
+            return Ok(None);
+        };
+        let bytes = segment.read_batch(position, &found)?;
+        Ok(strom_protocol::control::control_type(&bytes))
     }
 
     /// Walk batch headers from the batch containing `from_offset` (clamped to the log start

@@ -71,7 +71,7 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
             "log" => {
                 logs.insert(base);
             }
-            "index" | "timeindex" => indexes.push(base),
+            "index" | "timeindex" | "txnindex" => indexes.push(base),
             _ => {}
         }
     }

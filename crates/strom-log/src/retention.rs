@@ -112,6 +112,7 @@ impl PartitionLog {
             self.size_bytes -= segment.size;
         }
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
+        self.aborted.drop_below(self.segments[0].base_offset);
         self.check_invariants();
         for segment in removed {
             tracing::debug!(dir = %self.dir.display(), base = segment.base_offset, "deleting segment");

@@ -41,7 +41,7 @@ pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(segment_file_name(base_offset, "timeindex"))
 }
 
-/// Remove a segment's three files. Missing files are fine: a crash may have interrupted an
+/// Remove a segment's files (`.log`, `.index`, `.timeindex`, `.txnindex`). Missing files are fine: a crash may have interrupted an
 /// earlier deletion. The `.log` goes first so an interrupted deletion leaves at most orphan
 /// index files, which `open` removes.
 pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
@@ -49,6 +49,7 @@ pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> io::Result<(
         log_path(dir, base_offset),
         index_path(dir, base_offset),
         time_index_path(dir, base_offset),
+        crate::txn_index::txn_index_path(dir, base_offset),
     ] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}

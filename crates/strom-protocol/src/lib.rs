@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`alloc_guard`]: a global allocator that survives decoders reserving memory for huge
 //!   lengths read off the wire (the one part of this crate with `unsafe`).
+//! - [`control`]: transaction markers (control batches) in Kafka's layout.
 //! - [`frame`]: two-step framing (is a whole size-prefixed frame buffered, and is it under the limit?).
 //! - [`header`]: request header decoding, including the KIP-511 path for ApiVersions requests newer
 //!   than ours and the error for unknown API keys.
@@ -18,6 +19,7 @@
 //! schemas; it is re-exported so every crate uses the same version.
 
 pub mod alloc_guard;
+pub mod control;
 pub mod frame;
 pub mod header;
 pub mod partition_key;

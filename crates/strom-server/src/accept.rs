@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strom_broker::metrics::METRICS;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -45,12 +46,15 @@ pub async fn accept_loop<S, F>(
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(listener = listener_name, %peer, max = max_connections, "refusing connection: max.connections reached");
+            METRICS.connection_refused(listener_name);
             refuse(&socket);
             continue;
         };
+        METRICS.connection_accepted(listener_name);
         let connection = serve(socket, peer, shutdown.clone());
         tokio::spawn(async move {
             connection.await;
+            METRICS.connection_closed(listener_name);
             drop(permit);
         });
     }

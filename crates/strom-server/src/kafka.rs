@@ -2,7 +2,8 @@
 //! frames (at most `socket.request.max.bytes`), hands each to the broker in arrival order and
 //! writes the responses in the same order. Up to `queued.max.requests` requests per connection
 //! may wait for their response (e.g. for a group-commit fsync) while later ones are read, which
-//! is how pipelining clients get throughput without reordering.
+//! is how pipelining clients get throughput without reordering, and all connections together
+//! hold at most `queued.max.request.bytes` of such requests (see [`crate::request_budget`]).
 //!
 //! A broken frame (bad size, unknown API, undecodable body) closes that connection with a log
 //! line; nothing else is affected.
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use strom_broker::listeners::{Listener, SecurityProtocol};
 use strom_broker::local::Local;
+use strom_broker::metrics::{RequestTimer, METRICS};
 use strom_broker::security::session::Session;
 use strom_broker::{Broker, Reply, RequestContext};
 use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
@@ -30,16 +32,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
+use crate::request_budget::{Held, RequestBudget};
 use crate::shutdown::Shutdown;
 
 /// How much a connection reads at a time when its buffer is empty.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub queued_max_requests: usize,
+    /// Shared by every connection of the listener.
+    pub request_bytes: RequestBudget,
     pub idle_timeout: std::time::Duration,
 }
 
@@ -49,6 +54,7 @@ impl Limits {
             max_connections: broker.config.max_connections,
             max_frame_bytes: broker.config.socket_request_max_bytes,
             queued_max_requests: broker.config.queued_max_requests,
+            request_bytes: RequestBudget::new(broker.config.queued_max_request_bytes),
             idle_timeout: std::time::Duration::from_millis(broker.config.connections_max_idle_ms),
         }
     }
@@ -100,6 +106,7 @@ pub async fn serve_listener(
             let local = local.clone();
             let spec = spec.clone();
             let tls = tls.clone();
+            let limits = limits.clone();
             async move {
                 let broker = local.broker().clone();
                 let mut ctx = RequestContext::anonymous(peer.ip().to_string());
@@ -179,6 +186,15 @@ async fn first_byte(socket: &TcpStream, idle_timeout: std::time::Duration) -> Op
     }
 }
 
+/// Counts the request by the API key and version at the start of its header (both i16,
+/// big-endian) and starts its latency timer.
+fn start_timer(frame: &[u8]) -> Option<RequestTimer> {
+    let header = frame.get(..4)?;
+    let api = i16::from_be_bytes([header[0], header[1]]);
+    let version = i16::from_be_bytes([header[2], header[3]]);
+    METRICS.request_started(api, version)
+}
+
 async fn serve_connection<R, W>(
     mut reader: R,
     mut writer: W,
@@ -191,15 +207,21 @@ async fn serve_connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Reply>(limits.queued_max_requests);
+    // Each reply travels with its latency timer (stopped once the response is ready) and its
+    // hold on the request budget (`_held` gives the bytes back once the reply is out).
+    let (tx, mut rx) =
+        mpsc::channel::<(Reply, Option<RequestTimer>, Held)>(limits.queued_max_requests);
     let writer_task = tokio::spawn(async move {
-        while let Some(reply) = rx.recv().await {
+        while let Some((reply, timer, _held)) = rx.recv().await {
             let bytes = match reply {
                 Reply::Ready(b) => Some(b),
                 Reply::Deferred(f) => f.await,
                 Reply::None => None,
                 Reply::Close(_) => break,
             };
+            if let Some(t) = timer {
+                t.finish();
+            }
             if let Some(b) = bytes {
                 if writer.write_all(&b).await.is_err() {
                     break;
@@ -216,15 +238,18 @@ async fn serve_connection<R, W>(
             let max_frame = session.max_frame_bytes(&broker, limits.max_frame_bytes);
             match check_frame(&buf, max_frame) {
                 Ok(Some(len)) => {
+                    // Wait for room before handling: meanwhile the socket is not read.
+                    let held = limits.request_bytes.take(len).await;
                     let mut frame = buf.split_to(SIZE_PREFIX_BYTES + len);
                     let _ = frame.split_to(SIZE_PREFIX_BYTES);
+                    let timer = start_timer(&frame);
                     let reply = session.handle(&broker, frame.freeze()).await;
                     if let Reply::Close(reason) = &reply {
                         tracing::warn!(%peer, %reason, "closing connection");
-                        let _ = tx.send(reply).await;
+                        let _ = tx.send((reply, None, held)).await;
                         break 'conn;
                     }
-                    if tx.send(reply).await.is_err() || session.must_close() {
+                    if tx.send((reply, timer, held)).await.is_err() || session.must_close() {
                         break 'conn;
                     }
                 }

@@ -1,5 +1,6 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
-//! `topic`, `produce`, `consume` and `group` are kcat-like client commands.
+//! `topic`, `produce`, `consume`, `group` and `txn` are kcat-like client commands; `top` shows
+//! live figures from the HTTP API; `cluster` shows the metadata quorum.
 
 mod cli;
 
@@ -18,6 +19,9 @@ use std::process::ExitCode;
     about = "A Kafka-compatible streaming broker in one binary"
 )]
 struct Cli {
+    /// Log lines as text (default) or one JSON object per line, for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,11 +42,22 @@ enum Command {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// Live figures in the terminal: throughput, topics, groups and lag (over the HTTP API).
+    Top(cli::top::TopArgs),
+    /// List and describe transactions.
+    #[command(subcommand)]
+    Txn(cli::txn::TxnCommand),
+    /// Show the metadata quorum of a cluster (leader, voters, lag, brokers).
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(matches!(cli.command, Command::Serve(_) | Command::Demo(_)));
+    cli::init_logging(
+        matches!(cli.command, Command::Serve(_) | Command::Demo(_)),
+        cli.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,6 +76,9 @@ fn main() -> ExitCode {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
+            Command::Top(args) => cli::top::run(args).await,
+            Command::Txn(cmd) => cli::txn::run(cmd).await,
+            Command::Cluster(cmd) => cli::cluster::run(cmd).await,
         }
     });
     match result {

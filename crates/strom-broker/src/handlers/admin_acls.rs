@@ -1,7 +1,8 @@
 //! Kafka's checks in front of the topic admin APIs and InitProducerId: CREATE on the
 //! cluster or the topic to create it, DELETE on the topic to delete it (denied entries get
 //! TOPIC_AUTHORIZATION_FAILED), and for an idempotent producer IDEMPOTENT_WRITE on the
-//! cluster or WRITE on some topic (KIP-679), else CLUSTER_AUTHORIZATION_FAILED.
+//! cluster or WRITE on some topic (KIP-679), else CLUSTER_AUTHORIZATION_FAILED; a
+//! transactional one needs WRITE on its transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
 
 use std::sync::Arc;
 
@@ -89,22 +90,28 @@ pub async fn delete_topics(
     response
 }
 
-pub fn init_producer_id(
+pub async fn init_producer_id(
     broker: &Arc<Broker>,
     authz: &Authz<'_>,
     req: InitProducerIdRequest,
     version: i16,
 ) -> InitProducerIdResponse {
-    let idempotent_only = req.transactional_id.is_none();
-    if authz.enforcing()
-        && idempotent_only
-        && !authz.cluster(op::IDEMPOTENT_WRITE)
-        && !authz.any_topic(op::WRITE)
-    {
-        return InitProducerIdResponse::default()
-            .with_error_code(E::ClusterAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
+    if authz.enforcing() {
+        let refused = match req.transactional_id.as_deref() {
+            Some(id) if !authz.transactional_id(op::WRITE, id) => {
+                Some(E::TransactionalIdAuthorizationFailed)
+            }
+            None if !authz.cluster(op::IDEMPOTENT_WRITE) && !authz.any_topic(op::WRITE) => {
+                Some(E::ClusterAuthorizationFailed)
+            }
+            _ => None,
+        };
+        if let Some(e) = refused {
+            return InitProducerIdResponse::default()
+                .with_error_code(e.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+        }
     }
-    producer_id::handle(broker, req, version)
+    producer_id::handle(broker, req, version).await
 }

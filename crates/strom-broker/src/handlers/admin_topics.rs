@@ -71,6 +71,80 @@ fn check_replicas(broker_ids: &[i32], node: i32, replication: Option<usize>) -> 
     Ok(())
 }
 
+/// One topic of CreateTopics in cluster mode: through the metadata quorum, replicas spread
+/// over the live brokers.
+async fn create_replicated(
+    broker: &Broker,
+    cluster: &crate::cluster::Cluster,
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<CreatableTopicResult, (i16, String)> {
+    use crate::cluster::CreateError;
+    if !t.assignments.is_empty() {
+        return Err((
+            E::InvalidRequest.code(),
+            "Manual partition assignments are not supported in cluster mode yet.".into(),
+        ));
+    }
+    if t.replication_factor < -1 || t.replication_factor == 0 {
+        return Err((
+            E::InvalidReplicationFactor.code(),
+            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+        ));
+    }
+    if t.num_partitions < -1 || t.num_partitions == 0 {
+        return Err((
+            E::InvalidPartitions.code(),
+            "Number of partitions was set to an invalid non-positive value.".into(),
+        ));
+    }
+    let rf = if t.replication_factor == -1 {
+        broker.config.default_replication_factor
+    } else {
+        t.replication_factor
+    };
+    let partitions = if t.num_partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        t.num_partitions
+    };
+    let name = t.name.0.to_string();
+    if cluster.image().topics.contains_key(&name) {
+        let e = TopicError::AlreadyExists(name);
+        return Err((e.code(), e.to_string()));
+    }
+    let live = cluster.image().live_brokers().len();
+    if rf as usize > live {
+        return Err((
+            E::InvalidReplicationFactor.code(),
+            format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."),
+        ));
+    }
+    let result = |id: Uuid| {
+        CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_topic_id(id)
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+    };
+    if validate_only {
+        return Ok(result(Uuid::nil()));
+    }
+    match cluster
+        .create_topic(broker, &name, partitions, rf as usize, configs)
+        .await
+    {
+        Ok(id) => Ok(result(id)),
+        Err(CreateError::Exists) => {
+            let e = TopicError::AlreadyExists(name);
+            Err((e.code(), e.to_string()))
+        }
+        Err(CreateError::ReplicationFactor(m)) => Err((E::InvalidReplicationFactor.code(), m)),
+        Err(e @ CreateError::Quorum(_)) => Err((E::RequestTimedOut.code(), e.to_string())),
+    }
+}
+
 /// CreateTopics in the order of ControllerApis.createTopics and
 /// ReplicationControlManager.createTopics: duplicates, the name, existence, the configs, then
 /// assignments, replication factor and partition count.
@@ -127,6 +201,14 @@ pub async fn create_topics(
         }
         if let Some(msg) = config_error {
             results.push(fail(E::InvalidConfig.code(), msg));
+            continue;
+        }
+        if let Some(cluster) = broker.cluster.get() {
+            results.push(
+                create_replicated(broker, cluster, &t, configs, req.validate_only)
+                    .await
+                    .unwrap_or_else(|(code, msg)| fail(code, msg)),
+            );
             continue;
         }
         let partitions = if !t.assignments.is_empty() {

@@ -48,6 +48,10 @@ impl<'a> Authz<'a> {
         self.allowed(operation, resource::GROUP, id)
     }
 
+    pub fn transactional_id(&self, operation: i8, id: &str) -> bool {
+        self.allowed(operation, resource::TRANSACTIONAL_ID, id)
+    }
+
     pub fn cluster(&self, operation: i8) -> bool {
         self.allowed(operation, resource::CLUSTER, CLUSTER_NAME)
     }

@@ -10,19 +10,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use strom_log::LogError;
 use strom_protocol::ResponseError as E;
 
 use super::authz::Authz;
 use crate::broker::Broker;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
+use crate::metrics::{records_in_batches, METRICS};
 use crate::partition::Partition;
 use crate::security::acl::op;
 
 /// Kafka's "not a session" id: clients fall back to full fetches.
 const NO_SESSION: i32 = 0;
+/// Fetch's API key, for the error counters.
+const FETCH_API: i16 = 1;
 /// Longest long-poll we honour, so a bad request cannot pin a connection forever.
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
 
@@ -52,6 +56,8 @@ fn read_all(
     slots: &[Slot],
     indexes: &[i32],
     response_max_bytes: usize,
+    read_committed: bool,
+    clustered: bool,
 ) -> (Vec<PartitionData>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
@@ -66,19 +72,12 @@ fn read_all(
             any_error = true;
             continue;
         };
-        // Partition.fetchRecords checks the client's leader epoch first: newer than ours is
-        // UNKNOWN_LEADER_EPOCH (older cannot happen: ours is 0 and -1 means "no check").
-        if slot.current_leader_epoch > LEADER_EPOCH {
-            out.push(partition_error(index, E::UnknownLeaderEpoch.code()));
-            any_error = true;
-            continue;
-        }
         // KIP-74: the first batch is returned whole even past the limits, so a consumer can
         // always make progress; after that the response budget applies.
         let budget = slot
             .partition_max_bytes
             .min(response_max_bytes.saturating_sub(total));
-        let (read, hw, start) = {
+        let (read, hw, lso, aborted, start) = {
             let Ok(state) = p.lock() else {
                 // An offline partition (failed disk or damaged log): Kafka's answer for a
                 // replica whose log dir failed.
@@ -86,20 +85,67 @@ fn read_all(
                 any_error = true;
                 continue;
             };
+            // In cluster mode only the leader serves consumers.
+            if clustered && !state.replica.as_ref().is_some_and(|r| r.is_leader()) {
+                out.push(partition_error(index, E::NotLeaderOrFollower.code()));
+                any_error = true;
+                continue;
+            }
+            // Partition.fetchRecords checks the client's leader epoch first: newer than ours
+            // is UNKNOWN_LEADER_EPOCH, older is FENCED_LEADER_EPOCH (-1 means "no check").
+            let epoch = state.leader_epoch();
+            let epoch_error = if slot.current_leader_epoch > epoch {
+                Some(E::UnknownLeaderEpoch)
+            } else if slot.current_leader_epoch >= 0 && slot.current_leader_epoch < epoch {
+                Some(E::FencedLeaderEpoch)
+            } else {
+                None
+            };
+            if let Some(e) = epoch_error {
+                out.push(partition_error(index, e.code()));
+                any_error = true;
+                continue;
+            }
             let read = if budget == 0 && total > 0 {
                 Ok(None)
+            } else if read_committed {
+                state
+                    .read_committed(slot.fetch_offset, budget.max(1))
+                    .map(Some)
             } else {
                 state
                     .read_visible(slot.fetch_offset, budget.max(1))
                     .map(Some)
             };
-            (read, state.high_watermark(), state.log.log_start_offset())
+            let lso = state.last_stable_offset();
+            // UnifiedLog.collectAbortedTransactions: the aborted transactions that overlap
+            // what this fetch can return (up to the LSO). An empty list, not null, when none.
+            let aborted = read_committed.then(|| {
+                state
+                    .log
+                    .aborted_between(slot.fetch_offset, lso)
+                    .into_iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (
+                read,
+                state.high_watermark(),
+                lso,
+                aborted,
+                state.log.log_start_offset(),
+            )
         };
         let entry = PartitionData::default()
             .with_partition_index(index)
             .with_high_watermark(hw)
-            .with_last_stable_offset(hw)
-            .with_log_start_offset(start);
+            .with_last_stable_offset(lso)
+            .with_log_start_offset(start)
+            .with_aborted_transactions(aborted);
         match read {
             Ok(Some(mut slice)) if !slice.is_empty() => {
                 // Past the first partition with data Kafka's LogSegment.read has
@@ -109,6 +155,12 @@ fn read_all(
                     slice.len = slice.len.min(budget);
                 }
                 match slice.read_bytes() {
+                    // A replicated log holds batches past the high watermark: cut them off.
+                    Ok(bytes) if clustered => {
+                        let bytes = crate::cluster::produce::below_offset(bytes, hw);
+                        total += bytes.len();
+                        out.push(entry.with_records(Some(bytes)));
+                    }
                     Ok(bytes) => {
                         total += bytes.len();
                         out.push(entry.with_records(Some(bytes)));
@@ -156,11 +208,13 @@ pub async fn handle(
     // named session is closed first); any other epoch continues a session, and a broker that
     // keeps none answers FETCH_SESSION_ID_NOT_FOUND with an empty body and session id 0.
     if req.session_epoch != INITIAL_EPOCH && req.session_epoch != FINAL_EPOCH {
+        METRICS.error(FETCH_API, E::FetchSessionIdNotFound.code());
         return FetchResponse::default()
             .with_error_code(E::FetchSessionIdNotFound.code())
             .with_session_id(NO_SESSION);
     }
     let read_committed = req.isolation_level == READ_COMMITTED;
+    let clustered = broker.cluster.get().is_some();
     let response_max_bytes = (req.max_bytes.max(1) as usize).min(broker.config.fetch_max_bytes);
     let mut slots = Vec::new();
     let mut indexes = Vec::new();
@@ -202,7 +256,13 @@ pub async fn handle(
     // ReplicaManager.fetchMessages answers at once when `bytesReadable >= minBytes`, so a
     // min_bytes of 0 (or less) never waits, even with no data.
     let satisfied = |total: usize, any_error: bool| total >= min_bytes || any_error;
-    let mut read = read_all(&slots, &indexes, response_max_bytes);
+    let mut read = read_all(
+        &slots,
+        &indexes,
+        response_max_bytes,
+        read_committed,
+        clustered,
+    );
     while !satisfied(read.1, read.2) && tokio::time::Instant::now() < deadline {
         // Register interest, then re-read, so an append between the read and the wait is
         // not missed.
@@ -214,7 +274,13 @@ pub async fn handle(
         for w in &mut waiters {
             w.as_mut().enable();
         }
-        read = read_all(&slots, &indexes, response_max_bytes);
+        read = read_all(
+            &slots,
+            &indexes,
+            response_max_bytes,
+            read_committed,
+            clustered,
+        );
         if satisfied(read.1, read.2) || waiters.is_empty() {
             break;
         }
@@ -223,7 +289,13 @@ pub async fn handle(
             r = tokio::time::timeout_at(deadline, futures_any(waiters)) => r.is_err(),
             _ = broker.shutting_down() => true,
         };
-        read = read_all(&slots, &indexes, response_max_bytes);
+        read = read_all(
+            &slots,
+            &indexes,
+            response_max_bytes,
+            read_committed,
+            clustered,
+        );
         if stop {
             break;
         }
@@ -234,12 +306,17 @@ pub async fn handle(
         if slot.topic_missing && version >= 13 {
             part.error_code = E::UnknownTopicId.code();
         }
-        // UnifiedLog.read collects aborted transactions only for read_committed fetches: an
-        // empty list there (no transactions here), null for read_uncommitted and for read
-        // errors. Unknown partitions keep the schema default (an empty list), as
+        // UnifiedLog.read collects aborted transactions only for read_committed fetches (set
+        // in read_all), null for read_uncommitted and for read errors. Unknown partitions keep the schema default (an empty list), as
         // FetchResponse.partitionResponse leaves it.
-        if slot.partition.is_some() {
-            part.aborted_transactions = (read_committed && part.error_code == 0).then(Vec::new);
+        if slot.partition.is_some() && (!read_committed || part.error_code != 0) {
+            part.aborted_transactions = None;
+        }
+        METRICS.error(FETCH_API, part.error_code);
+        if let (Some(p), Some(records)) = (&slot.partition, &part.records) {
+            if !records.is_empty() {
+                p.stats.fetched(records.len(), records_in_batches(records));
+            }
         }
         topics_out[slot.topic].partitions.push(part);
     }

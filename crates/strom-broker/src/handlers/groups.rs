@@ -1,4 +1,4 @@
-//! FindCoordinator: this broker coordinates every group. The group APIs themselves are
+//! FindCoordinator: this broker coordinates every group and every transaction. The group APIs themselves are
 //! served by `strom-group`'s coordinator (see `handlers::dispatch`).
 //!
 //! Answers follow `KafkaApis.handleFindCoordinatorRequest`: any group id, the empty one
@@ -18,6 +18,8 @@ use crate::security::acl::op;
 
 /// `Errors.GROUP_AUTHORIZATION_FAILED.message()`.
 const GROUP_AUTH_FAILED_MESSAGE: &str = "Group authorization failed.";
+/// `Errors.TRANSACTIONAL_ID_AUTHORIZATION_FAILED.message()`.
+const TXN_AUTH_FAILED_MESSAGE: &str = "Transactional Id authorization failed.";
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -29,8 +31,6 @@ const BATCHED_VERSION: i16 = 4;
 const NONE_MESSAGE: &str = "NONE";
 /// `Errors.INVALID_REQUEST.message()`.
 pub const INVALID_REQUEST_MESSAGE: &str = "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details.";
-/// `Errors.TRANSACTIONAL_ID_AUTHORIZATION_FAILED.message()`.
-const TXN_AUTH_FAILED_MESSAGE: &str = "Transactional Id authorization failed.";
 
 /// Refuses every key of the request with `code`: per key in v4+ (`per_key_message` only
 /// there), or in the top-level fields before.
@@ -73,15 +73,27 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let (host, port) = super::metadata::advertised(broker, ctx);
     let authz = Authz::new(broker, ctx);
-    let denied = |key: &str| authz.enforcing() && !authz.group(op::DESCRIBE, key);
+    // KafkaApis.getCoordinator: DESCRIBE on the group, or on the transactional id.
+    let denied = |key: &str| match req.key_type {
+        _ if !authz.enforcing() => None,
+        KEY_TYPE_GROUP if !authz.group(op::DESCRIBE, key) => {
+            Some(E::GroupAuthorizationFailed.code())
+        }
+        KEY_TYPE_TRANSACTION if !authz.transactional_id(op::DESCRIBE, key) => {
+            Some(E::TransactionalIdAuthorizationFailed.code())
+        }
+        _ => None,
+    };
     let node = BrokerId(broker.node_id());
     match req.key_type {
         KEY_TYPE_GROUP => {}
-        // Transactions are not served: refuse with the non-retriable error a client without
-        // the ACL would get.
+        // This broker is every transaction's coordinator too. An empty transactional id is
+        // INVALID_REQUEST (KafkaApis.getCoordinator), for the whole request before v4.
         KEY_TYPE_TRANSACTION => {
-            let code = E::TransactionalIdAuthorizationFailed.code();
-            return refuse_all(&req, version, code, TXN_AUTH_FAILED_MESSAGE, None);
+            if version < BATCHED_VERSION && req.key.is_empty() {
+                let code = E::InvalidRequest.code();
+                return refuse_all(&req, version, code, INVALID_REQUEST_MESSAGE, None);
+            }
         }
         // CoordinatorType.forId throws InvalidRequestException out of the handler, so the
         // whole request gets the error response: every key INVALID_REQUEST with its message.
@@ -96,10 +108,18 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
-                if denied(k.as_str()) {
+                if let Some(code) = denied(k.as_str()) {
                     return Coordinator::default()
                         .with_key(k.clone())
-                        .with_error_code(E::GroupAuthorizationFailed.code())
+                        .with_error_code(code)
+                        .with_node_id(BrokerId(-1))
+                        .with_host(sb(""))
+                        .with_port(-1);
+                }
+                if req.key_type == KEY_TYPE_TRANSACTION && k.is_empty() {
+                    return Coordinator::default()
+                        .with_key(k.clone())
+                        .with_error_code(E::InvalidRequest.code())
                         .with_node_id(BrokerId(-1))
                         .with_host(sb(""))
                         .with_port(-1);
@@ -113,9 +133,13 @@ pub fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    if denied(req.key.as_str()) {
-        let code = E::GroupAuthorizationFailed.code();
-        return refuse_all(&req, version, code, GROUP_AUTH_FAILED_MESSAGE, None);
+    if let Some(code) = denied(req.key.as_str()) {
+        let message = if code == E::GroupAuthorizationFailed.code() {
+            GROUP_AUTH_FAILED_MESSAGE
+        } else {
+            TXN_AUTH_FAILED_MESSAGE
+        };
+        return refuse_all(&req, version, code, message, None);
     }
     FindCoordinatorResponse::default()
         .with_error_message(Some(sb(NONE_MESSAGE)))

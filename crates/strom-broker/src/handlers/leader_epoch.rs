@@ -37,6 +37,9 @@ pub fn handle(
                     else {
                         return r.with_error_code(E::UnknownTopicOrPartition.code());
                     };
+                    if broker.cluster.get().is_some() {
+                        return clustered(&partition, &p, r);
+                    }
                     // Kafka: a client ahead of the leader's epoch gets UNKNOWN_LEADER_EPOCH (one
                     // behind it would be fenced, but no epoch is below 0; -1 skips the check).
                     if p.current_leader_epoch > LEADER_EPOCH {
@@ -66,4 +69,40 @@ pub fn handle(
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// Cluster mode: the leader answers from its log's batch epochs (`cluster::epochs`), after
+/// Kafka's leader and epoch checks.
+fn clustered(
+    partition: &crate::partition::Partition,
+    p: &kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition,
+    r: EpochEndOffset,
+) -> EpochEndOffset {
+    let Ok(state) = partition.lock() else {
+        return r.with_error_code(E::KafkaStorageError.code());
+    };
+    let Some(replica) = state.replica.as_ref().filter(|x| x.is_leader()) else {
+        return r.with_error_code(E::NotLeaderOrFollower.code());
+    };
+    if p.current_leader_epoch > replica.leader_epoch {
+        return r.with_error_code(E::UnknownLeaderEpoch.code());
+    }
+    if p.current_leader_epoch >= 0 && p.current_leader_epoch < replica.leader_epoch {
+        return r.with_error_code(E::FencedLeaderEpoch.code());
+    }
+    if p.leader_epoch == -1 || p.leader_epoch > replica.leader_epoch {
+        return r;
+    }
+    if p.leader_epoch == replica.leader_epoch {
+        return r
+            .with_leader_epoch(p.leader_epoch)
+            .with_end_offset(state.log.log_end_offset());
+    }
+    match crate::cluster::epochs::end_of_epoch(&state.log, p.leader_epoch) {
+        Ok((-1, _)) => r
+            .with_leader_epoch(p.leader_epoch)
+            .with_end_offset(state.log.log_start_offset()),
+        Ok((epoch, end)) => r.with_leader_epoch(epoch).with_end_offset(end),
+        Err(_) => r.with_error_code(E::KafkaStorageError.code()),
+    }
 }

@@ -13,7 +13,6 @@ use strom_protocol::ResponseError as E;
 
 use super::authz::Authz;
 use crate::broker::Broker;
-use crate::handlers::leader_epoch::LEADER_EPOCH;
 use crate::security::acl::op;
 
 const LATEST: i64 = -1;
@@ -28,6 +27,8 @@ pub fn handle(
     version: i16,
     authz: &Authz<'_>,
 ) -> ListOffsetsResponse {
+    let read_committed = version >= 2 && req.isolation_level == 1;
+    let clustered = broker.cluster.get().is_some();
     // ListOffsetsRequest.duplicatePartitions: every occurrence of a partition named twice is
     // answered INVALID_REQUEST.
     let mut seen = HashSet::new();
@@ -69,17 +70,27 @@ pub fn handle(
                     else {
                         return resp.with_error_code(E::UnknownTopicOrPartition.code());
                     };
-                    // Partition.fetchOffsetForTimestamp: a client ahead of our leader epoch gets
-                    // UNKNOWN_LEADER_EPOCH; -1 skips the check (no epoch is below ours, 0).
-                    if p.current_leader_epoch > LEADER_EPOCH {
-                        return resp.with_error_code(E::UnknownLeaderEpoch.code());
-                    }
                     let Ok(state) = partition.lock() else {
                         return resp.with_error_code(E::KafkaStorageError.code());
                     };
+                    // Cluster mode: only the leader answers.
+                    if clustered && !state.replica.as_ref().is_some_and(|r| r.is_leader()) {
+                        return resp.with_error_code(E::NotLeaderOrFollower.code());
+                    }
+                    // Partition.fetchOffsetForTimestamp: a client ahead of our leader epoch gets
+                    // UNKNOWN_LEADER_EPOCH, one behind it FENCED_LEADER_EPOCH; -1 skips the check.
+                    let leader_epoch = state.leader_epoch();
+                    if p.current_leader_epoch > leader_epoch {
+                        return resp.with_error_code(E::UnknownLeaderEpoch.code());
+                    }
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < leader_epoch {
+                        return resp.with_error_code(E::FencedLeaderEpoch.code());
+                    }
                     let log = &state.log;
                     let found = match p.timestamp {
-                        // The high watermark, as Kafka answers a consumer.
+                        // The high watermark, as Kafka answers a consumer; the last stable
+                        // offset for read_committed (isolation level 1, v2+).
+                        LATEST if read_committed => Ok(Some((state.last_stable_offset(), -1))),
                         LATEST => Ok(Some((state.high_watermark(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         // Without tiered storage Kafka answers offset -1, timestamp -1 and
@@ -96,7 +107,7 @@ pub fn handle(
                     match found {
                         Ok(Some((offset, ts))) => {
                             // leader_epoch exists from v4 on.
-                            let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+                            let epoch = if version >= 4 { leader_epoch } else { -1 };
                             resp.with_offset(offset)
                                 .with_timestamp(ts)
                                 .with_leader_epoch(epoch)

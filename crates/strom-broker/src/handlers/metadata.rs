@@ -85,7 +85,61 @@ fn cluster_authorized_operations(authz: &Authz) -> i32 {
 /// DescribeCluster's endpoint type for brokers (KIP-919); a broker serves no other.
 const ENDPOINT_TYPE_BROKER: i8 = 1;
 
+/// A topic as the metadata image describes it (cluster mode): every replica, the leader and
+/// its epoch, the ISR; a partition without a leader is LEADER_NOT_AVAILABLE.
+fn cluster_topic_entry(
+    image: &strom_cluster::MetadataImage,
+    topic: &Topic,
+) -> Option<MetadataResponseTopic> {
+    let name = topic.name();
+    let t = image.topics.get(&name)?;
+    let ids = |v: &[i32]| v.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                .collect();
+            let entry = MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline));
+            if p.leader == strom_cluster::NO_LEADER {
+                entry.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                entry
+            }
+        })
+        .collect();
+    Some(
+        MetadataResponseTopic::default()
+            .with_name(Some(topic_name(name)))
+            .with_topic_id(t.topic_id)
+            .with_partitions(partitions)
+            .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+    )
+}
+
 fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    if let Some(cluster) = broker.cluster.get() {
+        if let Some(entry) = cluster_topic_entry(&cluster.image(), topic) {
+            return entry;
+        }
+        // Local files the quorum does not know (yet): nobody serves them.
+        return error_entry(
+            Some(topic.name()),
+            topic.id(),
+            ResponseError::UnknownTopicOrPartition.code(),
+        );
+    }
     let node = BrokerId(broker.node_id());
     let partitions = topic
         .partitions
@@ -173,11 +227,7 @@ pub async fn handle(
     let denied_entry = |name: Option<String>, id: Uuid| {
         error_entry(name, id, ResponseError::TopicAuthorizationFailed.code())
     };
-    let (host, port) = advertised(broker, ctx);
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id()))
-        .with_host(sb(host))
-        .with_port(port)];
+    let (brokers, controller) = brokers_and_controller(broker, ctx);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested = match req.topics {
         None => None,
@@ -193,6 +243,7 @@ pub async fn handle(
             .iter()
             .filter(|t| describable(&t.name()))
             .map(|t| entry(t))
+            .filter(|e| e.error_code == 0 || broker.cluster.get().is_none())
             .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
@@ -230,7 +281,9 @@ pub async fn handle(
                             out.push(denied_entry(Some(name), Uuid::nil()));
                             continue;
                         }
-                        let found = if auto_create {
+                        let found = if auto_create && broker.cluster.get().is_some() {
+                            crate::cluster::topics::get_or_auto_create(broker, &name).await
+                        } else if auto_create {
                             broker.topics.get_or_auto_create(&name).await
                         } else {
                             // Without auto-creation Kafka still validates the name, so an
@@ -267,8 +320,8 @@ pub async fn handle(
     };
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(sb(broker.meta.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_cluster_id(Some(sb(broker.cluster_id())))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops)
 }
@@ -278,6 +331,38 @@ pub fn advertised(broker: &Broker, ctx: &RequestContext) -> (String, i32) {
     ctx.advertised
         .clone()
         .unwrap_or_else(|| broker.config.advertised())
+}
+
+/// The brokers clients may use and the controller: this node alone, or (cluster mode) every
+/// live broker of the image and the metadata quorum's leader.
+/// A single node answers with the address of the listener the client came in on; cluster
+/// nodes register one address each, so there every listener sees those.
+fn brokers_and_controller(
+    broker: &Broker,
+    ctx: &RequestContext,
+) -> (Vec<MetadataResponseBroker>, i32) {
+    if let Some(cluster) = broker.cluster.get() {
+        let image = cluster.image();
+        let brokers = image
+            .brokers
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, b)| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(*id))
+                    .with_host(sb(b.host.clone()))
+                    .with_port(b.port)
+            })
+            .collect();
+        let controller = cluster.node.leader().map_or(-1, |l| l as i32);
+        return (brokers, controller);
+    }
+    let (host, port) = advertised(broker, ctx);
+    let brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(BrokerId(broker.node_id()))
+        .with_host(sb(host))
+        .with_port(port)];
+    (brokers, broker.node_id())
 }
 
 pub fn describe_cluster(
@@ -292,7 +377,7 @@ pub fn describe_cluster(
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
             .with_error_message(Some(sb("The broker only supports endpoint type BROKER")))
             .with_endpoint_type(req.endpoint_type)
-            .with_cluster_id(sb(broker.meta.cluster_id.clone()))
+            .with_cluster_id(sb(broker.cluster_id()))
             .with_controller_id(BrokerId(-1))
             .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     }
@@ -301,14 +386,21 @@ pub fn describe_cluster(
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let (host, port) = advertised(broker, ctx);
+    let (brokers, controller) = brokers_and_controller(broker, ctx);
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_TYPE_BROKER)
-        .with_cluster_id(sb(broker.meta.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.node_id()))
-            .with_host(sb(host))
-            .with_port(port)])
+        .with_cluster_id(sb(broker.cluster_id()))
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(b.node_id)
+                        .with_host(b.host)
+                        .with_port(b.port)
+                })
+                .collect(),
+        )
         .with_cluster_authorized_operations(cluster_ops)
 }

@@ -17,7 +17,10 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producer_id;
+pub mod producers;
 pub mod scram_users;
+pub mod txn;
+pub mod txn_acls;
 
 use std::sync::Arc;
 
@@ -126,7 +129,8 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::InitProducerId => {
             handle!(InitProducerIdRequest, |r| admin_acls::init_producer_id(
                 broker, &authz, r, v
-            ))
+            )
+            .await)
         }
         ApiKey::OffsetForLeaderEpoch => {
             handle!(OffsetForLeaderEpochRequest, |r| leader_epoch::handle(
@@ -214,6 +218,36 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::AlterUserScramCredentials => {
             handle!(AlterUserScramCredentialsRequest, |r| scram_users::alter(
                 broker, &authz, r
+            ))
+        }
+        ApiKey::AddPartitionsToTxn => {
+            handle!(AddPartitionsToTxnRequest, |r| txn_acls::add_partitions(
+                broker, &authz, r, v
+            ))
+        }
+        ApiKey::AddOffsetsToTxn => {
+            handle!(AddOffsetsToTxnRequest, |r| txn_acls::add_offsets(
+                broker, &authz, r, v
+            ))
+        }
+        ApiKey::TxnOffsetCommit => {
+            handle!(TxnOffsetCommitRequest, |r| txn_acls::txn_offset_commit(
+                broker, &authz, r, v
+            ))
+        }
+        ApiKey::EndTxn => handle!(EndTxnRequest, |r| txn_acls::end_txn(broker, &authz, r, v)
+            .await),
+        ApiKey::DescribeTransactions => {
+            handle!(DescribeTransactionsRequest, |r| txn_acls::describe(
+                broker, &authz, r, v
+            ))
+        }
+        ApiKey::ListTransactions => handle!(ListTransactionsRequest, |r| txn_acls::list(
+            broker, &authz, r, v
+        )),
+        ApiKey::DescribeProducers => {
+            handle!(DescribeProducersRequest, |r| txn_acls::describe_producers(
+                broker, &authz, r, v
             ))
         }
         other => Reply::Close(format!("API {other:?} is not served")),

@@ -9,7 +9,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strom_log::BatchError;
 use strom_protocol::record_batch::{
-    ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, BATCH_LENGTH_AT, LOG_OVERHEAD, MAGIC_AT,
+    ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, ATTR_TRANSACTIONAL, BATCH_LENGTH_AT, LOG_OVERHEAD,
+    MAGIC_AT,
 };
 use strom_protocol::ResponseError as E;
 
@@ -18,12 +19,17 @@ use super::{ready, sb};
 use crate::append::{append, AppendError, Appended};
 use crate::broker::{Broker, Reply};
 use crate::config::FsyncPolicy;
+use crate::metrics::METRICS;
 use crate::partition::Partition;
 use crate::security::acl::op;
 /// Kafka's `LegacyRecord.RECORD_OVERHEAD_V0`: the smallest size field a batch may claim.
 const RECORD_OVERHEAD_V0: i32 = 14;
+/// Produce's API key, for the error counters.
+const PRODUCE_API: i16 = 0;
 /// Compression codec id of zstd in the batch attributes.
 const ZSTD: i16 = 4;
+/// Longest acks=all wait for the ISR honoured (cluster mode), whatever the request asks.
+const PRODUCE_TIMEOUT_MS_MAX: i32 = 300_000;
 
 fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -46,10 +52,11 @@ pub(crate) fn append_error_code(e: &AppendError) -> E {
         AppendError::Batch(b) if b.is_corrupt_message() => E::CorruptMessage,
         AppendError::Batch(_) => E::InvalidRecord,
         AppendError::MessageTooLarge { .. } => E::MessageTooLarge,
-        AppendError::TransactionsUnsupported => E::TransactionalIdAuthorizationFailed,
+        AppendError::PartitionNotInTxn { .. } => E::InvalidTxnState,
         AppendError::RecordListTooLarge { .. } => E::RecordListTooLarge,
         AppendError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         AppendError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
+        AppendError::NotLeader => E::NotLeaderOrFollower,
         AppendError::Offline(_) | AppendError::Storage(_) => E::KafkaStorageError,
     }
 }
@@ -158,6 +165,16 @@ fn check_size(batch: &[u8], max_message_bytes: usize) -> Result<(), (i16, String
     Ok(())
 }
 
+/// Whether some partition's records start with a transactional batch (attributes bit 4).
+fn has_transactional_batch(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref())
+        .filter_map(|r| r.get(ATTRIBUTES_AT..ATTRIBUTES_AT + 2))
+        .any(|a| i16::from_be_bytes([a[0], a[1]]) & ATTR_TRANSACTIONAL != 0)
+}
+
 pub async fn handle(
     broker: &Arc<Broker>,
     req: ProduceRequest,
@@ -171,8 +188,21 @@ pub async fn handle(
         FsyncPolicy::AcksAll => acks == -1,
         FsyncPolicy::Always => acks != 0,
     };
+    // Cluster mode: acks=all waits for the ISR (the high watermark) instead of a local fsync.
+    let cluster = broker.cluster.get();
+    let replicated = cluster.is_some() && acks == -1;
+    let durable = durable && !replicated;
+    // KafkaApis.handleProduceRequest: transactional batches need WRITE on the transactional
+    // id, else every partition is TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    let txn_denied = authz.enforcing()
+        && has_transactional_batch(&req)
+        && !req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| authz.transactional_id(op::WRITE, id));
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    let mut replica_waits: Vec<(usize, usize, Arc<Partition>, i64, i32)> = Vec::new();
     for (ti, td) in req.topic_data.into_iter().enumerate() {
         let topic = if version >= 13 {
             broker.topics.get_by_id(td.topic_id)
@@ -200,6 +230,11 @@ pub async fn handle(
             // KafkaApis.handleProduceRequest: unknown topics and partitions first, then
             // validateRecords; only what passes both reaches ReplicaManager.appendRecords,
             // which refuses acks outside {-1, 0, 1}.
+            if txn_denied {
+                let code = E::TransactionalIdAuthorizationFailed.code();
+                parts.push(error(pd.index, code, None));
+                continue;
+            }
             if denied {
                 parts.push(error(pd.index, E::TopicAuthorizationFailed.code(), None));
                 continue;
@@ -227,9 +262,31 @@ pub async fn handle(
                 parts.push(error(pd.index, code, Some(msg)));
                 continue;
             }
-            match append(broker, &partition, records, cfg.append_options()) {
+            let mut options = cfg.append_options();
+            if cluster.is_some() {
+                match crate::cluster::produce::check_leader(
+                    &partition,
+                    acks,
+                    broker.config.min_insync_replicas,
+                ) {
+                    Ok(epoch) => options.leader_epoch = epoch,
+                    Err(code) => {
+                        parts.push(error(pd.index, code.code(), None));
+                        continue;
+                    }
+                }
+            }
+            match append(broker, &partition, records, options) {
                 Ok(a) => {
-                    if durable {
+                    if replicated {
+                        replica_waits.push((
+                            ti,
+                            pi,
+                            partition,
+                            a.durable_end(),
+                            options.leader_epoch,
+                        ));
+                    } else if durable {
                         waits.push((ti, pi, partition, a.durable_end()));
                     }
                     parts.push(appended(pd.index, &a));
@@ -243,6 +300,9 @@ pub async fn handle(
                 .with_topic_id(td.topic_id)
                 .with_partition_responses(parts),
         );
+    }
+    for p in responses.iter().flat_map(|t| &t.partition_responses) {
+        METRICS.error(PRODUCE_API, p.error_code);
     }
     if acks == 0 {
         // KafkaApis: "since no response is expected by the producer, the server will close
@@ -277,17 +337,36 @@ pub async fn handle(
         return Reply::None;
     }
     let response = ProduceResponse::default().with_responses(responses);
-    if waits.is_empty() {
+    if waits.is_empty() && replica_waits.is_empty() {
         return ready(corr, version, &response);
     }
     let flusher = broker.flusher.clone();
+    let timeout =
+        std::time::Duration::from_millis(req.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
+    let min_insync = broker.config.min_insync_replicas;
     Reply::Deferred(Box::pin(async move {
         let mut response = response;
+        let waited_since = METRICS.enabled().then(std::time::Instant::now);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (ti, pi, partition, end, epoch) in replica_waits {
+            if let Err(code) = crate::cluster::produce::wait_replicated(
+                &partition, end, epoch, min_insync, deadline,
+            )
+            .await
+            {
+                let entry = &mut response.responses[ti].partition_responses[pi];
+                *entry = error(entry.index, code.code(), None);
+            }
+        }
         for (ti, pi, partition, end) in waits {
             if let Err(e) = flusher.wait_durable(partition, end).await {
                 let entry = &mut response.responses[ti].partition_responses[pi];
                 *entry = error(entry.index, E::KafkaStorageError.code(), Some(e));
+                METRICS.error(PRODUCE_API, E::KafkaStorageError.code());
             }
+        }
+        if let Some(since) = waited_since {
+            METRICS.produce_fsync_wait.observe(since.elapsed());
         }
         match ready(corr, version, &response) {
             Reply::Ready(buf) => Some(buf),

@@ -366,7 +366,10 @@ mod tests {
         };
         let reopened = authorizer(dir.path(), &[], false);
         assert_eq!(reopened.describe(&all), vec![b.clone()]);
-        assert_eq!(reopened.delete(&[all.clone()]).unwrap(), vec![vec![b]]);
+        assert_eq!(
+            reopened.delete(std::slice::from_ref(&all)).unwrap(),
+            vec![vec![b]]
+        );
         assert!(
             a.describe(&all).is_empty(),
             "the other instance sees the change"
@@ -378,10 +381,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = authorizer(dir.path(), &[], false);
         let t = resource::TOPIC;
-        let allow = |name: &str, pat: i8| binding(name, pat, "User:u", op::WRITE, permission::ALLOW);
+        let allow =
+            |name: &str, pat: i8| binding(name, pat, "User:u", op::WRITE, permission::ALLOW);
         let deny = |name: &str, pat: i8| binding(name, pat, "User:u", op::WRITE, permission::DENY);
-        a.create(&[allow("orders", pattern::LITERAL), deny("ord", pattern::PREFIXED)])
-            .unwrap();
+        a.create(&[
+            allow("orders", pattern::LITERAL),
+            deny("ord", pattern::PREFIXED),
+        ])
+        .unwrap();
         assert!(
             !a.allowed_on_any("User:u", "h", op::WRITE, t),
             "a prefixed deny dominates the literal allow"
@@ -397,13 +404,19 @@ mod tests {
             "no implication by resource type, as in Kafka"
         );
         a.create(&[deny(WILDCARD, pattern::LITERAL)]).unwrap();
-        assert!(!a.allowed_on_any("User:u", "h", op::WRITE, t), "wildcard deny");
+        assert!(
+            !a.allowed_on_any("User:u", "h", op::WRITE, t),
+            "wildcard deny"
+        );
 
         let b = authorizer(tempfile::tempdir().unwrap().path(), &["User:root"], true);
         assert!(
             b.allowed_on_any("User:x", "h", op::WRITE, t),
             "no ACLs at all with allow.everyone.if.no.acl.found"
         );
-        assert!(b.allowed_on_any("User:root", "h", op::WRITE, t), "super user");
+        assert!(
+            b.allowed_on_any("User:root", "h", op::WRITE, t),
+            "super user"
+        );
     }
 }

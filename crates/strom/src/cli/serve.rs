@@ -60,7 +60,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         builder.set_pair(pair)?;
     }
     let config = builder.build()?;
+    strom_broker::metrics::METRICS.configure(config.metrics_enabled);
 
+    // The HTTP listener comes first, so /health answers (and /ready says not yet) while the
+    // data directory is recovered.
+    let http_listener =
+        strom_server::http::bind(config.http_listen, config.http_listen_explicit).await?;
+    let controller = ShutdownController::new();
+    let http_state = strom_server::http::HttpState::new();
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let http = http_listener.map(|l| {
+        tokio::spawn(strom_server::http::serve(
+            l,
+            http_state.clone(),
+            config.http_max_connections,
+            controller.subscribe(),
+        ))
+    });
+
+    // The HTTP API (produce, topic admin, the console) has no authentication yet, so it
+    // bypasses the ACLs: say so when it is reachable from other hosts.
+    if let Some(addr) =
+        http_addr.filter(|a| config.security.authorizer_enabled && !a.ip().is_loopback())
+    {
+        tracing::warn!(http = %addr, "the HTTP listener is not authenticated and bypasses the ACLs; bind http.listen to localhost");
+    }
     let mut kafka_listeners = Vec::with_capacity(config.listeners.len());
     for spec in &config.listeners {
         let socket = tokio::net::TcpListener::bind(spec.bind)
@@ -85,6 +109,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let broker = Broker::open(config.clone())?;
+    if config.clustered() {
+        strom_broker::cluster::start(&broker)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start cluster mode: {e}"))?;
+    }
     let listening: Vec<String> = kafka_listeners
         .iter()
         .map(|(socket, spec)| {
@@ -98,12 +127,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         listeners = %listening.join(", "),
         json = %json_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_string(), |a| a.to_string()),
+        http = %http_addr.map_or("off".to_string(), |a| a.to_string()),
         data_dir = %config.data_dir.display(),
         fsync = ?config.fsync,
         "strom broker started"
     );
 
-    let controller = ShutdownController::new();
     let limits = strom_server::kafka::Limits::from_broker(&broker);
     // One in-process API for both listeners, so a JSON consumer or group member is the same
     // whichever port its connections use.
@@ -116,7 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 spec,
                 tls.clone(),
                 local_api.clone(),
-                limits,
+                limits.clone(),
                 controller.subscribe(),
             ))
         })
@@ -130,6 +159,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             controller.subscribe(),
         ))
     });
+
+    http_state.set_ready(local_api.clone());
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -151,6 +182,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(j) = json {
         j.abort();
+    }
+    if let Some(h) = http {
+        h.abort();
     }
     broker.shutdown().await;
     tracing::info!("broker stopped; data flushed");

@@ -1,0 +1,495 @@
+"""Cluster mode against three real `strom serve` processes on 127.0.0.1 (issue 8).
+
+Each node is one voter of the metadata quorum (openraft) and one broker. The tests check
+what a client sees: every node's Metadata lists all brokers and each partition's leader,
+replicas and ISR; an RF=3 topic takes acks=all idempotent produce and reads back in order;
+a follower refuses produce with NOT_LEADER_OR_FOLLOWER; and after kill -9 of a partition
+leader under acks=all load a new leader takes over, the producer continues, and a history
+check (in the spirit of Jepsen's Kafka queue workload) finds every acknowledged
+(partition, offset, value) exactly once, in order, with no offset holding two values.
+"""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import helpers
+import wire
+from netproxy import LinkProxy
+from conftest import Broker, free_port, strom_bin
+
+pytestmark = pytest.mark.timeout(180)
+
+# Short timings so a failover takes seconds, not Kafka's default tens of seconds.
+CLUSTER_SETTINGS = {
+    "broker.session.timeout.ms": "2000",
+    "broker.heartbeat.interval.ms": "200",
+    "controller.quorum.election.timeout.ms": "500",
+    "replica.lag.time.max.ms": "5000",
+    "min.insync.replicas": "2",
+    "default.replication.factor": "3",
+}
+
+NOT_LEADER_OR_FOLLOWER = 6
+
+
+class Cluster:
+    """Three nodes. With `proxied`, node i reaches node j's controller through its own
+    `LinkProxy` (one per direction), so a test can cut any link."""
+
+    def __init__(self, tmp_path, size=3, proxied=False):
+        self.controller_ports = [free_port() for _ in range(size)]
+        self.links = {}
+        if proxied:
+            for i in range(1, size + 1):
+                for j in range(1, size + 1):
+                    if i != j:
+                        self.links[(i, j)] = LinkProxy(self.controller_ports[j - 1])
+        self.nodes = []
+        for i in range(size):
+            voters = ",".join(
+                f"{j + 1}@127.0.0.1:{self.links[(i + 1, j + 1)].port if (i + 1, j + 1) in self.links else p}"
+                for j, p in enumerate(self.controller_ports)
+            )
+            settings = dict(CLUSTER_SETTINGS)
+            settings.update(
+                {
+                    "node.id": str(i + 1),
+                    "controller.listen": f"127.0.0.1:{self.controller_ports[i]}",
+                    "controller.quorum.voters": voters,
+                }
+            )
+            data = tmp_path / f"node{i + 1}"
+            data.mkdir()
+            self.nodes.append(Broker(data, tmp_path / f"node{i + 1}.log", settings))
+
+    def node(self, node_id):
+        return self.nodes[node_id - 1]
+
+    def bootstrap(self, exclude=()):
+        return ",".join(n.bootstrap for i, n in enumerate(self.nodes) if i + 1 not in exclude)
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        self.wait_brokers(len(self.nodes))
+
+    def wait_brokers(self, count, timeout_s=30):
+        """Every running node's Metadata lists `count` brokers."""
+        deadline = time.monotonic() + timeout_s
+        seen = None
+        while time.monotonic() < deadline:
+            try:
+                seen = [len(metadata(n.bootstrap).brokers) for n in self.nodes if n.alive()]
+            except KafkaException as e:  # no broker registered yet: librdkafka's _PARTIAL
+                seen = str(e)
+            if isinstance(seen, list) and all(s == count for s in seen):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"brokers seen per node: {seen}, expected {count}")
+
+    def controller_status(self, node_id):
+        out = subprocess.run(
+            [str(strom_bin()), "cluster", "status", "--controller",
+             f"127.0.0.1:{self.controller_ports[node_id - 1]}"],
+            capture_output=True, text=True, timeout=15,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def isolate(self, node_id):
+        """Cut every link to and from `node_id`."""
+        for (i, j), link in self.links.items():
+            if node_id in (i, j):
+                link.block()
+
+    def heal(self):
+        for link in self.links.values():
+            link.heal()
+
+    def stop(self):
+        for n in self.nodes:
+            if n.alive():
+                n.kill9_only()
+        for link in self.links.values():
+            link.close()
+
+
+def metadata(bootstrap):
+    client = AdminClient({"bootstrap.servers": bootstrap, **helpers.FAST_CLIENT})
+    return client.list_topics(timeout=10)
+
+
+def partition_info(bootstrap, topic, partition):
+    try:
+        t = metadata(bootstrap).topics.get(topic)
+    except KafkaException:
+        return None
+    if t is None or t.error is not None or partition not in t.partitions:
+        return None
+    return t.partitions[partition]
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    c = Cluster(tmp_path, proxied=getattr(request, "param", False))
+    c.start()
+    yield c
+    failed = any(getattr(request.node, "rep_" + w, None) and getattr(request.node, "rep_" + w).failed
+                 for w in ("setup", "call"))
+    helpers.forget_clients()
+    c.stop()
+    if failed:
+        for i, n in enumerate(c.nodes):
+            print(f"\n----- node {i + 1} log -----\n{n.log_tail(15000)}")
+
+
+def create_rf3(bootstrap, topic, partitions, rf=3):
+    futures = helpers.admin(bootstrap).create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=rf)], operation_timeout=20, request_timeout=20
+    )
+    futures[topic].result(timeout=30)
+
+
+def wait_isr(cluster, topic, partitions, isr_size, timeout_s=20):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        infos = [partition_info(cluster.bootstrap(), topic, p) for p in range(partitions)]
+        last = [(i.leader, sorted(i.isrs)) if i else None for i in infos]
+        if all(i is not None and i.leader > 0 and len(i.isrs) == isr_size for i in infos):
+            return infos
+        time.sleep(0.2)
+    raise AssertionError(f"ISR never reached {isr_size}: {last}")
+
+
+def test_every_node_shows_all_brokers_and_replicated_partitions(cluster):
+    topic = "orders"
+    out = subprocess.run(
+        [str(strom_bin()), "topic", "create", topic, "--partitions", "6", "--replication-factor", "3",
+         "--bootstrap", cluster.node(1).bootstrap],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    wait_isr(cluster, topic, 6, 3)
+    leaders = set()
+    for n in cluster.nodes:
+        md = metadata(n.bootstrap)
+        assert sorted(md.brokers) == [1, 2, 3]
+        assert {b.port for b in md.brokers.values()} == {x.port for x in cluster.nodes}
+        t = md.topics[topic]
+        assert sorted(t.partitions) == list(range(6))
+        for p in t.partitions.values():
+            assert sorted(p.replicas) == [1, 2, 3]
+            assert sorted(p.isrs) == [1, 2, 3]
+            assert p.leader in (1, 2, 3)
+            leaders.add(p.leader)
+    # Leadership is spread over the nodes (round-robin assignment).
+    assert leaders == {1, 2, 3}
+    status = cluster.controller_status(2)
+    assert "leader" in status and "voter 1" in status and "broker 3" in status, status
+
+
+def test_rf3_produce_consume_and_followers_refuse_produce(cluster):
+    topic = "rf3-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(2).bootstrap, topic, 3)
+    wait_isr(cluster, topic, 3, 3)
+    values = [f"v{i}".encode() for i in range(600)]
+    d = helpers.produce_values(cluster.node(2).bootstrap, topic, values, acks="all", **{"enable.idempotence": True})
+    assert len(d.ok) == 600
+    got = helpers.consume_partitions(cluster.node(3).bootstrap, topic, [0, 1, 2], 600, timeout_s=30)
+    assert sorted(m.value() for m in got) == sorted(values)
+    # Per partition, the consumer reads exactly what was acknowledged there, in offset order.
+    for p in range(3):
+        acked = [(o, v) for part, o, v in d.ok if part == p]
+        read = [(m.offset(), m.value()) for m in got if m.partition() == p]
+        assert read == sorted(acked)
+
+    # A follower answers a produce with NOT_LEADER_OR_FOLLOWER.
+    info = partition_info(cluster.bootstrap(), topic, 0)
+    follower = next(r for r in info.replicas if r != info.leader)
+    batch = wire.record_batch([b"stray"])
+    with wire.Conn(cluster.node(follower).bootstrap) as conn:
+        conn.send(wire.produce_request_v3(topic, 0, batch, correlation_id=7))
+        _, results = wire.parse_produce_v3(conn.recv_frame())
+    assert results == [(topic, 0, NOT_LEADER_OR_FOLLOWER, -1)]
+
+    # The JSON protocol (spoken on the Kafka port) obeys the same rule, and its produce on
+    # the leader is answered once the ISR has it.
+    def json_produce(node_id, value):
+        with socket.create_connection(("127.0.0.1", cluster.node(node_id).port), timeout=15) as sock:
+            f = sock.makefile("rwb")
+            f.write(json.dumps({"type": "produce", "topic": topic, "partition": 0, "value": value}).encode() + b"\n")
+            f.flush()
+            return json.loads(f.readline())
+
+    refused = json_produce(follower, "json-on-follower")
+    assert refused["ok"] is False and refused["code"] == "rejected", refused
+    accepted = json_produce(info.leader, "json-on-leader")
+    in_partition_0 = sum(1 for part, _, _ in d.ok if part == 0)
+    assert accepted["ok"] is True and accepted["offset"] == in_partition_0, accepted
+
+
+class LoadProducer(threading.Thread):
+    """An idempotent acks=all producer that keeps sending numbered values to one partition
+    and records every acknowledgement with the time it arrived."""
+
+    def __init__(self, bootstrap, topic):
+        super().__init__(daemon=True)
+        self.p = helpers.producer(
+            bootstrap, acks="all", **{"enable.idempotence": True, "message.timeout.ms": 60000, "linger.ms": 2}
+        )
+        self.topic = topic
+        self.acked = []  # (partition, offset, value, monotonic time)
+        self.errors = []
+        self.sent = 0
+        self.stop_flag = threading.Event()
+
+    def on_delivery(self, err, msg):
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.acked.append((msg.partition(), msg.offset(), msg.value(), time.monotonic()))
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.p.produce(self.topic, value=f"m{self.sent:07d}".encode(), partition=0, on_delivery=self.on_delivery)
+                self.sent += 1
+            except BufferError:
+                pass
+            self.p.poll(0.002)
+        self.p.flush(60)
+
+
+def quorum_leader(cluster):
+    for i, n in enumerate(cluster.nodes):
+        if not n.alive():
+            continue
+        out = subprocess.run(
+            [str(strom_bin()), "cluster", "status", "--json", "--controller",
+             f"127.0.0.1:{cluster.controller_ports[i]}"],
+            capture_output=True, text=True, timeout=15,
+        )
+        if out.returncode == 0:
+            leader = json.loads(out.stdout)["leader"]
+            if leader is not None:
+                return leader
+    raise AssertionError("no node knows a quorum leader")
+
+
+@pytest.mark.parametrize(
+    "victim,fault",
+    [("partition-leader", "kill9"), ("partition-leader", "sigstop"), ("quorum-leader", "kill9")],
+)
+def test_leader_failure_under_acks_all_load_loses_nothing(cluster, victim, fault):
+    """kill -9 (or SIGSTOP past the session timeout, then SIGCONT: a zombie) of the partition
+    leader or of the metadata quorum's leader while an idempotent acks=all producer runs:
+    a new leader takes over, the producer continues, the victim comes back as a follower
+    (truncating to the new leader), and the history check passes."""
+    topic = "failover-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    load = LoadProducer(cluster.bootstrap(), topic)
+    load.start()
+    deadline = time.monotonic() + 20
+    while len(load.acked) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the fault; errors {load.errors[:3]}"
+
+    old_leader = partition_info(cluster.bootstrap(), topic, 0).leader
+    target = old_leader if victim == "partition-leader" else quorum_leader(cluster)
+    node = cluster.node(target)
+    faulted_at = time.monotonic()
+    if fault == "kill9":
+        node.kill9_only()
+    else:
+        node.proc.send_signal(signal.SIGSTOP)
+    survivors = cluster.bootstrap(exclude=(target,))
+    new_leader = None
+    while time.monotonic() - faulted_at < 30:
+        info = partition_info(survivors, topic, 0)
+        if info is not None and info.leader not in (-1, target):
+            new_leader = info.leader
+            break
+        time.sleep(0.05)
+    elected_s = time.monotonic() - faulted_at
+    assert new_leader is not None, "no leader other than the victim within 30 s"
+    if target == old_leader:
+        assert partition_info(survivors, topic, 0).leader != old_leader
+    # The producer continues: acknowledgements arrive again after the fault.
+    while time.monotonic() - faulted_at < 40 and not any(t > faulted_at + 3 for *_, t in load.acked[-50:]):
+        time.sleep(0.05)
+    resumed = [t for *_, t in load.acked if t > faulted_at]
+    assert resumed, f"no acknowledgement after the fault; errors {load.errors[:3]}"
+    first_ack_s = min(resumed) - faulted_at
+    if victim == "quorum-leader":
+        # The quorum still takes changes without its old leader.
+        create_rf3(survivors, topic + "-after", 1, rf=2)
+    if fault == "sigstop":
+        time.sleep(1)
+        node.proc.send_signal(signal.SIGCONT)
+    else:
+        node.start()
+    time.sleep(2)
+    load.stop_flag.set()
+    load.join(90)
+    assert not load.errors, f"delivery errors: {load.errors[:5]}"
+    print(f"\n{victim} {fault}: partition leader {new_leader} (was {old_leader}) seen {elected_s:.2f}s after "
+          f"the fault on node {target}; first ack after it {first_ack_s:.2f}s; {len(load.acked)} acks in all")
+    # The victim is back in the ISR (after truncating to the new leader).
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    check_history(cluster.bootstrap(), topic, load.acked)
+
+
+def test_rolling_restart_under_load_loses_nothing(cluster):
+    """Each node in turn is stopped (SIGTERM) and started again on its data dir while an
+    idempotent acks=all producer runs: the metadata log and the partition logs survive the
+    restarts, every node rejoins the ISR, and no acknowledged record is lost or doubled."""
+    topic = "rolling-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    load = LoadProducer(cluster.bootstrap(), topic)
+    load.start()
+    for node_id in (1, 2, 3):
+        before = len(load.acked)
+        node = cluster.node(node_id)
+        node.stop()
+        # The controller fences it (its leaderships move, it leaves the ISR) ...
+        cluster.wait_brokers(2)
+        wait_isr(cluster, topic, 1, 2, timeout_s=30)
+        node.start()
+        # ... and it comes back as a follower that catches up and rejoins the ISR.
+        cluster.wait_brokers(3)
+        wait_isr(cluster, topic, 1, 3, timeout_s=30)
+        deadline = time.monotonic() + 30
+        while len(load.acked) < before + 500 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(load.acked) >= before + 500, f"producer stalled after restarting node {node_id}"
+    load.stop_flag.set()
+    load.join(90)
+    assert not load.errors, f"delivery errors: {load.errors[:5]}"
+    check_history(cluster.bootstrap(), topic, load.acked)
+
+
+def log_bytes(node, topic):
+    part = node.data_dir / topic / "partition-0"
+    return b"".join(p.read_bytes() for p in sorted(part.glob("*.log")))
+
+
+def test_a_node_whose_disk_was_wiped_rejoins_and_re_replicates(cluster):
+    """A follower is killed, its whole data dir (metadata log included) is wiped, and it
+    starts again: it rejoins the quorum, relearns the metadata, fetches the partition from
+    the leader from offset 0 and rejoins the ISR with a log byte-identical to the leader's."""
+    topic = "wiped-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    values = [f"w{i}".encode() for i in range(2000)]
+    helpers.produce_values(cluster.bootstrap(), topic, values, partition=0, acks="all",
+                           **{"enable.idempotence": True})
+    info = partition_info(cluster.bootstrap(), topic, 0)
+    follower = next(r for r in info.replicas if r != info.leader)
+    node = cluster.node(follower)
+    node.kill9_only()
+    shutil.rmtree(node.data_dir)
+    node.data_dir.mkdir()
+    cluster.wait_brokers(2)
+    wait_isr(cluster, topic, 1, 2, timeout_s=30)
+    more = [f"x{i}".encode() for i in range(500)]
+    helpers.produce_values(cluster.bootstrap(), topic, more, partition=0, acks="all",
+                           **{"enable.idempotence": True})
+    node.start()
+    cluster.wait_brokers(3)
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    leader = cluster.node(partition_info(cluster.bootstrap(), topic, 0).leader)
+    deadline = time.monotonic() + 10
+    while log_bytes(node, topic) != log_bytes(leader, topic) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert log_bytes(node, topic) == log_bytes(leader, topic)
+    got = helpers.consume_all(cluster.bootstrap(), topic, 2500)
+    assert [m.value() for m in got] == values + more
+
+
+@pytest.mark.parametrize("cluster", [True], indirect=True, ids=["proxied"])
+def test_a_partitioned_leader_stops_acknowledging_and_nothing_is_lost_after_healing(cluster):
+    """The partition leader is cut off from both other nodes (a fault-injecting proxy on every
+    inter-node link) under acks=all load. The majority elects a new leader and the producer
+    continues there; the isolated node acknowledges nothing that is later lost. After the
+    links heal it truncates to the new leader and rejoins the ISR, and the history check
+    finds every acknowledged record exactly once, with no offset holding two values."""
+    topic = "partitioned-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    load = LoadProducer(cluster.bootstrap(), topic)
+    load.start()
+    deadline = time.monotonic() + 20
+    while len(load.acked) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the partition"
+    old_leader = partition_info(cluster.bootstrap(), topic, 0).leader
+    cut_at = time.monotonic()
+    cluster.isolate(old_leader)
+    majority = cluster.bootstrap(exclude=(old_leader,))
+    new_leader = None
+    while time.monotonic() - cut_at < 30:
+        info = partition_info(majority, topic, 0)
+        if info is not None and info.leader not in (-1, old_leader):
+            new_leader = info.leader
+            break
+        time.sleep(0.05)
+    assert new_leader is not None, "the majority elected no new leader"
+    while time.monotonic() - cut_at < 40 and not any(t > cut_at + 3 for *_, t in load.acked[-50:]):
+        time.sleep(0.05)
+    assert any(t > cut_at + 3 for *_, t in load.acked), f"producer did not continue; errors {load.errors[:3]}"
+    # The minority side refuses to acknowledge acks=all alone: a raw produce straight to it
+    # fails (it cannot reach its ISR, and it cannot shrink the ISR without the quorum).
+    batch = wire.record_batch([b"minority"])
+    with wire.Conn(cluster.node(old_leader).bootstrap, timeout_s=15) as conn:
+        conn.send(wire.produce_request_v3(topic, 0, batch, correlation_id=9, timeout_ms=3000))
+        _, results = wire.parse_produce_v3(conn.recv_frame())
+    assert results[0][2] != 0, f"the isolated node acknowledged a write: {results}"
+    cluster.heal()
+    time.sleep(2)
+    load.stop_flag.set()
+    load.join(90)
+    assert not load.errors, f"delivery errors: {load.errors[:5]}"
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    check_history(cluster.bootstrap(), topic, load.acked)
+    _, high = helpers.watermarks(cluster.bootstrap(), topic)
+    values = [m.value() for m in helpers.consume_all(cluster.bootstrap(), topic, high, timeout_s=30)]
+    assert b"minority" not in values
+
+
+def check_history(bootstrap, topic, acked):
+    """Every acknowledged (partition, offset, value) is read back exactly once at its offset,
+    acknowledged values keep their send order, and no offset holds two values."""
+    expected = {(p, o): v for p, o, v, _ in acked}
+    assert len(expected) == len(acked), "two acknowledgements for one offset"
+    end = max(o for _, o, _, _ in acked) + 1
+    msgs = helpers.consume_partitions(bootstrap, topic, [0], end, timeout_s=60)
+    read = {}
+    values_seen = {}
+    for m in msgs:
+        key = (m.partition(), m.offset())
+        assert key not in read, f"offset {key} delivered twice"
+        read[key] = m.value()
+        values_seen[m.value()] = values_seen.get(m.value(), 0) + 1
+    missing = [k for k in expected if k not in read]
+    assert not missing, f"{len(missing)} acknowledged records missing, first {missing[:5]}"
+    wrong = [(k, expected[k], read[k]) for k in expected if read[k] != expected[k]]
+    assert not wrong, f"offsets holding another value: {wrong[:5]}"
+    dups = [v for v, n in values_seen.items() if n > 1]
+    assert not dups, f"values stored twice (idempotence broken): {dups[:5]}"
+    # Acknowledged values were sent in increasing order; their offsets must increase too.
+    by_value = sorted((v, o) for (_, o), v in expected.items())
+    offsets = [o for _, o in by_value]
+    assert offsets == sorted(offsets), "per-partition order of acknowledged values broken"

@@ -1,0 +1,297 @@
+"""Transactions (KIP-98) end to end with confluent-kafka's transactional producer against the
+real broker: commits and aborts across partitions, read_committed against read_uncommitted
+consumers, a consume-transform-produce loop with send_offsets_to_transaction, zombie fencing,
+a broker killed mid-transaction, segment rolls, and the broker-side refusals Kafka makes.
+"""
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+import helpers
+import wire
+from conftest import strom_bin
+
+pytestmark = pytest.mark.timeout(120)
+
+# Fast transaction expiry for the tests (Kafka's default cleanup interval is 10 s).
+TXN_SETTINGS = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "300"}
+
+ERROR_INVALID_TXN_STATE = 48
+
+
+def txn_producer(bootstrap, tid, **conf):
+    base = {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": tid,
+        "linger.ms": 5,
+        **helpers.FAST_CLIENT,
+    }
+    base.update(conf)
+    p = Producer(base)
+    p.init_transactions(15)
+    return p
+
+
+def read(bootstrap, topic, partitions, isolation, expected=None, timeout_s=8.0):
+    """Every value of `partitions` by assignment from the beginning, per partition in order.
+    Reads until `expected` values arrived, or until the time is up when `expected` is None."""
+    c = helpers.consumer(bootstrap, **{"isolation.level": isolation})
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        out = {p: [] for p in partitions}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if expected is not None and sum(len(v) for v in out.values()) >= expected:
+                # A little longer, so that an extra record would be seen too.
+                deadline = min(deadline, time.monotonic() + 0.5)
+            for m in c.consume(num_messages=500, timeout=0.2):
+                if m.error():
+                    raise AssertionError(f"consumer error: {m.error()}")
+                out[m.partition()].append(m.value())
+        return out
+    finally:
+        c.close()
+
+
+def test_commits_and_aborts_interleaved_across_partitions(start_broker, topic_name):
+    broker = start_broker(settings=TXN_SETTINGS)
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=2)
+    p = txn_producer(broker.bootstrap, f"tx-{uuid.uuid4().hex[:6]}")
+    committed = {0: [], 1: []}
+    everything = {0: [], 1: []}
+    for t in range(6):
+        p.begin_transaction()
+        for part in (0, 1):
+            for j in range(3):
+                v = f"t{t}-p{part}-{j}".encode()
+                p.produce(topic_name, value=v, partition=part)
+                everything[part].append(v)
+                if t % 2 == 0:
+                    committed[part].append(v)
+        # An abort purges what is not sent yet: send it, so the log holds aborted records.
+        p.flush(10)
+        if t % 2 == 0:
+            p.commit_transaction(15)
+        else:
+            p.abort_transaction(15)
+
+    # Each transaction left one marker per partition: 6 x (3 records + 1 marker).
+    for part in (0, 1):
+        assert helpers.watermarks(broker.bootstrap, topic_name, part) == (0, 24)
+    got = read(broker.bootstrap, topic_name, [0, 1], "read_committed", expected=18)
+    assert got == committed
+    got = read(broker.bootstrap, topic_name, [0, 1], "read_uncommitted", expected=36)
+    assert got == everything
+
+
+def test_an_open_transaction_holds_read_committed_at_the_lso(start_broker, topic_name):
+    broker = start_broker(settings=TXN_SETTINGS)
+    helpers.create_topic(broker.bootstrap, topic_name)
+    helpers.produce_values(broker.bootstrap, topic_name, [b"plain-0"], partition=0)
+    p = txn_producer(broker.bootstrap, "lso-tx")
+    p.begin_transaction()
+    p.produce(topic_name, value=b"open-0", partition=0)
+    p.flush(10)
+    # A non-transactional record after the open transaction is not stable yet either.
+    helpers.produce_values(broker.bootstrap, topic_name, [b"plain-1"], partition=0)
+
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", timeout_s=2.0)
+    assert got == {0: [b"plain-0"]}
+    got = read(broker.bootstrap, topic_name, [0], "read_uncommitted", expected=3)
+    assert got == {0: [b"plain-0", b"open-0", b"plain-1"]}
+
+    p.commit_transaction(15)
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=3)
+    assert got == {0: [b"plain-0", b"open-0", b"plain-1"]}
+
+
+def test_consume_transform_produce_commits_offsets_with_the_output(start_broker):
+    broker = start_broker(settings=TXN_SETTINGS)
+    src, dst, group = "ctp-in", "ctp-out", "ctp-group"
+    helpers.create_topic(broker.bootstrap, src)
+    helpers.create_topic(broker.bootstrap, dst)
+    helpers.produce_values(broker.bootstrap, src, [f"in-{i}".encode() for i in range(30)], partition=0)
+
+    c = helpers.consumer(broker.bootstrap, group=group, **{"isolation.level": "read_committed"})
+    c.subscribe([src])
+    p = txn_producer(broker.bootstrap, "ctp-tx")
+    seen = 0
+    batches = 0
+    deadline = time.monotonic() + 30
+    try:
+        while seen < 30 and time.monotonic() < deadline:
+            msgs = [m for m in c.consume(num_messages=10, timeout=0.5) if not m.error()]
+            if not msgs:
+                continue
+            p.begin_transaction()
+            for m in msgs:
+                p.produce(dst, value=m.value().replace(b"in-", b"out-"), partition=0)
+            p.flush(10)
+            p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 15)
+            batches += 1
+            if batches == 2:
+                # The second batch is aborted: its output must never be visible, and its input
+                # offsets are not committed, so the batch is read again.
+                p.abort_transaction(15)
+                c.seek(TopicPartition(src, 0, msgs[0].offset()))
+                continue
+            p.commit_transaction(15)
+            seen += len(msgs)
+    finally:
+        c.close()
+    assert seen == 30
+
+    out = read(broker.bootstrap, dst, [0], "read_committed", expected=30)
+    assert out == {0: [f"out-{i}".encode() for i in range(30)]}
+    check = helpers.consumer(broker.bootstrap, group=group)
+    try:
+        (tp,) = check.committed([TopicPartition(src, 0)], timeout=10)
+        assert tp.offset == 30
+    finally:
+        check.close()
+
+
+def test_a_second_producer_with_the_same_id_fences_the_first(start_broker, topic_name):
+    broker = start_broker(settings=TXN_SETTINGS)
+    helpers.create_topic(broker.bootstrap, topic_name)
+    zombie = txn_producer(broker.bootstrap, "fenced-tx")
+    zombie.begin_transaction()
+    zombie.produce(topic_name, value=b"zombie", partition=0)
+    zombie.flush(10)
+
+    fresh = txn_producer(broker.bootstrap, "fenced-tx")
+    fresh.begin_transaction()
+    fresh.produce(topic_name, value=b"fresh", partition=0)
+    fresh.commit_transaction(15)
+
+    with pytest.raises(KafkaException) as info:
+        zombie.commit_transaction(15)
+    err = info.value.args[0]
+    assert err.fatal(), err
+    assert err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH), err
+
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=1)
+    assert got == {0: [b"fresh"]}
+
+
+def test_a_transaction_timeout_above_the_broker_maximum_is_refused(start_broker):
+    broker = start_broker(settings={"transaction.max.timeout.ms": "5000"})
+    p = Producer({
+        "bootstrap.servers": broker.bootstrap,
+        "transactional.id": "too-long",
+        "transaction.timeout.ms": 10000,
+        **helpers.FAST_CLIENT,
+    })
+    with pytest.raises(KafkaException) as info:
+        p.init_transactions(10)
+    assert info.value.args[0].code() == KafkaError.INVALID_TRANSACTION_TIMEOUT
+
+
+def txn_cli(broker, *args):
+    out = subprocess.run(
+        [str(strom_bin()), "txn", *args, "--bootstrap", broker.bootstrap],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_kill9_mid_transaction_aborts_it_after_the_timeout(start_broker, topic_name):
+    broker = start_broker(settings=TXN_SETTINGS)
+    helpers.create_topic(broker.bootstrap, topic_name)
+    p = txn_producer(broker.bootstrap, "crash-tx", **{"transaction.timeout.ms": 4000, "socket.timeout.ms": 4000})
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic_name, value=f"doomed-{i}".encode(), partition=0)
+    p.flush(10)
+    assert "Ongoing" in txn_cli(broker, "describe", "crash-tx")
+
+    broker.kill9()
+    # Recovered: still open until its timeout, then aborted by the coordinator.
+    after = txn_producer(broker.bootstrap, "after-crash-tx")
+    after.begin_transaction()
+    after.produce(topic_name, value=b"survivor", partition=0)
+    after.commit_transaction(15)
+
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=1, timeout_s=15)
+    assert got == {0: [b"survivor"]}
+    described = txn_cli(broker, "describe", "crash-tx")
+    assert "CompleteAbort" in described, described
+    listed = txn_cli(broker, "list")
+    assert "crash-tx" in listed and "after-crash-tx" in listed and "CompleteCommit" in listed, listed
+    # The zombie producer is fenced by the timeout's epoch bump.
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
+
+
+def test_transactions_across_segment_rolls_and_restarts(start_broker, topic_name):
+    broker = start_broker(settings=TXN_SETTINGS)
+    helpers.create_topic(broker.bootstrap, topic_name, config={"segment.bytes": "4096"})
+    p = txn_producer(broker.bootstrap, "roll-tx")
+    committed = []
+    pad = b"x" * 300
+    for t in range(8):
+        p.begin_transaction()
+        for j in range(6):
+            v = f"r{t}-{j}-".encode() + pad
+            p.produce(topic_name, value=v, partition=0)
+            if t % 3 != 1:
+                committed.append(v)
+            p.flush(10)  # one batch per record: rolls fall inside transactions
+        if t % 3 == 1:
+            p.abort_transaction(15)
+        else:
+            p.commit_transaction(15)
+    segments = list(broker.partition_dir(topic_name).glob("*.log"))
+    assert len(segments) >= 4
+    assert list(broker.partition_dir(topic_name).glob("*.txnindex")), "aborts leave .txnindex files"
+
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=len(committed))
+    assert got == {0: committed}
+    broker.restart()
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=len(committed))
+    assert got == {0: committed}
+    # A crash right after more transactions keeps them apart too (producer state and
+    # .txnindex rebuilt from the markers after the last snapshot).
+    p = txn_producer(broker.bootstrap, "roll-tx")
+    for t in range(2):
+        p.begin_transaction()
+        v = f"late-{t}-".encode() + pad
+        p.produce(topic_name, value=v, partition=0)
+        p.flush(10)
+        if t == 0:
+            p.abort_transaction(15)
+        else:
+            p.commit_transaction(15)
+            committed.append(v)
+    broker.kill9()
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=len(committed))
+    assert got == {0: committed}
+
+
+def test_a_transactional_batch_for_a_partition_not_added_is_refused(start_broker, topic_name):
+    broker = start_broker()
+    helpers.create_topic(broker.bootstrap, topic_name)
+    with wire.Conn(broker.bootstrap) as c:
+        c.send(wire.init_producer_id_request_v0(1, transactional_id="raw-tx"))
+        _, error, pid, epoch = wire.parse_init_producer_id_v0(c.recv_frame())
+        assert error == wire.ERROR_NONE and pid >= 0
+        batch = wire.record_batch([b"sneaky"], producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                                  attributes=0x10)
+        c.send(wire.produce_request_v3(topic_name, 0, batch, correlation_id=2, transactional_id="raw-tx"))
+        _, parts = wire.parse_produce_v3(c.recv_frame())
+        (_, _, err, _), = parts
+        assert err == ERROR_INVALID_TXN_STATE
+    assert helpers.watermarks(broker.bootstrap, topic_name) == (0, 0)

@@ -115,3 +115,63 @@ pub async fn init_producer_id(
     }
     producer_id::handle(broker, req, version).await
 }
+
+/// CreatePartitions: ALTER on each topic. A name given twice stays for `admin_topics` to
+/// refuse as INVALID_REQUEST, which Kafka decides first.
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    mut req: CreatePartitionsRequest,
+    version: i16,
+) -> CreatePartitionsResponse {
+    if !authz.enforcing() {
+        return admin_topics::create_partitions(broker, req, version).await;
+    }
+    let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
+    let twice = |n: &str| names.iter().filter(|m| m.as_str() == n).count() > 1;
+    let (denied, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut req.topics)
+        .into_iter()
+        .partition(|t| !twice(t.name.0.as_str()) && !authz.topic(op::ALTER, t.name.0.as_str()));
+    req.topics = kept;
+    let mut response = admin_topics::create_partitions(broker, req, version).await;
+    response.results.extend(denied.into_iter().map(|t| {
+        create_partitions_response::CreatePartitionsTopicResult::default()
+            .with_name(t.name)
+            .with_error_code(E::TopicAuthorizationFailed.code())
+            .with_error_message(Some(sb(DENIED_MESSAGE)))
+    }));
+    response
+}
+
+/// DeleteRecords: DELETE on each topic.
+pub fn delete_records(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    mut req: DeleteRecordsRequest,
+    version: i16,
+) -> DeleteRecordsResponse {
+    if !authz.enforcing() {
+        return admin_topics::delete_records(broker, req, version);
+    }
+    let (denied, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut req.topics)
+        .into_iter()
+        .partition(|t| !authz.topic(op::DELETE, t.name.0.as_str()));
+    req.topics = kept;
+    let mut response = admin_topics::delete_records(broker, req, version);
+    response.topics.extend(denied.into_iter().map(|t| {
+        delete_records_response::DeleteRecordsTopicResult::default()
+            .with_name(t.name)
+            .with_partitions(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        delete_records_response::DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(-1)
+                            .with_error_code(E::TopicAuthorizationFailed.code())
+                    })
+                    .collect(),
+            )
+    }));
+    response
+}

@@ -7,12 +7,14 @@ pub mod admin_acls;
 pub mod admin_topics;
 pub mod api_versions;
 pub mod authz;
+pub mod config_acls;
 pub mod configs;
 pub mod fetch;
 pub mod group_acls;
 pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
+pub mod log_acls;
 pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
@@ -109,21 +111,26 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         .await),
         ApiKey::CreatePartitions => {
             handle!(CreatePartitionsRequest, |r| {
-                admin_topics::create_partitions(broker, r, v).await
+                admin_acls::create_partitions(broker, &authz, r, v).await
             })
         }
-        ApiKey::DeleteRecords => handle!(DeleteRecordsRequest, |r| admin_topics::delete_records(
-            broker, r, v
+        ApiKey::DeleteRecords => handle!(DeleteRecordsRequest, |r| admin_acls::delete_records(
+            broker, &authz, r, v
         )),
         ApiKey::DescribeConfigs => {
-            handle!(DescribeConfigsRequest, |r| configs::describe(broker, r, v))
+            handle!(DescribeConfigsRequest, |r| config_acls::describe(
+                broker, &authz, r, v
+            ))
         }
         ApiKey::AlterConfigs => {
-            handle!(AlterConfigsRequest, |r| configs::alter(broker, r, v).await)
+            handle!(AlterConfigsRequest, |r| config_acls::alter(
+                broker, &authz, r, v
+            )
+            .await)
         }
         ApiKey::IncrementalAlterConfigs => {
             handle!(IncrementalAlterConfigsRequest, |r| {
-                configs::incremental_alter(broker, r, v).await
+                config_acls::incremental_alter(broker, &authz, r, v).await
             })
         }
         ApiKey::InitProducerId => {
@@ -133,12 +140,14 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             .await)
         }
         ApiKey::OffsetForLeaderEpoch => {
-            handle!(OffsetForLeaderEpochRequest, |r| leader_epoch::handle(
-                broker, r, v
-            ))
+            handle!(OffsetForLeaderEpochRequest, |r| {
+                log_acls::offset_for_leader_epoch(broker, &authz, r, v)
+            })
         }
         ApiKey::DescribeLogDirs => {
-            handle!(DescribeLogDirsRequest, |r| log_dirs::handle(broker, r, v))
+            handle!(DescribeLogDirsRequest, |r| log_acls::describe_log_dirs(
+                broker, &authz, r, v
+            ))
         }
         ApiKey::DescribeCluster => handle!(DescribeClusterRequest, |r| metadata::describe_cluster(
             broker, r, v, ctx

@@ -29,7 +29,7 @@ from confluent_kafka.admin import (
 )
 
 import helpers
-from conftest import Broker, free_port
+from conftest import Broker, free_port, strom_bin
 from kafka import KafkaAdminClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -244,6 +244,40 @@ def test_write_without_create_on_a_missing_topic_is_refused_and_nothing_is_creat
     allow(secure_broker, "User:erin", ResourceType.TOPIC, "erin-", AclOperation.CREATE, ResourcePatternType.PREFIXED)
     assert produce(conf, "erin-missing", [b"y"]) == [None]
     assert helpers.watermarks(secure_broker.bootstrap, "erin-missing") == (0, 1)
+
+
+def strom(*args, stdin=None):
+    out = subprocess.run([str(strom_bin()), *args], input=stdin, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_cli_users_and_acls_take_effect_on_a_running_broker(secure_broker, certs):
+    data = str(secure_broker.data_dir)
+    # The password comes from stdin, so it never shows in the process list.
+    strom("user", "create", "carl", "--data-dir", data, stdin="carl-pw\n")
+    strom("acl", "add", "--principal", "User:carl", "--operation", "write,create", "--topic", "carl-",
+          "--prefixed", "--data-dir", data)
+    users = strom("user", "list", "--data-dir", data)
+    assert users == "carl\tSCRAM-SHA-256(4096),SCRAM-SHA-512(4096)\n"
+    assert "carl-pw" not in (secure_broker.data_dir / "__strom_meta" / "scram-credentials.json").read_text()
+    assert "ALLOW\tTOPIC:carl- (prefixed)\tUser:carl\tWRITE\thost=*" in strom("acl", "list", "--data-dir", data)
+
+    conf = sasl_conf(secure_broker, certs, "SCRAM-SHA-256", "carl", "carl-pw")
+    assert produce(conf, "carl-events", [b"1"]) == [None]
+
+    strom("acl", "remove", "--principal", "User:carl", "--operation", "write", "--topic", "carl-", "--prefixed",
+          "--data-dir", data)
+    denied = produce(conf, "carl-events", [b"2"])
+    assert denied[0] is not None and denied[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
+
+    strom("user", "delete", "carl", "--data-dir", data)
+    errors = []
+    p = Producer({**conf, "error_cb": errors.append})
+    deadline = time.monotonic() + 15
+    while not errors and time.monotonic() < deadline:
+        p.poll(0.2)
+    assert errors and errors[0].code() == KafkaError._AUTHENTICATION, errors
 
 
 def test_kafka_python_over_sasl_plaintext_scram_sha_512(secure_broker):

@@ -124,7 +124,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    // `listen` (the first listener's address) stays for log shippers that read it.
+    let first = kafka_listeners
+        .first()
+        .and_then(|(socket, _)| socket.local_addr().ok())
+        .map_or_else(|| config.listen.to_string(), |a| a.to_string());
     tracing::info!(
+        listen = %first,
         listeners = %listening.join(", "),
         json = %json_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_string(), |a| a.to_string()),
         http = %http_addr.map_or("off".to_string(), |a| a.to_string()),

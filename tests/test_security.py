@@ -29,6 +29,7 @@ from confluent_kafka.admin import (
 )
 
 import helpers
+from httpcheck import sample, scrape
 from conftest import Broker, free_port, strom_bin
 from kafka import KafkaAdminClient
 
@@ -63,6 +64,7 @@ def certs(tmp_path_factory):
 @pytest.fixture
 def secure_broker(tmp_path, certs):
     ports = {p: free_port() for p in ("SASL_SSL", "SSL", "SASL_PLAINTEXT")}
+    http_port = free_port()
     data = tmp_path / "data"
     data.mkdir()
     b = Broker(data, tmp_path / "broker.log")
@@ -76,8 +78,10 @@ def secure_broker(tmp_path, certs):
         "authorizer.class.name": AUTHORIZER,
         "super.users": "User:ANONYMOUS;User:admin",
         "connection.failed.authentication.delay.ms": "200",
+        "http.listen": f"127.0.0.1:{http_port}",
     })
     b.ports = ports
+    b.http = f"http://127.0.0.1:{http_port}"
     b.start()
     yield b
     helpers.forget_clients()
@@ -171,6 +175,9 @@ def test_sasl_ssl_produce_and_consume_with_each_mechanism(secure_broker, certs, 
     values = [f"{mechanism}-{i}".encode() for i in range(5)]
     assert produce(conf, topic, values) == [None] * 5
     assert consume(conf, topic, "alice-g", 5) == values
+    # Connections on every Kafka listener count as listener="kafka" in /metrics.
+    accepted = sample(scrape(secure_broker), "strom_connections_accepted_total", listener="kafka")
+    assert accepted >= 3, accepted
 
 
 def test_wrong_password_is_sasl_authentication_failed_and_logged_without_secrets(secure_broker, certs):

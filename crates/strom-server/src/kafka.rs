@@ -94,11 +94,11 @@ pub async fn serve_listener(
     let security = &local.broker().config.security;
     let json_allowed = spec.protocol == SecurityProtocol::Plaintext && !security.authorizer_enabled;
     let handshake_timeout = std::time::Duration::from_millis(security.handshake_timeout_ms);
-    let label: &'static str = Box::leak(format!("kafka {}", spec.name).into_boxed_str());
     let spec = Arc::new(spec);
+    // Every Kafka listener counts as `kafka` in the connection metrics.
     crate::accept::accept_loop(
         listener,
-        label,
+        "kafka",
         limits.max_connections,
         shutdown,
         refuse,

@@ -6,6 +6,7 @@ import struct
 import time
 
 import wire
+from httpcheck import sample, scrape, start_http_broker
 from helpers import assert_healthy
 
 
@@ -90,12 +91,21 @@ def answer_times_while_a_produce_waits_for_fsync(broker):
 def test_requests_beyond_queued_max_request_bytes_wait_until_earlier_ones_are_answered(start_broker):
     """The byte budget is shared by every connection: while A's 64 KiB produce, larger than
     the whole 50 KB budget, waits for its fsync, B's request is not even read."""
-    b = start_broker(settings={"queued.max.request.bytes": "50000", "log.fsync.group.commit.ms": "1500"})
+    b = start_http_broker(
+        start_broker, {"queued.max.request.bytes": "50000", "log.fsync.group.commit.ms": "1500"}
+    )
+    before = scrape(b)
     a_answered, b_answered = answer_times_while_a_produce_waits_for_fsync(b)
     assert a_answered >= 1.2, f"the produce waits for the group-commit window ({a_answered:.2f} s)"
     assert b_answered >= a_answered - 0.05, (
         f"B was answered after {b_answered:.2f} s, before A's produce ({a_answered:.2f} s) gave the budget back"
     )
+    # B's wait is the broker's request queue time, and /metrics shows it.
+    after = scrape(b)
+    waited = sample(after, "strom_request_queue_seconds_sum") - sample(before, "strom_request_queue_seconds_sum")
+    assert waited >= 1.0, f"queue time {waited:.2f} s while B waited {b_answered:.2f} s"
+    queued = sample(after, "strom_request_queue_seconds_count") - sample(before, "strom_request_queue_seconds_count")
+    assert queued >= 2
     assert_healthy(b.bootstrap, "budget", [b"v" * 1024] * 64)
 
 

@@ -122,3 +122,26 @@ def test_num_partitions_setting_applies_to_auto_created_topics(start_broker, top
     b = start_broker(settings={"num.partitions": "4"})
     produce_values(b.bootstrap, topic_name, [b"x"])
     wait_for_topic(b.bootstrap, topic_name, 4)
+
+
+def test_compacted_topic_refuses_records_without_a_key(broker, topic_name):
+    """LogValidator: a compacted topic needs a key on every record; a keyless one fails its
+    delivery with INVALID_RECORD (not retried) and keyed records go in and come back."""
+    from confluent_kafka import KafkaError
+
+    create_topic(broker.bootstrap, topic_name, config={"cleanup.policy": "compact"})
+    p = producer(broker.bootstrap, **{"linger.ms": 0})
+    d = Delivery()
+    p.produce(topic_name, value=b"no key", on_delivery=d)
+    assert p.flush(15) == 0
+    assert [e.code() for e in d.errors] == [KafkaError.INVALID_RECORD], d.errors
+    assert not d.ok
+    d = Delivery()
+    for i in range(3):
+        p.produce(topic_name, key=f"k{i}".encode(), value=f"v{i}".encode(), on_delivery=d)
+    assert p.flush(15) == 0
+    assert not d.errors, d.errors
+    got = consume_all(broker.bootstrap, topic_name, 3)
+    assert [(m.key(), m.value(), m.offset()) for m in got] == [
+        (f"k{i}".encode(), f"v{i}".encode(), i) for i in range(3)
+    ]

@@ -30,6 +30,8 @@ pub struct AppendOptions {
     /// The leader epoch stamped on each batch (0 on a single node). In cluster mode the
     /// append is refused unless this node still leads the partition in this epoch.
     pub leader_epoch: i32,
+    /// `cleanup.policy` includes `compact`: every record needs a key (Kafka's LogValidator).
+    pub keys_required: bool,
 }
 
 /// A successful append, or a recognised retry of one (`duplicate`).
@@ -78,6 +80,9 @@ pub enum AppendError {
     InvalidProducerEpoch { epoch: i16, producer_id: i64 },
     #[error("This server is not the leader for that topic-partition.")]
     NotLeader,
+    /// Records Kafka's LogValidator refuses one by one: `(index in the batch, reason)`.
+    #[error("One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]", .0.len(), record_errors_shown(.0))]
+    RecordErrors(Vec<(i32, String)>),
     #[error(transparent)]
     Offline(#[from] Offline),
     #[error("{0}")]
@@ -98,6 +103,9 @@ pub fn append(
     }
     let headers = validate_batches(&records)?;
     check_headers(&headers, options.max_message_bytes)?;
+    if options.keys_required {
+        check_keys(&records, &headers, partition)?;
+    }
     // Only transactional batches pay for this lookup (KIP-890's verification, done locally).
     if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
         if !broker.txn.partition_in_txn(
@@ -329,4 +337,53 @@ pub(crate) fn snapshot_if_rolled(state: &PartitionState, active_before: i64) {
         .segment_base_before_active(producer_snapshot::SNAPSHOTS_KEPT);
     producer_snapshot::RollSnapshot::new(state.log.dir(), rolled_at, &state.producers, obsolete)
         .spawn();
+}
+
+/// Kafka's `RecordError` as its message lists them.
+fn record_errors_shown(errors: &[(i32, String)]) -> String {
+    errors
+        .iter()
+        .take(3)
+        .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A compacted topic keeps the latest record per key, so a record without one is refused
+/// (LogValidator: INVALID_RECORD with one record error per keyless record). Only compacted
+/// topics pay for decoding the records; the rest of the produce path never looks inside.
+fn check_keys(
+    records: &Bytes,
+    headers: &[BatchHeader],
+    partition: &Partition,
+) -> Result<(), AppendError> {
+    let mut rest = records.clone();
+    let mut errors = Vec::new();
+    for h in headers {
+        let mut batch = rest.split_to(h.total_size());
+        if h.is_control() {
+            continue;
+        }
+        let decoded = strom_protocol::records::decode_batch(
+            &mut batch,
+            strom_protocol::records::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
+        )
+        .map_err(|e| AppendError::RecordErrors(vec![(0, e.to_string())]))?;
+        for (i, record) in decoded.set.records.iter().enumerate() {
+            if record.key.is_none() {
+                errors.push((
+                    i as i32,
+                    format!(
+                        "Compacted topic cannot accept message without key in topic partition {}-{}.",
+                        partition.topic, partition.index
+                    ),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppendError::RecordErrors(errors))
+    }
 }

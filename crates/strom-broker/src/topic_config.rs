@@ -97,8 +97,25 @@ pub fn config_info(name: &str) -> (i8, Option<&'static str>, &'static str) {
 /// A topic's overrides (name -> value as text), as stored in `topic.json`.
 pub type TopicOverrides = BTreeMap<String, String>;
 
+/// Topic configs Kafka 3.x took and 4.0 removed. Tools and clients of the 3.x era still send
+/// them in CreateTopics and AlterConfigs, so they are accepted, then dropped (never stored nor
+/// described), as they would have no effect here anyway.
+pub const REMOVED_TOPIC_CONFIGS: &[&str] =
+    &["message.format.version", "message.downconversion.enable"];
+
+/// Whether `name` is one of [`REMOVED_TOPIC_CONFIGS`].
+pub fn is_removed(name: &str) -> bool {
+    REMOVED_TOPIC_CONFIGS.contains(&name)
+}
+
 /// Checks one override; the message becomes the INVALID_CONFIG error text.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    if name == "message.downconversion.enable" && !matches!(value, "true" | "false") {
+        return Err(format!("Invalid value {value} for configuration {name}"));
+    }
+    if is_removed(name) {
+        return Ok(());
+    }
     if !TOPIC_CONFIGS.iter().any(|(n, _)| *n == name) {
         return Err(format!("Unknown topic config name: {name}"));
     }
@@ -180,6 +197,8 @@ pub struct EffectiveTopicConfig {
     pub max_message_bytes: usize,
     pub log_append_time: bool,
     pub compact: bool,
+    /// `cleanup.policy` includes `compact` (alone or with `delete`): records need keys.
+    pub keys_required: bool,
     pub index_interval_bytes: u32,
     pub flush_messages: i64,
 }
@@ -205,6 +224,7 @@ impl EffectiveTopicConfig {
             log_append_time: overrides.get("message.timestamp.type").map(String::as_str)
                 == Some("LogAppendTime"),
             compact: policy.contains("compact") && !policy.contains("delete"),
+            keys_required: policy.contains("compact"),
             index_interval_bytes: get("index.interval.bytes")
                 .map_or(broker.log_index_interval_bytes, |v| v as u32),
             flush_messages: get("flush.messages").unwrap_or(broker.log_flush_interval_messages),
@@ -218,6 +238,7 @@ impl EffectiveTopicConfig {
             log_append_time: self.log_append_time,
             flush_messages: self.flush_messages,
             leader_epoch: 0,
+            keys_required: self.keys_required,
         }
     }
 

@@ -370,6 +370,7 @@ impl Topics {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
         }
+        let configs = without_removed(configs);
         let _admin = self.admin.lock().await;
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
@@ -609,6 +610,7 @@ impl Topics {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
         }
+        let configs = without_removed(configs);
         let _admin = self.admin.lock().await;
         let topic = self.get(name).ok_or(TopicError::UnknownTopic)?;
         if validate_only {
@@ -714,6 +716,12 @@ fn empty_trash_in_background(trash: &Path) {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start emptying the trash");
     }
+}
+
+/// The overrides without the configs Kafka 4.0 removed (accepted, never kept).
+fn without_removed(mut configs: TopicOverrides) -> TopicOverrides {
+    configs.retain(|name, _| !topic_config::is_removed(name));
+    configs
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ mod conformance_common;
 use bytes::{Bytes, BytesMut};
 use conformance_common::*;
 use kafka_protocol::messages::*;
-use kafka_protocol::records::Compression;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use strom_protocol::ResponseError as E;
 
 const V: i16 = 9;
@@ -1290,4 +1292,147 @@ async fn a_leftover_directory_neither_blocks_nor_joins_a_new_topic() {
     // The data dir still loads.
     let config = b.config.as_ref().clone();
     strom_broker::topics::Topics::load(std::sync::Arc::new(config)).unwrap();
+}
+
+/// One v2 batch whose records have the given keys (None: no key).
+fn batch_keyed(keys: &[Option<&[u8]>], compression: Compression) -> Bytes {
+    let records: Vec<Record> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: k.map(Bytes::copy_from_slice),
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
+    buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    fix_crc(&mut buf);
+    buf.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topics_refuse_records_without_a_key_one_record_error_each() {
+    let (_d, b) = open().await;
+    for (topic, policy) in [("c", "compact"), ("cd", "compact,delete")] {
+        let config = [("cleanup.policy".to_string(), policy.to_string())]
+            .into_iter()
+            .collect();
+        b.topics.create(topic, 1, config, false).await.unwrap();
+        for compression in [Compression::None, Compression::Lz4] {
+            let keyless = batch_keyed(&[Some(b"a"), None, Some(b"c"), None], compression);
+            // v8+ lists each keyless record by its index in the batch (LogValidator).
+            let r = produce_v(&b, 9, topic, 0, Some(keyless.clone()), -1).await;
+            assert_eq!(
+                r.error_code,
+                E::InvalidRecord.code(),
+                "{topic} {compression:?}"
+            );
+            assert_eq!(r.base_offset, -1);
+            let indexes: Vec<i32> = r.record_errors.iter().map(|e| e.batch_index).collect();
+            assert_eq!(indexes, vec![1, 3]);
+            let expected = format!(
+                "Compacted topic cannot accept message without key in topic partition {topic}-0."
+            );
+            assert_eq!(
+                r.record_errors[0].batch_index_error_message.as_deref(),
+                Some(expected.as_str())
+            );
+            let message = r.error_message.as_deref().unwrap_or_default().to_string();
+            assert!(
+                message
+                    .starts_with("One or more records have been rejected due to 2 record errors"),
+                "{message}"
+            );
+            // Before v8 the same code, without the per-record list.
+            let r = produce_v(&b, 7, topic, 0, Some(keyless), -1).await;
+            assert_eq!(r.error_code, E::InvalidRecord.code());
+            assert!(r.record_errors.is_empty());
+        }
+        // Keyed records go in; nothing of the refused batches was written.
+        let keyed = batch_keyed(&[Some(b"a"), Some(b"b")], Compression::None);
+        let r = produce_v(&b, 9, topic, 0, Some(keyed), -1).await;
+        assert_eq!((r.error_code, r.base_offset), (0, 0));
+    }
+    // A topic that is not compacted takes records without keys.
+    create(&b, "plain", 1).await;
+    let keyless = batch_keyed(&[None], Compression::None);
+    let r = produce_v(&b, 9, "plain", 0, Some(keyless), -1).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_removed_in_kafka_4_are_accepted_and_dropped() {
+    let (_d, b) = open().await;
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(tn("old"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(s("message.format.version"))
+                    .with_value(Some(s("2.8-IV1"))),
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(s("message.downconversion.enable"))
+                    .with_value(Some(s("true"))),
+            ])]);
+    let r: CreateTopicsResponse = call(&b, ApiKey::CreateTopics, 5, &create).await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    let kept = b.topics.get("old").unwrap().meta.read().configs.clone();
+    assert!(kept.is_empty(), "{kept:?}");
+    // A value that is not a boolean is still refused, as Kafka 3.x did.
+    let bad = create
+        .clone()
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(tn("old2"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(s("message.downconversion.enable"))
+                    .with_value(Some(s("maybe"))),
+            ])]);
+    let r: CreateTopicsResponse = call(&b, ApiKey::CreateTopics, 5, &bad).await;
+    assert_eq!(r.topics[0].error_code, E::InvalidConfig.code());
+    // IncrementalAlterConfigs takes them too.
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("old"))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(s("message.format.version"))
+                    .with_config_operation(0)
+                    .with_value(Some(s("3.0"))),
+            ]),
+    ]);
+    let r: IncrementalAlterConfigsResponse =
+        call(&b, ApiKey::IncrementalAlterConfigs, 1, &alter).await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    assert!(b.topics.get("old").unwrap().meta.read().configs.is_empty());
 }

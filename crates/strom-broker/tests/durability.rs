@@ -14,6 +14,7 @@ use strom_log::fault::FaultyIo;
 use strom_log::testing::{BatchBuilder, TestRecord};
 
 const OPTIONS: AppendOptions = AppendOptions {
+    keys_required: false,
     max_message_bytes: 1 << 20,
     log_append_time: false,
     flush_messages: -1,

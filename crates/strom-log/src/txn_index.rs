@@ -104,11 +104,20 @@ impl AbortedIndex {
 
     /// Appends `txn` to the file of the segment based at `segment_base`.
     pub fn append(&mut self, dir: &Path, segment_base: i64, txn: AbortedTxn) -> io::Result<()> {
+        let path = txn_index_path(dir, segment_base);
+        let created = !path.exists();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(txn_index_path(dir, segment_base))?;
+            .open(&path)?;
         file.write_all(&txn.encode())?;
+        // Durable at once (aborts are rare): a restart rebuilds entries only from the newest
+        // producer snapshot on, so an entry lost below it would let read_committed consumers
+        // see an aborted transaction after a power loss.
+        file.sync_data()?;
+        if created {
+            crate::atomic_file::sync_dir(dir)?;
+        }
         self.by_segment.entry(segment_base).or_default().push(txn);
         Ok(())
     }

@@ -239,7 +239,11 @@ async fn serve_connection<R, W>(
             match check_frame(&buf, max_frame) {
                 Ok(Some(len)) => {
                     // Wait for room before handling: meanwhile the socket is not read.
+                    let queued_since = METRICS.enabled().then(std::time::Instant::now);
                     let held = limits.request_bytes.take(len).await;
+                    if let Some(since) = queued_since {
+                        METRICS.request_queue_wait.observe(since.elapsed());
+                    }
                     let mut frame = buf.split_to(SIZE_PREFIX_BYTES + len);
                     let _ = frame.split_to(SIZE_PREFIX_BYTES);
                     let timer = start_timer(&frame);

@@ -350,7 +350,8 @@ fn apply_ops(
     }
     for c in ops {
         let name = c.name.as_str();
-        if !TOPIC_CONFIGS.iter().any(|(n, _)| *n == name) {
+        if !TOPIC_CONFIGS.iter().any(|(n, _)| *n == name) && !crate::topic_config::is_removed(name)
+        {
             return Err((
                 E::InvalidConfig.code(),
                 format!("Unknown topic config name: {name}"),

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strom_log::BatchError;
 use strom_protocol::record_batch::{
@@ -26,6 +28,8 @@ use crate::security::acl::op;
 const RECORD_OVERHEAD_V0: i32 = 14;
 /// Produce's API key, for the error counters.
 const PRODUCE_API: i16 = 0;
+/// The first Produce version whose responses carry per-record errors (KIP-467).
+const RECORD_ERRORS_VERSION: i16 = 8;
 /// Compression codec id of zstd in the batch attributes.
 const ZSTD: i16 = 4;
 /// Longest acks=all wait for the ISR honoured (cluster mode), whatever the request asks.
@@ -57,17 +61,33 @@ pub(crate) fn append_error_code(e: &AppendError) -> E {
         AppendError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         AppendError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
         AppendError::NotLeader => E::NotLeaderOrFollower,
+        AppendError::RecordErrors(_) => E::InvalidRecord,
         AppendError::Offline(_) | AppendError::Storage(_) => E::KafkaStorageError,
     }
 }
 
-fn append_error(index: i32, e: &AppendError) -> PartitionProduceResponse {
+fn append_error(index: i32, e: &AppendError, version: i16) -> PartitionProduceResponse {
     // KafkaApis answers a stale epoch without a message.
     let message = match e {
         AppendError::InvalidProducerEpoch { .. } => None,
         _ => Some(e.to_string()),
     };
-    error(index, append_error_code(e).code(), message)
+    let response = error(index, append_error_code(e).code(), message);
+    match e {
+        // Each refused record by its index in the batch (v8+, KIP-467).
+        AppendError::RecordErrors(errors) if version >= RECORD_ERRORS_VERSION => response
+            .with_record_errors(
+                errors
+                    .iter()
+                    .map(|(i, m)| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(*i)
+                            .with_batch_index_error_message(Some(sb(m)))
+                    })
+                    .collect(),
+            ),
+        _ => response,
+    }
 }
 
 fn appended(index: i32, a: &Appended) -> PartitionProduceResponse {
@@ -291,7 +311,7 @@ pub async fn handle(
                     }
                     parts.push(appended(pd.index, &a));
                 }
-                Err(e) => parts.push(append_error(pd.index, &e)),
+                Err(e) => parts.push(append_error(pd.index, &e, version)),
             }
         }
         responses.push(

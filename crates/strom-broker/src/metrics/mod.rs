@@ -40,6 +40,9 @@ pub struct Metrics {
     request_seconds: [Histogram; API_KEYS],
     /// How long acks=all produces waited for their fsync (the deferred part of the request).
     pub produce_fsync_wait: Histogram,
+    /// How long a whole Kafka request waited for room in `queued.max.request.bytes` before
+    /// it was handled: the broker's request queue time.
+    pub request_queue_wait: Histogram,
     /// Each fsync of a partition's segment (or directory) by the flusher.
     pub fsync_seconds: Histogram,
     pub fsync_failures: AtomicU64,
@@ -60,6 +63,7 @@ impl Metrics {
             errors: [const { [const { AtomicU64::new(0) }; ERROR_CODES] }; API_KEYS],
             request_seconds: [const { Histogram::new() }; API_KEYS],
             produce_fsync_wait: Histogram::new(),
+            request_queue_wait: Histogram::new(),
             fsync_seconds: Histogram::new(),
             fsync_failures: AtomicU64::new(0),
             connections_accepted: [const { AtomicU64::new(0) }; LISTENERS.len()],

@@ -208,6 +208,14 @@ fn requests(out: &mut String, m: &Metrics) {
         .render(out, "strom_produce_fsync_wait_seconds", "");
     family(
         out,
+        "strom_request_queue_seconds",
+        "histogram",
+        "How long a Kafka request waited for room in queued.max.request.bytes before it was handled.",
+    );
+    m.request_queue_wait
+        .render(out, "strom_request_queue_seconds", "");
+    family(
+        out,
         "strom_fsync_duration_seconds",
         "histogram",
         "Each fsync of a partition's files by the flusher (its count is the number of fsyncs).",

@@ -76,13 +76,19 @@ impl TxnStore {
         let path = dir.join(FILE_NAME);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A new store: its (empty) file and name made durable before any record.
+                strom_log::atomic_file::write_atomically(&path, &[])?;
+                Vec::new()
+            }
             Err(e) => return Err(e),
         };
         let (records, good) = parse(&bytes);
-        if good < bytes.len() {
+        let torn = good < bytes.len();
+        if torn {
             tracing::warn!(path = %path.display(), kept = good, dropped = bytes.len() - good, "dropping a torn tail of the transaction log");
         }
+        let in_file = records.len();
         let mut live = BTreeMap::new();
         for meta in records {
             if meta.removed {
@@ -91,14 +97,29 @@ impl TxnStore {
                 live.insert(meta.transactional_id.clone(), meta);
             }
         }
-        // Always start from a compacted file: it also drops a torn tail.
-        let compacted: Vec<u8> = live.values().flat_map(frame).collect();
-        strom_log::atomic_file::write_atomically(&path, &compacted)?;
+        // Start from a compacted file when there is anything to drop. A full disk must not
+        // stop the broker from starting: then keep the file as it is, a torn tail cut in
+        // place (a truncation needs no free space).
+        let mut records = in_file;
+        if torn || in_file > live.len() {
+            let compacted: Vec<u8> = live.values().flat_map(frame).collect();
+            match strom_log::atomic_file::write_atomically(&path, &compacted) {
+                Ok(()) => records = live.len(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compacting the transaction log at startup failed; continuing with the uncompacted log");
+                    if torn {
+                        let file = OpenOptions::new().write(true).open(&path)?;
+                        file.set_len(good as u64)?;
+                        file.sync_all()?;
+                    }
+                }
+            }
+        }
         let file = OpenOptions::new().append(true).open(&path)?;
         let store = TxnStore {
             path,
             file,
-            records: live.len(),
+            records,
             fsync,
         };
         Ok((store, live))

@@ -30,10 +30,26 @@ pub enum Reply {
     Close(String),
 }
 
-/// Who sent a request, for logs and group membership.
+/// Who sent a request, for logs, group membership and authorization.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub client_host: String,
+    /// Kafka's principal, `User:alice`; `User:ANONYMOUS` on a listener without authentication.
+    pub principal: Arc<str>,
+    /// The advertised address of the listener the request came in on (Metadata answers
+    /// with it); `None` uses the first listener's.
+    pub advertised: Option<(String, i32)>,
+}
+
+impl RequestContext {
+    /// An unauthenticated client at `client_host`.
+    pub fn anonymous(client_host: impl Into<String>) -> RequestContext {
+        RequestContext {
+            client_host: client_host.into(),
+            principal: crate::security::session::ANONYMOUS.into(),
+            advertised: None,
+        }
+    }
 }
 
 /// Producer ids of a cluster interleave this many nodes' counters (node ids below it).
@@ -45,6 +61,10 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub flusher: Flusher,
     pub meta: BrokerMeta,
+    /// SCRAM credentials (SASL PLAIN and SCRAM check against them).
+    pub users: Arc<crate::security::users::UserStore>,
+    /// ACLs and the decision whether a principal may do something.
+    pub authorizer: Arc<crate::security::authorizer::Authorizer>,
     pub txn: crate::txn::TxnCoordinator,
     /// Cluster mode only (`controller.quorum.voters` set), once started.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
@@ -104,6 +124,17 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| dir_err(e.to_string()))?;
         let meta = BrokerMeta::open(&config.data_dir.join(META_DIR))
             .map_err(|e| dir_err(e.to_string()))?;
+        let users = Arc::new(
+            crate::security::users::UserStore::open(&config.data_dir.join(META_DIR))
+                .map_err(|e| dir_err(e.to_string()))?,
+        );
+        let authorizer = Arc::new(
+            crate::security::authorizer::Authorizer::open(
+                &config.data_dir.join(META_DIR),
+                &config.security,
+            )
+            .map_err(|e| dir_err(e.to_string()))?,
+        );
         let topics = Arc::new(Topics::load(config.clone()).map_err(|e| dir_err(e.to_string()))?);
         let group_config = GroupConfig {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -139,6 +170,8 @@ impl Broker {
             groups,
             flusher,
             meta,
+            users,
+            authorizer,
             txn,
             cluster: std::sync::OnceLock::new(),
             shutdown,

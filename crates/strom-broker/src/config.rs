@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::security::settings::{
+    optional_string, parse_authorizer, parse_mechanisms, parse_super_users,
+};
+
 /// When a produce is acknowledged relative to fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -131,6 +135,15 @@ pub struct BrokerConfig {
     /// `connections.max.idle.ms`: a connection that completes no request for this long is
     /// closed, so a stalled or half-sent frame cannot hold a connection slot forever.
     pub connections_max_idle_ms: u64,
+    /// `listeners`, `listener.security.protocol.map`, `advertised.listeners` as given.
+    pub listeners_setting: String,
+    pub listener_protocol_map_setting: String,
+    pub advertised_listeners_setting: String,
+    /// Every listener, resolved by `build` (one PLAINTEXT listener at `listen` without
+    /// `listeners`).
+    pub listeners: Vec<crate::listeners::Listener>,
+    /// TLS, SASL and authorizer settings.
+    pub security: crate::security::settings::SecuritySettings,
     /// `controller.quorum.voters`: `id@host:port,...`; empty (the default) runs a single node
     /// with no network consensus.
     pub controller_quorum_voters: String,
@@ -160,6 +173,38 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Resolves the listeners from `listeners` (Kafka's form) or else `listen`.
+    fn resolve_listeners(&mut self) -> Result<(), String> {
+        use crate::listeners::{Listener, SecurityProtocol};
+        self.listeners = if self.listeners_setting.trim().is_empty() {
+            let (advertised_host, advertised_port) = self.advertised();
+            vec![Listener {
+                name: SecurityProtocol::Plaintext.name().to_string(),
+                protocol: SecurityProtocol::Plaintext,
+                bind: self.listen,
+                advertised_host,
+                advertised_port,
+            }]
+        } else {
+            let listeners = crate::listeners::resolve(
+                &self.listeners_setting,
+                &self.listener_protocol_map_setting,
+                &self.advertised_listeners_setting,
+            )?;
+            if listeners.is_empty() {
+                return Err("no listener given".into());
+            }
+            // `listen` is the first listener, so code that needs one address keeps working.
+            self.listen = listeners[0].bind;
+            self.advertised_listener = Some(format!(
+                "{}:{}",
+                listeners[0].advertised_host, listeners[0].advertised_port
+            ));
+            listeners
+        };
+        Ok(())
+    }
+
     pub fn advertised(&self) -> (String, i32) {
         match &self.advertised_listener {
             Some(a) => match a.rsplit_once(':') {
@@ -365,6 +410,88 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("connections.max.idle.ms", "600000", |c, v| {
         put(&mut c.connections_max_idle_ms, positive(parse(v)?)?)
     }),
+    ("listeners", "", |c, v| {
+        put(&mut c.listeners_setting, v.into())
+    }),
+    ("listener.security.protocol.map", "", |c, v| {
+        put(&mut c.listener_protocol_map_setting, v.into())
+    }),
+    ("advertised.listeners", "", |c, v| {
+        put(&mut c.advertised_listeners_setting, v.into())
+    }),
+    ("ssl.keystore.type", "PEM", |_, v| match v.trim() {
+        "PEM" | "pem" => Ok(()),
+        other => Err(format!("only PEM keystores are supported, got {other:?}")),
+    }),
+    ("ssl.keystore.location", "", |c, v| {
+        put(
+            &mut c.security.keystore_location,
+            optional_string(v).map(PathBuf::from),
+        )
+    }),
+    ("ssl.keystore.key", "", |c, v| {
+        put(&mut c.security.keystore_key, optional_string(v))
+    }),
+    ("ssl.keystore.certificate.chain", "", |c, v| {
+        put(
+            &mut c.security.keystore_certificate_chain,
+            optional_string(v),
+        )
+    }),
+    ("ssl.key.password", "", |_, v| match v.trim() {
+        "" => Ok(()),
+        _ => Err("encrypted private keys are not supported; give an unencrypted PEM key".into()),
+    }),
+    ("ssl.truststore.type", "PEM", |_, v| match v.trim() {
+        "PEM" | "pem" => Ok(()),
+        other => Err(format!("only PEM truststores are supported, got {other:?}")),
+    }),
+    ("ssl.truststore.location", "", |c, v| {
+        put(
+            &mut c.security.truststore_location,
+            optional_string(v).map(PathBuf::from),
+        )
+    }),
+    ("ssl.truststore.certificates", "", |c, v| {
+        put(&mut c.security.truststore_certificates, optional_string(v))
+    }),
+    ("ssl.client.auth", "none", |c, v| {
+        put(&mut c.security.client_auth, parse(v)?)
+    }),
+    ("ssl.principal.mapping.rules", "DEFAULT", |_, v| {
+        match v.trim() {
+            "DEFAULT" => Ok(()),
+            _ => Err("only DEFAULT (the certificate subject as the principal) is supported".into()),
+        }
+    }),
+    ("ssl.handshake.timeout.ms", "10000", |c, v| {
+        put(&mut c.security.handshake_timeout_ms, positive(parse(v)?)?)
+    }),
+    (
+        "sasl.enabled.mechanisms",
+        "SCRAM-SHA-256,SCRAM-SHA-512",
+        |c, v| put(&mut c.security.sasl_mechanisms, parse_mechanisms(v)?),
+    ),
+    (
+        "connection.failed.authentication.delay.ms",
+        "100",
+        |c, v| put(&mut c.security.failed_authentication_delay_ms, parse(v)?),
+    ),
+    ("sasl.server.max.receive.size", "524288", |c, v| {
+        put(&mut c.security.sasl_max_receive_size, positive(parse(v)?)?)
+    }),
+    ("authorizer.class.name", "", |c, v| {
+        put(&mut c.security.authorizer_enabled, parse_authorizer(v)?)
+    }),
+    ("super.users", "", |c, v| {
+        put(&mut c.security.super_users, parse_super_users(v)?)
+    }),
+    ("allow.everyone.if.no.acl.found", "false", |c, v| {
+        put(
+            &mut c.security.allow_everyone_if_no_acl_found,
+            parse_bool(v)?,
+        )
+    }),
     ("controller.quorum.voters", "", |c, v| {
         strom_cluster::settings::parse_voters(v)?;
         put(&mut c.controller_quorum_voters, v.trim().to_string())
@@ -523,6 +650,17 @@ impl ConfigBuilder {
                 reason,
             })?;
         }
+        config
+            .resolve_listeners()
+            .map_err(|reason| ConfigError::BadValue {
+                name: "listeners".into(),
+                value: config.listeners_setting.clone(),
+                source_name: self
+                    .values
+                    .get("listeners")
+                    .map_or("default".into(), |(_, s)| s.clone()),
+                reason,
+            })?;
         config.http_listen_explicit = self.values.contains_key("http.listen");
         if config.clustered() && config.controller_listen.is_none() {
             return Err(ConfigError::BadValue {
@@ -598,6 +736,11 @@ fn placeholder() -> BrokerConfig {
         offsets_retention_check_interval_ms: 0,
         shutdown_timeout_ms: 0,
         connections_max_idle_ms: 0,
+        listeners_setting: String::new(),
+        listener_protocol_map_setting: String::new(),
+        advertised_listeners_setting: String::new(),
+        listeners: Vec::new(),
+        security: Default::default(),
         controller_quorum_voters: String::new(),
         controller_listen: None,
         default_replication_factor: 0,

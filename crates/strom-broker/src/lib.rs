@@ -10,6 +10,8 @@
 //! - [`txn`]: the transaction coordinator and its durable log (`__transaction_state`).
 //! - [`flusher`]: group commit for durable acknowledgements.
 //! - [`background`]: retention and periodic flushing.
+//! - [`listeners`] and [`security`]: Kafka-style listeners; TLS settings, SASL sessions,
+//!   SCRAM users and the ACL authorizer.
 //! - [`metrics`]: request counters and histograms (atomics) and the Prometheus exposition.
 //! - [`cluster`]: cluster mode (metadata quorum, Kafka-style partition replication); absent
 //!   on a single node.
@@ -29,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod flusher;
 pub mod handlers;
+pub mod listeners;
 pub mod local;
 pub mod local_admin;
 pub mod local_group;
@@ -38,6 +41,7 @@ pub mod partition;
 pub mod producer_snapshot;
 pub mod producer_state;
 pub mod recovery_point;
+pub mod security;
 pub mod topic_config;
 pub mod topics;
 pub mod txn;

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use conformance_common::*;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use strom_broker::{Broker, Reply};
@@ -551,6 +551,62 @@ fn base_request(key: ApiKey, v: i16) -> (Bytes, usize) {
         ApiKey::DescribeTransactions => encoded(key, v, &txn_requests::describe_transactions()),
         ApiKey::ListTransactions => encoded(key, v, &ListTransactionsRequest::default()),
         ApiKey::DescribeProducers => encoded(key, v, &txn_requests::describe_producers()),
+        ApiKey::SaslHandshake => encoded(
+            key,
+            v,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        ),
+        ApiKey::SaslAuthenticate => encoded(
+            key,
+            v,
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")),
+        ),
+        ApiKey::CreateAcls => encoded(
+            key,
+            v,
+            &CreateAclsRequest::default().with_creations(vec![
+                create_acls_request::AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str(FUZZ))
+                    .with_resource_pattern_type(3)
+                    .with_principal(StrBytes::from_static_str("User:fuzz"))
+                    .with_host(StrBytes::from_static_str("*"))
+                    .with_operation(4)
+                    .with_permission_type(3),
+            ]),
+        ),
+        ApiKey::DescribeAcls => encoded(
+            key,
+            v,
+            &DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        ),
+        ApiKey::DeleteAcls => encoded(
+            key,
+            v,
+            &DeleteAclsRequest::default().with_filters(vec![
+                delete_acls_request::DeleteAclsFilter::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1),
+            ]),
+        ),
+        ApiKey::DescribeUserScramCredentials => {
+            encoded(key, v, &DescribeUserScramCredentialsRequest::default())
+        }
+        ApiKey::AlterUserScramCredentials => encoded(
+            key,
+            v,
+            &AlterUserScramCredentialsRequest::default().with_deletions(vec![
+                alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                    .with_name(StrBytes::from_static_str("fuzz"))
+                    .with_mechanism(1),
+            ]),
+        ),
         other => panic!("no base request for served API {other:?}"),
     }
 }

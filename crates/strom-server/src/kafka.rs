@@ -8,7 +8,11 @@
 //! A broken frame (bad size, unknown API, undecodable body) closes that connection with a log
 //! line; nothing else is affected.
 //!
-//! The same port speaks the JSON protocol: a connection whose first byte is `{` is handed to
+//! Each listener has a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL): TLS is
+//! set up before the first byte is read, and every frame then goes through the connection's
+//! [`Session`], which runs SASL and carries the principal the handlers authorize.
+//!
+//! A PLAINTEXT port also speaks the JSON protocol: a connection whose first byte is `{` is handed to
 //! [`crate::json::serve_connection`]. A Kafka request never starts with that byte, because it
 //! starts with its 4-byte big-endian size and `{` (0x7b) there would mean a request of over
 //! 2 GB, far beyond `socket.request.max.bytes`.
@@ -17,13 +21,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use strom_broker::listeners::{Listener, SecurityProtocol};
 use strom_broker::local::Local;
 use strom_broker::metrics::{RequestTimer, METRICS};
+use strom_broker::security::session::Session;
 use strom_broker::{Broker, Reply, RequestContext};
 use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use crate::request_budget::{Held, RequestBudget};
 use crate::shutdown::Shutdown;
@@ -56,11 +63,39 @@ impl Limits {
 /// The first byte of a JSON connection on the Kafka port.
 const JSON_FIRST_BYTE: u8 = b'{';
 
-/// Accepts connections until shutdown: Kafka ones, and JSON ones (first byte `{`) served
-/// through `local`.
+/// Accepts connections until shutdown on a PLAINTEXT listener: Kafka ones, and JSON ones
+/// (first byte `{`) served through `local`.
 pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shutdown: Shutdown) {
+    let addr = listener.local_addr().ok();
+    let spec = Listener {
+        name: SecurityProtocol::Plaintext.name().to_string(),
+        protocol: SecurityProtocol::Plaintext,
+        bind: addr.unwrap_or_else(|| local.broker().config.listen),
+        advertised_host: local.broker().config.advertised().0,
+        advertised_port: local.broker().config.advertised().1,
+    };
+    serve_listener(listener, spec, None, local, limits, shutdown).await
+}
+
+/// Accepts connections until shutdown on one listener of `listeners`: TLS first when its
+/// protocol uses it (`tls` must then be given), SASL before any request when it uses SASL.
+/// The JSON protocol is recognised only on PLAINTEXT listeners, and not at all while the
+/// authorizer is on (JSON requests carry no principal, so they would bypass the ACLs).
+pub async fn serve_listener(
+    listener: TcpListener,
+    spec: Listener,
+    tls: Option<TlsAcceptor>,
+    local: Arc<Local>,
+    limits: Limits,
+    shutdown: Shutdown,
+) {
     let refuse = |_: &TcpStream| {};
     let json_limits = crate::json::Limits::from_broker(local.broker());
+    let security = &local.broker().config.security;
+    let json_allowed = spec.protocol == SecurityProtocol::Plaintext && !security.authorizer_enabled;
+    let handshake_timeout = std::time::Duration::from_millis(security.handshake_timeout_ms);
+    let spec = Arc::new(spec);
+    // Every Kafka listener counts as `kafka` in the connection metrics.
     crate::accept::accept_loop(
         listener,
         "kafka",
@@ -69,10 +104,51 @@ pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shu
         refuse,
         |socket, peer, shutdown| {
             let local = local.clone();
+            let spec = spec.clone();
+            let tls = tls.clone();
             let limits = limits.clone();
             async move {
-                match first_byte(&socket, limits.idle_timeout).await {
-                    Some(JSON_FIRST_BYTE) => {
+                let broker = local.broker().clone();
+                let mut ctx = RequestContext::anonymous(peer.ip().to_string());
+                ctx.advertised = Some((spec.advertised_host.clone(), spec.advertised_port));
+                let sasl = spec.protocol.uses_sasl();
+                if let Some(tls) = tls.filter(|_| spec.protocol.uses_tls()) {
+                    let _ = socket.set_nodelay(true);
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, tls.accept(socket)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer, listener = %spec.name, error = %e, "closing connection: TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::warn!(%peer, listener = %spec.name, timeout = ?handshake_timeout, "closing connection: TLS handshake not done in time (ssl.handshake.timeout.ms)");
+                                return;
+                            }
+                        };
+                    let certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.as_ref().to_vec());
+                    if let Some(der) = certificate {
+                        match crate::tls::principal_from_certificate(&der) {
+                            Some(p) => ctx.principal = p.into(),
+                            None => {
+                                tracing::warn!(%peer, "closing connection: unreadable client certificate subject");
+                                return;
+                            }
+                        }
+                    }
+                    let (reader, writer) = tokio::io::split(stream);
+                    let session = Session::new(ctx, sasl);
+                    serve_connection(reader, writer, peer, broker, limits, shutdown, session).await;
+                    return;
+                }
+                let first = first_byte(&socket, limits.idle_timeout).await;
+                match first {
+                    Some(JSON_FIRST_BYTE) if json_allowed => {
                         if let Err(e) = crate::json::serve_connection(
                             socket,
                             peer,
@@ -86,8 +162,11 @@ pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shu
                         }
                     }
                     Some(_) => {
-                        let broker = local.broker().clone();
-                        serve_connection(socket, peer, broker, limits, shutdown).await
+                        let _ = socket.set_nodelay(true);
+                        let (reader, writer) = socket.into_split();
+                        let session = Session::new(ctx, sasl);
+                        serve_connection(reader, writer, peer, broker, limits, shutdown, session)
+                            .await
                     }
                     None => {}
                 }
@@ -116,15 +195,18 @@ fn start_timer(frame: &[u8]) -> Option<RequestTimer> {
     METRICS.request_started(api, version)
 }
 
-async fn serve_connection(
-    socket: TcpStream,
+async fn serve_connection<R, W>(
+    mut reader: R,
+    mut writer: W,
     peer: SocketAddr,
     broker: Arc<Broker>,
     limits: Limits,
     mut shutdown: Shutdown,
-) {
-    let _ = socket.set_nodelay(true);
-    let (mut reader, mut writer) = socket.into_split();
+    mut session: Session,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     // Each reply travels with its latency timer (stopped once the response is ready) and its
     // hold on the request budget (`_held` gives the bytes back once the reply is out).
     let (tx, mut rx) =
@@ -148,14 +230,13 @@ async fn serve_connection(
         }
         let _ = writer.shutdown().await;
     });
-    let ctx = RequestContext {
-        client_host: peer.ip().to_string(),
-    };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     'conn: loop {
         // Handle every whole frame already buffered, in order.
         loop {
-            match check_frame(&buf, limits.max_frame_bytes) {
+            // Before SASL authentication, frames are bounded by sasl.server.max.receive.size.
+            let max_frame = session.max_frame_bytes(&broker, limits.max_frame_bytes);
+            match check_frame(&buf, max_frame) {
                 Ok(Some(len)) => {
                     // Wait for room before handling: meanwhile the socket is not read.
                     let queued_since = METRICS.enabled().then(std::time::Instant::now);
@@ -166,13 +247,13 @@ async fn serve_connection(
                     let mut frame = buf.split_to(SIZE_PREFIX_BYTES + len);
                     let _ = frame.split_to(SIZE_PREFIX_BYTES);
                     let timer = start_timer(&frame);
-                    let reply = broker.handle(frame.freeze(), &ctx).await;
+                    let reply = session.handle(&broker, frame.freeze()).await;
                     if let Reply::Close(reason) = &reply {
                         tracing::warn!(%peer, %reason, "closing connection");
                         let _ = tx.send((reply, None, held)).await;
                         break 'conn;
                     }
-                    if tx.send((reply, timer, held)).await.is_err() {
+                    if tx.send((reply, timer, held)).await.is_err() || session.must_close() {
                         break 'conn;
                     }
                 }

@@ -5,8 +5,9 @@
 //!
 //! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
 //! listeners share), [`kafka`] (listener and connection), [`request_budget`]
-//! (`queued.max.request.bytes`), [`json`] (the JSON protocol listener), [`http`] (metrics,
-//! health, the JSON API and the web console).
+//! (`queued.max.request.bytes`), [`json`] (the JSON protocol listener), [`tls`] (the rustls
+//! acceptor and certificate principals), [`http`] (metrics, health, the JSON API and the web
+//! console; no authentication yet).
 
 pub mod accept;
 pub mod http;
@@ -14,5 +15,6 @@ pub mod json;
 pub mod kafka;
 pub mod request_budget;
 pub mod shutdown;
+pub mod tls;
 
 pub use shutdown::{Shutdown, ShutdownController};

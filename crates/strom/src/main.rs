@@ -1,6 +1,7 @@
 //! `strom`: the single binary. `serve` runs the broker; `demo` runs the seed's demonstration;
 //! `topic`, `produce`, `consume`, `group` and `txn` are kcat-like client commands; `top` shows
-//! live figures from the HTTP API; `cluster` shows the metadata quorum.
+//! live figures from the HTTP API; `cluster` shows the metadata quorum; `user` and `acl`
+//! manage SCRAM users and ACLs in a data directory.
 
 mod cli;
 
@@ -47,6 +48,12 @@ enum Command {
     /// List and describe transactions.
     #[command(subcommand)]
     Txn(cli::txn::TxnCommand),
+    /// Manage SCRAM users in a data directory (for SASL PLAIN and SCRAM logins).
+    #[command(subcommand)]
+    User(cli::user::UserCommand),
+    /// Manage ACLs in a data directory (enforced with authorizer.class.name).
+    #[command(subcommand)]
+    Acl(cli::acl::AclCommand),
     /// Show the metadata quorum of a cluster (leader, voters, lag, brokers).
     #[command(subcommand)]
     Cluster(cli::cluster::ClusterCommand),
@@ -79,6 +86,8 @@ fn main() -> ExitCode {
             Command::Top(args) => cli::top::run(args).await,
             Command::Txn(cmd) => cli::txn::run(cmd).await,
             Command::Cluster(cmd) => cli::cluster::run(cmd).await,
+            Command::User(cmd) => cli::user::run(cmd).await,
+            Command::Acl(cmd) => cli::acl::run(cmd).await,
         }
     });
     match result {

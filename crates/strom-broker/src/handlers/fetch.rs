@@ -17,9 +17,11 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use strom_log::LogError;
 use strom_protocol::ResponseError as E;
 
+use super::authz::Authz;
 use crate::broker::Broker;
 use crate::metrics::{records_in_batches, METRICS};
 use crate::partition::Partition;
+use crate::security::acl::op;
 
 /// Kafka's "not a session" id: clients fall back to full fetches.
 const NO_SESSION: i32 = 0;
@@ -32,6 +34,8 @@ struct Slot {
     topic: usize,
     partition: Option<Arc<Partition>>,
     topic_missing: bool,
+    /// READ on the topic was refused: TOPIC_AUTHORIZATION_FAILED, and no wait for it.
+    denied: bool,
     /// The leader epoch the client believes in (v9+); -1 skips the check.
     current_leader_epoch: i32,
     fetch_offset: i64,
@@ -59,6 +63,10 @@ fn read_all(
     let mut any_error = false;
     let mut out = Vec::with_capacity(slots.len());
     for (slot, &index) in slots.iter().zip(indexes) {
+        if slot.denied {
+            out.push(partition_error(index, E::TopicAuthorizationFailed.code()));
+            continue;
+        }
         let Some(p) = &slot.partition else {
             out.push(partition_error(index, E::UnknownTopicOrPartition.code()));
             any_error = true;
@@ -190,7 +198,12 @@ const FINAL_EPOCH: i32 = -1;
 /// Read-committed isolation (KIP-98).
 const READ_COMMITTED: i8 = 1;
 
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: FetchRequest,
+    version: i16,
+    authz: &Authz<'_>,
+) -> FetchResponse {
     // FetchManager.newContext: an epoch of 0 or -1 is a full fetch whatever the session id (a
     // named session is closed first); any other epoch continues a session, and a broker that
     // keeps none answers FETCH_SESSION_ID_NOT_FOUND with an empty body and session id 0.
@@ -212,6 +225,13 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         } else {
             broker.topics.get(t.topic.0.as_str())
         };
+        let denied = authz.enforcing()
+            && match (&topic, version >= 13) {
+                (Some(tp), _) => !authz.topic(op::READ, &tp.name()),
+                (None, false) => !authz.topic(op::READ, t.topic.0.as_str()),
+                (None, true) => false,
+            };
+        let topic = if denied { None } else { topic };
         topics_out.push(
             FetchableTopicResponse::default()
                 .with_topic(t.topic.clone())
@@ -221,7 +241,8 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             slots.push(Slot {
                 topic: ti,
                 partition: topic.as_ref().and_then(|tp| tp.partition(p.partition)),
-                topic_missing: topic.is_none(),
+                topic_missing: topic.is_none() && !denied,
+                denied,
                 current_leader_epoch: p.current_leader_epoch,
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes.max(0) as usize,

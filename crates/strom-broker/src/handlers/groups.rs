@@ -11,8 +11,15 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use strom_protocol::ResponseError as E;
 
+use super::authz::Authz;
 use super::sb;
-use crate::broker::Broker;
+use crate::broker::{Broker, RequestContext};
+use crate::security::acl::op;
+
+/// `Errors.GROUP_AUTHORIZATION_FAILED.message()`.
+const GROUP_AUTH_FAILED_MESSAGE: &str = "Group authorization failed.";
+/// `Errors.TRANSACTIONAL_ID_AUTHORIZATION_FAILED.message()`.
+const TXN_AUTH_FAILED_MESSAGE: &str = "Transactional Id authorization failed.";
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -62,8 +69,21 @@ pub fn find_coordinator(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
     version: i16,
+    ctx: &RequestContext,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.config.advertised();
+    let (host, port) = super::metadata::advertised(broker, ctx);
+    let authz = Authz::new(broker, ctx);
+    // KafkaApis.getCoordinator: DESCRIBE on the group, or on the transactional id.
+    let denied = |key: &str| match req.key_type {
+        _ if !authz.enforcing() => None,
+        KEY_TYPE_GROUP if !authz.group(op::DESCRIBE, key) => {
+            Some(E::GroupAuthorizationFailed.code())
+        }
+        KEY_TYPE_TRANSACTION if !authz.transactional_id(op::DESCRIBE, key) => {
+            Some(E::TransactionalIdAuthorizationFailed.code())
+        }
+        _ => None,
+    };
     let node = BrokerId(broker.node_id());
     match req.key_type {
         KEY_TYPE_GROUP => {}
@@ -88,6 +108,14 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
+                if let Some(code) = denied(k.as_str()) {
+                    return Coordinator::default()
+                        .with_key(k.clone())
+                        .with_error_code(code)
+                        .with_node_id(BrokerId(-1))
+                        .with_host(sb(""))
+                        .with_port(-1);
+                }
                 if req.key_type == KEY_TYPE_TRANSACTION && k.is_empty() {
                     return Coordinator::default()
                         .with_key(k.clone())
@@ -104,6 +132,14 @@ pub fn find_coordinator(
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    if let Some(code) = denied(req.key.as_str()) {
+        let message = if code == E::GroupAuthorizationFailed.code() {
+            GROUP_AUTH_FAILED_MESSAGE
+        } else {
+            TXN_AUTH_FAILED_MESSAGE
+        };
+        return refuse_all(&req, version, code, message, None);
     }
     FindCoordinatorResponse::default()
         .with_error_message(Some(sb(NONE_MESSAGE)))

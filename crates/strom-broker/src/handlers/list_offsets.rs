@@ -11,7 +11,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use strom_protocol::ResponseError as E;
 
+use super::authz::Authz;
 use crate::broker::Broker;
+use crate::security::acl::op;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -19,7 +21,12 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    version: i16,
+    authz: &Authz<'_>,
+) -> ListOffsetsResponse {
     let read_committed = version >= 2 && req.isolation_level == 1;
     let clustered = broker.cluster.get().is_some();
     // ListOffsetsRequest.duplicatePartitions: every occurrence of a partition named twice is
@@ -41,6 +48,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
         .map(|t| {
             let name = t.name.0.to_string();
             let topic = broker.topics.get(&name);
+            let denied = authz.enforcing() && !authz.topic(op::DESCRIBE, &name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -50,6 +58,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
+                    if denied {
+                        return resp.with_error_code(E::TopicAuthorizationFailed.code());
+                    }
                     // KafkaApis checks duplicates before it looks the partition up.
                     if duplicates.contains(&(name.clone(), p.partition_index)) {
                         return resp.with_error_code(E::InvalidRequest.code());

@@ -10,8 +10,9 @@ use kafka_protocol::messages::*;
 use strom_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::authz::Authz;
 use super::{sb, topic_name};
-use crate::broker::Broker;
+use crate::broker::{Broker, RequestContext};
 use crate::topics::{Topic, TopicError};
 
 /// Kafka's "authorized operations were not requested" marker.
@@ -60,6 +61,27 @@ pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = bits(&[
     OP_ALTER,
     OP_DESCRIBE,
 ]);
+/// The topic operations the principal may do, as Kafka's `AuthHelper.authorizedOperations`.
+fn topic_authorized_operations(authz: &Authz, name: &str) -> i32 {
+    if !authz.enforcing() {
+        return TOPIC_AUTHORIZED_OPERATIONS;
+    }
+    (0..32)
+        .filter(|op| TOPIC_AUTHORIZED_OPERATIONS & (1 << op) != 0)
+        .filter(|op| authz.topic(*op as i8, name))
+        .fold(0, |bits, op| bits | (1 << op))
+}
+
+fn cluster_authorized_operations(authz: &Authz) -> i32 {
+    if !authz.enforcing() {
+        return CLUSTER_AUTHORIZED_OPERATIONS;
+    }
+    (0..32)
+        .filter(|op| CLUSTER_AUTHORIZED_OPERATIONS & (1 << op) != 0)
+        .filter(|op| authz.cluster(*op as i8))
+        .fold(0, |bits, op| bits | (1 << op))
+}
+
 /// DescribeCluster's endpoint type for brokers (KIP-919); a broker serves no other.
 const ENDPOINT_TYPE_BROKER: i8 = 1;
 
@@ -157,7 +179,12 @@ fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTop
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    ctx: &RequestContext,
+) -> MetadataResponse {
     // KafkaApis.handleTopicMetadataRequest: v10 and v11 have the fields but not the feature;
     // a null name or a topic id there fails the whole request, each topic INVALID_REQUEST.
     if version < 12 {
@@ -180,21 +207,27 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             }
         }
     }
+    let authz = Authz::new(broker, ctx);
     let with_topic_ops = version >= 8 && req.include_topic_authorized_operations;
     let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
-        CLUSTER_AUTHORIZED_OPERATIONS
+        cluster_authorized_operations(&authz)
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
     let entry = |topic: &Topic| {
         let e = topic_entry(broker, topic);
         if with_topic_ops {
-            e.with_topic_authorized_operations(TOPIC_AUTHORIZED_OPERATIONS)
+            e.with_topic_authorized_operations(topic_authorized_operations(&authz, &topic.name()))
         } else {
             e
         }
     };
-    let (brokers, controller) = brokers_and_controller(broker);
+    // Topics the principal may not DESCRIBE: left out of "all topics", refused when named.
+    let describable = |name: &str| !authz.enforcing() || authz.topic(OP_DESCRIBE as i8, name);
+    let denied_entry = |name: Option<String>, id: Uuid| {
+        error_entry(name, id, ResponseError::TopicAuthorizationFailed.code())
+    };
+    let (brokers, controller) = brokers_and_controller(broker, ctx);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested = match req.topics {
         None => None,
@@ -208,6 +241,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             .topics
             .all()
             .iter()
+            .filter(|t| describable(&t.name()))
             .map(|t| entry(t))
             .filter(|e| e.error_code == 0 || broker.cluster.get().is_none())
             .collect(),
@@ -230,8 +264,23 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                     continue;
                 }
                 let entry = match t.name {
+                    Some(name) if !describable(name.0.as_str()) => {
+                        denied_entry(Some(name.0.to_string()), Uuid::nil())
+                    }
                     Some(name) => {
                         let name = name.0.to_string();
+                        // Auto-creation needs CREATE on the cluster or the topic; without
+                        // it a missing topic is TOPIC_AUTHORIZATION_FAILED even for a
+                        // principal with WRITE (KafkaApis' unauthorizedForCreateTopics).
+                        let may_create = || {
+                            !authz.enforcing()
+                                || authz.cluster(OP_CREATE as i8)
+                                || authz.topic(OP_CREATE as i8, &name)
+                        };
+                        if auto_create && broker.topics.get(&name).is_none() && !may_create() {
+                            out.push(denied_entry(Some(name), Uuid::nil()));
+                            continue;
+                        }
                         let found = if auto_create && broker.cluster.get().is_some() {
                             crate::cluster::topics::get_or_auto_create(broker, &name).await
                         } else if auto_create {
@@ -257,6 +306,9 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                         }
                     }
                     None => match broker.topics.get_by_id(t.topic_id) {
+                        Some(topic) if !describable(&topic.name()) => {
+                            denied_entry(None, t.topic_id)
+                        }
                         Some(topic) => entry(&topic),
                         None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId.code()),
                     },
@@ -274,9 +326,21 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_cluster_authorized_operations(cluster_ops)
 }
 
+/// The address of the listener the client came in on.
+pub fn advertised(broker: &Broker, ctx: &RequestContext) -> (String, i32) {
+    ctx.advertised
+        .clone()
+        .unwrap_or_else(|| broker.config.advertised())
+}
+
 /// The brokers clients may use and the controller: this node alone, or (cluster mode) every
 /// live broker of the image and the metadata quorum's leader.
-fn brokers_and_controller(broker: &Broker) -> (Vec<MetadataResponseBroker>, i32) {
+/// A single node answers with the address of the listener the client came in on; cluster
+/// nodes register one address each, so there every listener sees those.
+fn brokers_and_controller(
+    broker: &Broker,
+    ctx: &RequestContext,
+) -> (Vec<MetadataResponseBroker>, i32) {
     if let Some(cluster) = broker.cluster.get() {
         let image = cluster.image();
         let brokers = image
@@ -293,7 +357,7 @@ fn brokers_and_controller(broker: &Broker) -> (Vec<MetadataResponseBroker>, i32)
         let controller = cluster.node.leader().map_or(-1, |l| l as i32);
         return (brokers, controller);
     }
-    let (host, port) = broker.config.advertised();
+    let (host, port) = advertised(broker, ctx);
     let brokers = vec![MetadataResponseBroker::default()
         .with_node_id(BrokerId(broker.node_id()))
         .with_host(sb(host))
@@ -305,6 +369,7 @@ pub fn describe_cluster(
     broker: &Arc<Broker>,
     req: DescribeClusterRequest,
     version: i16,
+    ctx: &RequestContext,
 ) -> DescribeClusterResponse {
     // KafkaApis.handleDescribeCluster: a broker listener only describes brokers.
     if version >= 1 && req.endpoint_type != ENDPOINT_TYPE_BROKER {
@@ -317,11 +382,11 @@ pub fn describe_cluster(
             .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     }
     let cluster_ops = if req.include_cluster_authorized_operations {
-        CLUSTER_AUTHORIZED_OPERATIONS
+        cluster_authorized_operations(&Authz::new(broker, ctx))
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let (brokers, controller) = brokers_and_controller(broker);
+    let (brokers, controller) = brokers_and_controller(broker, ctx);
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_TYPE_BROKER)
         .with_cluster_id(sb(broker.cluster_id()))

@@ -2,19 +2,27 @@
 //! response. One file per API family; every handler takes the decoded request and returns the
 //! response struct, so error codes are decided in one place per API.
 
+pub mod acls;
+pub mod admin_acls;
 pub mod admin_topics;
 pub mod api_versions;
+pub mod authz;
+pub mod config_acls;
 pub mod configs;
 pub mod fetch;
+pub mod group_acls;
 pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
+pub mod log_acls;
 pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producer_id;
 pub mod producers;
+pub mod scram_users;
 pub mod txn;
+pub mod txn_acls;
 
 use std::sync::Arc;
 
@@ -77,100 +85,178 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         }};
     }
     let groups = &broker.groups;
+    let authz = authz::Authz::new(broker, ctx);
     match api_key {
         ApiKey::ApiVersions => handle!(ApiVersionsRequest, |r| api_versions::handle(r, v)),
-        ApiKey::Metadata => handle!(MetadataRequest, |r| metadata::handle(broker, r, v).await),
+        ApiKey::Metadata => handle!(MetadataRequest, |r| metadata::handle(broker, r, v, ctx)
+            .await),
         ApiKey::Produce => {
             let r: ProduceRequest = match decode(&mut body, v, api_key) {
                 Ok(r) => r,
                 Err(reply) => return reply,
             };
-            produce::handle(broker, r, v, corr).await
+            produce::handle(broker, r, v, corr, &authz).await
         }
-        ApiKey::Fetch => handle!(FetchRequest, |r| fetch::handle(broker, r, v).await),
-        ApiKey::ListOffsets => handle!(ListOffsetsRequest, |r| list_offsets::handle(broker, r, v)),
-        ApiKey::CreateTopics => handle!(CreateTopicsRequest, |r| admin_topics::create_topics(
-            broker, r, v
+        ApiKey::Fetch => handle!(FetchRequest, |r| fetch::handle(broker, r, v, &authz).await),
+        ApiKey::ListOffsets => handle!(ListOffsetsRequest, |r| list_offsets::handle(
+            broker, r, v, &authz
+        )),
+        ApiKey::CreateTopics => handle!(CreateTopicsRequest, |r| admin_acls::create_topics(
+            broker, &authz, r, v
         )
         .await),
-        ApiKey::DeleteTopics => handle!(DeleteTopicsRequest, |r| admin_topics::delete_topics(
-            broker, r, v
+        ApiKey::DeleteTopics => handle!(DeleteTopicsRequest, |r| admin_acls::delete_topics(
+            broker, &authz, r, v
         )
         .await),
         ApiKey::CreatePartitions => {
             handle!(CreatePartitionsRequest, |r| {
-                admin_topics::create_partitions(broker, r, v).await
+                admin_acls::create_partitions(broker, &authz, r, v).await
             })
         }
-        ApiKey::DeleteRecords => handle!(DeleteRecordsRequest, |r| admin_topics::delete_records(
-            broker, r, v
+        ApiKey::DeleteRecords => handle!(DeleteRecordsRequest, |r| admin_acls::delete_records(
+            broker, &authz, r, v
         )),
         ApiKey::DescribeConfigs => {
-            handle!(DescribeConfigsRequest, |r| configs::describe(broker, r, v))
+            handle!(DescribeConfigsRequest, |r| config_acls::describe(
+                broker, &authz, r, v
+            ))
         }
         ApiKey::AlterConfigs => {
-            handle!(AlterConfigsRequest, |r| configs::alter(broker, r, v).await)
+            handle!(AlterConfigsRequest, |r| config_acls::alter(
+                broker, &authz, r, v
+            )
+            .await)
         }
         ApiKey::IncrementalAlterConfigs => {
             handle!(IncrementalAlterConfigsRequest, |r| {
-                configs::incremental_alter(broker, r, v).await
+                config_acls::incremental_alter(broker, &authz, r, v).await
             })
         }
         ApiKey::InitProducerId => {
-            handle!(InitProducerIdRequest, |r| producer_id::handle(broker, r, v)
-                .await)
+            handle!(InitProducerIdRequest, |r| admin_acls::init_producer_id(
+                broker, &authz, r, v
+            )
+            .await)
         }
         ApiKey::OffsetForLeaderEpoch => {
-            handle!(OffsetForLeaderEpochRequest, |r| leader_epoch::handle(
-                broker, r, v
-            ))
+            handle!(OffsetForLeaderEpochRequest, |r| {
+                log_acls::offset_for_leader_epoch(broker, &authz, r, v)
+            })
         }
         ApiKey::DescribeLogDirs => {
-            handle!(DescribeLogDirsRequest, |r| log_dirs::handle(broker, r, v))
+            handle!(DescribeLogDirsRequest, |r| log_acls::describe_log_dirs(
+                broker, &authz, r, v
+            ))
         }
         ApiKey::DescribeCluster => handle!(DescribeClusterRequest, |r| metadata::describe_cluster(
-            broker, r, v
+            broker, r, v, ctx
         )),
+        // SASL requests reach the handlers only where SASL is not running: on a listener
+        // without SASL, or after authentication (re-authentication is not supported).
+        ApiKey::SaslHandshake => {
+            handle!(SaslHandshakeRequest, |_r| SaslHandshakeResponse::default()
+                .with_error_code(
+                    strom_protocol::ResponseError::IllegalSaslState.code()
+                ))
+        }
+        ApiKey::SaslAuthenticate => handle!(SaslAuthenticateRequest, |_r| {
+            SaslAuthenticateResponse::default()
+                .with_error_code(strom_protocol::ResponseError::IllegalSaslState.code())
+                .with_error_message(Some(sb(
+                    "SaslAuthenticate is not expected on this connection",
+                )))
+        }),
         ApiKey::FindCoordinator => handle!(FindCoordinatorRequest, |r| groups::find_coordinator(
-            broker, r, v
+            broker, r, v, ctx
         )),
         ApiKey::JoinGroup => {
-            handle!(JoinGroupRequest, |r| groups
-                .join_group(r, v, &client_id, &ctx.client_host)
-                .await)
+            handle!(JoinGroupRequest, |r| group_acls::join_group(
+                groups,
+                &authz,
+                r,
+                v,
+                &client_id,
+                &ctx.client_host
+            )
+            .await)
         }
-        ApiKey::SyncGroup => handle!(SyncGroupRequest, |r| groups.sync_group(r, v).await),
-        ApiKey::Heartbeat => handle!(HeartbeatRequest, |r| groups.heartbeat(r, v).await),
-        ApiKey::LeaveGroup => handle!(LeaveGroupRequest, |r| groups.leave_group(r, v).await),
-        ApiKey::OffsetCommit => handle!(OffsetCommitRequest, |r| groups.offset_commit(r, v).await),
-        ApiKey::OffsetFetch => handle!(OffsetFetchRequest, |r| groups.offset_fetch(r, v).await),
-        ApiKey::DescribeGroups => handle!(DescribeGroupsRequest, |r| groups
-            .describe_groups(r, v)
-            .await),
-        ApiKey::ListGroups => handle!(ListGroupsRequest, |r| groups.list_groups(r, v).await),
-        ApiKey::DeleteGroups => handle!(DeleteGroupsRequest, |r| groups.delete_groups(r, v).await),
-        ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |r| groups.offset_delete(r, v).await),
+        ApiKey::SyncGroup => handle!(SyncGroupRequest, |r| group_acls::sync_group(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::Heartbeat => handle!(HeartbeatRequest, |r| group_acls::heartbeat(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::LeaveGroup => handle!(LeaveGroupRequest, |r| group_acls::leave_group(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::OffsetCommit => handle!(OffsetCommitRequest, |r| group_acls::offset_commit(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::OffsetFetch => handle!(OffsetFetchRequest, |r| group_acls::offset_fetch(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::DescribeGroups => handle!(DescribeGroupsRequest, |r| {
+            group_acls::describe_groups(groups, &authz, r, v).await
+        }),
+        ApiKey::ListGroups => handle!(ListGroupsRequest, |r| group_acls::list_groups(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::DeleteGroups => handle!(DeleteGroupsRequest, |r| group_acls::delete_groups(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |r| group_acls::offset_delete(
+            groups, &authz, r, v
+        )
+        .await),
+        ApiKey::CreateAcls => handle!(CreateAclsRequest, |r| acls::create(broker, &authz, r)),
+        ApiKey::DescribeAcls => handle!(DescribeAclsRequest, |r| acls::describe(broker, &authz, r)),
+        ApiKey::DeleteAcls => handle!(DeleteAclsRequest, |r| acls::delete(broker, &authz, r)),
+        ApiKey::DescribeUserScramCredentials => {
+            handle!(DescribeUserScramCredentialsRequest, |r| {
+                scram_users::describe(broker, &authz, r)
+            })
+        }
+        ApiKey::AlterUserScramCredentials => {
+            handle!(AlterUserScramCredentialsRequest, |r| scram_users::alter(
+                broker, &authz, r
+            ))
+        }
         ApiKey::AddPartitionsToTxn => {
-            handle!(AddPartitionsToTxnRequest, |r| txn::add_partitions(
-                broker, r, v
+            handle!(AddPartitionsToTxnRequest, |r| txn_acls::add_partitions(
+                broker, &authz, r, v
             ))
         }
         ApiKey::AddOffsetsToTxn => {
-            handle!(AddOffsetsToTxnRequest, |r| txn::add_offsets(broker, r, v))
-        }
-        ApiKey::TxnOffsetCommit => {
-            handle!(TxnOffsetCommitRequest, |r| txn::txn_offset_commit(
-                broker, r, v
+            handle!(AddOffsetsToTxnRequest, |r| txn_acls::add_offsets(
+                broker, &authz, r, v
             ))
         }
-        ApiKey::EndTxn => handle!(EndTxnRequest, |r| txn::end_txn(broker, r, v).await),
-        ApiKey::DescribeTransactions => {
-            handle!(DescribeTransactionsRequest, |r| txn::describe(broker, r, v))
+        ApiKey::TxnOffsetCommit => {
+            handle!(TxnOffsetCommitRequest, |r| txn_acls::txn_offset_commit(
+                broker, &authz, r, v
+            ))
         }
-        ApiKey::ListTransactions => handle!(ListTransactionsRequest, |r| txn::list(broker, r, v)),
+        ApiKey::EndTxn => handle!(EndTxnRequest, |r| txn_acls::end_txn(broker, &authz, r, v)
+            .await),
+        ApiKey::DescribeTransactions => {
+            handle!(DescribeTransactionsRequest, |r| txn_acls::describe(
+                broker, &authz, r, v
+            ))
+        }
+        ApiKey::ListTransactions => handle!(ListTransactionsRequest, |r| txn_acls::list(
+            broker, &authz, r, v
+        )),
         ApiKey::DescribeProducers => {
-            handle!(DescribeProducersRequest, |r| producers::describe(
-                broker, r, v
+            handle!(DescribeProducersRequest, |r| txn_acls::describe_producers(
+                broker, &authz, r, v
             ))
         }
         other => Reply::Close(format!("API {other:?} is not served")),

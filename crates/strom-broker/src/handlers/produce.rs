@@ -11,16 +11,19 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strom_log::BatchError;
 use strom_protocol::record_batch::{
-    ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, BATCH_LENGTH_AT, LOG_OVERHEAD, MAGIC_AT,
+    ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, ATTR_TRANSACTIONAL, BATCH_LENGTH_AT, LOG_OVERHEAD,
+    MAGIC_AT,
 };
 use strom_protocol::ResponseError as E;
 
+use super::authz::Authz;
 use super::{ready, sb};
 use crate::append::{append, AppendError, Appended};
 use crate::broker::{Broker, Reply};
 use crate::config::FsyncPolicy;
 use crate::metrics::METRICS;
 use crate::partition::Partition;
+use crate::security::acl::op;
 /// Kafka's `LegacyRecord.RECORD_OVERHEAD_V0`: the smallest size field a batch may claim.
 const RECORD_OVERHEAD_V0: i32 = 14;
 /// Produce's API key, for the error counters.
@@ -182,7 +185,23 @@ fn check_size(batch: &[u8], max_message_bytes: usize) -> Result<(), (i16, String
     Ok(())
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, corr: i32) -> Reply {
+/// Whether some partition's records start with a transactional batch (attributes bit 4).
+fn has_transactional_batch(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref())
+        .filter_map(|r| r.get(ATTRIBUTES_AT..ATTRIBUTES_AT + 2))
+        .any(|a| i16::from_be_bytes([a[0], a[1]]) & ATTR_TRANSACTIONAL != 0)
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+    corr: i32,
+    authz: &Authz<'_>,
+) -> Reply {
     let acks = req.acks;
     let durable = match broker.config.fsync {
         FsyncPolicy::Never => false,
@@ -193,6 +212,14 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
     let cluster = broker.cluster.get();
     let replicated = cluster.is_some() && acks == -1;
     let durable = durable && !replicated;
+    // KafkaApis.handleProduceRequest: transactional batches need WRITE on the transactional
+    // id, else every partition is TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    let txn_denied = authz.enforcing()
+        && has_transactional_batch(&req)
+        && !req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| authz.transactional_id(op::WRITE, id));
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
     let mut replica_waits: Vec<(usize, usize, Arc<Partition>, i64, i32)> = Vec::new();
@@ -207,6 +234,15 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
         } else {
             E::UnknownTopicOrPartition
         };
+        // KafkaApis.handleProduceRequest checks WRITE before whether the topic exists; a
+        // topic id it cannot resolve stays UNKNOWN_TOPIC_ID.
+        let name = match (&topic, version >= 13) {
+            (Some(t), _) => Some(t.name().to_string()),
+            (None, false) => Some(td.name.0.to_string()),
+            (None, true) => None,
+        };
+        let denied =
+            authz.enforcing() && name.as_deref().is_some_and(|n| !authz.topic(op::WRITE, n));
         // Resolved once per topic, not per partition: it parses the topic's overrides.
         let cfg = topic.as_ref().map(|t| broker.topics.effective_config(t));
         let mut parts = Vec::with_capacity(td.partition_data.len());
@@ -214,6 +250,15 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16, cor
             // KafkaApis.handleProduceRequest: unknown topics and partitions first, then
             // validateRecords; only what passes both reaches ReplicaManager.appendRecords,
             // which refuses acks outside {-1, 0, 1}.
+            if txn_denied {
+                let code = E::TransactionalIdAuthorizationFailed.code();
+                parts.push(error(pd.index, code, None));
+                continue;
+            }
+            if denied {
+                parts.push(error(pd.index, E::TopicAuthorizationFailed.code(), None));
+                continue;
+            }
             let (Some(topic), Some(cfg)) = (&topic, &cfg) else {
                 parts.push(error(pd.index, unknown.code(), None));
                 continue;

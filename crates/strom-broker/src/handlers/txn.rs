@@ -48,7 +48,7 @@ fn fenced_for_version(code: i16, version: i16, fenced_from: i16) -> i16 {
     }
 }
 
-fn topic_results(
+pub(super) fn topic_results(
     results: Vec<((String, i32), Result<(), i16>)>,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut by_topic: BTreeMap<String, Vec<AddPartitionsToTxnPartitionResult>> = BTreeMap::new();

@@ -56,9 +56,7 @@ pub async fn create(broker: &Arc<Broker>, topic: &str, partitions: i32) {
 }
 
 pub fn ctx() -> RequestContext {
-    RequestContext {
-        client_host: "127.0.0.1".into(),
-    }
+    RequestContext::anonymous("127.0.0.1")
 }
 
 /// Encodes a request frame body (header + body) for `key` at `version`.

@@ -1,5 +1,6 @@
 //! One module per subcommand. Client commands share `--bootstrap` handling in `common`.
 
+pub mod acl;
 pub mod cluster;
 pub mod common;
 pub mod consume;
@@ -10,6 +11,7 @@ pub mod serve;
 pub mod top;
 pub mod topic;
 pub mod txn;
+pub mod user;
 
 /// Logs go to stderr; the level comes from `RUST_LOG` (default `info` for the broker,
 /// `warn` for client commands so their stdout stays clean).

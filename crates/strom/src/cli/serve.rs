@@ -78,9 +78,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ))
     });
 
-    let kafka_listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // The HTTP API (produce, topic admin, the console) has no authentication yet, so it
+    // bypasses the ACLs: say so when it is reachable from other hosts.
+    if let Some(addr) =
+        http_addr.filter(|a| config.security.authorizer_enabled && !a.ip().is_loopback())
+    {
+        tracing::warn!(http = %addr, "the HTTP listener is not authenticated and bypasses the ACLs; bind http.listen to localhost");
+    }
+    let mut kafka_listeners = Vec::with_capacity(config.listeners.len());
+    for spec in &config.listeners {
+        let socket = tokio::net::TcpListener::bind(spec.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} ({})", spec.bind, spec.name))?;
+        kafka_listeners.push((socket, spec.clone()));
+    }
+    let tls = if config.listeners.iter().any(|l| l.protocol.uses_tls()) {
+        Some(strom_server::tls::acceptor(&config.security).context("TLS listener")?)
+    } else {
+        None
+    };
+    if config.security.authorizer_enabled && config.json_listen.is_some() {
+        anyhow::bail!("json.listen cannot be used with authorizer.class.name: JSON requests carry no principal, so they would bypass the ACLs");
+    }
     let json_listener = match config.json_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -95,11 +114,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot start cluster mode: {e}"))?;
     }
-    let local = kafka_listener.local_addr()?;
-    let (adv_host, adv_port) = config.advertised();
+    let listening: Vec<String> = kafka_listeners
+        .iter()
+        .map(|(socket, spec)| {
+            let bound = socket.local_addr().map_or(spec.bind, |a| a);
+            format!(
+                "{}://{bound} (advertised {}:{})",
+                spec.name, spec.advertised_host, spec.advertised_port
+            )
+        })
+        .collect();
+    // `listen` (the first listener's address) stays for log shippers that read it.
+    let first = kafka_listeners
+        .first()
+        .and_then(|(socket, _)| socket.local_addr().ok())
+        .map_or_else(|| config.listen.to_string(), |a| a.to_string());
     tracing::info!(
-        listen = %local,
-        advertised = %format!("{adv_host}:{adv_port}"),
+        listen = %first,
+        listeners = %listening.join(", "),
         json = %json_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_string(), |a| a.to_string()),
         http = %http_addr.map_or("off".to_string(), |a| a.to_string()),
         data_dir = %config.data_dir.display(),
@@ -111,12 +143,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One in-process API for both listeners, so a JSON consumer or group member is the same
     // whichever port its connections use.
     let local_api = Arc::new(strom_broker::local::Local::new(broker.clone()));
-    let kafka = tokio::spawn(strom_server::kafka::serve(
-        kafka_listener,
-        local_api.clone(),
-        limits,
-        controller.subscribe(),
-    ));
+    let kafka: Vec<_> = kafka_listeners
+        .into_iter()
+        .map(|(socket, spec)| {
+            tokio::spawn(strom_server::kafka::serve_listener(
+                socket,
+                spec,
+                tls.clone(),
+                local_api.clone(),
+                limits.clone(),
+                controller.subscribe(),
+            ))
+        })
+        .collect();
     let json = json_listener.map(|l| {
         let json_limits = strom_server::json::Limits::from_broker(&broker);
         tokio::spawn(strom_server::json::serve_with(
@@ -144,7 +183,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("connections still busy after {grace:?}; closing them");
     }
-    kafka.abort();
+    for listener in kafka {
+        listener.abort();
+    }
     if let Some(j) = json {
         j.abort();
     }

@@ -1,0 +1,14 @@
+//! Security: who a connection is and what it may do.
+//!
+//! Layout: [`settings`] (the `ssl.*`, `sasl.*` and authorizer settings), [`scram`] (SCRAM
+//! credentials and the server side of an exchange), [`users`] (the durable SCRAM user
+//! store), [`session`] (a connection's SASL state: handshake, authenticate, principal),
+//! [`acl`] (Kafka's ACL model) and [`authorizer`] (durable ACLs and the allow/deny decision).
+//! TLS itself lives in `strom-server`, which hands the certificate's principal in.
+
+pub mod acl;
+pub mod authorizer;
+pub mod scram;
+pub mod session;
+pub mod settings;
+pub mod users;

@@ -1,0 +1,166 @@
+//! The security settings, by Kafka's names: TLS key material and client authentication,
+//! SASL mechanisms, the authorizer and its super users. Parsed by the settings table in
+//! [`crate::config`]; the server layer builds its TLS acceptor from them.
+
+use std::path::PathBuf;
+
+/// Kafka's class name for its authorizer; naming it (or our alias) turns enforcement on.
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+/// Kafka's older ZooKeeper-era class name, accepted too so old `server.properties` work.
+pub const ACL_AUTHORIZER: &str = "kafka.security.authorizer.AclAuthorizer";
+/// Our short alias.
+pub const AUTHORIZER_ALIAS: &str = "acl";
+
+/// `ssl.client.auth`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    #[default]
+    None,
+    Requested,
+    Required,
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "requested" => Ok(Self::Requested),
+            "required" => Ok(Self::Required),
+            other => Err(format!(
+                "expected none, requested or required, got {other:?}"
+            )),
+        }
+    }
+}
+
+/// A SASL mechanism Strom serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [Self::Plain, Self::ScramSha256, Self::ScramSha512];
+    pub const SCRAM: [Mechanism; 2] = [Self::ScramSha256, Self::ScramSha512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// Kafka's `ScramMechanism` type codes (DescribeUserScramCredentials and friends).
+    pub fn scram_type(self) -> i8 {
+        match self {
+            Self::Plain => 0,
+            Self::ScramSha256 => 1,
+            Self::ScramSha512 => 2,
+        }
+    }
+
+    pub fn from_scram_type(t: i8) -> Option<Self> {
+        Self::SCRAM.into_iter().find(|m| m.scram_type() == t)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// `ssl.keystore.location`: a PEM file with the private key and the certificate chain.
+    pub keystore_location: Option<PathBuf>,
+    /// `ssl.keystore.key`: the private key, inline PEM.
+    pub keystore_key: Option<String>,
+    /// `ssl.keystore.certificate.chain`: the certificate chain, inline PEM.
+    pub keystore_certificate_chain: Option<String>,
+    /// `ssl.truststore.location`: PEM CA certificates client certificates must chain to.
+    pub truststore_location: Option<PathBuf>,
+    /// `ssl.truststore.certificates`: the same, inline.
+    pub truststore_certificates: Option<String>,
+    /// `ssl.client.auth`
+    pub client_auth: ClientAuth,
+    /// `ssl.handshake.timeout.ms` (ours): a TLS handshake not done by then closes the
+    /// connection, so a client that never finishes one cannot hold a slot.
+    pub handshake_timeout_ms: u64,
+    /// `sasl.enabled.mechanisms`
+    pub sasl_mechanisms: Vec<Mechanism>,
+    /// `connection.failed.authentication.delay.ms`: how long a failed authentication waits
+    /// before it is answered and the connection closed.
+    pub failed_authentication_delay_ms: u64,
+    /// `sasl.server.max.receive.size`: the largest SASL token read before authentication.
+    pub sasl_max_receive_size: usize,
+    /// `authorizer.class.name` names Kafka's StandardAuthorizer (or `acl`).
+    pub authorizer_enabled: bool,
+    /// `super.users`: principals allowed everything, `;`-separated as in Kafka.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`
+    pub allow_everyone_if_no_acl_found: bool,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            keystore_location: None,
+            keystore_key: None,
+            keystore_certificate_chain: None,
+            truststore_location: None,
+            truststore_certificates: None,
+            client_auth: ClientAuth::None,
+            handshake_timeout_ms: 10_000,
+            sasl_mechanisms: Mechanism::SCRAM.to_vec(),
+            failed_authentication_delay_ms: 100,
+            sasl_max_receive_size: 524_288,
+            authorizer_enabled: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
+        }
+    }
+}
+
+pub fn optional_string(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+pub fn parse_mechanisms(v: &str) -> Result<Vec<Mechanism>, String> {
+    let mut out = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let m = Mechanism::from_name(&name.to_ascii_uppercase()).ok_or_else(|| {
+            format!("unsupported SASL mechanism {name:?} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+        })?;
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_authorizer(v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "" => Ok(false),
+        STANDARD_AUTHORIZER | ACL_AUTHORIZER | AUTHORIZER_ALIAS => Ok(true),
+        other => Err(format!(
+            "unknown authorizer {other:?}: use {STANDARD_AUTHORIZER} (or {AUTHORIZER_ALIAS})"
+        )),
+    }
+}
+
+pub fn parse_super_users(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for p in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        if !p.contains(':') {
+            return Err(format!(
+                "expected PrincipalType:name (e.g. User:admin), got {p:?}"
+            ));
+        }
+        out.push(p.to_string());
+    }
+    Ok(out)
+}

@@ -16,7 +16,7 @@
 //!
 //! The CRC-32C covers the bytes from the attributes to the end. Varints are zig-zag encoded.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{self as codec, Compressor};
 use kafka_protocol::records::Compression;
 use strom_protocol::records::{decompress, RecordsError};
@@ -70,24 +70,16 @@ pub(crate) fn encode_batch(
     }
     let base_ts = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
-    let mut raw = BytesMut::with_capacity(records.iter().map(|r| r.size_estimate()).sum());
-    let mut body = BytesMut::new();
-    for (i, r) in records.iter().enumerate() {
-        body.clear();
-        body.put_i8(0);
-        put_varlong(&mut body, r.timestamp - base_ts);
-        put_varint(&mut body, i as i32);
-        put_bytes(&mut body, r.key.as_deref())?;
-        put_bytes(&mut body, r.value.as_deref())?;
-        put_varint(&mut body, len_i32(r.headers.len())?);
-        for (name, value) in &r.headers {
-            put_bytes(&mut body, Some(name.as_bytes()))?;
-            put_bytes(&mut body, value.as_deref())?;
+    let estimate: usize = records.iter().map(|r| r.size_estimate()).sum();
+    // Uncompressed records go straight into the batch; compressed ones through `raw`.
+    let mut raw = BytesMut::new();
+    if compression != CompressionType::None {
+        raw.reserve(estimate);
+        for (i, r) in records.iter().enumerate() {
+            put_record(&mut raw, r, i, base_ts)?;
         }
-        put_varint(&mut raw, len_i32(body.len())?);
-        raw.put_slice(&body);
     }
-    let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + raw.len());
+    let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + raw.len().max(estimate));
     buf.put_i64(0); // base offset
     buf.put_i32(0); // length, patched below
     buf.put_i32(-1); // partition leader epoch
@@ -111,8 +103,10 @@ pub(crate) fn encode_batch(
     let copy = |out: &mut dyn BufMutDyn| out.put(&raw);
     let compressed = match compression {
         CompressionType::None => {
-            buf.put_slice(&raw);
-            Ok(raw.len())
+            for (i, r) in records.iter().enumerate() {
+                put_record(&mut buf, r, i, base_ts)?;
+            }
+            Ok(buf.len() - BATCH_HEADER_BYTES)
         }
         CompressionType::Gzip => codec::Gzip::compress(&mut buf, |b| Ok(copy(b))),
         CompressionType::Snappy => codec::Snappy::compress(&mut buf, |b| Ok(copy(b))),
@@ -125,6 +119,42 @@ pub(crate) fn encode_batch(
     let crc = crc32c::crc32c(&buf[ATTRIBUTES_POS..]);
     buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Appends one record, its length first. The length is computed rather than measured from a
+/// scratch copy, so each record's bytes are copied once.
+fn put_record(out: &mut BytesMut, r: &OutgoingRecord, index: usize, base_ts: i64) -> Result<()> {
+    let ts_delta = r.timestamp - base_ts;
+    let index = len_i32(index)?;
+    let header_count = len_i32(r.headers.len())?;
+    let bytes_len = |b: Option<&[u8]>| b.map_or(1, |b| varlong_len(b.len() as i64) + b.len());
+    let mut len = 1
+        + varlong_len(ts_delta)
+        + varlong_len(i64::from(index))
+        + bytes_len(r.key.as_deref())
+        + bytes_len(r.value.as_deref())
+        + varlong_len(i64::from(header_count));
+    for (name, value) in &r.headers {
+        len += bytes_len(Some(name.as_bytes())) + bytes_len(value.as_deref());
+    }
+    put_varint(out, len_i32(len)?);
+    out.put_i8(0);
+    put_varlong(out, ts_delta);
+    put_varint(out, index);
+    put_bytes(out, r.key.as_deref())?;
+    put_bytes(out, r.value.as_deref())?;
+    put_varint(out, header_count);
+    for (name, value) in &r.headers {
+        put_bytes(out, Some(name.as_bytes()))?;
+        put_bytes(out, value.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Bytes of `v` as a zig-zag varint.
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.leading_zeros() as usize).max(1).div_ceil(7)
 }
 
 /// Object-safe `put` for the compressors' differing buffer types.
@@ -242,11 +272,15 @@ pub(crate) fn decode_messages(
         decompressed_bytes += body.len();
         decoded_any = true;
         let count = usize::try_from(count).map_err(|_| bad("negative record count"))?;
-        let mut body = body;
         out.messages
             .reserve(count.min(body.len() / RECORD_BYTES_MIN));
+        let mut reader = Reader {
+            body: &body,
+            pos: 0,
+            end: body.len(),
+        };
         for _ in 0..count {
-            let (offset_delta, mut message) = decode_record(&mut body, base_ts)?;
+            let (offset_delta, mut message) = decode_record(&mut reader, base_ts)?;
             let offset = base_offset.saturating_add(i64::from(offset_delta));
             if offset < from_offset {
                 continue;
@@ -260,27 +294,81 @@ pub(crate) fn decode_messages(
     Ok(out)
 }
 
+/// Reads the fields of records from a batch's (decompressed) records between `pos` and
+/// `end`. Keys and values are slices of `body`, sharing its memory; reading through a slice
+/// rather than splitting `Bytes` per field keeps the reference count out of the loop.
+struct Reader<'a> {
+    body: &'a Bytes,
+    pos: usize,
+    end: usize,
+}
+
+impl Reader<'_> {
+    fn u8(&mut self) -> Result<u8> {
+        if self.pos >= self.end {
+            return Err(bad("truncated record"));
+        }
+        let b = self.body[self.pos];
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn varlong(&mut self) -> Result<i64> {
+        let mut z: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = self.u8()?;
+            z |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte & 0x80 == 0 {
+                return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+            }
+        }
+        Err(bad("varint longer than 10 bytes"))
+    }
+
+    fn varint(&mut self) -> Result<i32> {
+        i32::try_from(self.varlong()?).map_err(|_| bad("varint out of range"))
+    }
+
+    fn bytes(&mut self) -> Result<Option<Bytes>> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let len = len as usize;
+        if len > self.end - self.pos {
+            return Err(bad("truncated record"));
+        }
+        let b = self.body.slice(self.pos..self.pos + len);
+        self.pos += len;
+        Ok(Some(b))
+    }
+}
+
 /// Decodes one record; returns its offset delta and the message without topic, partition
 /// and offset.
-fn decode_record(buf: &mut Bytes, base_ts: i64) -> Result<(i32, Message)> {
-    let len = usize::try_from(get_varint(buf)?).map_err(|_| bad("negative record length"))?;
-    if len > buf.len() {
+fn decode_record(buf: &mut Reader<'_>, base_ts: i64) -> Result<(i32, Message)> {
+    let len = usize::try_from(buf.varint()?).map_err(|_| bad("negative record length"))?;
+    if len > buf.end - buf.pos {
         return Err(bad("record longer than its batch"));
     }
-    let mut r = buf.split_to(len);
-    need(&r, 1)?;
-    r.advance(1); // attributes, unused
-    let ts_delta = get_varlong(&mut r)?;
-    let offset_delta = get_varint(&mut r)?;
-    let key = get_bytes(&mut r)?;
-    let value = get_bytes(&mut r)?;
-    let count = usize::try_from(get_varint(&mut r)?).map_err(|_| bad("negative header count"))?;
+    let mut r = Reader {
+        body: buf.body,
+        pos: buf.pos,
+        end: buf.pos + len,
+    };
+    buf.pos += len;
+    r.u8()?; // attributes, unused
+    let ts_delta = r.varlong()?;
+    let offset_delta = r.varint()?;
+    let key = r.bytes()?;
+    let value = r.bytes()?;
+    let count = usize::try_from(r.varint()?).map_err(|_| bad("negative header count"))?;
     // Each header takes at least two bytes: cap the reservation by what is left.
-    let mut headers: Vec<Header> = Vec::with_capacity(count.min(r.len() / 2));
+    let mut headers: Vec<Header> = Vec::with_capacity(count.min((r.end - r.pos) / 2));
     for _ in 0..count {
-        let name = get_bytes(&mut r)?.ok_or_else(|| bad("null header name"))?;
+        let name = r.bytes()?.ok_or_else(|| bad("null header name"))?;
         let name = String::from_utf8(name.to_vec()).map_err(|_| bad("header name is not UTF-8"))?;
-        headers.push((name, get_bytes(&mut r)?));
+        headers.push((name, r.bytes()?));
     }
     Ok((
         offset_delta,
@@ -298,14 +386,6 @@ fn decode_record(buf: &mut Bytes, base_ts: i64) -> Result<(i32, Message)> {
 
 fn bad(what: &str) -> ClientError {
     ClientError::protocol(format!("malformed record batch: {what}"))
-}
-
-fn need(buf: &Bytes, n: usize) -> Result<()> {
-    if buf.len() < n {
-        Err(bad("truncated record"))
-    } else {
-        Ok(())
-    }
 }
 
 fn be_i64(b: &[u8]) -> i64 {
@@ -344,33 +424,6 @@ fn put_bytes(buf: &mut BytesMut, b: Option<&[u8]>) -> Result<()> {
     Ok(())
 }
 
-fn get_varlong(buf: &mut Bytes) -> Result<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..70).step_by(7) {
-        need(buf, 1)?;
-        let byte = buf.get_u8();
-        z |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-        if byte & 0x80 == 0 {
-            return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    Err(bad("varint longer than 10 bytes"))
-}
-
-fn get_varint(buf: &mut Bytes) -> Result<i32> {
-    i32::try_from(get_varlong(buf)?).map_err(|_| bad("varint out of range"))
-}
-
-fn get_bytes(buf: &mut Bytes) -> Result<Option<Bytes>> {
-    let len = get_varint(buf)?;
-    if len < 0 {
-        return Ok(None);
-    }
-    let len = len as usize;
-    need(buf, len)?;
-    Ok(Some(buf.split_to(len)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +440,28 @@ mod tests {
                 ("h".into(), Some(Bytes::from_static(b"second h"))),
             ],
             timestamp: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn varint_lengths_match_what_is_written() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            8192,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut buf = BytesMut::new();
+            put_varlong(&mut buf, v);
+            assert_eq!(varlong_len(v), buf.len(), "{v}");
         }
     }
 

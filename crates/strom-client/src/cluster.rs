@@ -400,6 +400,19 @@ impl Client {
         cache.topics.get(name).cloned()
     }
 
+    /// A cached topic's partition count and whether it has `partition` (true for `None`),
+    /// without copying its metadata: the producer asks this for every record.
+    pub(crate) fn cached_partitions(
+        &self,
+        name: &str,
+        partition: Option<i32>,
+    ) -> Option<(usize, bool)> {
+        let cache = self.inner.cache.lock().expect("metadata cache poisoned");
+        let info = cache.topics.get(name)?;
+        let known = partition.is_none_or(|p| info.partitions.iter().any(|i| i.partition == p));
+        Some((info.partitions.len(), known))
+    }
+
     /// Marks a topic stale so the next use asks the broker again (after NotLeader and the
     /// like).
     pub fn invalidate_topic(&self, name: &str) {

@@ -339,7 +339,11 @@ impl Consumer {
     fn take_buffered(&mut self) -> Vec<Message> {
         let n = self.buffered.len().min(self.config.max_poll_records.max(1));
         let out: Vec<Message> = self.buffered.drain(..n).collect();
-        for m in &out {
+        // A partition's messages come in runs: its last one in each run sets the position.
+        for (i, m) in out.iter().enumerate() {
+            if out.get(i + 1).is_some_and(|next| same_partition(m, next)) {
+                continue;
+            }
             if let Some(pos) = self.positions.get_mut(&(m.topic.clone(), m.partition)) {
                 *pos = Some(m.offset + 1);
             }
@@ -477,7 +481,11 @@ impl Consumer {
             if !messages.is_empty() {
                 self.buffered.extend(messages);
                 // Positions count returned messages only: a commit must not pass the buffer.
-                for m in &self.buffered {
+                // The first message of each run of a partition's messages is the lowest.
+                for (i, m) in self.buffered.iter().enumerate() {
+                    if i > 0 && same_partition(&self.buffered[i - 1], m) {
+                        continue;
+                    }
                     let tp = (m.topic.clone(), m.partition);
                     if let Some(pos) = self.positions.get_mut(&tp) {
                         *pos = Some(pos.map_or(m.offset, |p| p.min(m.offset)));
@@ -902,6 +910,10 @@ impl Consumer {
             _ => Err(ClientError::kafka(code, context())),
         }
     }
+}
+
+fn same_partition(a: &Message, b: &Message) -> bool {
+    a.partition == b.partition && a.topic == b.topic
 }
 
 fn describe_partitions(parts: &[TopicPartition]) -> String {

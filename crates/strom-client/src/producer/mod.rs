@@ -27,13 +27,14 @@
 //!   to `max_block_ms` for room, then fails.
 
 mod accumulator;
+mod queue;
 mod sender;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -257,7 +258,7 @@ pub(crate) struct PendingRecord {
 /// ```
 pub struct Producer {
     client: Client,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: queue::QueueSender,
     partitioner: Partitioner,
     task: JoinHandle<()>,
     /// Free bytes of `buffer_memory`; the background task gives bytes back as records are
@@ -288,8 +289,10 @@ impl Producer {
 
     /// A producer over an existing client. Must be called inside a tokio runtime.
     pub fn from_client(client: Client, config: ProducerConfig) -> Producer {
-        // The channel needs no bound of its own: every record in it holds buffer bytes.
-        let (tx, rx) = mpsc::unbounded_channel();
+        // The queue needs no bound of its own: every record in it holds buffer bytes.
+        let queue = Arc::new(queue::Queue::default());
+        let tx = queue::QueueSender(queue.clone());
+        let rx = queue::QueueReceiver(queue);
         let buffer = Arc::new(Semaphore::new(
             config.buffer_memory.min(Semaphore::MAX_PERMITS),
         ));
@@ -339,26 +342,37 @@ impl Producer {
     /// up to `max_block_ms` for room in the buffer; a record larger than `max_request_size`
     /// or `buffer_memory` is refused at once.
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<Delivery> {
+        let ProducerRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+            timestamp,
+        } = record;
         // Unknown topics and partitions fail here, at once, rather than after the retries.
-        let record_topic = record.topic.clone();
         // Known topics are taken from the cache even when stale: the partition count rarely
         // changes, and a broker that is away must not stop `enqueue` (the sender finds the
         // leaders). An unknown topic is looked up, retrying for up to `max_block_ms`.
-        let mut topic = match self.client.cached_topic(&record.topic) {
-            Some(t) => t,
-            None => self.lookup(&record.topic).await?,
+        let (count, known) = match self.client.cached_partitions(&topic, partition) {
+            Some(cached) => cached,
+            None => {
+                let info = self.lookup(&topic).await?;
+                let known =
+                    partition.is_none_or(|p| info.partitions.iter().any(|i| i.partition == p));
+                (info.partitions.len(), known)
+            }
         };
-        let partition = match record.partition {
+        let partition = match partition {
             Some(p) => {
-                if !topic.partitions.iter().any(|info| info.partition == p) {
-                    topic = self.client.refresh_topic(&record.topic).await?;
-                    if !topic.partitions.iter().any(|info| info.partition == p) {
+                if !known {
+                    let info = self.client.refresh_topic(&topic).await?;
+                    if !info.partitions.iter().any(|i| i.partition == p) {
                         return Err(ClientError::kafka(
                             3, // UNKNOWN_TOPIC_OR_PARTITION
                             format!(
-                                "topic {} partition {p} (the topic has {} partitions)",
-                                record.topic,
-                                topic.partitions.len()
+                                "topic {topic} partition {p} (the topic has {} partitions)",
+                                info.partitions.len()
                             ),
                         ));
                     }
@@ -366,36 +380,34 @@ impl Producer {
                 p
             }
             None => {
-                let count = topic.partitions.len() as i32;
                 if count == 0 {
                     return Err(ClientError::Invalid(format!(
-                        "topic {} has no partitions",
-                        record.topic
+                        "topic {topic} has no partitions"
                     )));
                 }
-                self.partitioner.partition(record.key.as_deref(), count)
+                self.partitioner.partition(key.as_deref(), count as i32)
             }
         };
         let record = OutgoingRecord {
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-            timestamp: record.timestamp.unwrap_or_else(now_ms),
+            key,
+            value,
+            headers,
+            timestamp: timestamp.unwrap_or_else(now_ms),
         };
         let accepted = Instant::now();
         let buffer_bytes = self
-            .reserve(&record_topic, partition, record.size_estimate())
+            .reserve(&topic, partition, record.size_estimate())
             .await?;
         let (done, rx) = oneshot::channel();
         let pending = PendingRecord {
-            topic: record_topic,
+            topic,
             partition,
             record,
             done,
             buffer_bytes,
             accepted,
         };
-        if self.tx.send(Command::Record(pending)).is_err() {
+        if !self.tx.0.push(Command::Record(pending)) {
             self.buffer.add_permits(buffer_bytes as usize);
             return Err(ClientError::Closed);
         }
@@ -445,6 +457,11 @@ impl Producer {
                 self.config.buffer_memory
             )));
         };
+        // Without a wait there is no timer to set up: the common case, taken per record.
+        if let Ok(permit) = self.buffer.try_acquire_many(bytes) {
+            permit.forget();
+            return Ok(bytes);
+        }
         let wait = Duration::from_millis(self.config.max_block_ms);
         match tokio::time::timeout(wait, self.buffer.acquire_many(bytes)).await {
             Ok(Ok(permit)) => {
@@ -465,9 +482,9 @@ impl Producer {
     /// Sends every queued record now and waits until the broker answered all of them.
     pub async fn flush(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Flush(tx))
-            .map_err(|_| ClientError::Closed)?;
+        if !self.tx.0.push(Command::Flush(tx)) {
+            return Err(ClientError::Closed);
+        }
         rx.await.map_err(|_| ClientError::Closed)
     }
 

@@ -17,11 +17,12 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId,
 };
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::accumulator::{Batch, PartitionQueue};
+use super::queue::QueueReceiver;
 use super::{Command, ProducerConfig};
 use crate::batch::{encode_batch, restamp, ProducerStamp};
 use crate::cluster::Client;
@@ -60,7 +61,7 @@ struct Sender {
 pub(crate) async fn run(
     client: Client,
     config: Arc<ProducerConfig>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    rx: QueueReceiver,
     buffer: Arc<Semaphore>,
 ) {
     let mut s = Sender {
@@ -86,13 +87,12 @@ pub(crate) async fn run(
         }
         let wake = wake.unwrap_or_else(|| Instant::now() + IDLE_TICK);
         tokio::select! {
-            command = rx.recv(), if !closing => match command {
-                Some(c) => {
-                    s.accept(c);
-                    // Take whatever queued up meanwhile into this round.
-                    while let Ok(c) = rx.try_recv() {
+            commands = rx.0.recv(), if !closing => match commands {
+                Some(mut commands) => {
+                    for c in commands.drain(..) {
                         s.accept(c);
                     }
+                    rx.0.recycle(commands);
                 }
                 None => closing = true,
             },
@@ -113,8 +113,8 @@ impl Sender {
     fn accept(&mut self, command: Command) {
         match command {
             Command::Flush(done) => self.flushes.push((self.next_batch_id, done)),
-            Command::Record(p) => {
-                let key = (p.topic.clone(), p.partition);
+            Command::Record(mut p) => {
+                let key = (std::mem::take(&mut p.topic), p.partition);
                 let queue = self.partitions.entry(key).or_default();
                 if let Some(id) = queue.append(p, self.config.batch_size, &mut self.next_batch_id) {
                     self.live.insert(id);

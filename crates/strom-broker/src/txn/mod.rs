@@ -52,6 +52,14 @@ struct Inner {
 }
 
 impl Inner {
+    /// A copy of the state of `id` to transition; an unknown id is INVALID_PRODUCER_ID_MAPPING.
+    fn known(&self, id: &str) -> Result<TxnMeta, TxnError> {
+        self.txns
+            .get(id)
+            .cloned()
+            .ok_or(TxnError::InvalidProducerIdMapping)
+    }
+
     fn put(&mut self, meta: TxnMeta) -> Result<(), TxnError> {
         let id = meta.transactional_id.clone();
         let previous = self.txns.insert(id.clone(), meta);
@@ -182,11 +190,7 @@ impl TxnCoordinator {
             self.abort_fenced(broker, id).await?;
         }
         let mut inner = self.inner.lock();
-        let mut meta = inner
-            .txns
-            .get(id)
-            .cloned()
-            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        let mut meta = inner.known(id)?;
         if meta.state.is_preparing() || meta.state == TxnState::Ongoing {
             return Err(TxnError::ConcurrentTransactions);
         }
@@ -216,11 +220,7 @@ impl TxnCoordinator {
         verify_only: bool,
     ) -> Result<Vec<PartitionResult>, TxnError> {
         let mut inner = self.inner.lock();
-        let mut meta = inner
-            .txns
-            .get(id)
-            .cloned()
-            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        let mut meta = inner.known(id)?;
         meta.check_producer(producer_id, epoch)?;
         if verify_only {
             // KIP-890: is each partition part of the open transaction?
@@ -277,11 +277,7 @@ impl TxnCoordinator {
         group: &str,
     ) -> Result<(), TxnError> {
         let mut inner = self.inner.lock();
-        let mut meta = inner
-            .txns
-            .get(id)
-            .cloned()
-            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        let mut meta = inner.known(id)?;
         meta.check_producer(producer_id, epoch)?;
         if meta.state == TxnState::Ongoing && meta.groups.contains(group) {
             return Ok(());
@@ -428,11 +424,7 @@ impl TxnCoordinator {
     ) -> Result<(), TxnError> {
         let meta = {
             let mut inner = self.inner.lock();
-            let mut meta = inner
-                .txns
-                .get(id)
-                .cloned()
-                .ok_or(TxnError::InvalidProducerIdMapping)?;
+            let mut meta = inner.known(id)?;
             // EndTxn's producer must still own the open transaction now, under the lock (the
             // cleanup task may have aborted it since EndTxn's first check).
             if let Some((pid, e)) = owner {

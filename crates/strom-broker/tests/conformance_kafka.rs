@@ -12,9 +12,7 @@ mod conformance_common;
 use bytes::{Bytes, BytesMut};
 use conformance_common::*;
 use kafka_protocol::messages::*;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use strom_protocol::ResponseError as E;
 
 const V: i16 = 9;
@@ -1294,40 +1292,21 @@ async fn a_leftover_directory_neither_blocks_nor_joins_a_new_topic() {
     strom_broker::topics::Topics::load(std::sync::Arc::new(config)).unwrap();
 }
 
-/// One v2 batch whose records have the given keys (None: no key).
+/// One v2 batch whose records have the given keys (None: no key) and values "v0", "v1", ...
 fn batch_keyed(keys: &[Option<&[u8]>], compression: Compression) -> Bytes {
-    let records: Vec<Record> = keys
+    let values: Vec<String> = (0..keys.len()).map(|i| format!("v{i}")).collect();
+    let records: Vec<(Option<&[u8]>, &[u8])> = keys
         .iter()
-        .enumerate()
-        .map(|(i, k)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: k.map(Bytes::copy_from_slice),
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
-        })
+        .zip(&values)
+        .map(|(k, v)| (*k, v.as_bytes()))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
+    batch_of(
+        &records,
+        BatchSpec {
             compression,
+            ..Default::default()
         },
     )
-    .unwrap();
-    buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    fix_crc(&mut buf);
-    buf.freeze()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,10 +129,22 @@ impl Default for BatchSpec {
 
 /// One v2 record batch holding `values` (keys "k0", "k1", ...), one millisecond apart.
 pub fn batch_with(values: &[&[u8]], spec: BatchSpec) -> Bytes {
-    let records: Vec<Record> = values
+    let keys: Vec<String> = (0..values.len()).map(|i| format!("k{i}")).collect();
+    let records: Vec<(Option<&[u8]>, &[u8])> = keys
+        .iter()
+        .zip(values)
+        .map(|(k, v)| (Some(k.as_bytes()), *v))
+        .collect();
+    batch_of(&records, spec)
+}
+
+/// One v2 record batch of `(key, value)` records (a `None` key: no key), one millisecond
+/// apart.
+pub fn batch_of(records: &[(Option<&[u8]>, &[u8])], spec: BatchSpec) -> Bytes {
+    let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
+        .map(|(i, (k, v))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -144,7 +156,7 @@ pub fn batch_with(values: &[&[u8]], spec: BatchSpec) -> Bytes {
             // The codec starts a new batch whenever `offset - sequence` changes.
             sequence: spec.base_sequence.max(0).wrapping_add(i as i32),
             timestamp: spec.timestamp_ms + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
+            key: k.map(Bytes::copy_from_slice),
             value: Some(Bytes::copy_from_slice(v)),
             headers: IndexMap::new(),
         })

@@ -4,19 +4,10 @@
 // that a second consumer of the group sees only a message produced after the commit.
 // Prints one JSON line with what it saw; exits non-zero on any error.
 'use strict';
-const { Kafka, logLevel } = require('kafkajs');
+const { client, deadline, run } = require('./common');
 
 const [bootstrap, topic, group] = process.argv.slice(2);
-const kafka = new Kafka({
-  clientId: 'strom-kafkajs-test',
-  brokers: [bootstrap],
-  logLevel: logLevel.ERROR,
-  retry: { retries: 5, initialRetryTime: 100 },
-});
-
-function deadline(ms, what) {
-  return new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), ms).unref());
-}
+const kafka = client(bootstrap, 'strom-kafkajs-test');
 
 async function consumeN(n, what) {
   const consumer = kafka.consumer({ groupId: group, sessionTimeout: 6000, heartbeatInterval: 500 });
@@ -63,7 +54,4 @@ async function main() {
   console.log(JSON.stringify({ sent, first, second }));
 }
 
-main().then(() => process.exit(0), (err) => {
-  console.error(err && err.stack ? err.stack : err);
-  process.exit(1);
-});
+run(main);

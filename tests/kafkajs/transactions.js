@@ -5,19 +5,10 @@
 // read_committed consumer (KafkaJS's default) and a read_uncommitted one, and fetches the
 // group's committed offsets. Prints one JSON line with what it saw; exits non-zero on error.
 'use strict';
-const { Kafka, logLevel } = require('kafkajs');
+const { client, deadline, run } = require('./common');
 
 const [bootstrap, topic, group] = process.argv.slice(2);
-const kafka = new Kafka({
-  clientId: 'strom-kafkajs-txn-test',
-  brokers: [bootstrap],
-  logLevel: logLevel.ERROR,
-  retry: { retries: 5, initialRetryTime: 100 },
-});
-
-function deadline(ms, what) {
-  return new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), ms).unref());
-}
+const kafka = client(bootstrap, 'strom-kafkajs-txn-test');
 
 // Every message of the topic's 2 partitions up to their high watermarks.
 async function readAll(readUncommitted, expected) {
@@ -72,7 +63,4 @@ async function main() {
   console.log(JSON.stringify({ committed, uncommitted, offsets }));
 }
 
-main().then(() => process.exit(0), (err) => {
-  console.error(err && err.stack ? err.stack : err);
-  process.exit(1);
-});
+run(main);

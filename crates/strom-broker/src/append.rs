@@ -4,18 +4,21 @@
 //! end are adapters over it; each maps [`AppendError`] to its own error form in one place.
 //!
 //! The batches are stored exactly as the client sent them; only the base offset, the leader
-//! epoch and, for LogAppendTime topics, the max timestamp are patched. No record is decoded.
+//! epoch and, for LogAppendTime topics, the max timestamp are patched. No record is decoded,
+//! unless the topic asks for record checks or another codec ([`crate::record_checks`]).
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
+use strom_protocol::kafka_protocol::records::Compression;
 use strom_protocol::record_batch::set_partition_leader_epoch;
 
 use crate::broker::Broker;
 use crate::partition::{Offline, Partition, PartitionState};
 use crate::producer_snapshot;
 use crate::producer_state::SequenceCheck;
+use crate::record_checks;
 use crate::topics::now_ms;
 
 /// The topic settings an append obeys.
@@ -32,6 +35,17 @@ pub struct AppendOptions {
     pub leader_epoch: i32,
     /// `cleanup.policy` includes `compact`: every record needs a key (Kafka's LogValidator).
     pub keys_required: bool,
+    /// `compression.type` other than `producer`: batches are stored in this codec.
+    pub compression: Option<Compression>,
+    /// CreateTime topics with a `message.timestamp.*.max.ms` set: the accepted window.
+    pub timestamp_window: Option<TimestampWindow>,
+}
+
+/// How far a CreateTime timestamp may be behind and ahead of the broker's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampWindow {
+    pub before_max_ms: i64,
+    pub after_max_ms: i64,
 }
 
 /// A successful append, or a recognised retry of one (`duplicate`).
@@ -83,6 +97,10 @@ pub enum AppendError {
     /// Records Kafka's LogValidator refuses one by one: `(index in the batch, reason)`.
     #[error("One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]", .0.len(), record_errors_shown(.0))]
     RecordErrors(Vec<(i32, String)>),
+    /// Records whose CreateTime is outside the topic's window (INVALID_TIMESTAMP), listed as
+    /// [`AppendError::RecordErrors`] are.
+    #[error("One or more records have been rejected due to invalid timestamp")]
+    InvalidTimestamps(Vec<(i32, String)>),
     #[error(transparent)]
     Offline(#[from] Offline),
     #[error("{0}")]
@@ -103,9 +121,19 @@ pub fn append(
     }
     let headers = validate_batches(&records)?;
     check_headers(&headers, options.max_message_bytes)?;
-    if options.keys_required {
-        check_keys(&records, &headers, partition)?;
+    let now = now_ms();
+    if record_checks::records_checked(&options) {
+        record_checks::check_records(&records, &headers, &options, partition, now)?;
     }
+    let (records, headers) = match options.compression {
+        Some(target) => {
+            let rewritten = record_checks::recompress(records, &headers, target)?;
+            let headers = validate_batches(&rewritten)?;
+            check_headers(&headers, options.max_message_bytes)?;
+            (rewritten, headers)
+        }
+        None => (records, headers),
+    };
     // Only transactional batches pay for this lookup (KIP-890's verification, done locally).
     if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
         if !broker.txn.partition_in_txn(
@@ -120,7 +148,6 @@ pub fn append(
             });
         }
     }
-    let now = now_ms();
     // Patched outside the partition lock.
     let mut buf = BytesMut::from(&records[..]);
     let mut pos = 0;
@@ -347,43 +374,4 @@ fn record_errors_shown(errors: &[(i32, String)]) -> String {
         .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A compacted topic keeps the latest record per key, so a record without one is refused
-/// (LogValidator: INVALID_RECORD with one record error per keyless record). Only compacted
-/// topics pay for decoding the records; the rest of the produce path never looks inside.
-fn check_keys(
-    records: &Bytes,
-    headers: &[BatchHeader],
-    partition: &Partition,
-) -> Result<(), AppendError> {
-    let mut rest = records.clone();
-    let mut errors = Vec::new();
-    for h in headers {
-        let mut batch = rest.split_to(h.total_size());
-        if h.is_control() {
-            continue;
-        }
-        let decoded = strom_protocol::records::decode_batch(
-            &mut batch,
-            strom_protocol::records::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
-        )
-        .map_err(|e| AppendError::RecordErrors(vec![(0, e.to_string())]))?;
-        for (i, record) in decoded.set.records.iter().enumerate() {
-            if record.key.is_none() {
-                errors.push((
-                    i as i32,
-                    format!(
-                        "Compacted topic cannot accept message without key in topic partition {}-{}.",
-                        partition.topic, partition.index
-                    ),
-                ));
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(AppendError::RecordErrors(errors))
-    }
 }

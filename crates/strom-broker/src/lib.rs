@@ -5,7 +5,8 @@
 //! - [`config`]: every broker setting (Kafka names and defaults) and where it comes from.
 //! - [`topics`], [`topic_config`], [`partition`]: the registry of topics on disk.
 //! - [`append`]: the domain write path (`append -> Result<Appended, AppendError>`) that the
-//!   Kafka and JSON front ends share.
+//!   Kafka and JSON front ends share; `record_checks` has the record-level checks and the
+//!   recompression a topic's settings may ask of it.
 //! - [`producer_state`]: idempotent produce (sequence checks, duplicate detection).
 //! - [`txn`]: the transaction coordinator and its durable log (`__transaction_state`).
 //! - [`flusher`]: group commit for durable acknowledgements.
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_snapshot;
 pub mod producer_state;
+mod record_checks;
 pub mod recovery_point;
 pub mod security;
 pub mod topic_config;

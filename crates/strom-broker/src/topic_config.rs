@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use strom_log::LogConfig;
+use strom_protocol::kafka_protocol::records::Compression;
 
 use crate::config::BrokerConfig;
 
@@ -24,8 +25,10 @@ pub const TOPIC_CONFIGS: &[(&str, Option<&str>)] = &[
     ("delete.retention.ms", None),
     ("min.compaction.lag.ms", None),
     ("unclean.leader.election.enable", None),
+    ("message.timestamp.after.max.ms", None),
+    ("message.timestamp.before.max.ms", None),
     // Accepted and reported like Kafka's, without effect here (no compaction, tiered storage,
-    // replication throttles, preallocation or broker-side compression).
+    // replication throttles, preallocation; recompression uses each codec's default level).
     ("compression.gzip.level", None),
     ("compression.lz4.level", None),
     ("compression.zstd.level", None),
@@ -35,8 +38,6 @@ pub const TOPIC_CONFIGS: &[(&str, Option<&str>)] = &[
     ("local.retention.bytes", None),
     ("local.retention.ms", None),
     ("max.compaction.lag.ms", None),
-    ("message.timestamp.after.max.ms", None),
-    ("message.timestamp.before.max.ms", None),
     ("min.cleanable.dirty.ratio", None),
     ("preallocate", None),
     ("remote.storage.enable", None),
@@ -69,7 +70,7 @@ pub fn config_info(name: &str) -> (i8, Option<&'static str>, &'static str) {
         "index.interval.bytes" => (INT, Some("log.index.interval.bytes"), "Bytes between entries of the sparse offset index."),
         "flush.messages" => (LONG, Some("log.flush.interval.messages"), "Messages written to a partition before it is fsynced; -1 leaves it to the durability policy."),
         "flush.ms" => (LONG, Some("log.flush.interval.ms"), "Time after which a partition is fsynced; -1 leaves it to the durability policy."),
-        "compression.type" => (STRING, Some("compression.type"), "Compression of stored batches; only producer (keep what the producer sent) is supported."),
+        "compression.type" => (STRING, Some("compression.type"), "Codec of stored batches: producer keeps what the producer sent; uncompressed, gzip, snappy, lz4 or zstd rewrites batches in another codec on produce."),
         "min.insync.replicas" => (INT, Some("min.insync.replicas"), "Replicas that must acknowledge an acks=all write; a single broker is always one."),
         "delete.retention.ms" => (LONG, Some("log.cleaner.delete.retention.ms"), "How long tombstones are kept on compacted topics (no effect: compaction is not implemented)."),
         "min.compaction.lag.ms" => (LONG, Some("log.cleaner.min.compaction.lag.ms"), "Minimum age before a record may be compacted (no effect)."),
@@ -83,8 +84,8 @@ pub fn config_info(name: &str) -> (i8, Option<&'static str>, &'static str) {
         "local.retention.bytes" => (LONG, Some("log.local.retention.bytes"), "Local retention by size with tiered storage (no effect: no tiered storage)."),
         "local.retention.ms" => (LONG, Some("log.local.retention.ms"), "Local retention by time with tiered storage (no effect: no tiered storage)."),
         "max.compaction.lag.ms" => (LONG, Some("log.cleaner.max.compaction.lag.ms"), "Maximum time a record stays uncompacted (no effect)."),
-        "message.timestamp.after.max.ms" => (LONG, Some("log.message.timestamp.after.max.ms"), "How far ahead of the broker's clock a CreateTime timestamp may be (not enforced)."),
-        "message.timestamp.before.max.ms" => (LONG, Some("log.message.timestamp.before.max.ms"), "How far behind the broker's clock a CreateTime timestamp may be (not enforced)."),
+        "message.timestamp.after.max.ms" => (LONG, Some("log.message.timestamp.after.max.ms"), "How far ahead of the broker's clock a CreateTime timestamp may be (INVALID_TIMESTAMP beyond)."),
+        "message.timestamp.before.max.ms" => (LONG, Some("log.message.timestamp.before.max.ms"), "How far behind the broker's clock a CreateTime timestamp may be (INVALID_TIMESTAMP beyond)."),
         "min.cleanable.dirty.ratio" => (DOUBLE, Some("log.cleaner.min.cleanable.ratio"), "Dirty ratio that makes a log eligible for compaction (no effect)."),
         "preallocate" => (BOOLEAN, Some("log.preallocate"), "Whether segment files are preallocated (no effect)."),
         "remote.storage.enable" => (BOOLEAN, None, "Tiered storage for the topic; only false is supported."),
@@ -137,12 +138,10 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err(format!("Invalid value {value} for configuration {name}")),
         },
-        // The broker stores batches as producers compressed them; recompressing on the produce
-        // path is not supported, so only "producer" is accepted.
-        "compression.type" => match value {
-            "producer" => Ok(()),
-            _ => Err(format!(
-                "compression.type={value} is not supported: Strom stores batches as the producer compressed them (use producer)"
+        "compression.type" => match topic_compression(value) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"
             )),
         },
         "retention.ms" | "retention.bytes" => int(-1),
@@ -201,6 +200,25 @@ pub struct EffectiveTopicConfig {
     pub keys_required: bool,
     pub index_interval_bytes: u32,
     pub flush_messages: i64,
+    /// `compression.type`: the codec batches are stored in, None for `producer` (as sent).
+    pub compression: Option<Compression>,
+    /// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+}
+
+/// The codec a `compression.type` value asks for: `Some(None)` for `producer` (keep the
+/// producer's codec), None for a value Kafka does not know.
+pub fn topic_compression(value: &str) -> Option<Option<Compression>> {
+    Some(Some(match value.trim() {
+        "producer" => return Some(None),
+        "uncompressed" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => return None,
+    }))
 }
 
 impl EffectiveTopicConfig {
@@ -228,6 +246,12 @@ impl EffectiveTopicConfig {
             index_interval_bytes: get("index.interval.bytes")
                 .map_or(broker.log_index_interval_bytes, |v| v as u32),
             flush_messages: get("flush.messages").unwrap_or(broker.log_flush_interval_messages),
+            compression: overrides
+                .get("compression.type")
+                .and_then(|v| topic_compression(v))
+                .flatten(),
+            timestamp_before_max_ms: get("message.timestamp.before.max.ms").unwrap_or(i64::MAX),
+            timestamp_after_max_ms: get("message.timestamp.after.max.ms").unwrap_or(i64::MAX),
         }
     }
 
@@ -239,6 +263,14 @@ impl EffectiveTopicConfig {
             flush_messages: self.flush_messages,
             leader_epoch: 0,
             keys_required: self.keys_required,
+            compression: self.compression,
+            timestamp_window: (!self.log_append_time
+                && (self.timestamp_before_max_ms != i64::MAX
+                    || self.timestamp_after_max_ms != i64::MAX))
+                .then_some(crate::append::TimestampWindow {
+                    before_max_ms: self.timestamp_before_max_ms,
+                    after_max_ms: self.timestamp_after_max_ms,
+                }),
         }
     }
 

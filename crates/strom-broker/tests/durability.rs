@@ -19,6 +19,8 @@ const OPTIONS: AppendOptions = AppendOptions {
     log_append_time: false,
     flush_messages: -1,
     leader_epoch: 0,
+    compression: None,
+    timestamp_window: None,
 };
 
 fn idempotent_batch(producer_id: i64, sequence: i32) -> Bytes {

@@ -12,6 +12,7 @@
 //! - [`partition_key`]: the Java client's murmur2 key partitioning.
 //! - [`record_batch`]: the RecordBatch v2 header layout and view (the one definition the log,
 //!   the broker and the client share), batch validation, CRC-32C and in-place patches.
+//! - [`recompress`]: a batch rewritten in another codec (a topic's `compression.type`).
 //! - [`records`]: decoding a batch's records with decompression and reservations bounded.
 //! - [`response`]: encodes a response body behind its size prefix and header.
 //!
@@ -23,6 +24,7 @@ pub mod control;
 pub mod frame;
 pub mod header;
 pub mod partition_key;
+pub mod recompress;
 pub mod record_batch;
 pub mod records;
 pub mod response;

@@ -62,6 +62,7 @@ pub(crate) fn append_error_code(e: &AppendError) -> E {
         AppendError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
         AppendError::NotLeader => E::NotLeaderOrFollower,
         AppendError::RecordErrors(_) => E::InvalidRecord,
+        AppendError::InvalidTimestamps(_) => E::InvalidTimestamp,
         AppendError::Offline(_) | AppendError::Storage(_) => E::KafkaStorageError,
     }
 }
@@ -75,8 +76,10 @@ fn append_error(index: i32, e: &AppendError, version: i16) -> PartitionProduceRe
     let response = error(index, append_error_code(e).code(), message);
     match e {
         // Each refused record by its index in the batch (v8+, KIP-467).
-        AppendError::RecordErrors(errors) if version >= RECORD_ERRORS_VERSION => response
-            .with_record_errors(
+        AppendError::RecordErrors(errors) | AppendError::InvalidTimestamps(errors)
+            if version >= RECORD_ERRORS_VERSION =>
+        {
+            response.with_record_errors(
                 errors
                     .iter()
                     .map(|(i, m)| {
@@ -85,7 +88,8 @@ fn append_error(index: i32, e: &AppendError, version: i16) -> PartitionProduceRe
                             .with_batch_index_error_message(Some(sb(m)))
                     })
                     .collect(),
-            ),
+            )
+        }
         _ => response,
     }
 }

@@ -66,6 +66,8 @@ pub struct Broker {
     /// ACLs and the decision whether a principal may do something.
     pub authorizer: Arc<crate::security::authorizer::Authorizer>,
     pub txn: crate::txn::TxnCoordinator,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: crate::fetch_sessions::FetchSessions,
     /// Cluster mode only (`controller.quorum.voters` set), once started.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     shutdown: watch::Sender<bool>,
@@ -164,7 +166,12 @@ impl Broker {
         .map_err(|e| dir_err(format!("transaction log: {e}")))?;
         let flusher = Flusher::start(Duration::from_millis(config.group_commit_ms));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let fetch_sessions = crate::fetch_sessions::FetchSessions::new(
+            config.fetch_session_cache_slots,
+            config.fetch_session_eviction_ms,
+        );
         let broker = Arc::new(Broker {
+            fetch_sessions,
             config,
             topics,
             groups,

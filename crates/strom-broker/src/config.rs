@@ -120,6 +120,10 @@ pub struct BrokerConfig {
     pub queued_max_request_bytes: usize,
     /// `fetch.max.bytes`: upper bound on one fetch response.
     pub fetch_max_bytes: usize,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept (KIP-227); 0 keeps none.
+    pub fetch_session_cache_slots: usize,
+    /// `min.incremental.fetch.session.eviction.ms`: how long a session is safe from eviction.
+    pub fetch_session_eviction_ms: i64,
     /// `group.initial.rebalance.delay.ms`
     pub group_initial_rebalance_delay_ms: i64,
     /// `group.min.session.timeout.ms`
@@ -386,6 +390,22 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("fetch.max.bytes", "57671680", |c, v| {
         put(&mut c.fetch_max_bytes, positive(parse(v)?)?)
     }),
+    (
+        "max.incremental.fetch.session.cache.slots",
+        "1000",
+        |c, v| put(&mut c.fetch_session_cache_slots, parse(v)?),
+    ),
+    (
+        "min.incremental.fetch.session.eviction.ms",
+        "120000",
+        |c, v| {
+            let ms: i64 = parse(v)?;
+            if ms < 0 {
+                return Err("must be at least 0".into());
+            }
+            put(&mut c.fetch_session_eviction_ms, ms)
+        },
+    ),
     ("group.initial.rebalance.delay.ms", "3000", |c, v| {
         put(&mut c.group_initial_rebalance_delay_ms, parse(v)?)
     }),
@@ -729,6 +749,8 @@ fn placeholder() -> BrokerConfig {
         queued_max_requests: 0,
         queued_max_request_bytes: 0,
         fetch_max_bytes: 0,
+        fetch_session_cache_slots: 0,
+        fetch_session_eviction_ms: 0,
         group_initial_rebalance_delay_ms: 0,
         group_min_session_timeout_ms: 0,
         group_max_session_timeout_ms: 0,

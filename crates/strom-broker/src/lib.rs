@@ -30,6 +30,7 @@ pub mod blocking;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod fetch_sessions;
 pub mod flusher;
 pub mod handlers;
 pub mod listeners;

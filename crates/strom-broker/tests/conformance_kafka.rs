@@ -217,12 +217,90 @@ async fn fetch_with(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_session_ids_and_epochs_as_a_sessionless_broker() {
+async fn fetch_sessions_open_continue_and_fail_as_fetch_manager_does() {
     let (_d, b) = open().await;
+    create(&b, "t", 2).await;
+    produce(&b, "t", 0, batch(&[b"a"])).await;
+    let mut full = fetch_request("t", 0, 0, 1 << 20).with_session_epoch(0);
+    let p1 = full.topics[0].partitions[0].clone().with_partition(1);
+    full.topics[0].partitions.push(p1);
+    // Epoch 0: a full fetch that opens a session with both partitions.
+    let r = fetch_with(&b, full.clone(), 12).await;
+    assert_eq!(r.error_code, 0);
+    let id = r.session_id;
+    assert_ne!(id, 0);
+    assert_eq!(r.responses[0].partitions.len(), 2);
+    // Epoch 1, nothing new: an empty answer (partition 0 moves on to offset 1).
+    let mut next = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_bytes(1 << 20)
+        .with_session_id(id)
+        .with_session_epoch(1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(tn("t"))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(1)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = fetch_with(&b, next.clone(), 12).await;
+    assert_eq!((r.error_code, r.session_id), (0, id));
+    assert!(r.responses.is_empty(), "{r:?}");
+    // Records on partition 1: only it is answered, with its records and new watermark.
+    produce(&b, "t", 1, batch(&[b"x", b"y"])).await;
+    next.topics.clear();
+    let r = fetch_with(&b, next.clone().with_session_epoch(2), 12).await;
+    assert_eq!((r.error_code, r.session_id), (0, id));
+    assert_eq!(r.responses.len(), 1);
+    let parts = &r.responses[0].partitions;
+    assert_eq!(parts.len(), 1);
+    assert_eq!((parts[0].partition_index, parts[0].high_watermark), (1, 2));
+    assert!(!parts[0].records.as_ref().unwrap().is_empty());
+    // A repeated epoch, an unknown id, and a v13 request on a v12 session are refused.
+    let r = fetch_with(&b, next.clone().with_session_epoch(2), 12).await;
+    assert_eq!(
+        (r.error_code, r.session_id),
+        (E::InvalidFetchSessionEpoch.code(), 0)
+    );
+    assert!(r.responses.is_empty());
+    let r = fetch_with(
+        &b,
+        next.clone().with_session_id(id ^ 1).with_session_epoch(3),
+        12,
+    )
+    .await;
+    assert_eq!(r.error_code, E::FetchSessionIdNotFound.code());
+    let r = fetch_with(&b, next.clone().with_session_epoch(3), 13).await;
+    assert_eq!(r.error_code, E::FetchSessionTopicIdError.code());
+    // Forgetting partition 1: its news is no longer answered.
+    next.forgotten_topics_data = vec![fetch_request::ForgottenTopic::default()
+        .with_topic(tn("t"))
+        .with_partitions(vec![1])];
+    let r = fetch_with(&b, next.clone().with_session_epoch(3), 12).await;
+    assert_eq!(r.error_code, 0);
+    next.forgotten_topics_data.clear();
+    produce(&b, "t", 1, batch(&[b"z"])).await;
+    let r = fetch_with(&b, next.clone().with_session_epoch(4), 12).await;
+    assert_eq!(r.error_code, 0);
+    assert!(r.responses.is_empty(), "{r:?}");
+    // Epoch -1 closes the session and answers without one.
+    let r = fetch_with(
+        &b,
+        full.clone().with_session_id(id).with_session_epoch(-1),
+        12,
+    )
+    .await;
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    let r = fetch_with(&b, next.with_session_epoch(5), 12).await;
+    assert_eq!(r.error_code, E::FetchSessionIdNotFound.code());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_without_session_slots_answers_sessionless() {
+    let (_d, b) = open_with(&[("max.incremental.fetch.session.cache.slots", "0")]).await;
     create(&b, "t", 1).await;
     produce(&b, "t", 0, batch(&[b"a"])).await;
     let base = fetch_request("t", 0, 0, 1 << 20);
-    // Epoch 0 (open a session) and -1 (no session) are full fetches, even naming a session.
     for (id, epoch) in [(0, 0), (0, -1), (12345, 0), (12345, -1)] {
         let r = fetch_with(
             &b,
@@ -234,7 +312,6 @@ async fn fetch_session_ids_and_epochs_as_a_sessionless_broker() {
         assert_eq!(r.session_id, 0);
         assert_eq!(r.responses[0].partitions[0].error_code, 0);
     }
-    // Any other epoch continues a session we do not have.
     for (id, epoch) in [(12345, 1), (0, 1), (0, -2)] {
         let r = fetch_with(
             &b,

@@ -1,9 +1,7 @@
 //! Fetch: whole batches straight from segment files (one pread each), the partition and
-//! response byte limits, and long polling — wait on the partitions' notifiers until
-//! `min_bytes` have arrived or `max_wait_ms` has passed, with no sleep loop.
-//!
-//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
-//! clients to keep sending full fetch requests.
+//! response byte limits, long polling — wait on the partitions' notifiers until `min_bytes`
+//! have arrived or `max_wait_ms` has passed, with no sleep loop — and incremental fetch
+//! sessions (KIP-227, [`crate::fetch_sessions`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,27 +17,25 @@ use strom_protocol::ResponseError as E;
 
 use super::authz::Authz;
 use crate::broker::Broker;
+use crate::fetch_sessions::{FetchContext, FetchPartition, PartitionKey, NO_SESSION};
 use crate::metrics::{records_in_batches, METRICS};
 use crate::partition::Partition;
 use crate::security::acl::op;
+use crate::topics::now_ms;
 
-/// Kafka's "not a session" id: clients fall back to full fetches.
-const NO_SESSION: i32 = 0;
 /// Fetch's API key, for the error counters.
 const FETCH_API: i16 = 1;
 /// Longest long-poll we honour, so a bad request cannot pin a connection forever.
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
+/// The first Fetch version that names topics by id (sessions then key partitions by id).
+const TOPIC_IDS_VERSION: i16 = 13;
 
 struct Slot {
-    topic: usize,
+    request: FetchPartition,
     partition: Option<Arc<Partition>>,
     topic_missing: bool,
     /// READ on the topic was refused: TOPIC_AUTHORIZATION_FAILED, and no wait for it.
     denied: bool,
-    /// The leader epoch the client believes in (v9+); -1 skips the check.
-    current_leader_epoch: i32,
-    fetch_offset: i64,
-    partition_max_bytes: usize,
 }
 
 fn partition_error(index: i32, code: i16) -> PartitionData {
@@ -54,7 +50,6 @@ fn partition_error(index: i32, code: i16) -> PartitionData {
 /// Reads every slot once; returns the partition entries and how many record bytes they hold.
 fn read_all(
     slots: &[Slot],
-    indexes: &[i32],
     response_max_bytes: usize,
     read_committed: bool,
     clustered: bool,
@@ -62,7 +57,8 @@ fn read_all(
     let mut total = 0usize;
     let mut any_error = false;
     let mut out = Vec::with_capacity(slots.len());
-    for (slot, &index) in slots.iter().zip(indexes) {
+    for slot in slots {
+        let index = slot.request.partition;
         if slot.denied {
             out.push(partition_error(index, E::TopicAuthorizationFailed.code()));
             continue;
@@ -74,9 +70,8 @@ fn read_all(
         };
         // KIP-74: the first batch is returned whole even past the limits, so a consumer can
         // always make progress; after that the response budget applies.
-        let budget = slot
-            .partition_max_bytes
-            .min(response_max_bytes.saturating_sub(total));
+        let budget =
+            (slot.request.max_bytes.max(0) as usize).min(response_max_bytes.saturating_sub(total));
         let (read, hw, lso, aborted, start) = {
             let Ok(state) = p.lock() else {
                 // An offline partition (failed disk or damaged log): Kafka's answer for a
@@ -94,9 +89,10 @@ fn read_all(
             // Partition.fetchRecords checks the client's leader epoch first: newer than ours
             // is UNKNOWN_LEADER_EPOCH, older is FENCED_LEADER_EPOCH (-1 means "no check").
             let epoch = state.leader_epoch();
-            let epoch_error = if slot.current_leader_epoch > epoch {
+            let client_epoch = slot.request.current_leader_epoch;
+            let epoch_error = if client_epoch > epoch {
                 Some(E::UnknownLeaderEpoch)
-            } else if slot.current_leader_epoch >= 0 && slot.current_leader_epoch < epoch {
+            } else if client_epoch >= 0 && client_epoch < epoch {
                 Some(E::FencedLeaderEpoch)
             } else {
                 None
@@ -110,11 +106,11 @@ fn read_all(
                 Ok(None)
             } else if read_committed {
                 state
-                    .read_committed(slot.fetch_offset, budget.max(1))
+                    .read_committed(slot.request.fetch_offset, budget.max(1))
                     .map(Some)
             } else {
                 state
-                    .read_visible(slot.fetch_offset, budget.max(1))
+                    .read_visible(slot.request.fetch_offset, budget.max(1))
                     .map(Some)
             };
             let lso = state.last_stable_offset();
@@ -123,7 +119,7 @@ fn read_all(
             let aborted = read_committed.then(|| {
                 state
                     .log
-                    .aborted_between(slot.fetch_offset, lso)
+                    .aborted_between(slot.request.fetch_offset, lso)
                     .into_iter()
                     .map(|a| {
                         AbortedTransaction::default()
@@ -192,11 +188,48 @@ fn read_all(
     (out, total, any_error)
 }
 
-/// KIP-227 epochs: 0 opens a session, -1 (FINAL_EPOCH) asks for a sessionless fetch.
-const INITIAL_EPOCH: i32 = 0;
-const FINAL_EPOCH: i32 = -1;
 /// Read-committed isolation (KIP-98).
 const READ_COMMITTED: i8 = 1;
+
+/// The request's partitions and forgotten partitions, keyed as a session keys them.
+fn requested(req: &FetchRequest, uses_ids: bool) -> (Vec<FetchPartition>, Vec<PartitionKey>) {
+    let key = |name: &str, id: uuid::Uuid, partition: i32| {
+        if uses_ids {
+            PartitionKey::Id(id, partition)
+        } else {
+            PartitionKey::Name(name.to_string(), partition)
+        }
+    };
+    let partitions = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| FetchPartition {
+                key: key(&t.topic.0, t.topic_id, p.partition),
+                topic: t.topic.clone(),
+                topic_id: t.topic_id,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+            })
+        })
+        .collect();
+    let forgotten = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|f| f.partitions.iter().map(|&p| key(&f.topic.0, f.topic_id, p)))
+        .collect();
+    (partitions, forgotten)
+}
+
+/// A response with only a top-level error (session errors).
+fn session_error(code: E, session_id: i32) -> FetchResponse {
+    METRICS.error(FETCH_API, code.code());
+    FetchResponse::default()
+        .with_error_code(code.code())
+        .with_session_id(session_id)
+}
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -204,65 +237,56 @@ pub async fn handle(
     version: i16,
     authz: &Authz<'_>,
 ) -> FetchResponse {
-    // FetchManager.newContext: an epoch of 0 or -1 is a full fetch whatever the session id (a
-    // named session is closed first); any other epoch continues a session, and a broker that
-    // keeps none answers FETCH_SESSION_ID_NOT_FOUND with an empty body and session id 0.
-    if req.session_epoch != INITIAL_EPOCH && req.session_epoch != FINAL_EPOCH {
-        METRICS.error(FETCH_API, E::FetchSessionIdNotFound.code());
-        return FetchResponse::default()
-            .with_error_code(E::FetchSessionIdNotFound.code())
-            .with_session_id(NO_SESSION);
-    }
+    let uses_ids = version >= TOPIC_IDS_VERSION;
+    let (requested, forgotten) = requested(&req, uses_ids);
+    let context = broker.fetch_sessions.context(
+        req.session_id,
+        req.session_epoch,
+        uses_ids,
+        &requested,
+        &forgotten,
+        now_ms(),
+    );
+    let serve = match &context {
+        FetchContext::Error(e) => return session_error(*e, NO_SESSION),
+        FetchContext::Full { .. } => requested,
+        FetchContext::Incremental { partitions, .. } => partitions.clone(),
+    };
     let read_committed = req.isolation_level == READ_COMMITTED;
     let clustered = broker.cluster.get().is_some();
     let response_max_bytes = (req.max_bytes.max(1) as usize).min(broker.config.fetch_max_bytes);
-    let mut slots = Vec::new();
-    let mut indexes = Vec::new();
-    let mut topics_out: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
-    for (ti, t) in req.topics.iter().enumerate() {
-        let topic = if version >= 13 {
-            broker.topics.get_by_id(t.topic_id)
-        } else {
-            broker.topics.get(t.topic.0.as_str())
-        };
-        let denied = authz.enforcing()
-            && match (&topic, version >= 13) {
-                (Some(tp), _) => !authz.topic(op::READ, &tp.name()),
-                (None, false) => !authz.topic(op::READ, t.topic.0.as_str()),
-                (None, true) => false,
+    let slots: Vec<Slot> = serve
+        .into_iter()
+        .map(|request| {
+            let topic = if uses_ids {
+                broker.topics.get_by_id(request.topic_id)
+            } else {
+                broker.topics.get(request.topic.0.as_str())
             };
-        let topic = if denied { None } else { topic };
-        topics_out.push(
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(t.topic_id),
-        );
-        for p in &t.partitions {
-            slots.push(Slot {
-                topic: ti,
-                partition: topic.as_ref().and_then(|tp| tp.partition(p.partition)),
+            let denied = authz.enforcing()
+                && match &topic {
+                    Some(tp) => !authz.topic(op::READ, &tp.name()),
+                    None if !uses_ids => !authz.topic(op::READ, request.topic.0.as_str()),
+                    None => false,
+                };
+            let topic = if denied { None } else { topic };
+            Slot {
+                partition: topic
+                    .as_ref()
+                    .and_then(|tp| tp.partition(request.partition)),
                 topic_missing: topic.is_none() && !denied,
                 denied,
-                current_leader_epoch: p.current_leader_epoch,
-                fetch_offset: p.fetch_offset,
-                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
-            });
-            indexes.push(p.partition);
-        }
-    }
+                request,
+            }
+        })
+        .collect();
     let min_bytes = req.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
     let deadline = tokio::time::Instant::now() + wait;
     // ReplicaManager.fetchMessages answers at once when `bytesReadable >= minBytes`, so a
     // min_bytes of 0 (or less) never waits, even with no data.
     let satisfied = |total: usize, any_error: bool| total >= min_bytes || any_error;
-    let mut read = read_all(
-        &slots,
-        &indexes,
-        response_max_bytes,
-        read_committed,
-        clustered,
-    );
+    let mut read = read_all(&slots, response_max_bytes, read_committed, clustered);
     while !satisfied(read.1, read.2) && tokio::time::Instant::now() < deadline {
         // Register interest, then re-read, so an append between the read and the wait is
         // not missed.
@@ -274,13 +298,7 @@ pub async fn handle(
         for w in &mut waiters {
             w.as_mut().enable();
         }
-        read = read_all(
-            &slots,
-            &indexes,
-            response_max_bytes,
-            read_committed,
-            clustered,
-        );
+        read = read_all(&slots, response_max_bytes, read_committed, clustered);
         if satisfied(read.1, read.2) || waiters.is_empty() {
             break;
         }
@@ -289,21 +307,15 @@ pub async fn handle(
             r = tokio::time::timeout_at(deadline, futures_any(waiters)) => r.is_err(),
             _ = broker.shutting_down() => true,
         };
-        read = read_all(
-            &slots,
-            &indexes,
-            response_max_bytes,
-            read_committed,
-            clustered,
-        );
+        read = read_all(&slots, response_max_bytes, read_committed, clustered);
         if stop {
             break;
         }
     }
-    let parts = read.0;
-    for (slot, mut part) in slots.iter().zip(parts) {
+    let mut answered = Vec::with_capacity(slots.len());
+    for (slot, mut part) in slots.into_iter().zip(read.0) {
         // Unknown topic ids get UNKNOWN_TOPIC_ID rather than UNKNOWN_TOPIC_OR_PARTITION.
-        if slot.topic_missing && version >= 13 {
+        if slot.topic_missing && uses_ids {
             part.error_code = E::UnknownTopicId.code();
         }
         // UnifiedLog.read collects aborted transactions only for read_committed fetches (set
@@ -318,11 +330,51 @@ pub async fn handle(
                 p.stats.fetched(records.len(), records_in_batches(records));
             }
         }
-        topics_out[slot.topic].partitions.push(part);
+        answered.push((slot.request, part));
     }
+    let (session_id, answered) = match context {
+        FetchContext::Full { open: true } => {
+            let view: Vec<(FetchPartition, &PartitionData)> =
+                answered.iter().map(|(r, p)| (r.clone(), p)).collect();
+            let id = broker.fetch_sessions.open(uses_ids, &view, now_ms());
+            (id, answered)
+        }
+        FetchContext::Full { open: false } | FetchContext::Error(_) => (NO_SESSION, answered),
+        FetchContext::Incremental {
+            session_id,
+            request_epoch,
+            ..
+        } => match broker
+            .fetch_sessions
+            .select(session_id, request_epoch, answered)
+        {
+            Ok(selected) => (session_id, selected),
+            Err(e) => return session_error(e, session_id),
+        },
+    };
     FetchResponse::default()
-        .with_session_id(NO_SESSION)
-        .with_responses(topics_out)
+        .with_session_id(session_id)
+        .with_responses(by_topic(answered))
+}
+
+/// Consecutive partitions of one topic share a topic entry, as Kafka's `FetchResponse.of`
+/// builds them from its ordered map.
+fn by_topic(answered: Vec<(FetchPartition, PartitionData)>) -> Vec<FetchableTopicResponse> {
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for (request, part) in answered {
+        match topics.last_mut() {
+            Some(t) if t.topic == request.topic && t.topic_id == request.topic_id => {
+                t.partitions.push(part)
+            }
+            _ => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(request.topic)
+                    .with_topic_id(request.topic_id)
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    topics
 }
 
 /// Resolves when any of the notifications fires.

@@ -86,7 +86,45 @@ pub fn render(broker: &Broker) -> String {
     let parts = partitions(broker);
     traffic_and_storage(&mut out, m, &parts);
     groups(&mut out, broker, &parts);
+    fetch_sessions(&mut out, broker);
     out
+}
+
+/// Kafka's FetchSessionCache gauges and eviction meter.
+fn fetch_sessions(out: &mut String, broker: &Broker) {
+    let f = broker.fetch_sessions.figures();
+    family(
+        out,
+        "strom_fetch_sessions",
+        "gauge",
+        "Incremental fetch sessions cached (KIP-227).",
+    );
+    let _ = writeln!(out, "strom_fetch_sessions {}", f.sessions);
+    family(
+        out,
+        "strom_fetch_session_partitions",
+        "gauge",
+        "Partitions held by all cached fetch sessions.",
+    );
+    let _ = writeln!(out, "strom_fetch_session_partitions {}", f.partitions);
+    family(
+        out,
+        "strom_fetch_session_evictions_total",
+        "counter",
+        "Fetch sessions evicted to make room for new ones.",
+    );
+    let _ = writeln!(out, "strom_fetch_session_evictions_total {}", f.evictions);
+    family(
+        out,
+        "strom_fetch_incremental_requests_total",
+        "counter",
+        "Fetch requests served as a continued session (only what changed sent and answered).",
+    );
+    let _ = writeln!(
+        out,
+        "strom_fetch_incremental_requests_total {}",
+        f.incremental_fetches
+    );
 }
 
 fn process_figures(out: &mut String, m: &Metrics) {

@@ -14,6 +14,11 @@
 //   admin-topic-ids BOOTSTRAP TOPIC
 //   consumer-protocol BOOTSTRAP TOPIC GROUP
 //   transactional BOOTSTRAP TOPIC
+//   txn-copy     BOOTSTRAP IN OUT GROUP TRANSACTIONAL_ID IDLE_EXIT_MS PACE_MS
+//                (consume-transform-produce: each poll's records copied to OUT in one
+//                transaction with the input offsets (sendOffsetsToTransaction); prints
+//                "started" once initialized, "copying" after its first commit, "done" after
+//                IDLE_EXIT_MS with nothing new; PACE_MS of "work" after each transaction)
 //   produce-through-crash BOOTSTRAP TOPIC COUNT PACE_MS
 //                (prints "started" once the first records are acknowledged, then keeps sending
 //                one record every PACE_MS while the test kills and restarts the broker)
@@ -109,6 +114,8 @@ public final class StromJavaClient {
                 case "admin-topic-ids" -> adminTopicIds(bootstrap, args[2]);
                 case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3]);
                 case "transactional" -> transactional(bootstrap, args[2]);
+                case "txn-copy" -> txnCopy(bootstrap, args[2], args[3], args[4], args[5], Long.parseLong(args[6]),
+                        Long.parseLong(args[7]));
                 case "group-admin" -> groupAdmin(bootstrap, args[2], args[3]);
                 case "produce-through-crash" -> produceThroughCrash(bootstrap, args[2], Integer.parseInt(args[3]),
                         Long.parseLong(args[4]));
@@ -591,6 +598,56 @@ public final class StromJavaClient {
                     emit("read", "isolation", isolation, "values", values, "position", consumer.position(tp));
                 }
             });
+        }
+    }
+
+    /**
+     * The exactly-once loop of Kafka Streams and Flink, by hand: read_committed input, output
+     * and input offsets committed in one transaction per poll. A kill -9 at any moment leaves
+     * an open transaction that the next instance's initTransactions aborts (same id).
+     */
+    static void txnCopy(String bootstrap, String in, String out, String group, String txnId, long idleExitMs,
+                        long paceMs) throws InterruptedException {
+        Properties c = consumerProps(bootstrap, group);
+        c.put("isolation.level", "read_committed");
+        c.put("max.poll.records", "10");
+        c.put("session.timeout.ms", "6000");
+        Properties p = common(bootstrap);
+        p.put("transactional.id", txnId);
+        p.put("transaction.timeout.ms", "10000");
+        p.put("delivery.timeout.ms", "30000");
+        p.put("max.block.ms", "30000");
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c);
+             KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            producer.initTransactions();
+            consumer.subscribe(List.of(in));
+            emit("started");
+            long copied = 0;
+            int transactions = 0;
+            long idleSince = System.currentTimeMillis();
+            while (System.currentTimeMillis() - idleSince < idleExitMs || consumer.assignment().isEmpty()) {
+                ConsumerRecords<String, String> records = consumer.poll(POLL);
+                if (records.isEmpty()) {
+                    continue;
+                }
+                idleSince = System.currentTimeMillis();
+                producer.beginTransaction();
+                Map<TopicPartition, OffsetAndMetadata> offsets = new HashMap<>();
+                for (ConsumerRecord<String, String> r : records) {
+                    producer.send(new ProducerRecord<>(out, r.partition(), r.key(), "copy-" + r.value()));
+                    offsets.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+                }
+                producer.sendOffsetsToTransaction(offsets, consumer.groupMetadata());
+                producer.commitTransaction();
+                copied += records.count();
+                if (transactions++ == 0) {
+                    emit("copying", "records", records.count());
+                }
+                Thread.sleep(paceMs);
+            }
+            emit("done", "copied", copied, "transactions", transactions);
         }
     }
 

@@ -25,14 +25,72 @@ function fmtDuration(s) {
 
 function showError(msg) {
   const el = $("#error");
+  // Behind the login form an error says nothing new.
+  if (msg && !$("#login").hidden) return;
   if (!msg) { el.hidden = true; el.textContent = ""; return; }
   el.hidden = false;
   el.textContent = msg;
 }
 
-// Calls the API; a non-2xx answer becomes an Error carrying the API's message.
+// ---- Login ----
+// With http.authentication=basic the API answers 401 until the console sends a user and
+// password. They are kept in sessionStorage (gone when the tab closes) and sent as an
+// HTTP Basic Authorization header with every call.
+const CREDENTIAL_KEY = "strom.credential";
+
+function credential() { return sessionStorage.getItem(CREDENTIAL_KEY); }
+
+function basicCredential(user, password) {
+  const bytes = new TextEncoder().encode(user + ":" + password);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+class LoginNeeded extends Error {}
+
+function showLogin(message) {
+  $("#login").hidden = false;
+  $("#login-error").textContent = message || "";
+  $("#logout").hidden = true;
+  $("#login-user").focus();
+}
+
+function setupLogin() {
+  $("#login-form").addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const user = $("#login-user").value;
+    sessionStorage.setItem(CREDENTIAL_KEY, basicCredential(user, $("#login-password").value));
+    $("#login-password").value = "";
+    try {
+      await api("GET", "/cluster");
+    } catch (e) {
+      sessionStorage.removeItem(CREDENTIAL_KEY);
+      showLogin(e.message);
+      return;
+    }
+    $("#login").hidden = true;
+    $("#logout").hidden = false;
+    $("#whoami").textContent = user;
+    route();
+  });
+  $("#logout").addEventListener("click", () => {
+    sessionStorage.removeItem(CREDENTIAL_KEY);
+    $("#whoami").textContent = "";
+    for (const t of timers) clearInterval(t);
+    timers = [];
+    showLogin("");
+  });
+}
+
+// Calls the API; a non-2xx answer becomes an Error carrying the API's message, and a 401
+// brings up the login form.
 async function api(method, path, body) {
-  const opts = {method, headers: {}};
+  // Marks the call as the console's: the server then leaves WWW-Authenticate out of a 401,
+  // so the browser shows this page's form rather than its own dialog.
+  const opts = {method, headers: {"X-Requested-With": "XMLHttpRequest"}};
+  const cred = credential();
+  if (cred) opts.headers["Authorization"] = "Basic " + cred;
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -41,8 +99,13 @@ async function api(method, path, body) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = {error: text}; }
+  const message = (data && data.error) || ("HTTP " + res.status);
+  if (res.status === 401) {
+    showLogin(cred ? message : "");
+    throw new LoginNeeded(message);
+  }
   if (!res.ok) {
-    throw new Error((data && data.error) || ("HTTP " + res.status));
+    throw new Error(message);
   }
   return data;
 }
@@ -378,10 +441,11 @@ async function pageGroup(page, groupId) {
 // The page that wants each throughput sample (the overview), if any.
 let onSample = null;
 async function tick() {
+  if (!$("#login").hidden) return;
   try {
     const c = await sampleCluster();
     if (onSample) onSample(c);
-  } catch (e) { if (onSample) showError(e.message); }
+  } catch (e) { if (onSample && !(e instanceof LoginNeeded)) showError(e.message); }
 }
 
 async function route() {
@@ -398,10 +462,11 @@ async function route() {
     else if (name === "messages") await pageMessages(page, arg);
     else if (name === "groups") await pageGroups(page, arg);
     else await pageOverview(page);
-  } catch (e) { showError(e.message); }
+  } catch (e) { if (!(e instanceof LoginNeeded)) showError(e.message); }
 }
 
 window.addEventListener("hashchange", route);
+setupLogin();
 route();
 // Keep sampling throughput on every page, so the overview's charts have history.
 setInterval(tick, POLL_MS);

@@ -110,6 +110,7 @@ def test_each_api_call_obeys_the_kafka_acls(secure_broker, topic_name):
     # DESCRIBE on A only: the list holds A alone, B is refused by name, as in Metadata.
     status, topics = alice("GET", "/topics")
     assert status == 200 and [t["name"] for t in topics] == [a]
+    assert topics[0]["overrides"] is None and topics[0]["retention_ms"] is None, "configs need DESCRIBE_CONFIGS"
     assert alice("GET", f"/topics/{other}")[0] == 403
     assert alice("GET", "/cluster")[1]["topics"] == 1
     # The super user sees both.

@@ -148,11 +148,17 @@ async fn list_topics(
         .map(|t| t.name)
         .filter(|n| authz.topic(op::DESCRIBE, n))
         .collect();
+    // Configs are DescribeConfigs': null for a topic without DESCRIBE_CONFIGS.
+    let with_configs: Vec<bool> = names
+        .iter()
+        .map(|n| authz.topic(op::DESCRIBE_CONFIGS, n))
+        .collect();
     let topics = tokio::task::spawn_blocking(move || {
         names
             .iter()
-            .filter_map(|n| local.topic_details(n).ok())
-            .map(|d| {
+            .zip(with_configs)
+            .filter_map(|(n, c)| Some((local.topic_details(n).ok()?, c)))
+            .map(|(d, with_configs)| {
                 let size: u64 = d.partitions.iter().map(|p| p.size_bytes).sum();
                 let messages: i64 = d
                     .partitions
@@ -162,7 +168,7 @@ async fn list_topics(
                 let config = |name: &str| {
                     d.configs
                         .iter()
-                        .find(|(n, _, _)| n == name)
+                        .find(|(n, _, _)| with_configs && n == name)
                         .map(|(_, v, _)| v.clone())
                 };
                 json!({
@@ -174,7 +180,7 @@ async fn list_topics(
                     "retention_ms": config("retention.ms"),
                     "retention_bytes": config("retention.bytes"),
                     "cleanup_policy": config("cleanup.policy"),
-                    "overrides": d.overrides,
+                    "overrides": with_configs.then_some(&d.overrides),
                 })
             })
             .collect::<Vec<_>>()

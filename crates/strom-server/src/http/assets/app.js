@@ -180,7 +180,7 @@ async function pageOverview(page) {
     <table id="brokers-table"><thead><tr><th>Node</th><th>Address</th><th>Listen</th><th>Data dir</th><th>fsync</th></tr></thead><tbody></tbody></table>`;
   const brokers = await api("GET", "/brokers");
   $("#brokers-table tbody").innerHTML = brokers.map(b =>
-    `<tr><td>${b.node_id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.listen)}</td><td>${esc(b.data_dir)}</td><td>${esc(b.fsync)}</td></tr>`).join("");
+    `<tr><td>${b.node_id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.listen)}</td><td>${b.data_dir == null ? '<span class="muted" title="needs DESCRIBE on the cluster">hidden</span>' : esc(b.data_dir)}</td><td>${esc(b.fsync)}</td></tr>`).join("");
   onSample = c => {
     const card = (label, value, id) => `<div class="card"><div class="label">${label}</div><div class="value" id="${id}">${value}</div></div>`;
     $("#overview-cards").innerHTML =
@@ -239,7 +239,7 @@ async function loadTopics() {
       <td><a href="#/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td>
       <td class="num">${t.partitions}</td><td class="num">${t.messages}</td><td class="num">${fmtBytes(t.size_bytes)}</td>
       <td>${esc(t.retention_ms || "")}</td>
-      <td>${Object.entries(t.overrides).map(([k, v]) => `<span class="tag">${esc(k)}=${esc(v)}</span>`).join("")}</td>
+      <td>${Object.entries(t.overrides || {}).map(([k, v]) => `<span class="tag">${esc(k)}=${esc(v)}</span>`).join("")}</td>
       <td><button class="danger" data-delete="${esc(t.name)}">Delete</button></td>
     </tr>`).join("") || `<tr><td colspan="7" class="muted">No topics yet.</td></tr>`;
   for (const b of document.querySelectorAll("#topics-table [data-delete]")) {
@@ -254,6 +254,8 @@ async function loadTopics() {
 
 async function pageTopic(page, name) {
   const t = await api("GET", "/topics/" + encodeURIComponent(name));
+  // Null when the user may not DESCRIBE_CONFIGS the topic.
+  const configs = t.configs || [];
   page.innerHTML = `
     <h2>Topic ${esc(t.name)} <span class="muted">${esc(t.topic_id)}</span></h2>
     <p><a href="#/messages/${encodeURIComponent(t.name)}">Browse messages</a></p>
@@ -262,14 +264,15 @@ async function pageTopic(page, name) {
     ${t.partitions.map(p => `<tr><td>${p.partition}</td><td class="num">${p.start_offset}</td><td class="num">${p.end_offset}</td><td class="num">${p.high_watermark}</td><td class="num">${p.flushed_offset}</td><td class="num">${fmtBytes(p.size_bytes)}</td><td class="num">${p.segments}</td><td>${p.offline ? "offline: " + esc(p.offline) : "online"}</td></tr>`).join("")}
     </tbody></table>
     <h3>Configs</h3>
+    ${t.configs ? "" : '<p class="muted" id="configs-hidden">Configs need DESCRIBE_CONFIGS on this topic.</p>'}
     <form class="inline" id="config-form">
-      <label>Name <select id="config-name">${t.configs.map(c => `<option>${esc(c.name)}</option>`).join("")}</select></label>
+      <label>Name <select id="config-name">${configs.map(c => `<option>${esc(c.name)}</option>`).join("")}</select></label>
       <label>Value <input id="config-value"></label>
       <button type="submit">Set</button>
       <button type="button" class="secondary" id="config-reset">Reset to default</button>
     </form>
     <table id="configs-table"><thead><tr><th>Name</th><th>Value</th><th>Source</th></tr></thead><tbody>
-    ${t.configs.map(c => `<tr><td>${esc(c.name)}</td><td>${esc(c.value)}</td><td>${c.default ? '<span class="muted">default</span>' : "topic override"}</td></tr>`).join("")}
+    ${configs.map(c => `<tr><td>${esc(c.name)}</td><td>${esc(c.value)}</td><td>${c.default ? '<span class="muted">default</span>' : "topic override"}</td></tr>`).join("")}
     </tbody></table>`;
   const alter = async body => {
     try { await api("PUT", `/topics/${encodeURIComponent(name)}/configs`, body); showError(null); await pageTopic(page, name); }

@@ -12,7 +12,9 @@ is anonymous."""
 import base64
 import http.client
 import json
+import os
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +24,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 
 import helpers
-from conftest import Broker, free_port
+from conftest import Broker, free_port, strom_bin
 from test_security import AUTHORIZER, add_user, allow, certs, secure_broker  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
@@ -170,6 +172,29 @@ def test_each_api_call_obeys_the_kafka_acls(secure_broker, topic_name):
     allow(b, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
     status, done = alice("POST", f"/groups/{group}/reset-offsets", reset)
     assert status == 200 and done["offsets"] == [{"partition": 0, "offset": 0}], done
+
+
+def test_strom_top_logs_in_with_user_and_password_from_the_environment(secure_broker, topic_name):
+    b = secure_broker
+    wait_ready(b.http)
+    add_user(b, "alice", "alice-secret")
+    helpers.create_topic(b.bootstrap, topic_name, partitions=1)
+    allow(b, "User:alice", ResourceType.TOPIC, topic_name, AclOperation.DESCRIBE)
+    top = [str(strom_bin()), "top", "--http", b.http.removeprefix("http://"), "--iterations", "1"]
+
+    def run(args, password=None):
+        env = {k: v for k, v in os.environ.items() if k != "STROM_HTTP_PASSWORD"}
+        if password is not None:
+            env["STROM_HTTP_PASSWORD"] = password
+        return subprocess.run(args, capture_output=True, text=True, timeout=30, env=env)
+
+    out = run(top)
+    assert out.returncode != 0 and "--user" in out.stderr and "401" in out.stderr, out.stderr
+    out = run(top + ["--user", "alice"])
+    assert out.returncode != 0 and "STROM_HTTP_PASSWORD" in out.stderr, out.stderr
+    out = run(top + ["--user", "alice"], password="alice-secret")
+    assert out.returncode == 0, out.stderr
+    assert any(line.startswith(topic_name) for line in out.stdout.splitlines()), out.stdout
 
 
 @pytest.fixture

@@ -12,10 +12,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use parking_lot::Mutex;
 use ring::hmac;
 
-use super::scram::{constant_time_eq, random_bytes, ScramCredential};
+use super::scram::{constant_time_eq, random_bytes, ScramCredential, DEFAULT_ITERATIONS};
 use super::settings::Mechanism;
 use super::users::UserStore;
 
@@ -27,6 +29,9 @@ struct Remembered {
 
 pub struct PasswordCheck {
     key: hmac::Key,
+    /// Checked against for a user who does not exist, so such a login takes as long as a
+    /// wrong password and its timing does not tell which names exist.
+    decoy: ScramCredential,
     ttl: Duration,
     max_entries: usize,
     remembered: Mutex<HashMap<String, Remembered>>,
@@ -36,6 +41,11 @@ impl PasswordCheck {
     pub fn new(ttl: Duration, max_entries: usize) -> PasswordCheck {
         PasswordCheck {
             key: hmac::Key::new(hmac::HMAC_SHA256, &random_bytes(32)),
+            decoy: ScramCredential::from_password(
+                Mechanism::ScramSha256,
+                &B64.encode(random_bytes(16)),
+                DEFAULT_ITERATIONS,
+            ),
             ttl,
             max_entries: max_entries.max(1),
             remembered: Mutex::new(HashMap::new()),
@@ -55,21 +65,22 @@ impl PasswordCheck {
         if user.is_empty() || password.is_empty() {
             return false;
         }
-        let Some((mechanism, credential)) = Mechanism::SCRAM
+        let found = Mechanism::SCRAM
             .into_iter()
-            .find_map(|m| Some((m, users.credential(user, m)?)))
-        else {
-            return false;
-        };
+            .find_map(|m| Some((m, users.credential(user, m)?)));
+        let exists = found.is_some();
+        let (mechanism, credential) =
+            found.unwrap_or_else(|| (Mechanism::ScramSha256, self.decoy.clone()));
         let digest = self.digest(user, password);
-        if self.remembers(user, &digest, &credential) {
+        if exists && self.remembers(user, &digest, &credential) {
             return true;
         }
         let shared = Arc::new((credential, password.to_string()));
         let check = shared.clone();
         let ok = tokio::task::spawn_blocking(move || check.0.verify_password(mechanism, &check.1))
             .await
-            .unwrap_or(false);
+            .unwrap_or(false)
+            && exists;
         if ok && !self.ttl.is_zero() {
             self.remember(user, digest, &shared.0);
         }

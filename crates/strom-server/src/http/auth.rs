@@ -50,11 +50,6 @@ impl Login {
         }
     }
 
-    /// No login at all: everyone is `User:ANONYMOUS` (tests and embedded use).
-    pub fn open() -> Login {
-        Login::from_settings(&SecuritySettings::default())
-    }
-
     pub fn basic(&self) -> bool {
         self.basic
     }
@@ -81,9 +76,13 @@ pub async fn gate(State(state): State<Arc<HttpState>>, mut req: Request, next: N
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
-    // Until the broker has opened there is no user store; every guarded path answers 503
-    // then (or, for /health and /ready, says how it is) and reveals nothing.
+    // Until the broker has opened there is no user store: the API answers 503 and reveals
+    // nothing; /health and /ready say how it is.
     let Some(local) = state.local().cloned() else {
+        if req.uri().path().starts_with("/api") {
+            return ApiError::unavailable("the broker is still starting (recovering its data)")
+                .into_response();
+        }
         return next.run(req).await;
     };
     let principal = if login.basic {

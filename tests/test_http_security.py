@@ -253,3 +253,23 @@ def test_https_with_the_brokers_certificate_and_metrics_behind_the_login(https_b
     assert request(base + "/metrics", user="alice", password="alice-secret", context=trust)[0] == 403
     status, _, text = request(base + "/metrics", user="admin", password="admin-secret", context=trust)
     assert status == 200 and "strom_build_info" in text
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("http.authentication=digest", "http.authentication"),
+    ("http.listener.security.protocol=SASL_SSL", "http.listener.security.protocol"),
+    # A login on the probes needs the API's login to be on.
+    ("http.metrics.authentication.enable=true", "http.metrics.authentication.enable"),
+])
+def test_bad_http_security_settings_stop_startup_and_name_themselves(tmp_path, setting, named):
+    cmd = [str(strom_bin()), "serve", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "data"),
+           "--set", f"http.listen=127.0.0.1:{free_port()}", "--set", setting]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode != 0 and named in r.stderr, r.stderr
+
+
+def test_https_without_a_keystore_stops_startup(tmp_path):
+    cmd = [str(strom_bin()), "serve", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "data"),
+           "--set", f"http.listen=127.0.0.1:{free_port()}", "--set", "http.listener.security.protocol=SSL"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode != 0 and "ssl.keystore.location" in r.stderr and "HTTPS" in r.stderr, r.stderr

@@ -166,6 +166,11 @@ def test_console_logs_in_against_a_secure_broker(secure_broker, page, topic_name
     assert page.is_visible("#configs-hidden"), "configs need DESCRIBE_CONFIGS"
     page.screenshot(path=str(ARTIFACTS / "topic-without-configs.png"), full_page=True)
 
+    # A reload keeps the tab's login.
+    page.reload()
+    page.wait_for_selector("#partitions-table tbody tr")
+    assert page.is_hidden("#login") and page.inner_text("#whoami") == "alice"
+
     # Logging out forgets the credential.
     page.click("#logout")
     page.wait_for_selector("#login-form", state="visible")

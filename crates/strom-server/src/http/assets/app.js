@@ -47,6 +47,12 @@ function basicCredential(user, password) {
   return btoa(bin);
 }
 
+// The user name in a stored credential, for the header.
+function credentialUser(cred) {
+  const bytes = Uint8Array.from(atob(cred), c => c.charCodeAt(0));
+  return new TextDecoder().decode(bytes).split(":")[0];
+}
+
 class LoginNeeded extends Error {}
 
 function showLogin(message) {
@@ -57,6 +63,11 @@ function showLogin(message) {
 }
 
 function setupLogin() {
+  // A reload keeps the tab's login.
+  if (credential()) {
+    $("#logout").hidden = false;
+    $("#whoami").textContent = credentialUser(credential());
+  }
   $("#login-form").addEventListener("submit", async ev => {
     ev.preventDefault();
     const user = $("#login-user").value;

@@ -1,8 +1,9 @@
 """The web console in a real headless browser (Playwright for Python driving Debian's
 chromium): the overview loads with no console errors, a topic created in the page is in
 `strom topic list`, a message produced with confluent-kafka shows in the message browser
-with its key and headers, and a group's lag in the page matches the client's. Screenshots
-of each page go to tests/artifacts/console/ (git-ignored).
+with its key and headers, and a group's lag in the page matches the client's. Against a
+secure broker the page asks for a login, refuses a wrong password and shows the overview
+after the right one. Screenshots of each page go to tests/artifacts/console/ (git-ignored).
 
 Skipped with a warning only when Playwright or chromium is not installed (scripts/test
 installs both)."""
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AclOperation, ResourceType
 
 import helpers
 from conftest import strom_bin
 from httpcheck import start_http_broker
+from test_security import add_user, allow, certs, secure_broker  # noqa: F401 (fixtures)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "console"
@@ -124,3 +127,53 @@ def test_console_pages_work_against_kafka_clients(start_broker, page, topic_name
     page.screenshot(path=str(ARTIFACTS / "groups.png"), full_page=True)
 
     assert page.errors == [], page.errors
+
+
+def test_console_logs_in_against_a_secure_broker(secure_broker, page, topic_name):  # noqa: F811
+    b = secure_broker
+    add_user(b, "alice", "alice-secret")
+    helpers.create_topic(b.bootstrap, topic_name, partitions=1)
+    helpers.create_topic(b.bootstrap, topic_name + "-hidden", partitions=1)
+    allow(b, "User:alice", ResourceType.TOPIC, topic_name, AclOperation.DESCRIBE)
+
+    # The page loads without credentials and asks for them.
+    page.goto(b.http + "/")
+    page.wait_for_selector("#login-form", state="visible")
+    page.screenshot(path=str(ARTIFACTS / "login.png"), full_page=True)
+
+    page.fill("#login-user", "alice")
+    page.fill("#login-password", "wrong")
+    page.click("#login-submit")
+    page.wait_for_function("document.querySelector('#login-error').textContent.length > 0")
+    assert page.inner_text("#login-error") == "invalid username or password"
+    assert page.evaluate("sessionStorage.length") == 0, "a refused password is not kept"
+
+    page.fill("#login-password", "alice-secret")
+    page.click("#login-submit")
+    page.wait_for_selector("#login", state="hidden")
+    page.wait_for_selector("#brokers-table tbody tr")
+    # The overview counts only the topic alice may describe.
+    page.wait_for_function("document.querySelector('#card-topics').textContent === '1'")
+    assert page.inner_text("#whoami") == "alice"
+    page.screenshot(path=str(ARTIFACTS / "overview-logged-in.png"), full_page=True)
+
+    # Topics: the ACLs decide what is listed.
+    page.goto(b.http + "/#/topics")
+    page.wait_for_selector(f'#topics-table tr[data-topic="{topic_name}"]')
+    assert page.query_selector(f'#topics-table tr[data-topic="{topic_name}-hidden"]') is None
+    page.goto(f"{b.http}/#/topics/{topic_name}")
+    page.wait_for_selector("#partitions-table tbody tr")
+    assert page.is_visible("#configs-hidden"), "configs need DESCRIBE_CONFIGS"
+    page.screenshot(path=str(ARTIFACTS / "topic-without-configs.png"), full_page=True)
+
+    # A reload keeps the tab's login.
+    page.reload()
+    page.wait_for_selector("#partitions-table tbody tr")
+    assert page.is_hidden("#login") and page.inner_text("#whoami") == "alice"
+
+    # Logging out forgets the credential.
+    page.click("#logout")
+    page.wait_for_selector("#login-form", state="visible")
+    assert page.evaluate("sessionStorage.length") == 0
+    # The only console errors are the refused calls' 401s.
+    assert all("401" in e for e in page.errors), page.errors

@@ -4,12 +4,14 @@ what clients sent, group lag matches what the client computes, and the `http.lis
 rules hold (a taken default only warns; a taken explicit address stops startup)."""
 
 import socket
+import struct
 import subprocess
 import time
 import uuid
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 import helpers
 import wire
@@ -125,6 +127,87 @@ def test_errors_are_counted_by_api_and_code(start_broker, topic_name):
     assert sample(after, "strom_request_errors_total", **labels2) - sample(before, "strom_request_errors_total", **labels2) == 1
     # Nothing was appended.
     assert sample(after, "strom_topic_bytes_in_total", topic=topic_name) == 0
+
+
+def list_offsets_v1(topic, partitions, correlation_id):
+    """ListOffsets v1 asking for the latest offset of each partition."""
+    body = struct.pack(">i", -1) + struct.pack(">i", 1) + wire.string16(topic) + struct.pack(">i", len(partitions))
+    for p in partitions:
+        body += struct.pack(">iq", p, -1)
+    return wire.frame(wire.request_header_v1(2, 1, correlation_id) + body)
+
+
+def offset_commit_v2(group, generation, member, topic, partition, offset, correlation_id):
+    body = wire.string16(group) + struct.pack(">i", generation) + wire.string16(member) + struct.pack(">q", -1)
+    body += struct.pack(">i", 1) + wire.string16(topic) + struct.pack(">i", 1)
+    body += struct.pack(">iq", partition, offset) + struct.pack(">h", -1)
+    return wire.frame(wire.request_header_v1(8, 2, correlation_id) + body)
+
+
+def test_every_apis_error_codes_are_counted(start_broker, topic_name):
+    """Kafka's ErrorsPerSec for APIs other than Produce and Fetch: each error a client
+    provoked moves strom_request_errors_total{api,code} by exactly one per partition or
+    resource, and nothing else under those labels moves."""
+    b = start_http_broker(start_broker)
+    helpers.create_topic(b.bootstrap, topic_name, partitions=1)
+    before = scrape(b)
+
+    # CreateTopics of a topic that exists: TOPIC_ALREADY_EXISTS (36), once.
+    a = helpers.admin(b.bootstrap)
+    (fut,) = a.create_topics([NewTopic(topic_name, num_partitions=1)]).values()
+    with pytest.raises(KafkaException) as e:
+        fut.result(timeout=15)
+    assert e.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+
+    conn = wire.Conn(b.bootstrap)
+    try:
+        # ListOffsets for partitions 0 (there), 5 and 6 (not there): two
+        # UNKNOWN_TOPIC_OR_PARTITION (3) in one response.
+        conn.send(list_offsets_v1(topic_name, [0, 5, 6], correlation_id=1))
+        r = wire.Reader(conn.recv_frame())
+        r.take(">i")
+        assert r.take(">i") == 1
+        r.string16()
+        n = r.take(">i")
+        codes = {}
+        for _ in range(n):
+            partition, code, _ts, _offset = r.take(">ihqq")
+            codes[partition] = code
+        assert codes == {0: 0, 5: 3, 6: 3}, codes
+
+        # OffsetCommit from a member the group does not know: UNKNOWN_MEMBER_ID (25).
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        c = helpers.consumer(b.bootstrap, group=group)
+        try:
+            c.subscribe([topic_name])
+            deadline = time.monotonic() + 20
+            while not c.assignment() and time.monotonic() < deadline:
+                c.poll(0.2)
+            assert c.assignment(), "the consumer joined no group"
+            conn.send(offset_commit_v2(group, 1, "not-a-member", topic_name, 0, 0, correlation_id=2))
+            r = wire.Reader(conn.recv_frame())
+            r.take(">i")
+            assert r.take(">i") == 1
+            r.string16()
+            assert r.take(">i") == 1
+            assert r.take(">ih") == (0, 25)
+        finally:
+            c.close()
+    finally:
+        conn.close()
+
+    after = scrape(b)
+
+    def delta(api, code):
+        def value(samples):
+            return sum(v for (name, ls), v in samples.items()
+                       if name == "strom_request_errors_total" and {("api", api), ("code", str(code))} <= ls)
+        return value(after) - value(before)
+
+    assert delta("CreateTopics", 36) == 1
+    assert delta("ListOffsets", 3) == 2
+    assert delta("OffsetCommit", 25) == 1
+    assert sample(after, "strom_request_errors_total", api="CreateTopics", code=36, error="TopicAlreadyExists") >= 1
 
 
 def test_group_lag_matches_the_clients_computation(start_broker, topic_name):

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::security::settings::{
-    optional_string, parse_authorizer, parse_mechanisms, parse_super_users,
+    optional_string, parse_authorizer, parse_http_protocol, parse_mechanisms, parse_super_users,
 };
 
 /// When a produce is acknowledged relative to fsync.
@@ -293,6 +293,28 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("http.max.connections", "256", |c, v| {
         put(&mut c.http_max_connections, positive(parse(v)?)?)
+    }),
+    ("http.authentication", "", |c, v| {
+        put(
+            &mut c.security.http.authentication,
+            if v.trim().is_empty() {
+                None
+            } else {
+                Some(parse(v)?)
+            },
+        )
+    }),
+    ("http.metrics.authentication.enable", "false", |c, v| {
+        put(&mut c.security.http.metrics_authentication, parse_bool(v)?)
+    }),
+    ("http.listener.security.protocol", "PLAINTEXT", |c, v| {
+        put(&mut c.security.http.tls, parse_http_protocol(v)?)
+    }),
+    ("http.authentication.cache.ms", "60000", |c, v| {
+        put(&mut c.security.http.cache_ms, parse(v)?)
+    }),
+    ("http.authentication.cache.max.entries", "1000", |c, v| {
+        put(&mut c.security.http.cache_max_entries, positive(parse(v)?)?)
     }),
     ("metrics.enabled", "true", |c, v| {
         put(&mut c.metrics_enabled, parse_bool(v)?)
@@ -682,6 +704,17 @@ impl ConfigBuilder {
                 reason,
             })?;
         config.http_listen_explicit = self.values.contains_key("http.listen");
+        if config.security.http.metrics_authentication && !config.security.http_basic() {
+            return Err(ConfigError::BadValue {
+                name: "http.metrics.authentication.enable".into(),
+                value: "true".into(),
+                source_name: self
+                    .values
+                    .get("http.metrics.authentication.enable")
+                    .map_or("default".into(), |(_, s)| s.clone()),
+                reason: "needs http.authentication=basic (or authorizer.class.name set)".into(),
+            });
+        }
         if config.clustered() && config.controller_listen.is_none() {
             return Err(ConfigError::BadValue {
                 name: "controller.listen".into(),

@@ -7,7 +7,7 @@
 //! listeners share), [`kafka`] (listener and connection), [`request_budget`]
 //! (`queued.max.request.bytes`), [`json`] (the JSON protocol listener), [`tls`] (the rustls
 //! acceptor and certificate principals), [`http`] (metrics, health, the JSON API and the web
-//! console; no authentication yet).
+//! console, with an HTTP Basic login and the Kafka ACLs when security is on, and HTTPS).
 
 pub mod accept;
 pub mod http;

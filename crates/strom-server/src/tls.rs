@@ -126,6 +126,16 @@ pub fn acceptor(settings: &SecuritySettings) -> Result<TlsAcceptor, TlsSetupErro
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The HTTPS listener's acceptor: the same key and chain, never asking for a client
+/// certificate (browsers log in with a password; `ssl.client.auth` is the Kafka
+/// listeners').
+pub fn http_acceptor(settings: &SecuritySettings) -> Result<TlsAcceptor, TlsSetupError> {
+    acceptor(&SecuritySettings {
+        client_auth: ClientAuth::None,
+        ..settings.clone()
+    })
+}
+
 /// RFC 2253 keywords for the attribute types Java's `X500Principal.getName()` names.
 fn keyword(oid: &str) -> Option<&'static str> {
     Some(match oid {

@@ -3,7 +3,7 @@
 //! ranges, so the client retries with a version we know.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use strom_protocol::versions::SUPPORTED;
 use strom_protocol::ResponseError;
 
@@ -55,6 +55,7 @@ pub fn unsupported_version_reply(correlation_id: i32) -> Reply {
     let body = ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(ranges());
+    super::error_counts::count(ApiKey::ApiVersions, &body);
     ready(correlation_id, 0, &body)
 }
 

@@ -18,13 +18,11 @@ use strom_protocol::ResponseError as E;
 use super::authz::Authz;
 use crate::broker::Broker;
 use crate::fetch_sessions::{FetchContext, FetchPartition, PartitionKey, NO_SESSION};
-use crate::metrics::{records_in_batches, METRICS};
+use crate::metrics::records_in_batches;
 use crate::partition::Partition;
 use crate::security::acl::op;
 use crate::topics::now_ms;
 
-/// Fetch's API key, for the error counters.
-const FETCH_API: i16 = 1;
 /// Longest long-poll we honour, so a bad request cannot pin a connection forever.
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
 /// The first Fetch version that names topics by id (sessions then key partitions by id).
@@ -223,9 +221,8 @@ fn requested(req: &FetchRequest, uses_ids: bool) -> (Vec<FetchPartition>, Vec<Pa
     (partitions, forgotten)
 }
 
-/// A response with only a top-level error (session errors).
+/// A response with only a top-level error (session errors; dispatch counts it).
 fn session_error(code: E, session_id: i32) -> FetchResponse {
-    METRICS.error(FETCH_API, code.code());
     FetchResponse::default()
         .with_error_code(code.code())
         .with_session_id(session_id)
@@ -324,7 +321,6 @@ pub async fn handle(
         if slot.partition.is_some() && (!read_committed || part.error_code != 0) {
             part.aborted_transactions = None;
         }
-        METRICS.error(FETCH_API, part.error_code);
         if let (Some(p), Some(records)) = (&slot.partition, &part.records) {
             if !records.is_empty() {
                 p.stats.fetched(records.len(), records_in_batches(records));

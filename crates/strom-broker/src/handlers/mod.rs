@@ -9,6 +9,7 @@ pub mod api_versions;
 pub mod authz;
 pub mod config_acls;
 pub mod configs;
+pub mod error_counts;
 pub mod fetch;
 pub mod group_acls;
 pub mod groups;
@@ -78,7 +79,9 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
                 Ok(r) => r,
                 Err(reply) => return reply,
             };
-            match ready(corr, v, &$call) {
+            let response = $call;
+            error_counts::count(api_key, &response);
+            match ready(corr, v, &response) {
                 Reply::Close(e) => Reply::Close(format!("{api_key:?} v{v}: {e}")),
                 other => other,
             }

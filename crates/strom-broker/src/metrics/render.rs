@@ -205,7 +205,7 @@ fn requests(out: &mut String, m: &Metrics) {
         out,
         "strom_request_errors_total",
         "counter",
-        "Error codes in Kafka responses (per partition for Produce and Fetch), by API and code.",
+        "Error codes in Kafka responses (top-level and per topic, partition, group or resource), by API and code: Kafka's ErrorsPerSec.",
     );
     for a in 0..API_KEYS {
         for slot in 0..ERROR_CODES {

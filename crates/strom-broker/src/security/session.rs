@@ -157,7 +157,7 @@ impl Session {
                         self.close = true;
                     }
                 }
-                encoded(corr, version, &response)
+                encoded(ApiKey::SaslHandshake, corr, version, &response)
             }
             (
                 ApiKey::SaslAuthenticate,
@@ -195,7 +195,7 @@ impl Session {
                     .with_error_message(Some(StrBytes::from_static_str(
                         "SaslAuthenticate request received before SaslHandshake",
                     )));
-                encoded(corr, version, &response)
+                encoded(ApiKey::SaslAuthenticate, corr, version, &response)
             }
             (api, _) => self.refuse(&format!(
                 "{api:?} request before SASL authentication completed"
@@ -257,19 +257,30 @@ impl Session {
     fn framed_reply(&mut self, broker: &Broker, corr: i32, version: i16, step: Step) -> Reply {
         let response = SaslAuthenticateResponse::default();
         match step {
-            Step::Continue(bytes) => {
-                encoded(corr, version, &response.with_auth_bytes(bytes.into()))
-            }
+            Step::Continue(bytes) => encoded(
+                ApiKey::SaslAuthenticate,
+                corr,
+                version,
+                &response.with_auth_bytes(bytes.into()),
+            ),
             Step::Done { reply, user } => {
                 self.authenticated_as(&user);
-                encoded(corr, version, &response.with_auth_bytes(reply.into()))
+                encoded(
+                    ApiKey::SaslAuthenticate,
+                    corr,
+                    version,
+                    &response.with_auth_bytes(reply.into()),
+                )
             }
             Step::Fail { message, user } => {
                 let delay = self.failed(broker, &message, user.as_deref());
                 let response = response
                     .with_error_code(ResponseError::SaslAuthenticationFailed.code())
                     .with_error_message(Some(StrBytes::from_string(message)));
-                delayed(encoded(corr, version, &response), delay)
+                delayed(
+                    encoded(ApiKey::SaslAuthenticate, corr, version, &response),
+                    delay,
+                )
             }
         }
     }
@@ -299,10 +310,13 @@ impl Session {
     }
 }
 
-fn encoded<R>(corr: i32, version: i16, body: &R) -> Reply
+fn encoded<R>(api: ApiKey, corr: i32, version: i16, body: &R) -> Reply
 where
-    R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+    R: kafka_protocol::protocol::Encodable
+        + kafka_protocol::protocol::HeaderVersion
+        + crate::handlers::error_counts::ErrorCodes,
 {
+    crate::handlers::error_counts::count(api, body);
     match encode_response(corr, version, body) {
         Ok(b) => Reply::Ready(b),
         Err(e) => Reply::Close(e.to_string()),

@@ -72,6 +72,65 @@ impl Mechanism {
     }
 }
 
+/// `http.authentication`: how the HTTP API and console learn who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpAuthentication {
+    /// Every caller is `User:ANONYMOUS` (ACLs still apply when the authorizer is on).
+    None,
+    /// HTTP Basic, checked against the SCRAM user store as SASL/PLAIN is.
+    Basic,
+}
+
+impl std::str::FromStr for HttpAuthentication {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "basic" => Ok(Self::Basic),
+            other => Err(format!("expected none or basic, got {other:?}")),
+        }
+    }
+}
+
+/// `http.listener.security.protocol`
+pub fn parse_http_protocol(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_uppercase().as_str() {
+        "PLAINTEXT" => Ok(false),
+        "SSL" => Ok(true),
+        other => Err(format!("expected PLAINTEXT or SSL, got {other:?}")),
+    }
+}
+
+/// The HTTP listener's security, by names shaped like Kafka's listener settings.
+#[derive(Debug, Clone)]
+pub struct HttpSecurity {
+    /// `http.authentication`; unset means `basic` when the authorizer is on, else `none`.
+    pub authentication: Option<HttpAuthentication>,
+    /// `http.metrics.authentication.enable`: `/metrics`, `/health` and `/ready` take the
+    /// API's login too (and `/metrics` DESCRIBE on the cluster). Off by default, so scrapers
+    /// and probes need no credentials.
+    pub metrics_authentication: bool,
+    /// `http.listener.security.protocol=SSL`: serve HTTPS with the `ssl.keystore.*` key.
+    pub tls: bool,
+    /// `http.authentication.cache.ms`: how long a verified user and password is remembered,
+    /// so each request does not pay the PBKDF2 of a full check (0: check every request).
+    pub cache_ms: u64,
+    /// `http.authentication.cache.max.entries`: most users remembered at once.
+    pub cache_max_entries: usize,
+}
+
+impl Default for HttpSecurity {
+    fn default() -> Self {
+        HttpSecurity {
+            authentication: None,
+            metrics_authentication: false,
+            tls: false,
+            cache_ms: 60_000,
+            cache_max_entries: 1000,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SecuritySettings {
     /// `ssl.keystore.location`: a PEM file with the private key and the certificate chain.
@@ -102,6 +161,20 @@ pub struct SecuritySettings {
     pub super_users: Vec<String>,
     /// `allow.everyone.if.no.acl.found`
     pub allow_everyone_if_no_acl_found: bool,
+    /// The `http.*` security settings.
+    pub http: HttpSecurity,
+}
+
+impl SecuritySettings {
+    /// Whether the HTTP API asks for a login: as set, else whenever ACLs are enforced.
+    pub fn http_basic(&self) -> bool {
+        let default = if self.authorizer_enabled {
+            HttpAuthentication::Basic
+        } else {
+            HttpAuthentication::None
+        };
+        self.http.authentication.unwrap_or(default) == HttpAuthentication::Basic
+    }
 }
 
 impl Default for SecuritySettings {
@@ -120,6 +193,7 @@ impl Default for SecuritySettings {
             authorizer_enabled: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
+            http: HttpSecurity::default(),
         }
     }
 }

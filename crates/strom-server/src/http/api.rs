@@ -1,6 +1,10 @@
 //! The JSON API the console uses, also meant for curl (documented in `docs/http-api.md`).
 //! Every handler does bounded work: pages and scans have named limits, bodies are capped by
 //! axum's default (2 MB), and bad input gets a 4xx with `{"error": ...}`.
+//!
+//! Every handler checks the ACLs the Kafka request it stands for checks, before it looks at
+//! the resource ([`Caller`]); lists leave out what the caller may not DESCRIBE, as Metadata
+//! and ListGroups do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,14 +13,16 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use strom_broker::local::{Local, NewRecord};
 use strom_broker::local_admin::{GroupDetails, ResetTo};
 use strom_broker::metrics::METRICS;
+use strom_broker::security::acl::op;
 
+use super::access::Caller;
 use super::api_error::{ApiError, ApiResult};
 use super::messages::{browse, BrowseQuery};
 use super::HttpState;
@@ -50,15 +56,22 @@ fn local(state: &HttpState) -> ApiResult<Arc<Local>> {
         .ok_or_else(|| ApiError::unavailable("the broker is still starting (recovering its data)"))
 }
 
-async fn cluster(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Value>> {
+async fn cluster(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
     let broker = local.broker().clone();
-    // Totals across every partition: a short lock per partition, off the async worker.
+    let visible = local.clone();
+    // Totals across the partitions of the topics the caller may describe: a short lock per
+    // partition, off the async worker.
     let totals = tokio::task::spawn_blocking(move || {
         let mut t = [0u64; 6];
         let mut partitions = 0usize;
         let mut offline = 0usize;
-        let topics = broker.topics.all();
+        let authz = caller.authz(&visible);
+        let mut topics = broker.topics.all();
+        topics.retain(|t| authz.topic(op::DESCRIBE, &t.name()));
         for topic in &topics {
             for p in topic.partitions.read().iter() {
                 partitions += 1;
@@ -74,11 +87,12 @@ async fn cluster(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Value>> 
             }
         }
         t[5] = topics.len() as u64;
-        (t, partitions, offline)
+        let groups = visible_groups(&visible, &caller).len();
+        (t, partitions, offline, groups)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (t, partitions, offline) = totals;
+    let (t, partitions, offline, groups) = totals;
     let broker = local.broker();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -88,7 +102,7 @@ async fn cluster(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Value>> 
         "topics": t[5],
         "partitions": partitions,
         "offline_partitions": offline,
-        "groups": broker.groups.group_count(),
+        "groups": groups,
         "disk_bytes": t[4],
         "bytes_in_total": t[0],
         "bytes_out_total": t[1],
@@ -98,29 +112,53 @@ async fn cluster(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Value>> 
     })))
 }
 
-async fn brokers(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Value>> {
+async fn brokers(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
     let config = &local.broker().config;
     let (host, port) = config.advertised();
+    // Metadata tells anyone the brokers; where they keep their data is DescribeLogDirs',
+    // which takes DESCRIBE on the cluster.
+    let data_dir = caller
+        .authz(&local)
+        .cluster(op::DESCRIBE)
+        .then(|| config.data_dir.display().to_string());
     Ok(Json(json!([{
         "node_id": config.node_id,
         "host": host,
         "port": port,
         "listen": config.listen.to_string(),
-        "data_dir": config.data_dir.display().to_string(),
+        "data_dir": data_dir,
         "fsync": format!("{:?}", config.fsync),
         "controller": true,
     }])))
 }
 
-async fn list_topics(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Value>> {
+async fn list_topics(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
-    let names: Vec<String> = local.list_topics().into_iter().map(|t| t.name).collect();
+    let authz = caller.authz(&local);
+    let names: Vec<String> = local
+        .list_topics()
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|n| authz.topic(op::DESCRIBE, n))
+        .collect();
+    // Configs are DescribeConfigs': null for a topic without DESCRIBE_CONFIGS.
+    let with_configs: Vec<bool> = names
+        .iter()
+        .map(|n| authz.topic(op::DESCRIBE_CONFIGS, n))
+        .collect();
     let topics = tokio::task::spawn_blocking(move || {
         names
             .iter()
-            .filter_map(|n| local.topic_details(n).ok())
-            .map(|d| {
+            .zip(with_configs)
+            .filter_map(|(n, c)| Some((local.topic_details(n).ok()?, c)))
+            .map(|(d, with_configs)| {
                 let size: u64 = d.partitions.iter().map(|p| p.size_bytes).sum();
                 let messages: i64 = d
                     .partitions
@@ -130,7 +168,7 @@ async fn list_topics(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Valu
                 let config = |name: &str| {
                     d.configs
                         .iter()
-                        .find(|(n, _, _)| n == name)
+                        .find(|(n, _, _)| with_configs && n == name)
                         .map(|(_, v, _)| v.clone())
                 };
                 json!({
@@ -142,7 +180,7 @@ async fn list_topics(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Valu
                     "retention_ms": config("retention.ms"),
                     "retention_bytes": config("retention.bytes"),
                     "cleanup_policy": config("cleanup.policy"),
-                    "overrides": d.overrides,
+                    "overrides": with_configs.then_some(&d.overrides),
                 })
             })
             .collect::<Vec<_>>()
@@ -168,10 +206,15 @@ fn default_partitions() -> i32 {
 
 async fn create_topic(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<CreateTopic>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let local = local(&state)?;
     let Json(req) = body?;
+    // CreateTopics: CREATE on the cluster or on the topic.
+    let authz = caller.authz(&local);
+    let ok = authz.cluster(op::CREATE) || authz.topic(op::CREATE, &req.name);
+    caller.require(ok, op::CREATE, &format!("topic {}", req.name))?;
     let created = local
         .create_topic(&req.name, req.partitions, req.configs)
         .await?;
@@ -183,10 +226,17 @@ async fn create_topic(
 
 async fn topic(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
+    caller.require_topic(&local, op::DESCRIBE, &topic)?;
     let d = local.topic_details(&topic)?;
+    // The configs are DescribeConfigs': left out without DESCRIBE_CONFIGS.
+    let configs = caller
+        .authz(&local)
+        .topic(op::DESCRIBE_CONFIGS, &topic)
+        .then(|| configs_json(&d.configs));
     Ok(Json(json!({
         "name": d.name,
         "topic_id": d.topic_id,
@@ -200,8 +250,8 @@ async fn topic(
             "size_bytes": p.size_bytes,
             "segments": p.segments,
         })).collect::<Vec<_>>(),
-        "overrides": d.overrides,
-        "configs": configs_json(&d.configs),
+        "overrides": configs.as_ref().map(|_| &d.overrides),
+        "configs": configs,
     })))
 }
 
@@ -214,18 +264,22 @@ fn configs_json(configs: &[(String, String, bool)]) -> Value {
 
 async fn delete_topic(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
+    caller.require_topic(&local, op::DELETE, &topic)?;
     local.delete_topic(&topic).await?;
     Ok(Json(json!({"deleted": topic})))
 }
 
 async fn topic_configs(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
+    caller.require_topic(&local, op::DESCRIBE_CONFIGS, &topic)?;
     let d = local.topic_details(&topic)?;
     Ok(Json(configs_json(&d.configs)))
 }
@@ -241,10 +295,12 @@ struct AlterConfigs {
 
 async fn alter_configs(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     body: Result<Json<AlterConfigs>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
+    caller.require_topic(&local, op::ALTER_CONFIGS, &topic)?;
     let Json(req) = body?;
     let overrides = local
         .alter_topic_configs(&topic, &req.set, &req.delete)
@@ -254,10 +310,12 @@ async fn alter_configs(
 
 async fn messages(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     query: Result<Query<BrowseQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
+    caller.require_topic(&local, op::READ, &topic)?;
     let Query(q) = query?;
     Ok(Json(browse(&local, &topic, q).await?))
 }
@@ -274,10 +332,12 @@ struct Produce {
 
 async fn produce(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     body: Result<Json<Produce>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let local = local(&state)?;
+    caller.require_topic(&local, op::WRITE, &topic)?;
     let Json(req) = body?;
     let too_long = |s: &Option<String>| {
         s.as_ref()
@@ -340,9 +400,33 @@ fn group_json(g: &GroupDetails) -> Value {
     })
 }
 
-async fn list_groups(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Value>> {
+/// The groups the caller may see, as ListGroups answers: all with DESCRIBE on the cluster,
+/// else those with DESCRIBE on the group; and of each, the offsets of topics it may
+/// DESCRIBE, as OffsetFetch answers.
+fn visible_groups(local: &Local, caller: &Caller) -> Vec<GroupDetails> {
+    let authz = caller.authz(local);
+    let all = authz.cluster(op::DESCRIBE);
+    let mut groups = local.groups();
+    groups.retain(|g| all || authz.group(op::DESCRIBE, &g.group_id));
+    for g in &mut groups {
+        visible_offsets(local, caller, g);
+    }
+    groups
+}
+
+fn visible_offsets(local: &Local, caller: &Caller, g: &mut GroupDetails) {
+    let authz = caller.authz(local);
+    if authz.enforcing() {
+        g.offsets.retain(|o| authz.topic(op::DESCRIBE, &o.topic));
+    }
+}
+
+async fn list_groups(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
-    let groups = tokio::task::spawn_blocking(move || local.groups())
+    let groups = tokio::task::spawn_blocking(move || visible_groups(&local, &caller))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(json!(groups
@@ -353,12 +437,15 @@ async fn list_groups(State(state): State<Arc<HttpState>>) -> ApiResult<Json<Valu
 
 async fn group(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
-    let g = local
+    caller.require_group(&local, op::DESCRIBE, &group)?;
+    let mut g = local
         .group(&group)
         .ok_or_else(|| ApiError::not_found(format!("unknown group: {group}")))?;
+    visible_offsets(&local, &caller, &mut g);
     Ok(Json(group_json(&g)))
 }
 
@@ -375,11 +462,15 @@ struct Reset {
 
 async fn reset_offsets(
     State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     body: Result<Json<Reset>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let local = local(&state)?;
     let Json(req) = body?;
+    // OffsetCommit: READ on the group, then READ on each topic committed to.
+    caller.require_group(&local, op::READ, &group)?;
+    caller.require_topic(&local, op::READ, &req.topic)?;
     let to = match (req.to.as_str(), req.offset, req.timestamp_ms) {
         ("earliest", None, None) => ResetTo::Earliest,
         ("latest", None, None) => ResetTo::Latest,

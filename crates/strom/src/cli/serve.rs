@@ -67,24 +67,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_listener =
         strom_server::http::bind(config.http_listen, config.http_listen_explicit).await?;
     let controller = ShutdownController::new();
-    let http_state = strom_server::http::HttpState::new();
+    let http_state = strom_server::http::HttpState::new(
+        strom_server::http::auth::Login::from_settings(&config.security),
+    );
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let http_tls = if config.security.http.tls {
+        Some(strom_server::http::Tls {
+            acceptor: strom_server::tls::http_acceptor(&config.security)
+                .context("HTTPS listener (http.listener.security.protocol=SSL)")?,
+            handshake_timeout: Duration::from_millis(config.security.handshake_timeout_ms),
+        })
+    } else {
+        None
+    };
+    // Basic credentials over plain HTTP can be read on the way: say so when other hosts
+    // can reach the listener.
+    if let Some(addr) = http_addr
+        .filter(|a| config.security.http_basic() && http_tls.is_none() && !a.ip().is_loopback())
+    {
+        tracing::warn!(http = %addr, "the HTTP listener takes passwords over plain HTTP; set http.listener.security.protocol=SSL");
+    }
     let http = http_listener.map(|l| {
         tokio::spawn(strom_server::http::serve(
             l,
             http_state.clone(),
             config.http_max_connections,
+            http_tls,
             controller.subscribe(),
         ))
     });
-
-    // The HTTP API (produce, topic admin, the console) has no authentication yet, so it
-    // bypasses the ACLs: say so when it is reachable from other hosts.
-    if let Some(addr) =
-        http_addr.filter(|a| config.security.authorizer_enabled && !a.ip().is_loopback())
-    {
-        tracing::warn!(http = %addr, "the HTTP listener is not authenticated and bypasses the ACLs; bind http.listen to localhost");
-    }
     let mut kafka_listeners = Vec::with_capacity(config.listeners.len());
     for spec in &config.listeners {
         let socket = tokio::net::TcpListener::bind(spec.bind)

@@ -23,15 +23,35 @@ pub struct TopArgs {
     /// Stop after this many refreshes (default: until interrupted).
     #[arg(long)]
     pub iterations: Option<u64>,
+    /// Log in as this user when the API asks for one (`http.authentication=basic`); the
+    /// password comes from the environment variable STROM_HTTP_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
+/// Where `--user`'s password is read from (never a flag: flags show in `ps`).
+const PASSWORD_VAR: &str = "STROM_HTTP_PASSWORD";
+
+/// The `Authorization` header line for `--user`, or nothing.
+fn authorization(user: Option<&str>) -> Result<String> {
+    use base64::Engine;
+    let Some(user) = user else {
+        return Ok(String::new());
+    };
+    let password = std::env::var(PASSWORD_VAR)
+        .with_context(|| format!("--user {user} needs the password in {PASSWORD_VAR}"))?;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    Ok(format!("Authorization: Basic {token}\r\n"))
 }
 
 pub async fn run(args: TopArgs) -> Result<()> {
     let mut last: Option<(Instant, Value)> = None;
     let mut n = 0u64;
+    let auth = authorization(args.user.as_deref())?;
     loop {
-        let cluster = get(&args.http, "/api/cluster").await?;
-        let topics = get(&args.http, "/api/topics").await?;
-        let groups = get(&args.http, "/api/groups").await?;
+        let cluster = get(&args.http, "/api/cluster", &auth).await?;
+        let topics = get(&args.http, "/api/topics", &auth).await?;
+        let groups = get(&args.http, "/api/groups", &auth).await?;
         let now = Instant::now();
         let rate = |field: &str| -> f64 {
             match &last {
@@ -117,15 +137,16 @@ fn bytes(n: f64) -> String {
     }
 }
 
-/// One HTTP/1.1 GET with `Connection: close`; the body parsed as JSON.
-async fn get(addr: &str, path: &str) -> Result<Value> {
+/// One HTTP/1.1 GET with `Connection: close` (and `auth`, a header line or nothing); the
+/// body parsed as JSON.
+async fn get(addr: &str, path: &str, auth: &str) -> Result<Value> {
     let call = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .with_context(|| {
                 format!("cannot connect to the HTTP listener at {addr} (http.listen)")
             })?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         (&mut s)
@@ -141,6 +162,12 @@ async fn get(addr: &str, path: &str) -> Result<Value> {
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         bail!("{addr}{path}: not an HTTP response");
     };
+    if head.starts_with("HTTP/1.1 401") {
+        bail!(
+            "{addr}{path}: {} (log in with --user NAME and the password in {PASSWORD_VAR})",
+            head.lines().next().unwrap_or("")
+        );
+    }
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{addr}{path}: {}", head.lines().next().unwrap_or(""));
     }

@@ -25,14 +25,83 @@ function fmtDuration(s) {
 
 function showError(msg) {
   const el = $("#error");
+  // Behind the login form an error says nothing new.
+  if (msg && !$("#login").hidden) return;
   if (!msg) { el.hidden = true; el.textContent = ""; return; }
   el.hidden = false;
   el.textContent = msg;
 }
 
-// Calls the API; a non-2xx answer becomes an Error carrying the API's message.
+// ---- Login ----
+// With http.authentication=basic the API answers 401 until the console sends a user and
+// password. They are kept in sessionStorage (gone when the tab closes) and sent as an
+// HTTP Basic Authorization header with every call.
+const CREDENTIAL_KEY = "strom.credential";
+
+function credential() { return sessionStorage.getItem(CREDENTIAL_KEY); }
+
+function basicCredential(user, password) {
+  const bytes = new TextEncoder().encode(user + ":" + password);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+// The user name in a stored credential, for the header.
+function credentialUser(cred) {
+  const bytes = Uint8Array.from(atob(cred), c => c.charCodeAt(0));
+  return new TextDecoder().decode(bytes).split(":")[0];
+}
+
+class LoginNeeded extends Error {}
+
+function showLogin(message) {
+  $("#login").hidden = false;
+  $("#login-error").textContent = message || "";
+  $("#logout").hidden = true;
+  $("#login-user").focus();
+}
+
+function setupLogin() {
+  // A reload keeps the tab's login.
+  if (credential()) {
+    $("#logout").hidden = false;
+    $("#whoami").textContent = credentialUser(credential());
+  }
+  $("#login-form").addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const user = $("#login-user").value;
+    sessionStorage.setItem(CREDENTIAL_KEY, basicCredential(user, $("#login-password").value));
+    $("#login-password").value = "";
+    try {
+      await api("GET", "/cluster");
+    } catch (e) {
+      sessionStorage.removeItem(CREDENTIAL_KEY);
+      showLogin(e.message);
+      return;
+    }
+    $("#login").hidden = true;
+    $("#logout").hidden = false;
+    $("#whoami").textContent = user;
+    route();
+  });
+  $("#logout").addEventListener("click", () => {
+    sessionStorage.removeItem(CREDENTIAL_KEY);
+    $("#whoami").textContent = "";
+    for (const t of timers) clearInterval(t);
+    timers = [];
+    showLogin("");
+  });
+}
+
+// Calls the API; a non-2xx answer becomes an Error carrying the API's message, and a 401
+// brings up the login form.
 async function api(method, path, body) {
-  const opts = {method, headers: {}};
+  // Marks the call as the console's: the server then leaves WWW-Authenticate out of a 401,
+  // so the browser shows this page's form rather than its own dialog.
+  const opts = {method, headers: {"X-Requested-With": "XMLHttpRequest"}};
+  const cred = credential();
+  if (cred) opts.headers["Authorization"] = "Basic " + cred;
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -41,8 +110,13 @@ async function api(method, path, body) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = {error: text}; }
+  const message = (data && data.error) || ("HTTP " + res.status);
+  if (res.status === 401) {
+    showLogin(cred ? message : "");
+    throw new LoginNeeded(message);
+  }
   if (!res.ok) {
-    throw new Error((data && data.error) || ("HTTP " + res.status));
+    throw new Error(message);
   }
   return data;
 }
@@ -117,7 +191,7 @@ async function pageOverview(page) {
     <table id="brokers-table"><thead><tr><th>Node</th><th>Address</th><th>Listen</th><th>Data dir</th><th>fsync</th></tr></thead><tbody></tbody></table>`;
   const brokers = await api("GET", "/brokers");
   $("#brokers-table tbody").innerHTML = brokers.map(b =>
-    `<tr><td>${b.node_id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.listen)}</td><td>${esc(b.data_dir)}</td><td>${esc(b.fsync)}</td></tr>`).join("");
+    `<tr><td>${b.node_id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.listen)}</td><td>${b.data_dir == null ? '<span class="muted" title="needs DESCRIBE on the cluster">hidden</span>' : esc(b.data_dir)}</td><td>${esc(b.fsync)}</td></tr>`).join("");
   onSample = c => {
     const card = (label, value, id) => `<div class="card"><div class="label">${label}</div><div class="value" id="${id}">${value}</div></div>`;
     $("#overview-cards").innerHTML =
@@ -176,7 +250,7 @@ async function loadTopics() {
       <td><a href="#/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td>
       <td class="num">${t.partitions}</td><td class="num">${t.messages}</td><td class="num">${fmtBytes(t.size_bytes)}</td>
       <td>${esc(t.retention_ms || "")}</td>
-      <td>${Object.entries(t.overrides).map(([k, v]) => `<span class="tag">${esc(k)}=${esc(v)}</span>`).join("")}</td>
+      <td>${Object.entries(t.overrides || {}).map(([k, v]) => `<span class="tag">${esc(k)}=${esc(v)}</span>`).join("")}</td>
       <td><button class="danger" data-delete="${esc(t.name)}">Delete</button></td>
     </tr>`).join("") || `<tr><td colspan="7" class="muted">No topics yet.</td></tr>`;
   for (const b of document.querySelectorAll("#topics-table [data-delete]")) {
@@ -191,6 +265,8 @@ async function loadTopics() {
 
 async function pageTopic(page, name) {
   const t = await api("GET", "/topics/" + encodeURIComponent(name));
+  // Null when the user may not DESCRIBE_CONFIGS the topic.
+  const configs = t.configs || [];
   page.innerHTML = `
     <h2>Topic ${esc(t.name)} <span class="muted">${esc(t.topic_id)}</span></h2>
     <p><a href="#/messages/${encodeURIComponent(t.name)}">Browse messages</a></p>
@@ -199,14 +275,15 @@ async function pageTopic(page, name) {
     ${t.partitions.map(p => `<tr><td>${p.partition}</td><td class="num">${p.start_offset}</td><td class="num">${p.end_offset}</td><td class="num">${p.high_watermark}</td><td class="num">${p.flushed_offset}</td><td class="num">${fmtBytes(p.size_bytes)}</td><td class="num">${p.segments}</td><td>${p.offline ? "offline: " + esc(p.offline) : "online"}</td></tr>`).join("")}
     </tbody></table>
     <h3>Configs</h3>
+    ${t.configs ? "" : '<p class="muted" id="configs-hidden">Configs need DESCRIBE_CONFIGS on this topic.</p>'}
     <form class="inline" id="config-form">
-      <label>Name <select id="config-name">${t.configs.map(c => `<option>${esc(c.name)}</option>`).join("")}</select></label>
+      <label>Name <select id="config-name">${configs.map(c => `<option>${esc(c.name)}</option>`).join("")}</select></label>
       <label>Value <input id="config-value"></label>
       <button type="submit">Set</button>
       <button type="button" class="secondary" id="config-reset">Reset to default</button>
     </form>
     <table id="configs-table"><thead><tr><th>Name</th><th>Value</th><th>Source</th></tr></thead><tbody>
-    ${t.configs.map(c => `<tr><td>${esc(c.name)}</td><td>${esc(c.value)}</td><td>${c.default ? '<span class="muted">default</span>' : "topic override"}</td></tr>`).join("")}
+    ${configs.map(c => `<tr><td>${esc(c.name)}</td><td>${esc(c.value)}</td><td>${c.default ? '<span class="muted">default</span>' : "topic override"}</td></tr>`).join("")}
     </tbody></table>`;
   const alter = async body => {
     try { await api("PUT", `/topics/${encodeURIComponent(name)}/configs`, body); showError(null); await pageTopic(page, name); }
@@ -378,10 +455,11 @@ async function pageGroup(page, groupId) {
 // The page that wants each throughput sample (the overview), if any.
 let onSample = null;
 async function tick() {
+  if (!$("#login").hidden) return;
   try {
     const c = await sampleCluster();
     if (onSample) onSample(c);
-  } catch (e) { if (onSample) showError(e.message); }
+  } catch (e) { if (onSample && !(e instanceof LoginNeeded)) showError(e.message); }
 }
 
 async function route() {
@@ -398,10 +476,11 @@ async function route() {
     else if (name === "messages") await pageMessages(page, arg);
     else if (name === "groups") await pageGroups(page, arg);
     else await pageOverview(page);
-  } catch (e) { showError(e.message); }
+  } catch (e) { if (!(e instanceof LoginNeeded)) showError(e.message); }
 }
 
 window.addEventListener("hashchange", route);
+setupLogin();
 route();
 // Keep sampling throughput on every page, so the overview's charts have history.
 setInterval(tick, POLL_MS);

@@ -59,6 +59,9 @@ pub struct BrokerConfig {
     pub metrics_enabled: bool,
     /// `json.max.line.bytes`: longest JSON request line accepted.
     pub json_max_line_bytes: usize,
+    /// `json.listener.security.protocol`: TLS (with the `ssl.*` keystore) and/or a required
+    /// `authenticate` request on the `json.listen` listener.
+    pub json_security_protocol: crate::listeners::SecurityProtocol,
     /// `node.id`
     pub node_id: i32,
     /// `num.partitions`: partitions of auto-created topics.
@@ -321,6 +324,12 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("json.max.line.bytes", "1048576", |c, v| {
         put(&mut c.json_max_line_bytes, positive(parse(v)?)?)
+    }),
+    ("json.listener.security.protocol", "PLAINTEXT", |c, v| {
+        put(
+            &mut c.json_security_protocol,
+            crate::listeners::SecurityProtocol::parse(v)?,
+        )
     }),
     ("node.id", "1", |c, v| put(&mut c.node_id, parse(v)?)),
     ("num.partitions", "1", |c, v| {
@@ -757,6 +766,7 @@ fn placeholder() -> BrokerConfig {
         http_max_connections: 0,
         metrics_enabled: true,
         json_max_line_bytes: 0,
+        json_security_protocol: crate::listeners::SecurityProtocol::Plaintext,
         node_id: 0,
         num_partitions: 0,
         auto_create_topics: false,

@@ -349,6 +349,11 @@ impl Local {
         })
     }
 
+    /// The topics a member subscribed to (what a front end authorizes a group read against).
+    pub fn member_topics(&self, group: &str, member_id: &str) -> Result<Vec<String>, LocalError> {
+        Ok(self.agent(group, member_id)?.topics.clone())
+    }
+
     fn agent(&self, group: &str, member_id: &str) -> Result<Arc<Agent>, LocalError> {
         self.group_members
             .agents

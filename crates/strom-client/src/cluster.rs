@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
+use crate::security::SecurityConfig;
+use crate::transport::Transport;
 
 /// Settings shared by every client type.
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct ClientConfig {
     pub retry_backoff_max: Duration,
     /// How many times a request that failed with a retriable error is retried.
     pub request_retries_max: u32,
+    /// TLS and SASL for every connection (default: plaintext).
+    pub security: SecurityConfig,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +49,7 @@ impl Default for ClientConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(2),
             request_retries_max: 5,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -100,6 +105,8 @@ struct Inner {
     bootstrap: String,
     bootstrap_addrs: Vec<String>,
     config: ClientConfig,
+    /// Built from `config.security` once, shared by every connection.
+    transport: Transport,
     cache: Mutex<MetadataCache>,
     /// One connection per broker address. Held only to look up, insert or remove an entry,
     /// never across an await.
@@ -140,11 +147,13 @@ impl Client {
                 "no broker address in bootstrap list '{bootstrap}'"
             )));
         }
+        let transport = Transport::new(&config.security)?;
         let client = Client {
             inner: Arc::new(Inner {
                 bootstrap_addrs,
                 bootstrap: bootstrap.to_string(),
                 config,
+                transport,
                 cache: Mutex::new(MetadataCache::default()),
                 connections: Mutex::new(HashMap::new()),
             }),
@@ -214,7 +223,13 @@ impl Client {
         let mut backoff = config.retry_backoff;
         let mut attempt = 1;
         loop {
-            match Connection::connect(addr, &config.client_id, config.request_timeout).await {
+            let opened = Connection::connect_with(
+                addr,
+                &config.client_id,
+                config.request_timeout,
+                &self.inner.transport,
+            );
+            match opened.await {
                 Ok(conn) => return Ok(conn),
                 Err(e) if attempt < config.connect_attempts_max && e.is_retriable() => {
                     tracing::debug!(addr, attempt, error = %e, "connect failed, retrying");

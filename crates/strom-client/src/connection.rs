@@ -25,13 +25,17 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, HeaderVersion, Request, StrBytes,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::error::{ClientError, Result};
+use crate::transport::Transport;
+
+/// The read side of a connection, plain TCP or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write side of a connection, plain TCP or TLS.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The largest response the client accepts, in bytes. A fetch asks for at most
 /// `fetch_max_bytes` (50 MiB by default), so this leaves room for headers and one oversized
@@ -70,6 +74,9 @@ fn client_max_version(api_key: i16) -> Option<i16> {
         ApiKey::InitProducerId => 4,
         ApiKey::DescribeConfigs => 4,
         ApiKey::CreatePartitions => 3,
+        ApiKey::SaslHandshake => 1,
+        // v1 adds the session lifetime (KIP-368), which this client does not act on yet.
+        ApiKey::SaslAuthenticate => 0,
         _ => return None,
     })
 }
@@ -120,7 +127,7 @@ impl Shared {
 }
 
 struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     /// Reused for every request so steady-state sends do not allocate.
     buf: BytesMut,
 }
@@ -177,22 +184,29 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Opens a connection and negotiates API versions.
+    /// Opens a plaintext connection and negotiates API versions.
     pub async fn connect(addr: &str, client_id: &str, request_timeout: Duration) -> Result<Self> {
-        let connect = TcpStream::connect(addr);
-        let stream =
+        Self::connect_with(addr, client_id, request_timeout, &Transport::default()).await
+    }
+
+    /// Opens a connection secured as `transport` says (TLS first, then ApiVersions, then
+    /// SASL, as Kafka clients do) and negotiates API versions.
+    pub async fn connect_with(
+        addr: &str,
+        client_id: &str,
+        request_timeout: Duration,
+        transport: &Transport,
+    ) -> Result<Self> {
+        let timed_out = || ClientError::Connect {
+            addr: addr.to_string(),
+            reason: "connection timed out".into(),
+        };
+        let connect = transport.open(addr);
+        let (read_half, write_half) =
             match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(ClientError::connect(addr, &e)),
-                Err(_) => {
-                    return Err(ClientError::Connect {
-                        addr: addr.to_string(),
-                        reason: "connection timed out".into(),
-                    })
-                }
+                Ok(halves) => halves?,
+                Err(_) => return Err(timed_out()),
             };
-        let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             waiters: StdMutex::new(HashMap::new()),
@@ -213,6 +227,9 @@ impl Connection {
             reader,
         };
         conn.versions = conn.negotiate().await?;
+        if let Some(sasl) = transport.sasl() {
+            crate::sasl::authenticate(&conn, sasl).await?;
+        }
         Ok(conn)
     }
 
@@ -442,7 +459,7 @@ impl<T: Decodable> PendingResponse<T> {
 }
 
 /// Reads response frames until the stream ends, delivering each to its waiting request.
-async fn read_loop(mut half: OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_loop(mut half: ReadHalf, shared: Arc<Shared>) {
     loop {
         let size = match half.read_i32().await {
             Ok(size) => size,
@@ -507,7 +524,7 @@ mod tests {
         FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest,
     };
     use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     async fn read_request(stream: &mut TcpStream) -> Option<(RequestHeader, Bytes)> {
         let size = stream.read_i32().await.ok()?;

@@ -21,6 +21,16 @@ pub enum ClientError {
         reason: String,
     },
 
+    /// The TLS handshake failed: an untrusted certificate, a certificate for another host, a
+    /// port that does not speak TLS. Not retried: the next attempt would fail the same way.
+    #[error("TLS handshake with broker at {addr} failed: {reason}")]
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// rustls's reason, e.g. `invalid peer certificate: UnknownIssuer`.
+        reason: String,
+    },
+
     /// An established connection failed or was closed by the broker.
     #[error("connection to broker at {addr} failed: {source}")]
     Io {
@@ -143,6 +153,10 @@ impl ClientError {
                 addr: addr.clone(),
                 reason: reason.clone(),
             },
+            ClientError::Tls { addr, reason } => ClientError::Tls {
+                addr: addr.clone(),
+                reason: reason.clone(),
+            },
             ClientError::Io { addr, source } => ClientError::Io {
                 addr: addr.clone(),
                 source: io::Error::new(source.kind(), source.to_string()),
@@ -233,6 +247,10 @@ fn describe(code: &ResponseError) -> String {
         ResponseError::NotLeaderOrFollower => "this broker is not the partition leader".into(),
         ResponseError::UnsupportedVersion => "the broker does not support this version".into(),
         ResponseError::NonEmptyGroup => "the group still has members".into(),
+        ResponseError::SaslAuthenticationFailed => "authentication failed".into(),
+        ResponseError::UnsupportedSaslMechanism => {
+            "the broker does not enable this SASL mechanism".into()
+        }
         ResponseError::Unknown(c) => format!("unknown error code {c}"),
         _ => "see the Kafka protocol error codes".into(),
     }

@@ -40,6 +40,26 @@
 //!
 //! Every client takes a bootstrap list, `"a:9092,b:9092"`, tried in turn.
 //!
+//! ## TLS and SASL
+//!
+//! `ClientConfig::security` secures every connection the client opens:
+//!
+//! ```no_run
+//! # async fn secure() -> Result<(), strom_client::ClientError> {
+//! use strom_client::{Client, ClientConfig, SecurityConfig};
+//! let security = SecurityConfig::from_properties([
+//!     ("security.protocol", "SASL_SSL"),
+//!     ("sasl.mechanisms", "SCRAM-SHA-512"),
+//!     ("sasl.username", "alice"),
+//!     ("sasl.password", "alice-secret"),
+//!     ("ssl.ca.location", "ca.pem"),
+//! ])?;
+//! let config = ClientConfig { security, ..ClientConfig::default() };
+//! let client = Client::connect_with("broker.example:9093", config).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## A broker you do not trust
 //!
 //! The generated response decoders (`kafka-protocol`) reserve memory from array lengths read
@@ -62,6 +82,9 @@
 //! ## Layout
 //!
 //! - `connection`: one TCP connection, framing, correlation ids, ApiVersions negotiation.
+//! - `security`: [`SecurityConfig`] (`security.protocol`, TLS, SASL) from kcat's property
+//!   names; `transport`: TCP or TLS (`tls`) under a connection, then SASL (`sasl`, with the
+//!   client side of SCRAM in `scram`).
 //! - `cluster`: [`Client`], the shared cluster handle: metadata, connections, reconnects.
 //! - `records`: [`Message`], headers, compression codecs; `batch`: the record-batch codec.
 //! - `partitioner`: murmur2 and the partitioner.
@@ -83,6 +106,11 @@ pub mod offsets;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+mod sasl;
+mod scram;
+pub mod security;
+mod tls;
+pub mod transport;
 
 pub use admin::{Admin, NewTopic};
 pub use cluster::{Client, ClientConfig};
@@ -91,4 +119,5 @@ pub use error::{ClientError, ResponseError, Result};
 pub use offsets::OffsetSpec;
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use records::CompressionType;
+pub use security::{SaslMechanism, SecurityConfig, SecurityProtocol};
 pub use strom_protocol::alloc_guard::HugeAllocationGuard;

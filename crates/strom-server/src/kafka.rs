@@ -79,8 +79,8 @@ pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shu
 
 /// Accepts connections until shutdown on one listener of `listeners`: TLS first when its
 /// protocol uses it (`tls` must then be given), SASL before any request when it uses SASL.
-/// The JSON protocol is recognised only on PLAINTEXT listeners, and not at all while the
-/// authorizer is on (JSON requests carry no principal, so they would bypass the ACLs).
+/// The JSON protocol is recognised only on PLAINTEXT listeners, where its requests are
+/// authorized as `User:ANONYMOUS`, as Kafka requests on the same port are.
 pub async fn serve_listener(
     listener: TcpListener,
     spec: Listener,
@@ -92,7 +92,7 @@ pub async fn serve_listener(
     let refuse = |_: &TcpStream| {};
     let json_limits = crate::json::Limits::from_broker(local.broker());
     let security = &local.broker().config.security;
-    let json_allowed = spec.protocol == SecurityProtocol::Plaintext && !security.authorizer_enabled;
+    let json_allowed = spec.protocol == SecurityProtocol::Plaintext;
     let handshake_timeout = std::time::Duration::from_millis(security.handshake_timeout_ms);
     let spec = Arc::new(spec);
     // Every Kafka listener counts as `kafka` in the connection metrics.

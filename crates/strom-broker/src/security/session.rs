@@ -25,6 +25,9 @@ use super::scram::{parse_client_first, ScramError, ServerExchange};
 use super::settings::Mechanism;
 use crate::broker::{Broker, Reply, RequestContext};
 
+/// Kafka's PLAIN message for a wrong user name or password (PlainServerCallbackHandler).
+pub const PLAIN_INVALID_CREDENTIALS: &str = "Authentication failed: Invalid username or password";
+
 /// Kafka's principal for connections that did not authenticate.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
@@ -346,10 +349,26 @@ fn finish_scram(exchange: &ServerExchange, token: &[u8]) -> Step {
     }
 }
 
-/// PLAIN (RFC 4616): `authzid NUL authcid NUL password`, checked against the user's stored
-/// SCRAM credential (PBKDF2 runs off the async workers).
+/// Whether `password` is `user`'s, checked against the user's stored SCRAM credential
+/// (PBKDF2 runs off the async workers). PLAIN here and the JSON protocol's `authenticate`
+/// both use it.
+pub async fn verify_password(broker: &Arc<Broker>, user: &str, password: &str) -> bool {
+    let credential = Mechanism::SCRAM
+        .into_iter()
+        .find_map(|m| Some((m, broker.users.credential(user, m)?)));
+    match credential {
+        Some((m, credential)) => {
+            let password = password.to_string();
+            tokio::task::spawn_blocking(move || credential.verify_password(m, &password))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    }
+}
+
+/// PLAIN (RFC 4616): `authzid NUL authcid NUL password`.
 async fn plain(broker: &Arc<Broker>, token: &[u8]) -> Step {
-    const INVALID: &str = "Authentication failed: Invalid username or password";
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
     let [authzid, user, password] = parts.as_slice() else {
         return Step::Fail {
@@ -379,26 +398,14 @@ async fn plain(broker: &Arc<Broker>, token: &[u8]) -> Step {
             user: Some(user.to_string()),
         };
     }
-    let credential = Mechanism::SCRAM
-        .into_iter()
-        .find_map(|m| Some((m, broker.users.credential(user, m)?)));
-    let ok = match credential {
-        Some((m, credential)) => {
-            let password = password.to_string();
-            tokio::task::spawn_blocking(move || credential.verify_password(m, &password))
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
-    };
-    if ok {
+    if verify_password(broker, user, password).await {
         Step::Done {
             reply: Vec::new(),
             user: user.to_string(),
         }
     } else {
         Step::Fail {
-            message: INVALID.into(),
+            message: PLAIN_INVALID_CREDENTIALS.into(),
             user: Some(user.to_string()),
         }
     }

@@ -7,12 +7,19 @@ use std::time::Duration;
 use strom_broker::local::{ConsumeRequest, Local, NewRecord};
 use strom_broker::local_group::Assignment;
 
+use super::access::Access;
 use super::request::Request;
 use super::response::{Body, CommittedOut, MessageOut, TopicPartitionOut};
 
+/// Runs an authorized request (see [`super::access`]); `access` also filters `list_topics`.
 /// `client_host` is the peer's address, shown for group members in DescribeGroups.
-pub async fn handle(local: &Arc<Local>, request: Request, client_host: &str) -> Body {
-    match run(local, request, client_host).await {
+pub async fn handle(
+    local: &Arc<Local>,
+    request: Request,
+    client_host: &str,
+    access: &Access<'_>,
+) -> Body {
+    match run(local, request, client_host, access).await {
         Ok(body) => body,
         Err(e) => e.into(),
     }
@@ -29,6 +36,7 @@ async fn run(
     local: &Arc<Local>,
     request: Request,
     client_host: &str,
+    access: &Access<'_>,
 ) -> Result<Body, strom_broker::local::LocalError> {
     Ok(match request {
         Request::CreateTopic {
@@ -43,7 +51,12 @@ async fn run(
             }
         }
         Request::ListTopics => Body::ListTopics {
-            topics: local.list_topics().into_iter().map(Into::into).collect(),
+            topics: local
+                .list_topics()
+                .into_iter()
+                .filter(|t| access.may_describe_topic(&t.name))
+                .map(Into::into)
+                .collect(),
         },
         Request::DescribeTopic { topic } => {
             let d = local.describe_topic(&topic)?;
@@ -218,6 +231,11 @@ async fn run(
                 topic,
                 offsets,
             }
+        }
+        Request::Authenticate { .. } => {
+            return Err(strom_broker::local::LocalError::Invalid(
+                "authenticate is answered by the connection".into(),
+            ))
         }
     })
 }

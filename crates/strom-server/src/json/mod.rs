@@ -8,6 +8,9 @@
 //! - `response`: the response wire types and the error kinds.
 //! - `handler`: runs a request through [`strom_broker::local`], the broker's in-process API,
 //!   so JSON and Kafka clients share one log and one set of committed offsets.
+//! - `session`: who the connection is (`authenticate` on a SASL listener, the TLS client
+//!   certificate, or `User:ANONYMOUS`); `access`: the ACL check of each request, as the Kafka
+//!   API doing the same thing would make it.
 //! - this file: the listener and the per-connection loop.
 //!
 //! Bounds: at most `max.connections` JSON connections (a connection beyond it gets one error
@@ -17,24 +20,30 @@
 //! at most 10,000 messages and reads at most 4 MiB of batches. Requests on one connection run
 //! one at a time, which keeps the responses in order.
 
+mod access;
 mod framing;
 mod handler;
 mod request;
 mod response;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strom_broker::listeners::SecurityProtocol;
 use strom_broker::local::Local;
 use strom_broker::Broker;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::shutdown::Shutdown;
+use access::Access;
 use framing::{Frame, LineBuffer};
-use request::ParseError;
+use request::{ParseError, Request};
 use response::{code, Body};
+use session::Session;
 
 /// How much a connection reads at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -58,17 +67,39 @@ impl Limits {
     }
 }
 
-/// Serves JSON requests until shutdown.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Shutdown) {
-    let limits = Limits::from_broker(&broker);
-    serve_with(listener, Arc::new(Local::new(broker)), limits, shutdown).await
+/// How the `json.listen` listener is secured (`json.listener.security.protocol`).
+#[derive(Clone)]
+pub struct ListenerSecurity {
+    pub protocol: SecurityProtocol,
+    /// The broker's acceptor; required when `protocol` uses TLS.
+    pub tls: Option<TlsAcceptor>,
+    /// `ssl.handshake.timeout.ms`
+    pub handshake_timeout: Duration,
 }
 
-/// [`serve`] with explicit limits, over an existing [`Local`].
+impl ListenerSecurity {
+    pub fn plaintext() -> ListenerSecurity {
+        ListenerSecurity {
+            protocol: SecurityProtocol::Plaintext,
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves JSON requests until shutdown, in plaintext.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Shutdown) {
+    let limits = Limits::from_broker(&broker);
+    let local = Arc::new(Local::new(broker));
+    serve_with(listener, local, limits, ListenerSecurity::plaintext(), shutdown).await
+}
+
+/// [`serve`] with explicit limits and security, over an existing [`Local`].
 pub async fn serve_with(
     listener: TcpListener,
     local: Arc<Local>,
     limits: Limits,
+    security: ListenerSecurity,
     shutdown: Shutdown,
 ) {
     let refuse = |socket: &TcpStream| {
@@ -91,8 +122,49 @@ pub async fn serve_with(
         refuse,
         |socket, peer, shutdown| {
             let local = local.clone();
+            let security = security.clone();
             async move {
-                if let Err(e) = serve_connection(socket, peer, &local, limits, shutdown).await {
+                let _ = socket.set_nodelay(true);
+                let sasl = security.protocol.uses_sasl();
+                let host = peer.ip().to_string();
+                let ended = match security.tls.filter(|_| security.protocol.uses_tls()) {
+                    None => {
+                        let session = Session::new(sasl, None, host);
+                        serve_stream(socket, peer, &local, limits, shutdown, session).await
+                    }
+                    Some(tls) => {
+                        let accepted =
+                            tokio::time::timeout(security.handshake_timeout, tls.accept(socket));
+                        let stream = match accepted.await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer, error = %e, "closing JSON connection: TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::warn!(%peer, "closing JSON connection: TLS handshake not done in time (ssl.handshake.timeout.ms)");
+                                return;
+                            }
+                        };
+                        let certificate = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| crate::tls::principal_from_certificate(c.as_ref()));
+                        let principal = match certificate {
+                            None => None,
+                            Some(Some(p)) => Some(p),
+                            Some(None) => {
+                                tracing::warn!(%peer, "closing JSON connection: unreadable client certificate subject");
+                                return;
+                            }
+                        };
+                        let session = Session::new(sasl, principal, host);
+                        serve_stream(stream, peer, &local, limits, shutdown, session).await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "JSON connection ended");
                 }
             }
@@ -101,17 +173,31 @@ pub async fn serve_with(
     .await
 }
 
-/// Serves one JSON connection until the client closes it, it idles out, or shutdown. The
-/// Kafka listener hands over connections whose first byte is `{` here.
+/// Serves one plaintext JSON connection as `User:ANONYMOUS`: the Kafka listener hands over
+/// connections whose first byte is `{` here.
 pub async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
     local: &Arc<Local>,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
-    let (mut reader, writer) = socket.into_split();
+    let session = Session::new(false, None, peer.ip().to_string());
+    serve_stream(socket, peer, local, limits, shutdown, session).await
+}
+
+/// Serves one JSON connection until the client closes it, it idles out, a failed
+/// authentication closes it, or shutdown.
+async fn serve_stream<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    peer: SocketAddr,
+    local: &Arc<Local>,
+    limits: Limits,
+    mut shutdown: Shutdown,
+    mut session: Session,
+) -> std::io::Result<()> {
+    let (mut reader, writer) = tokio::io::split(stream);
     let mut writer = BufWriter::new(writer);
     let mut lines = LineBuffer::new(limits.max_line_bytes);
     let mut eof = false;
@@ -127,8 +213,12 @@ pub async fn serve_connection(
                 },
                 None => break,
             };
-            if let Some(response) = respond(local, frame, peer, limits).await {
+            if let Some(response) = respond(local, frame, peer, limits, &mut session).await {
                 writer.write_all(&response).await?;
+            }
+            if session.close {
+                writer.flush().await?;
+                return writer.shutdown().await;
             }
             idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
         }
@@ -161,6 +251,7 @@ async fn respond(
     frame: Frame,
     peer: SocketAddr,
     limits: Limits,
+    session: &mut Session,
 ) -> Option<Vec<u8>> {
     let line = match frame {
         Frame::TooLong => {
@@ -183,7 +274,25 @@ async fn respond(
     }
     let parsed = request::parse(&line);
     let body = match parsed.request {
-        Ok(req) => handler::handle(local, req, &peer.ip().to_string()).await,
+        Ok(Request::Authenticate {
+            mechanism,
+            username,
+            password,
+        }) => {
+            session
+                .authenticate(local.broker(), &mechanism, &username, &password.0)
+                .await
+        }
+        Ok(req) => match session.refuse_unauthenticated() {
+            Some(refusal) => refusal,
+            None => {
+                let access = Access::new(local.broker(), &session.principal, &session.host);
+                match access.check(local, &req) {
+                    Ok(()) => handler::handle(local, req, &session.host, &access).await,
+                    Err(denied) => denied,
+                }
+            }
+        },
         Err(ParseError::BadJson(m)) => Body::error(code::BAD_JSON, m),
         Err(ParseError::BadRequest(m)) => Body::error(code::BAD_REQUEST, m),
     };

@@ -83,6 +83,22 @@ pub enum Request {
         group: String,
         topic: String,
     },
+    /// The first request on a listener with `json.listener.security.protocol` SASL_*.
+    Authenticate {
+        mechanism: String,
+        username: String,
+        password: Secret,
+    },
+}
+
+/// A password: `Debug` never shows it, so a logged request cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Why a line is not a request. `BadJson` and `BadRequest` are the client's fault.
@@ -109,7 +125,7 @@ pub struct Parsed {
 }
 
 pub const TYPES: &str = "create_topic, list_topics, describe_topic, produce, consume, commit, \
-     position, join_group, heartbeat, leave_group, committed";
+     position, join_group, heartbeat, leave_group, committed, authenticate";
 
 pub fn parse(line: &[u8]) -> Parsed {
     let value: Value = match serde_json::from_slice(line) {
@@ -210,6 +226,11 @@ fn parse_object(map: Map<String, Value>) -> Result<Request, String> {
             topic: f.string("topic")?,
             partition: f.i32("partition")?,
             consumer_id: f.string("consumer_id")?,
+        },
+        "authenticate" => Request::Authenticate {
+            mechanism: f.string("mechanism")?,
+            username: f.string("username")?,
+            password: Secret(f.string("password")?),
         },
         other => {
             return Err(format!(

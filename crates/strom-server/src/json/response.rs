@@ -31,6 +31,12 @@ pub mod code {
     pub const GROUP_FULL: &str = "group_full";
     pub const NOT_ASSIGNED: &str = "not_assigned";
     pub const GROUP_ERROR: &str = "group_error";
+    pub const AUTHENTICATION_REQUIRED: &str = "authentication_required";
+    pub const AUTHENTICATION_FAILED: &str = "sasl_authentication_failed";
+    pub const UNSUPPORTED_SASL_MECHANISM: &str = "unsupported_sasl_mechanism";
+    pub const ILLEGAL_SASL_STATE: &str = "illegal_sasl_state";
+    pub const TOPIC_AUTHORIZATION_FAILED: &str = "topic_authorization_failed";
+    pub const GROUP_AUTHORIZATION_FAILED: &str = "group_authorization_failed";
 }
 
 #[derive(Serialize)]
@@ -111,6 +117,10 @@ pub enum Body {
         group: String,
         topic: String,
         offsets: Vec<CommittedOut>,
+    },
+    /// `authenticate` succeeded: the principal ACLs are now checked against.
+    Authenticate {
+        principal: String,
     },
 }
 

@@ -53,7 +53,7 @@ pub struct ConsumeArgs {
 pub async fn run(args: ConsumeArgs) -> Result<()> {
     let format = Format::parse(args.format.as_deref().unwrap_or("%s"));
     let config = ConsumerConfig {
-        client: client_config(),
+        client: client_config(&args.bootstrap)?,
         group_id: args.group.clone(),
         auto_offset_reset: if args.from_beginning {
             OffsetReset::Earliest

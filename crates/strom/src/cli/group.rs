@@ -32,7 +32,9 @@ pub struct DescribeArgs {
 pub async fn run(cmd: GroupCommand) -> Result<()> {
     match cmd {
         GroupCommand::List(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             let groups = admin.list_groups().await?;
             let mut out = std::io::stdout().lock();
             for g in groups {
@@ -40,7 +42,9 @@ pub async fn run(cmd: GroupCommand) -> Result<()> {
             }
         }
         GroupCommand::Describe(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             let d = admin.describe_group(&args.group).await?;
             if d.members.is_empty()
                 && d.offsets.is_empty()

@@ -48,7 +48,7 @@ fn parse_compression(s: &str) -> Result<CompressionType, String> {
 
 pub async fn run(args: ProduceArgs) -> Result<()> {
     let config = ProducerConfig {
-        client: client_config(),
+        client: client_config(&args.bootstrap)?,
         acks: args.acks,
         linger_ms: args.linger_ms,
         compression: args.compression,

@@ -103,14 +103,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {} ({})", spec.bind, spec.name))?;
         kafka_listeners.push((socket, spec.clone()));
     }
-    let tls = if config.listeners.iter().any(|l| l.protocol.uses_tls()) {
+    let json_tls = config.json_listen.is_some() && config.json_security_protocol.uses_tls();
+    let tls = if json_tls || config.listeners.iter().any(|l| l.protocol.uses_tls()) {
         Some(strom_server::tls::acceptor(&config.security).context("TLS listener")?)
     } else {
         None
     };
-    if config.security.authorizer_enabled && config.json_listen.is_some() {
-        anyhow::bail!("json.listen cannot be used with authorizer.class.name: JSON requests carry no principal, so they would bypass the ACLs");
-    }
     let json_listener = match config.json_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -169,10 +167,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .collect();
     let json = json_listener.map(|l| {
         let json_limits = strom_server::json::Limits::from_broker(&broker);
+        let json_security = strom_server::json::ListenerSecurity {
+            protocol: config.json_security_protocol,
+            tls: tls.clone(),
+            handshake_timeout: Duration::from_millis(config.security.handshake_timeout_ms),
+        };
         tokio::spawn(strom_server::json::serve_with(
             l,
             local_api.clone(),
             json_limits,
+            json_security,
             controller.subscribe(),
         ))
     });

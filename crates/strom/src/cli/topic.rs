@@ -56,7 +56,9 @@ pub struct NameArgs {
 pub async fn run(cmd: TopicCommand) -> Result<()> {
     match cmd {
         TopicCommand::Create(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             let topic = NewTopic {
                 name: args.name.clone(),
                 partitions: args.partitions,
@@ -72,7 +74,9 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             );
         }
         TopicCommand::List(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             let topics = admin.list_topics().await?;
             let mut out = std::io::stdout().lock();
             for t in topics.iter().filter(|t| args.internal || !t.internal) {
@@ -80,7 +84,9 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             }
         }
         TopicCommand::Describe(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             let d = admin.describe_topic(&args.name).await?;
             let mut out = std::io::stdout().lock();
             let rf = d.info.partitions.first().map_or(0, |p| p.replicas.len());
@@ -122,7 +128,9 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             }
         }
         TopicCommand::Delete(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             admin.delete_topic(&args.name).await?;
             println!("deleted topic {}", args.name);
         }

@@ -33,7 +33,9 @@ pub struct DescribeArgs {
 pub async fn run(cmd: TxnCommand) -> Result<()> {
     match cmd {
         TxnCommand::List(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             let rows: Vec<Vec<String>> = admin
                 .list_transactions()
                 .await?
@@ -48,7 +50,9 @@ pub async fn run(cmd: TxnCommand) -> Result<()> {
             )?;
         }
         TxnCommand::Describe(args) => {
-            let admin = Admin::connect_with(&args.bootstrap.bootstrap, client_config()).await?;
+            let admin =
+                Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
+                    .await?;
             let d = admin.describe_transaction(&args.transactional_id).await?;
             let mut out = std::io::stdout().lock();
             writeln!(

@@ -95,6 +95,7 @@ pub async fn serve_listener(
     let json_allowed = spec.protocol == SecurityProtocol::Plaintext && !security.authorizer_enabled;
     let handshake_timeout = std::time::Duration::from_millis(security.handshake_timeout_ms);
     let spec = Arc::new(spec);
+    let mapper = Arc::new(security.principal_mapper.clone());
     // Every Kafka listener counts as `kafka` in the connection metrics.
     crate::accept::accept_loop(
         listener,
@@ -107,6 +108,7 @@ pub async fn serve_listener(
             let spec = spec.clone();
             let tls = tls.clone();
             let limits = limits.clone();
+            let mapper = mapper.clone();
             async move {
                 let broker = local.broker().clone();
                 let mut ctx = RequestContext::anonymous(peer.ip().to_string());
@@ -133,10 +135,14 @@ pub async fn serve_listener(
                         .and_then(|c| c.first())
                         .map(|c| c.as_ref().to_vec());
                     if let Some(der) = certificate {
-                        match crate::tls::principal_from_certificate(&der) {
-                            Some(p) => ctx.principal = p.into(),
-                            None => {
-                                tracing::warn!(%peer, "closing connection: unreadable client certificate subject");
+                        let Some(subject) = crate::tls::certificate_subject(&der) else {
+                            tracing::warn!(%peer, "closing connection: unreadable client certificate subject");
+                            return;
+                        };
+                        match mapper.name(&subject) {
+                            Ok(name) => ctx.principal = format!("User:{name}").into(),
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "closing connection: no ssl.principal.mapping.rules rule applies to the client certificate");
                                 return;
                             }
                         }

@@ -464,6 +464,9 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
             crate::security::principal_mapping::PrincipalMapper::parse(v)?,
         )
     }),
+    ("ssl.reload.check.interval.ms", "5000", |c, v| {
+        put(&mut c.security.reload_check_interval_ms, parse(v)?)
+    }),
     ("ssl.handshake.timeout.ms", "10000", |c, v| {
         put(&mut c.security.handshake_timeout_ms, positive(parse(v)?)?)
     }),

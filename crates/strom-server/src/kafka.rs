@@ -30,10 +30,10 @@ use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 
 use crate::request_budget::{Held, RequestBudget};
 use crate::shutdown::Shutdown;
+use crate::tls_reload::ReloadableAcceptor;
 
 /// How much a connection reads at a time when its buffer is empty.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -84,7 +84,7 @@ pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shu
 pub async fn serve_listener(
     listener: TcpListener,
     spec: Listener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadableAcceptor>>,
     local: Arc<Local>,
     limits: Limits,
     shutdown: Shutdown,
@@ -114,7 +114,8 @@ pub async fn serve_listener(
                 let mut ctx = RequestContext::anonymous(peer.ip().to_string());
                 ctx.advertised = Some((spec.advertised_host.clone(), spec.advertised_port));
                 let sasl = spec.protocol.uses_sasl();
-                if let Some(tls) = tls.filter(|_| spec.protocol.uses_tls()) {
+                // The certificate of the moment: a reload affects only later connections.
+                if let Some(tls) = tls.filter(|_| spec.protocol.uses_tls()).map(|t| t.current()) {
                     let _ = socket.set_nodelay(true);
                     let stream =
                         match tokio::time::timeout(handshake_timeout, tls.accept(socket)).await {

@@ -6,7 +6,8 @@
 //! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
 //! listeners share), [`kafka`] (listener and connection), [`request_budget`]
 //! (`queued.max.request.bytes`), [`json`] (the JSON protocol listener), [`tls`] (the rustls
-//! acceptor and certificate principals), [`http`] (metrics, health, the JSON API and the web
+//! acceptor and certificate subjects), [`tls_reload`] (certificate reload on SIGHUP or a
+//! changed file), [`http`] (metrics, health, the JSON API and the web
 //! console; no authentication yet).
 
 pub mod accept;
@@ -16,5 +17,6 @@ pub mod kafka;
 pub mod request_budget;
 pub mod shutdown;
 pub mod tls;
+pub mod tls_reload;
 
 pub use shutdown::{Shutdown, ShutdownController};

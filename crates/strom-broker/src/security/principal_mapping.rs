@@ -302,13 +302,19 @@ mod tests {
              RULE:^cn=(.*?),ou=(.*?),dc=(.*?),dc=(.*?)$/$1@$2/U, \
              RULE:^.*[Cc][Nn]=([a-zA-Z0-9.]*).*$/$1/U, DEFAULT",
         );
-        assert_eq!(m.name("CN=Duke,OU=ServiceUsers,O=Org,C=US").unwrap(), "duke");
+        assert_eq!(
+            m.name("CN=Duke,OU=ServiceUsers,O=Org,C=US").unwrap(),
+            "duke"
+        );
         assert_eq!(
             m.name("CN=Duke,OU=SME,O=mycp,L=Fulton,ST=MD,C=US").unwrap(),
             "duke@sme"
         );
         assert_eq!(m.name("cn=duke,ou=sme,dc=mycp,dc=com").unwrap(), "DUKE@SME");
-        assert_eq!(m.name("cN=duke,OU=JavaSoft,O=Sun Microsystems").unwrap(), "DUKE");
+        assert_eq!(
+            m.name("cN=duke,OU=JavaSoft,O=Sun Microsystems").unwrap(),
+            "DUKE"
+        );
         assert_eq!(
             m.name("OU=JavaSoft,O=Sun Microsystems,C=US").unwrap(),
             "OU=JavaSoft,O=Sun Microsystems,C=US"

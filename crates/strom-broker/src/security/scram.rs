@@ -305,7 +305,9 @@ mod tests {
         client_first_bare: &str,
         server_first: &str,
     ) -> String {
-        client_final_with(m, password, client_first_bare, server_first, &|n| n.to_string())
+        client_final_with(m, password, client_first_bare, server_first, &|n| {
+            n.to_string()
+        })
     }
 
     /// The same, sending `final_nonce(server nonce)` as the final message's nonce.

@@ -93,7 +93,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         kafka_listeners.push((socket, spec.clone()));
     }
     let tls = if config.listeners.iter().any(|l| l.protocol.uses_tls()) {
-        Some(strom_server::tls::acceptor(&config.security).context("TLS listener")?)
+        Some(
+            strom_server::tls_reload::ReloadableAcceptor::new(&config.security)
+                .context("TLS listener")?,
+        )
     } else {
         None
     };
@@ -166,6 +169,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ))
     });
 
+    if let Some(tls) = &tls {
+        let every = config.security.reload_check_interval_ms;
+        tokio::spawn(strom_server::tls_reload::watch(
+            tls.clone(),
+            (every > 0).then(|| Duration::from_millis(every)),
+            controller.subscribe(),
+        ));
+    }
     http_state.set_ready(local_api.clone());
 
     wait_for_signal().await;

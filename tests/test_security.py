@@ -4,7 +4,7 @@ codes, driven by confluent-kafka (librdkafka) and kafka-python.
 
 One broker per test with four listeners: PLAINTEXT (the admin listener; its principal
 User:ANONYMOUS is a super user), SASL_SSL, SSL (client certificate requested) and
-SASL_PLAINTEXT. Certificates come from the openssl CLI.
+SASL_PLAINTEXT. Certificates come from the openssl CLI (tests/tlscerts.py).
 """
 
 import socket
@@ -31,6 +31,7 @@ from confluent_kafka.admin import (
 import helpers
 from httpcheck import sample, scrape
 from conftest import Broker, free_port, strom_bin
+from tlscerts import make_certs
 from kafka import KafkaAdminClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,27 +39,9 @@ pytestmark = pytest.mark.timeout(120)
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-            "-days", "2", "-subj", "/CN=Strom Test CA", cwd=d)
-
-    def issue(name, subject, ext):
-        (d / f"{name}.ext").write_text(ext)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", subject, cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-
-    issue("server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    issue("carol", "/O=Strom/CN=carol", "extendedKeyUsage=clientAuth\n")
-    (d / "keystore.pem").write_text((d / "server.key").read_text() + (d / "server.pem").read_text())
-    return d
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 'use strict';
 const { Kafka, logLevel } = require('kafkajs');
 
-function client(bootstrap, clientId) {
+// `options` adds to the client's settings (e.g. `ssl` and `sasl` for a secure listener).
+function client(bootstrap, clientId, options = {}) {
   return new Kafka({
     clientId,
     brokers: [bootstrap],
     logLevel: logLevel.ERROR,
     retry: { retries: 5, initialRetryTime: 100 },
+    ...options,
   });
 }
 

@@ -509,11 +509,14 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("ssl.client.auth", "none", |c, v| {
         put(&mut c.security.client_auth, parse(v)?)
     }),
-    ("ssl.principal.mapping.rules", "DEFAULT", |_, v| {
-        match v.trim() {
-            "DEFAULT" => Ok(()),
-            _ => Err("only DEFAULT (the certificate subject as the principal) is supported".into()),
-        }
+    ("ssl.principal.mapping.rules", "DEFAULT", |c, v| {
+        put(
+            &mut c.security.principal_mapper,
+            crate::security::principal_mapping::PrincipalMapper::parse(v)?,
+        )
+    }),
+    ("ssl.reload.check.interval.ms", "5000", |c, v| {
+        put(&mut c.security.reload_check_interval_ms, parse(v)?)
     }),
     ("ssl.handshake.timeout.ms", "10000", |c, v| {
         put(&mut c.security.handshake_timeout_ms, positive(parse(v)?)?)

@@ -30,10 +30,10 @@ use strom_protocol::frame::{check_frame, SIZE_PREFIX_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 
 use crate::request_budget::{Held, RequestBudget};
 use crate::shutdown::Shutdown;
+use crate::tls_reload::ReloadableAcceptor;
 
 /// How much a connection reads at a time when its buffer is empty.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -84,7 +84,7 @@ pub async fn serve(listener: TcpListener, local: Arc<Local>, limits: Limits, shu
 pub async fn serve_listener(
     listener: TcpListener,
     spec: Listener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadableAcceptor>>,
     local: Arc<Local>,
     limits: Limits,
     shutdown: Shutdown,
@@ -95,6 +95,7 @@ pub async fn serve_listener(
     let json_allowed = spec.protocol == SecurityProtocol::Plaintext;
     let handshake_timeout = std::time::Duration::from_millis(security.handshake_timeout_ms);
     let spec = Arc::new(spec);
+    let mapper = Arc::new(security.principal_mapper.clone());
     // Every Kafka listener counts as `kafka` in the connection metrics.
     crate::accept::accept_loop(
         listener,
@@ -107,12 +108,14 @@ pub async fn serve_listener(
             let spec = spec.clone();
             let tls = tls.clone();
             let limits = limits.clone();
+            let mapper = mapper.clone();
             async move {
                 let broker = local.broker().clone();
                 let mut ctx = RequestContext::anonymous(peer.ip().to_string());
                 ctx.advertised = Some((spec.advertised_host.clone(), spec.advertised_port));
                 let sasl = spec.protocol.uses_sasl();
-                if let Some(tls) = tls.filter(|_| spec.protocol.uses_tls()) {
+                // The certificate of the moment: a reload affects only later connections.
+                if let Some(tls) = tls.filter(|_| spec.protocol.uses_tls()).map(|t| t.current()) {
                     let _ = socket.set_nodelay(true);
                     let stream =
                         match tokio::time::timeout(handshake_timeout, tls.accept(socket)).await {
@@ -133,10 +136,14 @@ pub async fn serve_listener(
                         .and_then(|c| c.first())
                         .map(|c| c.as_ref().to_vec());
                     if let Some(der) = certificate {
-                        match crate::tls::principal_from_certificate(&der) {
-                            Some(p) => ctx.principal = p.into(),
-                            None => {
-                                tracing::warn!(%peer, "closing connection: unreadable client certificate subject");
+                        let Some(subject) = crate::tls::certificate_subject(&der) else {
+                            tracing::warn!(%peer, "closing connection: unreadable client certificate subject");
+                            return;
+                        };
+                        match mapper.name(&subject) {
+                            Ok(name) => ctx.principal = format!("User:{name}").into(),
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "closing connection: no ssl.principal.mapping.rules rule applies to the client certificate");
                                 return;
                             }
                         }

@@ -6,8 +6,9 @@
 //! Layout: [`shutdown`] (the signal), [`accept`] (the accept loop and connection bound both
 //! listeners share), [`kafka`] (listener and connection), [`request_budget`]
 //! (`queued.max.request.bytes`), [`json`] (the JSON protocol listener), [`tls`] (the rustls
-//! acceptor and certificate principals), [`http`] (metrics, health, the JSON API and the web
-//! console, with an HTTP Basic login and the Kafka ACLs when security is on, and HTTPS).
+//! acceptor and certificate subjects), [`tls_reload`] (certificate reload on SIGHUP or a
+//! changed file), [`http`] (metrics, health, the JSON API and the web console, with an HTTP
+//! Basic login and the Kafka ACLs when security is on, and HTTPS).
 
 pub mod accept;
 pub mod http;
@@ -16,5 +17,6 @@ pub mod kafka;
 pub mod request_budget;
 pub mod shutdown;
 pub mod tls;
+pub mod tls_reload;
 
 pub use shutdown::{Shutdown, ShutdownController};

@@ -4,8 +4,9 @@
 //! `ssl.truststore.location` (or `ssl.truststore.certificates`) when `ssl.client.auth` is
 //! `requested` or `required`. TLS 1.2 and 1.3.
 //!
-//! The principal of a connection with a client certificate is `User:` and the certificate's
-//! subject in RFC 2253 form (`CN=alice,OU=eng,O=Example`), as Kafka's DEFAULT mapping gives.
+//! The principal of a connection with a client certificate is `User:` and the name that
+//! `ssl.principal.mapping.rules` makes of the certificate's subject in RFC 2253 form
+//! (`CN=alice,OU=eng,O=Example`, unchanged under the DEFAULT rule).
 
 use std::sync::Arc;
 
@@ -167,9 +168,9 @@ fn escape(value: &str) -> String {
     out
 }
 
-/// The principal for a client certificate: `User:` + its subject in RFC 2253 form (the most
-/// specific RDN first, as Java writes it).
-pub fn principal_from_certificate(der: &[u8]) -> Option<String> {
+/// A client certificate's subject in RFC 2253 form (the most specific RDN first, as Java's
+/// `X500Principal.getName()` writes it): what the principal mapping rules apply to.
+pub fn certificate_subject(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let rdns: Vec<String> = cert
         .subject()
@@ -192,7 +193,7 @@ pub fn principal_from_certificate(der: &[u8]) -> Option<String> {
         })
         .collect();
     let subject: Vec<String> = rdns.into_iter().rev().collect();
-    Some(format!("User:{}", subject.join(",")))
+    Some(subject.join(","))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -264,8 +264,14 @@ impl ServerExchange {
         if binding != Some(B64.encode(&self.first.gs2_header).as_str()) {
             return Err(ScramError::Malformed("channel binding does not match"));
         }
-        if nonce != Some(self.nonce.as_str()) {
-            return Err(ScramError::Malformed("nonce does not match"));
+        // Kafka's ScramSaslServer accepts a final nonce that *ends with* the server's, not
+        // only an equal one, and librdkafka before 2.1 relies on that: it sends the client
+        // nonce followed by the whole server nonce (which already starts with it). The proof
+        // is computed over the message as sent, so this loosens nothing that matters.
+        if !nonce.is_some_and(|n| n.ends_with(self.nonce.as_str())) {
+            return Err(ScramError::Malformed(
+                "Invalid client nonce in the final client message.",
+            ));
         }
         let proof = B64
             .decode(proof)
@@ -299,6 +305,19 @@ mod tests {
         client_first_bare: &str,
         server_first: &str,
     ) -> String {
+        client_final_with(m, password, client_first_bare, server_first, &|n| {
+            n.to_string()
+        })
+    }
+
+    /// The same, sending `final_nonce(server nonce)` as the final message's nonce.
+    fn client_final_with(
+        m: Mechanism,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        final_nonce: &dyn Fn(&str) -> String,
+    ) -> String {
         let mut salt = None;
         let mut iterations = 0;
         let mut nonce = "";
@@ -314,7 +333,7 @@ mod tests {
         let salted = salted_password(m, password.as_bytes(), &salt.unwrap(), iterations);
         let client_key = hmac_of(m, &salted, b"Client Key");
         let stored_key = hash(m, &client_key);
-        let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
+        let without_proof = format!("c={},r={}", B64.encode("n,,"), final_nonce(nonce));
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let sig = hmac_of(m, &stored_key, auth.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
@@ -376,6 +395,28 @@ mod tests {
         assert_eq!(
             server_final,
             b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()
+        );
+    }
+
+    /// kcat 1.7 (librdkafka 2.0) failed with "nonce does not match": its final message
+    /// carries the client nonce followed by the whole server nonce. Kafka accepts a final
+    /// nonce that ends with the server's; so do we, and anything else is still refused.
+    #[test]
+    fn a_final_nonce_ending_with_the_server_nonce_is_accepted_as_kafka_does() {
+        let m = Mechanism::ScramSha256;
+        let run = |final_nonce: &dyn Fn(&str) -> String| {
+            let credential = ScramCredential::from_password(m, "pencil", MIN_ITERATIONS);
+            let bare = "n=user,r=clientnonce";
+            let first = parse_client_first(format!("n,,{bare}").as_bytes()).unwrap();
+            let (server, server_first) = ServerExchange::start(m, first, credential);
+            let server_first = String::from_utf8(server_first).unwrap();
+            let fin = client_final_with(m, "pencil", bare, &server_first, final_nonce);
+            server.finish(fin.as_bytes())
+        };
+        assert!(run(&|s| format!("clientnonce{s}")).is_ok());
+        assert_eq!(
+            run(&|s| format!("x{}", &s[1..])).unwrap_err(),
+            ScramError::Malformed("Invalid client nonce in the final client message.")
         );
     }
 

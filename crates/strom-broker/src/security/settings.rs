@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use super::principal_mapping::PrincipalMapper;
+
 /// Kafka's class name for its authorizer; naming it (or our alias) turns enforcement on.
 pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 /// Kafka's older ZooKeeper-era class name, accepted too so old `server.properties` work.
@@ -145,6 +147,11 @@ pub struct SecuritySettings {
     pub truststore_certificates: Option<String>,
     /// `ssl.client.auth`
     pub client_auth: ClientAuth,
+    /// `ssl.principal.mapping.rules`: certificate subject to principal name.
+    pub principal_mapper: PrincipalMapper,
+    /// `ssl.reload.check.interval.ms` (ours): how often the keystore and truststore files
+    /// are checked for a change to reload (0: only on SIGHUP).
+    pub reload_check_interval_ms: u64,
     /// `ssl.handshake.timeout.ms` (ours): a TLS handshake not done by then closes the
     /// connection, so a client that never finishes one cannot hold a slot.
     pub handshake_timeout_ms: u64,
@@ -186,6 +193,8 @@ impl Default for SecuritySettings {
             truststore_location: None,
             truststore_certificates: None,
             client_auth: ClientAuth::None,
+            principal_mapper: PrincipalMapper::default(),
+            reload_check_interval_ms: 5_000,
             handshake_timeout_ms: 10_000,
             sasl_mechanisms: Mechanism::SCRAM.to_vec(),
             failed_authentication_delay_ms: 100,

@@ -36,7 +36,6 @@ use strom_broker::local::Local;
 use strom_broker::Broker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 
 use crate::shutdown::Shutdown;
 use access::Access;
@@ -72,7 +71,7 @@ impl Limits {
 pub struct ListenerSecurity {
     pub protocol: SecurityProtocol,
     /// The broker's acceptor; required when `protocol` uses TLS.
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Arc<crate::tls_reload::ReloadableAcceptor>>,
     /// `ssl.handshake.timeout.ms`
     pub handshake_timeout: Duration,
 }
@@ -127,7 +126,9 @@ pub async fn serve_with(
                 let _ = socket.set_nodelay(true);
                 let sasl = security.protocol.uses_sasl();
                 let host = peer.ip().to_string();
-                let ended = match security.tls.filter(|_| security.protocol.uses_tls()) {
+                // The certificate of the moment: a reload affects only later connections.
+                let tls = security.tls.as_ref().filter(|_| security.protocol.uses_tls());
+                let ended = match tls.map(|t| t.current()) {
                     None => {
                         let session = Session::new(sasl, None, host);
                         serve_stream(socket, peer, &local, limits, shutdown, session).await
@@ -151,10 +152,16 @@ pub async fn serve_with(
                             .1
                             .peer_certificates()
                             .and_then(|c| c.first())
-                            .map(|c| crate::tls::principal_from_certificate(c.as_ref()));
+                            .map(|c| crate::tls::certificate_subject(c.as_ref()));
                         let principal = match certificate {
                             None => None,
-                            Some(Some(p)) => Some(p),
+                            Some(Some(subject)) => match local.broker().config.security.principal_mapper.name(&subject) {
+                                Ok(name) => Some(format!("User:{name}")),
+                                Err(e) => {
+                                    tracing::warn!(%peer, error = %e, "closing JSON connection: no ssl.principal.mapping.rules rule applies to the client certificate");
+                                    return;
+                                }
+                            },
                             Some(None) => {
                                 tracing::warn!(%peer, "closing JSON connection: unreadable client certificate subject");
                                 return;

@@ -105,7 +105,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let json_tls = config.json_listen.is_some() && config.json_security_protocol.uses_tls();
     let tls = if json_tls || config.listeners.iter().any(|l| l.protocol.uses_tls()) {
-        Some(strom_server::tls::acceptor(&config.security).context("TLS listener")?)
+        Some(
+            strom_server::tls_reload::ReloadableAcceptor::new(&config.security)
+                .context("TLS listener")?,
+        )
     } else {
         None
     };
@@ -181,6 +184,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ))
     });
 
+    if let Some(tls) = &tls {
+        let every = config.security.reload_check_interval_ms;
+        tokio::spawn(strom_server::tls_reload::watch(
+            tls.clone(),
+            (every > 0).then(|| Duration::from_millis(every)),
+            controller.subscribe(),
+        ));
+    }
     http_state.set_ready(local_api.clone());
 
     wait_for_signal().await;

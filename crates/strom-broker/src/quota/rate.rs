@@ -1,8 +1,7 @@
 //! A rate measured over `quota.window.num` samples of `quota.window.size.seconds` each, as
 //! Kafka's `Rate` over a `SampledStat`: a value is added to the current sample; the rate is
-//! the sum of the samples not yet expired divided by the time they span, which is never taken
-//! as less than `num - 1` whole windows (so a fresh sensor does not see a burst as a huge
-//! rate). From how far the rate is over its bound comes the throttle time, as Kafka's
+//! the sum of the samples not yet expired divided by the time they span, counted as at least
+//! `num - 1` whole windows (so a fresh sensor does not see a burst as a huge rate). From how far the rate is over its bound comes the throttle time, as Kafka's
 //! `QuotaUtils.throttleTime`: long enough that the rate falls back to the bound.
 
 /// One sample: the window it started in and what was recorded during it.
@@ -65,8 +64,8 @@ impl Rate {
         total * 1000.0 / self.elapsed_ms(now_ms) as f64
     }
 
-    /// Kafka's `Rate.windowSize`: the time since the oldest live sample began, at least
-    /// `num - 1` whole windows.
+    /// Kafka's `Rate.windowSize`: the time since the oldest live sample began, plus a whole
+    /// window for each of the `num - 1` it has not yet seen complete.
     fn elapsed_ms(&self, now_ms: u64) -> u64 {
         let oldest = self
             .samples
@@ -76,8 +75,10 @@ impl Rate {
             .min()
             .unwrap_or(now_ms);
         let elapsed = now_ms.saturating_sub(oldest);
-        let min_ms = self.window_ms * (self.samples.len() as u64 - 1);
-        elapsed.max(min_ms).max(1)
+        let full_windows = elapsed / self.window_ms;
+        let min_full_windows = self.samples.len() as u64 - 1;
+        let missing = min_full_windows.saturating_sub(full_windows);
+        (elapsed + missing * self.window_ms).max(1)
     }
 
     /// How long to hold the client so that the rate falls back to `bound` per second; 0

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub struct RequestContext {
     /// The advertised address of the listener the request came in on (Metadata answers
     /// with it); `None` uses the first listener's.
     pub advertised: Option<(String, i32)>,
+    /// How long the connection should stop reading after this request's response (a quota
+    /// throttle, KIP-219); set by the handlers, taken by the connection.
+    pub mute_ms: Arc<AtomicU64>,
 }
 
 impl RequestContext {
@@ -48,7 +52,19 @@ impl RequestContext {
             client_host: client_host.into(),
             principal: crate::security::session::ANONYMOUS.into(),
             advertised: None,
+            mute_ms: Arc::default(),
         }
+    }
+
+    /// Asks the connection to stop reading for `ms` after this response (the longest of
+    /// several throttles wins).
+    pub fn throttle(&self, ms: u64) {
+        self.mute_ms.fetch_max(ms, Relaxed);
+    }
+
+    /// The throttle set by the last request, cleared.
+    pub fn take_mute_ms(&self) -> u64 {
+        self.mute_ms.swap(0, Relaxed)
     }
 }
 
@@ -68,6 +84,8 @@ pub struct Broker {
     pub txn: crate::txn::TxnCoordinator,
     /// Incremental fetch sessions (KIP-227).
     pub fetch_sessions: crate::fetch_sessions::FetchSessions,
+    /// Client quotas and per-address connection limits.
+    pub quotas: Arc<crate::quota::Quotas>,
     /// Cluster mode only (`controller.quorum.voters` set), once started.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     shutdown: watch::Sender<bool>,
@@ -137,6 +155,10 @@ impl Broker {
             )
             .map_err(|e| dir_err(e.to_string()))?,
         );
+        let quotas = Arc::new(
+            crate::quota::Quotas::open(&config.data_dir.join(META_DIR), &config)
+                .map_err(|e| dir_err(e.to_string()))?,
+        );
         let topics = Arc::new(Topics::load(config.clone()).map_err(|e| dir_err(e.to_string()))?);
         let group_config = GroupConfig {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -180,6 +202,7 @@ impl Broker {
             users,
             authorizer,
             txn,
+            quotas,
             cluster: std::sync::OnceLock::new(),
             shutdown,
         });

@@ -115,6 +115,16 @@ pub struct BrokerConfig {
     pub group_commit_ms: u64,
     /// `max.connections`: concurrent client connections per listener.
     pub max_connections: usize,
+    /// `max.connections.per.ip`: concurrent client connections from one address, over all
+    /// listeners (Kafka's default, 2147483647, is no bound in practice).
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: `ip:count,...`, a bound per address that replaces
+    /// `max.connections.per.ip` for it.
+    pub max_connections_per_ip_overrides: Vec<(std::net::IpAddr, usize)>,
+    /// `quota.window.num`: how many samples a client quota's rate is measured over.
+    pub quota_window_num: u32,
+    /// `quota.window.size.seconds`: the length of one such sample.
+    pub quota_window_size_seconds: u32,
     /// `queued.max.requests`: requests read ahead but not yet answered, per connection.
     pub queued_max_requests: usize,
     /// `queued.max.request.bytes`: bytes of requests read ahead but not yet answered, over all
@@ -253,6 +263,25 @@ fn parse_bool(v: &str) -> Result<bool, String> {
         "false" => Ok(false),
         other => Err(format!("expected true or false, got {other:?}")),
     }
+}
+
+/// `max.connections.per.ip.overrides`: `ip:count` pairs separated by commas (an IPv6
+/// address is everything before the last colon).
+fn parse_ip_overrides(v: &str) -> Result<Vec<(std::net::IpAddr, usize)>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (ip, count) = pair
+                .rsplit_once(':')
+                .ok_or_else(|| format!("expected ip:count, got {pair:?}"))?;
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            let ip = ip
+                .parse()
+                .map_err(|_| format!("{ip:?} is not an IP address"))?;
+            Ok((ip, parse(count)?))
+        })
+        .collect()
 }
 
 fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T) -> Result<T, String> {
@@ -407,6 +436,21 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("max.connections", "10000", |c, v| {
         put(&mut c.max_connections, positive(parse(v)?)?)
+    }),
+    ("max.connections.per.ip", "2147483647", |c, v| {
+        put(&mut c.max_connections_per_ip, positive(parse(v)?)?)
+    }),
+    ("max.connections.per.ip.overrides", "", |c, v| {
+        put(
+            &mut c.max_connections_per_ip_overrides,
+            parse_ip_overrides(v)?,
+        )
+    }),
+    ("quota.window.num", "11", |c, v| {
+        put(&mut c.quota_window_num, positive(parse(v)?)?)
+    }),
+    ("quota.window.size.seconds", "1", |c, v| {
+        put(&mut c.quota_window_size_seconds, positive(parse(v)?)?)
     }),
     ("queued.max.requests", "500", |c, v| {
         put(&mut c.queued_max_requests, positive(parse(v)?)?)
@@ -792,6 +836,10 @@ fn placeholder() -> BrokerConfig {
         transaction_cleanup_interval_ms: 0,
         group_commit_ms: 0,
         max_connections: 0,
+        max_connections_per_ip: 0,
+        max_connections_per_ip_overrides: Vec::new(),
+        quota_window_num: 0,
+        quota_window_size_seconds: 0,
         queued_max_requests: 0,
         queued_max_request_bytes: 0,
         fetch_max_bytes: 0,

@@ -13,6 +13,8 @@
 //! - [`background`]: retention and periodic flushing.
 //! - [`listeners`] and [`security`]: Kafka-style listeners; TLS settings, SASL sessions,
 //!   SCRAM users and the ACL authorizer.
+//! - [`quota`]: client quotas (byte rates, request time, connection rates) and per-address
+//!   connection limits; throttling as Kafka's KIP-219.
 //! - [`metrics`]: request counters and histograms (atomics) and the Prometheus exposition.
 //! - [`cluster`]: cluster mode (metadata quorum, Kafka-style partition replication); absent
 //!   on a single node.
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_snapshot;
 pub mod producer_state;
+pub mod quota;
 mod record_checks;
 pub mod recovery_point;
 pub mod security;

@@ -55,6 +55,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DeleteAcls, 1, 3),
     r(ApiKey::DescribeUserScramCredentials, 0, 0),
     r(ApiKey::AlterUserScramCredentials, 0, 0),
+    r(ApiKey::DescribeClientQuotas, 0, 1),
+    r(ApiKey::AlterClientQuotas, 0, 1),
     r(ApiKey::AddPartitionsToTxn, 0, 5),
     r(ApiKey::AddOffsetsToTxn, 0, 4),
     r(ApiKey::EndTxn, 0, 4),

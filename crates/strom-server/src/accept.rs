@@ -1,6 +1,7 @@
-//! The accept loop both listeners share: accept until shutdown, bound the connections by
-//! `max.connections` (one more is refused at once, never queued), back off on accept errors,
-//! and run each connection in its own task holding its slot until it ends.
+//! The accept loop the listeners share: accept until shutdown, bound the connections by
+//! `max.connections` (one more is refused at once, never queued), let the listener refuse a
+//! peer by its own rules (the Kafka listener's limits per address), back off on accept
+//! errors, and run each connection in its own task holding its slots until it ends.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,12 +24,41 @@ pub async fn accept_loop<S, F>(
     listener: TcpListener,
     listener_name: &'static str,
     max_connections: usize,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     refuse: impl Fn(&TcpStream),
     serve: S,
 ) where
     S: Fn(TcpStream, SocketAddr, Shutdown) -> F,
     F: Future<Output = ()> + Send + 'static,
+{
+    let admit_all = |_: SocketAddr| Ok(());
+    accept_loop_admitting(
+        listener,
+        listener_name,
+        max_connections,
+        shutdown,
+        refuse,
+        admit_all,
+        serve,
+    )
+    .await
+}
+
+/// [`accept_loop`], where `admit` may also refuse a peer (saying why, for the log line) or
+/// admit it with a guard the connection holds until it ends.
+pub async fn accept_loop_admitting<S, F, A, G>(
+    listener: TcpListener,
+    listener_name: &'static str,
+    max_connections: usize,
+    mut shutdown: Shutdown,
+    refuse: impl Fn(&TcpStream),
+    admit: A,
+    serve: S,
+) where
+    S: Fn(TcpStream, SocketAddr, Shutdown) -> F,
+    F: Future<Output = ()> + Send + 'static,
+    A: Fn(SocketAddr) -> Result<G, String>,
+    G: Send + 'static,
 {
     let connections = Arc::new(Semaphore::new(max_connections));
     loop {
@@ -50,11 +80,20 @@ pub async fn accept_loop<S, F>(
             refuse(&socket);
             continue;
         };
+        let admitted = match admit(peer) {
+            Ok(guard) => guard,
+            Err(reason) => {
+                tracing::warn!(listener = listener_name, %peer, %reason, "refusing connection");
+                METRICS.connection_refused(listener_name);
+                continue;
+            }
+        };
         METRICS.connection_accepted(listener_name);
         let connection = serve(socket, peer, shutdown.clone());
         tokio::spawn(async move {
             connection.await;
             METRICS.connection_closed(listener_name);
+            drop(admitted);
             drop(permit);
         });
     }

@@ -96,13 +96,16 @@ pub async fn serve_listener(
     let handshake_timeout = std::time::Duration::from_millis(security.handshake_timeout_ms);
     let spec = Arc::new(spec);
     let mapper = Arc::new(security.principal_mapper.clone());
-    // Every Kafka listener counts as `kafka` in the connection metrics.
-    crate::accept::accept_loop(
+    // Every Kafka listener counts as `kafka` in the connection metrics; the limits per
+    // address (`max.connections.per.ip`, `connection_creation_rate`) span all of them.
+    let quotas = local.broker().quotas.clone();
+    crate::accept::accept_loop_admitting(
         listener,
         "kafka",
         limits.max_connections,
         shutdown,
         refuse,
+        |peer: SocketAddr| quotas.connections.open(peer.ip()),
         |socket, peer, shutdown| {
             let local = local.clone();
             let spec = spec.clone();
@@ -262,6 +265,16 @@ async fn serve_connection<R, W>(
                     }
                     if tx.send((reply, timer, held)).await.is_err() || session.must_close() {
                         break 'conn;
+                    }
+                    // A quota throttle (KIP-219): the response is on its way; read nothing
+                    // more from this client until the throttle time has passed.
+                    let mute_ms = session.ctx.take_mute_ms();
+                    if mute_ms > 0 {
+                        let muted = std::time::Duration::from_millis(mute_ms);
+                        tokio::select! {
+                            _ = tokio::time::sleep(muted) => {}
+                            _ = shutdown.wait() => break 'conn,
+                        }
                     }
                 }
                 Ok(None) => break,

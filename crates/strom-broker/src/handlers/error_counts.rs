@@ -45,6 +45,7 @@ top_level!(
     SaslHandshakeResponse,
     SaslAuthenticateResponse,
     DescribeAclsResponse,
+    DescribeClientQuotasResponse,
 );
 
 impl ErrorCodes for FetchResponse {
@@ -221,6 +222,12 @@ impl ErrorCodes for DescribeUserScramCredentialsResponse {
 impl ErrorCodes for AlterUserScramCredentialsResponse {
     fn error_codes(&self, f: &mut dyn FnMut(i16)) {
         self.results.iter().for_each(|r| f(r.error_code));
+    }
+}
+
+impl ErrorCodes for AlterClientQuotasResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        self.entries.iter().for_each(|e| f(e.error_code));
     }
 }
 

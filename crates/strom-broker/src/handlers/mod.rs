@@ -7,6 +7,7 @@ pub mod admin_acls;
 pub mod admin_topics;
 pub mod api_versions;
 pub mod authz;
+pub mod client_quotas;
 pub mod config_acls;
 pub mod configs;
 pub mod error_counts;
@@ -22,6 +23,7 @@ pub mod produce;
 pub mod producer_id;
 pub mod producers;
 pub mod scram_users;
+pub mod throttle;
 pub mod txn;
 pub mod txn_acls;
 
@@ -60,7 +62,32 @@ pub fn ready<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::
     }
 }
 
+/// Handles one request, timing it against `request_percentage` when such a quota is set.
+/// A fetch's time is not recorded: most of it is the long-poll wait, which Kafka keeps in
+/// purgatory, outside the handler threads whose time the quota shares out.
 pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestContext) -> Reply {
+    let timed = broker.quotas.active(crate::quota::Kind::Request) && req.api_key != ApiKey::Fetch;
+    if !timed {
+        return dispatch_api(broker, req, ctx).await;
+    }
+    let client_id = client_id(&req);
+    let started = std::time::Instant::now();
+    let reply = dispatch_api(broker, req, ctx).await;
+    let who = throttle::QuotaClient::new(ctx, &client_id);
+    throttle::request_time(broker, ctx, &who, started.elapsed());
+    reply
+}
+
+fn client_id(req: &DecodedHeader) -> String {
+    req.header
+        .client_id
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+async fn dispatch_api(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestContext) -> Reply {
+    let client_id = client_id(&req);
     let DecodedHeader {
         api_key,
         header,
@@ -68,11 +95,7 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
     } = req;
     let v = header.request_api_version;
     let corr = header.correlation_id;
-    let client_id = header
-        .client_id
-        .as_ref()
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let who = throttle::QuotaClient::new(ctx, &client_id);
     macro_rules! handle {
         ($req:ty, |$r:ident| $call:expr) => {{
             let $r: $req = match decode(&mut body, v, api_key) {
@@ -94,13 +117,24 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::Metadata => handle!(MetadataRequest, |r| metadata::handle(broker, r, v, ctx)
             .await),
         ApiKey::Produce => {
+            let bytes = body.len();
             let r: ProduceRequest = match decode(&mut body, v, api_key) {
                 Ok(r) => r,
                 Err(reply) => return reply,
             };
-            produce::handle(broker, r, v, corr, &authz).await
+            let throttle_ms = throttle::produce(broker, ctx, &who, bytes);
+            produce::handle(broker, r, v, corr, &authz, throttle_ms).await
         }
-        ApiKey::Fetch => handle!(FetchRequest, |r| fetch::handle(broker, r, v, &authz).await),
+        ApiKey::Fetch => handle!(FetchRequest, |r| {
+            let mut r = r;
+            if throttle::fetch_limited(broker, &r) {
+                throttle::cap_fetch(broker, &who, &mut r);
+                let response = fetch::handle(broker, r, v, &authz).await;
+                throttle::fetch_response(broker, ctx, &who, response, v)
+            } else {
+                fetch::handle(broker, r, v, &authz).await
+            }
+        }),
         ApiKey::ListOffsets => handle!(ListOffsetsRequest, |r| list_offsets::handle(
             broker, r, v, &authz
         )),
@@ -222,6 +256,16 @@ pub async fn dispatch(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::CreateAcls => handle!(CreateAclsRequest, |r| acls::create(broker, &authz, r)),
         ApiKey::DescribeAcls => handle!(DescribeAclsRequest, |r| acls::describe(broker, &authz, r)),
         ApiKey::DeleteAcls => handle!(DeleteAclsRequest, |r| acls::delete(broker, &authz, r)),
+        ApiKey::DescribeClientQuotas => {
+            handle!(DescribeClientQuotasRequest, |r| client_quotas::describe(
+                broker, &authz, r
+            ))
+        }
+        ApiKey::AlterClientQuotas => {
+            handle!(AlterClientQuotasRequest, |r| client_quotas::alter(
+                broker, &authz, r
+            ))
+        }
         ApiKey::DescribeUserScramCredentials => {
             handle!(DescribeUserScramCredentialsRequest, |r| {
                 scram_users::describe(broker, &authz, r)

@@ -205,6 +205,7 @@ pub async fn handle(
     version: i16,
     corr: i32,
     authz: &Authz<'_>,
+    throttle_ms: i32,
 ) -> Reply {
     let acks = req.acks;
     let durable = match broker.config.fsync {
@@ -360,7 +361,9 @@ pub async fn handle(
         }
         return Reply::None;
     }
-    let response = ProduceResponse::default().with_responses(responses);
+    let response = ProduceResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(throttle_ms);
     if waits.is_empty() && replica_waits.is_empty() {
         return ready(corr, version, &response);
     }

@@ -49,7 +49,13 @@ pub struct Metrics {
     connections_accepted: [AtomicU64; LISTENERS.len()],
     connections_refused: [AtomicU64; LISTENERS.len()],
     connections_open: [AtomicI64; LISTENERS.len()],
+    /// Milliseconds clients were throttled, by quota kind (produce, fetch, request): the
+    /// sum of Kafka's `throttle-time` sensors.
+    throttle_ms: [AtomicU64; QUOTA_KINDS.len()],
 }
+
+/// The quota kinds throttle time is counted by, in `quota::Kind` order.
+pub const QUOTA_KINDS: [&str; 3] = ["produce", "fetch", "request"];
 
 /// The process's registry.
 pub static METRICS: Metrics = Metrics::new();
@@ -69,7 +75,24 @@ impl Metrics {
             connections_accepted: [const { AtomicU64::new(0) }; LISTENERS.len()],
             connections_refused: [const { AtomicU64::new(0) }; LISTENERS.len()],
             connections_open: [const { AtomicI64::new(0) }; LISTENERS.len()],
+            throttle_ms: [const { AtomicU64::new(0) }; QUOTA_KINDS.len()],
         }
+    }
+
+    /// A client was throttled for `ms` by the quota of kind `kind` (a name in
+    /// [`QUOTA_KINDS`]); counted whether or not request metrics are enabled.
+    pub fn throttled(&self, kind: &str, ms: u64) {
+        if let Some(i) = QUOTA_KINDS.iter().position(|k| *k == kind) {
+            self.throttle_ms[i].fetch_add(ms, Relaxed);
+        }
+    }
+
+    /// Milliseconds throttled so far by the quota of kind `kind`.
+    pub fn throttle_ms(&self, kind: &str) -> u64 {
+        QUOTA_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.throttle_ms[i].load(Relaxed))
     }
 
     /// `metrics.enabled`; also starts the uptime clock.

@@ -275,9 +275,15 @@ fn requests(out: &mut String, m: &Metrics) {
         out,
         "strom_throttle_time_seconds_total",
         "counter",
-        "Time responses were throttled (no quotas yet: always 0).",
+        "Time clients were throttled by their quotas (the connection muted), by quota kind.",
     );
-    let _ = writeln!(out, "strom_throttle_time_seconds_total 0");
+    for kind in super::QUOTA_KINDS {
+        let _ = writeln!(
+            out,
+            "strom_throttle_time_seconds_total{{quota=\"{kind}\"}} {}",
+            m.throttle_ms(kind) as f64 / 1000.0
+        );
+    }
 }
 
 fn connections(out: &mut String, m: &Metrics) {

@@ -21,6 +21,7 @@ use kafka_protocol::compression::{self as codec, Compressor};
 use kafka_protocol::records::Compression;
 use strom_protocol::records::{decompress, RecordsError};
 
+use crate::consumer::aborted::AbortedTransactions;
 use crate::error::{ClientError, Result};
 use crate::records::{CompressionType, Header, Message, OutgoingRecord};
 
@@ -38,6 +39,7 @@ const LOG_OVERHEAD_BYTES: usize = 12;
 const RECORD_BYTES_MIN: usize = 7;
 /// Attribute bits: the codec in the low three, then timestamp type, transactional, control.
 const COMPRESSION_MASK: i16 = 0x07;
+const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
 
 /// The producer identity written into a batch header; `NONE` for a producer without
@@ -47,6 +49,8 @@ pub(crate) struct ProducerStamp {
     pub producer_id: i64,
     pub epoch: i16,
     pub base_sequence: i32,
+    /// The batch belongs to a transaction (the transactional attribute bit).
+    pub transactional: bool,
 }
 
 impl ProducerStamp {
@@ -54,6 +58,7 @@ impl ProducerStamp {
         producer_id: -1,
         epoch: -1,
         base_sequence: -1,
+        transactional: false,
     };
 }
 
@@ -85,14 +90,19 @@ pub(crate) fn encode_batch(
     buf.put_i32(-1); // partition leader epoch
     buf.put_i8(2); // magic
     buf.put_u32(0); // crc, patched below
-    let attributes = match compression {
+    let codec = match compression {
         CompressionType::None => 0,
         CompressionType::Gzip => 1,
         CompressionType::Snappy => 2,
         CompressionType::Lz4 => 3,
         CompressionType::Zstd => 4,
     };
-    buf.put_i16(attributes);
+    let transactional = if stamp.transactional {
+        TRANSACTIONAL_FLAG
+    } else {
+        0
+    };
+    buf.put_i16(codec | transactional);
     buf.put_i32(len_i32(records.len() - 1)?);
     buf.put_i64(base_ts);
     buf.put_i64(max_ts);
@@ -208,6 +218,7 @@ pub(crate) fn decode_messages(
     mut records: Bytes,
     from_offset: i64,
     decompressed_max_bytes: usize,
+    mut aborted: Option<&mut AbortedTransactions>,
 ) -> Result<Decoded> {
     let mut out = Decoded::default();
     let mut decompressed_bytes = 0usize;
@@ -243,7 +254,17 @@ pub(crate) fn decode_messages(
                 .saturating_add(i64::from(last_delta))
                 .saturating_add(1),
         );
-        if attributes & CONTROL_FLAG != 0 {
+        let control = attributes & CONTROL_FLAG != 0;
+        if let Some(aborted) = aborted.as_deref_mut() {
+            let producer_id = be_i64(&batch[PRODUCER_ID_POS..PRODUCER_ID_POS + 8]);
+            let abort_marker = control && control_type(&batch)? == Some(CONTROL_TYPE_ABORT);
+            let last_offset = base_offset.saturating_add(i64::from(last_delta));
+            let transactional = attributes & TRANSACTIONAL_FLAG != 0;
+            if aborted.skip(producer_id, transactional, abort_marker, last_offset) {
+                continue;
+            }
+        }
+        if control {
             continue;
         }
         let compression = match attributes & COMPRESSION_MASK {
@@ -292,6 +313,28 @@ pub(crate) fn decode_messages(
         }
     }
     Ok(out)
+}
+
+/// The control record type of an abort marker (a commit marker is 1).
+const CONTROL_TYPE_ABORT: i16 = 0;
+
+/// The type of a control batch's marker, read from its first record's key (version i16,
+/// type i16); `None` for a batch without a readable marker. Markers are never compressed.
+fn control_type(batch: &Bytes) -> Result<Option<i16>> {
+    let body = batch.slice(BATCH_HEADER_BYTES..);
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let mut reader = Reader {
+        body: &body,
+        pos: 0,
+        end: body.len(),
+    };
+    let (_, record) = decode_record(&mut reader, 0)?;
+    Ok(record
+        .key
+        .filter(|k| k.len() >= 4)
+        .map(|k| i16::from_be_bytes([k[2], k[3]])))
 }
 
 /// Reads the fields of records from a batch's (decompressed) records between `pos` and
@@ -471,7 +514,7 @@ mod tests {
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let codec: CompressionType = codec.parse().unwrap();
             let bytes = encode_batch(&records, codec, ProducerStamp::NONE).unwrap();
-            let decoded = decode_messages("t", 2, bytes, 0, LIMIT).unwrap();
+            let decoded = decode_messages("t", 2, bytes, 0, LIMIT, None).unwrap();
             assert_eq!(decoded.next_offset, Some(2));
             let messages = decoded.messages;
             assert_eq!(messages.len(), 2, "{codec:?}");
@@ -497,7 +540,7 @@ mod tests {
             "one batch for all records"
         );
         assert_eq!(&bytes[53..57], &(-1i32).to_be_bytes(), "no base sequence");
-        let messages = decode_messages("t", 0, bytes.clone(), 2, LIMIT)
+        let messages = decode_messages("t", 0, bytes.clone(), 2, LIMIT, None)
             .unwrap()
             .messages;
         assert_eq!(messages.len(), 1);
@@ -505,7 +548,7 @@ mod tests {
 
         let mut two = BytesMut::from(&bytes[..]);
         two.extend_from_slice(&bytes[..bytes.len() - 5]);
-        let decoded = decode_messages("t", 0, two.freeze(), 0, LIMIT).unwrap();
+        let decoded = decode_messages("t", 0, two.freeze(), 0, LIMIT, None).unwrap();
         assert_eq!(decoded.next_offset, Some(3));
         let messages = decoded.messages;
         assert_eq!(messages.len(), 3, "the cut-off second batch is dropped");
@@ -562,7 +605,7 @@ mod proptests {
             ],
         ) {
             let bytes = encode_batch(&records, codec, ProducerStamp::NONE).unwrap();
-            let decoded = decode_messages("t", 0, bytes, 0, LIMIT).unwrap();
+            let decoded = decode_messages("t", 0, bytes, 0, LIMIT, None).unwrap();
             prop_assert_eq!(decoded.next_offset, Some(records.len() as i64));
             prop_assert_eq!(decoded.messages.len(), records.len());
             for (i, (m, r)) in decoded.messages.iter().zip(&records).enumerate() {
@@ -610,7 +653,7 @@ mod hostile {
     fn a_record_count_of_two_billion_is_an_error_not_an_allocation() {
         let mut b = BytesMut::from(&valid()[..]);
         b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
-        let err = decode_messages("t", 0, reseal(b), 0, LIMIT).unwrap_err();
+        let err = decode_messages("t", 0, reseal(b), 0, LIMIT, None).unwrap_err();
         assert!(err.to_string().contains("malformed record batch"), "{err}");
     }
 
@@ -628,11 +671,11 @@ mod hostile {
             .collect();
         let one = encode_batch(&records, CompressionType::Gzip, ProducerStamp::NONE).unwrap();
         assert!(one.len() < 5_000);
-        let err = decode_messages("t", 0, one.clone(), 0, 30_000).unwrap_err();
+        let err = decode_messages("t", 0, one.clone(), 0, 30_000, None).unwrap_err();
         assert!(err.to_string().contains("decompress to more than"), "{err}");
         let mut two = BytesMut::from(&one[..]);
         two.extend_from_slice(&one);
-        let decoded = decode_messages("t", 0, two.freeze(), 0, 60_000).unwrap();
+        let decoded = decode_messages("t", 0, two.freeze(), 0, 60_000, None).unwrap();
         assert_eq!(decoded.messages.len(), 40, "the second batch waits");
         assert_eq!(decoded.next_offset, Some(40));
     }
@@ -643,13 +686,17 @@ mod hostile {
             producer_id: 42,
             epoch: 3,
             base_sequence: 17,
+            transactional: false,
         };
         let b = restamp(&valid(), stamp);
         assert_eq!(be_i64(&b[PRODUCER_ID_POS..PRODUCER_ID_POS + 8]), 42);
         assert_eq!(i16::from_be_bytes([b[51], b[52]]), 3);
         assert_eq!(be_i32(&b[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4]), 17);
         assert_eq!(
-            decode_messages("t", 0, b, 0, LIMIT).unwrap().messages.len(),
+            decode_messages("t", 0, b, 0, LIMIT, None)
+                .unwrap()
+                .messages
+                .len(),
             5
         );
     }
@@ -657,7 +704,7 @@ mod hostile {
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = decode_messages("t", 0, Bytes::from(bytes), 0, LIMIT);
+            let _ = decode_messages("t", 0, Bytes::from(bytes), 0, LIMIT, None);
         }
 
         #[test]
@@ -674,8 +721,8 @@ mod hostile {
                 }
             }
             let whole = reseal(b);
-            let _ = decode_messages("t", 0, whole.clone(), 0, LIMIT);
-            let _ = decode_messages("t", 0, whole.slice(..cut.min(whole.len())), 0, LIMIT);
+            let _ = decode_messages("t", 0, whole.clone(), 0, LIMIT, None);
+            let _ = decode_messages("t", 0, whole.slice(..cut.min(whole.len())), 0, LIMIT, None);
         }
     }
 }

@@ -456,13 +456,28 @@ impl Client {
 
     /// The address of the group coordinator for `group_id`.
     pub async fn find_coordinator(&self, group_id: &str) -> Result<String> {
-        let key = StrBytes::from_string(group_id.to_string());
+        self.find_coordinator_of(0, group_id).await
+    }
+
+    /// The address of the transaction coordinator for `transactional_id`.
+    pub async fn find_transaction_coordinator(&self, transactional_id: &str) -> Result<String> {
+        self.find_coordinator_of(1, transactional_id).await
+    }
+
+    /// FindCoordinator for a group (key type 0) or a transactional id (key type 1).
+    async fn find_coordinator_of(&self, key_type: i8, id: &str) -> Result<String> {
+        let what = if key_type == 0 {
+            "group"
+        } else {
+            "transactional id"
+        };
+        let key = StrBytes::from_string(id.to_string());
         let mut backoff = self.inner.config.retry_backoff;
         let mut attempt = 0;
         loop {
             let conn = self.any_connection().await?;
             // Version 4 asks for several keys at once in `coordinator_keys`.
-            let mut request = FindCoordinatorRequest::default().with_key_type(0);
+            let mut request = FindCoordinatorRequest::default().with_key_type(key_type);
             if conn.version_for::<FindCoordinatorRequest>()? >= 4 {
                 request.coordinator_keys = vec![key.clone()];
             } else {
@@ -478,7 +493,7 @@ impl Client {
                     response.port,
                 ),
             };
-            match ClientError::check(code, || format!("coordinator for group {group_id}")) {
+            match ClientError::check(code, || format!("coordinator for {what} {id}")) {
                 Ok(()) => {
                     let _: BrokerId = node_id;
                     return Ok(reachable_addr(conn.addr(), host.as_str(), port));

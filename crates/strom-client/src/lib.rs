@@ -114,10 +114,15 @@ pub mod transport;
 
 pub use admin::{Admin, NewTopic};
 pub use cluster::{Client, ClientConfig};
-pub use consumer::{Assignor, Consumer, ConsumerConfig, Message, OffsetReset, RebalanceListener};
+pub use consumer::{
+    Assignor, Consumer, ConsumerConfig, ConsumerGroupMetadata, IsolationLevel, Message,
+    OffsetReset, RebalanceListener,
+};
 pub use error::{ClientError, ResponseError, Result};
 pub use offsets::OffsetSpec;
-pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionState,
+};
 pub use records::CompressionType;
 pub use security::{SaslMechanism, SecurityConfig, SecurityProtocol};
 pub use strom_protocol::alloc_guard::HugeAllocationGuard;

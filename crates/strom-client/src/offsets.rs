@@ -29,6 +29,28 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
+/// Which records a consumer reads (`isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record up to the high watermark, those of open and aborted transactions too
+    /// (Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (and non-transactional ones): fetches stop at
+    /// the last stable offset and records of aborted transactions are dropped.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// The protocol's value in Fetch and ListOffsets.
+    pub fn as_i8(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
 impl OffsetSpec {
     fn timestamp(self) -> i64 {
         match self {
@@ -56,6 +78,17 @@ pub async fn list_offsets(
     partitions: &[TopicPartition],
     spec: OffsetSpec,
 ) -> Result<HashMap<TopicPartition, i64>> {
+    list_offsets_isolated(client, partitions, spec, IsolationLevel::ReadUncommitted).await
+}
+
+/// [`list_offsets`] at an isolation level: `Latest` with `ReadCommitted` answers the last
+/// stable offset, where a read_committed consumer's reading ends.
+pub async fn list_offsets_isolated(
+    client: &Client,
+    partitions: &[TopicPartition],
+    spec: OffsetSpec,
+    isolation: IsolationLevel,
+) -> Result<HashMap<TopicPartition, i64>> {
     let mut out = HashMap::new();
     let mut todo: Vec<TopicPartition> = partitions.to_vec();
     let mut attempt = 0;
@@ -79,7 +112,7 @@ pub async fn list_offsets(
                 .iter()
                 .flat_map(|(t, ps)| ps.iter().map(|p| (t.clone(), *p)))
                 .collect();
-            match list_offsets_from(client, leader, topics, spec).await {
+            match list_offsets_from(client, leader, topics, spec, isolation).await {
                 Ok(answers) => {
                     for (tp, answer) in answers {
                         match answer {
@@ -119,10 +152,11 @@ async fn list_offsets_from(
     leader: i32,
     topics: BTreeMap<String, Vec<i32>>,
     spec: OffsetSpec,
+    isolation: IsolationLevel,
 ) -> Result<Vec<(TopicPartition, Result<i64>)>> {
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
-        .with_isolation_level(0)
+        .with_isolation_level(isolation.as_i8())
         .with_timeout_ms(client.config().request_timeout.as_millis() as i32)
         .with_topics(
             topics

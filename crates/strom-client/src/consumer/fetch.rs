@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest};
 
+use super::aborted::AbortedTransactions;
 use super::ConsumerConfig;
 use crate::batch::decode_messages;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
-use crate::offsets::{topic_name, TopicPartition};
+use crate::offsets::{topic_name, IsolationLevel, TopicPartition};
 use crate::records::Message;
 
 /// What happened to one partition in a fetch.
@@ -48,7 +49,7 @@ pub(crate) async fn fetch(
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(config.fetch_min_bytes)
         .with_max_bytes(config.fetch_max_bytes)
-        .with_isolation_level(0)
+        .with_isolation_level(config.isolation_level.as_i8())
         .with_session_id(0)
         .with_session_epoch(-1) // no fetch session: every fetch names all its partitions
         .with_topics(
@@ -77,6 +78,16 @@ pub(crate) async fn fetch(
                 .find(|(tp, _)| *tp == key)
                 .map(|(_, o)| *o)
                 .unwrap_or(0);
+            // read_committed: drop what the response lists as aborted.
+            let mut aborted =
+                (config.isolation_level == IsolationLevel::ReadCommitted).then(|| {
+                    AbortedTransactions::new(
+                        p.aborted_transactions
+                            .iter()
+                            .flatten()
+                            .map(|a| (a.producer_id.0, a.first_offset)),
+                    )
+                });
             let decoded = match p.records {
                 Some(records) if !records.is_empty() => decode_messages(
                     &name,
@@ -84,6 +95,7 @@ pub(crate) async fn fetch(
                     records,
                     from,
                     config.decompressed_max_bytes,
+                    aborted.as_mut(),
                 )?,
                 _ => Default::default(),
             };

@@ -13,9 +13,11 @@
 //! handled is committed with `commit`. Delivery is at least once either way: a consumer that
 //! dies after handling messages and before the commit leaves them to the next owner.
 
+pub(crate) mod aborted;
 pub mod assignor;
 mod fetch;
 mod group;
+mod group_metadata;
 pub mod sticky;
 mod stream;
 
@@ -33,9 +35,11 @@ use tokio::time::Instant;
 
 use crate::cluster::{Client, ClientConfig};
 use crate::error::{ClientError, ResponseError, Result};
+pub use crate::offsets::IsolationLevel;
 use crate::offsets::{self, group_id, topic_name, OffsetSpec, TopicPartition};
 pub use crate::records::Message;
 use fetch::Outcome;
+pub use group_metadata::ConsumerGroupMetadata;
 pub use stream::MessageStream;
 
 /// How long `poll` pauses when a round came back empty without waiting on the broker.
@@ -124,6 +128,10 @@ pub struct ConsumerConfig {
     /// offers. The default is the Java client's: `range`, then `cooperative-sticky`, so a group
     /// can move to cooperative rebalancing one member at a time.
     pub assignors: Vec<Assignor>,
+    /// Which records `poll` returns (`isolation.level`): `ReadUncommitted` (the default, as
+    /// in Kafka) or `ReadCommitted`, which reads only committed transactions and stops at the
+    /// last stable offset.
+    pub isolation_level: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -147,6 +155,7 @@ impl Default for ConsumerConfig {
             max_poll_interval_ms: 300_000,
             group_instance_id: None,
             assignors: vec![Assignor::Range, Assignor::CooperativeSticky],
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -232,6 +241,9 @@ pub struct Consumer {
     metadata_checked: Instant,
     /// Messages fetched but not yet returned (more than `max_poll_records` arrived).
     buffered: VecDeque<Message>,
+    /// Where each partition's last fetch ended, past any control batches and aborted
+    /// records after its last message: the position once its buffered messages are returned.
+    fetched_end: BTreeMap<TopicPartition, i64>,
     /// Partitions not fetched until resumed.
     paused: BTreeSet<TopicPartition>,
     listener: Option<Box<dyn RebalanceListener>>,
@@ -276,6 +288,7 @@ impl Consumer {
             partition_counts: BTreeMap::new(),
             metadata_checked: Instant::now(),
             buffered: VecDeque::new(),
+            fetched_end: BTreeMap::new(),
             paused: BTreeSet::new(),
             listener: None,
             auto_committed: Instant::now(),
@@ -321,6 +334,7 @@ impl Consumer {
     /// Forgets buffered messages of some partitions and moves their positions back to the
     /// first forgotten message, so they are fetched again.
     fn drop_buffered(&mut self, which: impl Fn(&TopicPartition) -> bool) {
+        self.fetched_end.retain(|tp, _| !which(tp));
         let mut kept = VecDeque::new();
         for m in std::mem::take(&mut self.buffered) {
             let tp = (m.topic.clone(), m.partition);
@@ -344,8 +358,17 @@ impl Consumer {
             if out.get(i + 1).is_some_and(|next| same_partition(m, next)) {
                 continue;
             }
-            if let Some(pos) = self.positions.get_mut(&(m.topic.clone(), m.partition)) {
-                *pos = Some(m.offset + 1);
+            let tp = (m.topic.clone(), m.partition);
+            let mut next = m.offset + 1;
+            if !self.buffered.iter().any(|b| same_partition(m, b)) {
+                // The partition's last buffered message: move past the control batches and
+                // aborted records that followed it in the fetch.
+                if let Some(end) = self.fetched_end.remove(&tp) {
+                    next = next.max(end);
+                }
+            }
+            if let Some(pos) = self.positions.get_mut(&tp) {
+                *pos = Some(next);
             }
         }
         out
@@ -354,6 +377,24 @@ impl Consumer {
     /// The underlying cluster handle.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The group, generation and member ids for
+    /// [`crate::Producer::send_offsets_to_transaction`]. Generation -1 and an empty member
+    /// id until the consumer joined its group (or when it assigns partitions by hand).
+    pub fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
+        let group_id = self.config.group_id.clone().ok_or_else(|| {
+            ClientError::Invalid(
+                "group metadata needs a group id (ConsumerConfig::group_id)".into(),
+            )
+        })?;
+        let mut metadata = ConsumerGroupMetadata::new(group_id);
+        metadata.group_instance_id = self.config.group_instance_id.clone();
+        if let Some(m) = &self.membership {
+            metadata.generation_id = m.generation_id;
+            metadata.member_id = m.member_id.clone();
+        }
+        Ok(metadata)
     }
 
     /// Adds a partition to read by hand. It starts at the group's committed offset when a
@@ -436,7 +477,10 @@ impl Consumer {
         self.ensure_membership().await?;
         let parts = self.assignment();
         self.buffered.clear();
-        let found = offsets::list_offsets(&self.client, &parts, spec).await?;
+        self.fetched_end.clear();
+        let found =
+            offsets::list_offsets_isolated(&self.client, &parts, spec, self.config.isolation_level)
+                .await?;
         for (tp, offset) in found {
             self.positions.insert(tp, Some(offset));
         }
@@ -446,7 +490,13 @@ impl Consumer {
     /// The log end offset (the offset the next produced message gets) of each assigned
     /// partition; lets a caller stop at the end of what exists now.
     pub async fn end_offsets(&self) -> Result<HashMap<TopicPartition, i64>> {
-        offsets::list_offsets(&self.client, &self.assignment(), OffsetSpec::Latest).await
+        offsets::list_offsets_isolated(
+            &self.client,
+            &self.assignment(),
+            OffsetSpec::Latest,
+            self.config.isolation_level,
+        )
+        .await
     }
 
     /// Waits up to `timeout` for messages and returns what arrived (possibly nothing).
@@ -580,6 +630,7 @@ impl Consumer {
     pub async fn close(mut self) -> Result<()> {
         if self.config.enable_auto_commit && self.config.group_id.is_some() {
             self.buffered.clear();
+            self.fetched_end.clear();
             if let Err(e) = self.commit().await {
                 tracing::warn!(error = %e, "auto-commit on close failed");
             }
@@ -651,6 +702,7 @@ impl Consumer {
         let cooperative = self.membership.as_ref().is_some_and(|m| m.cooperative);
         if !owned.is_empty() {
             self.buffered.clear();
+            self.fetched_end.clear();
             if lost {
                 if let Some(l) = self.listener.as_mut() {
                     l.on_partitions_lost(&owned);
@@ -819,7 +871,15 @@ impl Consumer {
                     )))
                 }
             };
-            found.extend(offsets::list_offsets(&self.client, &rest, spec).await?);
+            found.extend(
+                offsets::list_offsets_isolated(
+                    &self.client,
+                    &rest,
+                    spec,
+                    self.config.isolation_level,
+                )
+                .await?,
+            );
         }
         for (tp, offset) in found {
             self.reset_pending.remove(&tp);
@@ -879,6 +939,11 @@ impl Consumer {
                         let Some(Some(pos)) = pos else { continue };
                         let after = got.last().map(|m| m.offset + 1);
                         *pos = (*pos).max(after.or(next_offset).unwrap_or(*pos));
+                        if let (Some(after), Some(end)) = (after, next_offset) {
+                            if end > after {
+                                self.fetched_end.insert(tp.clone(), end);
+                            }
+                        }
                         messages.append(&mut got);
                     }
                     Outcome::Error(code) => self.partition_error(&tp, code)?,

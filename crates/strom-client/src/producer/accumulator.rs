@@ -157,6 +157,7 @@ impl PartitionQueue {
             producer_id,
             epoch,
             base_sequence: self.next_sequence,
+            transactional: false,
         };
         self.next_sequence = add_sequence(self.next_sequence, records);
         stamp

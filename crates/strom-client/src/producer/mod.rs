@@ -29,20 +29,27 @@
 mod accumulator;
 mod queue;
 mod sender;
+mod transaction;
+mod txn_state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Mutex, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::admin::Admin;
 use crate::cluster::{Client, ClientConfig};
+use crate::consumer::ConsumerGroupMetadata;
 use crate::error::{ClientError, Result};
+use crate::offsets::TopicPartition;
 use crate::partitioner::Partitioner;
 use crate::records::{now_ms, CompressionType, Header, OutgoingRecord};
+use transaction::{SenderReport, TransactionManager};
+use txn_state::Call;
+pub use txn_state::TransactionState;
 
 /// How many acknowledgements the producer waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,8 +113,16 @@ pub struct ProducerConfig {
     pub delivery_timeout_ms: u64,
     /// Bytes of records accepted but not yet acknowledged (`buffer.memory`).
     pub buffer_memory: usize,
-    /// How long `enqueue` waits for room in the buffer (`max.block.ms`).
+    /// How long `enqueue` waits for room in the buffer (`max.block.ms`), and how long the
+    /// transaction calls retry their coordinator.
     pub max_block_ms: u64,
+    /// Makes the producer transactional (`transactional.id`): records are sent inside
+    /// transactions (`init_transactions`, `begin_transaction`, `commit_transaction`), and a
+    /// newer producer with the same id fences this one. Needs `acks = All` and idempotence.
+    pub transactional_id: Option<String>,
+    /// How long the coordinator lets a transaction stay open before aborting it
+    /// (`transaction.timeout.ms`).
+    pub transaction_timeout_ms: i32,
 }
 
 impl Default for ProducerConfig {
@@ -124,6 +139,8 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: 120_000,
             buffer_memory: 32 * 1024 * 1024,
             max_block_ms: 60_000,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -223,6 +240,10 @@ impl Delivery {
 pub(crate) enum Command {
     Record(PendingRecord),
     Flush(oneshot::Sender<()>),
+    /// The producer id and epoch a transactional producer got from its coordinator.
+    Producer(i64, i16),
+    /// Fail every batch not yet sent (the transaction is aborted), then answer.
+    AbortUnsent(oneshot::Sender<()>),
 }
 
 pub(crate) struct PendingRecord {
@@ -265,6 +286,9 @@ pub struct Producer {
     /// answered.
     buffer: Arc<Semaphore>,
     config: Arc<ProducerConfig>,
+    /// The transaction state, with `transactional_id`. A lock held across a call, so
+    /// transaction calls and the sends that add partitions take turns.
+    txn: Option<Mutex<TransactionManager>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -296,12 +320,23 @@ impl Producer {
         let buffer = Arc::new(Semaphore::new(
             config.buffer_memory.min(Semaphore::MAX_PERMITS),
         ));
+        let report = Arc::new(SenderReport::default());
+        let txn = config.transactional_id.clone().map(|id| {
+            Mutex::new(TransactionManager::new(
+                client.clone(),
+                id,
+                config.transaction_timeout_ms,
+                Duration::from_millis(config.max_block_ms),
+                report.clone(),
+            ))
+        });
         let config = Arc::new(config);
         let task = tokio::spawn(sender::run(
             client.clone(),
             config.clone(),
             rx,
             buffer.clone(),
+            report,
         ));
         Producer {
             client,
@@ -310,6 +345,7 @@ impl Producer {
             task,
             buffer,
             config,
+            txn,
         }
     }
 
@@ -387,6 +423,16 @@ impl Producer {
                 }
                 self.partitioner.partition(key.as_deref(), count as i32)
             }
+        };
+        // Held until the record is queued, so a commit cannot end the transaction between
+        // adding the partition and queueing the record.
+        let _in_transaction = match &self.txn {
+            Some(txn) => {
+                let mut txn = txn.lock().await;
+                txn.add_partition(&topic, partition).await?;
+                Some(txn)
+            }
+            None => None,
         };
         let record = OutgoingRecord {
             key,
@@ -486,6 +532,88 @@ impl Producer {
             return Err(ClientError::Closed);
         }
         rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Gets the producer id and epoch of `transactional_id` from its coordinator, fencing
+    /// older producers with the same id and ending (aborting) their open transaction. Must
+    /// come first on a transactional producer.
+    pub async fn init_transactions(&self) -> Result<()> {
+        if !self.config.idempotent() {
+            return Err(ClientError::Invalid(
+                "a transactional producer needs acks = All and enable_idempotence".into(),
+            ));
+        }
+        let mut txn = self.txn()?.lock().await;
+        let (id, epoch) = txn.init().await?;
+        self.command(Command::Producer(id, epoch))
+    }
+
+    /// Opens a transaction: records sent from now on are committed or aborted together.
+    pub async fn begin_transaction(&self) -> Result<()> {
+        self.txn()?.lock().await.start(Call::Begin)
+    }
+
+    /// Commits a consumer's offsets as part of the open transaction (consume-transform-produce):
+    /// they become the group's committed offsets if and only if the transaction commits.
+    /// `offsets` are the next offsets to read; `group` comes from
+    /// [`crate::Consumer::group_metadata`], whose generation the group coordinator checks.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        self.txn()?.lock().await.send_offsets(offsets, group).await
+    }
+
+    /// Sends every record of the open transaction, then commits it (EndTxn). If a record
+    /// failed, nothing is committed: the error is returned and the producer is left in
+    /// `AbortableError`, to be aborted. A timeout leaves the commit to be called again.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        let mut txn = self.txn()?.lock().await;
+        txn.start(Call::Commit)?;
+        self.flush().await?;
+        txn.end(true).await?;
+        Ok(())
+    }
+
+    /// Aborts the open transaction: records not yet sent are dropped (their deliveries fail),
+    /// the ones sent are answered, then EndTxn aborts them all; read_committed consumers never
+    /// see them. Allowed after an abortable error.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        let mut txn = self.txn()?.lock().await;
+        txn.start(Call::Abort)?;
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::AbortUnsent(tx))?;
+        rx.await.map_err(|_| ClientError::Closed)?;
+        self.flush().await?;
+        if let Some((id, epoch)) = txn.end(false).await? {
+            self.command(Command::Producer(id, epoch))?;
+        }
+        Ok(())
+    }
+
+    /// Where the transactional producer stands; `None` without `transactional_id`.
+    pub async fn transaction_state(&self) -> Option<TransactionState> {
+        match &self.txn {
+            Some(txn) => Some(txn.lock().await.state()),
+            None => None,
+        }
+    }
+
+    fn txn(&self) -> Result<&Mutex<TransactionManager>> {
+        self.txn.as_ref().ok_or_else(|| {
+            ClientError::Invalid(
+                "transactions need a transactional id (ProducerConfig::transactional_id)".into(),
+            )
+        })
+    }
+
+    fn command(&self, command: Command) -> Result<()> {
+        if self.tx.0.push(command) {
+            Ok(())
+        } else {
+            Err(ClientError::Closed)
+        }
     }
 
     /// Flushes and stops the background task.

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::accumulator::{Batch, PartitionQueue};
 use super::queue::QueueReceiver;
+use super::transaction::SenderReport;
 use super::{Command, ProducerConfig};
 use crate::batch::{encode_batch, restamp, ProducerStamp};
 use crate::cluster::Client;
@@ -55,6 +56,10 @@ struct Sender {
     /// No InitProducerId attempt before this instant.
     producer_backoff: Option<Instant>,
     idempotent: bool,
+    /// A transactional producer: the handle sets the producer id (`Command::Producer`), batches
+    /// carry the transactional bit, and failures are reported rather than epochs bumped here.
+    transactional: bool,
+    report: Arc<SenderReport>,
 }
 
 /// Runs until the producer is dropped or closed and every accepted record is answered.
@@ -63,9 +68,12 @@ pub(crate) async fn run(
     config: Arc<ProducerConfig>,
     rx: QueueReceiver,
     buffer: Arc<Semaphore>,
+    report: Arc<SenderReport>,
 ) {
     let mut s = Sender {
         idempotent: config.idempotent(),
+        transactional: config.idempotent() && config.transactional_id.is_some(),
+        report,
         client,
         config,
         buffer,
@@ -113,6 +121,11 @@ impl Sender {
     fn accept(&mut self, command: Command) {
         match command {
             Command::Flush(done) => self.flushes.push((self.next_batch_id, done)),
+            Command::Producer(id, epoch) => self.producer = Some((id, epoch)),
+            Command::AbortUnsent(done) => {
+                self.abort_unsent();
+                let _ = done.send(());
+            }
             Command::Record(mut p) => {
                 let key = (std::mem::take(&mut p.topic), p.partition);
                 let queue = self.partitions.entry(key).or_default();
@@ -120,6 +133,23 @@ impl Sender {
                     self.live.insert(id);
                 }
             }
+        }
+    }
+
+    /// Fails every batch not yet sent: its transaction is being aborted. Batches sent once
+    /// keep their sequence numbers in play, so they finish (or time out) as usual.
+    fn abort_unsent(&mut self) {
+        let aborted = ClientError::Invalid("record not sent: its transaction was aborted".into());
+        let mut unsent = Vec::new();
+        for q in self.partitions.values_mut() {
+            let (keep, drop): (Vec<Batch>, Vec<Batch>) =
+                q.queue.drain(..).partition(|b| b.stamp.is_some());
+            q.queue.extend(keep);
+            unsent.extend(drop);
+        }
+        for batch in unsent {
+            self.release(&batch);
+            batch.fail(&aborted);
         }
     }
 
@@ -142,6 +172,9 @@ impl Sender {
             wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
         };
         self.expire(now);
+        if self.transactional && self.producer.is_none() {
+            return wake; // nothing is accepted before init_transactions
+        }
         if self.idempotent && self.producer.is_none() && !self.partitions.is_empty() {
             if self.producer_backoff.is_some_and(|t| t > now) {
                 soonest(self.producer_backoff.unwrap_or(now));
@@ -295,7 +328,10 @@ impl Sender {
         let stamp = match (self.idempotent, batch.stamp, self.producer) {
             (false, _, _) | (true, _, None) => ProducerStamp::NONE,
             (true, Some(stamp), _) => stamp,
-            (true, None, Some(producer)) => q.stamp_next(producer, batch.len()),
+            (true, None, Some(producer)) => ProducerStamp {
+                transactional: self.transactional,
+                ..q.stamp_next(producer, batch.len())
+            },
         };
         match &batch.encoded {
             None => {
@@ -476,6 +512,11 @@ impl Sender {
         if !self.idempotent {
             return;
         }
+        if self.transactional {
+            // Only the coordinator may bump a transactional producer's epoch: on abort.
+            self.report.require_epoch_bump();
+            return;
+        }
         if let Some((id, epoch)) = self.producer {
             if epoch < i16::MAX {
                 self.producer = Some((id, epoch + 1));
@@ -502,6 +543,9 @@ impl Sender {
     }
 
     fn finish_failed(&mut self, _key: &PartitionKey, batch: Batch, err: &ClientError) {
+        if self.transactional {
+            self.report.batch_failed(err);
+        }
         self.release(&batch);
         batch.fail(err);
     }

@@ -106,6 +106,38 @@ impl SegmentIndex {
         })
     }
 
+    /// An index with no files yet (a cleaned segment being written; see `write_files`).
+    pub fn detached() -> SegmentIndex {
+        SegmentIndex {
+            offsets: Vec::new(),
+            times: Vec::new(),
+            files: None,
+        }
+    }
+
+    /// Write both files of the segment based at `base` in `dir` to hold exactly the in-memory
+    /// entries, without keeping them open (a cache: not fsynced, recovery checks them).
+    pub fn write_files(&self, dir: &Path, base: i64) -> io::Result<()> {
+        let offsets: Vec<u8> = self
+            .offsets
+            .iter()
+            .flat_map(|e| [e.relative_offset.to_be_bytes(), e.position.to_be_bytes()].concat())
+            .collect();
+        let times: Vec<u8> = self
+            .times
+            .iter()
+            .flat_map(|t| {
+                [
+                    &t.max_timestamp.to_be_bytes()[..],
+                    &t.relative_offset.to_be_bytes(),
+                ]
+                .concat()
+            })
+            .collect();
+        std::fs::write(crate::segment::index_path(dir, base), offsets)?;
+        std::fs::write(crate::segment::time_index_path(dir, base), times)
+    }
+
     /// Open (or create) the index files of an existing segment and load the longest prefix of
     /// paired, plausible entries. Returns the index and whether the files held anything beyond
     /// that prefix (damage the caller should rewrite away).

@@ -14,6 +14,8 @@
 //!   indexes, drop orphan files.
 //! - `log`: [`PartitionLog`]: append, read, flush bookkeeping.
 //! - `retention`: time/size retention and DeleteRecords.
+//! - `cleaner`: log compaction (Kafka's log cleaner): key map, segment rewrite, crash-safe
+//!   swap of cleaned segments.
 //! - `lookup`: timestamp lookups for ListOffsets.
 //! - `start_offset`: the durable `log-start-offset` file.
 //! - `txn_index`: the per-segment aborted-transaction index (`.txnindex`).
@@ -28,6 +30,7 @@
 
 pub mod atomic_file;
 pub mod batch;
+mod cleaner;
 mod config;
 mod error;
 mod index;
@@ -43,6 +46,10 @@ pub mod testing;
 mod txn_index;
 
 pub use batch::{set_base_offset, set_log_append_time, validate_batches, BatchHeader};
+pub use cleaner::{
+    CleanPlan, CleanStats, Cleaned, CleanerConfig, DEFAULT_DEDUPE_BUFFER_BYTES,
+    DEFAULT_DELETE_RETENTION_MS, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, OFFSET_MAP_ENTRY_BYTES,
+};
 pub use config::{
     LogConfig, DEFAULT_INDEX_INTERVAL_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES,
     DEFAULT_SEGMENT_MS,

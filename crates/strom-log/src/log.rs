@@ -148,6 +148,8 @@ pub struct PartitionLog {
     pub(crate) failure: Option<String>,
     /// The `.txnindex` entries of every segment.
     pub(crate) aborted: AbortedIndex,
+    /// Where the cleaner's dirty section starts (see `cleaner`); 0 for a log never cleaned.
+    pub(crate) first_dirty_offset: i64,
 }
 
 impl PartitionLog {
@@ -188,6 +190,8 @@ impl PartitionLog {
             }
         }
         let interval = u64::from(config.index_interval_bytes);
+        // A cleaning interrupted by a crash is rolled back or finished first.
+        crate::cleaner::swap::finish_interrupted(dir)?;
         let bases = recovery::list_segments(dir)?;
         let stored_start = start_offset::read(dir)?;
         let damaged = |what: String| LogError::Damaged(format!("{}: {what}", dir.display()));
@@ -256,6 +260,7 @@ impl PartitionLog {
             io,
             failure: None,
             aborted: AbortedIndex::default(),
+            first_dirty_offset: crate::cleaner::read_checkpoint(dir),
         };
         if let Some(stored) = stored_start {
             log.log_start_offset = log.log_start_offset.max(stored);
@@ -481,7 +486,7 @@ impl PartitionLog {
 
     /// Take the log offline after a failed write or fsync (see [`LogError::Failed`]) and
     /// return the error to report.
-    fn fail(&mut self, error: LogError) -> LogError {
+    pub(crate) fn fail(&mut self, error: LogError) -> LogError {
         if self.failure.is_none() {
             tracing::error!(dir = %self.dir.display(), %error, "log I/O failed: the log refuses writes until it is reopened");
             self.failure = Some(error.to_string());
@@ -489,7 +494,7 @@ impl PartitionLog {
         error
     }
 
-    fn check_not_failed(&self) -> Result<(), LogError> {
+    pub(crate) fn check_not_failed(&self) -> Result<(), LogError> {
         match &self.failure {
             Some(why) => Err(LogError::Failed(why.clone())),
             None => Ok(()),

@@ -34,7 +34,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::batch::{check_batch, BatchHeader};
+use crate::batch::{check_stored_batch, BatchHeader};
 use crate::error::LogError;
 use crate::index::SegmentIndex;
 use crate::io::RealIo;
@@ -95,13 +95,15 @@ fn batch_is_intact(
         return Ok(false);
     };
     if header.base_offset != expected_base
-        || header.check(0, (log_len - position) as usize).is_err()
+        || header
+            .check_stored(0, (log_len - position) as usize)
+            .is_err()
     {
         return Ok(false);
     }
     let mut batch = vec![0u8; header.total_size()];
     log.read_exact_at(&mut batch, position)?;
-    Ok(check_batch(&header, &batch, 0).is_ok())
+    Ok(check_stored_batch(&header, &batch, 0).is_ok())
 }
 
 /// A segment loaded from disk, and whether its `.log` had to be truncated.
@@ -301,7 +303,11 @@ fn scan_tail(
         }
         let at = (position - buf_start) as usize;
         let header = BatchHeader::parse(&buf[at..]).expect("61 bytes buffered");
-        if header.check(0, left as usize).is_err() || header.base_offset != segment.next_offset {
+        // A compacted segment has gaps between batches (offsets only grow); an offset going
+        // back is not ours.
+        if header.check_stored(0, left as usize).is_err()
+            || header.base_offset < segment.next_offset
+        {
             return Ok(position);
         }
         let relative_last = header.last_offset() - segment.base_offset;
@@ -318,7 +324,7 @@ fn scan_tail(
             buf_start = position;
         }
         let at = (position - buf_start) as usize;
-        if check_batch(&header, &buf[at..at + header.total_size()], 0).is_err() {
+        if check_stored_batch(&header, &buf[at..at + header.total_size()], 0).is_err() {
             return Ok(position);
         }
         segment.track_batch(position, &header, index_interval_bytes);

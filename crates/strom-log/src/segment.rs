@@ -5,7 +5,7 @@
 //!                                              only base_offset patched; no framing of our own)
 //! ```
 //! `<base>` is the segment's base offset, zero-padded to 20 digits. The segment's offsets are
-//! `[base_offset, next_offset)` without gaps, and `size` is the number of bytes of whole,
+//! `[base_offset, next_offset)`, without gaps unless the cleaner compacted the segment, and `size` is the number of bytes of whole,
 //! validated batches: readers are never given bytes at or past `size`.
 
 use std::fs::{File, OpenOptions};
@@ -216,7 +216,10 @@ impl Segment {
     /// recovery so both build the same index for the same bytes.
     pub fn track_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u64) {
         debug_assert_eq!(position, self.size, "batches are tracked in file order");
-        debug_assert_eq!(header.base_offset, self.next_offset, "offsets have no gaps");
+        debug_assert!(
+            header.base_offset >= self.next_offset,
+            "offsets grow (with gaps only after compaction)"
+        );
         let relative_offset = u32::try_from(header.base_offset - self.base_offset)
             .expect("the roll rule keeps relative offsets within u32");
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
@@ -306,7 +309,10 @@ impl Segment {
         let mut first = true;
         self.walk_headers(start, &mut |position, header| {
             // Paired assertion across the disk boundary: the index says which batch starts here.
-            if first && header.base_offset != expected_base {
+            // (Without an entry the walk starts at byte 0, where a cleaned segment's first
+            // batch may begin after the segment's base offset.)
+            let indexed = start > 0;
+            if first && (header.base_offset < expected_base || (indexed && header.base_offset != expected_base)) {
                 return Err(LogError::Corrupt(format!(
                     "segment {}: index points at offset {expected_base} but batch at {position} has base {}",
                     self.base_offset, header.base_offset

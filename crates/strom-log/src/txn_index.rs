@@ -133,6 +133,17 @@ impl AbortedIndex {
             .collect()
     }
 
+    /// The segments `old_bases` became one segment based at `base` holding `entries` (a
+    /// cleaned group; its file was written by the cleaner).
+    pub fn merge(&mut self, old_bases: &[i64], base: i64, entries: Vec<AbortedTxn>) {
+        for old in old_bases {
+            self.by_segment.remove(old);
+        }
+        if !entries.is_empty() {
+            self.by_segment.insert(base, entries);
+        }
+    }
+
     /// Forgets the entries of segments below `first_base` (their files are deleted with them).
     pub fn drop_below(&mut self, first_base: i64) {
         self.by_segment = self.by_segment.split_off(&first_base);

@@ -71,24 +71,7 @@ pub fn recompress(
     )?;
     let mut out = BytesMut::with_capacity(BatchHeader::SIZE + raw.len());
     out.put_slice(&batch[..BatchHeader::SIZE]);
-    let copy = |b: &mut BytesMut| {
-        b.put_slice(&raw);
-        Ok(())
-    };
-    let compressed = match target {
-        Compression::None => {
-            out.put_slice(&raw);
-            Ok(())
-        }
-        Compression::Gzip => codec::Gzip::compress(&mut out, copy),
-        Compression::Snappy => codec::Snappy::compress(&mut out, copy),
-        Compression::Lz4 => codec::Lz4::compress(&mut out, copy),
-        Compression::Zstd => codec::Zstd::compress(&mut out, copy),
-    };
-    compressed.map_err(|e| RecordsError::Decompress {
-        codec: "target",
-        reason: format!("cannot compress the records again: {e}"),
-    })?;
+    compress_records(target, &raw, &mut out)?;
     let attributes = (header.attributes & !ATTR_COMPRESSION_MASK) | codec_id(target);
     out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     let length = i32::try_from(out.len() - LOG_OVERHEAD)
@@ -97,6 +80,32 @@ pub fn recompress(
     let crc = compute_crc(&out);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(out.freeze())
+}
+
+/// Append the (uncompressed) records section `raw` to `out`, compressed with `target`.
+pub fn compress_records(
+    target: Compression,
+    raw: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), RecordsError> {
+    let copy = |b: &mut BytesMut| {
+        b.put_slice(raw);
+        Ok(())
+    };
+    let compressed = match target {
+        Compression::None => {
+            out.put_slice(raw);
+            Ok(())
+        }
+        Compression::Gzip => codec::Gzip::compress(out, copy),
+        Compression::Snappy => codec::Snappy::compress(out, copy),
+        Compression::Lz4 => codec::Lz4::compress(out, copy),
+        Compression::Zstd => codec::Zstd::compress(out, copy),
+    };
+    compressed.map_err(|e| RecordsError::Decompress {
+        codec: "target",
+        reason: format!("cannot compress the records again: {e}"),
+    })
 }
 
 #[cfg(test)]

@@ -201,6 +201,24 @@ impl BatchHeader {
         Ok(())
     }
 
+    /// Header checks for a batch read back from a log: like [`BatchHeader::check`], but a
+    /// compacted batch keeps its offset range while holding fewer records, or none (Kafka's
+    /// cleaner writes both), so the count only has to fit the range.
+    pub fn check_stored(&self, position: usize, available: usize) -> Result<(), BatchError> {
+        self.check_structure(position, available)?;
+        if self.records_count < 0
+            || self.last_offset_delta < 0
+            || i64::from(self.records_count) > i64::from(self.last_offset_delta) + 1
+        {
+            return Err(BatchError::InconsistentOffsets {
+                position,
+                last_offset_delta: self.last_offset_delta,
+                records_count: self.records_count,
+            });
+        }
+        Ok(())
+    }
+
     /// Record count and offset range.
     fn check_counts(&self, position: usize) -> Result<(), BatchError> {
         if self.records_count < 0 {
@@ -210,7 +228,7 @@ impl BatchHeader {
             });
         }
         // Kafka's produce-path rule: the offset range must be non-empty and agree with the
-        // record count. (Compaction can break this for stored batches; this log never compacts.)
+        // record count. (Compacted batches on disk break it: see `check_stored`.)
         if self.last_offset_delta < 0
             || i64::from(self.last_offset_delta) + 1 != i64::from(self.records_count)
         {
@@ -262,6 +280,17 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// Check one whole batch (`batch.len()` must be exactly its total size): header checks plus CRC.
 pub fn check_batch(header: &BatchHeader, batch: &[u8], position: usize) -> Result<(), BatchError> {
     header.check(position, batch.len())?;
+    check_crc(header, batch, position)
+}
+
+/// [`check_batch`] for a batch read back from a log, which may have been compacted
+/// ([`BatchHeader::check_stored`]).
+pub fn check_stored_batch(
+    header: &BatchHeader,
+    batch: &[u8],
+    position: usize,
+) -> Result<(), BatchError> {
+    header.check_stored(position, batch.len())?;
     check_crc(header, batch, position)
 }
 

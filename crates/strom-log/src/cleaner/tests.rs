@@ -1,0 +1,284 @@
+//! The cleaner against a model ("the newest record of every key"), and a crash at every file
+//! operation of the swap.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use strom_protocol::kafka_protocol::records::Compression;
+use strom_protocol::record_batch::{check_stored_batch, BatchHeader};
+
+use super::filter::{parse_records, records_section};
+use super::{CleanerConfig, StopAfter};
+use crate::testing::{BatchBuilder, TestRecord};
+use crate::tests::config;
+use crate::{validate_batches, PartitionLog};
+
+/// One record as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+/// Every record of the log from its start, through the public read path; batch and record
+/// offsets must only grow.
+fn read_records(log: &PartitionLog) -> Vec<Seen> {
+    let mut out: Vec<Seen> = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, 1 << 20).unwrap().read_bytes().unwrap();
+        let mut at = 0;
+        assert!(!bytes.is_empty());
+        while at < bytes.len() {
+            let h = BatchHeader::parse(&bytes[at..]).unwrap();
+            let batch = &bytes[at..at + h.total_size()];
+            check_stored_batch(&h, batch, at).unwrap();
+            assert!(h.base_offset >= offset, "batches move forward");
+            let raw = records_section(batch, &h, 1 << 24).unwrap();
+            for r in parse_records(&raw, h.records_count).unwrap() {
+                let o = h.base_offset + i64::from(r.offset_delta);
+                assert!(
+                    out.last().map_or(true, |p| p.offset < o),
+                    "offsets increase"
+                );
+                assert!(o <= h.last_offset());
+                let value = r.has_value.then(|| value_of(r.bytes));
+                out.push(Seen {
+                    offset: o,
+                    key: r.key.map(<[u8]>::to_vec),
+                    value,
+                });
+            }
+            offset = h.last_offset() + 1;
+            at += h.total_size();
+        }
+    }
+    out
+}
+
+/// The value of a record written by `BatchBuilder` (no headers): its last bytes before the
+/// header count, after the value length.
+fn value_of(record: &[u8]) -> Vec<u8> {
+    // Values in these tests are 8 ASCII digits.
+    record[record.len() - 9..record.len() - 1].to_vec()
+}
+
+fn batch(keys: &[(Vec<u8>, Option<Vec<u8>>)], ts: i64, codec: Compression) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    for (k, v) in keys {
+        b = b.record(TestRecord::new(ts, Some(k), v.as_deref()));
+    }
+    let plain = Bytes::from(b.build());
+    strom_protocol::recompress::recompress(&plain, codec, 1 << 24)
+        .unwrap()
+        .to_vec()
+}
+
+fn append(log: &mut PartitionLog, batch: Vec<u8>, now: i64) -> i64 {
+    let mut payload = batch;
+    let headers = validate_batches(&payload).unwrap();
+    log.append(&mut payload, &headers, now).unwrap().base_offset
+}
+
+const CODECS: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];
+
+/// Writes a random history of overwrites and tombstones of 20 keys; returns the newest
+/// record of every key as the model sees it.
+fn write_history(
+    log: &mut PartitionLog,
+    rng: &mut rand::rngs::StdRng,
+    batches: usize,
+    ts: i64,
+) -> BTreeMap<Vec<u8>, Seen> {
+    let mut model = BTreeMap::new();
+    let mut counter = 0u32;
+    for _ in 0..batches {
+        let n = rng.gen_range(1..6);
+        let mut records = Vec::new();
+        for _ in 0..n {
+            let key = format!("key-{:02}", rng.gen_range(0..20)).into_bytes();
+            counter += 1;
+            let value = (rng.gen_range(0..10) > 0).then(|| format!("{counter:08}").into_bytes());
+            records.push((key, value));
+        }
+        let codec = CODECS[rng.gen_range(0..CODECS.len())];
+        let base = append(log, batch(&records, ts, codec), ts);
+        for (i, (key, value)) in records.into_iter().enumerate() {
+            let seen = Seen {
+                offset: base + i as i64,
+                key: Some(key.clone()),
+                value,
+            };
+            model.insert(key, seen);
+        }
+    }
+    // The cleaner never touches what is not durable yet.
+    log.flush().unwrap();
+    model
+}
+
+/// The model's promise after cleaning: every key's newest record is there, and below the first
+/// dirty offset no record has a newer one of the same key before that offset.
+fn check_against_model(log: &PartitionLog, model: &BTreeMap<Vec<u8>, Seen>, tombstones_gone: bool) {
+    let seen = read_records(log);
+    for (key, newest) in model {
+        let found = seen.iter().rev().find(|s| s.key.as_ref() == Some(key));
+        if newest.value.is_none() && tombstones_gone {
+            // Gone, or still there (not cleanable yet); never an older value come back.
+            assert!(
+                found.is_none() || found == Some(newest),
+                "{key:?} came back"
+            );
+            continue;
+        }
+        assert_eq!(found, Some(newest), "newest record of {key:?}");
+    }
+    let dirty = log.first_dirty_offset();
+    for (i, s) in seen.iter().enumerate().filter(|(_, s)| s.offset < dirty) {
+        assert!(
+            !seen[i + 1..]
+                .iter()
+                .any(|later| later.offset < dirty && later.key == s.key),
+            "superseded record at {} survived cleaning",
+            s.offset
+        );
+    }
+}
+
+#[test]
+fn cleaned_log_keeps_the_newest_record_of_every_key() {
+    for seed in 0..12u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut log = PartitionLog::open(dir.path(), config(2_000, 256), 0).unwrap();
+        let mut model = BTreeMap::new();
+        let cleaner = CleanerConfig {
+            // Small maps now and then: a pass must stop where its map filled, and stay right.
+            dedupe_buffer_bytes: if seed % 3 == 0 { 400 } else { 1 << 20 },
+            delete_retention_ms: 1_000_000,
+            ..CleanerConfig::default()
+        };
+        let mut removed = 0;
+        for round in 0..6 {
+            model.append(&mut write_history(&mut log, &mut rng, 40, 1_000 + round));
+            let stats = log
+                .clean_now(&cleaner, i64::MAX, 2_000, true)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+                .expect("closed segments to clean");
+            removed += stats.records_removed;
+            check_against_model(&log, &model, false);
+        }
+        assert!(
+            removed > 10 && log.first_dirty_offset() > 0,
+            "seed {seed}: {removed}"
+        );
+        let before = log.size_bytes();
+        // Much later: tombstones are older than delete.retention.ms and go too.
+        for _ in 0..4 {
+            log.clean_now(&cleaner, i64::MAX, 10_000_000, true).unwrap();
+        }
+        check_against_model(&log, &model, true);
+        assert!(log.size_bytes() <= before, "seed {seed}");
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config(2_000, 256), 0).unwrap();
+        check_against_model(&log, &model, true);
+    }
+}
+
+#[test]
+fn disk_stays_bounded_under_endless_overwrites_of_a_fixed_key_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut log = PartitionLog::open(dir.path(), config(4_000, 256), 0).unwrap();
+    let cleaner = CleanerConfig::default();
+    let mut largest = 0;
+    for round in 0..60 {
+        write_history(&mut log, &mut rng, 30, 1_000);
+        log.clean_now(&cleaner, i64::MAX, 1_000, false).unwrap();
+        if round >= 10 {
+            largest = largest.max(log.size_bytes());
+        }
+    }
+    // 20 keys of ~40 bytes each, plus the active segment and dirty segments up to half.
+    assert!(largest < 20_000, "the log grew to {largest} bytes");
+}
+
+fn files_with_suffix(dir: &Path) -> Vec<String> {
+    crate::tests::file_names(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+        .collect()
+}
+
+/// Builds the same log in `dir` every time: two keys overwritten across several segments.
+fn crash_fixture(dir: &Path) -> PartitionLog {
+    let mut log = PartitionLog::open(dir, config(600, 128), 0).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    write_history(&mut log, &mut rng, 60, 1_000);
+    log
+}
+
+/// A crash after each file operation of the swap (simulated by stopping there and reopening):
+/// each group of segments reads back exactly as before the pass or exactly as after it.
+#[test]
+fn a_crash_at_any_step_of_the_swap_leaves_the_old_or_the_new_segments() {
+    let cleaner = CleanerConfig::default();
+    let reference = tempfile::tempdir().unwrap();
+    let mut log = crash_fixture(reference.path());
+    let old = read_records(&log);
+    log.clean_now(&cleaner, i64::MAX, 1_000, true)
+        .unwrap()
+        .unwrap();
+    let new = read_records(&log);
+    assert!(new.len() < old.len());
+    for step in 0.. {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = crash_fixture(dir.path());
+        let plan = log.plan_clean(&cleaner, i64::MAX, 1_000, true).unwrap();
+        let cleaned = plan.run().unwrap();
+        let done = log
+            .finish_clean_stopping(cleaned, StopAfter(Some(step)))
+            .unwrap()
+            .is_some();
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config(600, 128), 0).unwrap();
+        let after = read_records(&log);
+        // Each group swaps alone: the groups before the crash are new, the rest old. So every
+        // record read is one that was written, and every record the full pass kept is there.
+        assert!(
+            after.iter().all(|r| old.contains(r)),
+            "step {step}: a record nobody wrote"
+        );
+        assert!(
+            new.iter().all(|r| after.contains(r)),
+            "step {step}: a live record lost"
+        );
+        assert!(files_with_suffix(dir.path()).is_empty(), "step {step}");
+        if done {
+            assert_eq!(after, new);
+            assert!(step > 5);
+            break;
+        }
+    }
+}
+
+/// The story: retention deleted the oldest segment while a pass was running off the lock;
+/// swapping then would have brought its records back. The pass must be dropped instead.
+#[test]
+fn a_pass_over_segments_that_changed_meanwhile_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = crash_fixture(dir.path());
+    let plan = log
+        .plan_clean(&CleanerConfig::default(), i64::MAX, 1_000, true)
+        .unwrap();
+    let cleaned = plan.run().unwrap();
+    let second = log.segment_base_offsets()[1];
+    log.delete_records_before(second).unwrap();
+    let before = read_records(&log);
+    assert_eq!(log.finish_clean(cleaned).unwrap(), None);
+    assert_eq!(read_records(&log), before);
+    assert!(files_with_suffix(dir.path()).is_empty());
+}

@@ -345,3 +345,137 @@ async fn consume_transform_produce_copies_every_record_exactly_once() {
         );
     }
 }
+
+/// The `transactional_copy` example, which `cargo test` builds beside the tests.
+fn copy_example() -> Option<std::path::PathBuf> {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+    };
+    let path = target.join("debug/examples").join(format!(
+        "transactional_copy{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    if !path.exists() {
+        eprintln!(
+            "SKIPPED: {} is not built (cargo build -p strom-client --examples)",
+            path.display()
+        );
+        return None;
+    }
+    Some(path)
+}
+
+fn start_copy(example: &std::path::Path, addr: &str) -> std::process::Child {
+    std::process::Command::new(example)
+        .args([
+            addr,
+            "big-input",
+            "big-output",
+            "big-copy",
+            "big-copier",
+            "10",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start the transactional_copy example")
+}
+
+/// The records of `topic` a read_committed consumer can see now, over all partitions.
+async fn committed_count(addr: &str, topic: &str) -> i64 {
+    let mut c = Consumer::connect_with(addr, reader(IsolationLevel::ReadCommitted))
+        .await
+        .unwrap();
+    c.assign_topic(topic).await.unwrap();
+    // Every transaction ends with one marker per partition; an upper bound is enough here.
+    c.end_offsets().await.unwrap().values().sum()
+}
+
+#[tokio::test]
+async fn a_copy_killed_mid_way_and_restarted_still_copies_every_record_once() {
+    let broker = broker!();
+    let Some(example) = copy_example() else {
+        return;
+    };
+    let addr = &broker.addr;
+    let admin = Admin::connect(addr).await.unwrap();
+    admin.create_topic("big-input", 2).await.unwrap();
+    admin.create_topic("big-output", 2).await.unwrap();
+    let plain = Producer::connect_with(
+        addr,
+        ProducerConfig {
+            linger_ms: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let per_partition = 600;
+    let mut expected: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let mut deliveries = Vec::new();
+    for p in 0..2 {
+        for i in 0..per_partition {
+            let record = ProducerRecord::new("big-input", format!("big-{p}-{i}")).partition(p);
+            deliveries.push(plain.enqueue(record).await.unwrap());
+            expected.entry(p).or_default().push(format!("BIG-{p}-{i}"));
+        }
+    }
+    for d in deliveries {
+        d.wait().await.unwrap();
+    }
+
+    let mut first = start_copy(&example, addr);
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT;
+    while committed_count(addr, "big-output").await < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the first copier made no progress"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first copier stopped early"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap(); // SIGKILL, most likely inside a transaction
+    first.wait().unwrap();
+    let at_kill = committed_count(addr, "big-output").await;
+    assert!(
+        at_kill < 2 * per_partition as i64,
+        "the copier finished before it was killed ({at_kill} offsets)"
+    );
+
+    let mut second = start_copy(&example, addr);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second copier did not finish");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success(), "the second copier failed: {status}");
+
+    let seen = read_all(addr, "big-output", IsolationLevel::ReadCommitted).await;
+    assert_eq!(
+        seen, expected,
+        "every input record exactly once, in order, across the kill"
+    );
+    let group = admin.describe_group("big-copy").await.unwrap();
+    for p in 0..2 {
+        let committed = group
+            .offsets
+            .iter()
+            .find(|o| o.partition == p)
+            .and_then(|o| o.committed);
+        assert_eq!(
+            committed,
+            Some(per_partition as i64),
+            "committed offset of big-input/{p}"
+        );
+    }
+}

@@ -575,6 +575,9 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         "100",
         |c, v| put(&mut c.security.failed_authentication_delay_ms, parse(v)?),
     ),
+    ("connections.max.reauth.ms", "0", |c, v| {
+        put(&mut c.security.connections_max_reauth_ms, parse(v)?)
+    }),
     ("sasl.server.max.receive.size", "524288", |c, v| {
         put(&mut c.security.sasl_max_receive_size, positive(parse(v)?)?)
     }),

@@ -190,7 +190,8 @@ async fn dispatch_api(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             broker, r, v, ctx
         )),
         // SASL requests reach the handlers only where SASL is not running: on a listener
-        // without SASL, or after authentication (re-authentication is not supported).
+        // without SASL, or after authentication when no re-authentication may begin
+        // (`connections.max.reauth.ms` unset, or one began less than a second ago).
         ApiKey::SaslHandshake => {
             handle!(SaslHandshakeRequest, |_r| SaslHandshakeResponse::default()
                 .with_error_code(

@@ -160,6 +160,10 @@ pub struct SecuritySettings {
     /// `connection.failed.authentication.delay.ms`: how long a failed authentication waits
     /// before it is answered and the connection closed.
     pub failed_authentication_delay_ms: u64,
+    /// `connections.max.reauth.ms` (KIP-368): a SASL session lasts this long; the client
+    /// must authenticate again on the same connection before then, or its next request
+    /// closes the connection. 0: sessions never expire.
+    pub connections_max_reauth_ms: u64,
     /// `sasl.server.max.receive.size`: the largest SASL token read before authentication.
     pub sasl_max_receive_size: usize,
     /// `authorizer.class.name` names Kafka's StandardAuthorizer (or `acl`).
@@ -199,6 +203,7 @@ impl Default for SecuritySettings {
             sasl_mechanisms: Mechanism::SCRAM.to_vec(),
             failed_authentication_delay_ms: 100,
             sasl_max_receive_size: 524_288,
+            connections_max_reauth_ms: 0,
             authorizer_enabled: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,

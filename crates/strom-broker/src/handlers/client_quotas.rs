@@ -49,7 +49,9 @@ fn filter(req: &DescribeClientQuotasRequest) -> Result<Filter, (i16, String)> {
             }
         }
         if components.iter().any(|(k, _)| k == kind) {
-            return Err(bad(format!("Duplicate {kind} filter component entity type")));
+            return Err(bad(format!(
+                "Duplicate {kind} filter component entity type"
+            )));
         }
         let m = match (c.match_type, &c._match) {
             (MATCH_EXACT, Some(name)) => Match::Exact(name.to_string()),
@@ -108,7 +110,9 @@ pub fn describe(
                 .with_values(
                     values
                         .into_iter()
-                        .map(|(key, value)| ValueData::default().with_key(sb(key)).with_value(value))
+                        .map(|(key, value)| {
+                            ValueData::default().with_key(sb(key)).with_value(value)
+                        })
                         .collect(),
                 )
         })
@@ -117,9 +121,7 @@ pub fn describe(
 }
 
 /// One entry of the request checked: the change to make, or its error.
-fn check_entry(
-    entry: &alter_client_quotas_request::EntryData,
-) -> Result<Change, (i16, String)> {
+fn check_entry(entry: &alter_client_quotas_request::EntryData) -> Result<Change, (i16, String)> {
     let parts: Vec<(String, Option<String>)> = entry
         .entity
         .iter()

@@ -71,10 +71,7 @@ impl Entity {
     /// checks; the error is Kafka's (code, message).
     pub fn from_parts(parts: &[(String, Option<String>)]) -> Result<Entity, (Invalid, String)> {
         if parts.is_empty() {
-            return Err((
-                Invalid::Request,
-                "Invalid empty client quota entity".into(),
-            ));
+            return Err((Invalid::Request, "Invalid empty client quota entity".into()));
         }
         let mut e = Entity::default();
         for (kind, name) in parts {
@@ -193,13 +190,23 @@ mod tests {
         );
         for (bad, kind) in [
             (vec![], Invalid::Request),
-            (vec![("user", Some("a")), ("user", Some("b"))], Invalid::Request),
+            (
+                vec![("user", Some("a")), ("user", Some("b"))],
+                Invalid::Request,
+            ),
             (vec![("user", Some(""))], Invalid::Request),
             (vec![("ip", Some("not-an-ip"))], Invalid::Request),
-            (vec![("ip", Some("127.0.0.1")), ("user", None)], Invalid::Request),
+            (
+                vec![("ip", Some("127.0.0.1")), ("user", None)],
+                Invalid::Request,
+            ),
             (vec![("group", Some("g"))], Invalid::Unsupported),
         ] {
-            assert_eq!(Entity::from_parts(&parts(&bad)).unwrap_err().0, kind, "{bad:?}");
+            assert_eq!(
+                Entity::from_parts(&parts(&bad)).unwrap_err().0,
+                kind,
+                "{bad:?}"
+            );
         }
     }
 

@@ -256,12 +256,15 @@ impl Filter {
             entity::CLIENT_ID => e.client_id.as_ref(),
             _ => e.ip.as_ref(),
         };
-        let each = self.components.iter().all(|(kind, m)| match (part(kind), m) {
-            (None, _) => false,
-            (Some(_), Match::Any) => true,
-            (Some(name), Match::Default) => name.is_none(),
-            (Some(name), Match::Exact(want)) => name.as_deref() == Some(want.as_str()),
-        });
+        let each = self
+            .components
+            .iter()
+            .all(|(kind, m)| match (part(kind), m) {
+                (None, _) => false,
+                (Some(_), Match::Any) => true,
+                (Some(name), Match::Default) => name.is_none(),
+                (Some(name), Match::Exact(want)) => name.as_deref() == Some(want.as_str()),
+            });
         let only = !self.strict
             || e.parts()
                 .iter()

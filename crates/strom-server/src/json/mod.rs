@@ -90,7 +90,14 @@ impl ListenerSecurity {
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Shutdown) {
     let limits = Limits::from_broker(&broker);
     let local = Arc::new(Local::new(broker));
-    serve_with(listener, local, limits, ListenerSecurity::plaintext(), shutdown).await
+    serve_with(
+        listener,
+        local,
+        limits,
+        ListenerSecurity::plaintext(),
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`] with explicit limits and security, over an existing [`Local`].

@@ -31,7 +31,9 @@ ILLEGAL_SASL_STATE = 34
 
 
 @pytest.fixture
-def reauth_broker(tmp_path):
+def reauth_broker(request, tmp_path):
+    # Extra settings for one test: `parametrize("reauth_broker", [{...}], indirect=True)`.
+    extra = getattr(request, "param", {})
     sasl_port = free_port()
     data = tmp_path / "data"
     data.mkdir()
@@ -41,6 +43,7 @@ def reauth_broker(tmp_path):
         "listeners": f"PLAINTEXT://{b.bootstrap},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
         "sasl.enabled.mechanisms": "SCRAM-SHA-256,PLAIN",
         "connections.max.reauth.ms": str(MAX_REAUTH_MS),
+        **extra,
     })
     b.sasl = f"127.0.0.1:{sasl_port}"
     b.start()
@@ -219,3 +222,17 @@ def test_reauthentication_as_another_user_is_refused_and_closes_the_connection(r
     finally:
         w.close()
     assert "SASL re-authentication failed" in b.log_tail()
+
+
+@pytest.mark.parametrize(
+    "reauth_broker", [{"listener.name.sasl_plaintext.plain.connections.max.reauth.ms": "1500"}], indirect=True
+)
+def test_a_listener_and_mechanism_may_have_their_own_session_lifetime(reauth_broker):
+    w = SaslWire(reauth_broker.sasl)
+    try:
+        assert w.login("alice", "alice-pw") == 1500
+        time.sleep(2.0)
+        w.conn.send(frame(request_header_v1(API_METADATA, 1, 99) + struct.pack(">i", -1)))
+        assert w.conn.closed_by_peer()
+    finally:
+        w.close()

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::security::settings::{
-    optional_string, parse_authorizer, parse_http_protocol, parse_mechanisms, parse_super_users,
+    optional_string, parse_authorizer, parse_http_protocol, parse_mechanisms,
+    parse_reauth_override_name, parse_super_users,
 };
 
 /// When a produce is acknowledged relative to fsync.
@@ -684,7 +685,9 @@ impl ConfigBuilder {
 
     /// Sets one value; `source_name` appears in error messages.
     pub fn set(&mut self, name: &str, value: &str, source_name: &str) -> Result<(), ConfigError> {
-        if !SETTINGS.iter().any(|(n, _, _)| *n == name) {
+        let known = SETTINGS.iter().any(|(n, _, _)| *n == name)
+            || parse_reauth_override_name(name).is_some();
+        if !known {
             return Err(ConfigError::Unknown {
                 name: name.into(),
                 source_name: source_name.into(),
@@ -750,6 +753,21 @@ impl ConfigBuilder {
                 source_name: source.to_string(),
                 reason,
             })?;
+        }
+        for (name, (value, source)) in &self.values {
+            let Some((listener, mechanism)) = parse_reauth_override_name(name) else {
+                continue;
+            };
+            let ms = parse(value).map_err(|reason| ConfigError::BadValue {
+                name: name.clone(),
+                value: value.clone(),
+                source_name: source.clone(),
+                reason,
+            })?;
+            config
+                .security
+                .connections_max_reauth_ms_overrides
+                .push((listener, mechanism, ms));
         }
         config
             .resolve_listeners()

@@ -152,7 +152,7 @@ pub async fn serve_listener(
                         }
                     }
                     let (reader, writer) = tokio::io::split(stream);
-                    let session = Session::new(ctx, sasl);
+                    let session = Session::new(ctx, sasl).on_listener(&spec.name);
                     serve_connection(reader, writer, peer, broker, limits, shutdown, session).await;
                     return;
                 }
@@ -174,7 +174,7 @@ pub async fn serve_listener(
                     Some(_) => {
                         let _ = socket.set_nodelay(true);
                         let (reader, writer) = socket.into_split();
-                        let session = Session::new(ctx, sasl);
+                        let session = Session::new(ctx, sasl).on_listener(&spec.name);
                         serve_connection(reader, writer, peer, broker, limits, shutdown, session)
                             .await
                     }

@@ -117,6 +117,8 @@ pub struct Session {
     mechanism: Option<Mechanism>,
     /// A re-authentication is under way: it must end as the principal already authenticated.
     reauthenticating: bool,
+    /// The listener the connection came in on, for its own `connections.max.reauth.ms`.
+    listener: Option<String>,
 }
 
 /// The outcome of one authentication step.
@@ -141,7 +143,15 @@ impl Session {
             lifetime: Lifetime::default(),
             mechanism: None,
             reauthenticating: false,
+            listener: None,
         }
+    }
+
+    /// Names the listener the connection came in on, whose
+    /// `listener.name.<listener>.<mechanism>.connections.max.reauth.ms` then applies.
+    pub fn on_listener(mut self, listener: &str) -> Session {
+        self.listener = Some(listener.to_string());
+        self
     }
 
     pub fn authenticated(&self) -> bool {
@@ -393,7 +403,11 @@ impl Session {
     /// Starts the session after an authentication; returns its lifetime for the response
     /// (0: no limit).
     fn start_session(&mut self, broker: &Broker) -> i64 {
-        let max_reauth_ms = broker.config.security.connections_max_reauth_ms;
+        let security = &broker.config.security;
+        let max_reauth_ms = match self.mechanism {
+            Some(m) => security.connections_max_reauth_ms_for(self.listener.as_deref(), m),
+            None => security.connections_max_reauth_ms,
+        };
         self.lifetime.start(Instant::now(), max_reauth_ms)
     }
 
@@ -627,7 +641,18 @@ mod tests {
     }
 
     fn open_broker(dir: &std::path::Path, max_reauth_ms: u64) -> Arc<Broker> {
+        open_broker_with(dir, max_reauth_ms, &[])
+    }
+
+    fn open_broker_with(
+        dir: &std::path::Path,
+        max_reauth_ms: u64,
+        extra: &[(&str, &str)],
+    ) -> Arc<Broker> {
         let mut config = ConfigBuilder::new();
+        for (name, value) in extra {
+            config.set(name, value, "test").unwrap();
+        }
         let set = |c: &mut ConfigBuilder, k: &str, v: &str| c.set(k, v, "test").unwrap();
         set(&mut config, "data.dir", dir.to_str().unwrap());
         set(
@@ -826,5 +851,50 @@ mod tests {
         let code = handshake(&mut s, &b, "PLAIN").await;
         assert_eq!(code, ResponseError::IllegalSaslState.code());
         assert!(matches!(metadata(&mut s, &b).await, Reply::Ready(_)));
+    }
+
+    #[tokio::test]
+    async fn a_listener_and_mechanism_may_have_their_own_session_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = [(
+            "listener.name.sasl_plaintext.plain.connections.max.reauth.ms",
+            "1000",
+        )];
+        let b = open_broker_with(dir.path(), MAX_REAUTH_MS, &own);
+        let mut s = new_session().on_listener("SASL_PLAINTEXT");
+        handshake(&mut s, &b, "PLAIN").await;
+        assert_eq!(
+            plain_authenticate(&mut s, &b, "alice", "alice-pw").await,
+            (0, 1_000)
+        );
+        let mut elsewhere = new_session().on_listener("SASL_SSL");
+        handshake(&mut elsewhere, &b, "PLAIN").await;
+        let (_, lifetime_ms) = plain_authenticate(&mut elsewhere, &b, "alice", "alice-pw").await;
+        assert_eq!(lifetime_ms, 3_000);
+    }
+
+    #[test]
+    fn the_per_listener_form_is_kafkas() {
+        use crate::security::settings::parse_reauth_override_name as parse;
+        assert_eq!(
+            parse("listener.name.SASL_SSL.scram-sha-512.connections.max.reauth.ms"),
+            Some(("sasl_ssl".to_string(), Mechanism::ScramSha512))
+        );
+        assert_eq!(
+            parse("listener.name.sasl_ssl.gssapi.connections.max.reauth.ms"),
+            None
+        );
+        assert_eq!(
+            parse("listener.name..plain.connections.max.reauth.ms"),
+            None
+        );
+        assert_eq!(parse("connections.max.reauth.ms"), None);
+        let mut config = ConfigBuilder::new();
+        let bad = config.set(
+            "listener.name.x.oauthbearer.connections.max.reauth.ms",
+            "1",
+            "t",
+        );
+        assert!(bad.is_err(), "an unknown mechanism is an unknown setting");
     }
 }

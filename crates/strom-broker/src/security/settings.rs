@@ -164,6 +164,9 @@ pub struct SecuritySettings {
     /// must authenticate again on the same connection before then, or its next request
     /// closes the connection. 0: sessions never expire.
     pub connections_max_reauth_ms: u64,
+    /// `listener.name.<listener>.<mechanism>.connections.max.reauth.ms`: the same for one
+    /// mechanism on one listener (listener name in lower case), over the setting above.
+    pub connections_max_reauth_ms_overrides: Vec<(String, Mechanism, u64)>,
     /// `sasl.server.max.receive.size`: the largest SASL token read before authentication.
     pub sasl_max_receive_size: usize,
     /// `authorizer.class.name` names Kafka's StandardAuthorizer (or `acl`).
@@ -176,7 +179,41 @@ pub struct SecuritySettings {
     pub http: HttpSecurity,
 }
 
+/// The per-listener, per-mechanism form of `connections.max.reauth.ms`, as Kafka spells it.
+pub const REAUTH_MS_SUFFIX: &str = ".connections.max.reauth.ms";
+
+/// `listener.name.<listener>.<mechanism>.connections.max.reauth.ms` split into the listener
+/// (lower case) and the mechanism (any case, as Kafka writes it lower-case); `None` when
+/// `name` is not of that form or names no mechanism Strom knows.
+pub fn parse_reauth_override_name(name: &str) -> Option<(String, Mechanism)> {
+    let middle = name
+        .strip_prefix("listener.name.")?
+        .strip_suffix(REAUTH_MS_SUFFIX)?;
+    let (listener, mechanism) = middle.split_once('.')?;
+    let mechanism = Mechanism::ALL
+        .into_iter()
+        .find(|m| m.name().eq_ignore_ascii_case(mechanism))?;
+    (!listener.is_empty()).then(|| (listener.to_ascii_lowercase(), mechanism))
+}
+
 impl SecuritySettings {
+    /// The session lifetime for `mechanism` on the listener named `listener`: its own
+    /// setting if given, else `connections.max.reauth.ms` (Kafka's
+    /// `connectionsMaxReauthMsByMechanism`).
+    pub fn connections_max_reauth_ms_for(
+        &self,
+        listener: Option<&str>,
+        mechanism: Mechanism,
+    ) -> u64 {
+        listener
+            .and_then(|l| {
+                self.connections_max_reauth_ms_overrides
+                    .iter()
+                    .find(|(name, m, _)| *m == mechanism && name.eq_ignore_ascii_case(l))
+            })
+            .map_or(self.connections_max_reauth_ms, |(_, _, ms)| *ms)
+    }
+
     /// Whether the HTTP API asks for a login: as set, else whenever ACLs are enforced.
     pub fn http_basic(&self) -> bool {
         let default = if self.authorizer_enabled {
@@ -204,6 +241,7 @@ impl Default for SecuritySettings {
             failed_authentication_delay_ms: 100,
             sasl_max_receive_size: 524_288,
             connections_max_reauth_ms: 0,
+            connections_max_reauth_ms_overrides: Vec::new(),
             authorizer_enabled: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,

@@ -271,6 +271,39 @@ fn requests(out: &mut String, m: &Metrics) {
         "strom_fsync_failures_total {}",
         m.fsync_failures.load(Relaxed)
     );
+    for (name, help, value) in [
+        (
+            "strom_log_cleaner_passes_total",
+            "Log cleaner passes that swapped cleaned segments in.",
+            &m.cleaner_passes,
+        ),
+        (
+            "strom_log_cleaner_read_bytes_total",
+            "Segment bytes the log cleaner read and rewrote.",
+            &m.cleaner_bytes_read,
+        ),
+        (
+            "strom_log_cleaner_written_bytes_total",
+            "Cleaned segment bytes the log cleaner wrote.",
+            &m.cleaner_bytes_written,
+        ),
+        (
+            "strom_log_cleaner_records_removed_total",
+            "Records the log cleaner removed (superseded, expired tombstones, aborted).",
+            &m.cleaner_records_removed,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+    }
+    family(
+        out,
+        "strom_log_cleaner_pass_seconds",
+        "histogram",
+        "Wall time of each log cleaner pass over one partition.",
+    );
+    m.cleaner_seconds
+        .render(out, "strom_log_cleaner_pass_seconds", "");
     family(
         out,
         "strom_throttle_time_seconds_total",

@@ -149,10 +149,12 @@ mod tests {
 
     #[test]
     fn per_ip_counts_follow_overrides_and_free_on_drop() {
-        let mut config = crate::config::BrokerConfig::default();
-        config.max_connections_per_ip = 2;
         let special: IpAddr = "127.0.0.2".parse().unwrap();
-        config.max_connections_per_ip_overrides = vec![(special, 0)];
+        let config = crate::config::BrokerConfig {
+            max_connections_per_ip: 2,
+            max_connections_per_ip_overrides: vec![(special, 0)],
+            ..Default::default()
+        };
         let q = ConnectionQuotas::new(&config, 1000);
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         let a = q.open(local).unwrap();

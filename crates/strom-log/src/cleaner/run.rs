@@ -18,11 +18,11 @@ use crate::index::SegmentIndex;
 use crate::segment::{log_path, Segment};
 use crate::txn_index::AbortedTxn;
 
+/// A visitor of whole batches: false stops the walk.
+type BatchVisitor<'a> = dyn FnMut(&BatchHeader, &[u8]) -> Result<bool, LogError> + 'a;
+
 /// Call `f(header, bytes)` for every whole batch of a closed segment, in order.
-fn for_each_batch(
-    segment: &Planned,
-    f: &mut dyn FnMut(&BatchHeader, &[u8]) -> Result<bool, LogError>,
-) -> Result<(), LogError> {
+fn for_each_batch(segment: &Planned, f: &mut BatchVisitor<'_>) -> Result<(), LogError> {
     let mut position = 0u64;
     let mut buf = Vec::new();
     let mut head = [0u8; BatchHeader::SIZE];

@@ -282,3 +282,65 @@ fn a_pass_over_segments_that_changed_meanwhile_is_discarded() {
     assert_eq!(read_records(&log), before);
     assert!(files_with_suffix(dir.path()).is_empty());
 }
+
+/// Regression: after cleaning, a run of segments that held only superseded records keeps one
+/// empty batch each. Reads served those one by one, and librdkafka, which doubles its fetch
+/// size on every answer without a message, gave up after ten in a row with
+/// MSG_SIZE_TOO_LARGE. A read at any offset must start at a batch with records when one lies
+/// ahead.
+#[test]
+fn reads_step_over_empty_batches_left_by_cleaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(300, 256), 0).unwrap();
+    let keys: Vec<Vec<u8>> = (0..4).map(|k| format!("key-{k}").into_bytes()).collect();
+    let mut counter = 0u32;
+    for _ in 0..40 {
+        let records: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                counter += 1;
+                (k.clone(), Some(format!("{counter:08}").into_bytes()))
+            })
+            .collect();
+        append(&mut log, batch(&records, 1_000, Compression::None), 1_000);
+    }
+    log.flush().unwrap();
+    log.clean_now(&CleanerConfig::default(), i64::MAX, 2_000, true)
+        .unwrap()
+        .expect("closed segments to clean");
+    let empty_segments = log
+        .segments
+        .iter()
+        .filter(|s| {
+            let mut any = false;
+            s.walk_headers(0, &mut |_, h| {
+                any |= h.records_count > 0;
+                Ok(true)
+            })
+            .unwrap();
+            !any
+        })
+        .count();
+    assert!(
+        empty_segments >= 10,
+        "only {empty_segments} segments were emptied"
+    );
+    let end = log.log_end_offset();
+    for offset in log.log_start_offset()..end {
+        let bytes = log.read(offset, 1 << 20).unwrap().read_bytes().unwrap();
+        let h = BatchHeader::parse(&bytes).unwrap();
+        assert!(
+            h.last_offset() >= offset,
+            "read at {offset} starts too early"
+        );
+        assert!(
+            h.records_count > 0,
+            "read at {offset} starts at an empty batch {}..={}",
+            h.base_offset,
+            h.last_offset()
+        );
+    }
+    // What is left: the records of the segments the pass could not clean (the active one).
+    let left = read_records(&log);
+    assert!(left.len() < 4 * keys.len(), "{} records left", left.len());
+}

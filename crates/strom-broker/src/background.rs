@@ -14,9 +14,7 @@ use crate::topics::now_ms;
 pub fn spawn(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     tokio::spawn(retention_loop(broker.clone(), shutdown.clone()));
     tokio::spawn(checkpoint_loop(broker.clone(), shutdown.clone()));
-    if broker.config.log_cleaner_enable {
-        tokio::spawn(crate::log_cleaner::run(broker.clone(), shutdown.clone()));
-    }
+    crate::log_cleaner::spawn(&broker, &shutdown);
     if broker.config.log_flush_interval_ms > 0 {
         tokio::spawn(flush_loop(broker, shutdown));
     }

@@ -82,9 +82,12 @@ pub struct BrokerConfig {
     pub log_index_interval_bytes: u32,
     /// `log.cleaner.enable`: run the log cleaner for topics with `cleanup.policy=compact`.
     pub log_cleaner_enable: bool,
+    /// `log.cleaner.threads`: cleaner tasks, each owning a share of the partitions (0: none).
+    pub log_cleaner_threads: usize,
     /// `log.cleaner.backoff.ms`: the cleaner's pause when no partition needed cleaning.
     pub log_cleaner_backoff_ms: u64,
-    /// `log.cleaner.dedupe.buffer.size`: most memory the cleaner's key map takes.
+    /// `log.cleaner.dedupe.buffer.size`: most memory the cleaners' key maps take together
+    /// (each thread gets its share, as Kafka).
     pub log_cleaner_dedupe_buffer_size: usize,
     /// `log.cleaner.min.cleanable.ratio`: default of `min.cleanable.dirty.ratio`.
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -413,6 +416,16 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     }),
     ("log.cleaner.enable", "true", |c, v| {
         put(&mut c.log_cleaner_enable, parse_bool(v)?)
+    }),
+    ("log.cleaner.threads", "1", |c, v| {
+        let threads: usize = parse(v)?;
+        if threads > crate::metrics::CLEANER_THREADS_MAX {
+            return Err(format!(
+                "at most {} cleaner threads, got {threads}",
+                crate::metrics::CLEANER_THREADS_MAX
+            ));
+        }
+        put(&mut c.log_cleaner_threads, threads)
     }),
     ("log.cleaner.backoff.ms", "15000", |c, v| {
         put(&mut c.log_cleaner_backoff_ms, positive(parse(v)?)?)
@@ -884,6 +897,7 @@ fn placeholder() -> BrokerConfig {
         log_retention_check_interval_ms: 0,
         log_index_interval_bytes: 0,
         log_cleaner_enable: false,
+        log_cleaner_threads: 0,
         log_cleaner_backoff_ms: 0,
         log_cleaner_dedupe_buffer_size: 0,
         log_cleaner_min_cleanable_ratio: 0.0,

@@ -1000,6 +1000,34 @@ mod tests {
     }
 
     #[test]
+    fn log_cleaner_settings_mirror_kafka_and_refuse_bad_values() {
+        let c = BrokerConfig::default();
+        assert!(c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_threads, 1);
+        assert_eq!(c.log_cleaner_backoff_ms, 15_000);
+        assert_eq!(c.log_cleaner_dedupe_buffer_size, 128 << 20);
+        assert_eq!(c.log_cleaner_min_cleanable_ratio, 0.5);
+        assert_eq!(c.log_cleaner_delete_retention_ms, 86_400_000);
+        assert_eq!(c.log_cleaner_min_compaction_lag_ms, 0);
+        assert_eq!(c.log_cleaner_max_compaction_lag_ms, i64::MAX);
+        for bad in [
+            "log.cleaner.threads=9",
+            "log.cleaner.min.cleanable.ratio=1.5",
+            "log.cleaner.backoff.ms=0",
+            "log.cleaner.delete.retention.ms=-1",
+        ] {
+            let mut b = ConfigBuilder::new();
+            b.set_pair(bad).unwrap();
+            let name = bad.split('=').next().unwrap();
+            let err = b.build().unwrap_err().to_string();
+            assert!(err.contains(name), "{bad}: {err}");
+        }
+        let mut b = ConfigBuilder::new();
+        b.set_pair("log.cleaner.threads=0").unwrap();
+        assert_eq!(b.build().unwrap().log_cleaner_threads, 0);
+    }
+
+    #[test]
     fn toml_files_accept_flat_and_nested_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("strom.toml");

@@ -344,3 +344,56 @@ fn reads_step_over_empty_batches_left_by_cleaning() {
     let left = read_records(&log);
     assert!(left.len() < 4 * keys.len(), "{} records left", left.len());
 }
+
+/// A rough cleaner throughput check, ignored by default because it measures the machine as
+/// much as the code: `cargo test -p strom-log --release -- --ignored --nocapture
+/// cleaner_throughput`. 10,000 keys overwritten 20 times in 100-record batches of ~100-byte
+/// values: one pass reads the whole log and keeps one record in twenty.
+#[test]
+#[ignore]
+fn cleaner_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(64 << 20, 4096), 0).unwrap();
+    let keys = 10_000u32;
+    let value = vec![b'v'; 100];
+    for round in 0..20u32 {
+        for first in (0..keys).step_by(100) {
+            let mut b = BatchBuilder::new();
+            for k in first..first + 100 {
+                let key = format!("key-{k:08}");
+                let mut v = value.clone();
+                v[..8].copy_from_slice(format!("{round:08}").as_bytes());
+                b = b.record(TestRecord::new(1_000, Some(key.as_bytes()), Some(&v)));
+            }
+            append(&mut log, b.build(), 1_000);
+        }
+    }
+    // One more small batch so every overwrite round sits in closed segments.
+    log.roll(1_000).unwrap();
+    append(
+        &mut log,
+        batch(
+            &[(b"tail".to_vec(), Some(b"00000000".to_vec()))],
+            1_000,
+            Compression::None,
+        ),
+        1_000,
+    );
+    log.flush().unwrap();
+    let before = log.size_bytes();
+    let started = std::time::Instant::now();
+    let stats = log
+        .clean_now(&CleanerConfig::default(), i64::MAX, 2_000, true)
+        .unwrap()
+        .expect("a pass");
+    let elapsed = started.elapsed();
+    let mb = stats.bytes_read as f64 / 1e6;
+    println!(
+        "clean: read {mb:.0} MB, wrote {:.1} MB, removed {} records in {elapsed:?} = {:.0} MB/s; log {before} -> {} bytes",
+        stats.bytes_written as f64 / 1e6,
+        stats.records_removed,
+        mb / elapsed.as_secs_f64(),
+        log.size_bytes()
+    );
+    assert_eq!(stats.records_removed, u64::from(keys) * 19);
+}

@@ -1,5 +1,6 @@
 //! Background work: retention every `log.retention.check.interval.ms`, the recovery-point
-//! checkpoint every `log.flush.offset.checkpoint.interval.ms`, and periodic flushing for
+//! checkpoint every `log.flush.offset.checkpoint.interval.ms`, the log cleaner
+//! (`log_cleaner`), and periodic flushing for
 //! `log.flush.interval.ms`. All stop when the shutdown signal flips.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::topics::now_ms;
 pub fn spawn(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     tokio::spawn(retention_loop(broker.clone(), shutdown.clone()));
     tokio::spawn(checkpoint_loop(broker.clone(), shutdown.clone()));
+    crate::log_cleaner::spawn(&broker, &shutdown);
     if broker.config.log_flush_interval_ms > 0 {
         tokio::spawn(flush_loop(broker, shutdown));
     }

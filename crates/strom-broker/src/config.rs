@@ -81,6 +81,23 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     /// `log.index.interval.bytes`
     pub log_index_interval_bytes: u32,
+    /// `log.cleaner.enable`: run the log cleaner for topics with `cleanup.policy=compact`.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.threads`: cleaner tasks, each owning a share of the partitions (0: none).
+    pub log_cleaner_threads: usize,
+    /// `log.cleaner.backoff.ms`: the cleaner's pause when no partition needed cleaning.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: most memory the cleaners' key maps take together
+    /// (each thread gets its share, as Kafka).
+    pub log_cleaner_dedupe_buffer_size: usize,
+    /// `log.cleaner.min.cleanable.ratio`: default of `min.cleanable.dirty.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.delete.retention.ms`: default of `delete.retention.ms`.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms`: default of `min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms`: default of `max.compaction.lag.ms`.
+    pub log_cleaner_max_compaction_lag_ms: i64,
     /// `message.max.bytes`: largest record batch accepted.
     pub message_max_bytes: usize,
     /// `socket.request.max.bytes`: largest request frame accepted.
@@ -285,6 +302,14 @@ fn parse_ip_overrides(v: &str) -> Result<Vec<(std::net::IpAddr, usize)>, String>
         .collect()
 }
 
+fn non_negative<T: PartialOrd + Default + std::fmt::Display>(v: T) -> Result<T, String> {
+    if v >= T::default() {
+        Ok(v)
+    } else {
+        Err(format!("must not be negative, got {v}"))
+    }
+}
+
 fn positive<T: PartialOrd + Default + std::fmt::Display>(v: T) -> Result<T, String> {
     if v > T::default() {
         Ok(v)
@@ -390,6 +415,54 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("log.index.interval.bytes", "4096", |c, v| {
         put(&mut c.log_index_interval_bytes, parse(v)?)
     }),
+    ("log.cleaner.enable", "true", |c, v| {
+        put(&mut c.log_cleaner_enable, parse_bool(v)?)
+    }),
+    ("log.cleaner.threads", "1", |c, v| {
+        let threads: usize = parse(v)?;
+        if threads > crate::metrics::CLEANER_THREADS_MAX {
+            return Err(format!(
+                "at most {} cleaner threads, got {threads}",
+                crate::metrics::CLEANER_THREADS_MAX
+            ));
+        }
+        put(&mut c.log_cleaner_threads, threads)
+    }),
+    ("log.cleaner.backoff.ms", "15000", |c, v| {
+        put(&mut c.log_cleaner_backoff_ms, positive(parse(v)?)?)
+    }),
+    ("log.cleaner.dedupe.buffer.size", "134217728", |c, v| {
+        put(&mut c.log_cleaner_dedupe_buffer_size, positive(parse(v)?)?)
+    }),
+    ("log.cleaner.min.cleanable.ratio", "0.5", |c, v| {
+        let ratio: f64 = parse(v)?;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(format!("must be between 0 and 1, got {ratio}"));
+        }
+        put(&mut c.log_cleaner_min_cleanable_ratio, ratio)
+    }),
+    ("log.cleaner.delete.retention.ms", "86400000", |c, v| {
+        put(
+            &mut c.log_cleaner_delete_retention_ms,
+            non_negative(parse(v)?)?,
+        )
+    }),
+    ("log.cleaner.min.compaction.lag.ms", "0", |c, v| {
+        put(
+            &mut c.log_cleaner_min_compaction_lag_ms,
+            non_negative(parse(v)?)?,
+        )
+    }),
+    (
+        "log.cleaner.max.compaction.lag.ms",
+        "9223372036854775807",
+        |c, v| {
+            put(
+                &mut c.log_cleaner_max_compaction_lag_ms,
+                positive(parse(v)?)?,
+            )
+        },
+    ),
     ("message.max.bytes", "1048588", |c, v| {
         put(&mut c.message_max_bytes, positive(parse(v)?)?)
     }),
@@ -844,6 +917,14 @@ fn placeholder() -> BrokerConfig {
         log_retention_bytes: 0,
         log_retention_check_interval_ms: 0,
         log_index_interval_bytes: 0,
+        log_cleaner_enable: false,
+        log_cleaner_threads: 0,
+        log_cleaner_backoff_ms: 0,
+        log_cleaner_dedupe_buffer_size: 0,
+        log_cleaner_min_cleanable_ratio: 0.0,
+        log_cleaner_delete_retention_ms: 0,
+        log_cleaner_min_compaction_lag_ms: 0,
+        log_cleaner_max_compaction_lag_ms: 0,
         message_max_bytes: 0,
         socket_request_max_bytes: 0,
         decompressed_batch_max_bytes: 0,
@@ -937,6 +1018,34 @@ mod tests {
             err.contains("log.segment.bytes") && err.contains("lots"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn log_cleaner_settings_mirror_kafka_and_refuse_bad_values() {
+        let c = BrokerConfig::default();
+        assert!(c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_threads, 1);
+        assert_eq!(c.log_cleaner_backoff_ms, 15_000);
+        assert_eq!(c.log_cleaner_dedupe_buffer_size, 128 << 20);
+        assert_eq!(c.log_cleaner_min_cleanable_ratio, 0.5);
+        assert_eq!(c.log_cleaner_delete_retention_ms, 86_400_000);
+        assert_eq!(c.log_cleaner_min_compaction_lag_ms, 0);
+        assert_eq!(c.log_cleaner_max_compaction_lag_ms, i64::MAX);
+        for bad in [
+            "log.cleaner.threads=9",
+            "log.cleaner.min.cleanable.ratio=1.5",
+            "log.cleaner.backoff.ms=0",
+            "log.cleaner.delete.retention.ms=-1",
+        ] {
+            let mut b = ConfigBuilder::new();
+            b.set_pair(bad).unwrap();
+            let name = bad.split('=').next().unwrap();
+            let err = b.build().unwrap_err().to_string();
+            assert!(err.contains(name), "{bad}: {err}");
+        }
+        let mut b = ConfigBuilder::new();
+        b.set_pair("log.cleaner.threads=0").unwrap();
+        assert_eq!(b.build().unwrap().log_cleaner_threads, 0);
     }
 
     #[test]

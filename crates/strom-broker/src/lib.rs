@@ -39,6 +39,7 @@ pub mod listeners;
 pub mod local;
 pub mod local_admin;
 pub mod local_group;
+pub mod log_cleaner;
 pub mod meta;
 pub mod metrics;
 pub mod partition;

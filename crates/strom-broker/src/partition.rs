@@ -307,15 +307,14 @@ impl Partition {
             ));
         }
         state.log.flush().map_err(|e| e.to_string())?;
-        // Where the batch at `offset` starts, in which segment.
-        let cut = state.log.read(offset, 1).map_err(|e| e.to_string())?;
+        // Where the batch at `offset` starts, in which segment (a read would step over an
+        // empty batch left by cleaning; the cut must not).
+        let (containing, cut_position) = state
+            .log
+            .locate(offset)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no batch holds offset {offset}"))?;
         let bases = state.log.segment_base_offsets();
-        let containing = bases
-            .iter()
-            .copied()
-            .filter(|b| *b <= offset)
-            .max()
-            .unwrap_or(bases[0]);
         let dir = state.log.dir().to_path_buf();
         let replica = state.replica.take();
         // Close every file before changing them.
@@ -329,7 +328,7 @@ impl Partition {
             let log = std::fs::OpenOptions::new()
                 .write(true)
                 .open(dir.join(format!("{containing:020}.log")))?;
-            log.set_len(cut.position)?;
+            log.set_len(cut_position)?;
             log.sync_all()?;
             for ext in ["index", "timeindex"] {
                 let _ = std::fs::remove_file(dir.join(format!("{containing:020}.{ext}")));

@@ -27,7 +27,9 @@ pub const TOPIC_CONFIGS: &[(&str, Option<&str>)] = &[
     ("unclean.leader.election.enable", None),
     ("message.timestamp.after.max.ms", None),
     ("message.timestamp.before.max.ms", None),
-    // Accepted and reported like Kafka's, without effect here (no compaction, tiered storage,
+    ("max.compaction.lag.ms", None),
+    ("min.cleanable.dirty.ratio", None),
+    // Accepted and reported like Kafka's, without effect here (no tiered storage,
     // replication throttles, preallocation; recompression uses each codec's default level).
     ("compression.gzip.level", None),
     ("compression.lz4.level", None),
@@ -37,8 +39,6 @@ pub const TOPIC_CONFIGS: &[(&str, Option<&str>)] = &[
     ("leader.replication.throttled.replicas", None),
     ("local.retention.bytes", None),
     ("local.retention.ms", None),
-    ("max.compaction.lag.ms", None),
-    ("min.cleanable.dirty.ratio", None),
     ("preallocate", None),
     ("remote.storage.enable", None),
     ("segment.index.bytes", None),
@@ -60,7 +60,7 @@ pub mod config_type {
 pub fn config_info(name: &str) -> (i8, Option<&'static str>, &'static str) {
     use config_type::*;
     match name {
-        "cleanup.policy" => (LIST, Some("log.cleanup.policy"), "Retention policy for old log segments: delete, compact, or both. Compaction is not implemented; compacted topics keep every record."),
+        "cleanup.policy" => (LIST, Some("log.cleanup.policy"), "Retention policy for old log segments: delete, compact, or both. With compact, the log cleaner keeps the newest record of each key."),
         "retention.ms" => (LONG, Some("log.retention.ms"), "Longest time a log segment is kept before it is deleted; -1 keeps segments forever."),
         "retention.bytes" => (LONG, Some("log.retention.bytes"), "Largest size a partition may reach before old segments are deleted; -1 means no limit."),
         "segment.bytes" => (INT, Some("log.segment.bytes"), "Size at which the active log segment is rolled."),
@@ -72,8 +72,8 @@ pub fn config_info(name: &str) -> (i8, Option<&'static str>, &'static str) {
         "flush.ms" => (LONG, Some("log.flush.interval.ms"), "Time after which a partition is fsynced; -1 leaves it to the durability policy."),
         "compression.type" => (STRING, Some("compression.type"), "Codec of stored batches: producer keeps what the producer sent; uncompressed, gzip, snappy, lz4 or zstd rewrites batches in another codec on produce."),
         "min.insync.replicas" => (INT, Some("min.insync.replicas"), "Replicas that must acknowledge an acks=all write; a single broker is always one."),
-        "delete.retention.ms" => (LONG, Some("log.cleaner.delete.retention.ms"), "How long tombstones are kept on compacted topics (no effect: compaction is not implemented)."),
-        "min.compaction.lag.ms" => (LONG, Some("log.cleaner.min.compaction.lag.ms"), "Minimum age before a record may be compacted (no effect)."),
+        "delete.retention.ms" => (LONG, Some("log.cleaner.delete.retention.ms"), "How long tombstones and transaction markers are kept on compacted topics."),
+        "min.compaction.lag.ms" => (LONG, Some("log.cleaner.min.compaction.lag.ms"), "Minimum age before a record may be compacted."),
         "unclean.leader.election.enable" => (BOOLEAN, Some("unclean.leader.election.enable"), "Whether an out-of-sync replica may become leader (no effect on a single broker)."),
         "compression.gzip.level" => (INT, Some("compression.gzip.level"), "Broker-side gzip level (no effect: batches are stored as produced)."),
         "compression.lz4.level" => (INT, Some("compression.lz4.level"), "Broker-side lz4 level (no effect: batches are stored as produced)."),
@@ -83,10 +83,10 @@ pub fn config_info(name: &str) -> (i8, Option<&'static str>, &'static str) {
         "leader.replication.throttled.replicas" => (LIST, None, "Replicas throttled on the leader side (no effect on a single broker)."),
         "local.retention.bytes" => (LONG, Some("log.local.retention.bytes"), "Local retention by size with tiered storage (no effect: no tiered storage)."),
         "local.retention.ms" => (LONG, Some("log.local.retention.ms"), "Local retention by time with tiered storage (no effect: no tiered storage)."),
-        "max.compaction.lag.ms" => (LONG, Some("log.cleaner.max.compaction.lag.ms"), "Maximum time a record stays uncompacted (no effect)."),
+        "max.compaction.lag.ms" => (LONG, Some("log.cleaner.max.compaction.lag.ms"), "Maximum time a record stays uncompacted."),
         "message.timestamp.after.max.ms" => (LONG, Some("log.message.timestamp.after.max.ms"), "How far ahead of the broker's clock a CreateTime timestamp may be (INVALID_TIMESTAMP beyond)."),
         "message.timestamp.before.max.ms" => (LONG, Some("log.message.timestamp.before.max.ms"), "How far behind the broker's clock a CreateTime timestamp may be (INVALID_TIMESTAMP beyond)."),
-        "min.cleanable.dirty.ratio" => (DOUBLE, Some("log.cleaner.min.cleanable.ratio"), "Dirty ratio that makes a log eligible for compaction (no effect)."),
+        "min.cleanable.dirty.ratio" => (DOUBLE, Some("log.cleaner.min.cleanable.ratio"), "Dirty ratio that makes a log eligible for compaction."),
         "preallocate" => (BOOLEAN, Some("log.preallocate"), "Whether segment files are preallocated (no effect)."),
         "remote.storage.enable" => (BOOLEAN, None, "Tiered storage for the topic; only false is supported."),
         "segment.index.bytes" => (INT, Some("log.index.size.max.bytes"), "Size of a segment's offset index file."),
@@ -196,8 +196,15 @@ pub struct EffectiveTopicConfig {
     pub max_message_bytes: usize,
     pub log_append_time: bool,
     pub compact: bool,
-    /// `cleanup.policy` includes `compact` (alone or with `delete`): records need keys.
+    /// `cleanup.policy` includes `compact` (alone or with `delete`): records need keys, and
+    /// the log cleaner compacts the topic.
     pub keys_required: bool,
+    /// `min.cleanable.dirty.ratio`, `delete.retention.ms`, `min.compaction.lag.ms`,
+    /// `max.compaction.lag.ms` (see `strom_log::CleanerConfig`).
+    pub min_cleanable_dirty_ratio: f64,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
     pub index_interval_bytes: u32,
     pub flush_messages: i64,
     /// `compression.type`: the codec batches are stored in, None for `producer` (as sent).
@@ -252,7 +259,30 @@ impl EffectiveTopicConfig {
                 .flatten(),
             timestamp_before_max_ms: get("message.timestamp.before.max.ms").unwrap_or(i64::MAX),
             timestamp_after_max_ms: get("message.timestamp.after.max.ms").unwrap_or(i64::MAX),
+            min_cleanable_dirty_ratio: overrides
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(broker.log_cleaner_min_cleanable_ratio),
+            delete_retention_ms: get("delete.retention.ms")
+                .unwrap_or(broker.log_cleaner_delete_retention_ms),
+            min_compaction_lag_ms: get("min.compaction.lag.ms")
+                .unwrap_or(broker.log_cleaner_min_compaction_lag_ms),
+            max_compaction_lag_ms: get("max.compaction.lag.ms")
+                .unwrap_or(broker.log_cleaner_max_compaction_lag_ms),
         }
+    }
+
+    /// What the log cleaner obeys for this topic; `None` when it is not compacted.
+    pub fn cleaner_config(&self, broker: &BrokerConfig) -> Option<strom_log::CleanerConfig> {
+        self.keys_required.then(|| strom_log::CleanerConfig {
+            dedupe_buffer_bytes: broker.log_cleaner_dedupe_buffer_size,
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            max_compaction_lag_ms: (self.max_compaction_lag_ms < i64::MAX)
+                .then_some(self.max_compaction_lag_ms),
+            delete_retention_ms: self.delete_retention_ms,
+            max_decompressed_batch_bytes: broker.decompressed_batch_max_bytes,
+        })
     }
 
     /// What a domain append obeys.
@@ -311,18 +341,19 @@ pub fn describe_value(
         "flush.ms" => broker.log_flush_interval_ms.to_string(),
         "compression.type" => "producer".to_string(),
         "min.insync.replicas" => "1".to_string(),
-        "delete.retention.ms" => "86400000".to_string(),
-        "min.compaction.lag.ms" => "0".to_string(),
+        "delete.retention.ms" => broker.log_cleaner_delete_retention_ms.to_string(),
+        "min.compaction.lag.ms" => broker.log_cleaner_min_compaction_lag_ms.to_string(),
+        "max.compaction.lag.ms" => broker.log_cleaner_max_compaction_lag_ms.to_string(),
         "unclean.leader.election.enable" => "false".to_string(),
         "compression.gzip.level" => "-1".to_string(),
         "compression.lz4.level" => "9".to_string(),
         "compression.zstd.level" => "3".to_string(),
         "file.delete.delay.ms" => "60000".to_string(),
         "local.retention.bytes" | "local.retention.ms" => "-2".to_string(),
-        "max.compaction.lag.ms"
-        | "message.timestamp.after.max.ms"
-        | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
-        "min.cleanable.dirty.ratio" => "0.5".to_string(),
+        "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => {
+            i64::MAX.to_string()
+        }
+        "min.cleanable.dirty.ratio" => broker.log_cleaner_min_cleanable_ratio.to_string(),
         "preallocate" | "remote.storage.enable" => "false".to_string(),
         "segment.index.bytes" => "10485760".to_string(),
         "segment.jitter.ms" => "0".to_string(),

@@ -542,17 +542,45 @@ impl PartitionLog {
     }
 
     fn read_below(&self, offset: i64, max_bytes: usize, limit: i64) -> Result<ReadSlice, LogError> {
+        self.read_below_in(offset, max_bytes, limit)
+            .map(|(slice, _)| slice)
+    }
+
+    /// Where the batch holding `offset` starts: (base offset of its segment, byte position),
+    /// even if it is empty (a read would step over it). `None` past the last batch.
+    pub fn locate(&self, offset: i64) -> Result<Option<(i64, u64)>, LogError> {
+        self.check_range(offset)?;
+        let segment = &self.segments[self.segment_index_for(offset)];
+        Ok(segment
+            .find_batch(offset)?
+            .map(|(position, _)| (segment.base_offset, position)))
+    }
+
+    /// [`PartitionLog::read_below`], also giving the index of the segment the slice is in.
+    fn read_below_in(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<(ReadSlice, usize), LogError> {
         self.check_range(offset)?;
         if offset >= limit {
-            return Ok(ReadSlice::empty());
+            return Ok((ReadSlice::empty(), self.segment_index_for(offset)));
         }
-        let segment = &self.segments[self.segment_index_for(offset)];
-        let Some((position, header)) = segment.find_batch(offset)? else {
+        let mut at = self.segment_index_for(offset);
+        let segment = &self.segments[at];
+        let Some((mut position, mut header)) = segment.find_batch(offset)? else {
             return Err(LogError::Corrupt(format!(
                 "offset {offset} is below the log end but not in segment {}",
                 segment.base_offset
             )));
         };
+        if header.records_count == 0 && !header.is_control() {
+            if let Some(next) = self.next_batch_with_records(at, position, limit)? {
+                (at, position, header) = next;
+            }
+        }
+        let segment = &self.segments[at];
         // The limit is a batch boundary: the end of a segment, or a flushed offset inside one,
         // whose byte position the flusher recorded.
         let size_limit = if limit < segment.next_offset {
@@ -567,11 +595,56 @@ impl PartitionLog {
             max_bytes as u64,
             size_limit,
         )?;
-        Ok(ReadSlice {
+        let slice = ReadSlice {
             file: Some(segment.log.get()?),
             position,
             len: usize::try_from(end - position).expect("segments are below 4 GiB"),
-        })
+        };
+        Ok((slice, at))
+    }
+
+    /// The first batch with records (or a control batch) after the empty batch at `position`
+    /// of segment `at`, starting below `limit`, possibly in a later segment: (segment index,
+    /// position, header). `None` when only empty batches lie before `limit`.
+    ///
+    /// Only a cleaned log holds empty batches (a cleaned group keeps its last batch, emptied,
+    /// so that its offset range stays whole), and after cleaning whole segments may hold
+    /// nothing else. Kafka's read moves on to the next segment when one has nothing at or after
+    /// the fetch offset; serving the next batch with records does the same here. Answering with
+    /// the empty batch instead would cost a consumer one round trip per empty segment, and
+    /// librdkafka doubles its fetch size on each answer without a message until it gives up
+    /// with MSG_SIZE_TOO_LARGE. The walk reads headers only, at most one per batch up to the
+    /// first with records.
+    fn next_batch_with_records(
+        &self,
+        at: usize,
+        position: u64,
+        limit: i64,
+    ) -> Result<Option<(usize, u64, BatchHeader)>, LogError> {
+        let mut from = position;
+        for (i, segment) in self.segments.iter().enumerate().skip(at) {
+            if segment.base_offset >= limit {
+                break;
+            }
+            let mut found = None;
+            let mut past_limit = false;
+            segment.walk_headers(from, &mut |pos, header| {
+                if header.base_offset >= limit {
+                    past_limit = true;
+                    return Ok(false);
+                }
+                if header.records_count > 0 || header.is_control() {
+                    found = Some((i, pos, *header));
+                    return Ok(false);
+                }
+                Ok(true)
+            })?;
+            if found.is_some() || past_limit {
+                return Ok(found);
+            }
+            from = 0;
+        }
+        Ok(None)
     }
 
     pub(crate) fn check_range(&self, offset: i64) -> Result<(), LogError> {
@@ -630,9 +703,9 @@ impl PartitionLog {
         if offset >= limit {
             return Ok(ReadSlice::empty());
         }
-        let mut slice = self.read_below(offset, max_bytes, ceiling)?;
+        let (mut slice, at) = self.read_below_in(offset, max_bytes, ceiling)?;
         // Cut the slice at the batch that starts at `limit`, if it lies inside it.
-        let segment = &self.segments[self.segment_index_for(offset)];
+        let segment = &self.segments[at];
         if limit < segment.next_offset {
             if let Some((position, _)) = segment.find_batch(limit)? {
                 let end = position.max(slice.position);

@@ -32,6 +32,37 @@ const ERROR_CODES: usize = 128;
 /// The listeners whose connections are counted, by the name `accept_loop` is given.
 pub const LISTENERS: [&str; 3] = ["kafka", "json", "http"];
 
+/// Most `log.cleaner.threads` (each keeps its own slot of [`CleanerMetrics::dirty_ratio_max`]).
+pub const CLEANER_THREADS_MAX: usize = 8;
+
+/// The log cleaner's figures, Kafka's `LogCleaner` / `LogCleanerManager` gauges in counters.
+pub struct CleanerMetrics {
+    /// Passes that swapped cleaned segments in.
+    pub runs: AtomicU64,
+    /// Passes that failed (an I/O error or a damaged segment; the log is left as it was).
+    pub failures: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub records_removed: AtomicU64,
+    /// Wall time of whole passes (their MB/s is bytes read over this sum).
+    pub seconds: Histogram,
+    /// Wall time of the latest pass, in microseconds.
+    pub last_run_us: AtomicU64,
+    /// Per cleaner thread, the largest dirty ratio (`f64` bits) among its partitions at its
+    /// latest round: Kafka's `max-dirty-percent`, as a ratio.
+    pub dirty_ratio_max: [AtomicU64; CLEANER_THREADS_MAX],
+}
+
+impl CleanerMetrics {
+    /// The largest dirty ratio over every cleaner thread's latest round.
+    pub fn dirty_ratio_max(&self) -> f64 {
+        self.dirty_ratio_max
+            .iter()
+            .map(|bits| f64::from_bits(bits.load(Relaxed)))
+            .fold(0.0, f64::max)
+    }
+}
+
 pub struct Metrics {
     enabled: AtomicBool,
     started: OnceLock<Instant>,
@@ -46,6 +77,8 @@ pub struct Metrics {
     /// Each fsync of a partition's segment (or directory) by the flusher.
     pub fsync_seconds: Histogram,
     pub fsync_failures: AtomicU64,
+    /// The log cleaner (`log_cleaner`).
+    pub cleaner: CleanerMetrics,
     connections_accepted: [AtomicU64; LISTENERS.len()],
     connections_refused: [AtomicU64; LISTENERS.len()],
     connections_open: [AtomicI64; LISTENERS.len()],
@@ -72,6 +105,16 @@ impl Metrics {
             request_queue_wait: Histogram::new(),
             fsync_seconds: Histogram::new(),
             fsync_failures: AtomicU64::new(0),
+            cleaner: CleanerMetrics {
+                runs: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                bytes_read: AtomicU64::new(0),
+                bytes_written: AtomicU64::new(0),
+                records_removed: AtomicU64::new(0),
+                seconds: Histogram::new(),
+                last_run_us: AtomicU64::new(0),
+                dirty_ratio_max: [const { AtomicU64::new(0) }; CLEANER_THREADS_MAX],
+            },
             connections_accepted: [const { AtomicU64::new(0) }; LISTENERS.len()],
             connections_refused: [const { AtomicU64::new(0) }; LISTENERS.len()],
             connections_open: [const { AtomicI64::new(0) }; LISTENERS.len()],

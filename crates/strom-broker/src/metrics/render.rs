@@ -271,6 +271,7 @@ fn requests(out: &mut String, m: &Metrics) {
         "strom_fsync_failures_total {}",
         m.fsync_failures.load(Relaxed)
     );
+    cleaner(out, &m.cleaner);
     family(
         out,
         "strom_throttle_time_seconds_total",
@@ -544,4 +545,67 @@ fn groups(out: &mut String, broker: &Broker, parts: &[PartitionFigures]) {
             }
         }
     }
+}
+
+/// The log cleaner's counters and gauges (docs/metrics.md, "Log cleaner").
+fn cleaner(out: &mut String, c: &super::CleanerMetrics) {
+    for (name, help, value) in [
+        (
+            "strom_log_cleaner_runs_total",
+            "Log cleaner passes that swapped cleaned segments in.",
+            &c.runs,
+        ),
+        (
+            "strom_log_cleaner_failures_total",
+            "Log cleaner passes that failed (the log was left as it was).",
+            &c.failures,
+        ),
+        (
+            "strom_log_cleaner_read_bytes_total",
+            "Segment bytes the log cleaner read and rewrote.",
+            &c.bytes_read,
+        ),
+        (
+            "strom_log_cleaner_written_bytes_total",
+            "Cleaned segment bytes the log cleaner wrote.",
+            &c.bytes_written,
+        ),
+        (
+            "strom_log_cleaner_records_removed_total",
+            "Records the log cleaner removed (superseded, expired tombstones, aborted).",
+            &c.records_removed,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", value.load(Relaxed));
+    }
+    family(
+        out,
+        "strom_log_cleaner_last_run_duration_seconds",
+        "gauge",
+        "Wall time of the log cleaner's latest pass over one partition.",
+    );
+    let _ = writeln!(
+        out,
+        "strom_log_cleaner_last_run_duration_seconds {}",
+        c.last_run_us.load(Relaxed) as f64 / 1e6
+    );
+    family(
+        out,
+        "strom_log_cleaner_max_dirty_ratio",
+        "gauge",
+        "Largest dirty ratio (dirty bytes over cleanable bytes) of a compacted partition at the cleaner's latest round.",
+    );
+    let _ = writeln!(
+        out,
+        "strom_log_cleaner_max_dirty_ratio {}",
+        c.dirty_ratio_max()
+    );
+    family(
+        out,
+        "strom_log_cleaner_pass_seconds",
+        "histogram",
+        "Wall time of each log cleaner pass over one partition.",
+    );
+    c.seconds.render(out, "strom_log_cleaner_pass_seconds", "");
 }

@@ -118,6 +118,17 @@ struct Planned {
     last_append_ms: i64,
 }
 
+/// The closed segments a pass may read: from the log's first up to `end`, the first
+/// uncleanable offset.
+struct Section<'a> {
+    cleanable: Vec<&'a Segment>,
+    end: i64,
+    /// Dirty bytes over cleanable bytes.
+    dirty_ratio: f64,
+    /// A dirty record is older than `max_compaction_lag_ms`.
+    overdue: bool,
+}
+
 /// The work of one pass, made under the lock and run off it ([`CleanPlan::run`]).
 #[derive(Debug)]
 pub struct CleanPlan {
@@ -179,47 +190,16 @@ impl PartitionLog {
         now_ms: i64,
         force: bool,
     ) -> Option<CleanPlan> {
-        if self.failure.is_some() {
-            return None;
-        }
-        let first_dirty = self.first_dirty_offset();
-        let mut end = upper_bound
-            .min(self.flushed_offset)
-            .min(self.active().base_offset);
-        if config.min_compaction_lag_ms > 0 && !force {
-            let young_since = now_ms.saturating_sub(config.min_compaction_lag_ms);
-            if let Some(young) = self
-                .segments
-                .iter()
-                .find(|s| s.next_offset > first_dirty && s.max_timestamp > young_since)
-            {
-                end = end.min(young.base_offset);
-            }
-        }
-        let cleanable: Vec<&Segment> = self
-            .segments
-            .iter()
-            .take_while(|s| s.next_offset <= end)
-            .collect();
-        if cleanable
-            .last()
-            .map_or(true, |s| s.next_offset <= first_dirty)
-        {
-            return None;
-        }
-        let (clean, dirty): (Vec<&&Segment>, Vec<&&Segment>) =
-            cleanable.iter().partition(|s| s.next_offset <= first_dirty);
-        let clean_bytes: u64 = clean.iter().map(|s| s.size).sum();
-        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
-        let dirty_ratio = dirty_bytes as f64 / (clean_bytes + dirty_bytes).max(1) as f64;
-        let overdue = config.max_compaction_lag_ms.is_some_and(|lag| {
-            dirty[0]
-                .roll_base_ms
-                .is_some_and(|first| first <= now_ms.saturating_sub(lag))
-        });
+        let Section {
+            cleanable,
+            end,
+            dirty_ratio,
+            overdue,
+        } = self.cleanable_section(config, upper_bound, now_ms, force)?;
         if !force && dirty_ratio < config.min_cleanable_dirty_ratio && !overdue {
             return None;
         }
+        let first_dirty = self.first_dirty_offset();
         let mut segments = Vec::with_capacity(cleanable.len());
         for s in &cleanable {
             let file = s.log.get().ok()?;
@@ -258,6 +238,67 @@ impl PartitionLog {
             config: config.clone(),
             now_ms,
             dirty_ratio,
+        })
+    }
+
+    /// Dirty bytes over cleanable bytes now (Kafka's `cleanableRatio`; 0 when no closed,
+    /// flushed, old enough segment holds dirty records). Cheap: no I/O.
+    pub fn dirty_ratio(&self, config: &CleanerConfig, upper_bound: i64, now_ms: i64) -> f64 {
+        self.cleanable_section(config, upper_bound, now_ms, false)
+            .map_or(0.0, |section| section.dirty_ratio)
+    }
+
+    /// What a pass may read; `None` when none of it is dirty.
+    fn cleanable_section(
+        &self,
+        config: &CleanerConfig,
+        upper_bound: i64,
+        now_ms: i64,
+        force: bool,
+    ) -> Option<Section<'_>> {
+        if self.failure.is_some() {
+            return None;
+        }
+        let first_dirty = self.first_dirty_offset();
+        let mut end = upper_bound
+            .min(self.flushed_offset)
+            .min(self.active().base_offset);
+        if config.min_compaction_lag_ms > 0 && !force {
+            let young_since = now_ms.saturating_sub(config.min_compaction_lag_ms);
+            if let Some(young) = self
+                .segments
+                .iter()
+                .find(|s| s.next_offset > first_dirty && s.max_timestamp > young_since)
+            {
+                end = end.min(young.base_offset);
+            }
+        }
+        let cleanable: Vec<&Segment> = self
+            .segments
+            .iter()
+            .take_while(|s| s.next_offset <= end)
+            .collect();
+        if cleanable
+            .last()
+            .map_or(true, |s| s.next_offset <= first_dirty)
+        {
+            return None;
+        }
+        let (clean, dirty): (Vec<&&Segment>, Vec<&&Segment>) =
+            cleanable.iter().partition(|s| s.next_offset <= first_dirty);
+        let clean_bytes: u64 = clean.iter().map(|s| s.size).sum();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
+        let dirty_ratio = dirty_bytes as f64 / (clean_bytes + dirty_bytes).max(1) as f64;
+        let overdue = config.max_compaction_lag_ms.is_some_and(|lag| {
+            dirty[0]
+                .roll_base_ms
+                .is_some_and(|first| first <= now_ms.saturating_sub(lag))
+        });
+        Some(Section {
+            cleanable,
+            end,
+            dirty_ratio,
+            overdue,
         })
     }
 

@@ -18,7 +18,7 @@ use crate::index::SegmentIndex;
 use crate::segment::{log_path, Segment};
 use crate::txn_index::AbortedTxn;
 
-/// A visitor of one batch: its header and bytes; `Ok(false)` stops the walk.
+/// A visitor of whole batches: false stops the walk.
 type BatchVisitor<'a> = dyn FnMut(&BatchHeader, &[u8]) -> Result<bool, LogError> + 'a;
 
 /// Call `f(header, bytes)` for every whole batch of a closed segment, in order.

@@ -220,6 +220,8 @@ fn request(key: ApiKey, version: i16) -> Option<BodyWriter> {
             enc!(DescribeUserScramCredentialsRequest::default())
         }
         ApiKey::AlterUserScramCredentials => enc!(AlterUserScramCredentialsRequest::default()),
+        ApiKey::DescribeClientQuotas => enc!(DescribeClientQuotasRequest::default()),
+        ApiKey::AlterClientQuotas => enc!(AlterClientQuotasRequest::default()),
         _ => None,
     }
 }
@@ -272,6 +274,8 @@ fn decode_response(key: ApiKey, version: i16, mut body: Bytes) -> anyhow::Result
         ApiKey::DeleteAcls => dec!(DeleteAclsResponse),
         ApiKey::DescribeUserScramCredentials => dec!(DescribeUserScramCredentialsResponse),
         ApiKey::AlterUserScramCredentials => dec!(AlterUserScramCredentialsResponse),
+        ApiKey::DescribeClientQuotas => dec!(DescribeClientQuotasResponse),
+        ApiKey::AlterClientQuotas => dec!(AlterClientQuotasResponse),
         other => anyhow::bail!("no decoder for {other:?}"),
     }
 }

@@ -607,6 +607,28 @@ fn base_request(key: ApiKey, v: i16) -> (Bytes, usize) {
                     .with_mechanism(1),
             ]),
         ),
+        ApiKey::DescribeClientQuotas => encoded(
+            key,
+            v,
+            &DescribeClientQuotasRequest::default().with_components(vec![
+                describe_client_quotas_request::ComponentData::default()
+                    .with_entity_type(StrBytes::from_static_str("user"))
+                    .with_match_type(1),
+            ]),
+        ),
+        ApiKey::AlterClientQuotas => encoded(
+            key,
+            v,
+            &AlterClientQuotasRequest::default().with_entries(vec![
+                alter_client_quotas_request::EntryData::default()
+                    .with_entity(vec![alter_client_quotas_request::EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("user"))
+                        .with_entity_name(Some(StrBytes::from_static_str("fuzz")))])
+                    .with_ops(vec![alter_client_quotas_request::OpData::default()
+                        .with_key(StrBytes::from_static_str("producer_byte_rate"))
+                        .with_value(1024.0)]),
+            ]),
+        ),
         other => panic!("no base request for served API {other:?}"),
     }
 }

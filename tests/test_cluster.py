@@ -37,6 +37,7 @@ CLUSTER_SETTINGS = {
     "replica.lag.time.max.ms": "5000",
     "min.insync.replicas": "2",
     "default.replication.factor": "3",
+    "log.retention.check.interval.ms": "300",
 }
 
 NOT_LEADER_OR_FOLLOWER = 6
@@ -427,6 +428,51 @@ def test_a_node_whose_disk_was_wiped_rejoins_and_re_replicates(cluster):
     assert log_bytes(node, topic) == log_bytes(leader, topic)
     got = helpers.consume_all(cluster.bootstrap(), topic, 2500)
     assert [m.value() for m in got] == values + more
+
+
+def test_a_follower_below_the_leaders_log_start_resets_and_catches_up(cluster):
+    """A follower is down while the leader's retention deletes the segments it would fetch
+    next. Started again, it finds its log end below the leader's log start: it empties its
+    log, starts at the leader's log start (Kafka's truncateFullyAndStartAt), fetches the
+    rest and rejoins the ISR with segments byte-identical to the leader's."""
+    topic = "behind-" + uuid.uuid4().hex[:6]
+    config = {"segment.bytes": "16384", "retention.bytes": "65536"}
+    futures = helpers.admin(cluster.node(1).bootstrap).create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=3, config=config)],
+        operation_timeout=20, request_timeout=20,
+    )
+    futures[topic].result(timeout=30)
+    wait_isr(cluster, topic, 1, 3)
+    acks_all = {"acks": "all", "enable.idempotence": True, "linger.ms": 5, "batch.size": 8000}
+    first = [f"a{i:05d}".encode() + b"." * 90 for i in range(300)]
+    helpers.produce_values(cluster.bootstrap(), topic, first, partition=0, **acks_all)
+    info = partition_info(cluster.bootstrap(), topic, 0)
+    follower = next(r for r in info.replicas if r != info.leader)
+    node = cluster.node(follower)
+    node.kill9_only()
+    cluster.wait_brokers(2)
+    wait_isr(cluster, topic, 1, 2, timeout_s=30)
+    more = [f"b{i:05d}".encode() + b"." * 90 for i in range(4000)]
+    helpers.produce_values(cluster.bootstrap(), topic, more, partition=0, **acks_all)
+    deadline = time.monotonic() + 20
+    while helpers.watermarks(cluster.bootstrap(), topic)[0] <= len(first):
+        assert time.monotonic() < deadline, "the leader's retention never passed the follower's end"
+        time.sleep(0.2)
+
+    node.start()
+    cluster.wait_brokers(3)
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    leader = cluster.node(partition_info(cluster.bootstrap(), topic, 0).leader)
+    deadline = time.monotonic() + 15
+    while log_bytes(node, topic) != log_bytes(leader, topic) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert log_bytes(node, topic) == log_bytes(leader, topic)
+    assert "reset an empty log to the leader's log start" in node.log_tail(200000)
+    low, high = helpers.watermarks(cluster.bootstrap(), topic)
+    assert high == len(first) + len(more)
+    got = helpers.consume_all(cluster.bootstrap(), topic, high - low)
+    assert [m.offset() for m in got] == list(range(low, high))
+    assert [m.value() for m in got] == (first + more)[low:]
 
 
 @pytest.mark.parametrize("cluster", [True], indirect=True, ids=["proxied"])

@@ -316,25 +316,80 @@ impl Partition {
             .ok_or_else(|| format!("no batch holds offset {offset}"))?;
         let bases = state.log.segment_base_offsets();
         let dir = state.log.dir().to_path_buf();
+        let containing_log = dir.join(format!("{containing:020}.log"));
+        let later: Vec<i64> = bases.iter().copied().filter(|b| *b > containing).collect();
+        self.reopen_after(
+            slot,
+            options,
+            "truncated a divergent log tail",
+            end,
+            offset,
+            |dir| {
+                for base in &later {
+                    for ext in ["log", "index", "timeindex", "txnindex"] {
+                        let _ = std::fs::remove_file(dir.join(format!("{base:020}.{ext}")));
+                    }
+                }
+                let log = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&containing_log)?;
+                log.set_len(cut_position)?;
+                log.sync_all()?;
+                for ext in ["index", "timeindex"] {
+                    let _ = std::fs::remove_file(dir.join(format!("{containing:020}.{ext}")));
+                }
+                strom_log::atomic_file::sync_dir(dir)
+            },
+        )
+    }
+
+    /// Kafka's `truncateFullyAndStartAt`: the log becomes empty and starts at `offset`, for a
+    /// follower whose log ends below its leader's log start (retention on the leader removed
+    /// what it would fetch next). Its producer snapshots go too: they describe data it no
+    /// longer has. The replication state is kept.
+    pub fn reset_to(&self, offset: i64, options: &OpenOptions) -> Result<(), String> {
+        let slot = self.state.lock();
+        let Slot::Online(state) = &*slot else {
+            return Err("partition is offline".into());
+        };
+        let end = state.log.log_end_offset();
+        self.reopen_after(
+            slot,
+            options,
+            "reset an empty log to the leader's log start",
+            end,
+            offset,
+            |dir| {
+                strom_log::PartitionLog::wipe_and_start_at(dir, offset)
+                    .map_err(std::io::Error::other)?;
+                for snapshot in producer_snapshot::list(dir)? {
+                    std::fs::remove_file(producer_snapshot::snapshot_path(dir, snapshot))?;
+                }
+                strom_log::atomic_file::sync_dir(dir)
+            },
+        )
+    }
+
+    /// Closes the log, lets `change` rewrite its files, and opens it again (recovery rebuilds
+    /// indexes and producer state), keeping the replication state. A failure leaves the
+    /// partition offline.
+    fn reopen_after(
+        &self,
+        mut slot: parking_lot::MutexGuard<'_, Slot>,
+        options: &OpenOptions,
+        what: &str,
+        from: i64,
+        to: i64,
+        change: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<(), String> {
+        let Slot::Online(state) = &mut *slot else {
+            return Err("partition is offline".into());
+        };
+        let dir = state.log.dir().to_path_buf();
         let replica = state.replica.take();
         // Close every file before changing them.
-        *slot = Slot::Unopened("truncating".into(), None);
-        let result = (|| -> std::io::Result<()> {
-            for base in bases.iter().filter(|b| **b > containing) {
-                for ext in ["log", "index", "timeindex"] {
-                    let _ = std::fs::remove_file(dir.join(format!("{base:020}.{ext}")));
-                }
-            }
-            let log = std::fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join(format!("{containing:020}.log")))?;
-            log.set_len(cut_position)?;
-            log.sync_all()?;
-            for ext in ["index", "timeindex"] {
-                let _ = std::fs::remove_file(dir.join(format!("{containing:020}.{ext}")));
-            }
-            strom_log::atomic_file::sync_dir(&dir)
-        })();
+        *slot = Slot::Unopened(what.into(), None);
+        let result = change(&dir);
         let topic_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
         let reopened = result.map_err(|e| e.to_string()).and_then(|()| {
             Partition::open(
@@ -353,12 +408,12 @@ impl Partition {
                     unreachable!("open gives an online partition");
                 };
                 fresh.replica = replica;
-                tracing::warn!(topic = %self.topic, partition = self.index, from = end, to = offset, "truncated a divergent log tail");
+                tracing::warn!(topic = %self.topic, partition = self.index, from, to, "{what}");
                 *slot = Slot::Online(fresh);
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "PARTITION OFFLINE: truncation failed");
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "PARTITION OFFLINE: {what} failed");
                 *slot = Slot::Unopened(e.clone(), None);
                 Err(e)
             }

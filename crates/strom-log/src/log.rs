@@ -358,6 +358,20 @@ impl PartitionLog {
             .expect("a log always has an active segment")
     }
 
+    /// Kafka's `truncateFullyAndStartAt`, on a closed log's directory: the log becomes empty
+    /// and starts at `offset` (a follower that fell below its leader's log start). The new
+    /// start is made durable before any segment goes, so a crash in between leaves segments
+    /// below a start offset past their end, which [`PartitionLog::open`] already turns into
+    /// an empty log at that offset.
+    pub fn wipe_and_start_at(dir: &Path, offset: i64) -> Result<(), LogError> {
+        start_offset::write(dir, offset)?;
+        for base in recovery::list_segments(dir)? {
+            delete_segment_files(dir, base)?;
+        }
+        start_offset::sync_dir(dir)?;
+        Ok(())
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }

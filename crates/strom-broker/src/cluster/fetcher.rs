@@ -106,6 +106,15 @@ pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, ep
                     tokio::time::sleep(backoff * 10).await;
                 }
             }
+            ReplicaError::OffsetOutOfRange if fetch_offset < resp.log_start_offset => {
+                // The leader's retention removed what we would fetch next (we were away
+                // longer than it keeps data): start over, empty, at its log start, as
+                // Kafka's follower does (`truncateFullyAndStartAt`).
+                if let Err(e) = reset(&broker, &partition, resp.log_start_offset) {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "reset to the leader's log start failed");
+                    tokio::time::sleep(backoff * 10).await;
+                }
+            }
             other => {
                 tracing::debug!(topic = %partition.topic, partition = partition.index, error = ?other, "replica fetch refused");
                 tokio::time::sleep(backoff).await;
@@ -167,11 +176,28 @@ async fn truncate_to_leader(
 }
 
 fn truncate(broker: &Broker, partition: &Partition, offset: i64) -> Result<(), String> {
+    rewrite_log(broker, partition, |options| {
+        partition.truncate_to(offset, options)
+    })
+}
+
+fn reset(broker: &Broker, partition: &Partition, offset: i64) -> Result<(), String> {
+    rewrite_log(broker, partition, |options| {
+        partition.reset_to(offset, options)
+    })
+}
+
+/// Runs a change of the log's files with the topic's open options, then checkpoints.
+fn rewrite_log(
+    broker: &Broker,
+    partition: &Partition,
+    change: impl FnOnce(&crate::partition::OpenOptions) -> Result<(), String>,
+) -> Result<(), String> {
     let topic = broker.topics.get(&partition.topic).ok_or("topic is gone")?;
     let options = broker
         .topics
         .open_options(&broker.topics.effective_config(&topic));
-    partition.truncate_to(offset, &options)?;
+    change(&options)?;
     // The recovery-point checkpoint may name an offset past the new end; rewrite it now, or
     // the next start would take the cut as damage.
     broker

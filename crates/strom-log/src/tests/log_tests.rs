@@ -579,3 +579,28 @@ fn old_segments_hold_descriptors_only_while_they_are_read() {
     );
     assert_eq!(read_everything(&log).len(), 10);
 }
+
+#[test]
+fn wipe_and_start_at_leaves_an_empty_log_at_the_new_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config(200, 4096));
+    for _ in 0..10 {
+        append_simple(&mut log, 2, 30);
+    }
+    assert!(log.segment_count() > 1);
+    drop(log);
+    PartitionLog::wipe_and_start_at(dir.path(), 500).unwrap();
+    let mut log = open(dir.path(), config(200, 4096));
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+    assert_eq!(log.segment_count(), 1);
+    let a = append(&mut log, &[simple_batch(3, 10)], 1_000);
+    assert_eq!((a.base_offset, a.last_offset), (500, 502));
+    assert!(matches!(
+        log.read(10, 100),
+        Err(LogError::OffsetOutOfRange { start: 500, .. })
+    ));
+    drop(log);
+    // The start survives a restart.
+    let log = open(dir.path(), config(200, 4096));
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 503));
+}

@@ -334,7 +334,7 @@ async fn a_wrong_password_is_sasl_authentication_failed_and_not_retried() {
     let broker = secure_broker!();
     for mechanism in ["PLAIN", "SCRAM-SHA-512"] {
         let config = broker.sasl_ssl_config(mechanism, "not-the-password");
-        let err = Producer::connect_with(
+        let Err(err) = Producer::connect_with(
             &broker.sasl_ssl,
             ProducerConfig {
                 client: config,
@@ -342,8 +342,9 @@ async fn a_wrong_password_is_sasl_authentication_failed_and_not_retried() {
             },
         )
         .await
-        .err()
-        .expect("a wrong password does not connect");
+        else {
+            panic!("a wrong password does not connect");
+        };
         assert_eq!(
             err.code(),
             Some(ResponseError::SaslAuthenticationFailed),

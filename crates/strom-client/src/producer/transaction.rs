@@ -164,8 +164,8 @@ impl TransactionManager {
                 ResponseError::ProducerFenced
                 | ResponseError::TransactionalIdAuthorizationFailed
                 | ResponseError::ClusterAuthorizationFailed,
-            ) => self.to_fatal(err),
-            _ => self.to_abortable(err),
+            ) => self.enter_fatal(err),
+            _ => self.enter_abortable(err),
         }
     }
 
@@ -173,13 +173,13 @@ impl TransactionManager {
         format!("transactional id {}", self.transactional_id)
     }
 
-    fn to_fatal(&mut self, err: ClientError) {
+    fn enter_fatal(&mut self, err: ClientError) {
         tracing::warn!(transactional_id = %self.transactional_id, error = %err, "fatal transaction error");
         self.state = TransactionState::FatalError;
         self.error = Some(err);
     }
 
-    fn to_abortable(&mut self, err: ClientError) {
+    fn enter_abortable(&mut self, err: ClientError) {
         if self.state == TransactionState::Aborting {
             return; // already on the way out
         }
@@ -217,11 +217,11 @@ impl TransactionManager {
                 self.describe(),
                 Some("fenced by a newer producer with the same transactional id"),
             );
-            self.to_fatal(fenced.duplicate());
+            self.enter_fatal(fenced.duplicate());
             return fenced;
         }
         if fatal {
-            self.to_fatal(err.duplicate());
+            self.enter_fatal(err.duplicate());
             return err;
         }
         let undecided = code.is_none() || err.is_retriable();
@@ -229,8 +229,8 @@ impl TransactionManager {
             return err;
         }
         match otherwise {
-            Otherwise::Fatal => self.to_fatal(err.duplicate()),
-            Otherwise::Abortable => self.to_abortable(err.duplicate()),
+            Otherwise::Fatal => self.enter_fatal(err.duplicate()),
+            Otherwise::Abortable => self.enter_abortable(err.duplicate()),
         }
         err
     }

@@ -154,9 +154,10 @@ def cluster(request, tmp_path):
             print(f"\n----- node {i + 1} log -----\n{n.log_tail(15000)}")
 
 
-def create_rf3(bootstrap, topic, partitions, rf=3):
+def create_rf3(bootstrap, topic, partitions, rf=3, config=None):
     futures = helpers.admin(bootstrap).create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=rf)], operation_timeout=20, request_timeout=20
+        [NewTopic(topic, num_partitions=partitions, replication_factor=rf, config=config or {})],
+        operation_timeout=20, request_timeout=20,
     )
     futures[topic].result(timeout=30)
 
@@ -397,6 +398,19 @@ def log_bytes(node, topic):
     return b"".join(p.read_bytes() for p in sorted(part.glob("*.log")))
 
 
+def restart_and_match_leader(cluster, node, topic, timeout_s=10):
+    """Starts `node` again, waits for it to rejoin the ISR of `topic`'s partition 0, and
+    asserts that its segments end byte-identical to the leader's."""
+    node.start()
+    cluster.wait_brokers(3)
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    leader = cluster.node(partition_info(cluster.bootstrap(), topic, 0).leader)
+    deadline = time.monotonic() + timeout_s
+    while log_bytes(node, topic) != log_bytes(leader, topic) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert log_bytes(node, topic) == log_bytes(leader, topic)
+
+
 def test_a_node_whose_disk_was_wiped_rejoins_and_re_replicates(cluster):
     """A follower is killed, its whole data dir (metadata log included) is wiped, and it
     starts again: it rejoins the quorum, relearns the metadata, fetches the partition from
@@ -418,14 +432,7 @@ def test_a_node_whose_disk_was_wiped_rejoins_and_re_replicates(cluster):
     more = [f"x{i}".encode() for i in range(500)]
     helpers.produce_values(cluster.bootstrap(), topic, more, partition=0, acks="all",
                            **{"enable.idempotence": True})
-    node.start()
-    cluster.wait_brokers(3)
-    wait_isr(cluster, topic, 1, 3, timeout_s=30)
-    leader = cluster.node(partition_info(cluster.bootstrap(), topic, 0).leader)
-    deadline = time.monotonic() + 10
-    while log_bytes(node, topic) != log_bytes(leader, topic) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert log_bytes(node, topic) == log_bytes(leader, topic)
+    restart_and_match_leader(cluster, node, topic)
     got = helpers.consume_all(cluster.bootstrap(), topic, 2500)
     assert [m.value() for m in got] == values + more
 
@@ -436,12 +443,8 @@ def test_a_follower_below_the_leaders_log_start_resets_and_catches_up(cluster):
     log, starts at the leader's log start (Kafka's truncateFullyAndStartAt), fetches the
     rest and rejoins the ISR with segments byte-identical to the leader's."""
     topic = "behind-" + uuid.uuid4().hex[:6]
-    config = {"segment.bytes": "16384", "retention.bytes": "65536"}
-    futures = helpers.admin(cluster.node(1).bootstrap).create_topics(
-        [NewTopic(topic, num_partitions=1, replication_factor=3, config=config)],
-        operation_timeout=20, request_timeout=20,
-    )
-    futures[topic].result(timeout=30)
+    create_rf3(cluster.node(1).bootstrap, topic, 1,
+               config={"segment.bytes": "16384", "retention.bytes": "65536"})
     wait_isr(cluster, topic, 1, 3)
     acks_all = {"acks": "all", "enable.idempotence": True, "linger.ms": 5, "batch.size": 8000}
     first = [f"a{i:05d}".encode() + b"." * 90 for i in range(300)]
@@ -459,14 +462,7 @@ def test_a_follower_below_the_leaders_log_start_resets_and_catches_up(cluster):
         assert time.monotonic() < deadline, "the leader's retention never passed the follower's end"
         time.sleep(0.2)
 
-    node.start()
-    cluster.wait_brokers(3)
-    wait_isr(cluster, topic, 1, 3, timeout_s=30)
-    leader = cluster.node(partition_info(cluster.bootstrap(), topic, 0).leader)
-    deadline = time.monotonic() + 15
-    while log_bytes(node, topic) != log_bytes(leader, topic) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert log_bytes(node, topic) == log_bytes(leader, topic)
+    restart_and_match_leader(cluster, node, topic, timeout_s=15)
     assert "reset an empty log to the leader's log start" in node.log_tail(200000)
     low, high = helpers.watermarks(cluster.bootstrap(), topic)
     assert high == len(first) + len(more)

@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 from confluent_kafka import KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import helpers
@@ -38,6 +39,8 @@ CLUSTER_SETTINGS = {
     "min.insync.replicas": "2",
     "default.replication.factor": "3",
     "log.retention.check.interval.ms": "300",
+    # Three offsets partitions: groups spread over the nodes without 10 fetch loops each.
+    "offsets.topic.num.partitions": "3",
 }
 
 NOT_LEADER_OR_FOLLOWER = 6
@@ -545,3 +548,86 @@ def check_history(bootstrap, topic, acked):
     by_value = sorted((v, o) for (_, o), v in expected.items())
     offsets = [o for _, o in by_value]
     assert offsets == sorted(offsets), "per-partition order of acknowledged values broken"
+
+
+def group_coordinator(bootstrap, group, timeout_s=30):
+    """The node id that coordinates `group`, as FindCoordinator (via DescribeGroups) says."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            desc = helpers.admin(bootstrap).describe_consumer_groups([group])[group].result(timeout=10)
+            if desc.coordinator is not None and desc.coordinator.id >= 0:
+                return desc.coordinator.id
+        except KafkaException as e:  # COORDINATOR_NOT_AVAILABLE while the offsets topic is made
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"no coordinator for {group}: {last}")
+
+
+def consume_group(bootstrap, group, topic, count, timeout_s=60, commit_every=None):
+    """Subscribes to `topic` in `group` and reads `count` messages (committing synchronously
+    every `commit_every` messages and at the end); returns [(partition, offset, value)]."""
+    c = helpers.consumer(bootstrap, group=group, **{"session.timeout.ms": 6000})
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < count and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            assert m.error() is None, m.error()
+            got.append((m.partition(), m.offset(), m.value()))
+            if commit_every and len(got) % commit_every == 0:
+                c.commit(asynchronous=False)
+        if got and not (commit_every and len(got) % commit_every == 0):
+            c.commit(asynchronous=False)
+    finally:
+        c.close()
+    return got
+
+
+def test_a_group_keeps_its_offsets_when_its_coordinator_dies(cluster):
+    """Committed offsets live in the replicated `__consumer_offsets`: after kill -9 of the
+    group's coordinator, FindCoordinator names another node, which has every commit, and a
+    new member of the group resumes exactly after what was committed (nothing re-read,
+    nothing skipped). The killed node rejoins afterwards."""
+    topic = "grp-" + uuid.uuid4().hex[:6]
+    group = "failover-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 3)
+    wait_isr(cluster, topic, 3, 3)
+    values = [f"v{i}".encode() for i in range(300)]
+    helpers.produce_values(cluster.bootstrap(), topic, values, acks="all")
+
+    first = consume_group(cluster.bootstrap(), group, topic, 150, commit_every=25)
+    assert len(first) >= 150, f"read {len(first)} of 150 before the failover"
+    committed = {}
+    for p, o, _ in first:
+        committed[p] = max(committed.get(p, 0), o + 1)
+
+    victim = group_coordinator(cluster.bootstrap(), group)
+    wait_isr(cluster, "__consumer_offsets", 3, 3)
+    cluster.node(victim).kill9_only()
+    survivors = cluster.bootstrap(exclude=(victim,))
+    cluster.wait_brokers(2)
+    successor = group_coordinator(survivors, group)
+    assert successor != victim, "the dead node still coordinates the group"
+    print(f"group coordinator: node {victim} killed, node {successor} took over")
+
+    offsets = helpers.admin(survivors).list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group)])[group].result(timeout=20)
+    seen = {tp.partition: tp.offset for tp in offsets.topic_partitions if tp.topic == topic}
+    assert {p: o for p, o in seen.items() if o >= 0} == committed, "commits lost with the coordinator"
+
+    rest = consume_group(survivors, group, topic, 300 - sum(committed.values()))
+    read = {(p, o) for p, o, _ in first} | {(p, o) for p, o, _ in rest}
+    again = [(p, o) for p, o, _ in rest if o < committed.get(p, 0)]
+    assert not again, f"records before the committed offsets read again: {again[:5]}"
+    assert len(read) == 300 and len(first) + len(rest) == 300, (
+        f"{len(first)} + {len(rest)} records read, {len(read)} distinct, expected 300")
+    assert sorted(v for _, _, v in first + rest) == sorted(values)
+
+    cluster.node(victim).start()
+    cluster.wait_brokers(3)
+    wait_isr(cluster, "__consumer_offsets", 3, 3, timeout_s=30)

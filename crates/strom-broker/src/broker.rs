@@ -68,6 +68,9 @@ impl RequestContext {
     }
 }
 
+/// Cluster mode: where (inside the meta dir) the node-local group coordinator keeps its file.
+const LOCAL_GROUPS_DIR: &str = "local_groups";
+
 /// Producer ids of a cluster interleave this many nodes' counters (node ids below it).
 pub const CLUSTER_NODE_IDS: i64 = 1024;
 
@@ -88,6 +91,10 @@ pub struct Broker {
     pub quotas: Arc<crate::quota::Quotas>,
     /// Cluster mode only (`controller.quorum.voters` set), once started.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Cluster mode: the coordinators of the `__consumer_offsets` partitions this node leads.
+    /// `groups` above then serves only the JSON protocol's consumer positions.
+    pub group_shards: Arc<crate::cluster::groups::GroupShards>,
+    group_config: GroupConfig,
     shutdown: watch::Sender<bool>,
 }
 
@@ -95,11 +102,25 @@ struct Catalog(Arc<Topics>);
 
 /// Committed offsets are kept per topic name: a deleted topic's go with it, and a new topic
 /// never starts with offsets an earlier one of its name left (a crash mid-delete).
-struct OffsetsFollowTopics(Arc<GroupCoordinator>);
+struct OffsetsFollowTopics(
+    Arc<GroupCoordinator>,
+    Arc<crate::cluster::groups::GroupShards>,
+);
+
+impl OffsetsFollowTopics {
+    /// Drops `name`'s offsets in the local coordinator and every loaded shard.
+    fn drop_offsets(&self, name: &str) -> Result<usize, strom_group::GroupError> {
+        let mut dropped = self.0.on_topic_deleted(name)?;
+        for shard in self.1.all() {
+            dropped += shard.on_topic_deleted(name)?;
+        }
+        Ok(dropped)
+    }
+}
 
 impl crate::topics::TopicHooks for OffsetsFollowTopics {
     fn before_create(&self, name: &str) -> Result<(), String> {
-        match self.0.on_topic_deleted(name) {
+        match self.drop_offsets(name) {
             Ok(0) => Ok(()),
             Ok(n) => {
                 tracing::info!(
@@ -113,8 +134,7 @@ impl crate::topics::TopicHooks for OffsetsFollowTopics {
         }
     }
     fn after_delete(&self, name: &str) -> Result<(), String> {
-        self.0
-            .on_topic_deleted(name)
+        self.drop_offsets(name)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -169,14 +189,25 @@ impl Broker {
             fsync: config.fsync != crate::config::FsyncPolicy::Never,
             ..GroupConfig::default()
         };
+        // In cluster mode `__consumer_offsets` is a replicated topic of that name, so the
+        // node-local coordinator keeps its file elsewhere.
+        let local_groups_dir = if config.clustered() {
+            config.data_dir.join(META_DIR).join(LOCAL_GROUPS_DIR)
+        } else {
+            config.data_dir.join(OFFSETS_DIR)
+        };
         let groups = GroupCoordinator::open(
-            &config.data_dir.join(OFFSETS_DIR),
-            group_config,
+            &local_groups_dir,
+            group_config.clone(),
             Arc::new(Catalog(topics.clone())),
             Arc::new(strom_group::SystemClock),
         )
         .map_err(|e| dir_err(format!("consumer offsets: {e}")))?;
-        topics.set_hooks(Arc::new(OffsetsFollowTopics(groups.clone())));
+        let group_shards = Arc::new(crate::cluster::groups::GroupShards::default());
+        topics.set_hooks(Arc::new(OffsetsFollowTopics(
+            groups.clone(),
+            group_shards.clone(),
+        )));
         let txn = crate::txn::TxnCoordinator::open(
             &config.data_dir,
             config.fsync != crate::config::FsyncPolicy::Never,
@@ -204,6 +235,8 @@ impl Broker {
             txn,
             quotas,
             cluster: std::sync::OnceLock::new(),
+            group_shards,
+            group_config,
             shutdown,
         });
         tokio::spawn(crate::txn::TxnCoordinator::run_background(
@@ -232,6 +265,58 @@ impl Broker {
     /// long-poll fetches now with what they have, so connections can finish promptly.
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// A receiver that turns true at shutdown (for background loops).
+    pub fn shutdown_receiver(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// The settings every group coordinator of this broker runs with.
+    pub fn group_config(&self) -> GroupConfig {
+        self.group_config.clone()
+    }
+
+    /// What group coordinators check commits against: the topics of this broker.
+    pub fn group_catalog(&self) -> Arc<dyn strom_group::TopicCatalog> {
+        Arc::new(Catalog(self.topics.clone()))
+    }
+
+    /// The coordinator of `group_id`, or the Kafka error code to answer with: on a single node
+    /// always this broker's; in cluster mode the one of the group's `__consumer_offsets`
+    /// partition if this node leads it.
+    pub fn coordinator_for(&self, group_id: &str) -> Result<Arc<GroupCoordinator>, i16> {
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(self.groups.clone());
+        };
+        let image = cluster.image();
+        let Some(topic) = image.topics.get(crate::cluster::groups::OFFSETS_TOPIC) else {
+            return Err(strom_protocol::ResponseError::NotCoordinator.code());
+        };
+        let partition =
+            crate::cluster::groups::partition_for(group_id, topic.partitions.len() as i32);
+        self.group_shards.get(partition)
+    }
+
+    /// Every group coordinator on this node: the one of a single node, or those of the
+    /// offsets partitions this node leads.
+    pub fn group_coordinators(&self) -> Vec<Arc<GroupCoordinator>> {
+        if self.cluster.get().is_some() {
+            self.group_shards.all()
+        } else {
+            vec![self.groups.clone()]
+        }
+    }
+
+    /// A read-only copy of every group this node coordinates.
+    pub fn group_summaries(&self) -> Vec<strom_group::GroupSummary> {
+        let mut all: Vec<_> = self
+            .group_coordinators()
+            .iter()
+            .flat_map(|c| c.summaries())
+            .collect();
+        all.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        all
     }
 
     /// Resolves once [`Broker::begin_shutdown`] has been called.

@@ -188,9 +188,14 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// `min.insync.replicas`: acks=all is refused with NOT_ENOUGH_REPLICAS below this ISR size.
     pub min_insync_replicas: i32,
-    /// `offsets.topic.replication.factor`: accepted for Kafka compatibility; committed offsets
-    /// are not replicated yet (see docs/cluster.md).
+    /// `offsets.topic.replication.factor`: cluster mode's replicas of each `__consumer_offsets`
+    /// partition (fewer live brokers: FindCoordinator answers COORDINATOR_NOT_AVAILABLE, as
+    /// Kafka does). Ignored on a single node.
     pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.num.partitions`: cluster mode's `__consumer_offsets` partitions, fixed
+    /// when the topic is first made. Kafka's default is 50; ours is 10 because each follower
+    /// partition runs its own fetch loop today.
+    pub offsets_topic_num_partitions: i32,
     /// `broker.session.timeout.ms`: the controller fences a broker silent this long.
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`
@@ -689,6 +694,9 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
             positive(parse(v)?)?,
         )
     }),
+    ("offsets.topic.num.partitions", "10", |c, v| {
+        put(&mut c.offsets_topic_num_partitions, positive(parse(v)?)?)
+    }),
     ("unclean.leader.election.enable", "false", |_, v| {
         if parse_bool(v)? {
             return Err("unclean leader election is not supported (only false)".into());
@@ -964,6 +972,7 @@ fn placeholder() -> BrokerConfig {
         default_replication_factor: 0,
         min_insync_replicas: 0,
         offsets_topic_replication_factor: 0,
+        offsets_topic_num_partitions: 0,
         broker_session_timeout_ms: 0,
         broker_heartbeat_interval_ms: 0,
         controller_quorum_election_timeout_ms: 0,

@@ -193,8 +193,7 @@ impl Local {
 
     pub fn groups(&self) -> Vec<GroupDetails> {
         self.broker
-            .groups
-            .summaries()
+            .group_summaries()
             .into_iter()
             .map(|g| self.details(g))
             .collect()
@@ -261,7 +260,17 @@ impl Local {
         if group_id.is_empty() {
             return Err(LocalError::Invalid("the group id must not be empty".into()));
         }
-        if let Some(g) = self.broker.groups.summary(group_id) {
+        let coordinator =
+            self.broker
+                .coordinator_for(group_id)
+                .map_err(|code| LocalError::Rejected {
+                    error: strom_protocol::ResponseError::try_from_code(code)
+                        .unwrap_or(strom_protocol::ResponseError::NotCoordinator),
+                    message: Some(format!(
+                        "group {group_id} is coordinated by another node; ask that node"
+                    )),
+                })?;
+        if let Some(g) = coordinator.summary(group_id) {
             if !g.is_empty() {
                 return Err(LocalError::Invalid(format!(
                     "group {group_id} is {} with {} member(s); offsets can only be reset when it is empty (stop its consumers first)",
@@ -289,9 +298,7 @@ impl Local {
             .iter()
             .map(|&(p, o)| NewOffset::new(topic, p, o))
             .collect();
-        let results = self
-            .broker
-            .groups
+        let results = coordinator
             .commit(group_id, Committer::NONE, &new, -1)
             .await;
         if let Some(e) = results.into_iter().find_map(Result::err) {

@@ -351,7 +351,12 @@ impl Topics {
         validate_only: bool,
         topic_id: Option<Uuid>,
     ) -> Result<Arc<Topic>, TopicError> {
-        validate_topic_name(name)?;
+        // The one reserved name that exists as a topic: cluster mode's replicated committed
+        // offsets, made only by the reconciler (with the quorum's topic id).
+        let internal = topic_id.is_some() && name == crate::cluster::groups::OFFSETS_TOPIC;
+        if !internal {
+            validate_topic_name(name)?;
+        }
         let partitions = if partitions == -1 {
             self.config.num_partitions
         } else {

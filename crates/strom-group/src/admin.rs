@@ -173,7 +173,7 @@ impl GroupCoordinator {
                     tracing::error!(error = %e, "appending group tombstones failed");
                     for (id, code) in results.iter_mut() {
                         if to_delete.iter().any(|d| d == id.as_str()) {
-                            *code = codes::UNKNOWN_SERVER_ERROR;
+                            *code = e.kafka_code();
                         }
                     }
                 }

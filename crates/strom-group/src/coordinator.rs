@@ -11,15 +11,17 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::error::GroupError;
 use crate::group::{Group, GroupState};
+use crate::journal::{Journal, ReplicatedLog};
 use crate::store::{CommittedOffset, OffsetLog, Record};
 use crate::{Clock, GroupConfig, TopicCatalog};
 
@@ -59,7 +61,7 @@ impl State {
 
 /// The offsets log plus the bookkeeping that lets concurrent commits share one fsync.
 pub(crate) struct LogHandle {
-    pub log: Mutex<OffsetLog>,
+    pub log: Mutex<Journal>,
     sync_lock: Mutex<()>,
     synced_seq: AtomicU64,
     /// Test failpoint: the next fsync in `sync_to` fails.
@@ -81,7 +83,11 @@ impl LogHandle {
                 // kernel already dropped and "confirm" a commit that is not on disk.
                 return Err(GroupError::Poisoned);
             }
-            (log.written_seq(), log.sync_handle()?)
+            match log.sync_handle()? {
+                Some(file) => (log.written_seq(), file),
+                // A replicated journal is waited for in `wait_durable`, never fsynced here.
+                None => return Ok(()),
+            }
         };
         #[cfg(test)]
         let file_sync = if self.fail_next_sync.swap(false, Ordering::SeqCst) {
@@ -121,6 +127,8 @@ pub struct GroupCoordinator {
     pub(crate) timers_changed: Notify,
     member_seq: AtomicU64,
     member_id_hasher: RandomState,
+    /// Cluster mode: this node no longer leads the partition; the background loop stops.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -141,7 +149,46 @@ impl GroupCoordinator {
         catalog: Arc<dyn TopicCatalog>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, GroupError> {
-        let (mut log, records) = OffsetLog::open(dir)?;
+        let (log, records) = OffsetLog::open(dir)?;
+        Ok(Self::from_records(
+            Journal::File(log),
+            records,
+            config,
+            catalog,
+            clock,
+        ))
+    }
+
+    /// Cluster mode: a coordinator of the groups of one `__consumer_offsets` partition that
+    /// this node now leads, restored from the record values read back from that partition
+    /// (oldest first). Its writes go to `log` and wait for the partition's ISR.
+    pub fn open_replicated(
+        values: impl IntoIterator<Item = Bytes>,
+        log: Arc<dyn ReplicatedLog>,
+        end: u64,
+        mut config: GroupConfig,
+        catalog: Arc<dyn TopicCatalog>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let records = crate::journal::decode_values(values);
+        // Every commit waits for the ISR before it is answered.
+        config.fsync = true;
+        Self::from_records(
+            Journal::Replicated { log, end },
+            records,
+            config,
+            catalog,
+            clock,
+        )
+    }
+
+    fn from_records(
+        mut log: Journal,
+        records: Vec<Record>,
+        config: GroupConfig,
+        catalog: Arc<dyn TopicCatalog>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         let now_ms = clock.now_ms();
         let mut groups: HashMap<String, Group> = HashMap::new();
         for record in records {
@@ -173,7 +220,7 @@ impl GroupCoordinator {
             next_retention_check_ms: now_ms,
             undo: Vec::new(),
         };
-        Ok(Arc::new(GroupCoordinator {
+        Arc::new(GroupCoordinator {
             config,
             catalog,
             clock,
@@ -188,14 +235,15 @@ impl GroupCoordinator {
             timers_changed: Notify::new(),
             member_seq: AtomicU64::new(0),
             member_id_hasher: RandomState::new(),
-        }))
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// Runs the timers (session expiry, rebalance and sync deadlines, offsets retention) until
     /// `shutdown` turns true or its sender is dropped; flushes the offsets log on the way out.
     pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || self.closed.load(Ordering::Acquire) {
                 break;
             }
             let next_ms = self.tick();
@@ -232,6 +280,27 @@ impl GroupCoordinator {
             self.maybe_compact_locked(&mut st);
         }
         next_deadline_ms(&st, now_ms)
+    }
+
+    /// Cluster mode: this node lost the partition these groups live in. Every waiting
+    /// JoinGroup and SyncGroup is answered NOT_COORDINATOR now (so clients look the new
+    /// coordinator up instead of waiting out a rebalance timeout), and the timers stop.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut st = self.state.lock();
+        for g in st.groups.values_mut() {
+            for m in g.members.values_mut() {
+                m.complete_join(crate::group::JoinOutcome::error(
+                    &m.member_id.clone(),
+                    crate::codes::NOT_COORDINATOR,
+                ));
+                m.complete_sync(crate::group::SyncOutcome::error(
+                    crate::codes::NOT_COORDINATOR,
+                ));
+            }
+        }
+        drop(st);
+        self.timers_changed.notify_one();
     }
 
     /// Makes every commit written so far durable.
@@ -449,6 +518,18 @@ impl GroupCoordinator {
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), GroupError> {
         if !self.config.fsync {
             return Ok(());
+        }
+        let replicated = self.log.log.lock().replicated();
+        if let Some(log) = replicated {
+            let result = log
+                .wait_replicated(seq)
+                .await
+                .map_err(|code| GroupError::Replication { code });
+            if result.is_ok() {
+                self.log.mark_all_synced(seq);
+            }
+            self.after_sync(&result);
+            return result;
         }
         let handle = Arc::clone(&self.log);
         let result = match tokio::task::spawn_blocking(move || handle.sync_to(seq)).await {

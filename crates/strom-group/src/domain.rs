@@ -67,6 +67,14 @@ impl CoordinatorError {
         })
     }
 
+    /// The error a request gets when writing its records failed.
+    pub(crate) fn from_write(e: &crate::GroupError) -> Self {
+        match e.kafka_code() {
+            codes::UNKNOWN_SERVER_ERROR => CoordinatorError::Storage,
+            code => CoordinatorError::Other(code),
+        }
+    }
+
     /// The Kafka error code for this error: the Kafka adapter's one mapping.
     pub fn kafka_code(&self) -> i16 {
         match self {
@@ -369,14 +377,14 @@ impl GroupCoordinator {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, group = group_id, "appending offset commit failed");
-                    fail_valid(&mut results, CoordinatorError::Storage);
+                    fail_valid(&mut results, CoordinatorError::from_write(&e));
                     return results;
                 }
             }
         };
         if let Err(e) = self.wait_durable(seq).await {
-            tracing::error!(error = %e, "fsync of the offsets log failed");
-            fail_valid(&mut results, CoordinatorError::Storage);
+            tracing::error!(error = %e, "making the offset commit durable failed");
+            fail_valid(&mut results, CoordinatorError::from_write(&e));
         }
         results
     }

@@ -24,4 +24,19 @@ pub enum GroupError {
     },
     #[error("the offsets log failed earlier and refuses further writes until restart")]
     Poisoned,
+    /// Cluster mode: the replicated append failed; `code` is what the request is answered
+    /// with (NOT_COORDINATOR when this node lost the partition, COORDINATOR_NOT_AVAILABLE
+    /// when the ISR is too small or the wait timed out, as Kafka maps them).
+    #[error("replicating to the offsets partition failed with Kafka error {code}")]
+    Replication { code: i16 },
+}
+
+impl GroupError {
+    /// The Kafka error code a request whose write failed with this error is answered with.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            GroupError::Replication { code } => *code,
+            _ => crate::codes::UNKNOWN_SERVER_ERROR,
+        }
+    }
 }

@@ -42,6 +42,7 @@ pub mod codes;
 mod coordinator;
 mod domain;
 mod error;
+mod journal;
 
 mod admin;
 mod group;
@@ -60,6 +61,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use coordinator::GroupCoordinator;
 pub use domain::{Committer, CoordinatorError, JoinParams, Joined, NewOffset};
 pub use error::GroupError;
+pub use journal::{ReplicatedLog, ReplicationWait};
 pub use overview::{GroupSummary, MemberSummary};
 
 /// Coordinator settings; the names follow Kafka's broker configs.

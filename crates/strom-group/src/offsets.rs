@@ -354,7 +354,7 @@ impl GroupCoordinator {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "appending offset tombstones failed");
-                    top_error = codes::UNKNOWN_SERVER_ERROR;
+                    top_error = e.kafka_code();
                 }
             }
         }

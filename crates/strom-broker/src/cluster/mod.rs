@@ -13,11 +13,13 @@
 //! - [`epochs`]: where each leader epoch ends in a log.
 //! - [`produce`]: the produce path's leader, ISR-size and replication waits.
 //! - [`topics`]: topic creation through the quorum.
+//! - [`groups`]: group coordinators on the `__consumer_offsets` partitions this node leads.
 //!
 //! A single node (no `controller.quorum.voters`) never starts any of this.
 
 pub mod epochs;
 pub mod fetcher;
+pub mod groups;
 pub mod isr;
 pub mod produce;
 pub mod reconcile;

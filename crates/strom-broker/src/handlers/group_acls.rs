@@ -2,7 +2,8 @@
 //! and commit; DESCRIBE to describe it and fetch its offsets; DELETE to delete it or its
 //! offsets; READ (commit, delete offsets) or DESCRIBE (fetch offsets) on each topic. Denied
 //! entries get GROUP_AUTHORIZATION_FAILED or TOPIC_AUTHORIZATION_FAILED; the rest go to
-//! `strom-group`'s coordinator as before. With the authorizer off, requests pass untouched.
+//! the group's coordinator (`group_routing`), which may answer NOT_COORDINATOR in cluster
+//! mode. With the authorizer off, requests pass untouched.
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -17,10 +18,10 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::*;
-use strom_group::GroupCoordinator;
 use strom_protocol::ResponseError as E;
 
 use super::authz::Authz;
+use super::group_routing::GroupRouter;
 use crate::security::acl::op;
 
 const GROUP_DENIED: i16 = E::GroupAuthorizationFailed.code();
@@ -35,7 +36,7 @@ fn topic_denied(authz: &Authz, operation: i8, topic: &str) -> bool {
 }
 
 pub async fn join_group(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     req: JoinGroupRequest,
     version: i16,
@@ -48,13 +49,22 @@ pub async fn join_group(
             .with_generation_id(-1)
             .with_member_id(req.member_id);
     }
+    let groups = match groups.route(req.group_id.as_str()) {
+        Ok(g) => g,
+        Err(code) => {
+            return JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1)
+                .with_member_id(req.member_id)
+        }
+    };
     groups
         .join_group(req, version, client_id, client_host)
         .await
 }
 
 pub async fn sync_group(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     req: SyncGroupRequest,
     version: i16,
@@ -62,11 +72,14 @@ pub async fn sync_group(
     if group_denied(authz, op::READ, req.group_id.as_str()) {
         return SyncGroupResponse::default().with_error_code(GROUP_DENIED);
     }
-    groups.sync_group(req, version).await
+    match groups.route(req.group_id.as_str()) {
+        Ok(g) => g.sync_group(req, version).await,
+        Err(code) => SyncGroupResponse::default().with_error_code(code),
+    }
 }
 
 pub async fn heartbeat(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     req: HeartbeatRequest,
     version: i16,
@@ -74,11 +87,14 @@ pub async fn heartbeat(
     if group_denied(authz, op::READ, req.group_id.as_str()) {
         return HeartbeatResponse::default().with_error_code(GROUP_DENIED);
     }
-    groups.heartbeat(req, version).await
+    match groups.route(req.group_id.as_str()) {
+        Ok(g) => g.heartbeat(req, version).await,
+        Err(code) => HeartbeatResponse::default().with_error_code(code),
+    }
 }
 
 pub async fn leave_group(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     req: LeaveGroupRequest,
     version: i16,
@@ -86,11 +102,14 @@ pub async fn leave_group(
     if group_denied(authz, op::READ, req.group_id.as_str()) {
         return LeaveGroupResponse::default().with_error_code(GROUP_DENIED);
     }
-    groups.leave_group(req, version).await
+    match groups.route(req.group_id.as_str()) {
+        Ok(g) => g.leave_group(req, version).await,
+        Err(code) => LeaveGroupResponse::default().with_error_code(code),
+    }
 }
 
 pub async fn offset_commit(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     mut req: OffsetCommitRequest,
     version: i16,
@@ -114,6 +133,13 @@ pub async fn offset_commit(
         let topics = req.topics.iter().map(|t| answer(t, GROUP_DENIED)).collect();
         return OffsetCommitResponse::default().with_topics(topics);
     }
+    let groups = match groups.route(req.group_id.as_str()) {
+        Ok(g) => g,
+        Err(code) => {
+            let topics = req.topics.iter().map(|t| answer(t, code)).collect();
+            return OffsetCommitResponse::default().with_topics(topics);
+        }
+    };
     if !authz.enforcing() {
         return groups.offset_commit(req, version).await;
     }
@@ -129,13 +155,13 @@ pub async fn offset_commit(
 }
 
 pub async fn offset_fetch(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     mut req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
     if !authz.enforcing() {
-        return groups.offset_fetch(req, version).await;
+        return fetch_routed(groups, req, version).await;
     }
     if version < 8 {
         if group_denied(authz, op::DESCRIBE, req.group_id.as_str()) {
@@ -151,7 +177,7 @@ pub async fn offset_fetch(
                 denied
             }
         };
-        let mut response = groups.offset_fetch(req, version).await;
+        let mut response = fetch_routed(groups, req, version).await;
         response
             .topics
             .retain(|t| !topic_denied(authz, op::DESCRIBE, t.name.as_str()));
@@ -194,7 +220,7 @@ pub async fn offset_fetch(
     let mut response = if req.groups.is_empty() {
         OffsetFetchResponse::default()
     } else {
-        groups.offset_fetch(req, version).await
+        fetch_routed(groups, req, version).await
     };
     for g in response.groups.iter_mut() {
         g.topics
@@ -228,13 +254,13 @@ pub async fn offset_fetch(
 }
 
 pub async fn describe_groups(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     mut req: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
     if !authz.enforcing() {
-        return groups.describe_groups(req, version).await;
+        return describe_routed(groups, req, version).await;
     }
     let (denied, allowed): (Vec<_>, Vec<_>) = std::mem::take(&mut req.groups)
         .into_iter()
@@ -243,7 +269,7 @@ pub async fn describe_groups(
     let mut response = if req.groups.is_empty() {
         DescribeGroupsResponse::default()
     } else {
-        groups.describe_groups(req, version).await
+        describe_routed(groups, req, version).await
     };
     response.groups.extend(denied.into_iter().map(|g| {
         DescribedGroup::default()
@@ -257,12 +283,19 @@ pub async fn describe_groups(
 /// ListGroups: everything with DESCRIBE on the cluster, else the groups the principal may
 /// DESCRIBE.
 pub async fn list_groups(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
-    let mut response = groups.list_groups(req, version).await;
+    let mut response = ListGroupsResponse::default();
+    for coordinator in groups.all() {
+        let part = coordinator.list_groups(req.clone(), version).await;
+        if response.error_code == 0 {
+            response.error_code = part.error_code;
+        }
+        response.groups.extend(part.groups);
+    }
     if authz.enforcing() && !authz.cluster(op::DESCRIBE) {
         response
             .groups
@@ -272,13 +305,13 @@ pub async fn list_groups(
 }
 
 pub async fn delete_groups(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     mut req: DeleteGroupsRequest,
     version: i16,
 ) -> DeleteGroupsResponse {
     if !authz.enforcing() {
-        return groups.delete_groups(req, version).await;
+        return delete_routed(groups, req, version).await;
     }
     let (denied, allowed): (Vec<_>, Vec<_>) = std::mem::take(&mut req.groups_names)
         .into_iter()
@@ -287,7 +320,7 @@ pub async fn delete_groups(
     let mut response = if req.groups_names.is_empty() {
         DeleteGroupsResponse::default()
     } else {
-        groups.delete_groups(req, version).await
+        delete_routed(groups, req, version).await
     };
     response.results.extend(denied.into_iter().map(|g| {
         DeletableGroupResult::default()
@@ -298,11 +331,15 @@ pub async fn delete_groups(
 }
 
 pub async fn offset_delete(
-    groups: &GroupCoordinator,
+    groups: &GroupRouter<'_>,
     authz: &Authz<'_>,
     mut req: OffsetDeleteRequest,
     version: i16,
 ) -> OffsetDeleteResponse {
+    let groups = match groups.route(req.group_id.as_str()) {
+        Ok(g) => g,
+        Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
+    };
     if !authz.enforcing() {
         return groups.offset_delete(req, version).await;
     }
@@ -328,5 +365,107 @@ pub async fn offset_delete(
                     .collect(),
             )
     }));
+    response
+}
+
+/// OffsetFetch at the group's coordinator: one group before v8; from v8 each group at its own
+/// coordinator, refused ones answered with the routing error.
+async fn fetch_routed(
+    groups: &GroupRouter<'_>,
+    mut req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version < 8 {
+        return match groups.route(req.group_id.as_str()) {
+            Ok(g) => g.offset_fetch(req, version).await,
+            // v0-1 have no top-level error: each asked partition carries it.
+            Err(code) if version < 2 => OffsetFetchResponse::default().with_topics(
+                req.topics
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| {
+                        OffsetFetchResponseTopic::default()
+                            .with_name(t.name)
+                            .with_partitions(
+                                t.partition_indexes
+                                    .into_iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(-1)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+            Err(code) => OffsetFetchResponse::default().with_error_code(code),
+        };
+    }
+    let (batches, refused) = groups.split(std::mem::take(&mut req.groups), |g| g.group_id.as_str());
+    let mut response = OffsetFetchResponse::default();
+    for (coordinator, part) in batches {
+        let mut one = req.clone();
+        one.groups = part;
+        let answer = coordinator.offset_fetch(one, version).await;
+        response.throttle_time_ms = response.throttle_time_ms.max(answer.throttle_time_ms);
+        response.groups.extend(answer.groups);
+    }
+    response.groups.extend(refused.into_iter().map(|(g, code)| {
+        OffsetFetchResponseGroup::default()
+            .with_group_id(g.group_id)
+            .with_error_code(code)
+    }));
+    response
+}
+
+/// DescribeGroups, each group at its coordinator.
+async fn describe_routed(
+    groups: &GroupRouter<'_>,
+    mut req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let (batches, refused) = groups.split(std::mem::take(&mut req.groups), |g| g.as_str());
+    let mut response = DescribeGroupsResponse::default();
+    for (coordinator, part) in batches {
+        let mut one = req.clone();
+        one.groups = part;
+        response
+            .groups
+            .extend(coordinator.describe_groups(one, version).await.groups);
+    }
+    response.groups.extend(refused.into_iter().map(|(g, code)| {
+        DescribedGroup::default()
+            .with_group_id(g)
+            .with_error_code(code)
+            .with_authorized_operations(i32::MIN)
+    }));
+    response
+}
+
+/// DeleteGroups, each group at its coordinator.
+async fn delete_routed(
+    groups: &GroupRouter<'_>,
+    mut req: DeleteGroupsRequest,
+    version: i16,
+) -> DeleteGroupsResponse {
+    let (batches, refused) = groups.split(std::mem::take(&mut req.groups_names), |g| g.as_str());
+    let mut response = DeleteGroupsResponse::default();
+    for (coordinator, part) in batches {
+        let mut one = req.clone();
+        one.groups_names = part;
+        response
+            .results
+            .extend(coordinator.delete_groups(one, version).await.results);
+    }
+    response
+        .results
+        .extend(refused.into_iter().map(|(g, code)| {
+            DeletableGroupResult::default()
+                .with_group_id(g)
+                .with_error_code(code)
+        }));
     response
 }

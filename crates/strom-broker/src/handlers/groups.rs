@@ -1,4 +1,6 @@
-//! FindCoordinator: this broker coordinates every group and every transaction. The group APIs themselves are
+//! FindCoordinator: this broker coordinates every transaction, and every group on a single
+//! node; in cluster mode a group's coordinator is the leader of its `__consumer_offsets`
+//! partition (`cluster::groups`). The group APIs themselves are
 //! served by `strom-group`'s coordinator (see `handlers::dispatch`).
 //!
 //! Answers follow `KafkaApis.handleFindCoordinatorRequest`: any group id, the empty one
@@ -26,6 +28,9 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// The first version that batches coordinator keys (KIP-699).
 const BATCHED_VERSION: i16 = 4;
+
+/// `Errors.COORDINATOR_NOT_AVAILABLE.message()`: the only error `locate` answers with.
+const COORDINATOR_NOT_AVAILABLE_MESSAGE: &str = "The coordinator is not available.";
 
 /// `Errors.NONE.message()`: Kafka's success text in v0-3 responses.
 const NONE_MESSAGE: &str = "NONE";
@@ -85,6 +90,15 @@ pub fn find_coordinator(
         _ => None,
     };
     let node = BrokerId(broker.node_id());
+    // Where a key's coordinator is: this broker, except for groups in cluster mode, which
+    // live on the leader of their `__consumer_offsets` partition.
+    let locate = |key: &str| -> Result<(BrokerId, String, i32), E> {
+        if req.key_type == KEY_TYPE_GROUP && broker.cluster.get().is_some() {
+            let (id, host, port) = crate::cluster::groups::coordinator_node(broker, key)?;
+            return Ok((BrokerId(id), host, port));
+        }
+        Ok((node, host.clone(), port))
+    };
     match req.key_type {
         KEY_TYPE_GROUP => {}
         // This broker is every transaction's coordinator too. An empty transactional id is
@@ -124,11 +138,19 @@ pub fn find_coordinator(
                         .with_host(sb(""))
                         .with_port(-1);
                 }
-                Coordinator::default()
-                    .with_key(k.clone())
-                    .with_node_id(node)
-                    .with_host(sb(host.clone()))
-                    .with_port(port)
+                match locate(k.as_str()) {
+                    Ok((id, host, port)) => Coordinator::default()
+                        .with_key(k.clone())
+                        .with_node_id(id)
+                        .with_host(sb(host))
+                        .with_port(port),
+                    Err(e) => Coordinator::default()
+                        .with_key(k.clone())
+                        .with_error_code(e.code())
+                        .with_node_id(BrokerId(-1))
+                        .with_host(sb(""))
+                        .with_port(-1),
+                }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
@@ -141,9 +163,18 @@ pub fn find_coordinator(
         };
         return refuse_all(&req, version, code, message, None);
     }
-    FindCoordinatorResponse::default()
-        .with_error_message(Some(sb(NONE_MESSAGE)))
-        .with_node_id(node)
-        .with_host(sb(host))
-        .with_port(port)
+    match locate(req.key.as_str()) {
+        Ok((id, host, port)) => FindCoordinatorResponse::default()
+            .with_error_message(Some(sb(NONE_MESSAGE)))
+            .with_node_id(id)
+            .with_host(sb(host))
+            .with_port(port),
+        Err(e) => refuse_all(
+            &req,
+            version,
+            e.code(),
+            COORDINATOR_NOT_AVAILABLE_MESSAGE,
+            None,
+        ),
+    }
 }

@@ -13,6 +13,7 @@ pub mod configs;
 pub mod error_counts;
 pub mod fetch;
 pub mod group_acls;
+pub mod group_routing;
 pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
@@ -110,7 +111,7 @@ async fn dispatch_api(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             }
         }};
     }
-    let groups = &broker.groups;
+    let groups = &group_routing::GroupRouter::new(broker);
     let authz = authz::Authz::new(broker, ctx);
     match api_key {
         ApiKey::ApiVersions => handle!(ApiVersionsRequest, |r| api_versions::handle(r, v)),

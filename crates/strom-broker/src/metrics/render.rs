@@ -470,7 +470,7 @@ fn groups(out: &mut String, broker: &Broker, parts: &[PartitionFigures]) {
         .filter(|p| !p.offline)
         .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
         .collect();
-    let groups = broker.groups.summaries();
+    let groups = broker.group_summaries();
     family(out, "strom_groups", "gauge", "Consumer groups.");
     let _ = writeln!(out, "strom_groups {}", groups.len());
     family(out, "strom_group_members", "gauge", "Members of the group.");

@@ -299,7 +299,7 @@ impl TxnCoordinator {
         offsets: Vec<PendingOffset>,
     ) -> Result<Vec<Result<(), i16>>, i16> {
         broker
-            .groups
+            .coordinator_for(group)?
             .validate_transactional_commit(group, committer)
             .map_err(|e| e.kafka_code())?;
         let mut inner = self.inner.lock();
@@ -587,7 +587,11 @@ async fn commit_offsets(broker: &Arc<Broker>, meta: &TxnMeta) -> Result<(), TxnE
         });
     }
     for (group, offsets) in by_group {
-        let results = broker.groups.commit_transactional(group, &offsets).await;
+        // A group whose coordinator moved (cluster mode) cannot take the offsets here.
+        let coordinator = broker
+            .coordinator_for(group)
+            .map_err(|_| TxnError::Storage)?;
+        let results = coordinator.commit_transactional(group, &offsets).await;
         if results
             .iter()
             .any(|r| matches!(r, Err(CoordinatorError::Storage)))

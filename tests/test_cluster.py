@@ -50,7 +50,7 @@ class Cluster:
     """Three nodes. With `proxied`, node i reaches node j's controller through its own
     `LinkProxy` (one per direction), so a test can cut any link."""
 
-    def __init__(self, tmp_path, size=3, proxied=False):
+    def __init__(self, tmp_path, size=3, proxied=False, extra=None):
         self.controller_ports = [free_port() for _ in range(size)]
         self.links = {}
         if proxied:
@@ -64,7 +64,7 @@ class Cluster:
                 f"{j + 1}@127.0.0.1:{self.links[(i + 1, j + 1)].port if (i + 1, j + 1) in self.links else p}"
                 for j, p in enumerate(self.controller_ports)
             )
-            settings = dict(CLUSTER_SETTINGS)
+            settings = dict(CLUSTER_SETTINGS, **(extra or {}))
             settings.update(
                 {
                     "node.id": str(i + 1),
@@ -686,3 +686,48 @@ def test_a_group_keeps_its_offsets_when_its_coordinator_dies(cluster):
     cluster.node(victim).start()
     cluster.wait_brokers(3)
     wait_isr(cluster, "__consumer_offsets", 3, 3, timeout_s=30)
+
+
+def test_leadership_moves_back_to_the_preferred_replica_after_it_returns(tmp_path):
+    """auto.leader.rebalance.enable: after kill -9 of a partition's preferred leader its
+    partition is led elsewhere; once the node is back and in sync, the controller moves
+    leadership back (a new epoch), and every acknowledged record is still there."""
+    c = Cluster(tmp_path, extra={"leader.imbalance.check.interval.seconds": "1"})
+    c.start()
+    try:
+        topic = "preferred-" + uuid.uuid4().hex[:6]
+        create_rf3(c.node(1).bootstrap, topic, 1)
+        infos = wait_isr(c, topic, 1, 3)
+        preferred = infos[0].replicas[0]
+        assert infos[0].leader == preferred
+        load = LoadProducer(c.bootstrap(), topic)
+        load.start()
+        c.node(preferred).kill9_only()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = partition_info(c.bootstrap(exclude=(preferred,)), topic, 0)
+            if info is not None and info.leader not in (-1, preferred):
+                break
+            time.sleep(0.2)
+        assert info.leader not in (-1, preferred), f"no failover: {info}"
+        c.node(preferred).start()
+        c.wait_brokers(3)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = partition_info(c.bootstrap(), topic, 0)
+            if info is not None and info.leader == preferred:
+                break
+            time.sleep(0.2)
+        assert info is not None and info.leader == preferred, f"leadership stayed away: {info}"
+        before = len(load.acked)
+        deadline = time.monotonic() + 30
+        while len(load.acked) < before + 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        load.stop_flag.set()
+        load.join(90)
+        assert not load.errors, f"delivery errors: {load.errors[:5]}"
+        assert len(load.acked) >= before + 300, "the producer stalled after the move back"
+        check_history(c.bootstrap(), topic, load.acked)
+    finally:
+        helpers.forget_clients()
+        c.stop()

@@ -196,6 +196,14 @@ pub struct BrokerConfig {
     /// when the topic is first made. Kafka's default is 50; ours is 10 because each follower
     /// partition runs its own fetch loop today.
     pub offsets_topic_num_partitions: i32,
+    /// `auto.leader.rebalance.enable`: cluster mode's controller moves leadership back to each
+    /// partition's preferred replica (the first assigned) once it is in sync again.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage`: a broker's share of preferred partitions it
+    /// does not lead above which they move back.
+    pub leader_imbalance_per_broker_percentage: u32,
     /// `broker.session.timeout.ms`: the controller fences a broker silent this long.
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`
@@ -697,6 +705,22 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("offsets.topic.num.partitions", "10", |c, v| {
         put(&mut c.offsets_topic_num_partitions, positive(parse(v)?)?)
     }),
+    ("auto.leader.rebalance.enable", "true", |c, v| {
+        put(&mut c.auto_leader_rebalance_enable, parse_bool(v)?)
+    }),
+    ("leader.imbalance.check.interval.seconds", "300", |c, v| {
+        put(
+            &mut c.leader_imbalance_check_interval_seconds,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("leader.imbalance.per.broker.percentage", "10", |c, v| {
+        let pct: u32 = parse(v)?;
+        if pct > 100 {
+            return Err(format!("must be between 0 and 100, got {pct}"));
+        }
+        put(&mut c.leader_imbalance_per_broker_percentage, pct)
+    }),
     ("unclean.leader.election.enable", "false", |_, v| {
         if parse_bool(v)? {
             return Err("unclean leader election is not supported (only false)".into());
@@ -973,6 +997,9 @@ fn placeholder() -> BrokerConfig {
         min_insync_replicas: 0,
         offsets_topic_replication_factor: 0,
         offsets_topic_num_partitions: 0,
+        auto_leader_rebalance_enable: false,
+        leader_imbalance_check_interval_seconds: 0,
+        leader_imbalance_per_broker_percentage: 0,
         broker_session_timeout_ms: 0,
         broker_heartbeat_interval_ms: 0,
         controller_quorum_election_timeout_ms: 0,

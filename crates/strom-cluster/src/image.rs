@@ -88,6 +88,14 @@ pub enum Command {
         leader_epoch: i32,
         isr: Vec<i32>,
     },
+    /// Auto leader rebalance: leadership goes back to the preferred replica (the first of the
+    /// assignment). Refused unless the partition is still in `leader_epoch` and the preferred
+    /// replica is alive and in the ISR.
+    ElectPreferredLeader {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+    },
 }
 
 /// What applying a command did.
@@ -203,7 +211,68 @@ impl MetadataImage {
                 p.isr = isr.clone();
                 CommandResult::Done
             }
+            Command::ElectPreferredLeader {
+                topic,
+                partition,
+                leader_epoch,
+            } => {
+                let alive = self.live_brokers();
+                let Some(p) = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                else {
+                    return CommandResult::Refused(format!(
+                        "unknown partition {topic}-{partition}"
+                    ));
+                };
+                if p.leader_epoch != *leader_epoch {
+                    return CommandResult::Refused(format!(
+                        "stale epoch {leader_epoch} (now {})",
+                        p.leader_epoch
+                    ));
+                }
+                match p.replicas.first().copied() {
+                    Some(preferred)
+                        if preferred != p.leader
+                            && p.isr.contains(&preferred)
+                            && alive.contains(&preferred) =>
+                    {
+                        p.leader = preferred;
+                        p.leader_epoch += 1;
+                        CommandResult::Done
+                    }
+                    _ => CommandResult::Refused("the preferred replica cannot lead now".into()),
+                }
+            }
         }
+    }
+
+    /// Kafka's auto leader rebalance check: for every broker whose share of partitions it
+    /// prefers but does not lead is above `imbalance_percent`, the partitions that can move
+    /// back to it now (it is alive and in the ISR), as (topic, partition, leader epoch).
+    pub fn preferred_elections(&self, imbalance_percent: u32) -> Vec<(String, i32, i32)> {
+        let alive = self.live_brokers();
+        let mut preferred: BTreeMap<i32, (u32, Vec<(String, i32, i32)>)> = BTreeMap::new();
+        for (name, t) in &self.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let Some(first) = p.replicas.first().copied() else {
+                    continue;
+                };
+                let entry = preferred.entry(first).or_default();
+                entry.0 += 1;
+                if p.leader != first && p.isr.contains(&first) && alive.contains(&first) {
+                    entry.1.push((name.clone(), i as i32, p.leader_epoch));
+                }
+            }
+        }
+        preferred
+            .into_values()
+            .filter(|(total, movable)| {
+                (movable.len() as u64) * 100 > u64::from(imbalance_percent) * u64::from(*total)
+            })
+            .flat_map(|(_, movable)| movable)
+            .collect()
     }
 
     fn alive(&self, id: i32) -> bool {
@@ -363,6 +432,48 @@ mod tests {
             isr: vec![2, 3, 1],
         };
         assert_eq!(image.apply(&ok), CommandResult::Done);
+    }
+
+    #[test]
+    fn leadership_goes_back_to_the_preferred_replica_once_it_is_in_sync() {
+        let mut image = three_brokers();
+        image.apply(&Command::FenceBroker { id: 1 });
+        // Broker 1 prefers partition 0 and leads none of it: 100% imbalance, but it is fenced.
+        assert!(image.preferred_elections(10).is_empty());
+        image.apply(&Command::UnfenceBroker { id: 1 });
+        assert!(
+            image.preferred_elections(10).is_empty(),
+            "not in the ISR yet"
+        );
+        let p = image.partition("t", 0).unwrap().clone();
+        image.apply(&Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            isr: vec![2, 3, 1],
+        });
+        let elections = image.preferred_elections(10);
+        assert_eq!(elections, vec![("t".to_string(), 0, 1)]);
+        // A proposal from an older epoch is refused; the current one moves leadership back.
+        let stale = Command::ElectPreferredLeader {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: 0,
+        };
+        assert!(matches!(image.apply(&stale), CommandResult::Refused(_)));
+        let (topic, partition, leader_epoch) = elections[0].clone();
+        let elect = Command::ElectPreferredLeader {
+            topic,
+            partition,
+            leader_epoch,
+        };
+        assert_eq!(image.apply(&elect), CommandResult::Done);
+        let p = image.partition("t", 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch), (1, 2));
+        assert!(image.preferred_elections(10).is_empty());
+        // Under the threshold nothing moves: 1 of 1 is 100% > 10%, but 0% is not.
+        assert!(image.preferred_elections(100).is_empty());
     }
 
     #[test]

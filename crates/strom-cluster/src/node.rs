@@ -325,6 +325,7 @@ impl ClusterNode {
         let session = Duration::from_millis(self.settings.broker_session_timeout_ms);
         let mut leading = false;
         let mut in_flight: BTreeSet<i32> = BTreeSet::new();
+        let mut next_rebalance = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(CONTROLLER_TICK_MS)).await;
             if !self.is_leader() {
@@ -332,6 +333,12 @@ impl ClusterNode {
                 continue;
             }
             let now = Instant::now();
+            if let Some(rebalance) = self.settings.leader_rebalance {
+                if now >= next_rebalance {
+                    next_rebalance = now + Duration::from_millis(rebalance.check_interval_ms);
+                    self.rebalance_leaders(rebalance.imbalance_percent).await;
+                }
+            }
             if !leading {
                 // A new controller gives every broker a full session before fencing it.
                 leading = true;
@@ -367,6 +374,26 @@ impl ClusterNode {
                 if let Err(e) = result {
                     tracing::warn!(broker = id, error = %e, "fence/unfence not committed");
                 }
+            }
+        }
+    }
+}
+
+impl ClusterNode {
+    /// One auto leader rebalance pass: each partition that should go back to its preferred
+    /// replica gets an election through the log (refused there if it went stale meanwhile).
+    async fn rebalance_leaders(&self, imbalance_percent: u32) {
+        for (topic, partition, leader_epoch) in self.image().preferred_elections(imbalance_percent)
+        {
+            tracing::info!(%topic, partition, "moving leadership back to the preferred replica");
+            let command = Command::ElectPreferredLeader {
+                topic,
+                partition,
+                leader_epoch,
+            };
+            if let Err(e) = self.propose_local(command).await {
+                tracing::warn!(error = %e, "preferred leader election not committed");
+                return;
             }
         }
     }

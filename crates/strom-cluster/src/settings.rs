@@ -26,6 +26,17 @@ pub struct ClusterSettings {
     pub broker_session_timeout_ms: u64,
     /// `controller.quorum.request.timeout.ms`: deadline of one inter-node call.
     pub request_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable` with its check interval and threshold; `None`: off.
+    pub leader_rebalance: Option<LeaderRebalance>,
+}
+
+/// Kafka's auto leader rebalance: the controller moves leadership back to preferred replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderRebalance {
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub check_interval_ms: u64,
+    /// `leader.imbalance.per.broker.percentage`
+    pub imbalance_percent: u32,
 }
 
 /// Parses Kafka's `id@host:port,id@host:port` form.

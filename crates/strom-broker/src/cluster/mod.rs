@@ -126,6 +126,12 @@ pub async fn start(broker: &Arc<Broker>) -> Result<(), String> {
         broker_heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
         broker_session_timeout_ms: config.broker_session_timeout_ms,
         request_timeout_ms: config.controller_quorum_request_timeout_ms,
+        leader_rebalance: config.auto_leader_rebalance_enable.then_some(
+            strom_cluster::settings::LeaderRebalance {
+                check_interval_ms: config.leader_imbalance_check_interval_seconds * 1000,
+                imbalance_percent: config.leader_imbalance_per_broker_percentage,
+            },
+        ),
     };
     let node = ClusterNode::start(settings).await?;
     node.set_data_plane(Arc::new(serve::Plane(Arc::downgrade(broker))));

@@ -98,6 +98,9 @@ pub enum Command {
     },
 }
 
+/// A preferred leader election to propose: (topic, partition, current leader epoch).
+pub type Election = (String, i32, i32);
+
 /// What applying a command did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -251,9 +254,10 @@ impl MetadataImage {
     /// Kafka's auto leader rebalance check: for every broker whose share of partitions it
     /// prefers but does not lead is above `imbalance_percent`, the partitions that can move
     /// back to it now (it is alive and in the ISR), as (topic, partition, leader epoch).
-    pub fn preferred_elections(&self, imbalance_percent: u32) -> Vec<(String, i32, i32)> {
+    pub fn preferred_elections(&self, imbalance_percent: u32) -> Vec<Election> {
         let alive = self.live_brokers();
-        let mut preferred: BTreeMap<i32, (u32, Vec<(String, i32, i32)>)> = BTreeMap::new();
+        // Per preferred broker: how many partitions prefer it, and those that can move now.
+        let mut preferred: BTreeMap<i32, (u32, Vec<Election>)> = BTreeMap::new();
         for (name, t) in &self.topics {
             for (i, p) in t.partitions.iter().enumerate() {
                 let Some(first) = p.replicas.first().copied() else {

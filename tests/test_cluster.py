@@ -21,7 +21,7 @@ import uuid
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 import helpers
 import wire
@@ -731,3 +731,66 @@ def test_leadership_moves_back_to_the_preferred_replica_after_it_returns(tmp_pat
     finally:
         helpers.forget_clients()
         c.stop()
+
+
+def json_call(node, request):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=15) as sock:
+        f = sock.makefile("rwb")
+        f.write(json.dumps(request).encode() + b"\n")
+        f.flush()
+        return json.loads(f.readline())
+
+
+def until(check, what, timeout_s=20):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last is True:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: {last}")
+
+
+def test_new_partitions_config_changes_and_deletes_reach_every_node(cluster):
+    """CreatePartitions, AlterConfigs and DeleteTopics sent to one node go through the
+    metadata log: every node's Metadata and DescribeConfigs show the change, the new
+    partitions are replicated and usable, and a deleted topic's files go from every node.
+    The JSON protocol's topic create does the same."""
+    topic = "grow-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 2)
+    wait_isr(cluster, topic, 2, 3)
+
+    helpers.admin(cluster.node(2).bootstrap).create_partitions(
+        [NewPartitions(topic, 4)])[topic].result(timeout=30)
+    for node in cluster.nodes:
+        def grown(node=node):
+            count = len(metadata(node.bootstrap).topics[topic].partitions)
+            return count == 4 or count
+        until(grown, f"partitions on {node.bootstrap}")
+    wait_isr(cluster, topic, 4, 3)
+    d = helpers.produce_values(cluster.bootstrap(), topic, [b"in-new-3"], partition=3, acks="all")
+    assert d.ok[0][0] == 3
+    got = helpers.consume_partitions(cluster.node(3).bootstrap, topic, [3], 1, timeout_s=30)
+    assert [m.value() for m in got] == [b"in-new-3"]
+
+    resource = ConfigResource("topic", topic, set_config={"retention.ms": "123456"})
+    helpers.admin(cluster.node(3).bootstrap).alter_configs([resource])[resource].result(timeout=30)
+    for node in cluster.nodes:
+        def shown(node=node):
+            r = ConfigResource("topic", topic)
+            configs = helpers.admin(node.bootstrap).describe_configs([r])[r].result(timeout=10)
+            return configs["retention.ms"].value == "123456" or configs["retention.ms"].value
+        until(shown, f"retention.ms on {node.bootstrap}")
+
+    helpers.admin(cluster.node(1).bootstrap).delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
+    for node in cluster.nodes:
+        until(lambda node=node: topic not in metadata(node.bootstrap).topics, f"{topic} still on {node.bootstrap}")
+        until(lambda node=node: not (node.data_dir / topic).exists(), f"{topic} files still on {node.bootstrap}")
+
+    made = json_call(cluster.node(2), {"type": "create_topic", "topic": "json-made", "partitions": 2})
+    assert made["ok"] is True, made
+    for node in cluster.nodes:
+        until(lambda node=node: "json-made" in metadata(node.bootstrap).topics, f"json-made on {node.bootstrap}")
+    infos = wait_isr(cluster, "json-made", 2, 3)
+    assert all(len(i.replicas) == 3 for i in infos)

@@ -218,11 +218,15 @@ impl Local {
         partitions: i32,
         configs: TopicOverrides,
     ) -> Result<TopicSummary, LocalError> {
-        let topic = self
-            .broker
-            .topics
-            .create(name, partitions, configs, false)
-            .await?;
+        let topic = if self.broker.cluster.get().is_some() {
+            // Through the metadata log, with `default.replication.factor` replicas.
+            crate::cluster::topics::create(&self.broker, name, partitions, configs).await?
+        } else {
+            self.broker
+                .topics
+                .create(name, partitions, configs, false)
+                .await?
+        };
         Ok(TopicSummary {
             name: topic.name(),
             partitions: topic.partition_count(),

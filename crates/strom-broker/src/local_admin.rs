@@ -132,8 +132,12 @@ impl Local {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), LocalError> {
-        self.topic(name)?;
-        self.broker.topics.delete(name).await?;
+        let topic = self.topic(name)?;
+        if self.broker.cluster.get().is_some() {
+            crate::cluster::topics::delete(&self.broker, name, topic.id()).await?;
+        } else {
+            self.broker.topics.delete(name).await?;
+        }
         Ok(())
     }
 
@@ -157,10 +161,15 @@ impl Local {
         for (k, v) in set {
             configs.insert(k.clone(), v.clone());
         }
+        let clustered = self.broker.cluster.get().is_some();
         self.broker
             .topics
-            .alter_configs(name, configs.clone(), false)
+            .alter_configs(name, configs.clone(), clustered)
             .await?;
+        if clustered {
+            let wanted = crate::topics::without_removed(configs.clone());
+            crate::cluster::topics::alter_configs(&self.broker, name, wanted).await?;
+        }
         Ok(configs)
     }
 

@@ -102,6 +102,12 @@ pub enum TopicError {
     InvalidConfig(String),
     #[error("storage error: {0}")]
     Storage(String),
+    /// Cluster mode: fewer live brokers than the replicas asked for.
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// Cluster mode: the metadata quorum did not take the change in time.
+    #[error("{0}")]
+    QuorumUnavailable(String),
 }
 
 impl TopicError {
@@ -114,6 +120,8 @@ impl TopicError {
             TopicError::InvalidPartitions(_) => E::InvalidPartitions.code(),
             TopicError::InvalidConfig(_) => E::InvalidConfig.code(),
             TopicError::Storage(_) => E::KafkaStorageError.code(),
+            TopicError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor.code(),
+            TopicError::QuorumUnavailable(_) => E::RequestTimedOut.code(),
         }
     }
 }
@@ -724,7 +732,7 @@ fn empty_trash_in_background(trash: &Path) {
 }
 
 /// The overrides without the configs Kafka 4.0 removed (accepted, never kept).
-fn without_removed(mut configs: TopicOverrides) -> TopicOverrides {
+pub(crate) fn without_removed(mut configs: TopicOverrides) -> TopicOverrides {
     configs.retain(|name, _| !topic_config::is_removed(name));
     configs
 }

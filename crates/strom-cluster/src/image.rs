@@ -88,6 +88,16 @@ pub enum Command {
         leader_epoch: i32,
         isr: Vec<i32>,
     },
+    /// CreatePartitions: new partitions appended to a topic, one replica list each.
+    CreatePartitions {
+        name: String,
+        assignments: Vec<Vec<i32>>,
+    },
+    /// AlterConfigs / IncrementalAlterConfigs: the topic's whole set of overrides.
+    AlterTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
     /// Auto leader rebalance: leadership goes back to the preferred replica (the first of the
     /// assignment). Refused unless the partition is still in `leader_epoch` and the preferred
     /// replica is alive and in the ISR.
@@ -156,22 +166,7 @@ impl MetadataImage {
                 if self.topics.contains_key(name) {
                     return CommandResult::Refused(format!("Topic '{name}' already exists."));
                 }
-                let partitions = assignments
-                    .iter()
-                    .map(|replicas| {
-                        let leader = replicas
-                            .iter()
-                            .copied()
-                            .find(|r| self.alive(*r))
-                            .unwrap_or(NO_LEADER);
-                        PartitionImage {
-                            replicas: replicas.clone(),
-                            leader,
-                            leader_epoch: 0,
-                            isr: replicas.clone(),
-                        }
-                    })
-                    .collect();
+                let partitions = self.new_partitions(assignments);
                 self.topics.insert(
                     name.clone(),
                     TopicImage {
@@ -182,6 +177,23 @@ impl MetadataImage {
                 );
                 CommandResult::Done
             }
+            Command::CreatePartitions { name, assignments } => {
+                let added = self.new_partitions(assignments);
+                match self.topics.get_mut(name) {
+                    Some(t) => {
+                        t.partitions.extend(added);
+                        CommandResult::Done
+                    }
+                    None => CommandResult::Refused(format!("unknown topic {name}")),
+                }
+            }
+            Command::AlterTopicConfigs { name, configs } => match self.topics.get_mut(name) {
+                Some(t) => {
+                    t.configs = configs.clone();
+                    CommandResult::Done
+                }
+                None => CommandResult::Refused(format!("unknown topic {name}")),
+            },
             Command::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => CommandResult::Done,
                 None => CommandResult::Refused(format!("unknown topic {name}")),
@@ -279,6 +291,26 @@ impl MetadataImage {
             .collect()
     }
 
+    /// Fresh partitions: every replica in the ISR, the first live one leading, epoch 0.
+    fn new_partitions(&self, assignments: &[Vec<i32>]) -> Vec<PartitionImage> {
+        assignments
+            .iter()
+            .map(|replicas| {
+                let leader = replicas
+                    .iter()
+                    .copied()
+                    .find(|r| self.alive(*r))
+                    .unwrap_or(NO_LEADER);
+                PartitionImage {
+                    replicas: replicas.clone(),
+                    leader,
+                    leader_epoch: 0,
+                    isr: replicas.clone(),
+                }
+            })
+            .collect()
+    }
+
     fn alive(&self, id: i32) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
@@ -345,6 +377,17 @@ pub fn assign_replicas(
     partitions: i32,
     replication_factor: usize,
 ) -> Result<Vec<Vec<i32>>, String> {
+    assign_replicas_from(brokers, 0, partitions, replication_factor)
+}
+
+/// [`assign_replicas`] for partitions `first..first + partitions` (CreatePartitions), so the
+/// round-robin continues where the topic's existing partitions left it.
+pub fn assign_replicas_from(
+    brokers: &[i32],
+    first: i32,
+    partitions: i32,
+    replication_factor: usize,
+) -> Result<Vec<Vec<i32>>, String> {
     if replication_factor > brokers.len() {
         return Err(format!(
             "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
@@ -352,7 +395,8 @@ pub fn assign_replicas(
         ));
     }
     let n = brokers.len();
-    Ok((0..partitions as usize)
+    let first = first.max(0) as usize;
+    Ok((first..first + partitions.max(0) as usize)
         .map(|p| {
             (0..replication_factor)
                 .map(|r| brokers[(p + r) % n])

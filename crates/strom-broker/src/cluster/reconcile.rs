@@ -63,6 +63,20 @@ async fn apply(broker: &Arc<Broker>, image: &MetadataImage, previous: Option<&Me
                 }
             }
         };
+        let wanted = topic.partitions.len() as i32;
+        if local.partition_count() < wanted {
+            // CreatePartitions went through the log.
+            if let Err(e) = broker.topics.create_partitions(name, wanted, false).await {
+                tracing::error!(topic = %name, error = %e, "cannot create the local files of new partitions");
+            }
+        }
+        let configs = crate::topics::without_removed(topic.configs.clone());
+        if local.meta.read().configs != configs {
+            // AlterConfigs went through the log.
+            if let Err(e) = broker.topics.alter_configs(name, configs, false).await {
+                tracing::error!(topic = %name, error = %e, "cannot apply the topic's new configs");
+            }
+        }
         for (i, p) in topic.partitions.iter().enumerate() {
             if let Some(partition) = local.partition(i as i32) {
                 set_role(broker, &partition, p, me);

@@ -442,8 +442,14 @@ pub async fn delete_topics(
         ));
     }
     for (name, id) in targets {
-        // The registry drops the topic's committed offsets too (see `TopicHooks`).
-        let entry = match broker.topics.delete(&name).await {
+        // The registry drops the topic's committed offsets too (see `TopicHooks`); in
+        // cluster mode every node's reconciler deletes it once the log says so.
+        let deleted = if broker.cluster.get().is_some() {
+            crate::cluster::topics::delete(broker, &name, id).await
+        } else {
+            broker.topics.delete(&name).await
+        };
+        let entry = match deleted {
             Ok(deleted_id) => answer(Some(name), deleted_id, 0, None),
             Err(e) => answer(Some(name), id, e.code(), Some(&e.to_string())),
         };
@@ -505,11 +511,25 @@ pub async fn create_partitions(
                 }
             }
         }
-        let r = match broker
+        let name = t.name.0.as_str();
+        let clustered = broker.cluster.get().is_some();
+        if clustered && t.assignments.is_some() {
+            results.push(fail(
+                E::InvalidReplicaAssignment.code(),
+                Some("Manual partition assignments are not supported in cluster mode yet.".into()),
+            ));
+            continue;
+        }
+        // Cluster mode checks here, then changes every node through the metadata log.
+        let validate_here = req.validate_only || clustered;
+        let mut outcome = broker
             .topics
-            .create_partitions(t.name.0.as_str(), t.count, req.validate_only)
-            .await
-        {
+            .create_partitions(name, t.count, validate_here)
+            .await;
+        if outcome.is_ok() && clustered && !req.validate_only {
+            outcome = crate::cluster::topics::create_partitions(broker, name, t.count).await;
+        }
+        let r = match outcome {
             Ok(()) => r,
             Err(e) => fail(e.code(), Some(e.to_string())),
         };

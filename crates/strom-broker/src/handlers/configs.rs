@@ -227,11 +227,17 @@ async fn apply(
             Some("only topic configs can be altered at runtime".into()),
         );
     }
-    match broker
+    // Cluster mode checks here, then changes every node through the metadata log.
+    let clustered = broker.cluster.get().is_some();
+    let mut outcome = broker
         .topics
-        .alter_configs(name, configs, validate_only)
-        .await
-    {
+        .alter_configs(name, configs.clone(), validate_only || clustered)
+        .await;
+    if outcome.is_ok() && clustered && !validate_only {
+        let configs = crate::topics::without_removed(configs);
+        outcome = crate::cluster::topics::alter_configs(broker, name, configs).await;
+    }
+    match outcome {
         Ok(()) => (0, None),
         Err(e) => (e.code(), Some(e.to_string())),
     }

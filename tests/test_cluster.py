@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
@@ -240,15 +241,19 @@ def test_rf3_produce_consume_and_followers_refuse_produce(cluster):
     def json_produce(node_id, value):
         return json_request(node_id, {"type": "produce", "topic": topic, "partition": 0, "value": value})
 
+    # A follower redirects: the answer names the partition's leader and its address.
     refused = json_produce(follower, "json-on-follower")
-    assert refused["ok"] is False and refused["code"] == "rejected", refused
+    assert refused["ok"] is False and refused["code"] == "not_leader", refused
+    assert refused["leader"] == {"topic": topic, "partition": 0, "node_id": info.leader,
+                                 "address": cluster.node(info.leader).bootstrap}, refused
     accepted = json_produce(info.leader, "json-on-leader")
     in_partition_0 = sum(1 for part, _, _ in d.ok if part == 0)
     assert accepted["ok"] is True and accepted["offset"] == in_partition_0, accepted
     # JSON reads too: a follower refuses, the leader serves what the ISR has.
     consume = {"type": "consume", "topic": topic, "partition": 0, "consumer_id": "c1", "offset": 0, "max_messages": 1000}
     refused = json_request(follower, consume)
-    assert refused["ok"] is False and refused["code"] == "rejected", refused
+    assert refused["ok"] is False and refused["code"] == "not_leader", refused
+    assert refused["leader"]["node_id"] == info.leader, refused
     served = json_request(info.leader, consume)
     assert served["ok"] is True, served
     assert [m["offset"] for m in served["messages"]] == list(range(in_partition_0 + 1))
@@ -794,3 +799,61 @@ def test_new_partitions_config_changes_and_deletes_reach_every_node(cluster):
         until(lambda node=node: "json-made" in metadata(node.bootstrap).topics, f"json-made on {node.bootstrap}")
     infos = wait_isr(cluster, "json-made", 2, 3)
     assert all(len(i.replicas) == 3 for i in infos)
+
+
+def test_the_cli_works_against_any_node(cluster):
+    """`strom produce` and `strom consume --group` bootstrapped at one node reach every
+    partition's leader and the group's coordinator wherever they are."""
+    topic = "cli-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 3)
+    infos = wait_isr(cluster, topic, 3, 3)
+    assert len({i.leader for i in infos}) == 3, "leaders should be spread over the nodes"
+    lines = [f"k{i}:line-{i}" for i in range(90)]
+    produced = subprocess.run(
+        [str(strom_bin()), "produce", topic, "--key-separator", ":", "--bootstrap", cluster.node(1).bootstrap],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60,
+    )
+    assert produced.returncode == 0, produced.stderr
+    consumed = subprocess.run(
+        [str(strom_bin()), "consume", topic, "--group", "cli-readers", "--from-beginning",
+         "--count", "90", "--format", "%p %k %s", "--bootstrap", cluster.node(3).bootstrap],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert consumed.returncode == 0, consumed.stderr
+    got = consumed.stdout.splitlines()
+    assert sorted(line.split(" ", 1)[1] for line in got) == sorted(f"k{i} line-{i}" for i in range(90))
+    assert len({line.split(" ")[0] for line in got}) == 3, "every partition was read"
+    # The group's commits are at its coordinator: every partition is committed to its end.
+    offsets = helpers.admin(cluster.node(2).bootstrap).list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("cli-readers")])["cli-readers"].result(timeout=20)
+    committed = sum(tp.offset for tp in offsets.topic_partitions if tp.topic == topic)
+    assert committed == 90, offsets.topic_partitions
+
+
+def test_the_python_client_follows_redirects_to_partition_leaders(cluster):
+    """The users' Python API (JSON protocol) pointed at one node produces to and consumes
+    from partitions led by the others: each `not_leader` answer sends the request on to the
+    node it names, and a consumer id's position lives with the partition's leader."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
+    from strom import SimpleConsumer, SimpleProducer
+
+    topic = "py-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 3)
+    infos = wait_isr(cluster, topic, 3, 3)
+    entry = cluster.node(1)
+    assert any(i.leader != 1 for i in infos)
+    with SimpleProducer(port=entry.port) as producer:
+        sent = {p: [producer.send(topic, f"p{p}-{i}".encode(), partition=p)["offset"] for i in range(5)]
+                for p in range(3)}
+    assert sent == {p: [0, 1, 2, 3, 4] for p in range(3)}
+    consumer = SimpleConsumer(port=entry.port, consumer_id="py-reader")
+    for p in range(3):
+        consumer.subscribe(topic, partition=p, offset=0)
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 15 and time.monotonic() < deadline:
+        got.extend(consumer.poll(timeout=1.0))
+    consumer.close()
+    assert sorted((m["partition"], m["offset"], m["value"]) for m in got) == sorted(
+        (p, i, f"p{p}-{i}") for p in range(3) for i in range(5))

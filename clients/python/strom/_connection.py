@@ -24,6 +24,8 @@ ADDR_ENV = "STROM_JSON_ADDR"
 #: Longest response line accepted (the broker's own request limit is 1 MiB; a consume of
 #: 10,000 messages can be larger, so allow much more, but not without bound).
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+#: How many ``not_leader`` answers a request follows to another node of a cluster.
+MAX_REDIRECTS = 3
 #: Requests that may be sent again after the connection dropped before the answer came.
 _RETRY_SAFE = frozenset(
     ["create_topic", "list_topics", "describe_topic", "consume", "commit", "position",
@@ -43,6 +45,11 @@ def resolve_address(host=None, port=None):
     return (host if host is not None else env_host, int(port) if port is not None else env_port)
 
 
+def _split_address(address):
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
 class Connection:
     def __init__(self, host=None, port=None, timeout=60.0, reconnect_timeout=15.0):
         self.host, self.port = resolve_address(host, port)
@@ -50,6 +57,7 @@ class Connection:
         self.reconnect_timeout = reconnect_timeout
         self._sock = None
         self._buf = b""
+        self._peers = {}
 
     @property
     def connected(self):
@@ -75,6 +83,9 @@ class Connection:
         self._buf = b""
 
     def close(self):
+        for peer in self._peers.values():
+            peer.close()
+        self._peers.clear()
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -85,7 +96,36 @@ class Connection:
 
     def request(self, payload, timeout=None):
         """Sends one request (a dict with ``type``) and returns the response dict; raises
-        :class:`StromError` for an ``"ok": false`` answer."""
+        :class:`StromError` for an ``"ok": false`` answer.
+
+        In a Strom cluster a node that does not lead the partition answers ``not_leader``
+        with the leader's address; the request then goes there (over a connection kept for
+        it), with the partition the node chose, up to ``MAX_REDIRECTS`` times."""
+        conn = self
+        response = conn._send(payload, timeout)
+        for _ in range(MAX_REDIRECTS):
+            leader = response.get("leader") if response.get("code") == "not_leader" else None
+            if not leader or not leader.get("address"):
+                break
+            payload = dict(payload, partition=leader["partition"])
+            conn = self._peer(leader["address"])
+            response = conn._send(payload, timeout)
+        if not response.get("ok"):
+            raise StromError(response.get("code", "unknown"), response.get("error", "request failed"))
+        return response
+
+    def _peer(self, address):
+        """The connection kept for another node of the cluster (``host:port``)."""
+        if (self.host, self.port) == _split_address(address):
+            return self
+        peer = self._peers.get(address)
+        if peer is None:
+            host, port = _split_address(address)
+            peer = self._peers[address] = Connection(host, port, self.timeout, self.reconnect_timeout)
+        return peer
+
+    def _send(self, payload, timeout):
+        """One request on this connection; returns the response dict, ok or not."""
         line = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
         if self._sock is None or self._peer_closed():
             self.connect()
@@ -99,8 +139,6 @@ class Connection:
                     f"it may or may not have been applied: {first}") from first
             self.connect()
             response = self._round_trip(line, timeout)
-        if not response.get("ok"):
-            raise StromError(response.get("code", "unknown"), response.get("error", "request failed"))
         return response
 
     def _peer_closed(self):

@@ -91,6 +91,14 @@ pub enum LocalError {
     },
     #[error("storage error: {0}")]
     Storage(String),
+    /// Cluster mode: another node leads the partition; ask it (`leader` is its node id and
+    /// Kafka address, which also speaks JSON, when the metadata names one).
+    #[error("this node does not lead {topic} partition {partition}{}", .leader.as_ref().map(|(id, addr)| format!("; its leader is node {id} at {addr}")).unwrap_or_else(|| "; it has no leader now".into()))]
+    NotLeader {
+        topic: String,
+        partition: i32,
+        leader: Option<(i32, String)>,
+    },
     /// The group coordinator refused (a commit, a join, ...).
     #[error("{0}")]
     Group(#[from] CoordinatorError),
@@ -270,7 +278,37 @@ impl Local {
         })
     }
 
+    /// Cluster mode: a refusal because another node leads the partition becomes
+    /// [`LocalError::NotLeader`] naming that node, so a JSON client can go there.
+    fn redirect<T>(
+        &self,
+        topic: &str,
+        partition: i32,
+        result: Result<T, LocalError>,
+    ) -> Result<T, LocalError> {
+        match result {
+            Err(LocalError::Rejected {
+                error: ResponseError::NotLeaderOrFollower,
+                ..
+            }) => {
+                let leader = self.broker.cluster.get().and_then(|c| {
+                    let image = c.image();
+                    let id = image.partition(topic, partition)?.leader;
+                    let b = image.brokers.get(&id).filter(|b| !b.fenced)?;
+                    Some((id, format!("{}:{}", b.host, b.port)))
+                });
+                Err(LocalError::NotLeader {
+                    topic: topic.to_string(),
+                    partition,
+                    leader,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// Appends one record and waits until it is durable (like a Kafka produce with acks=all).
+    /// In cluster mode only the partition's leader appends ([`LocalError::NotLeader`]).
     pub async fn produce(&self, topic: &str, record: NewRecord) -> Result<Appended, LocalError> {
         let t = self.topic(topic)?;
         let count = t.partition_count();
@@ -281,6 +319,16 @@ impl Local {
                 (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as u32) as i32
             }
         };
+        let result = self.produce_here(&t, index, record).await;
+        self.redirect(topic, index, result)
+    }
+
+    async fn produce_here(
+        &self,
+        t: &Topic,
+        index: i32,
+        record: NewRecord,
+    ) -> Result<Appended, LocalError> {
         let partition = self.partition(&t, index)?;
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let batch = encode_batch(record, timestamp_ms)?;
@@ -346,7 +394,8 @@ impl Local {
         let t = self.topic(topic)?;
         let p = self.partition(&t, partition)?;
         wait_for_data(&p, offset, wait).await;
-        read_from(&p, offset, max_messages, self.decompressed_max())
+        let read = read_from(&p, offset, max_messages, self.decompressed_max());
+        self.redirect(topic, partition, read)
     }
 
     /// `decompressed.batch.max.bytes`: the bound on the records one read decompresses.
@@ -362,6 +411,12 @@ impl Local {
     /// recreated) restarts at the oldest record, like Kafka's `auto.offset.reset=earliest`; an
     /// explicit `offset` outside the log is an error.
     pub async fn consume(&self, req: ConsumeRequest<'_>) -> Result<Read, LocalError> {
+        let (topic, partition) = (req.topic, req.partition);
+        let read = self.consume_here(req).await;
+        self.redirect(topic, partition, read)
+    }
+
+    async fn consume_here(&self, req: ConsumeRequest<'_>) -> Result<Read, LocalError> {
         validate_consumer_id(req.consumer_id)?;
         let t = self.topic(req.topic)?;
         let p = self.partition(&t, req.partition)?;
@@ -431,7 +486,19 @@ impl Local {
     ) -> Result<(), LocalError> {
         validate_consumer_id(consumer_id)?;
         let t = self.topic(topic)?;
-        self.partition(&t, partition)?;
+        let p = self.partition(&t, partition)?;
+        // Cluster mode: positions live with the partition's leader, which serves the reads.
+        let leads = p
+            .lock()
+            .map(|st| st.replica.as_ref().is_none_or(|r| r.is_leader()))
+            .unwrap_or(true);
+        if !leads {
+            let refused = Err(LocalError::Rejected {
+                error: ResponseError::NotLeaderOrFollower,
+                message: None,
+            });
+            return self.redirect(topic, partition, refused);
+        }
         if offset < 0 {
             return Err(LocalError::Invalid(format!(
                 "offset must be 0 or more, not {offset}"

@@ -76,7 +76,12 @@ impl From<TopicError> for ApiError {
             TopicError::UnknownTopic => ApiError::not_found(message),
             TopicError::InvalidTopic(_)
             | TopicError::InvalidPartitions(_)
-            | TopicError::InvalidConfig(_) => ApiError::bad_request(message),
+            | TopicError::InvalidConfig(_)
+            | TopicError::InvalidReplicationFactor(_) => ApiError::bad_request(message),
+            TopicError::QuorumUnavailable(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message,
+            },
             _ => ApiError::internal(message),
         }
     }
@@ -94,6 +99,11 @@ impl From<LocalError> for ApiError {
             }
             LocalError::Topic(t) => t.into(),
             LocalError::Rejected { .. } => ApiError::bad_request(message),
+            // Cluster mode: the message names the node to ask.
+            LocalError::NotLeader { .. } => ApiError {
+                status: StatusCode::MISDIRECTED_REQUEST,
+                message,
+            },
             // A group that gained members, a bad group id: the group's state refuses it.
             LocalError::Group(_) => ApiError::conflict(message),
             _ => ApiError::internal(message),

@@ -21,6 +21,7 @@ pub mod code {
     pub const TOPIC_EXISTS: &str = "topic_already_exists";
     pub const INVALID_TOPIC: &str = "invalid_topic";
     pub const REJECTED: &str = "rejected";
+    pub const NOT_LEADER: &str = "not_leader";
     pub const STORAGE: &str = "storage_error";
     pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
     pub const UNKNOWN_MEMBER: &str = "unknown_member";
@@ -54,6 +55,9 @@ pub enum Body {
     Error {
         error: String,
         code: &'static str,
+        /// `not_leader` only: where the partition's leader is (JSON is spoken there too).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        leader: Option<LeaderOut>,
     },
     CreateTopic {
         topic: String,
@@ -141,6 +145,7 @@ impl Body {
         Body::Error {
             error: error.into(),
             code,
+            leader: None,
         }
     }
 
@@ -160,8 +165,36 @@ impl Body {
     }
 }
 
+/// The node that leads a partition another node was asked about.
+#[derive(Serialize)]
+pub struct LeaderOut {
+    pub topic: String,
+    pub partition: i32,
+    /// `null` when the partition has no leader now (retry later).
+    pub node_id: Option<i32>,
+    /// `host:port` of its Kafka listener, which serves JSON too.
+    pub address: Option<String>,
+}
+
 impl From<LocalError> for Body {
     fn from(e: LocalError) -> Body {
+        if let LocalError::NotLeader {
+            topic,
+            partition,
+            leader,
+        } = &e
+        {
+            return Body::Error {
+                error: e.to_string(),
+                code: code::NOT_LEADER,
+                leader: Some(LeaderOut {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    node_id: leader.as_ref().map(|(id, _)| *id),
+                    address: leader.as_ref().map(|(_, addr)| addr.clone()),
+                }),
+            };
+        }
         let kind = match &e {
             LocalError::UnknownTopic(_) => code::UNKNOWN_TOPIC,
             LocalError::UnknownPartition { .. } => code::UNKNOWN_PARTITION,
@@ -173,6 +206,7 @@ impl From<LocalError> for Body {
             LocalError::Topic(TopicError::InvalidTopic(_)) => code::INVALID_TOPIC,
             LocalError::Topic(_) => code::BAD_REQUEST,
             LocalError::Rejected { .. } => code::REJECTED,
+            LocalError::NotLeader { .. } => code::NOT_LEADER,
             LocalError::Storage(_) => code::STORAGE,
             LocalError::UnknownMember { .. } => code::UNKNOWN_MEMBER,
             LocalError::NotAssigned { .. } => code::NOT_ASSIGNED,

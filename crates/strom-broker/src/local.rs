@@ -329,10 +329,10 @@ impl Local {
         index: i32,
         record: NewRecord,
     ) -> Result<Appended, LocalError> {
-        let partition = self.partition(&t, index)?;
+        let partition = self.partition(t, index)?;
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let batch = encode_batch(record, timestamp_ms)?;
-        let cfg = self.broker.topics.effective_config(&t);
+        let cfg = self.broker.topics.effective_config(t);
         let mut options = cfg.append_options();
         // Cluster mode: only the leader appends, and the answer waits for the ISR, as a
         // Kafka produce with acks=all.

@@ -78,3 +78,24 @@ def test_a_failing_step_exits_non_zero_and_says_why(tmp_path):
     assert r.stderr.startswith("error: "), r.stderr
     assert "panicked" not in r.stderr
     assert "Data directory and broker log kept in" in r.stdout
+
+
+def test_cluster_demo_kills_a_leader_and_loses_nothing(tmp_path):
+    """`strom demo --cluster`: three nodes, a replicated topic, a leader killed with SIGKILL
+    under acks=all load; another node leads, the producer goes on, the group reads every
+    acknowledged message, and the killed node rejoins every ISR."""
+    r = run_demo("--cluster", tmp_path=tmp_path)
+    out = r.stdout
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{out}\nstderr:\n{r.stderr}"
+    for step in range(1, 7):
+        assert f"[{step}/6]" in out, f"step {step} missing:\n{out}"
+    assert len(re.findall(r"partition \d: leader node \d, replicas \[\d, \d, \d\], in sync \[\d, \d, \d\]", out)) == 6
+    killed = re.search(r"Killing node (\d), the leader of partition 0", out)
+    took_over = re.search(r"node (\d) leads partition 0 after (\d+) ms", out)
+    assert killed and took_over and killed.group(1) != took_over.group(1), out
+    acked = int(re.search(r"(\d+) messages acknowledged in all", out).group(1))
+    assert f"the group read all {acked} acknowledged messages" in out
+    assert re.search(r"its first acknowledgement came \d+ ms after the kill", out), out
+    assert f"node {killed.group(1)} caught up and is in every partition's ISR again" in out
+    assert "demo passed" in out
+    assert list((tmp_path / "tmp").iterdir()) == [], "the demo removes its temporary directory"

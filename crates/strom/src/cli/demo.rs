@@ -49,6 +49,10 @@ pub struct DemoArgs {
     /// Keep the broker's data directory and log (the path is printed) instead of deleting them.
     #[arg(long)]
     keep_data: bool,
+    /// The three-node story instead: produce and consume on a replicated topic, kill -9 the
+    /// partition leader, keep going, and check that nothing acknowledged was lost.
+    #[arg(long)]
+    cluster: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -56,7 +60,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .prefix("strom-demo-")
         .tempdir()
         .context("cannot create a temporary directory")?;
-    let result = demo(&args, dir.path()).await;
+    let result = if args.cluster {
+        super::demo_cluster::demo(dir.path()).await
+    } else {
+        demo(&args, dir.path()).await
+    };
     if args.keep_data || result.is_err() {
         let kept = dir.keep();
         println!();
@@ -235,7 +243,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn step(n: u32, what: &str) {
+pub(super) fn step(n: u32, what: &str) {
     println!();
     println!("[{n}/6] {what}");
 }
@@ -490,54 +498,77 @@ async fn poll_until(
     Ok(out)
 }
 
+/// A free port on 127.0.0.1.
+pub(super) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free port")?
+        .port())
+}
+
 /// `strom serve` as a child process on a fixed port and data dir, so it can be restarted.
-struct BrokerProcess {
+pub(super) struct BrokerProcess {
     binary: PathBuf,
-    addr: String,
+    pub(super) addr: String,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// Settings beyond the listener and data dir, as `key=value`.
+    settings: Vec<String>,
     child: Option<Child>,
-    last_pid: u32,
+    pub(super) last_pid: u32,
 }
 
 impl BrokerProcess {
     fn new(dir: &Path) -> anyhow::Result<BrokerProcess> {
+        let settings = vec![format!(
+            "group.initial.rebalance.delay.ms={INITIAL_REBALANCE_DELAY_MS}"
+        )];
+        Self::named(dir, "", free_port()?, settings)
+    }
+
+    /// A broker with its data dir and log named after `name` inside `dir`.
+    pub(super) fn named(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        settings: Vec<String>,
+    ) -> anyhow::Result<BrokerProcess> {
         let binary = std::env::current_exe().context("cannot find the strom binary itself")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("cannot find a free port")?
-            .port();
         Ok(BrokerProcess {
             binary,
             addr: format!("127.0.0.1:{port}"),
-            data_dir: dir.join("data"),
-            log_path: dir.join("broker.log"),
+            data_dir: dir.join(format!("data{name}")),
+            log_path: dir.join(format!("broker{name}.log")),
+            settings,
             child: None,
             last_pid: 0,
         })
     }
 
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "serve".into(),
             "--listen".into(),
             self.addr.clone(),
             "--data-dir".into(),
             self.data_dir.display().to_string(),
-            "--set".into(),
-            format!("group.initial.rebalance.delay.ms={INITIAL_REBALANCE_DELAY_MS}"),
-        ]
+        ];
+        for s in &self.settings {
+            args.push("--set".into());
+            args.push(s.clone());
+        }
+        args
     }
 
-    fn command_line(&self) -> String {
+    pub(super) fn command_line(&self) -> String {
         format!("strom {}", self.args().join(" "))
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.last_pid
     }
 
-    async fn start(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -577,7 +608,7 @@ impl BrokerProcess {
     }
 
     /// SIGKILL and wait for the process to be gone.
-    async fn kill(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill().await.context("cannot kill the broker")?;
         }

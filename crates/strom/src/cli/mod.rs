@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod common;
 pub mod consume;
 pub mod demo;
+mod demo_cluster;
 pub mod group;
 pub mod produce;
 pub mod serve;

@@ -1,8 +1,10 @@
 """Side by side in one run: acks=all idempotent produce to an RF=3 and an RF=1 topic of one
 3-node cluster, and to a single-node broker: throughput of a 30,000-message burst, then the
-latency of 300 one-at-a-time produces. Uses target/release/strom (or STROM_BIN) and the test
+latency of 300 one-at-a-time produces; then the time for a follower that was down while 1 GB
+(CATCHUP_MB) was written to come back into the ISR. Uses target/release/strom (or STROM_BIN) and the test
 virtualenv's confluent-kafka: `.venv/bin/python scripts/cluster-bench.py`. Takes under a
 minute."""
+import os
 import sys
 import tempfile
 import time
@@ -53,6 +55,37 @@ time.sleep(2)
 res = {}
 res["rf3"] = bench(boot, "rf3")
 res["rf1"] = bench(boot, "rf1")
+
+
+def catch_up(boot, nodes, mb):
+    """A follower down while `mb` MB are written comes back: seconds until it is in the ISR."""
+    helpers.admin(boot).create_topics([NewTopic("catchup", 1, 3)])["catchup"].result(30)
+    time.sleep(2)
+    info = helpers.admin(boot).list_topics(timeout=10).topics["catchup"].partitions[0]
+    follower = next(r for r in info.replicas if r != info.leader)
+    nodes[follower - 1].stop()
+    value = b"c" * 16384
+    p = helpers.producer(boot, acks="1", **{"linger.ms": 20, "batch.size": 1048576,
+                                            "queue.buffering.max.kbytes": 1048576})
+    for _ in range(mb * 64):
+        while True:
+            try:
+                p.produce("catchup", value=value, partition=0); break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    assert p.flush(300) == 0
+    start = time.monotonic()
+    nodes[follower - 1].start()
+    while True:
+        isr = helpers.admin(boot).list_topics(timeout=10).topics["catchup"].partitions[0].isrs
+        if follower in isr:
+            return time.monotonic() - start
+        time.sleep(0.1)
+
+
+CATCHUP_MB = int(os.environ.get("CATCHUP_MB", "1024"))
+catchup_s = catch_up(boot, nodes, CATCHUP_MB)
 for n in nodes: n.kill9_only()
 d = tmp / "single"; d.mkdir()
 single = Broker(d, tmp / "single.log", {}).start()
@@ -61,4 +94,5 @@ res["single"] = bench(single.bootstrap, "s")
 single.kill9_only()
 for k, (tput, p50, p99) in res.items():
     print(f"{k}: {tput:.0f} msg/s, one-at-a-time latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+print(f"follower catch-up: {CATCHUP_MB} MB in {catchup_s:.1f} s ({CATCHUP_MB / catchup_s:.0f} MB/s, from its restart to its return to the ISR)")
 print(f"rf3/single throughput {res['rf3'][0]/res['single'][0]:.2f}, rf1/single {res['rf1'][0]/res['single'][0]:.2f}, rf3/rf1 {res['rf3'][0]/res['rf1'][0]:.2f}")

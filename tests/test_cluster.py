@@ -228,6 +228,12 @@ def test_rf3_produce_consume_and_followers_refuse_produce(cluster):
         conn.send(wire.produce_request_v3(topic, 0, batch, correlation_id=7))
         _, results = wire.parse_produce_v3(conn.recv_frame())
     assert results == [(topic, 0, NOT_LEADER_OR_FOLLOWER, -1)]
+    # Produce v10+ names the leader and its address in the refusal (KIP-951).
+    with wire.Conn(cluster.node(follower).bootstrap) as conn:
+        conn.send(wire.produce_request_v10(topic, 0, batch, correlation_id=8))
+        _, results, endpoints = wire.parse_produce_v10(conn.recv_frame())
+    assert results == [(topic, 0, NOT_LEADER_OR_FOLLOWER, -1, (info.leader, 0))], results
+    assert endpoints == {info.leader: cluster.node(info.leader).bootstrap}, endpoints
 
     # The JSON protocol (spoken on the Kafka port) obeys the same rule, and its produce on
     # the leader is answered once the ISR has it.

@@ -151,6 +151,69 @@ def produce_request_v3(topic, partition, batch, correlation_id, acks=-1, timeout
     return frame(request_header_v1(API_PRODUCE, 3, correlation_id) + body)
 
 
+def compact_string(s):
+    if s is None:
+        return b"\x00"
+    raw = s.encode()
+    return uvarint(len(raw) + 1) + raw
+
+
+def produce_request_v10(topic, partition, batch, correlation_id, acks=-1, timeout_ms=10000):
+    """Produce v10 (flexible: compact strings and arrays, tagged fields)."""
+    part = struct.pack(">i", partition) + uvarint(len(batch) + 1) + batch + b"\x00"
+    body = (
+        compact_string(None)
+        + struct.pack(">hi", acks, timeout_ms)
+        + uvarint(2) + compact_string(topic) + uvarint(2) + part + b"\x00"
+        + b"\x00"
+    )
+    return frame(request_header_v2(API_PRODUCE, 10, correlation_id) + body)
+
+
+def parse_produce_v10(payload):
+    """(correlation_id, [(topic, partition, error, base_offset, current_leader)], node_endpoints)
+    with current_leader (leader_id, leader_epoch) or None, node_endpoints {id: "host:port"}
+    (KIP-951's tagged fields)."""
+    r = Reader(payload)
+    correlation_id = r.take(">i")
+    r.skip_tagged_fields()
+    out = []
+    for _ in range(r.uvarint() - 1):
+        topic = r.compact_string()
+        for _ in range(r.uvarint() - 1):
+            partition, error, base_offset, _append_time, _start = r.take(">ihqqq")
+            for _ in range(r.uvarint() - 1):  # record_errors
+                r.take(">i")
+                r.compact_string()
+                r.skip_tagged_fields()
+            r.compact_string()  # error_message
+            leader = None
+            for _ in range(r.uvarint()):
+                tag, size = r.uvarint(), r.uvarint()
+                if tag == 0:
+                    leader = r.take(">ii")
+                    r.skip_tagged_fields()
+                else:
+                    r.pos += size
+            out.append((topic, partition, error, base_offset, leader))
+        r.skip_tagged_fields()
+    r.take(">i")  # throttle_time_ms
+    endpoints = {}
+    for _ in range(r.uvarint()):
+        tag, size = r.uvarint(), r.uvarint()
+        if tag != 0:
+            r.pos += size
+            continue
+        for _ in range(r.uvarint() - 1):
+            node = r.take(">i")
+            host = r.compact_string()
+            port = r.take(">i")
+            r.compact_string()  # rack
+            r.skip_tagged_fields()
+            endpoints[node] = f"{host}:{port}"
+    return correlation_id, out, endpoints
+
+
 def init_producer_id_request_v0(correlation_id, transaction_timeout_ms=60000, transactional_id=None):
     body = string16(transactional_id) + struct.pack(">i", transaction_timeout_ms)
     return frame(request_header_v1(API_INIT_PRODUCER_ID, 0, correlation_id) + body)
@@ -181,6 +244,14 @@ class Reader:
             return None
         s = self.data[self.pos:self.pos + n].decode()
         self.pos += n
+        return s
+
+    def compact_string(self):
+        n = self.uvarint()
+        if n == 0:
+            return None
+        s = self.data[self.pos:self.pos + n - 1].decode()
+        self.pos += n - 1
         return s
 
     def uvarint(self):

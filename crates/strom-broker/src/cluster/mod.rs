@@ -13,6 +13,7 @@
 //! - [`epochs`]: where each leader epoch ends in a log.
 //! - [`produce`]: the produce path's leader, ISR-size and replication waits.
 //! - [`topics`]: topic creation through the quorum.
+//! - [`leader_hints`]: KIP-951's new leader in Produce and Fetch refusals.
 //! - [`groups`]: group coordinators on the `__consumer_offsets` partitions this node leads.
 //!
 //! A single node (no `controller.quorum.voters`) never starts any of this.
@@ -21,6 +22,7 @@ pub mod epochs;
 pub mod fetcher;
 pub mod groups;
 pub mod isr;
+pub mod leader_hints;
 pub mod produce;
 pub mod reconcile;
 pub mod serve;

@@ -348,9 +348,11 @@ pub async fn handle(
             Err(e) => return session_error(e, session_id),
         },
     };
-    FetchResponse::default()
+    let mut response = FetchResponse::default()
         .with_session_id(session_id)
-        .with_responses(by_topic(answered))
+        .with_responses(by_topic(answered));
+    crate::cluster::leader_hints::fill_fetch(broker, &mut response, version);
+    response
 }
 
 /// Consecutive partitions of one topic share a topic entry, as Kafka's `FetchResponse.of`

@@ -365,8 +365,11 @@ pub async fn handle(
         .with_responses(responses)
         .with_throttle_time_ms(throttle_ms);
     if waits.is_empty() && replica_waits.is_empty() {
+        let mut response = response;
+        crate::cluster::leader_hints::fill_produce(broker, &mut response, version);
         return ready(corr, version, &response);
     }
+    let hints_from = broker.clone();
     let flusher = broker.flusher.clone();
     let timeout =
         std::time::Duration::from_millis(req.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
@@ -395,6 +398,7 @@ pub async fn handle(
         if let Some(since) = waited_since {
             METRICS.produce_fsync_wait.observe(since.elapsed());
         }
+        crate::cluster::leader_hints::fill_produce(&hints_from, &mut response, version);
         match ready(corr, version, &response) {
             Reply::Ready(buf) => Some(buf),
             _ => None,

@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, Ne
 import helpers
 import wire
 from netproxy import LinkProxy
+from test_compaction import read_all
 from conftest import Broker, free_port, strom_bin
 
 pytestmark = pytest.mark.timeout(180)
@@ -863,3 +864,63 @@ def test_the_python_client_follows_redirects_to_partition_leaders(cluster):
     consumer.close()
     assert sorted((m["partition"], m["offset"], m["value"]) for m in got) == sorted(
         (p, i, f"p{p}-{i}") for p in range(3) for i in range(5))
+
+
+def test_a_compacted_topic_replicates_with_its_offset_gaps(tmp_path):
+    """Every replica compacts its own log, and a follower that was away while the leader
+    compacted fetches the cleaned log with its offset gaps, keeping each record's offset: when
+    it becomes leader it serves the latest value of every key at the offset it was
+    acknowledged with."""
+    c = Cluster(tmp_path, extra={"log.cleaner.backoff.ms": "100"})
+    c.start()
+    try:
+        topic = "compacted-" + uuid.uuid4().hex[:6]
+        create_rf3(c.node(1).bootstrap, topic, 1, config={
+            "cleanup.policy": "compact", "segment.bytes": "1024", "min.cleanable.dirty.ratio": "0.01"})
+        info = wait_isr(c, topic, 1, 3)[0]
+        leader, away = info.leader, [r for r in info.replicas if r != info.leader][0]
+        c.node(away).kill9_only()
+        wait_isr(c, topic, 1, 2, timeout_s=30)
+        p = helpers.producer(c.bootstrap(exclude=(away,)), acks="all", **{"linger.ms": 0, "batch.size": 300})
+        delivered = {}
+        errors = []
+
+        def report(err, m):
+            if err is not None:
+                errors.append(err)
+            else:
+                delivered[m.offset()] = (m.key(), m.value())
+        records = [(f"k{i % 8}".encode(), f"v{i}".encode()) for i in range(160)]
+        records += [(f"fill-{i}".encode(), b"f" * 100) for i in range(30)]
+        for n, (k, v) in enumerate(records):
+            p.produce(topic, key=k, value=v, partition=0, on_delivery=report)
+            if n % 10 == 9:
+                assert p.flush(15) == 0
+        assert p.flush(15) == 0 and not errors, errors[:3]
+        assert len(delivered) == len(records)
+        latest = {}
+        for offset in sorted(delivered):
+            latest[delivered[offset][0]] = (offset, delivered[offset][1])
+
+        def leader_compacted():
+            got = read_all(c.bootstrap(exclude=(away,)), topic)
+            keys = [k for _, k, _ in got if k.startswith(b"k")]
+            return len(keys) == len(set(keys)) or f"{len(keys)} k-records"
+        until(leader_compacted, "the leader never compacted", timeout_s=30)
+
+        c.node(away).start()
+        wait_isr(c, topic, 1, 3, timeout_s=30)
+        c.node(leader).kill9_only()
+        until(lambda: (i := partition_info(c.bootstrap(exclude=(leader,)), topic, 0)) is not None
+              and i.leader == away or "not yet", f"node {away} never took over")
+        got = read_all(c.bootstrap(exclude=(leader,)), topic, timeout_s=30)
+        offsets = [o for o, _, _ in got]
+        assert offsets == sorted(set(offsets)), "offsets repeat or go back"
+        for offset, key, value in got:
+            assert delivered[offset] == (key, value), f"offset {offset} holds something else"
+        served = {k: (o, v) for o, k, v in got}
+        assert all(served.get(k) == ov for k, ov in latest.items()), "a key's latest value is missing or moved"
+        assert len(got) < len(records), "nothing was compacted away"
+    finally:
+        helpers.forget_clients()
+        c.stop()

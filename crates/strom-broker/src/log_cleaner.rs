@@ -107,12 +107,9 @@ pub fn clean_round(broker: &Broker, share: Share, shutdown: &watch::Receiver<boo
                 break 'topics;
             }
             let plan = {
+                // Every replica cleans its own log, as Kafka's do: followers keep the
+                // leader's offsets (gaps included), so offsets mean the same everywhere.
                 let Ok(state) = p.lock() else { continue };
-                // Replicas fetch batches and append them at their own log end, so a leader's
-                // offset gaps would shift a follower's offsets: cluster mode does not compact.
-                if state.replica.is_some() {
-                    continue;
-                }
                 let (bound, now) = (state.last_stable_offset(), now_ms());
                 let plan = state.log.plan_clean(&config, bound, now, false);
                 let ratio = plan.as_ref().map_or_else(

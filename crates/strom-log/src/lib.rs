@@ -45,7 +45,9 @@ mod start_offset;
 pub mod testing;
 mod txn_index;
 
-pub use batch::{set_base_offset, set_log_append_time, validate_batches, BatchHeader};
+pub use batch::{
+    set_base_offset, set_log_append_time, validate_batches, validate_stored_batches, BatchHeader,
+};
 pub use cleaner::{
     CleanPlan, CleanStats, Cleaned, CleanerConfig, DEFAULT_DEDUPE_BUFFER_BYTES,
     DEFAULT_DELETE_RETENTION_MS, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, OFFSET_MAP_ENTRY_BYTES,

@@ -418,6 +418,28 @@ impl PartitionLog {
         headers: &[BatchHeader],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.append_batches(batches, headers, now_ms, true)
+    }
+
+    /// A replica's append (Kafka's `appendAsFollower`): the batches keep the offsets the
+    /// leader gave them, gaps included (a compacted leader's log has them), so each must start
+    /// at or after the log end and after the one before it. Otherwise as [`Self::append`].
+    pub fn append_as_follower(
+        &mut self,
+        batches: &mut [u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_batches(batches, headers, now_ms, false)
+    }
+
+    fn append_batches(
+        &mut self,
+        batches: &mut [u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+        assign_offsets: bool,
+    ) -> Result<AppendInfo, LogError> {
         self.check_not_failed()?;
         let base_offset = self.log_end_offset();
         if headers.is_empty() {
@@ -430,11 +452,26 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
             });
         }
-        let stored = check_pairing(batches, headers)?;
-        let records: i64 = stored
-            .iter()
-            .map(|h| i64::from(h.last_offset_delta) + 1)
-            .sum();
+        // A replica's batches may be compacted ones (fewer records than offsets).
+        let stored = check_pairing(batches, headers, !assign_offsets)?;
+        let records: i64 = if assign_offsets {
+            stored
+                .iter()
+                .map(|h| i64::from(h.last_offset_delta) + 1)
+                .sum()
+        } else {
+            let mut next = base_offset;
+            for h in &stored {
+                if h.base_offset < next {
+                    return Err(LogError::InvalidAppend(format!(
+                        "a replicated batch at offset {} is below the log end {next}",
+                        h.base_offset
+                    )));
+                }
+                next = h.last_offset() + 1;
+            }
+            next - base_offset
+        };
         let total_bytes = batches.len() as u64;
         if total_bytes > u64::from(u32::MAX) / 2 {
             return Err(LogError::InvalidAppend(format!(
@@ -452,8 +489,10 @@ impl PartitionLog {
         let mut next = base_offset;
         let mut position = 0usize;
         for mut h in stored {
-            set_base_offset(&mut batches[position..], next);
-            h.base_offset = next;
+            if assign_offsets {
+                set_base_offset(&mut batches[position..], next);
+                h.base_offset = next;
+            }
             next = h.last_offset() + 1;
             position += h.total_size();
             patched.push(h);
@@ -875,7 +914,11 @@ impl PartitionLog {
 /// the disk. Fields the broker may legitimately patch after validation (LogAppendTime sets
 /// `max_timestamp`, the attributes bit and the CRC) are taken from the bytes, so the indexes
 /// see what is stored.
-fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<Vec<BatchHeader>, LogError> {
+fn check_pairing(
+    batches: &[u8],
+    headers: &[BatchHeader],
+    compacted_ok: bool,
+) -> Result<Vec<BatchHeader>, LogError> {
     let mut position = 0usize;
     let mut stored = Vec::with_capacity(headers.len());
     for (i, header) in headers.iter().enumerate() {
@@ -890,15 +933,18 @@ fn check_pairing(batches: &[u8], headers: &[BatchHeader]) -> Result<Vec<BatchHea
                 "header {i} does not match the batch at byte {position}"
             )));
         }
-        on_disk
-            .check(position, batches.len() - position)
-            .map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
+        let checked = if compacted_ok {
+            on_disk.check_stored(position, batches.len() - position)
+        } else {
+            on_disk.check(position, batches.len() - position)
+        };
+        checked.map_err(|e| LogError::InvalidAppend(format!("batch {i}: {e}")))?;
         // Recovery drops a batch whose CRC fails, and everything after it; a caller that
         // skipped validation or patched bytes without fixing the CRC must hear about it in
         // tests rather than lose data at the next restart. (Release builds trust the caller:
         // no per-byte work on the append path.)
         debug_assert!(
-            crate::batch::check_batch(
+            crate::batch::check_stored_batch(
                 &on_disk,
                 &batches[position..position + on_disk.total_size()],
                 position

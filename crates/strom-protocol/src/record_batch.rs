@@ -332,6 +332,25 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
     Ok(headers)
 }
 
+/// [`validate_batches`] for batches read from another replica's log: compacted batches keep
+/// their offset range with fewer records ([`BatchHeader::check_stored`]).
+pub fn validate_stored_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    let mut headers = Vec::new();
+    let mut position = 0usize;
+    while position < buf.len() {
+        let rest = &buf[position..];
+        let header = BatchHeader::parse(rest).map_err(|_| BatchError::HeaderTooShort {
+            position,
+            available: rest.len(),
+        })?;
+        header.check_stored(position, rest.len())?;
+        check_crc(&header, &rest[..header.total_size()], position)?;
+        position += header.total_size();
+        headers.push(header);
+    }
+    Ok(headers)
+}
+
 /// Overwrite the base offset (bytes 0..8, big-endian) in place. The CRC does not cover it, so it
 /// is not recomputed.
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {

@@ -924,3 +924,65 @@ def test_a_compacted_topic_replicates_with_its_offset_gaps(tmp_path):
     finally:
         helpers.forget_clients()
         c.stop()
+
+
+@pytest.fixture
+def secured_cluster(tmp_path):
+    """A cluster with the authorizer on; the PLAINTEXT listeners' User:ANONYMOUS is a super
+    user, as an operator's local admin listener would be."""
+    c = Cluster(tmp_path, extra={
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:ANONYMOUS"})
+    c.start()
+    yield c
+    helpers.forget_clients()
+    c.stop()
+
+
+def test_users_acls_and_quotas_set_on_one_node_reach_every_node(secured_cluster):
+    """AlterUserScramCredentials, CreateAcls / DeleteAcls and AlterClientQuotas sent to one
+    node go through the metadata log: every node describes the same users, ACLs and quotas,
+    and a node restarted afterwards has them too."""
+    cluster = secured_cluster
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
+                                       ResourcePatternType, ResourceType, ScramCredentialInfo,
+                                       ScramMechanism, UserScramCredentialUpsertion)
+    from quota_wire import QuotaAdmin, MATCH_ANY
+
+    admin1 = helpers.admin(cluster.node(1).bootstrap)
+    upsert = UserScramCredentialUpsertion(
+        "alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"alice-secret")
+    admin1.alter_user_scram_credentials([upsert])["alice"].result(timeout=20)
+    acl = AclBinding(ResourceType.TOPIC, "orders", ResourcePatternType.LITERAL, "User:alice", "*",
+                     AclOperation.WRITE, AclPermissionType.ALLOW)
+    helpers.admin(cluster.node(2).bootstrap).create_acls([acl])[acl].result(timeout=20)
+    with QuotaAdmin(cluster.node(3).bootstrap) as q:
+        assert q.alter([({"user": "alice"}, {"producer_byte_rate": 1048576.0})]) == [
+            (0, None, {"user": "alice"})]
+
+    every_acl = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                 AclOperation.ANY, AclPermissionType.ANY)
+
+    def same_everywhere():
+        for node in cluster.nodes:
+            a = helpers.admin(node.bootstrap)
+            users = a.describe_user_scram_credentials(["alice"])["alice"].result(timeout=10)
+            if [c.mechanism for c in users.scram_credential_infos] != [ScramMechanism.SCRAM_SHA_256]:
+                return f"users on {node.bootstrap}: {users}"
+            acls = a.describe_acls(every_acl).result(timeout=10)
+            if acls != [acl]:
+                return f"ACLs on {node.bootstrap}: {acls}"
+            with QuotaAdmin(node.bootstrap) as q:
+                _, _, entries = q.describe([("user", MATCH_ANY, None)])
+            if entries != {frozenset({("user", "alice")}): {"producer_byte_rate": 1048576.0}}:
+                return f"quotas on {node.bootstrap}: {entries}"
+        return True
+    until(same_everywhere, "not the same on every node")
+
+    # A delete on another node, and a node restarted afterwards catches up from the log.
+    cluster.node(1).stop()
+    helpers.admin(cluster.node(3).bootstrap).delete_acls([every_acl])[every_acl].result(timeout=20)
+    cluster.node(1).start()
+    cluster.wait_brokers(3)
+    until(lambda: helpers.admin(cluster.node(1).bootstrap).describe_acls(every_acl).result(timeout=10) == []
+          or "ACLs still on node 1", "the restarted node kept a deleted ACL")

@@ -50,6 +50,17 @@ pub struct TopicImage {
 pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, TopicImage>,
+    /// Broker state kept whole in the log: each node's file of SCRAM users, ACLs and client
+    /// quotas, by name. (Absent from snapshots written before it existed.)
+    #[serde(default)]
+    pub docs: BTreeMap<String, SharedDoc>,
+}
+
+/// One replicated document and how many times it was replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedDoc {
+    pub version: u64,
+    pub content: String,
 }
 
 /// One entry of the metadata log.
@@ -97,6 +108,14 @@ pub enum Command {
     AlterTopicConfigs {
         name: String,
         configs: BTreeMap<String, String>,
+    },
+    /// A node changed a replicated document (users, ACLs, quotas): its whole new content,
+    /// applied only if the document is still at `expected_version` (else another node's
+    /// change came first and this one must be redone on top of it).
+    PutDoc {
+        name: String,
+        expected_version: u64,
+        content: String,
     },
     /// Auto leader rebalance: leadership goes back to the preferred replica (the first of the
     /// assignment). Refused unless the partition is still in `leader_epoch` and the preferred
@@ -224,6 +243,26 @@ impl MetadataImage {
                     return CommandResult::Refused(format!("invalid ISR {isr:?}"));
                 }
                 p.isr = isr.clone();
+                CommandResult::Done
+            }
+            Command::PutDoc {
+                name,
+                expected_version,
+                content,
+            } => {
+                let version = self.docs.get(name).map_or(0, |d| d.version);
+                if version != *expected_version {
+                    return CommandResult::Refused(format!(
+                        "{name} is at version {version}, not {expected_version}"
+                    ));
+                }
+                self.docs.insert(
+                    name.clone(),
+                    SharedDoc {
+                        version: version + 1,
+                        content: content.clone(),
+                    },
+                );
                 CommandResult::Done
             }
             Command::ElectPreferredLeader {

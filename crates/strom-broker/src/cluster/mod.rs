@@ -14,6 +14,7 @@
 //! - [`produce`]: the produce path's leader, ISR-size and replication waits.
 //! - [`topics`]: topic creation through the quorum.
 //! - [`leader_hints`]: KIP-951's new leader in Produce and Fetch refusals.
+//! - [`shared_docs`]: SCRAM users, ACLs and client quotas replicated as whole files.
 //! - [`groups`]: group coordinators on the `__consumer_offsets` partitions this node leads.
 //!
 //! A single node (no `controller.quorum.voters`) never starts any of this.
@@ -26,6 +27,7 @@ pub mod leader_hints;
 pub mod produce;
 pub mod reconcile;
 pub mod serve;
+pub mod shared_docs;
 pub mod state;
 pub mod topics;
 

@@ -35,6 +35,7 @@ pub async fn run(broker: Arc<Broker>) {
 }
 
 async fn apply(broker: &Arc<Broker>, image: &MetadataImage, previous: Option<&MetadataImage>) {
+    super::shared_docs::apply_image(broker, image);
     let me = broker.node_id();
     for (name, topic) in &image.topics {
         let local = match broker.topics.get(name) {

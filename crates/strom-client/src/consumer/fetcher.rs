@@ -3,15 +3,17 @@
 //!
 //! Each fetch runs in a task of its own, so it goes on while the application handles what the
 //! last `poll` returned (prefetching), and a slow broker does not hold up the others. As in
-//! Kafka's `Fetcher`, a partition is in at most one place: in one fetch in flight, or in the
-//! buffer, or in neither (then it may be fetched). A fetch names every fetchable partition its
-//! broker leads, each from the consumer's position; the position moves only as `poll` returns
-//! records. When a fetch comes back, a partition's records are kept only if the partition is
-//! still assigned, not paused, and its position is still the offset the fetch asked for: a
-//! seek, a pause or a rebalance while the fetch was out drops its records.
+//! librdkafka, a partition is fetched ahead of what the application has read: a fetch names
+//! every partition its broker leads that is not in another fetch in flight, each from its
+//! fetch offset, the end of its buffered records (or its position when none are buffered).
+//! The position moves only as `poll` returns records. When a fetch comes back, a partition's
+//! records are kept only if the partition is still assigned, not paused, and its fetch offset
+//! is still the one asked for: a seek, a pause or a rebalance while the fetch was out drops
+//! the partition's buffer, and with it the fetch's records.
 //!
 //! Bounds: one response per broker holds at most `fetch_max_bytes` (`partition_max_bytes` per
-//! partition), and no fetch is sent while the buffer holds `buffered_max_bytes` of records.
+//! partition), and no fetch is sent while the buffer holds `buffered_max_bytes` of records
+//! (librdkafka's `queued.max.messages.kbytes`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -69,9 +71,15 @@ impl Fetcher {
         }
     }
 
-    /// Whether a partition is buffered or being fetched, so must not be fetched again.
-    pub fn is_busy(&self, tp: &TopicPartition) -> bool {
-        self.buffers.contains_key(tp) || self.in_flight.values().any(|parts| parts.contains(tp))
+    /// Whether a partition is in a fetch in flight, so must not be fetched again yet.
+    pub fn is_in_flight(&self, tp: &TopicPartition) -> bool {
+        self.in_flight.values().any(|parts| parts.contains(tp))
+    }
+
+    /// Where a partition's next fetch starts: after its buffered records, else (`None`) at
+    /// its position.
+    pub fn buffered_end(&self, tp: &TopicPartition) -> Option<i64> {
+        self.buffers.get(tp).map(|b| b.end)
     }
 
     pub fn has_buffered(&self) -> bool {
@@ -133,17 +141,27 @@ impl Fetcher {
         Some(completed)
     }
 
-    /// Keeps a partition's fetched records; `end` is where its position goes after them.
+    /// Appends a partition's fetched records to its buffer; `end` is where its position goes
+    /// after them. Without records, only moves the end of a buffer there is.
     pub fn buffer(&mut self, tp: TopicPartition, messages: Vec<Message>, end: i64) {
-        debug_assert!(!messages.is_empty() && !self.buffers.contains_key(&tp));
         self.buffered_bytes += messages.iter().map(message_bytes).sum::<usize>();
-        self.buffers.insert(
-            tp,
-            PartitionBuffer {
-                messages: messages.into(),
-                end,
-            },
-        );
+        match self.buffers.get_mut(&tp) {
+            Some(b) => {
+                debug_assert!(messages.first().is_none_or(|m| m.offset >= b.end));
+                b.messages.extend(messages);
+                b.end = end;
+            }
+            None if messages.is_empty() => {}
+            None => {
+                self.buffers.insert(
+                    tp,
+                    PartitionBuffer {
+                        messages: messages.into(),
+                        end,
+                    },
+                );
+            }
+        }
     }
 
     /// Forgets the buffered records of some partitions; their positions stay where `poll`

@@ -137,7 +137,8 @@ pub struct ConsumerConfig {
     /// last stable offset.
     pub isolation_level: IsolationLevel,
     /// Bytes of fetched records (keys, values, headers) waiting for `poll` at which no more
-    /// fetches are sent. Each broker's response adds at most `fetch_max_bytes` past it.
+    /// fetches are sent (librdkafka's `queued.max.messages.kbytes`). Each broker's response
+    /// adds at most `fetch_max_bytes` past it.
     pub buffered_max_bytes: usize,
 }
 
@@ -838,19 +839,18 @@ impl Consumer {
     }
 
     /// Sends a fetch to every broker that has none in flight, for each partition it leads
-    /// that is assigned, has a position, is not paused and is neither buffered nor in flight.
+    /// that is assigned, has a position, is not paused and is not in a fetch in flight: from
+    /// the end of its buffered records, or from its position.
     async fn send_fetches(&mut self) -> Result<()> {
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
             let Some(pos) = pos else { continue };
-            if self.paused.contains(tp) || self.fetcher.is_busy(tp) {
+            if self.paused.contains(tp) || self.fetcher.is_in_flight(tp) {
                 continue;
             }
+            let pos = self.fetcher.buffered_end(tp).unwrap_or(*pos);
             match self.client.leader(&tp.0, tp.1).await {
-                Ok(leader) => by_leader
-                    .entry(leader)
-                    .or_default()
-                    .push((tp.clone(), *pos)),
+                Ok(leader) => by_leader.entry(leader).or_default().push((tp.clone(), pos)),
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "no leader yet");
                     self.client.invalidate_topic(&tp.0);
@@ -869,8 +869,8 @@ impl Consumer {
         Ok(())
     }
 
-    /// Takes in a fetch that came back: buffers the records of partitions whose position is
-    /// still the offset asked for (a seek, pause or rebalance since drops them) and handles
+    /// Takes in a fetch that came back: buffers the records of partitions whose fetch offset
+    /// is still the one asked for (a seek, pause or rebalance since drops them) and handles
     /// partition errors.
     fn take_fetch(&mut self, completed: Completed) -> Result<()> {
         let Completed {
@@ -894,8 +894,9 @@ impl Consumer {
             let Some(&(_, from)) = asked.iter().find(|(a, _)| *a == tp) else {
                 continue;
             };
-            let current = self.positions.get(&tp).copied().flatten();
-            if current != Some(from) || self.paused.contains(&tp) {
+            let position = self.positions.get(&tp).copied().flatten();
+            let fetch_offset = position.map(|p| self.fetcher.buffered_end(&tp).unwrap_or(p));
+            if fetch_offset != Some(from) || self.paused.contains(&tp) {
                 continue; // sought, paused or revoked while the fetch was out
             }
             match outcome {
@@ -905,7 +906,7 @@ impl Consumer {
                 } => {
                     let after = messages.last().map(|m| m.offset + 1);
                     let end = after.max(next_offset).unwrap_or(from).max(from);
-                    if messages.is_empty() {
+                    if messages.is_empty() && self.fetcher.buffered_end(&tp).is_none() {
                         // Only control batches or aborted records: skip past them.
                         self.positions.insert(tp, Some(end));
                     } else {
@@ -925,6 +926,7 @@ impl Consumer {
                 if self.config.auto_offset_reset != OffsetReset::None =>
             {
                 tracing::debug!(topic = %tp.0, partition = tp.1, "offset out of range, resetting");
+                self.fetcher.drop_partitions(|t| t == tp);
                 // Resolve by the reset policy, not the (stale) committed offset.
                 self.positions.insert(tp.clone(), None);
                 self.reset_pending.insert(tp.clone());

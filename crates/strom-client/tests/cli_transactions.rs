@@ -66,7 +66,10 @@ fn a_transactional_produce_commits_every_n_lines_and_aborts_the_rest_on_failure(
         &input,
     );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("line 4") && err.contains("MessageTooLarge"), "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("MessageTooLarge"),
+        "{err}"
+    );
 
     assert_eq!(read_all(&broker, "loads", "read_committed"), first);
     // The aborted lines were written only if the producer had sent them before the failure.
@@ -106,7 +109,10 @@ fn a_killed_transactional_produce_is_aborted_by_the_next_one_with_its_id() {
     // with its input still open: no commit and no abort.
     let deadline = Instant::now() + Duration::from_millis(WAIT_FOR_LOG_MS);
     while read_all(&broker, "killed", "read_uncommitted").len() < open.len() {
-        assert!(Instant::now() < deadline, "the records never reached the log");
+        assert!(
+            Instant::now() < deadline,
+            "the records never reached the log"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     producer.kill().expect("kill strom produce");
@@ -114,7 +120,10 @@ fn a_killed_transactional_produce_is_aborted_by_the_next_one_with_its_id() {
     drop(stdin);
 
     // Open, not yet aborted: read_committed stops before it.
-    assert_eq!(read_all(&broker, "killed", "read_committed"), Vec::<String>::new());
+    assert_eq!(
+        read_all(&broker, "killed", "read_committed"),
+        Vec::<String>::new()
+    );
 
     let after = lines(100..103);
     let (code, _, err) = broker.cli(

@@ -5,7 +5,8 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strom_client::{Consumer, ConsumerConfig, Message, OffsetReset, Producer, ProducerRecord};
@@ -47,12 +48,6 @@ fn check_in_order(next: &mut BTreeMap<i32, i64>, messages: &[Message]) {
             m.value_str()
         );
         *expected += 1;
-    }
-}
-
-fn record(seen: &mut BTreeMap<i32, Vec<i64>>, messages: Vec<Message>) {
-    for m in messages {
-        seen.entry(m.partition).or_default().push(m.offset);
     }
 }
 
@@ -122,6 +117,43 @@ async fn every_record_once_in_order_with_small_buffers_seeks_and_pauses() {
     }
 }
 
+/// Polls until every record of `total` was seen by someone, checking that each message
+/// returned belongs to a partition the member owns; returns what this member read.
+async fn member(
+    mut c: Consumer,
+    seen: Arc<Mutex<BTreeMap<i32, BTreeSet<i64>>>>,
+    total: usize,
+) -> Vec<(i32, i64)> {
+    let deadline = Instant::now() + Duration::from_millis(POLL_FOR_MS);
+    let mut read = Vec::new();
+    loop {
+        let messages = c.poll(Duration::from_millis(100)).await.unwrap();
+        // Whatever was prefetched before a rebalance, a member returns only what it owns.
+        let owned = c.assignment();
+        for m in &messages {
+            assert!(
+                owned.contains(&(m.topic.clone(), m.partition)),
+                "partition {} returned by a member that does not own it",
+                m.partition
+            );
+            read.push((m.partition, m.offset));
+        }
+        let distinct = {
+            let mut seen = seen.lock().unwrap();
+            for m in &messages {
+                seen.entry(m.partition).or_default().insert(m.offset);
+            }
+            seen.values().map(BTreeSet::len).sum::<usize>()
+        };
+        if distinct == total {
+            break;
+        }
+        assert!(Instant::now() < deadline, "read {distinct} of {total}");
+    }
+    c.close().await.unwrap();
+    read
+}
+
 /// Story: prefetched records of partitions a rebalance takes away must not be returned by
 /// their old owner, and their new owner must start at the committed position.
 #[tokio::test]
@@ -140,76 +172,36 @@ async fn a_rebalance_drops_prefetched_records_of_revoked_partitions() {
         auto_offset_reset: OffsetReset::Earliest,
         ..ConsumerConfig::with_group("movers")
     };
+    let seen: Arc<Mutex<BTreeMap<i32, BTreeSet<i64>>>> = Arc::default();
+    let total = (PARTITIONS as i64 * PER_PARTITION) as usize;
     let mut first = Consumer::connect_with(&broker.addr, config(20))
         .await
         .unwrap();
     first.subscribe(&["moved"]).await.unwrap();
-    // The first member reads a little of every partition, with more prefetched.
-    let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    // The first member reads a little of every partition, with more prefetched, before the
+    // second joins; each then polls on its own, as two processes would.
     for _ in 0..5 {
-        record(
-            &mut seen,
-            first.poll(Duration::from_millis(500)).await.unwrap(),
-        );
+        let messages = first.poll(Duration::from_millis(500)).await.unwrap();
+        let mut seen = seen.lock().unwrap();
+        for m in messages {
+            seen.entry(m.partition).or_default().insert(m.offset);
+        }
     }
-
     let mut second = Consumer::connect_with(&broker.addr, config(500))
         .await
         .unwrap();
     second.subscribe(&["moved"]).await.unwrap();
-    let total = (PARTITIONS as i64 * PER_PARTITION) as usize;
-    let deadline = Instant::now() + Duration::from_millis(POLL_FOR_MS);
-    let mut last_from_second: BTreeMap<i32, i64> = BTreeMap::new();
-    loop {
-        let (a, b) = tokio::join!(
-            first.poll(Duration::from_millis(100)),
-            second.poll(Duration::from_millis(100))
-        );
-        let (a, b) = (a.unwrap(), b.unwrap());
-        // Whatever was prefetched before a rebalance, a member returns only what it owns.
-        for (member, messages) in [(&first, &a), (&second, &b)] {
-            let owned = member.assignment();
-            for m in messages {
-                assert!(
-                    owned.contains(&(m.topic.clone(), m.partition)),
-                    "partition {} returned by a member that does not own it",
-                    m.partition
-                );
-            }
-        }
-        for m in &b {
-            last_from_second.insert(m.partition, m.offset);
-        }
-        record(&mut seen, a);
-        record(&mut seen, b);
-        let distinct: usize = seen
-            .values()
-            .map(|offsets| {
-                let mut o = offsets.clone();
-                o.sort();
-                o.dedup();
-                o.len()
-            })
-            .sum();
-        if distinct == total {
-            break;
-        }
-        assert!(Instant::now() < deadline, "read {distinct} of {total}");
-    }
-    // Both members read: the group split the partitions.
-    assert!(!last_from_second.is_empty());
-    for (p, offsets) in &seen {
-        // At least once across a rebalance (auto-commit lags), yet never out of order within
-        // one member's run, and never a record past a gap.
-        let mut sorted = offsets.clone();
-        sorted.sort();
-        sorted.dedup();
+    let a = tokio::spawn(member(first, seen.clone(), total));
+    let b = tokio::spawn(member(second, seen.clone(), total));
+    let (_, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(!b.is_empty(), "the group split the partitions");
+    let seen = seen.lock().unwrap();
+    for p in 0..PARTITIONS {
+        let offsets: Vec<i64> = seen[&p].iter().copied().collect();
         assert_eq!(
-            sorted,
+            offsets,
             (0..PER_PARTITION).collect::<Vec<_>>(),
             "partition {p}"
         );
     }
-    first.close().await.unwrap();
-    second.close().await.unwrap();
 }

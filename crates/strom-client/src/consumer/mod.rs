@@ -251,6 +251,8 @@ pub struct Consumer {
     metadata_checked: Instant,
     /// Fetches in flight and records fetched but not yet returned.
     fetcher: Fetcher,
+    /// Counts fetches sent, to rotate which partition comes first in each.
+    fetch_rotation: usize,
     /// Partitions not fetched until resumed.
     paused: BTreeSet<TopicPartition>,
     listener: Option<Box<dyn RebalanceListener>>,
@@ -295,6 +297,7 @@ impl Consumer {
             partition_counts: BTreeMap::new(),
             metadata_checked: Instant::now(),
             fetcher: Fetcher::new(),
+            fetch_rotation: 0,
             paused: BTreeSet::new(),
             listener: None,
             auto_committed: Instant::now(),
@@ -858,11 +861,17 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
-        for (leader, asked) in by_leader {
+        for (leader, mut asked) in by_leader {
             if self
                 .fetcher
                 .may_fetch_from(leader, self.config.buffered_max_bytes)
             {
+                // A batch larger than `partition_max_bytes` is returned only for the first
+                // partition of a fetch (KIP-74): each partition takes its turn at the front,
+                // or one that is always fetched ahead would starve the others.
+                self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
+                let turn = self.fetch_rotation % asked.len();
+                asked.rotate_left(turn);
                 self.fetcher.send(&self.client, &self.config, leader, asked);
             }
         }

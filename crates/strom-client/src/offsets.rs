@@ -51,6 +51,21 @@ impl IsolationLevel {
     }
 }
 
+/// Kafka's `isolation.level` names, as the Java client and kcat take them.
+impl std::str::FromStr for IsolationLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
+            "read_committed" => Ok(IsolationLevel::ReadCommitted),
+            other => Err(format!(
+                "unknown isolation level '{other}' (expected read_committed or read_uncommitted)"
+            )),
+        }
+    }
+}
+
 impl OffsetSpec {
     fn timestamp(self) -> i64 {
         match self {

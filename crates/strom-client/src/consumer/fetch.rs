@@ -1,8 +1,6 @@
 //! One Fetch round to one leader: build the request from the positions, read the answer
 //! into messages and per-partition outcomes.
 
-use std::collections::BTreeMap;
-
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest};
 
@@ -32,9 +30,18 @@ pub(crate) async fn fetch(
     positions: &[(TopicPartition, i64)],
     max_wait_ms: i32,
 ) -> Result<Vec<(TopicPartition, Outcome)>> {
-    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    // In the order given: the first partition is the one whose oversized batch the broker
+    // returns (KIP-74).
+    let mut topics: Vec<(&str, Vec<FetchPartition>)> = Vec::new();
     for ((topic, partition), offset) in positions {
-        topics.entry(topic.as_str()).or_default().push(
+        let at = match topics.iter().position(|(t, _)| *t == topic.as_str()) {
+            Some(at) => at,
+            None => {
+                topics.push((topic.as_str(), Vec::new()));
+                topics.len() - 1
+            }
+        };
+        topics[at].1.push(
             FetchPartition::default()
                 .with_partition(*partition)
                 .with_current_leader_epoch(-1)

@@ -7,7 +7,9 @@
 //! group (OffsetCommit), which is where the next consumer of the group resumes.
 //!
 //! `poll` returns at most `max_poll_records` messages; the rest of a fetch waits in the
-//! consumer for the next `poll`. Paused partitions are not fetched. With
+//! consumer for the next `poll`. Fetches go to every partition leader at once, one in flight
+//! per broker, and go on between polls (prefetching; see `fetcher`), up to
+//! `buffered_max_bytes` of records waiting. Paused partitions are not fetched. With
 //! `enable_auto_commit`, positions are committed every `auto_commit_interval_ms` during
 //! `poll`, before a rebalance takes partitions away, and on `close`; without it, what was
 //! handled is committed with `commit`. Delivery is at least once either way: a consumer that
@@ -16,12 +18,13 @@
 pub(crate) mod aborted;
 pub mod assignor;
 mod fetch;
+mod fetcher;
 mod group;
 mod group_metadata;
 pub mod sticky;
 mod stream;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +42,7 @@ pub use crate::offsets::IsolationLevel;
 use crate::offsets::{self, group_id, topic_name, OffsetSpec, TopicPartition};
 pub use crate::records::Message;
 use fetch::Outcome;
+use fetcher::{Completed, Fetcher};
 pub use group_metadata::ConsumerGroupMetadata;
 pub use stream::MessageStream;
 
@@ -132,6 +136,10 @@ pub struct ConsumerConfig {
     /// in Kafka) or `ReadCommitted`, which reads only committed transactions and stops at the
     /// last stable offset.
     pub isolation_level: IsolationLevel,
+    /// Bytes of fetched records (keys, values, headers) waiting for `poll` at which no more
+    /// fetches are sent (librdkafka's `queued.max.messages.kbytes`). Each broker's response
+    /// adds at most `fetch_max_bytes` past it.
+    pub buffered_max_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -156,6 +164,7 @@ impl Default for ConsumerConfig {
             group_instance_id: None,
             assignors: vec![Assignor::Range, Assignor::CooperativeSticky],
             isolation_level: IsolationLevel::ReadUncommitted,
+            buffered_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -226,7 +235,8 @@ pub trait RebalanceListener: Send {
 /// ```
 pub struct Consumer {
     client: Client,
-    config: ConsumerConfig,
+    /// Shared with the fetch tasks.
+    config: Arc<ConsumerConfig>,
     /// Position per assigned partition; `None` until resolved from the committed offset or
     /// `auto_offset_reset`.
     positions: BTreeMap<TopicPartition, Option<i64>>,
@@ -239,11 +249,10 @@ pub struct Consumer {
     partition_counts: BTreeMap<String, usize>,
     /// When `partition_counts` was last compared with the broker's metadata.
     metadata_checked: Instant,
-    /// Messages fetched but not yet returned (more than `max_poll_records` arrived).
-    buffered: VecDeque<Message>,
-    /// Where each partition's last fetch ended, past any control batches and aborted
-    /// records after its last message: the position once its buffered messages are returned.
-    fetched_end: BTreeMap<TopicPartition, i64>,
+    /// Fetches in flight and records fetched but not yet returned.
+    fetcher: Fetcher,
+    /// Counts fetches sent, to rotate which partition comes first in each.
+    fetch_rotation: usize,
     /// Partitions not fetched until resumed.
     paused: BTreeSet<TopicPartition>,
     listener: Option<Box<dyn RebalanceListener>>,
@@ -280,15 +289,15 @@ impl Consumer {
     pub fn from_client(client: Client, config: ConsumerConfig) -> Consumer {
         Consumer {
             client,
-            config,
+            config: Arc::new(config),
             positions: BTreeMap::new(),
             subscription: Vec::new(),
             membership: None,
             reset_pending: BTreeSet::new(),
             partition_counts: BTreeMap::new(),
             metadata_checked: Instant::now(),
-            buffered: VecDeque::new(),
-            fetched_end: BTreeMap::new(),
+            fetcher: Fetcher::new(),
+            fetch_rotation: 0,
             paused: BTreeSet::new(),
             listener: None,
             auto_committed: Instant::now(),
@@ -316,7 +325,7 @@ impl Consumer {
                 self.paused.insert(tp.clone());
             }
         }
-        self.drop_buffered(|tp| partitions.contains(tp));
+        self.fetcher.drop_partitions(|tp| partitions.contains(tp));
     }
 
     /// Fetches these partitions again.
@@ -329,49 +338,6 @@ impl Consumer {
     /// The paused partitions.
     pub fn paused(&self) -> Vec<TopicPartition> {
         self.paused.iter().cloned().collect()
-    }
-
-    /// Forgets buffered messages of some partitions and moves their positions back to the
-    /// first forgotten message, so they are fetched again.
-    fn drop_buffered(&mut self, which: impl Fn(&TopicPartition) -> bool) {
-        self.fetched_end.retain(|tp, _| !which(tp));
-        let mut kept = VecDeque::new();
-        for m in std::mem::take(&mut self.buffered) {
-            let tp = (m.topic.clone(), m.partition);
-            if which(&tp) {
-                if let Some(pos) = self.positions.get_mut(&tp) {
-                    *pos = Some(pos.map_or(m.offset, |p| p.min(m.offset)));
-                }
-            } else {
-                kept.push_back(m);
-            }
-        }
-        self.buffered = kept;
-    }
-
-    /// Takes up to `max_poll_records` buffered messages and moves their positions past them.
-    fn take_buffered(&mut self) -> Vec<Message> {
-        let n = self.buffered.len().min(self.config.max_poll_records.max(1));
-        let out: Vec<Message> = self.buffered.drain(..n).collect();
-        // A partition's messages come in runs: its last one in each run sets the position.
-        for (i, m) in out.iter().enumerate() {
-            if out.get(i + 1).is_some_and(|next| same_partition(m, next)) {
-                continue;
-            }
-            let tp = (m.topic.clone(), m.partition);
-            let mut next = m.offset + 1;
-            if !self.buffered.iter().any(|b| same_partition(m, b)) {
-                // The partition's last buffered message: move past the control batches and
-                // aborted records that followed it in the fetch.
-                if let Some(end) = self.fetched_end.remove(&tp) {
-                    next = next.max(end);
-                }
-            }
-            if let Some(pos) = self.positions.get_mut(&tp) {
-                *pos = Some(next);
-            }
-        }
-        out
     }
 
     /// The underlying cluster handle.
@@ -460,7 +426,7 @@ impl Consumer {
     /// Moves a partition's position; the next `poll` reads from `offset`.
     pub fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<()> {
         let key = (topic.to_string(), partition);
-        self.drop_buffered(|tp| *tp == key);
+        self.fetcher.drop_partitions(|tp| *tp == key);
         match self.positions.get_mut(&(topic.to_string(), partition)) {
             Some(pos) => {
                 *pos = Some(offset);
@@ -476,8 +442,7 @@ impl Consumer {
     pub async fn seek_to(&mut self, spec: OffsetSpec) -> Result<()> {
         self.ensure_membership().await?;
         let parts = self.assignment();
-        self.buffered.clear();
-        self.fetched_end.clear();
+        self.fetcher.clear();
         let found =
             offsets::list_offsets_isolated(&self.client, &parts, spec, self.config.isolation_level)
                 .await?;
@@ -504,47 +469,35 @@ impl Consumer {
         self.last_poll_ms
             .store(self.created.elapsed().as_millis() as u64, Ordering::Release);
         self.maybe_auto_commit().await;
-        if !self.buffered.is_empty() {
-            self.ensure_membership().await?;
-            if !self.buffered.is_empty() {
-                return Ok(self.take_buffered());
-            }
-        }
         let deadline = Instant::now() + timeout;
         loop {
             self.ensure_membership().await?;
-            self.resolve_positions().await?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let max_wait_ms = (remaining.as_millis() as i32).min(self.config.fetch_max_wait_ms);
-            let round_started = Instant::now();
-            let messages = if self.positions.is_empty() {
-                Vec::new()
-            } else {
-                self.fetch_once(max_wait_ms).await?
-            };
-            if messages.is_empty() && round_started.elapsed() < IDLE_PAUSE {
-                // Nothing to fetch, or the broker answered at once (no leader, an error):
-                // pause instead of spinning.
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(remaining.min(IDLE_PAUSE)).await;
+            // Fetches that came back while the application worked.
+            while let Some(completed) = self.fetcher.try_completed() {
+                self.take_fetch(completed)?;
             }
-            if !messages.is_empty() {
-                self.buffered.extend(messages);
-                // Positions count returned messages only: a commit must not pass the buffer.
-                // The first message of each run of a partition's messages is the lowest.
-                for (i, m) in self.buffered.iter().enumerate() {
-                    if i > 0 && same_partition(&self.buffered[i - 1], m) {
-                        continue;
-                    }
-                    let tp = (m.topic.clone(), m.partition);
-                    if let Some(pos) = self.positions.get_mut(&tp) {
-                        *pos = Some(pos.map_or(m.offset, |p| p.min(m.offset)));
-                    }
-                }
-                return Ok(self.take_buffered());
-            }
-            if Instant::now() >= deadline {
+            if self.fetcher.has_buffered() {
+                let messages = self
+                    .fetcher
+                    .take(self.config.max_poll_records.max(1), &mut self.positions);
+                // Prefetch: what was just emptied is fetched while the caller handles this.
+                self.send_fetches().await?;
                 return Ok(messages);
+            }
+            self.resolve_positions().await?;
+            self.send_fetches().await?;
+            let round_started = Instant::now();
+            match self.fetcher.next_completed(deadline).await {
+                Some(completed) => self.take_fetch(completed)?,
+                None if round_started.elapsed() < IDLE_PAUSE => {
+                    // Nothing to fetch (all paused, no leader): pause instead of spinning.
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(remaining.min(IDLE_PAUSE)).await;
+                }
+                None => {}
+            }
+            if !self.fetcher.has_buffered() && Instant::now() >= deadline {
+                return Ok(Vec::new());
             }
         }
     }
@@ -629,8 +582,7 @@ impl Consumer {
     /// Leaves the group (if a member) so the others take over at once.
     pub async fn close(mut self) -> Result<()> {
         if self.config.enable_auto_commit && self.config.group_id.is_some() {
-            self.buffered.clear();
-            self.fetched_end.clear();
+            self.fetcher.clear();
             if let Err(e) = self.commit().await {
                 tracing::warn!(error = %e, "auto-commit on close failed");
             }
@@ -701,8 +653,7 @@ impl Consumer {
         let lost = self.membership.as_ref().is_some_and(|m| m.lost());
         let cooperative = self.membership.as_ref().is_some_and(|m| m.cooperative);
         if !owned.is_empty() {
-            self.buffered.clear();
-            self.fetched_end.clear();
+            self.fetcher.clear();
             if lost {
                 if let Some(l) = self.listener.as_mut() {
                     l.on_partitions_lost(&owned);
@@ -890,19 +841,19 @@ impl Consumer {
         Ok(())
     }
 
-    /// One fetch round over every leader; advances positions past what it returns.
-    async fn fetch_once(&mut self, max_wait_ms: i32) -> Result<Vec<Message>> {
+    /// Sends a fetch to every broker that has none in flight, for each partition it leads
+    /// that is assigned, has a position, is not paused and is not in a fetch in flight: from
+    /// the end of its buffered records, or from its position.
+    async fn send_fetches(&mut self) -> Result<()> {
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
             let Some(pos) = pos else { continue };
-            if self.paused.contains(tp) {
+            if self.paused.contains(tp) || self.fetcher.is_in_flight(tp) {
                 continue;
             }
+            let pos = self.fetcher.buffered_end(tp).unwrap_or(*pos);
             match self.client.leader(&tp.0, tp.1).await {
-                Ok(leader) => by_leader
-                    .entry(leader)
-                    .or_default()
-                    .push((tp.clone(), *pos)),
+                Ok(leader) => by_leader.entry(leader).or_default().push((tp.clone(), pos)),
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "no leader yet");
                     self.client.invalidate_topic(&tp.0);
@@ -910,50 +861,71 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
-        let mut messages = Vec::new();
-        let mut wait = max_wait_ms.max(0);
-        for (leader, positions) in by_leader {
-            let conn = match self.client.broker_connection(leader).await {
-                Ok(c) => c,
-                Err(e) if e.is_retriable() => {
-                    tracing::debug!(leader, error = %e, "cannot reach leader");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let outcomes = match fetch::fetch(&conn, &self.config, &positions, wait).await {
-                Ok(o) => o,
-                Err(e) if e.is_retriable() => {
-                    tracing::debug!(leader, error = %e, "fetch failed, retrying on next poll");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            for (tp, outcome) in outcomes {
-                match outcome {
-                    Outcome::Data {
-                        messages: mut got,
-                        next_offset,
-                    } => {
-                        let pos = self.positions.get_mut(&tp);
-                        let Some(Some(pos)) = pos else { continue };
-                        let after = got.last().map(|m| m.offset + 1);
-                        *pos = (*pos).max(after.or(next_offset).unwrap_or(*pos));
-                        if let (Some(after), Some(end)) = (after, next_offset) {
-                            if end > after {
-                                self.fetched_end.insert(tp.clone(), end);
-                            }
-                        }
-                        messages.append(&mut got);
-                    }
-                    Outcome::Error(code) => self.partition_error(&tp, code)?,
-                }
-            }
-            if !messages.is_empty() {
-                wait = 0; // data in hand: do not long-poll the other leaders
+        for (leader, mut asked) in by_leader {
+            if self
+                .fetcher
+                .may_fetch_from(leader, self.config.buffered_max_bytes)
+            {
+                // A batch larger than `partition_max_bytes` is returned only for the first
+                // partition of a fetch (KIP-74): each partition takes its turn at the front,
+                // or one that is always fetched ahead would starve the others.
+                self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
+                let turn = self.fetch_rotation % asked.len();
+                asked.rotate_left(turn);
+                self.fetcher.send(&self.client, &self.config, leader, asked);
             }
         }
-        Ok(messages)
+        Ok(())
+    }
+
+    /// Takes in a fetch that came back: buffers the records of partitions whose fetch offset
+    /// is still the one asked for (a seek, pause or rebalance since drops them) and handles
+    /// partition errors.
+    fn take_fetch(&mut self, completed: Completed) -> Result<()> {
+        let Completed {
+            broker,
+            asked,
+            result,
+        } = completed;
+        let outcomes = match result {
+            Ok(o) => o,
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(broker, error = %e, "fetch failed, retrying");
+                // The leader may have moved: look again before the next fetch.
+                for (tp, _) in &asked {
+                    self.client.invalidate_topic(&tp.0);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for (tp, outcome) in outcomes {
+            let Some(&(_, from)) = asked.iter().find(|(a, _)| *a == tp) else {
+                continue;
+            };
+            let position = self.positions.get(&tp).copied().flatten();
+            let fetch_offset = position.map(|p| self.fetcher.buffered_end(&tp).unwrap_or(p));
+            if fetch_offset != Some(from) || self.paused.contains(&tp) {
+                continue; // sought, paused or revoked while the fetch was out
+            }
+            match outcome {
+                Outcome::Data {
+                    messages,
+                    next_offset,
+                } => {
+                    let after = messages.last().map(|m| m.offset + 1);
+                    let end = after.max(next_offset).unwrap_or(from).max(from);
+                    if messages.is_empty() && self.fetcher.buffered_end(&tp).is_none() {
+                        // Only control batches or aborted records: skip past them.
+                        self.positions.insert(tp, Some(end));
+                    } else {
+                        self.fetcher.buffer(tp, messages, end);
+                    }
+                }
+                Outcome::Error(code) => self.partition_error(&tp, code)?,
+            }
+        }
+        Ok(())
     }
 
     fn partition_error(&mut self, tp: &TopicPartition, code: i16) -> Result<()> {
@@ -963,6 +935,7 @@ impl Consumer {
                 if self.config.auto_offset_reset != OffsetReset::None =>
             {
                 tracing::debug!(topic = %tp.0, partition = tp.1, "offset out of range, resetting");
+                self.fetcher.drop_partitions(|t| t == tp);
                 // Resolve by the reset policy, not the (stale) committed offset.
                 self.positions.insert(tp.clone(), None);
                 self.reset_pending.insert(tp.clone());
@@ -975,10 +948,6 @@ impl Consumer {
             _ => Err(ClientError::kafka(code, context())),
         }
     }
-}
-
-fn same_partition(a: &Message, b: &Message) -> bool {
-    a.partition == b.partition && a.topic == b.topic
 }
 
 fn describe_partitions(parts: &[TopicPartition]) -> String {

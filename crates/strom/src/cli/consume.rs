@@ -5,9 +5,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use strom_client::{Consumer, ConsumerConfig, Message, OffsetReset, OffsetSpec, ResponseError};
+use strom_client::{
+    Consumer, ConsumerConfig, IsolationLevel, Message, OffsetReset, OffsetSpec, ResponseError,
+};
 
-use super::common::{client_config, is_broken_pipe, Bootstrap};
+use super::common::{client_config_from, flag_or_property, is_broken_pipe, Bootstrap};
 
 /// How long one poll waits before checking for Ctrl-C and the end of the log again.
 const POLL_INTERVAL_MS: u64 = 500;
@@ -19,7 +21,8 @@ const POLL_INTERVAL_MS: u64 = 500;
     Examples:\n  \
     strom consume demo-topic --from-beginning --exit-at-end\n  \
     strom consume demo-topic --partition 0 --offset 5 --count 1 --format '%o: %s'\n  \
-    strom consume demo-topic --group readers"
+    strom consume demo-topic --group readers\n  \
+    strom consume demo-topic --from-beginning --isolation-level read_committed"
 )]
 pub struct ConsumeArgs {
     /// Topic to read.
@@ -46,14 +49,31 @@ pub struct ConsumeArgs {
     /// Stop at the end of the partitions as they were when consuming started.
     #[arg(long, short = 'e')]
     pub exit_at_end: bool,
+    /// Which records to read: read_uncommitted (every record, Kafka's default) or
+    /// read_committed (only those of committed transactions, up to the last stable offset).
+    /// Same as `-X isolation.level=LEVEL`.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_isolation_level)]
+    pub isolation_level: Option<IsolationLevel>,
     #[command(flatten)]
     pub bootstrap: Bootstrap,
 }
 
+fn parse_isolation_level(s: &str) -> Result<IsolationLevel, String> {
+    s.parse()
+}
+
 pub async fn run(args: ConsumeArgs) -> Result<()> {
     let format = Format::parse(args.format.as_deref().unwrap_or("%s"));
+    let mut properties = args.bootstrap.properties()?;
+    let isolation_level = flag_or_property(
+        args.isolation_level,
+        "--isolation-level",
+        &mut properties,
+        "isolation.level",
+    )?;
     let config = ConsumerConfig {
-        client: client_config(&args.bootstrap)?,
+        client: client_config_from(&properties)?,
+        isolation_level: isolation_level.unwrap_or_default(),
         group_id: args.group.clone(),
         auto_offset_reset: if args.from_beginning {
             OffsetReset::Earliest

@@ -8,6 +8,7 @@ pub mod demo;
 mod demo_cluster;
 pub mod group;
 pub mod produce;
+pub mod produce_txn;
 pub mod serve;
 pub mod top;
 pub mod topic;

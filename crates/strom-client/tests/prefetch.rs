@@ -123,10 +123,12 @@ async fn member(
     mut c: Consumer,
     seen: Arc<Mutex<BTreeMap<i32, BTreeSet<i64>>>>,
     total: usize,
+    pause: Duration,
 ) -> Vec<(i32, i64)> {
     let deadline = Instant::now() + Duration::from_millis(POLL_FOR_MS);
     let mut read = Vec::new();
     loop {
+        tokio::time::sleep(pause).await;
         let messages = c.poll(Duration::from_millis(100)).await.unwrap();
         // Whatever was prefetched before a rebalance, a member returns only what it owns.
         let owned = c.assignment();
@@ -191,8 +193,11 @@ async fn a_rebalance_drops_prefetched_records_of_revoked_partitions() {
         .await
         .unwrap();
     second.subscribe(&["moved"]).await.unwrap();
-    let a = tokio::spawn(member(first, seen.clone(), total));
-    let b = tokio::spawn(member(second, seen.clone(), total));
+    // The first member works slowly (it would otherwise read all its prefetched and
+    // remaining records before the rebalance that gives the second member its share).
+    let slow = Duration::from_millis(20);
+    let a = tokio::spawn(member(first, seen.clone(), total, slow));
+    let b = tokio::spawn(member(second, seen.clone(), total, Duration::ZERO));
     let (_, b) = (a.await.unwrap(), b.await.unwrap());
     assert!(!b.is_empty(), "the group split the partitions");
     let seen = seen.lock().unwrap();

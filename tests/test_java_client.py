@@ -800,7 +800,9 @@ def test_java_exactly_once_copy_survives_kill9_of_client_and_broker(java, broker
     committed = c.committed([TopicPartition(source, p) for p in range(partitions)], timeout=15)
     ends = [helpers.watermarks(broker.bootstrap, source, p)[1] for p in range(partitions)]
     c.close()
-    assert [tp.offset for tp in committed] == ends
+    offsets = [tp.offset for tp in committed]
+    # The sticky partitioner may leave a partition empty: nothing to commit there (-1001).
+    assert [o if e > 0 else max(o, 0) for o, e in zip(offsets, ends)] == ends, (offsets, ends)
 
 
 # ---------------------------------------------------------------------------- SASL_SSL with SCRAM

@@ -206,6 +206,11 @@ impl BatchHeader {
     /// cleaner writes both), so the count only has to fit the range.
     pub fn check_stored(&self, position: usize, available: usize) -> Result<(), BatchError> {
         self.check_structure(position, available)?;
+        self.check_stored_counts(position)
+    }
+
+    /// The count part of [`BatchHeader::check_stored`].
+    fn check_stored_counts(&self, position: usize) -> Result<(), BatchError> {
         if self.records_count < 0
             || self.last_offset_delta < 0
             || i64::from(self.records_count) > i64::from(self.last_offset_delta) + 1
@@ -312,6 +317,21 @@ fn check_crc(header: &BatchHeader, batch: &[u8], position: usize) -> Result<(), 
 /// consistent `last_offset_delta`. Returns the headers in order. An empty buffer yields an empty
 /// vector; trailing bytes too short for a header are an error (a torn batch is never accepted).
 pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    split_checked(buf, BatchHeader::check_counts)
+}
+
+/// [`validate_batches`] for batches read from another replica's log: compacted batches keep
+/// their offset range with fewer records ([`BatchHeader::check_stored`]).
+pub fn validate_stored_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    split_checked(buf, BatchHeader::check_stored_counts)
+}
+
+/// Walks concatenated batches: header, structure and CRC-32C of each, then `counts` (the
+/// produce rule or the stored one).
+fn split_checked(
+    buf: &[u8],
+    counts: fn(&BatchHeader, usize) -> Result<(), BatchError>,
+) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = Vec::new();
     let mut position = 0usize;
     while position < buf.len() {
@@ -325,28 +345,9 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
         header.check_structure(position, rest.len())?;
         let total = header.total_size();
         check_crc(&header, &rest[..total], position)?;
-        header.check_counts(position)?;
+        counts(&header, position)?;
         headers.push(header);
         position += total;
-    }
-    Ok(headers)
-}
-
-/// [`validate_batches`] for batches read from another replica's log: compacted batches keep
-/// their offset range with fewer records ([`BatchHeader::check_stored`]).
-pub fn validate_stored_batches(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
-    let mut headers = Vec::new();
-    let mut position = 0usize;
-    while position < buf.len() {
-        let rest = &buf[position..];
-        let header = BatchHeader::parse(rest).map_err(|_| BatchError::HeaderTooShort {
-            position,
-            available: rest.len(),
-        })?;
-        header.check_stored(position, rest.len())?;
-        check_crc(&header, &rest[..header.total_size()], position)?;
-        position += header.total_size();
-        headers.push(header);
     }
     Ok(headers)
 }

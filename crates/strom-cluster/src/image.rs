@@ -224,14 +224,9 @@ impl MetadataImage {
                 leader_epoch,
                 isr,
             } => {
-                let Some(p) = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                else {
-                    return CommandResult::Refused(format!(
-                        "unknown partition {topic}-{partition}"
-                    ));
+                let p = match self.partition_mut(topic, *partition) {
+                    Ok(p) => p,
+                    Err(refused) => return refused,
                 };
                 if p.leader != *leader || p.leader_epoch != *leader_epoch {
                     return CommandResult::Refused(format!(
@@ -271,14 +266,9 @@ impl MetadataImage {
                 leader_epoch,
             } => {
                 let alive = self.live_brokers();
-                let Some(p) = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                else {
-                    return CommandResult::Refused(format!(
-                        "unknown partition {topic}-{partition}"
-                    ));
+                let p = match self.partition_mut(topic, *partition) {
+                    Ok(p) => p,
+                    Err(refused) => return refused,
                 };
                 if p.leader_epoch != *leader_epoch {
                     return CommandResult::Refused(format!(
@@ -328,6 +318,18 @@ impl MetadataImage {
             })
             .flat_map(|(_, movable)| movable)
             .collect()
+    }
+
+    /// A partition a command names, or the refusal of a command naming none.
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionImage, CommandResult> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+            .ok_or_else(|| CommandResult::Refused(format!("unknown partition {topic}-{partition}")))
     }
 
     /// Fresh partitions: every replica in the ISR, the first live one leading, epoch 0.

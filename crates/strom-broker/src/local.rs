@@ -602,31 +602,52 @@ fn encode_batch(record: NewRecord, timestamp_ms: i64) -> Result<Bytes, LocalErro
     for (name, value) in record.headers {
         headers.insert(StrBytes::from_string(name), value);
     }
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: timestamp_ms,
-        key: record.key,
-        value: record.value,
-        headers,
-    };
+    plain_batch([(record.key, record.value, headers)], timestamp_ms)
+        .map_err(|e| LocalError::Invalid(format!("cannot encode the record: {e}")))
+}
+
+/// (key, value, headers) of a record the broker writes itself.
+pub(crate) type PlainRecord = (
+    Option<Bytes>,
+    Option<Bytes>,
+    IndexMap<StrBytes, Option<Bytes>>,
+);
+
+/// Records the broker writes itself (JSON produce, group coordinator records) as one
+/// uncompressed v2 batch without producer id, all with `timestamp_ms`.
+pub(crate) fn plain_batch(
+    records: impl IntoIterator<Item = PlainRecord>,
+    timestamp_ms: i64,
+) -> Result<Bytes, String> {
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value, headers))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: timestamp_ms,
+            key,
+            value,
+            headers,
+        })
+        .collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        [&record],
+        records.iter(),
         &RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
         },
     )
-    .map_err(|e| LocalError::Invalid(format!("cannot encode the record: {e}")))?;
+    .map_err(|e| e.to_string())?;
     Ok(buf.freeze())
 }
 

@@ -12,13 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::RwLock;
 use strom_group::{GroupCoordinator, ReplicatedLog, ReplicationWait};
 use strom_log::validate_batches;
-use strom_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use strom_protocol::records::{decode_batch, DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES};
 use strom_protocol::ResponseError as E;
 
@@ -334,37 +331,10 @@ fn coordinator_error(e: E) -> i16 {
 
 /// The payloads as the values of one uncompressed v2 batch without keys.
 fn encode_batch(payloads: &[Bytes]) -> Result<Bytes, String> {
-    let timestamp = now_ms();
-    let records: Vec<Record> = payloads
+    let records = payloads
         .iter()
-        .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
+        .map(|value| (None, Some(value.clone()), Default::default()));
+    crate::local::plain_batch(records, now_ms())
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ pub fn append(
     };
     // Only transactional batches pay for this lookup (KIP-890's verification, done locally).
     if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
-        if !broker.txn.partition_in_txn(
+        if !broker.partition_in_txn(
             h.producer_id,
             h.producer_epoch,
             &partition.topic,
@@ -324,6 +324,9 @@ pub fn append_marker(
     );
     let headers = validate_batches(&buf)?;
     let mut state = partition.lock()?;
+    if state.replica.as_ref().is_some_and(|r| !r.is_leader()) {
+        return Err(AppendError::NotLeader);
+    }
     set_partition_leader_epoch(&mut buf[..], state.leader_epoch());
     let active_before = state.log.active_segment_base();
     let info = state.log.append(&mut buf, &headers, now).map_err(|e| {

@@ -84,7 +84,9 @@ pub struct Broker {
     pub users: Arc<crate::security::users::UserStore>,
     /// ACLs and the decision whether a principal may do something.
     pub authorizer: Arc<crate::security::authorizer::Authorizer>,
-    pub txn: crate::txn::TxnCoordinator,
+    /// The transaction coordinator of a single node (`None` in cluster mode, see
+    /// `txn_shards`).
+    pub txn: Option<Arc<crate::txn::TxnCoordinator>>,
     /// Incremental fetch sessions (KIP-227).
     pub fetch_sessions: crate::fetch_sessions::FetchSessions,
     /// Client quotas and per-address connection limits.
@@ -94,6 +96,8 @@ pub struct Broker {
     /// Cluster mode: the coordinators of the `__consumer_offsets` partitions this node leads.
     /// `groups` above then serves only the JSON protocol's consumer positions.
     pub group_shards: Arc<crate::cluster::groups::GroupShards>,
+    /// Cluster mode: the coordinators of the `__transaction_state` partitions this node leads.
+    pub txn_shards: crate::cluster::txns::TxnShards,
     group_config: GroupConfig,
     shutdown: watch::Sender<bool>,
 }
@@ -203,20 +207,25 @@ impl Broker {
             Arc::new(strom_group::SystemClock),
         )
         .map_err(|e| dir_err(format!("consumer offsets: {e}")))?;
-        let group_shards = Arc::new(crate::cluster::groups::GroupShards::default());
+        let group_shards = Arc::new(crate::cluster::groups::GroupShards::new(
+            crate::cluster::groups::OFFSETS_TOPIC,
+        ));
         topics.set_hooks(Arc::new(OffsetsFollowTopics(
             groups.clone(),
             group_shards.clone(),
         )));
-        let txn = crate::txn::TxnCoordinator::open(
-            &config.data_dir,
-            config.fsync != crate::config::FsyncPolicy::Never,
-            crate::txn::TxnConfig {
-                max_timeout_ms: config.transaction_max_timeout_ms,
-                cleanup_interval_ms: config.transaction_cleanup_interval_ms,
-            },
-        )
-        .map_err(|e| dir_err(format!("transaction log: {e}")))?;
+        // In cluster mode `__transaction_state` is a replicated topic of that name.
+        let txn = if config.clustered() {
+            None
+        } else {
+            let coordinator = crate::txn::TxnCoordinator::open(
+                &config.data_dir,
+                config.fsync != crate::config::FsyncPolicy::Never,
+                txn_config(&config),
+            )
+            .map_err(|e| dir_err(format!("transaction log: {e}")))?;
+            Some(Arc::new(coordinator))
+        };
         let flusher = Flusher::start(Duration::from_millis(config.group_commit_ms));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let fetch_sessions = crate::fetch_sessions::FetchSessions::new(
@@ -236,13 +245,16 @@ impl Broker {
             quotas,
             cluster: std::sync::OnceLock::new(),
             group_shards,
+            txn_shards: crate::cluster::txns::TxnShards::new(crate::cluster::txns::TXN_TOPIC),
             group_config,
             shutdown,
         });
-        tokio::spawn(crate::txn::TxnCoordinator::run_background(
-            broker.clone(),
-            shutdown_rx.clone(),
-        ));
+        if let Some(txn) = &broker.txn {
+            tokio::spawn(
+                txn.clone()
+                    .run_background(broker.clone(), shutdown_rx.clone()),
+            );
+        }
         tokio::spawn(broker.groups.clone().run_background(shutdown_rx.clone()));
         crate::background::spawn(broker.clone(), shutdown_rx);
         Ok(broker)
@@ -286,16 +298,52 @@ impl Broker {
     /// always this broker's; in cluster mode the one of the group's `__consumer_offsets`
     /// partition if this node leads it.
     pub fn coordinator_for(&self, group_id: &str) -> Result<Arc<GroupCoordinator>, i16> {
-        let Some(cluster) = self.cluster.get() else {
+        if self.cluster.get().is_none() {
             return Ok(self.groups.clone());
-        };
-        let image = cluster.image();
-        let Some(topic) = image.topics.get(crate::cluster::groups::OFFSETS_TOPIC) else {
-            return Err(strom_protocol::ResponseError::NotCoordinator.code());
-        };
-        let partition =
-            crate::cluster::groups::partition_for(group_id, topic.partitions.len() as i32);
-        self.group_shards.get(partition)
+        }
+        self.group_shards.for_key(self, group_id)
+    }
+
+    /// The transaction coordinator of `transactional_id`, or the Kafka error code to answer
+    /// with: a single node's own, or (cluster mode) the one of the id's
+    /// `__transaction_state` partition if this node leads it.
+    pub fn txn_for(&self, transactional_id: &str) -> Result<Arc<crate::txn::TxnCoordinator>, i16> {
+        match &self.txn {
+            Some(txn) => Ok(txn.clone()),
+            None => self.txn_shards.for_key(self, transactional_id),
+        }
+    }
+
+    /// Every transaction coordinator on this node (ListTransactions).
+    pub fn txn_coordinators(&self) -> Vec<Arc<crate::txn::TxnCoordinator>> {
+        match &self.txn {
+            Some(txn) => vec![txn.clone()],
+            None => self.txn_shards.all(),
+        }
+    }
+
+    /// The produce path's check (KIP-890 part 1): may this producer write transactional
+    /// batches to this partition now? In cluster mode only a coordinator on this node can
+    /// answer; a producer coordinated elsewhere is let through unverified, as Kafka's brokers
+    /// did before KIP-890.
+    pub fn partition_in_txn(&self, producer_id: i64, epoch: i16, topic: &str, index: i32) -> bool {
+        if let Some(txn) = &self.txn {
+            return txn.partition_in_txn(producer_id, epoch, topic, index);
+        }
+        match self
+            .txn_shards
+            .all()
+            .into_iter()
+            .find(|c| c.knows_producer(producer_id))
+        {
+            Some(c) => c.partition_in_txn(producer_id, epoch, topic, index),
+            None => true,
+        }
+    }
+
+    /// The settings every transaction coordinator of this broker runs with.
+    pub fn txn_config(&self) -> crate::txn::TxnConfig {
+        txn_config(&self.config)
     }
 
     /// Every group coordinator on this node: the one of a single node, or those of the
@@ -377,5 +425,12 @@ impl Broker {
         } else {
             id
         })
+    }
+}
+
+fn txn_config(config: &BrokerConfig) -> crate::txn::TxnConfig {
+    crate::txn::TxnConfig {
+        max_timeout_ms: config.transaction_max_timeout_ms,
+        cleanup_interval_ms: config.transaction_cleanup_interval_ms,
     }
 }

@@ -196,6 +196,13 @@ pub struct BrokerConfig {
     /// when the topic is first made. Kafka's default is 50; ours is 10 because each follower
     /// partition runs its own fetch loop today.
     pub offsets_topic_num_partitions: i32,
+    /// `transaction.state.log.replication.factor`: cluster mode's replicas of each
+    /// `__transaction_state` partition. Ignored on a single node.
+    pub transaction_state_log_replication_factor: i16,
+    /// `transaction.state.log.num.partitions`: cluster mode's `__transaction_state`
+    /// partitions, fixed when the topic is first made (Kafka's default is 50; ours is 10, as
+    /// for the offsets topic).
+    pub transaction_state_log_num_partitions: i32,
     /// `auto.leader.rebalance.enable`: cluster mode's controller moves leadership back to each
     /// partition's preferred replica (the first assigned) once it is in sync again.
     pub auto_leader_rebalance_enable: bool,
@@ -705,6 +712,18 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("offsets.topic.num.partitions", "10", |c, v| {
         put(&mut c.offsets_topic_num_partitions, positive(parse(v)?)?)
     }),
+    ("transaction.state.log.replication.factor", "3", |c, v| {
+        put(
+            &mut c.transaction_state_log_replication_factor,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("transaction.state.log.num.partitions", "10", |c, v| {
+        put(
+            &mut c.transaction_state_log_num_partitions,
+            positive(parse(v)?)?,
+        )
+    }),
     ("auto.leader.rebalance.enable", "true", |c, v| {
         put(&mut c.auto_leader_rebalance_enable, parse_bool(v)?)
     }),
@@ -997,6 +1016,8 @@ fn placeholder() -> BrokerConfig {
         min_insync_replicas: 0,
         offsets_topic_replication_factor: 0,
         offsets_topic_num_partitions: 0,
+        transaction_state_log_replication_factor: 0,
+        transaction_state_log_num_partitions: 0,
         auto_leader_rebalance_enable: false,
         leader_imbalance_check_interval_seconds: 0,
         leader_imbalance_per_broker_percentage: 0,

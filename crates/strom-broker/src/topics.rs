@@ -359,9 +359,9 @@ impl Topics {
         validate_only: bool,
         topic_id: Option<Uuid>,
     ) -> Result<Arc<Topic>, TopicError> {
-        // The one reserved name that exists as a topic: cluster mode's replicated committed
-        // offsets, made only by the reconciler (with the quorum's topic id).
-        let internal = topic_id.is_some() && name == crate::cluster::groups::OFFSETS_TOPIC;
+        // The reserved names that exist as topics: cluster mode's replicated committed offsets
+        // and transaction states, made only by the reconciler (with the quorum's topic id).
+        let internal = topic_id.is_some() && crate::cluster::is_internal_topic(name);
         if !internal {
             validate_topic_name(name)?;
         }

@@ -417,7 +417,7 @@ async fn a_restart_completes_prepared_transactions_and_keeps_open_ones_open() {
     let f = fetch_committed(&b, "t").await;
     assert_eq!((f.high_watermark, f.last_stable_offset), (1, 0));
     assert_eq!(
-        b.txn.describe(TID).unwrap().state,
+        b.txn_for(TID).unwrap().describe(TID).unwrap().state,
         strom_broker::txn::TxnState::Ongoing
     );
     assert_eq!(end(&b, 3, pid, 0, true).await, 0);

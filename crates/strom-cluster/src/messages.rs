@@ -27,6 +27,12 @@ pub enum Request {
     ReplicaFetch(ReplicaFetchRequest),
     /// A follower asks where the leader's log of `epoch` ends, to truncate before following.
     EpochEnd(EpochEndRequest),
+    /// A transaction coordinator asks partition leaders to write a transaction's markers
+    /// (Kafka's WriteTxnMarkers).
+    WriteTxnMarkers(WriteTxnMarkersRequest),
+    /// Transactional offsets between a group coordinator and a transaction coordinator on
+    /// different nodes.
+    TxnOffsets(TxnOffsetsRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,6 +49,11 @@ pub enum Response {
     Status(QuorumStatus),
     ReplicaFetch(ReplicaFetchResponse),
     EpochEnd(EpochEndResponse),
+    /// One Kafka error code per partition of the request, in its order (0: written and
+    /// replicated to the ISR).
+    WriteTxnMarkers(Vec<i16>),
+    /// One Kafka error code per offset (0: done), or one code for them all.
+    TxnOffsets(Result<Vec<i16>, i16>),
     /// The node cannot serve this kind of request (e.g. its broker is not started yet).
     Unavailable(String),
 }
@@ -120,4 +131,42 @@ pub struct EpochEndResponse {
     /// where it ends (the start of the next epoch, or the log end).
     pub epoch: i32,
     pub end_offset: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteTxnMarkersRequest {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// One offset a transaction commits to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TxnOffsetsRequest {
+    /// To the transaction coordinator: stage these offsets of `group` in the open transaction
+    /// (the group coordinator, which got the TxnOffsetCommit, checked the member first).
+    Stage {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: String,
+        offsets: Vec<TxnOffset>,
+    },
+    /// To the group coordinator: the offsets of one group that a committed transaction
+    /// carries.
+    Commit {
+        group: String,
+        offsets: Vec<TxnOffset>,
+    },
 }

@@ -38,6 +38,10 @@ pub trait DataPlane: Send + Sync + 'static {
         request: ReplicaFetchRequest,
     ) -> BoxFuture<(ReplicaFetchResponse, Bytes)>;
     fn epoch_end(&self, request: EpochEndRequest) -> EpochEndResponse;
+    /// Writes transaction markers to partitions this node leads; one Kafka code each.
+    fn write_txn_markers(&self, request: WriteTxnMarkersRequest) -> BoxFuture<Vec<i16>>;
+    /// Stages or commits transactional offsets on this node's coordinators.
+    fn txn_offsets(&self, request: TxnOffsetsRequest) -> BoxFuture<Result<Vec<i16>, i16>>;
 }
 
 pub struct ClusterNode {
@@ -432,6 +436,17 @@ impl Handler<Request, Response> for RpcHandler {
                 },
                 Request::EpochEnd(r) => match node.data_plane.get() {
                     Some(plane) => (Response::EpochEnd(plane.epoch_end(r)), none),
+                    None => (Response::Unavailable("broker not started".into()), none),
+                },
+                Request::WriteTxnMarkers(r) => match node.data_plane.get() {
+                    Some(plane) => (
+                        Response::WriteTxnMarkers(plane.write_txn_markers(r).await),
+                        none,
+                    ),
+                    None => (Response::Unavailable("broker not started".into()), none),
+                },
+                Request::TxnOffsets(r) => match node.data_plane.get() {
+                    Some(plane) => (Response::TxnOffsets(plane.txn_offsets(r).await), none),
                     None => (Response::Unavailable("broker not started".into()), none),
                 },
             }

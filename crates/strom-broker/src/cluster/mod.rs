@@ -16,9 +16,13 @@
 //! - [`leader_hints`]: KIP-951's new leader in Produce and Fetch refusals.
 //! - [`shared_docs`]: SCRAM users, ACLs and client quotas replicated as whole files.
 //! - [`groups`]: group coordinators on the `__consumer_offsets` partitions this node leads.
+//! - [`txns`]: transaction coordinators on the `__transaction_state` partitions it leads.
+//! - [`shards`], [`coordinator_log`]: what those two share (placement, load, the journal).
+//! - [`txn_calls`]: markers and transactional offsets between nodes.
 //!
 //! A single node (no `controller.quorum.voters`) never starts any of this.
 
+pub mod coordinator_log;
 pub mod epochs;
 pub mod fetcher;
 pub mod groups;
@@ -27,9 +31,12 @@ pub mod leader_hints;
 pub mod produce;
 pub mod reconcile;
 pub mod serve;
+pub mod shards;
 pub mod shared_docs;
 pub mod state;
 pub mod topics;
+pub mod txn_calls;
+pub mod txns;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +47,11 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::topics::META_DIR;
+
+/// Cluster mode's internal topics (Metadata marks them internal; only the quorum makes them).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == groups::OFFSETS_TOPIC || name == txns::TXN_TOPIC
+}
 
 pub struct Cluster {
     pub node: Arc<ClusterNode>,

@@ -81,11 +81,11 @@ async fn apply(broker: &Arc<Broker>, image: &MetadataImage, previous: Option<&Me
         for (i, p) in topic.partitions.iter().enumerate() {
             if let Some(partition) = local.partition(i as i32) {
                 set_role(broker, &partition, p, me);
+                let leads = p.leader == me;
                 if name == super::groups::OFFSETS_TOPIC {
-                    let leads = p.leader == me;
-                    broker
-                        .group_shards
-                        .on_role(broker, &partition, leads, p.leader_epoch);
+                    super::groups::on_role(broker, &partition, leads, p.leader_epoch);
+                } else if name == super::txns::TXN_TOPIC {
+                    super::txns::on_role(broker, &partition, leads, p.leader_epoch);
                 }
             }
         }

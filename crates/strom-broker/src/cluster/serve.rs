@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use strom_cluster::messages::{
     EpochEndRequest, EpochEndResponse, ReplicaError, ReplicaFetchRequest, ReplicaFetchResponse,
+    TxnOffsetsRequest, WriteTxnMarkersRequest,
 };
 use strom_cluster::rpc::BoxFuture;
 use strom_cluster::DataPlane;
@@ -134,6 +135,29 @@ async fn fetch(broker: Arc<Broker>, request: ReplicaFetchRequest) -> (ReplicaFet
 }
 
 impl DataPlane for Plane {
+    fn write_txn_markers(&self, request: WriteTxnMarkersRequest) -> BoxFuture<Vec<i16>> {
+        let broker = self.0.upgrade();
+        Box::pin(async move {
+            match broker {
+                Some(b) => super::txn_calls::serve_markers(&b, request).await,
+                None => vec![
+                    strom_protocol::ResponseError::NotLeaderOrFollower.code();
+                    request.partitions.len()
+                ],
+            }
+        })
+    }
+
+    fn txn_offsets(&self, request: TxnOffsetsRequest) -> BoxFuture<Result<Vec<i16>, i16>> {
+        let broker = self.0.upgrade();
+        Box::pin(async move {
+            match broker {
+                Some(b) => super::txn_calls::serve_offsets(&b, request).await,
+                None => Err(strom_protocol::ResponseError::NotCoordinator.code()),
+            }
+        })
+    }
+
     fn replica_fetch(
         &self,
         request: ReplicaFetchRequest,

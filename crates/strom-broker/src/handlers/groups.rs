@@ -1,6 +1,7 @@
-//! FindCoordinator: this broker coordinates every transaction, and every group on a single
-//! node; in cluster mode a group's coordinator is the leader of its `__consumer_offsets`
-//! partition (`cluster::groups`). The group APIs themselves are
+//! FindCoordinator: a single node coordinates every group and transaction; in cluster mode a
+//! group's coordinator is the leader of its `__consumer_offsets` partition (`cluster::groups`)
+//! and a transactional id's the leader of its `__transaction_state` partition
+//! (`cluster::txns`). The group APIs themselves are
 //! served by `strom-group`'s coordinator (see `handlers::dispatch`).
 //!
 //! Answers follow `KafkaApis.handleFindCoordinatorRequest`: any group id, the empty one
@@ -90,18 +91,23 @@ pub fn find_coordinator(
         _ => None,
     };
     let node = BrokerId(broker.node_id());
-    // Where a key's coordinator is: this broker, except for groups in cluster mode, which
-    // live on the leader of their `__consumer_offsets` partition.
+    // Where a key's coordinator is: this broker, except in cluster mode, where groups live on
+    // the leader of their `__consumer_offsets` partition and transactional ids on the leader
+    // of their `__transaction_state` partition.
     let locate = |key: &str| -> Result<(BrokerId, String, i32), E> {
-        if req.key_type == KEY_TYPE_GROUP && broker.cluster.get().is_some() {
-            let (id, host, port) = crate::cluster::groups::coordinator_node(broker, key)?;
+        if broker.cluster.get().is_some() {
+            let (id, host, port) = if req.key_type == KEY_TYPE_GROUP {
+                crate::cluster::groups::coordinator_node(broker, key)?
+            } else {
+                crate::cluster::txns::coordinator_node(broker, key)?
+            };
             return Ok((BrokerId(id), host, port));
         }
         Ok((node, host.clone(), port))
     };
     match req.key_type {
         KEY_TYPE_GROUP => {}
-        // This broker is every transaction's coordinator too. An empty transactional id is
+        // An empty transactional id is
         // INVALID_REQUEST (KafkaApis.getCoordinator), for the whole request before v4.
         KEY_TYPE_TRANSACTION => {
             if version < BATCHED_VERSION && req.key.is_empty() {

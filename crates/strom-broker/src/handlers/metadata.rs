@@ -121,7 +121,7 @@ fn cluster_topic_entry(
         .collect();
     Some(
         MetadataResponseTopic::default()
-            .with_is_internal(name == crate::cluster::groups::OFFSETS_TOPIC)
+            .with_is_internal(crate::cluster::is_internal_topic(&name))
             .with_name(Some(topic_name(name)))
             .with_topic_id(t.topic_id)
             .with_partitions(partitions)

@@ -286,17 +286,20 @@ async fn dispatch_api(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
         ApiKey::AddPartitionsToTxn => {
             handle!(AddPartitionsToTxnRequest, |r| txn_acls::add_partitions(
                 broker, &authz, r, v
-            ))
+            )
+            .await)
         }
         ApiKey::AddOffsetsToTxn => {
             handle!(AddOffsetsToTxnRequest, |r| txn_acls::add_offsets(
                 broker, &authz, r, v
-            ))
+            )
+            .await)
         }
         ApiKey::TxnOffsetCommit => {
             handle!(TxnOffsetCommitRequest, |r| txn_acls::txn_offset_commit(
                 broker, &authz, r, v
-            ))
+            )
+            .await)
         }
         ApiKey::EndTxn => handle!(EndTxnRequest, |r| txn_acls::end_txn(broker, &authz, r, v)
             .await),

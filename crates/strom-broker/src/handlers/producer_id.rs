@@ -28,8 +28,11 @@ pub async fn handle(
             // KIP-360 (v3+): a producer id and epoch of -1 mean "none known".
             let expected =
                 (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
-            return match broker
-                .txn
+            let txn = match broker.txn_for(id) {
+                Ok(txn) => txn,
+                Err(code) => return resp.with_error_code(code),
+            };
+            return match txn
                 .init_producer(broker, id, req.transaction_timeout_ms, expected)
                 .await
             {

@@ -34,6 +34,7 @@ pub fn txn_error_code(e: TxnError) -> i16 {
         TxnError::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
         TxnError::InvalidRequest => E::InvalidRequest,
         TxnError::Storage => E::CoordinatorNotAvailable,
+        TxnError::NotCoordinator => E::NotCoordinator,
     }
     .code()
 }
@@ -76,7 +77,7 @@ fn flatten(topics: &[AddPartitionsToTxnTopic]) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn add_one(
+async fn add_one(
     broker: &Arc<Broker>,
     id: &str,
     producer_id: i64,
@@ -86,24 +87,28 @@ fn add_one(
     version: i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let partitions = flatten(topics);
-    let results = match broker.txn.add_partitions(
-        broker,
-        id,
-        producer_id,
-        epoch,
-        partitions.clone(),
-        verify_only,
-    ) {
+    let added = match broker.txn_for(id) {
+        Ok(txn) => txn
+            .add_partitions(
+                broker,
+                id,
+                producer_id,
+                epoch,
+                partitions.clone(),
+                verify_only,
+            )
+            .await
+            .map_err(|e| fenced_for_version(txn_error_code(e), version, 2)),
+        Err(code) => Err(code),
+    };
+    let results = match added {
         Ok(r) => r,
-        Err(e) => {
-            let code = fenced_for_version(txn_error_code(e), version, 2);
-            partitions.into_iter().map(|tp| (tp, Err(code))).collect()
-        }
+        Err(code) => partitions.into_iter().map(|tp| (tp, Err(code))).collect(),
     };
     topic_results(results)
 }
 
-pub fn add_partitions(
+pub async fn add_partitions(
     broker: &Arc<Broker>,
     req: AddPartitionsToTxnRequest,
     version: i16,
@@ -117,47 +122,55 @@ pub fn add_partitions(
             &req.v3_and_below_topics,
             false,
             version,
-        );
+        )
+        .await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     }
-    let results = req
-        .transactions
-        .iter()
-        .map(|t| {
+    let mut results = Vec::with_capacity(req.transactions.len());
+    for t in &req.transactions {
+        let topics = add_one(
+            broker,
+            &t.transactional_id,
+            t.producer_id.0,
+            t.producer_epoch,
+            &t.topics,
+            t.verify_only,
+            version,
+        )
+        .await;
+        results.push(
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(t.transactional_id.clone())
-                .with_topic_results(add_one(
-                    broker,
-                    &t.transactional_id,
-                    t.producer_id.0,
-                    t.producer_epoch,
-                    &t.topics,
-                    t.verify_only,
-                    version,
-                ))
-        })
-        .collect();
+                .with_topic_results(topics),
+        );
+    }
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
 
-pub fn add_offsets(
+pub async fn add_offsets(
     broker: &Arc<Broker>,
     req: AddOffsetsToTxnRequest,
     version: i16,
 ) -> AddOffsetsToTxnResponse {
-    let code = match broker.txn.add_offsets(
-        &req.transactional_id,
-        req.producer_id.0,
-        req.producer_epoch,
-        &req.group_id,
-    ) {
-        Ok(()) => 0,
-        Err(e) => fenced_for_version(txn_error_code(e), version, 2),
+    let code = match broker.txn_for(&req.transactional_id) {
+        Ok(txn) => match txn
+            .add_offsets(
+                &req.transactional_id,
+                req.producer_id.0,
+                req.producer_epoch,
+                &req.group_id,
+            )
+            .await
+        {
+            Ok(()) => 0,
+            Err(e) => fenced_for_version(txn_error_code(e), version, 2),
+        },
+        Err(code) => code,
     };
     AddOffsetsToTxnResponse::default().with_error_code(code)
 }
 
-pub fn txn_offset_commit(
+pub async fn txn_offset_commit(
     broker: &Arc<Broker>,
     req: TxnOffsetCommitRequest,
     version: i16,
@@ -192,14 +205,26 @@ pub fn txn_offset_commit(
     } else {
         Committer::NONE
     };
-    let mut results = match broker.txn.stage_offsets(
-        broker,
-        &req.transactional_id,
-        (req.producer_id.0, req.producer_epoch),
-        &group,
-        committer,
-        offsets,
-    ) {
+    // The group's coordinator (this node, or the request is refused) checks the member; the
+    // transaction's coordinator, wherever it is, stages the offsets.
+    let validated = broker.coordinator_for(&group).and_then(|c| {
+        c.validate_transactional_commit(&group, committer)
+            .map_err(|e| e.kafka_code())
+    });
+    let staged = match validated {
+        Ok(()) => {
+            crate::cluster::txn_calls::stage_offsets(
+                broker,
+                &req.transactional_id,
+                (req.producer_id.0, req.producer_epoch),
+                &group,
+                offsets,
+            )
+            .await
+        }
+        Err(code) => Err(code),
+    };
+    let mut results = match staged {
         Ok(r) => r.into_iter(),
         Err(code) => {
             vec![Err(code); req.topics.iter().map(|t| t.partitions.len()).sum()].into_iter()
@@ -227,19 +252,21 @@ pub fn txn_offset_commit(
 }
 
 pub async fn end_txn(broker: &Arc<Broker>, req: EndTxnRequest, version: i16) -> EndTxnResponse {
-    let code = match broker
-        .txn
-        .end_txn(
-            broker,
-            &req.transactional_id,
-            req.producer_id.0,
-            req.producer_epoch,
-            req.committed,
-        )
-        .await
-    {
-        Ok(()) => 0,
-        Err(e) => fenced_for_version(txn_error_code(e), version, 2),
+    let code = match broker.txn_for(&req.transactional_id) {
+        Ok(txn) => match txn
+            .end_txn(
+                broker,
+                &req.transactional_id,
+                req.producer_id.0,
+                req.producer_epoch,
+                req.committed,
+            )
+            .await
+        {
+            Ok(()) => 0,
+            Err(e) => fenced_for_version(txn_error_code(e), version, 2),
+        },
+        Err(code) => code,
     };
     EndTxnResponse::default()
         .with_error_code(code)
@@ -262,7 +289,11 @@ pub fn describe(
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
                 .with_transaction_start_time_ms(-1);
-            let Some(m) = broker.txn.describe(id) else {
+            let txn = match broker.txn_for(id) {
+                Ok(txn) => txn,
+                Err(code) => return base.with_error_code(code),
+            };
+            let Some(m) = txn.describe(id) else {
                 return base.with_error_code(E::TransactionalIdNotFound.code());
             };
             let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -303,9 +334,9 @@ pub fn list(
         .collect();
     let now = crate::topics::now_ms();
     let states = broker
-        .txn
-        .list()
-        .into_iter()
+        .txn_coordinators()
+        .iter()
+        .flat_map(|c| c.list())
         .filter(|m| {
             req.state_filters.is_empty()
                 || req

@@ -72,14 +72,14 @@ fn refused_partitions(
     )
 }
 
-pub fn add_partitions(
+pub async fn add_partitions(
     broker: &Arc<Broker>,
     authz: &Authz<'_>,
     req: AddPartitionsToTxnRequest,
     version: i16,
 ) -> AddPartitionsToTxnResponse {
     if !authz.enforcing() {
-        return txn::add_partitions(broker, req, version);
+        return txn::add_partitions(broker, req, version).await;
     }
     if version >= 4 {
         // Only brokers send the batched form.
@@ -87,7 +87,7 @@ pub fn add_partitions(
             return AddPartitionsToTxnResponse::default()
                 .with_error_code(E::ClusterAuthorizationFailed.code());
         }
-        return txn::add_partitions(broker, req, version);
+        return txn::add_partitions(broker, req, version).await;
     }
     match refused_partitions(
         broker,
@@ -97,11 +97,11 @@ pub fn add_partitions(
     ) {
         Some(results) => AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(txn::topic_results(results)),
-        None => txn::add_partitions(broker, req, version),
+        None => txn::add_partitions(broker, req, version).await,
     }
 }
 
-pub fn add_offsets(
+pub async fn add_offsets(
     broker: &Arc<Broker>,
     authz: &Authz<'_>,
     req: AddOffsetsToTxnRequest,
@@ -114,7 +114,7 @@ pub fn add_offsets(
         return AddOffsetsToTxnResponse::default()
             .with_error_code(E::GroupAuthorizationFailed.code());
     }
-    txn::add_offsets(broker, req, version)
+    txn::add_offsets(broker, req, version).await
 }
 
 fn offset_topic_result(
@@ -135,14 +135,14 @@ fn offset_topic_result(
         )
 }
 
-pub fn txn_offset_commit(
+pub async fn txn_offset_commit(
     broker: &Arc<Broker>,
     authz: &Authz<'_>,
     mut req: TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
     if !authz.enforcing() {
-        return txn::txn_offset_commit(broker, req, version);
+        return txn::txn_offset_commit(broker, req, version).await;
     }
     let whole = if !authz.transactional_id(op::WRITE, &req.transactional_id) {
         Some(TXN_DENIED)
@@ -166,7 +166,7 @@ pub fn txn_offset_commit(
     let mut response = if req.topics.is_empty() {
         TxnOffsetCommitResponse::default()
     } else {
-        txn::txn_offset_commit(broker, req, version)
+        txn::txn_offset_commit(broker, req, version).await
     };
     let code = E::TopicAuthorizationFailed.code();
     response

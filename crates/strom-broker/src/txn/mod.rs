@@ -15,16 +15,26 @@
 //!
 //! Requests for one id that arrive while its markers are being written get
 //! CONCURRENT_TRANSACTIONS and retry, as with Kafka.
+//!
+//! In cluster mode there is one coordinator per `__transaction_state` partition this node
+//! leads (`crate::cluster::txns`); its states are written to that partition (`journal`), and
+//! while a state waits for the partition's ISR its id answers CONCURRENT_TRANSACTIONS (Kafka's
+//! pending state); a failed wait puts the previous state back. Markers for partitions led by
+//! other nodes, and offsets for groups coordinated elsewhere, go over the inter-node RPC
+//! (`crate::cluster::txn_calls`).
 
+pub mod journal;
 pub mod state;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use journal::TxnJournal;
 use parking_lot::Mutex;
-use strom_group::{Committer, CoordinatorError, NewOffset};
+use strom_group::{CoordinatorError, NewOffset, ReplicatedLog, ReplicationWait};
 use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
@@ -48,48 +58,91 @@ struct Inner {
     /// Ids whose markers are being written now: a second completion (the cleanup task racing
     /// an EndTxn) must not write them again.
     completing: HashSet<String>,
-    store: TxnStore,
+    /// Ids whose last state waits for the ISR (cluster mode): other requests for them get
+    /// CONCURRENT_TRANSACTIONS meanwhile.
+    pending: HashSet<String>,
+    journal: TxnJournal,
+}
+
+/// A state written to a replicated log and not yet safe there.
+struct PendingWrite {
+    id: String,
+    written: TxnMeta,
+    previous: Option<TxnMeta>,
+    wait: ReplicationWait,
 }
 
 impl Inner {
+    /// The state of `id`, or `None` when unknown; CONCURRENT_TRANSACTIONS while a write of it
+    /// is pending.
+    fn get(&self, id: &str) -> Result<Option<&TxnMeta>, TxnError> {
+        if self.pending.contains(id) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        Ok(self.txns.get(id))
+    }
+
     /// A copy of the state of `id` to transition; an unknown id is INVALID_PRODUCER_ID_MAPPING.
     fn known(&self, id: &str) -> Result<TxnMeta, TxnError> {
-        self.txns
-            .get(id)
+        self.get(id)?
             .cloned()
             .ok_or(TxnError::InvalidProducerIdMapping)
     }
 
-    fn put(&mut self, meta: TxnMeta) -> Result<(), TxnError> {
+    /// Puts `meta` in memory; returns the state it replaced.
+    fn install(&mut self, meta: TxnMeta) -> Option<TxnMeta> {
         let id = meta.transactional_id.clone();
+        let pid = meta.producer_id;
         let previous = self.txns.insert(id.clone(), meta);
         if let Some(p) = &previous {
             self.by_producer.remove(&p.producer_id);
         }
-        let meta = &self.txns[&id];
-        self.by_producer.insert(meta.producer_id, id.clone());
-        let txns = &self.txns;
-        if let Err(e) = self.store.write(meta, || txns.values().collect()) {
-            tracing::error!(error = %e, transactional_id = %id, "writing the transaction log failed");
-            // Memory must not run ahead of the log: put the old state back.
-            match previous {
-                Some(p) => {
-                    self.by_producer.insert(p.producer_id, id.clone());
-                    self.txns.insert(id, p);
-                }
-                None => {
-                    self.txns.remove(&id);
-                }
-            }
-            return Err(TxnError::Storage);
+        self.by_producer.insert(pid, id);
+        previous
+    }
+
+    /// Undoes an [`Inner::install`].
+    fn restore(&mut self, id: &str, previous: Option<TxnMeta>) {
+        if let Some(m) = self.txns.remove(id) {
+            self.by_producer.remove(&m.producer_id);
         }
-        Ok(())
+        if let Some(p) = previous {
+            self.install(p);
+        }
+    }
+
+    /// Installs and writes a state. A file write is done when this returns; a replicated one
+    /// must be settled ([`TxnCoordinator::settle`]) after the lock is released.
+    fn put(&mut self, meta: TxnMeta) -> Result<Option<PendingWrite>, TxnError> {
+        let id = meta.transactional_id.clone();
+        let written = meta.clone();
+        let previous = self.install(meta);
+        let txns = &self.txns;
+        match self.journal.write(&txns[&id], || txns.values().collect()) {
+            Ok(None) => Ok(None),
+            Ok(Some(wait)) => {
+                self.pending.insert(id.clone());
+                Ok(Some(PendingWrite {
+                    id,
+                    written,
+                    previous,
+                    wait,
+                }))
+            }
+            Err(e) => {
+                // Memory must not run ahead of the log: put the old state back.
+                self.restore(&id, previous);
+                Err(e)
+            }
+        }
     }
 }
 
 pub struct TxnCoordinator {
     inner: Mutex<Inner>,
     pub config: TxnConfig,
+    /// Set when this node stops leading the coordinator's partition (cluster mode).
+    closed: AtomicBool,
 }
 
 /// What an AddPartitionsToTxn asks for one partition, and its answer.
@@ -102,19 +155,68 @@ impl TxnCoordinator {
         config: TxnConfig,
     ) -> std::io::Result<TxnCoordinator> {
         let (store, txns) = TxnStore::open(data_dir, fsync)?;
+        Ok(Self::with_journal(TxnJournal::File(store), txns, config))
+    }
+
+    /// A coordinator of one `__transaction_state` partition, from the states read back from
+    /// it, writing to it through `log`.
+    pub fn open_replicated(
+        txns: BTreeMap<String, TxnMeta>,
+        log: Arc<dyn ReplicatedLog>,
+        config: TxnConfig,
+    ) -> TxnCoordinator {
+        Self::with_journal(TxnJournal::Replicated(log), txns, config)
+    }
+
+    fn with_journal(
+        journal: TxnJournal,
+        txns: BTreeMap<String, TxnMeta>,
+        config: TxnConfig,
+    ) -> TxnCoordinator {
         let by_producer = txns
             .values()
             .map(|m| (m.producer_id, m.transactional_id.clone()))
             .collect();
-        Ok(TxnCoordinator {
+        TxnCoordinator {
             inner: Mutex::new(Inner {
                 txns,
                 by_producer,
                 completing: HashSet::new(),
-                store,
+                pending: HashSet::new(),
+                journal,
             }),
             config,
-        })
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Stops the cleanup task (this node no longer leads the partition); requests still in
+    /// flight fail at their next write.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Waits for a replicated write; on failure puts the previous state back (unless a later
+    /// write replaced it) and answers NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE.
+    async fn settle(&self, write: Option<PendingWrite>) -> Result<(), TxnError> {
+        let Some(w) = write else {
+            return Ok(());
+        };
+        let result = w.wait.await;
+        let mut inner = self.inner.lock();
+        inner.pending.remove(&w.id);
+        if let Err(code) = result {
+            if inner.txns.get(&w.id) == Some(&w.written) {
+                inner.restore(&w.id, w.previous);
+            }
+            return Err(journal::code_error(code));
+        }
+        Ok(())
+    }
+
+    /// Whether this coordinator knows the producer id (cluster mode: is it coordinated here).
+    pub fn knows_producer(&self, producer_id: i64) -> bool {
+        self.inner.lock().by_producer.contains_key(&producer_id)
     }
 
     /// A copy of one id's state.
@@ -159,15 +261,11 @@ impl TxnCoordinator {
             return Err(TxnError::InvalidTransactionTimeout);
         }
         let now = now_ms();
+        let known = self.inner.lock().get(id)?.cloned();
+        let Some(meta) = known else {
+            return self.init_new(broker, id, timeout_ms, now).await;
+        };
         let open = {
-            let mut inner = self.inner.lock();
-            let Some(meta) = inner.txns.get(id).cloned() else {
-                let pid = crate::blocking::off_worker(|| broker.allocate_producer_id())
-                    .map_err(|_| TxnError::Storage)?;
-                let meta = TxnMeta::new(id, pid, timeout_ms, now);
-                crate::blocking::off_worker(|| inner.put(meta))?;
-                return Ok((pid, 0));
-            };
             if meta.state.is_preparing() {
                 return Err(TxnError::ConcurrentTransactions);
             }
@@ -189,28 +287,54 @@ impl TxnCoordinator {
             // bumped epoch, so the zombie's late writes and EndTxn are refused.
             self.abort_fenced(broker, id).await?;
         }
-        let mut inner = self.inner.lock();
-        let mut meta = inner.known(id)?;
-        if meta.state.is_preparing() || meta.state == TxnState::Ongoing {
-            return Err(TxnError::ConcurrentTransactions);
-        }
-        if meta.bump_epoch().is_none() {
+        let (answer, write) = {
+            let mut inner = self.inner.lock();
+            let mut meta = inner.known(id)?;
+            if meta.state.is_preparing() || meta.state == TxnState::Ongoing {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            if meta.bump_epoch().is_none() {
+                let pid = crate::blocking::off_worker(|| broker.allocate_producer_id())
+                    .map_err(|_| TxnError::Storage)?;
+                meta.rotate_producer_id(pid);
+            }
+            meta.timeout_ms = timeout_ms;
+            meta.state = TxnState::Empty;
+            meta.update_ms = now;
+            let answer = (meta.producer_id, meta.producer_epoch);
+            (answer, crate::blocking::off_worker(|| inner.put(meta))?)
+        };
+        self.settle(write).await?;
+        Ok(answer)
+    }
+
+    /// InitProducerId for an id seen for the first time: a new producer id at epoch 0.
+    async fn init_new(
+        &self,
+        broker: &Broker,
+        id: &str,
+        timeout_ms: i32,
+        now: i64,
+    ) -> Result<(i64, i16), TxnError> {
+        let (pid, write) = {
+            let mut inner = self.inner.lock();
+            if inner.get(id)?.is_some() {
+                // Another InitProducerId made it meanwhile.
+                return Err(TxnError::ConcurrentTransactions);
+            }
             let pid = crate::blocking::off_worker(|| broker.allocate_producer_id())
                 .map_err(|_| TxnError::Storage)?;
-            meta.rotate_producer_id(pid);
-        }
-        meta.timeout_ms = timeout_ms;
-        meta.state = TxnState::Empty;
-        meta.update_ms = now;
-        let answer = (meta.producer_id, meta.producer_epoch);
-        crate::blocking::off_worker(|| inner.put(meta))?;
-        Ok(answer)
+            let meta = TxnMeta::new(id, pid, timeout_ms, now);
+            (pid, crate::blocking::off_worker(|| inner.put(meta))?)
+        };
+        self.settle(write).await?;
+        Ok((pid, 0))
     }
 
     /// AddPartitionsToTxn for one transaction. `Err` is an error for every partition;
     /// otherwise each partition has its own answer (unknown ones UNKNOWN_TOPIC_OR_PARTITION,
     /// the rest OPERATION_NOT_ATTEMPTED then).
-    pub fn add_partitions(
+    pub async fn add_partitions(
         &self,
         broker: &Broker,
         id: &str,
@@ -219,93 +343,115 @@ impl TxnCoordinator {
         partitions: Vec<(String, i32)>,
         verify_only: bool,
     ) -> Result<Vec<PartitionResult>, TxnError> {
-        let mut inner = self.inner.lock();
-        let mut meta = inner.known(id)?;
-        meta.check_producer(producer_id, epoch)?;
-        if verify_only {
-            // KIP-890: is each partition part of the open transaction?
-            let ongoing = meta.state == TxnState::Ongoing;
-            return Ok(partitions
-                .into_iter()
-                .map(|tp| {
-                    let ok = ongoing && meta.partitions.contains(&tp);
-                    (
-                        tp,
-                        if ok {
-                            Ok(())
+        let write = {
+            let mut inner = self.inner.lock();
+            let mut meta = inner.known(id)?;
+            meta.check_producer(producer_id, epoch)?;
+            if verify_only {
+                // KIP-890: is each partition part of the open transaction?
+                let ongoing = meta.state == TxnState::Ongoing;
+                return Ok(partitions
+                    .into_iter()
+                    .map(|tp| {
+                        let ok = ongoing && meta.partitions.contains(&tp);
+                        (
+                            tp,
+                            if ok {
+                                Ok(())
+                            } else {
+                                Err(E::InvalidTxnState.code())
+                            },
+                        )
+                    })
+                    .collect());
+            }
+            let unknown: Vec<bool> = partitions
+                .iter()
+                .map(|(t, p)| broker.topics.get(t).and_then(|t| t.partition(*p)).is_none())
+                .collect();
+            if unknown.iter().any(|&u| u) {
+                return Ok(partitions
+                    .into_iter()
+                    .zip(unknown)
+                    .map(|(tp, u)| {
+                        let code = if u {
+                            E::UnknownTopicOrPartition
                         } else {
-                            Err(E::InvalidTxnState.code())
-                        },
-                    )
-                })
-                .collect());
-        }
-        let unknown: Vec<bool> = partitions
-            .iter()
-            .map(|(t, p)| broker.topics.get(t).and_then(|t| t.partition(*p)).is_none())
-            .collect();
-        if unknown.iter().any(|&u| u) {
-            return Ok(partitions
-                .into_iter()
-                .zip(unknown)
-                .map(|(tp, u)| {
-                    let code = if u {
-                        E::UnknownTopicOrPartition
-                    } else {
-                        E::OperationNotAttempted
-                    };
-                    (tp, Err(code.code()))
-                })
-                .collect());
-        }
-        let already = meta.state == TxnState::Ongoing
-            && partitions.iter().all(|tp| meta.partitions.contains(tp));
-        if !already {
-            meta.begin(now_ms());
-            meta.partitions.extend(partitions.iter().cloned());
-            crate::blocking::off_worker(|| inner.put(meta))?;
-        }
+                            E::OperationNotAttempted
+                        };
+                        (tp, Err(code.code()))
+                    })
+                    .collect());
+            }
+            let already = meta.state == TxnState::Ongoing
+                && partitions.iter().all(|tp| meta.partitions.contains(tp));
+            if already {
+                None
+            } else {
+                meta.begin(now_ms());
+                meta.partitions.extend(partitions.iter().cloned());
+                crate::blocking::off_worker(|| inner.put(meta))?
+            }
+        };
+        self.settle(write).await?;
         Ok(partitions.into_iter().map(|tp| (tp, Ok(()))).collect())
     }
 
     /// AddOffsetsToTxn: the group's offsets will be committed with the transaction.
-    pub fn add_offsets(
+    pub async fn add_offsets(
         &self,
         id: &str,
         producer_id: i64,
         epoch: i16,
         group: &str,
     ) -> Result<(), TxnError> {
-        let mut inner = self.inner.lock();
-        let mut meta = inner.known(id)?;
-        meta.check_producer(producer_id, epoch)?;
-        if meta.state == TxnState::Ongoing && meta.groups.contains(group) {
-            return Ok(());
-        }
-        meta.begin(now_ms());
-        meta.groups.insert(group.to_string());
-        crate::blocking::off_worker(|| inner.put(meta))
+        let write = {
+            let mut inner = self.inner.lock();
+            let mut meta = inner.known(id)?;
+            meta.check_producer(producer_id, epoch)?;
+            if meta.state == TxnState::Ongoing && meta.groups.contains(group) {
+                return Ok(());
+            }
+            meta.begin(now_ms());
+            meta.groups.insert(group.to_string());
+            crate::blocking::off_worker(|| inner.put(meta))?
+        };
+        self.settle(write).await
     }
 
-    /// TxnOffsetCommit: checks the group member (KIP-447) and stages the offsets. The result
-    /// is one answer per offset (a Kafka error code on failure).
-    pub fn stage_offsets(
+    /// Stages a group's offsets in the open transaction (TxnOffsetCommit, after the group
+    /// coordinator checked the member). One answer per offset (a Kafka error code on
+    /// failure), or one code for all.
+    pub async fn stage_offsets(
         &self,
         broker: &Broker,
         id: &str,
         (producer_id, epoch): (i64, i16),
         group: &str,
-        committer: Committer<'_>,
         offsets: Vec<PendingOffset>,
     ) -> Result<Vec<Result<(), i16>>, i16> {
-        broker
-            .coordinator_for(group)?
-            .validate_transactional_commit(group, committer)
-            .map_err(|e| e.kafka_code())?;
+        let (results, write) =
+            self.stage_locked(broker, id, (producer_id, epoch), group, offsets)?;
+        self.settle(write)
+            .await
+            .map_err(crate::handlers::txn::txn_error_code)?;
+        Ok(results)
+    }
+
+    /// [`TxnCoordinator::stage_offsets`] under the lock.
+    #[allow(clippy::type_complexity)]
+    fn stage_locked(
+        &self,
+        broker: &Broker,
+        id: &str,
+        (producer_id, epoch): (i64, i16),
+        group: &str,
+        offsets: Vec<PendingOffset>,
+    ) -> Result<(Vec<Result<(), i16>>, Option<PendingWrite>), i16> {
         let mut inner = self.inner.lock();
         let mut meta = inner
-            .txns
             .get(id)
+            .map_err(crate::handlers::txn::txn_error_code)?
             .cloned()
             .ok_or(E::InvalidProducerIdMapping.code())?;
         if meta.producer_id != producer_id {
@@ -340,12 +486,13 @@ impl TxnCoordinator {
             staged = true;
             results.push(Ok(()));
         }
+        let mut write = None;
         if staged {
             meta.update_ms = now_ms();
-            crate::blocking::off_worker(|| inner.put(meta))
+            write = crate::blocking::off_worker(|| inner.put(meta))
                 .map_err(|_| E::CoordinatorNotAvailable.code())?;
         }
-        Ok(results)
+        Ok((results, write))
     }
 
     /// EndTxn: commit or abort the open transaction.
@@ -360,10 +507,7 @@ impl TxnCoordinator {
         let now = now_ms();
         let timed_out = {
             let inner = self.inner.lock();
-            let meta = inner
-                .txns
-                .get(id)
-                .ok_or(TxnError::InvalidProducerIdMapping)?;
+            let meta = inner.get(id)?.ok_or(TxnError::InvalidProducerIdMapping)?;
             if meta.producer_id != producer_id {
                 return Err(TxnError::InvalidProducerIdMapping);
             }
@@ -396,7 +540,7 @@ impl TxnCoordinator {
     async fn abort_fenced(&self, broker: &Arc<Broker>, id: &str) -> Result<(), TxnError> {
         let bumped = {
             let inner = self.inner.lock();
-            let Some(mut meta) = inner.txns.get(id).cloned() else {
+            let Some(mut meta) = inner.get(id)?.cloned() else {
                 return Ok(());
             };
             if meta.state != TxnState::Ongoing {
@@ -422,7 +566,7 @@ impl TxnCoordinator {
         epoch: Option<i16>,
         owner: Option<(i64, i16)>,
     ) -> Result<(), TxnError> {
-        let meta = {
+        let (meta, write) = {
             let mut inner = self.inner.lock();
             let mut meta = inner.known(id)?;
             // EndTxn's producer must still own the open transaction now, under the lock (the
@@ -449,6 +593,7 @@ impl TxnCoordinator {
             if !inner.completing.insert(id.to_string()) {
                 return Err(TxnError::ConcurrentTransactions);
             }
+            let mut write = None;
             if meta.state == TxnState::Ongoing {
                 if let Some(epoch) = epoch {
                     if epoch != meta.producer_epoch {
@@ -464,14 +609,21 @@ impl TxnCoordinator {
                 };
                 meta.update_ms = now_ms();
                 let prepared = meta.clone();
-                if let Err(e) = crate::blocking::off_worker(|| inner.put(prepared)) {
-                    inner.completing.remove(id);
-                    return Err(e);
+                match crate::blocking::off_worker(|| inner.put(prepared)) {
+                    Ok(w) => write = w,
+                    Err(e) => {
+                        inner.completing.remove(id);
+                        return Err(e);
+                    }
                 }
             }
-            meta
+            (meta, write)
         };
-        let result = self.finish(broker, id, &meta, commit).await;
+        // The decision must be safe before any marker is written.
+        let result = match self.settle(write).await {
+            Ok(()) => self.finish(broker, id, &meta, commit).await,
+            Err(e) => Err(e),
+        };
         self.inner.lock().completing.remove(id);
         result
     }
@@ -484,19 +636,29 @@ impl TxnCoordinator {
         meta: &TxnMeta,
         commit: bool,
     ) -> Result<(), TxnError> {
-        write_markers(broker, meta, commit).await?;
-        if commit {
-            commit_offsets(broker, meta).await?;
+        if broker.cluster.get().is_some() {
+            crate::cluster::txn_calls::write_markers(broker, meta, commit).await?;
+            if commit {
+                crate::cluster::txn_calls::commit_offsets(broker, meta).await?;
+            }
+        } else {
+            write_markers(broker, meta, commit).await?;
+            if commit {
+                commit_offsets(broker, meta).await?;
+            }
         }
-        let mut inner = self.inner.lock();
-        let Some(mut done) = inner.txns.get(id).cloned() else {
-            return Ok(());
+        let write = {
+            let mut inner = self.inner.lock();
+            let Some(mut done) = inner.txns.get(id).cloned() else {
+                return Ok(());
+            };
+            if done.producer_id != meta.producer_id || !done.state.is_preparing() {
+                return Ok(());
+            }
+            done.complete(commit, now_ms());
+            crate::blocking::off_worker(|| inner.put(done))?
         };
-        if done.producer_id != meta.producer_id || !done.state.is_preparing() {
-            return Ok(());
-        }
-        done.complete(commit, now_ms());
-        crate::blocking::off_worker(|| inner.put(done))
+        self.settle(write).await
     }
 
     /// Completes transactions left in a Prepare state (a crash, or markers that could not be
@@ -512,6 +674,9 @@ impl TxnCoordinator {
             .map(|m| (m.transactional_id.clone(), m.state, m.timed_out(now)))
             .collect();
         for (id, state, timed_out) in work {
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
             let result = if timed_out {
                 tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
                 self.abort_fenced(broker, &id).await
@@ -525,12 +690,14 @@ impl TxnCoordinator {
         }
     }
 
-    /// The cleanup task: a sweep at start (recovery), then every cleanup interval.
+    /// The cleanup task: a sweep at start (recovery, or a new leader's load), then every
+    /// cleanup interval, until the broker shuts down or the coordinator is closed.
     pub async fn run_background(
+        self: Arc<Self>,
         broker: Arc<Broker>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let interval = Duration::from_millis(broker.txn.config.cleanup_interval_ms.max(1));
+        let interval = Duration::from_millis(self.config.cleanup_interval_ms.max(1));
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -538,7 +705,10 @@ impl TxnCoordinator {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            broker.txn.sweep(&broker).await;
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            self.sweep(&broker).await;
         }
     }
 }
@@ -574,24 +744,41 @@ async fn write_markers(broker: &Arc<Broker>, meta: &TxnMeta, commit: bool) -> Re
     Ok(())
 }
 
-/// Writes a committed transaction's staged offsets to their groups.
-async fn commit_offsets(broker: &Arc<Broker>, meta: &TxnMeta) -> Result<(), TxnError> {
-    let mut by_group: BTreeMap<&str, Vec<NewOffset>> = BTreeMap::new();
+/// A committed transaction's staged offsets, by group.
+pub fn offsets_by_group(meta: &TxnMeta) -> BTreeMap<&str, Vec<PendingOffset>> {
+    let mut by_group: BTreeMap<&str, Vec<PendingOffset>> = BTreeMap::new();
     for o in &meta.pending_offsets {
-        by_group.entry(&o.group).or_default().push(NewOffset {
+        by_group.entry(&o.group).or_default().push(o.clone());
+    }
+    by_group
+}
+
+/// Writes staged offsets to a group coordinator of this node; one answer per offset.
+pub async fn commit_to_group(
+    coordinator: &strom_group::GroupCoordinator,
+    group: &str,
+    offsets: &[PendingOffset],
+) -> Vec<Result<(), CoordinatorError>> {
+    let offsets: Vec<NewOffset> = offsets
+        .iter()
+        .map(|o| NewOffset {
             topic: o.topic.clone(),
             partition: o.partition,
             offset: o.offset,
             leader_epoch: o.leader_epoch,
             metadata: o.metadata.clone(),
-        });
-    }
-    for (group, offsets) in by_group {
-        // A group whose coordinator moved (cluster mode) cannot take the offsets here.
+        })
+        .collect();
+    coordinator.commit_transactional(group, &offsets).await
+}
+
+/// Writes a committed transaction's staged offsets to their groups (a single node).
+async fn commit_offsets(broker: &Arc<Broker>, meta: &TxnMeta) -> Result<(), TxnError> {
+    for (group, offsets) in offsets_by_group(meta) {
         let coordinator = broker
             .coordinator_for(group)
             .map_err(|_| TxnError::Storage)?;
-        let results = coordinator.commit_transactional(group, &offsets).await;
+        let results = commit_to_group(&coordinator, group, &offsets).await;
         if results
             .iter()
             .any(|r| matches!(r, Err(CoordinatorError::Storage)))

@@ -42,16 +42,9 @@ impl TxnState {
     }
 }
 
-/// An offset staged by TxnOffsetCommit, written to its group when the transaction commits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingOffset {
-    pub group: String,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: String,
-}
+/// An offset staged by TxnOffsetCommit, written to its group when the transaction commits
+/// (the inter-node message's type, so cluster mode sends it as it is kept).
+pub use strom_cluster::messages::TxnOffset as PendingOffset;
 
 /// The coordinator's state of one transactional id; also the record of the transaction log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +90,8 @@ pub enum TxnError {
     InvalidRequest,
     #[error("the transaction log could not be written")]
     Storage,
+    #[error("this node no longer coordinates the transactional id")]
+    NotCoordinator,
 }
 
 impl TxnMeta {

@@ -986,3 +986,104 @@ def test_users_acls_and_quotas_set_on_one_node_reach_every_node(secured_cluster)
     cluster.wait_brokers(3)
     until(lambda: helpers.admin(cluster.node(1).bootstrap).describe_acls(every_acl).result(timeout=10) == []
           or "ACLs still on node 1", "the restarted node kept a deleted ACL")
+
+
+def test_two_nodes_killed_at_once_lose_nothing_acknowledged(cluster):
+    """kill -9 of the partition leader and one follower together under acks=all load: the one
+    node left has no metadata quorum and the partition no ISR of min.insync.replicas, so
+    nothing more is acknowledged; once both are back, the producer continues and every record
+    acknowledged before or after is there exactly once, in order."""
+    topic = "two-down-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    load = LoadProducer(cluster.bootstrap(), topic)
+    load.start()
+    deadline = time.monotonic() + 20
+    while len(load.acked) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the fault; errors {load.errors[:3]}"
+
+    leader = partition_info(cluster.bootstrap(), topic, 0).leader
+    other = next(i for i in (1, 2, 3) if i != leader)
+    faulted_at = time.monotonic()
+    cluster.node(leader).kill9_only()
+    cluster.node(other).kill9_only()
+    time.sleep(4)
+    # Anything acknowledged later than a moment after the kill came from a node that could not
+    # have had two in-sync replicas.
+    late = [a for a in load.acked if a[3] > faulted_at + 1.0]
+    assert not late, f"{len(late)} records acknowledged with two of three nodes dead"
+
+    restarted_at = time.monotonic()
+    cluster.node(leader).start()
+    cluster.node(other).start()
+    while time.monotonic() - restarted_at < 60 and not any(a[3] > restarted_at for a in load.acked[-50:]):
+        time.sleep(0.05)
+    resumed = [a[3] for a in load.acked if a[3] > restarted_at]
+    assert resumed, f"no acknowledgement after both nodes returned; errors {load.errors[:3]}"
+    time.sleep(1)
+    load.stop_flag.set()
+    load.join(90)
+    assert not load.errors, f"delivery errors: {load.errors[:5]}"
+    print(f"\ntwo nodes down for {restarted_at - faulted_at:.1f}s; first ack {min(resumed) - restarted_at:.2f}s "
+          f"after their restart; {len(load.acked)} acks in all")
+    wait_isr(cluster, topic, 1, 3, timeout_s=30)
+    check_history(cluster.bootstrap(), topic, load.acked)
+
+
+INVALID_REPLICA_ASSIGNMENT = 39
+
+
+def test_manual_replica_assignments_are_kept_on_every_node(cluster):
+    """CreateTopics and CreatePartitions with replicas chosen by the client (kafka-topics'
+    --replica-assignment): every node shows those replicas, the first of each is the leader,
+    the partitions work; an unknown broker or an uneven replica count is
+    INVALID_REPLICA_ASSIGNMENT, as Kafka's controller answers."""
+    admin = helpers.admin(cluster.node(2).bootstrap)
+    topic = "manual-" + uuid.uuid4().hex[:6]
+    wanted = [[3, 1, 2], [2, 3], [1, 2]]
+    with pytest.raises(KafkaException) as uneven:
+        admin.create_topics([NewTopic(topic, len(wanted), replica_assignment=wanted)])[topic].result(timeout=30)
+    assert uneven.value.args[0].code() == INVALID_REPLICA_ASSIGNMENT
+    with pytest.raises(KafkaException) as unknown:
+        admin.create_topics([NewTopic(topic, 1, replica_assignment=[[1, 9]])])[topic].result(timeout=30)
+    assert unknown.value.args[0].code() == INVALID_REPLICA_ASSIGNMENT
+    assert "no such broker" in unknown.value.args[0].str()
+
+    wanted = [[3, 1], [2, 3], [3, 2]]
+    admin.create_topics([NewTopic(topic, len(wanted), replica_assignment=wanted)])[topic].result(timeout=30)
+    admin.create_partitions([NewPartitions(topic, 5, replica_assignment=[[1, 2], [2, 1]])])[topic].result(timeout=30)
+    wanted += [[1, 2], [2, 1]]
+
+    def as_assigned():
+        for node in cluster.nodes:
+            t = metadata(node.bootstrap).topics.get(topic)
+            if t is None or len(t.partitions) != len(wanted):
+                return f"node {node.bootstrap}: {t and t.partitions}"
+            got = [(t.partitions[i].replicas, t.partitions[i].leader) for i in range(len(wanted))]
+            if got != [(r, r[0]) for r in wanted]:
+                return f"node {node.bootstrap}: {got}"
+        return True
+    until(as_assigned, "replicas or leaders not as assigned")
+
+    with pytest.raises(KafkaException) as uneven_new:
+        admin.create_partitions([NewPartitions(topic, 6, replica_assignment=[[1, 2, 3]])])[topic].result(timeout=30)
+    assert uneven_new.value.args[0].code() == INVALID_REPLICA_ASSIGNMENT
+
+    # The CLI takes kafka-topics' form of the same thing.
+    cli_topic = topic + "-cli"
+    made = subprocess.run(
+        [str(strom_bin()), "topic", "create", cli_topic, "--replica-assignment", "2:3,3:1",
+         "--bootstrap", cluster.node(1).bootstrap],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    until(lambda: [(p.replicas, p.leader) for _, p in sorted(metadata(cluster.node(3).bootstrap)
+                   .topics[cli_topic].partitions.items())] == [([2, 3], 2), ([3, 1], 3)] or "not yet",
+          "the CLI's assignment was not kept")
+
+    for partition in range(len(wanted)):
+        values = [f"{partition}-{i}".encode() for i in range(20)]
+        helpers.produce_values(cluster.bootstrap(), topic, values, partition=partition, acks="all")
+        got = helpers.consume_partitions(cluster.bootstrap(), topic, [partition], len(values))
+        assert [m.value() for m in got] == values

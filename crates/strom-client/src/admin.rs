@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, ListGroupsRequest,
+    BrokerId, ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    ListGroupsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -29,6 +32,9 @@ pub struct NewTopic {
     pub replication_factor: i16,
     /// Topic configs such as `retention.ms`.
     pub configs: Vec<(String, String)>,
+    /// Replicas chosen per partition (broker ids, the first the preferred leader); when not
+    /// empty, `partitions` and `replication_factor` follow from it.
+    pub assignments: Vec<Vec<i32>>,
 }
 
 impl NewTopic {
@@ -39,6 +45,7 @@ impl NewTopic {
             partitions,
             replication_factor: 1,
             configs: Vec::new(),
+            assignments: Vec::new(),
         }
     }
 
@@ -172,10 +179,25 @@ impl Admin {
                 topics
                     .iter()
                     .map(|t| {
+                        let manual = !t.assignments.is_empty();
                         CreatableTopic::default()
                             .with_name(topic_name(&t.name))
-                            .with_num_partitions(t.partitions)
-                            .with_replication_factor(t.replication_factor)
+                            // Kafka wants -1 for both with a manual assignment.
+                            .with_num_partitions(if manual { -1 } else { t.partitions })
+                            .with_replication_factor(if manual { -1 } else { t.replication_factor })
+                            .with_assignments(
+                                t.assignments
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, replicas)| {
+                                        CreatableReplicaAssignment::default()
+                                            .with_partition_index(i as i32)
+                                            .with_broker_ids(
+                                                replicas.iter().map(|&b| BrokerId(b)).collect(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
                             .with_configs(
                                 t.configs
                                     .iter()

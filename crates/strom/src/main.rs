@@ -98,3 +98,37 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks every argument's definition (types, conflicts, defaults) only at run time;
+    /// this makes a bad one fail the build's tests instead of a user's command.
+    #[test]
+    fn every_command_line_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_replica_assignment_parses_in_kafka_topics_form() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "strom",
+            "topic",
+            "create",
+            "t",
+            "--replica-assignment",
+            "3:1,2:3",
+        ])
+        .unwrap();
+        let super::Command::Topic(crate::cli::topic::TopicCommand::Create(args)) = cli.command
+        else {
+            panic!("not a topic create");
+        };
+        assert_eq!(
+            args.replica_assignment.unwrap().0,
+            vec![vec![3, 1], vec![2, 3]]
+        );
+    }
+}

@@ -82,6 +82,19 @@ impl Cluster {
             replication_factor,
         )
         .map_err(CreateError::ReplicationFactor)?;
+        self.create_topic_assigned(broker, name, assignments, configs)
+            .await
+    }
+
+    /// Creates a topic through the quorum with the given replicas per partition (the first of
+    /// each is its preferred leader), and waits (bounded) until this node has it locally.
+    pub async fn create_topic_assigned(
+        &self,
+        broker: &Broker,
+        name: &str,
+        assignments: Vec<Vec<i32>>,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<Uuid, CreateError> {
         let topic_id = Uuid::new_v4();
         let command = Command::CreateTopic {
             name: name.to_string(),

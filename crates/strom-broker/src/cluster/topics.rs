@@ -92,21 +92,30 @@ async fn propose(cluster: &crate::cluster::Cluster, command: Command) -> Result<
     }
 }
 
-/// CreatePartitions in cluster mode, after the local checks passed: the new partitions get
-/// replicas round-robin over the live brokers, as many as the topic's first partition has.
-pub async fn create_partitions(broker: &Broker, name: &str, count: i32) -> Result<(), TopicError> {
+/// CreatePartitions in cluster mode, after the local checks passed: the new partitions get the
+/// replicas the request assigned (checked by the caller), or replicas round-robin over the
+/// live brokers, as many as the topic's first partition has.
+pub async fn create_partitions(
+    broker: &Broker,
+    name: &str,
+    count: i32,
+    assigned: Option<Vec<Vec<i32>>>,
+) -> Result<(), TopicError> {
     let cluster = broker.cluster.get().ok_or(TopicError::UnknownTopic)?;
     let image = cluster.image();
     let topic = image.topics.get(name).ok_or(TopicError::UnknownTopic)?;
     let current = topic.partitions.len() as i32;
     let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
-    let assignments = strom_cluster::image::assign_replicas_from(
-        &image.live_brokers(),
-        current,
-        count - current,
-        rf,
-    )
-    .map_err(TopicError::InvalidReplicationFactor)?;
+    let assignments = match assigned {
+        Some(a) => a,
+        None => strom_cluster::image::assign_replicas_from(
+            &image.live_brokers(),
+            current,
+            count - current,
+            rf,
+        )
+        .map_err(TopicError::InvalidReplicationFactor)?,
+    };
     let command = Command::CreatePartitions {
         name: name.to_string(),
         assignments,

@@ -40,9 +40,22 @@ fn duplicated<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     dups
 }
 
+/// The broker ids a manual assignment may name: this node, or (cluster mode) every registered
+/// broker.
+fn registered_brokers(broker: &Broker) -> Vec<i32> {
+    match broker.cluster.get() {
+        Some(c) => c.image().brokers.keys().copied().collect(),
+        None => vec![broker.node_id()],
+    }
+}
+
 /// ReplicationControlManager.validateManualPartitionAssignment for one partition's replica
-/// list on a one-broker cluster.
-fn check_replicas(broker_ids: &[i32], node: i32, replication: Option<usize>) -> Result<(), String> {
+/// list.
+fn check_replicas(
+    broker_ids: &[i32],
+    registered: &[i32],
+    replication: Option<usize>,
+) -> Result<(), String> {
     if broker_ids.is_empty() {
         return Err("The manual partition assignment includes an empty replica list.".into());
     }
@@ -50,7 +63,7 @@ fn check_replicas(broker_ids: &[i32], node: i32, replication: Option<usize>) -> 
     sorted.sort_unstable();
     let mut prev = None;
     for id in &sorted {
-        if *id != node {
+        if !registered.contains(id) {
             return Err(format!(
                 "The manual partition assignment includes broker {id}, but no such broker is registered."
             ));
@@ -78,64 +91,71 @@ async fn create_replicated(
     cluster: &crate::cluster::Cluster,
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     configs: BTreeMap<String, String>,
+    assigned: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<CreatableTopicResult, (i16, String)> {
     use crate::cluster::CreateError;
-    if !t.assignments.is_empty() {
-        return Err((
-            E::InvalidRequest.code(),
-            "Manual partition assignments are not supported in cluster mode yet.".into(),
-        ));
-    }
-    if t.replication_factor < -1 || t.replication_factor == 0 {
-        return Err((
-            E::InvalidReplicationFactor.code(),
-            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
-        ));
-    }
-    if t.num_partitions < -1 || t.num_partitions == 0 {
-        return Err((
-            E::InvalidPartitions.code(),
-            "Number of partitions was set to an invalid non-positive value.".into(),
-        ));
-    }
-    let rf = if t.replication_factor == -1 {
-        broker.config.default_replication_factor
-    } else {
-        t.replication_factor
-    };
-    let partitions = if t.num_partitions == -1 {
-        broker.config.num_partitions
-    } else {
-        t.num_partitions
-    };
     let name = t.name.0.to_string();
     if cluster.image().topics.contains_key(&name) {
         let e = TopicError::AlreadyExists(name);
         return Err((e.code(), e.to_string()));
     }
-    let live = cluster.image().live_brokers().len();
-    if rf as usize > live {
-        return Err((
-            E::InvalidReplicationFactor.code(),
-            format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."),
-        ));
-    }
-    let result = |id: Uuid| {
+    let result = |id: Uuid, partitions: i32, rf: i16| {
         CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_topic_id(id)
             .with_num_partitions(partitions)
             .with_replication_factor(rf)
     };
-    if validate_only {
-        return Ok(result(Uuid::nil()));
-    }
-    match cluster
-        .create_topic(broker, &name, partitions, rf as usize, configs)
-        .await
-    {
-        Ok(id) => Ok(result(id)),
+    let created = if let Some(assignments) = assigned {
+        let (partitions, rf) = (assignments.len() as i32, assignments[0].len() as i16);
+        if validate_only {
+            return Ok(result(Uuid::nil(), partitions, rf));
+        }
+        cluster
+            .create_topic_assigned(broker, &name, assignments, configs)
+            .await
+            .map(|id| result(id, partitions, rf))
+    } else {
+        if t.replication_factor < -1 || t.replication_factor == 0 {
+            return Err((
+                E::InvalidReplicationFactor.code(),
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
+        }
+        if t.num_partitions < -1 || t.num_partitions == 0 {
+            return Err((
+                E::InvalidPartitions.code(),
+                "Number of partitions was set to an invalid non-positive value.".into(),
+            ));
+        }
+        let rf = if t.replication_factor == -1 {
+            broker.config.default_replication_factor
+        } else {
+            t.replication_factor
+        };
+        let partitions = if t.num_partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let live = cluster.image().live_brokers().len();
+        if rf as usize > live {
+            return Err((
+                E::InvalidReplicationFactor.code(),
+                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."),
+            ));
+        }
+        if validate_only {
+            return Ok(result(Uuid::nil(), partitions, rf));
+        }
+        cluster
+            .create_topic(broker, &name, partitions, rf as usize, configs)
+            .await
+            .map(|id| result(id, partitions, rf))
+    };
+    match created {
+        Ok(r) => Ok(r),
         Err(CreateError::Exists) => {
             let e = TopicError::AlreadyExists(name);
             Err((e.code(), e.to_string()))
@@ -143,6 +163,46 @@ async fn create_replicated(
         Err(CreateError::ReplicationFactor(m)) => Err((E::InvalidReplicationFactor.code(), m)),
         Err(e @ CreateError::Quorum(_)) => Err((E::RequestTimedOut.code(), e.to_string())),
     }
+}
+
+/// A CreateTopics manual assignment checked as ReplicationControlManager.createTopic does:
+/// each partition's replicas, in partition order.
+fn manual_assignments(
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    registered: &[i32],
+) -> Result<Vec<Vec<i32>>, (i16, String)> {
+    if t.replication_factor != -1 {
+        return Err((E::InvalidRequest.code(), "A manual partition assignment was specified, but replication factor was not set to -1.".into()));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            E::InvalidRequest.code(),
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .into(),
+        ));
+    }
+    let bad = |m: String| (E::InvalidReplicaAssignment.code(), m);
+    let mut by_index = BTreeMap::new();
+    let mut replication = None;
+    for a in &t.assignments {
+        if by_index.contains_key(&a.partition_index) {
+            return Err(bad(format!(
+                "Found multiple manual partition assignments for partition {}",
+                a.partition_index
+            )));
+        }
+        let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        check_replicas(&ids, registered, replication).map_err(bad)?;
+        replication = Some(ids.len());
+        by_index.insert(a.partition_index, ids);
+    }
+    let count = t.assignments.len() as i32;
+    if (0..count).any(|i| !by_index.contains_key(&i)) {
+        return Err(bad(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(by_index.into_values().collect())
 }
 
 /// CreateTopics in the order of ControllerApis.createTopics and
@@ -154,7 +214,6 @@ pub async fn create_topics(
     version: i16,
 ) -> CreateTopicsResponse {
     let duplicates = duplicated(req.topics.iter().map(|t| t.name.0.as_str()));
-    let node = broker.node_id();
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -203,50 +262,27 @@ pub async fn create_topics(
             results.push(fail(E::InvalidConfig.code(), msg));
             continue;
         }
+        let assigned = if t.assignments.is_empty() {
+            None
+        } else {
+            match manual_assignments(&t, &registered_brokers(broker)) {
+                Ok(a) => Some(a),
+                Err((code, m)) => {
+                    results.push(fail(code, m));
+                    continue;
+                }
+            }
+        };
         if let Some(cluster) = broker.cluster.get() {
             results.push(
-                create_replicated(broker, cluster, &t, configs, req.validate_only)
+                create_replicated(broker, cluster, &t, configs, assigned, req.validate_only)
                     .await
                     .unwrap_or_else(|(code, msg)| fail(code, msg)),
             );
             continue;
         }
-        let partitions = if !t.assignments.is_empty() {
-            if t.replication_factor != -1 {
-                results.push(fail(E::InvalidRequest.code(), "A manual partition assignment was specified, but replication factor was not set to -1.".into()));
-                continue;
-            }
-            if t.num_partitions != -1 {
-                results.push(fail(E::InvalidRequest.code(), "A manual partition assignment was specified, but numPartitions was not set to -1.".into()));
-                continue;
-            }
-            let mut seen = HashSet::new();
-            let mut replication = None;
-            let mut bad = None;
-            for a in &t.assignments {
-                if !seen.insert(a.partition_index) {
-                    bad = Some(format!(
-                        "Found multiple manual partition assignments for partition {}",
-                        a.partition_index
-                    ));
-                    break;
-                }
-                let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
-                if let Err(m) = check_replicas(&ids, node, replication) {
-                    bad = Some(m);
-                    break;
-                }
-                replication = Some(ids.len());
-            }
-            let count = t.assignments.len() as i32;
-            if bad.is_none() && (0..count).any(|i| !seen.contains(&i)) {
-                bad = Some("partitions should be a consecutive 0-based integer sequence".into());
-            }
-            if let Some(m) = bad {
-                results.push(fail(E::InvalidReplicaAssignment.code(), m));
-                continue;
-            }
-            count
+        let partitions = if let Some(assigned) = &assigned {
+            assigned.len() as i32
         } else if t.replication_factor < -1 || t.replication_factor == 0 {
             results.push(fail(
                 E::InvalidReplicationFactor.code(),
@@ -465,7 +501,6 @@ pub async fn create_partitions(
     _version: i16,
 ) -> CreatePartitionsResponse {
     let duplicates = duplicated(req.topics.iter().map(|t| t.name.0.as_str()));
-    let node = broker.node_id();
     let mut results = Vec::with_capacity(req.topics.len());
     for name in &duplicates {
         results.push(
@@ -491,8 +526,21 @@ pub async fn create_partitions(
             continue;
         };
         let current = topic.partition_count();
+        let clustered = broker.cluster.get().is_some();
+        // The replicas each new partition has: the topic's first partition's count.
+        let replication = match broker.cluster.get() {
+            Some(c) => c
+                .image()
+                .topics
+                .get(t.name.0.as_str())
+                .and_then(|i| i.partitions.first())
+                .map_or(1, |p| p.replicas.len()),
+            None => 1,
+        };
+        let mut assigned = None;
         if t.count > current {
             if let Some(assignments) = &t.assignments {
+                let registered = registered_brokers(broker);
                 let additional = t.count as i64 - current as i64;
                 let bad = if assignments.len() as i64 != additional {
                     Some(format!(
@@ -502,24 +550,22 @@ pub async fn create_partitions(
                 } else {
                     assignments.iter().find_map(|a| {
                         let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
-                        check_replicas(&ids, node, Some(1)).err()
+                        check_replicas(&ids, &registered, Some(replication)).err()
                     })
                 };
                 if let Some(m) = bad {
                     results.push(fail(E::InvalidReplicaAssignment.code(), Some(m)));
                     continue;
                 }
+                assigned = Some(
+                    assignments
+                        .iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect(),
+                );
             }
         }
         let name = t.name.0.as_str();
-        let clustered = broker.cluster.get().is_some();
-        if clustered && t.assignments.is_some() {
-            results.push(fail(
-                E::InvalidReplicaAssignment.code(),
-                Some("Manual partition assignments are not supported in cluster mode yet.".into()),
-            ));
-            continue;
-        }
         // Cluster mode checks here, then changes every node through the metadata log.
         let validate_here = req.validate_only || clustered;
         let mut outcome = broker
@@ -527,7 +573,8 @@ pub async fn create_partitions(
             .create_partitions(name, t.count, validate_here)
             .await;
         if outcome.is_ok() && clustered && !req.validate_only {
-            outcome = crate::cluster::topics::create_partitions(broker, name, t.count).await;
+            outcome =
+                crate::cluster::topics::create_partitions(broker, name, t.count, assigned).await;
         }
         let r = match outcome {
             Ok(()) => r,

@@ -29,6 +29,11 @@ pub struct CreateArgs {
     /// Replicas per partition (1 on a single broker).
     #[arg(long, default_value_t = 1)]
     pub replication_factor: i16,
+    /// Replicas chosen per partition, kafka-topics' form: partitions separated by `,`, the
+    /// broker ids of one partition by `:`, the first its preferred leader (`3:1,2:3,1:2`).
+    #[arg(long, value_name = "IDS", value_parser = parse_assignment,
+          conflicts_with_all = ["partitions", "replication_factor"])]
+    pub replica_assignment: Option<ReplicaAssignment>,
     /// Topic config, e.g. `--config retention.ms=60000`; repeat for more.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub configs: Vec<(String, String)>,
@@ -59,18 +64,25 @@ pub async fn run(cmd: TopicCommand) -> Result<()> {
             let admin =
                 Admin::connect_with(&args.bootstrap.bootstrap, client_config(&args.bootstrap)?)
                     .await?;
+            let assignments = args.replica_assignment.map_or_else(Vec::new, |a| a.0);
+            let partitions = if assignments.is_empty() {
+                args.partitions
+            } else {
+                assignments.len() as i32
+            };
             let topic = NewTopic {
                 name: args.name.clone(),
-                partitions: args.partitions,
+                partitions,
                 replication_factor: args.replication_factor,
                 configs: args.configs,
+                assignments,
             };
             admin.create_topics(vec![topic]).await?;
             println!(
                 "created topic {} with {} partition{}",
                 args.name,
-                args.partitions,
-                if args.partitions == 1 { "" } else { "s" }
+                partitions,
+                if partitions == 1 { "" } else { "s" }
             );
         }
         TopicCommand::List(args) => {
@@ -143,4 +155,25 @@ fn join(ids: &[i32]) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The replicas of each partition, in partition order.
+#[derive(Debug, Clone)]
+pub struct ReplicaAssignment(pub Vec<Vec<i32>>);
+
+/// `3:1,2:3,1:2` as the replicas of partitions 0, 1 and 2.
+fn parse_assignment(s: &str) -> std::result::Result<ReplicaAssignment, String> {
+    s.split(',')
+        .map(|partition| {
+            partition
+                .split(':')
+                .map(|id| {
+                    id.trim()
+                        .parse::<i32>()
+                        .map_err(|_| format!("not a broker id: {id:?}"))
+                })
+                .collect()
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map(ReplicaAssignment)
 }

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 import helpers
@@ -1087,3 +1087,32 @@ def test_manual_replica_assignments_are_kept_on_every_node(cluster):
         helpers.produce_values(cluster.bootstrap(), topic, values, partition=partition, acks="all")
         got = helpers.consume_partitions(cluster.bootstrap(), topic, [partition], len(values))
         assert [m.value() for m in got] == values
+
+
+def test_delete_records_moves_the_log_start_of_every_replica(cluster):
+    """DeleteRecords goes to the partition leader; its followers move their log start to the
+    leader's as they fetch (as Kafka's do), so after the leader dies the new one does not serve
+    the deleted records again. Coordinator checkpoints of `__consumer_offsets` and
+    `__transaction_state` rely on the same move."""
+    topic = "delrec-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    values = [f"v{i}".encode() for i in range(100)]
+    helpers.produce_values(cluster.bootstrap(), topic, values, partition=0, acks="all")
+    result = helpers.admin(cluster.bootstrap()).delete_records([TopicPartition(topic, 0, 60)])
+    deleted = list(result.values())[0].result(timeout=20)
+    assert deleted.low_watermark == 60
+    leader = partition_info(cluster.bootstrap(), topic, 0).leader
+    time.sleep(1)  # a few follower fetches carry the new log start
+    cluster.node(leader).kill9_only()
+    survivors = cluster.bootstrap(exclude=(leader,))
+
+    def new_leader():
+        info = partition_info(survivors, topic, 0)
+        return True if info and info.leader not in (-1, leader) else f"leader {info and info.leader}"
+    until(new_leader, "no new leader")
+    low, high = helpers.watermarks(survivors, topic)
+    assert (low, high) == (60, 100)
+    got = helpers.consume_partitions(survivors, topic, [0], 40)
+    assert [(m.offset(), m.value()) for m in got] == [(60 + i, values[60 + i]) for i in range(40)]
+    cluster.node(leader).start()

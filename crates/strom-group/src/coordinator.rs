@@ -174,7 +174,11 @@ impl GroupCoordinator {
         // Every commit waits for the ISR before it is answered.
         config.fsync = true;
         Self::from_records(
-            Journal::Replicated { log, end },
+            Journal::Replicated {
+                log,
+                end,
+                records: records.len() as u64,
+            },
             records,
             config,
             catalog,
@@ -208,7 +212,14 @@ impl GroupCoordinator {
             tracing::info!(groups = restored, "restored group memberships from the log");
         }
         let live = live_records(&groups);
-        if log.records_in_file() > live.len() as u64 {
+        // A file is compacted at every start; a replicated partition (loaded at every
+        // leadership change) only when that saves as much as a compaction in service would.
+        let superseded = log.records_in_file().saturating_sub(live.len() as u64);
+        let worth = match log.replicated() {
+            None => superseded > 0,
+            Some(_) => worth_compacting(superseded, live.len()),
+        };
+        if worth {
             // Compaction only saves space: on a full disk the broker must still start and
             // serve (and append to) the file it has.
             if let Err(e) = log.rewrite(&live) {
@@ -551,11 +562,14 @@ impl GroupCoordinator {
             .sum();
         let mut log = self.log.log.lock();
         let superseded = log.records_in_file().saturating_sub(live_count as u64);
-        if superseded <= COMPACT_SUPERSEDED_RECORDS_MIN || superseded <= live_count as u64 {
+        if !worth_compacting(superseded, live_count) {
             return;
         }
         let live = live_records(&st.groups);
         match log.rewrite(&live) {
+            Ok(()) if log.replicated().is_some() => {
+                // The checkpoint is not replicated yet: waits go on as they were.
+            }
             Ok(()) => {
                 let seq = log.written_seq();
                 drop(log);
@@ -566,6 +580,11 @@ impl GroupCoordinator {
             Err(e) => tracing::error!(error = %e, "compacting the offsets log failed"),
         }
     }
+}
+
+/// Whether a compaction pays: many superseded records, more than the live ones.
+fn worth_compacting(superseded: u64, live: usize) -> bool {
+    superseded > COMPACT_SUPERSEDED_RECORDS_MIN && superseded > live as u64
 }
 
 /// Replays one record into the in-memory groups.

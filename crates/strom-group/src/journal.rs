@@ -28,6 +28,40 @@ pub trait ReplicatedLog: Send + Sync + 'static {
     /// Ends once everything below `end` is replicated to the ISR; fails with the Kafka error
     /// code the coordinator answers with (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE).
     fn wait_replicated(&self, end: u64) -> ReplicationWait;
+    /// A checkpoint of every live record was appended from `start` to `end`: once the ISR
+    /// has it, the records below `start` may go (the partition's log start moves there, as a
+    /// DeleteRecords would). Runs in the background; a lost leadership skips it.
+    fn discard_before(&self, start: u64, end: u64);
+}
+
+/// Most payload bytes per batch of a checkpoint (well below `max.message.bytes`).
+pub const CHECKPOINT_BATCH_BYTES: usize = 512 * 1024;
+
+/// Appends `payloads` as a checkpoint in batches of at most [`CHECKPOINT_BATCH_BYTES`] (one
+/// payload at least each) and has the records before it discarded once it is replicated.
+/// `end` is the partition's log end before the checkpoint (where it starts) and after it.
+pub fn append_checkpoint(
+    log: &dyn ReplicatedLog,
+    payloads: &[Bytes],
+    end: &mut u64,
+) -> Result<(), i16> {
+    let start = *end;
+    let mut rest = payloads;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|p| {
+                bytes += p.len();
+                bytes <= CHECKPOINT_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        *end = log.append(&rest[..n])?;
+        rest = &rest[n..];
+    }
+    log.discard_before(start, *end);
+    Ok(())
 }
 
 /// The coordinator's record sink.
@@ -37,6 +71,8 @@ pub(crate) enum Journal {
         log: Arc<dyn ReplicatedLog>,
         /// The partition's log end after the last append: the "sequence" waits are for.
         end: u64,
+        /// Records in the partition from its log start (what a checkpoint would shrink).
+        records: u64,
     },
 }
 
@@ -45,12 +81,17 @@ impl Journal {
     pub(crate) fn append(&mut self, records: &[Record]) -> Result<u64, GroupError> {
         match self {
             Journal::File(log) => log.append(records),
-            Journal::Replicated { log, end } => {
+            Journal::Replicated {
+                log,
+                end,
+                records: count,
+            } => {
                 let payloads = encode_payloads(records)?;
                 let new_end = log
                     .append(&payloads)
                     .map_err(|code| GroupError::Replication { code })?;
                 *end = new_end;
+                *count += records.len() as u64;
                 Ok(new_end)
             }
         }
@@ -63,19 +104,27 @@ impl Journal {
         }
     }
 
-    /// Records that a compaction could rewrite (none for a replicated log: the partition is
-    /// append-only here).
+    /// Records that a compaction could shrink: the file's, or the partition's from its log
+    /// start.
     pub(crate) fn records_in_file(&self) -> u64 {
         match self {
             Journal::File(log) => log.records_in_file(),
-            Journal::Replicated { .. } => 0,
+            Journal::Replicated { records, .. } => *records,
         }
     }
 
+    /// Compaction: the file is rewritten with only `live`; a partition gets `live` appended
+    /// as a checkpoint, and what lies before it is discarded once the ISR has it.
     pub(crate) fn rewrite(&mut self, live: &[Record]) -> Result<(), GroupError> {
         match self {
             Journal::File(log) => log.rewrite(live),
-            Journal::Replicated { .. } => Ok(()),
+            Journal::Replicated { log, end, records } => {
+                let payloads = encode_payloads(live)?;
+                append_checkpoint(log.as_ref(), &payloads, end)
+                    .map_err(|code| GroupError::Replication { code })?;
+                *records = live.len() as u64;
+                Ok(())
+            }
         }
     }
 

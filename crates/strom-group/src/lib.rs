@@ -53,6 +53,8 @@ mod rebalance;
 mod store;
 
 #[cfg(test)]
+mod checkpoint_tests;
+#[cfg(test)]
 mod fault_tests;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -61,7 +63,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use coordinator::GroupCoordinator;
 pub use domain::{Committer, CoordinatorError, JoinParams, Joined, NewOffset};
 pub use error::GroupError;
-pub use journal::{ReplicatedLog, ReplicationWait};
+pub use journal::{append_checkpoint, ReplicatedLog, ReplicationWait, CHECKPOINT_BATCH_BYTES};
 pub use overview::{GroupSummary, MemberSummary};
 
 /// Coordinator settings; the names follow Kafka's broker configs.

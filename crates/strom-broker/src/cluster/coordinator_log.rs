@@ -111,6 +111,44 @@ impl ReplicatedLog for PartitionJournal {
             .map_err(coordinator_error)
         })
     }
+
+    fn discard_before(&self, start: u64, end: u64) {
+        let wait = self.wait_replicated(end);
+        let journal = PartitionJournal {
+            broker: self.broker.clone(),
+            partition: self.partition.clone(),
+            epoch: self.epoch,
+        };
+        tokio::spawn(async move {
+            if wait.await.is_ok() {
+                journal.move_log_start(start as i64);
+            }
+        });
+    }
+}
+
+impl PartitionJournal {
+    /// Moves the log start to `start` if this node still leads in the journal's epoch.
+    fn move_log_start(&self, start: i64) {
+        let Ok(mut state) = self.partition.lock() else {
+            return;
+        };
+        let leads = state
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.is_leader() && r.leader_epoch == self.epoch);
+        if !leads {
+            return;
+        }
+        match state.log.delete_records_before(start) {
+            Ok(_) => {
+                tracing::debug!(topic = %self.partition.topic, partition = self.partition.index, start, "discarded the records before a coordinator checkpoint")
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.partition.topic, partition = self.partition.index, error = %e, "cannot discard the records before a coordinator checkpoint")
+            }
+        }
+    }
 }
 
 /// Kafka's mapping of a failed coordinator append to the coordinator's answer

@@ -96,6 +96,14 @@ pub async fn run(broker: Arc<Broker>, partition: Arc<Partition>, leader: i32, ep
                     if let Some(r) = state.replica.as_mut() {
                         r.high_watermark = r.high_watermark.max(resp.high_watermark);
                     }
+                    // The leader's log start moved (DeleteRecords, a coordinator checkpoint):
+                    // follow it as far as our log goes, as Kafka's follower does.
+                    let start = resp.log_start_offset.min(state.log.log_end_offset());
+                    if start > state.log.log_start_offset() {
+                        if let Err(e) = state.log.delete_records_before(start) {
+                            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot move the log start to the leader's");
+                        }
+                    }
                 }
             }
             ReplicaError::OffsetOutOfRange if fetch_offset > resp.log_end_offset => {

@@ -59,8 +59,8 @@ async fn load(broker: Arc<Broker>, partition: Arc<Partition>, epoch: i32) {
         let partition = partition.clone();
         tokio::task::spawn_blocking(move || read_values(&partition)).await
     };
-    let values = match read.map_err(|e| e.to_string()).and_then(|r| r) {
-        Ok((values, _end)) => values,
+    let (values, end) = match read.map_err(|e| e.to_string()).and_then(|r| r) {
+        Ok(read) => read,
         Err(e) => {
             tracing::error!(partition = partition.index, error = %e, "cannot load the transactions of a transaction state partition");
             return;
@@ -72,6 +72,7 @@ async fn load(broker: Arc<Broker>, partition: Arc<Partition>, epoch: i32) {
     let coordinator = Arc::new(TxnCoordinator::open_replicated(
         txns,
         PartitionJournal::new(&broker, &partition, epoch),
+        (end as u64, records as u64),
         broker.txn_config(),
     ));
     if broker

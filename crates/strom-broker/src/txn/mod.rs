@@ -160,12 +160,15 @@ impl TxnCoordinator {
 
     /// A coordinator of one `__transaction_state` partition, from the states read back from
     /// it, writing to it through `log`.
+    /// `end` is the partition's log end and `records` its record count, as read.
     pub fn open_replicated(
         txns: BTreeMap<String, TxnMeta>,
         log: Arc<dyn ReplicatedLog>,
+        (end, records): (u64, u64),
         config: TxnConfig,
     ) -> TxnCoordinator {
-        Self::with_journal(TxnJournal::Replicated(log), txns, config)
+        let journal = TxnJournal::Replicated { log, end, records };
+        Self::with_journal(journal, txns, config)
     }
 
     fn with_journal(

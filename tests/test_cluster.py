@@ -1116,3 +1116,42 @@ def test_delete_records_moves_the_log_start_of_every_replica(cluster):
     got = helpers.consume_partitions(survivors, topic, [0], 40)
     assert [(m.offset(), m.value()) for m in got] == [(60 + i, values[60 + i]) for i in range(40)]
     cluster.node(leader).start()
+
+
+def test_a_json_group_on_one_node_reads_partitions_led_by_every_node(cluster):
+    """A JSON consumer group served by one node reads partitions whose leaders are the other
+    nodes (the node reads them through their leaders), commits as it goes, and a later member
+    resumes exactly after the commits."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
+    from strom import SimpleConsumer, SimpleProducer
+
+    topic = "jsongroup-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 3)
+    infos = wait_isr(cluster, topic, 3, 3)
+    assert len({i.leader for i in infos}) == 3, "leaders should be spread over the nodes"
+    entry = cluster.node(2)
+
+    def send(first, count):
+        with SimpleProducer(port=entry.port) as producer:
+            for i in range(first, first + count):
+                producer.send(topic, f"v{i}".encode(), partition=i % 3)
+
+    def read_all(count, timeout_s=30):
+        got = []
+        with SimpleConsumer(port=entry.port, group_id="json-readers") as consumer:
+            consumer.subscribe(topic)
+            deadline = time.monotonic() + timeout_s
+            while len(got) < count and time.monotonic() < deadline:
+                got.extend(consumer.poll(timeout=1.0))
+        return got
+
+    send(0, 60)
+    first = read_all(60)
+    assert sorted(m["value"] for m in first) == sorted(f"v{i}" for i in range(60))
+    for p in range(3):
+        offsets = [m["offset"] for m in first if m["partition"] == p]
+        assert offsets == list(range(20)), (p, offsets)
+    send(60, 30)
+    second = read_all(30)
+    assert sorted(m["value"] for m in second) == sorted(f"v{i}" for i in range(60, 90))

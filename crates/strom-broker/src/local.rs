@@ -682,12 +682,9 @@ pub(crate) fn read_from(
     max_messages: usize,
     decompressed_max_bytes: usize,
 ) -> Result<Read, LocalError> {
-    let max_messages = max_messages.clamp(1, READ_MESSAGES_MAX);
-    let mut messages = Vec::new();
-    let mut next = offset;
+    let mut d = Decoding::new(partition, offset, max_messages, decompressed_max_bytes);
     let mut bytes_read = 0usize;
-    let mut decompressed_bytes = 0usize;
-    while messages.len() < max_messages && bytes_read < READ_BYTES_MAX {
+    while d.messages.len() < d.max_messages && bytes_read < READ_BYTES_MAX {
         let (slice, high_watermark) = {
             let st = partition
                 .lock()
@@ -700,11 +697,11 @@ pub(crate) fn read_from(
                 });
             }
             let high_watermark = st.high_watermark();
-            if next >= high_watermark && next >= st.log.log_start_offset() {
+            if d.next >= high_watermark && d.next >= st.log.log_start_offset() {
                 break;
             }
             let slice = st
-                .read_visible(next, READ_CHUNK_BYTES)
+                .read_visible(d.next, READ_CHUNK_BYTES)
                 .map_err(|e| match e {
                     LogError::OffsetOutOfRange { offset, start, end } => {
                         LocalError::OffsetOutOfRange { offset, start, end }
@@ -720,6 +717,115 @@ pub(crate) fn read_from(
             break;
         }
         bytes_read += data.len();
+        if d.decode(data, high_watermark)? {
+            break;
+        }
+    }
+    Ok(d.into_read())
+}
+
+/// Cluster mode: reads a partition another node leads, through that node (one chunk of up to
+/// [`READ_CHUNK_BYTES`] below its high watermark), decoded as [`read_from`] does.
+pub(crate) async fn read_remote(
+    broker: &Broker,
+    partition: &Partition,
+    offset: i64,
+    max_messages: usize,
+    decompressed_max_bytes: usize,
+) -> Result<Read, LocalError> {
+    use strom_cluster::messages::{ReplicaError, ReplicaFetchRequest, Request, Response};
+    let not_leader = || LocalError::Rejected {
+        error: ResponseError::NotLeaderOrFollower,
+        message: None,
+    };
+    let cluster = broker.cluster.get().ok_or_else(not_leader)?;
+    let leader = cluster
+        .image()
+        .partition(&partition.topic, partition.index)
+        .map(|p| p.leader)
+        .filter(|&l| l != strom_cluster::NO_LEADER && l != broker.node_id())
+        .ok_or_else(not_leader)?;
+    let request = Request::ConsumerRead(ReplicaFetchRequest {
+        replica_id: -1,
+        topic: partition.topic.clone(),
+        partition: partition.index,
+        leader_epoch: -1,
+        fetch_offset: offset,
+        max_bytes: READ_CHUNK_BYTES as u32,
+        max_wait_ms: 0,
+    });
+    let answer = cluster
+        .node
+        .call(leader, &request, &[], cluster.node.request_timeout())
+        .await
+        .map_err(|e| LocalError::Storage(e.to_string()))?;
+    let (Response::ReplicaFetch(resp), data) = answer else {
+        return Err(LocalError::Storage(format!(
+            "unexpected answer to a read from node {leader}"
+        )));
+    };
+    match resp.error {
+        ReplicaError::None => {}
+        ReplicaError::OffsetOutOfRange => {
+            return Err(LocalError::OffsetOutOfRange {
+                offset,
+                start: resp.log_start_offset,
+                end: resp.high_watermark,
+            })
+        }
+        ReplicaError::NotLeader | ReplicaError::UnknownPartition => return Err(not_leader()),
+        other => {
+            return Err(LocalError::Storage(format!(
+                "node {leader} refused a read: {other:?}"
+            )))
+        }
+    }
+    let mut d = Decoding::new(partition, offset, max_messages, decompressed_max_bytes);
+    if !data.is_empty() {
+        d.decode(data, resp.high_watermark)?;
+    }
+    Ok(d.into_read())
+}
+
+/// Records decoded from chunks of whole batches, from `next` on.
+struct Decoding<'a> {
+    partition: &'a Partition,
+    messages: Vec<Message>,
+    next: i64,
+    max_messages: usize,
+    decompressed_bytes: usize,
+    decompressed_max_bytes: usize,
+}
+
+impl<'a> Decoding<'a> {
+    fn new(
+        partition: &'a Partition,
+        offset: i64,
+        max_messages: usize,
+        decompressed_max_bytes: usize,
+    ) -> Self {
+        Decoding {
+            partition,
+            messages: Vec::new(),
+            next: offset,
+            max_messages: max_messages.clamp(1, READ_MESSAGES_MAX),
+            decompressed_bytes: 0,
+            decompressed_max_bytes,
+        }
+    }
+
+    fn into_read(self) -> Read {
+        Read {
+            messages: self.messages,
+            next_offset: self.next,
+        }
+    }
+
+    /// Decodes one chunk; true when the read is complete (enough messages, the high
+    /// watermark, or the decompression budget).
+    fn decode(&mut self, data: Bytes, high_watermark: i64) -> Result<bool, LocalError> {
+        let partition = self.partition;
+        let next = self.next;
         // The same checks a produce passed before the bytes went to disk (CRC included).
         let headers = validate_batches(&data).map_err(|e| {
             LocalError::Storage(format!(
@@ -732,28 +838,24 @@ pub(crate) fn read_from(
             let mut batch = data.slice(position..position + h.total_size());
             position += h.total_size();
             let last = h.base_offset + i64::from(h.last_offset_delta);
-            if last < next {
+            if last < self.next {
                 continue;
             }
             // A replicated log holds batches past the high watermark: never serve them.
             if h.base_offset >= high_watermark {
-                return Ok(Read {
-                    messages,
-                    next_offset: next,
-                });
+                return Ok(true);
             }
             if !h.is_control() {
                 // Uncompressed records count too, but only compressed ones are bounded here:
                 // the stored bytes read are bounded already.
-                let budget = decompressed_max_bytes.saturating_sub(decompressed_bytes);
+                let budget = self
+                    .decompressed_max_bytes
+                    .saturating_sub(self.decompressed_bytes);
                 let decoded = match decode_batch(&mut batch, budget) {
                     Ok(decoded) => decoded,
                     // The messages so far are served; the next read starts at this batch.
-                    Err(RecordsError::TooLarge { .. }) if !messages.is_empty() => {
-                        return Ok(Read {
-                            messages,
-                            next_offset: next,
-                        });
+                    Err(RecordsError::TooLarge { .. }) if !self.messages.is_empty() => {
+                        return Ok(true);
                     }
                     Err(e) => {
                         let setting = match e {
@@ -766,19 +868,16 @@ pub(crate) fn read_from(
                         )));
                     }
                 };
-                decompressed_bytes += decoded.records_bytes;
+                self.decompressed_bytes += decoded.records_bytes;
                 for r in decoded.set.records {
-                    if r.offset < next || r.control {
+                    if r.offset < self.next || r.control {
                         continue;
                     }
-                    if messages.len() == max_messages {
-                        return Ok(Read {
-                            messages,
-                            next_offset: next,
-                        });
+                    if self.messages.len() == self.max_messages {
+                        return Ok(true);
                     }
-                    next = r.offset + 1;
-                    messages.push(Message {
+                    self.next = r.offset + 1;
+                    self.messages.push(Message {
                         offset: r.offset,
                         key: r.key,
                         value: r.value,
@@ -791,13 +890,10 @@ pub(crate) fn read_from(
                     });
                 }
             }
-            next = next.max(last + 1);
+            self.next = self.next.max(last + 1);
         }
+        Ok(false)
     }
-    Ok(Read {
-        messages,
-        next_offset: next,
-    })
 }
 
 #[cfg(test)]

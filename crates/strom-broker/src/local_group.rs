@@ -37,7 +37,9 @@ use parking_lot::Mutex;
 use strom_group::{Committer, CoordinatorError, JoinParams, NewOffset};
 use tokio::sync::{watch, Notify};
 
-use crate::local::{read_from, wait_for_data, Local, LocalError, Message, READ_WAIT_MS_MAX};
+use crate::local::{
+    read_from, read_remote, wait_for_data, Local, LocalError, Message, READ_WAIT_MS_MAX,
+};
 use crate::partition::Partition;
 
 /// The client id JSON members have in the group (DescribeGroups shows it).
@@ -55,6 +57,9 @@ pub const AGENT_TICK_MS_MAX: u64 = 250;
 const POLL_ATTEMPTS_MAX: usize = 5;
 /// Join attempts when the coordinator answers "rebalancing, try again".
 const JOIN_ATTEMPTS_MAX: usize = 5;
+/// Cluster mode: how often a poll whose partitions are led by other nodes asks them again
+/// while it waits (their appends wake no waiter here).
+const REMOTE_POLL_MS: u64 = 100;
 /// The consumer protocol version written (every broker and client reads version 0).
 const CONSUMER_PROTOCOL_VERSION: i16 = 0;
 
@@ -264,7 +269,9 @@ impl Local {
         let wait = wait.min(Duration::from_millis(READ_WAIT_MS_MAX));
         let deadline = tokio::time::Instant::now() + wait;
         let mut assignment = current_assignment(&agent).await?;
-        for _ in 0..POLL_ATTEMPTS_MAX {
+        let mut attempts = 0;
+        while attempts < POLL_ATTEMPTS_MAX {
+            attempts += 1;
             if let Some((topic, partition)) = only {
                 if !assignment
                     .partitions
@@ -282,8 +289,17 @@ impl Local {
                     .partitions
                     .retain(|(t, p)| t == topic && *p == partition);
             }
+            let remote = assignment
+                .partitions
+                .iter()
+                .any(|(t, i)| self.led_elsewhere(t, *i));
+            let wait_until = if remote {
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(REMOTE_POLL_MS))
+            } else {
+                deadline
+            };
             let mut changed = agent.status.subscribe();
-            self.wait_for_any(group, &assignment, deadline, &mut changed)
+            self.wait_for_any(group, &assignment, wait_until, &mut changed)
                 .await;
             agent.touch();
             let latest = current_assignment(&agent).await?;
@@ -292,7 +308,17 @@ impl Local {
                 assignment = latest;
                 continue;
             }
-            let (messages, positions) = self.read_assigned(group, &assignment, max_messages)?;
+            let (messages, positions) =
+                self.read_assigned(group, &assignment, max_messages).await?;
+            if messages.is_empty()
+                && positions.is_empty()
+                && remote
+                && tokio::time::Instant::now() < deadline
+            {
+                // Nothing yet on the other nodes: ask again after the next short wait.
+                attempts -= 1;
+                continue;
+            }
             if positions.is_empty() {
                 return Ok(GroupRead {
                     member_id: member_id.to_string(),
@@ -381,6 +407,9 @@ impl Local {
             let Ok(p) = self.topic(topic).and_then(|t| self.partition(&t, *index)) else {
                 continue;
             };
+            if self.led_elsewhere(topic, *index) {
+                continue; // Nothing here wakes a wait for it; the caller polls it.
+            }
             let Ok(from) = self.group_start(group, topic, &p) else {
                 continue; // Offline: the read below reports it.
             };
@@ -394,9 +423,29 @@ impl Local {
         waits.abort_all();
     }
 
+    /// Cluster mode: whether another node leads the partition (its records are read there).
+    fn led_elsewhere(&self, topic: &str, index: i32) -> bool {
+        let Some(cluster) = self.broker.cluster.get() else {
+            return false;
+        };
+        cluster
+            .image()
+            .partition(topic, index)
+            .is_some_and(|p| p.leader != self.broker.node_id())
+    }
+
     /// Where the group reads a partition next: its committed offset, or the oldest record
-    /// when it has none or it is outside the log (`auto.offset.reset=earliest`).
+    /// when it has none or it is outside the log (`auto.offset.reset=earliest`). For a
+    /// partition led elsewhere the committed offset is tried as it is (the leader's answer
+    /// tells whether it is outside its log).
     fn group_start(&self, group: &str, topic: &str, p: &Partition) -> Result<i64, LocalError> {
+        if self.led_elsewhere(topic, p.index) {
+            return Ok(self
+                .broker
+                .groups
+                .committed(group, topic, p.index)
+                .unwrap_or(0));
+        }
         let (start, end) = {
             let st = p.lock().map_err(|e| LocalError::Storage(e.to_string()))?;
             (st.log.log_start_offset(), st.high_watermark())
@@ -409,7 +458,7 @@ impl Local {
 
     /// Reads the assigned partitions from the group's positions, at most `max_messages` in
     /// all; returns the messages and the new positions of the partitions that moved.
-    fn read_assigned(
+    async fn read_assigned(
         &self,
         group: &str,
         assignment: &Assignment,
@@ -428,9 +477,9 @@ impl Local {
             };
             let from = self.group_start(group, topic, &p)?;
             let bound = self.decompressed_max();
-            let read = match read_from(&p, from, left, bound) {
+            let read = match self.read_partition(&p, from, left, bound).await {
                 Err(LocalError::OffsetOutOfRange { start, .. }) => {
-                    read_from(&p, start, left, bound)?
+                    self.read_partition(&p, start, left, bound).await?
                 }
                 other => other?,
             };
@@ -446,6 +495,21 @@ impl Local {
             );
         }
         Ok((messages, positions))
+    }
+
+    /// Reads here, or (cluster mode) through the node that leads the partition.
+    async fn read_partition(
+        &self,
+        p: &Partition,
+        from: i64,
+        max_messages: usize,
+        bound: usize,
+    ) -> Result<crate::local::Read, LocalError> {
+        if self.led_elsewhere(&p.topic, p.index) {
+            read_remote(&self.broker, p, from, max_messages, bound).await
+        } else {
+            read_from(p, from, max_messages, bound)
+        }
     }
 
     /// Joins (or rejoins as `params.member_id`), computes the assignment when leader, and

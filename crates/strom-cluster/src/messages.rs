@@ -27,6 +27,10 @@ pub enum Request {
     ReplicaFetch(ReplicaFetchRequest),
     /// A follower asks where the leader's log of `epoch` ends, to truncate before following.
     EpochEnd(EpochEndRequest),
+    /// A consumer's read on behalf of a client of another node (the JSON protocol's group
+    /// members): records below the high watermark, no follower bookkeeping; the answer is a
+    /// `ReplicaFetch`. `replica_id` and `leader_epoch` are ignored.
+    ConsumerRead(ReplicaFetchRequest),
     /// A transaction coordinator asks partition leaders to write a transaction's markers
     /// (Kafka's WriteTxnMarkers).
     WriteTxnMarkers(WriteTxnMarkersRequest),

@@ -38,6 +38,8 @@ pub trait DataPlane: Send + Sync + 'static {
         request: ReplicaFetchRequest,
     ) -> BoxFuture<(ReplicaFetchResponse, Bytes)>;
     fn epoch_end(&self, request: EpochEndRequest) -> EpochEndResponse;
+    /// Reads a partition this node leads for a consumer elsewhere.
+    fn consumer_read(&self, request: ReplicaFetchRequest) -> (ReplicaFetchResponse, Bytes);
     /// Writes transaction markers to partitions this node leads; one Kafka code each.
     fn write_txn_markers(&self, request: WriteTxnMarkersRequest) -> BoxFuture<Vec<i16>>;
     /// Stages or commits transactional offsets on this node's coordinators.
@@ -436,6 +438,13 @@ impl Handler<Request, Response> for RpcHandler {
                 },
                 Request::EpochEnd(r) => match node.data_plane.get() {
                     Some(plane) => (Response::EpochEnd(plane.epoch_end(r)), none),
+                    None => (Response::Unavailable("broker not started".into()), none),
+                },
+                Request::ConsumerRead(r) => match node.data_plane.get() {
+                    Some(plane) => {
+                        let (resp, records) = plane.consumer_read(r);
+                        (Response::ReplicaFetch(resp), records)
+                    }
                     None => (Response::Unavailable("broker not started".into()), none),
                 },
                 Request::WriteTxnMarkers(r) => match node.data_plane.get() {

@@ -134,7 +134,55 @@ async fn fetch(broker: Arc<Broker>, request: ReplicaFetchRequest) -> (ReplicaFet
     }
 }
 
+/// A consumer read for another node: the leader's records from the offset, below its high
+/// watermark.
+fn consumer_read(
+    broker: &Broker,
+    request: &ReplicaFetchRequest,
+) -> Result<(ReplicaFetchResponse, Bytes), ReplicaFetchResponse> {
+    let partition = broker
+        .topics
+        .get(&request.topic)
+        .and_then(|t| t.partition(request.partition))
+        .ok_or(refusal(ReplicaError::UnknownPartition))?;
+    let state = partition
+        .lock()
+        .map_err(|_| refusal(ReplicaError::Storage))?;
+    if !state.replica.as_ref().is_some_and(|r| r.is_leader()) {
+        return Err(refusal(ReplicaError::NotLeader));
+    }
+    let answer = ReplicaFetchResponse {
+        error: ReplicaError::None,
+        high_watermark: state.high_watermark(),
+        log_start_offset: state.log.log_start_offset(),
+        log_end_offset: state.log.log_end_offset(),
+    };
+    let slice = match state.read_visible(request.fetch_offset, request.max_bytes.max(1) as usize) {
+        Ok(slice) => slice,
+        Err(LogError::OffsetOutOfRange { .. }) => {
+            return Err(ReplicaFetchResponse {
+                error: ReplicaError::OffsetOutOfRange,
+                ..answer
+            })
+        }
+        Err(_) => return Err(refusal(ReplicaError::Storage)),
+    };
+    drop(state);
+    let bytes = slice
+        .read_bytes()
+        .map_err(|_| refusal(ReplicaError::Storage))?;
+    let bytes = super::produce::below_offset(bytes, answer.high_watermark);
+    Ok((answer, bytes))
+}
+
 impl DataPlane for Plane {
+    fn consumer_read(&self, request: ReplicaFetchRequest) -> (ReplicaFetchResponse, Bytes) {
+        let Some(broker) = self.0.upgrade() else {
+            return (refusal(ReplicaError::Storage), Bytes::new());
+        };
+        consumer_read(&broker, &request).unwrap_or_else(|refused| (refused, Bytes::new()))
+    }
+
     fn write_txn_markers(&self, request: WriteTxnMarkersRequest) -> BoxFuture<Vec<i16>> {
         let broker = self.0.upgrade();
         Box::pin(async move {

@@ -840,7 +840,7 @@ def test_the_cli_works_against_any_node(cluster):
 def test_the_python_client_follows_redirects_to_partition_leaders(cluster):
     """The users' Python API (JSON protocol) pointed at one node produces to and consumes
     from partitions led by the others: each `not_leader` answer sends the request on to the
-    node it names, and a consumer id's position lives with the partition's leader."""
+    node it names."""
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
     from strom import SimpleConsumer, SimpleProducer
@@ -1155,3 +1155,43 @@ def test_a_json_group_on_one_node_reads_partitions_led_by_every_node(cluster):
     send(60, 30)
     second = read_all(30)
     assert sorted(m["value"] for m in second) == sorted(f"v{i}" for i in range(60, 90))
+
+
+def test_a_json_consumer_resumes_after_its_partition_leader_dies(cluster):
+    """A JSON consumer id's positions are the committed offsets of the group `json:<id>`,
+    kept by that group's replicated coordinator: after kill -9 of the partition's leader the
+    consumer goes on at the new leader exactly where it stopped, nothing read twice."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
+    from strom import SimpleConsumer, SimpleProducer
+
+    topic = "jsonpos-" + uuid.uuid4().hex[:6]
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    leader = partition_info(cluster.bootstrap(), topic, 0).leader
+    entry = cluster.node(next(i for i in (1, 2, 3) if i != leader))
+    with SimpleProducer(port=entry.port) as producer:
+        for i in range(40):
+            producer.send(topic, f"v{i}".encode(), partition=0)
+
+    def read(count, timeout_s=30):
+        got = []
+        with SimpleConsumer(port=entry.port, consumer_id="resumer") as consumer:
+            consumer.subscribe(topic, partition=0)
+            deadline = time.monotonic() + timeout_s
+            while len(got) < count and time.monotonic() < deadline:
+                got.extend(consumer.poll(timeout=1.0, max_messages=count - len(got)))
+        return got
+
+    first = read(25)
+    assert [m["offset"] for m in first] == list(range(25))
+    cluster.node(leader).kill9_only()
+    survivors = cluster.bootstrap(exclude=(leader,))
+
+    def new_leader():
+        info = partition_info(survivors, topic, 0)
+        return True if info and info.leader not in (-1, leader) else f"leader {info and info.leader}"
+    until(new_leader, "no new leader")
+    rest = read(15)
+    assert [(m["offset"], m["value"]) for m in rest] == [(i, f"v{i}") for i in range(25, 40)]
+    cluster.node(leader).start()

@@ -423,12 +423,17 @@ impl Local {
         if !req.wait.is_zero() {
             // Wait without holding the position lock, so a long poll never delays other
             // consumers whose lock shares its shard.
-            let from = self.start_offset(&req, &p)?;
+            let stored = self
+                .position(req.consumer_id, req.topic, req.partition)
+                .await?;
+            let from = self.start_offset(&req, &p, stored)?;
             wait_for_data(&p, from, req.wait).await;
         }
         let _serialized = self.position_locks[self.lock_shard(&req)].lock().await;
-        let stored = self.position(req.consumer_id, req.topic, req.partition);
-        let from = self.start_offset(&req, &p)?;
+        let stored = self
+            .position(req.consumer_id, req.topic, req.partition)
+            .await?;
+        let from = self.start_offset(&req, &p, stored)?;
         let read = match read_from(&p, from, req.max_messages, self.decompressed_max()) {
             Err(LocalError::OffsetOutOfRange { start, .. }) if req.offset.is_none() => {
                 // Retention removed the records between the check and the read.
@@ -445,7 +450,12 @@ impl Local {
 
     /// Where a consume starts: the explicit offset (which must be in the log), else the stored
     /// position (reset to the log start when it is outside the log), else the log start.
-    fn start_offset(&self, req: &ConsumeRequest<'_>, p: &Partition) -> Result<i64, LocalError> {
+    fn start_offset(
+        &self,
+        req: &ConsumeRequest<'_>,
+        p: &Partition,
+        stored: Option<i64>,
+    ) -> Result<i64, LocalError> {
         let (start, end) = {
             let st = p.lock().map_err(|e| LocalError::Storage(e.to_string()))?;
             (st.log.log_start_offset(), st.high_watermark())
@@ -457,7 +467,7 @@ impl Local {
                 end,
             }),
             Some(o) => Ok(o),
-            None => match self.position(req.consumer_id, req.topic, req.partition) {
+            None => match stored {
                 Some(o) if o < start || o > end => {
                     tracing::info!(
                         consumer = req.consumer_id,
@@ -511,19 +521,48 @@ impl Local {
     }
 
     /// A consumer's position in a partition: the offset its next consume starts at, if it has
-    /// consumed or committed there before.
-    pub fn position(&self, consumer_id: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.broker
-            .groups
-            .committed(&consumer_group(consumer_id), topic, partition)
+    /// consumed or committed there before. Cluster mode: from the coordinator of the group
+    /// `json:<id>`, wherever it is.
+    pub async fn position(
+        &self,
+        consumer_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, LocalError> {
+        let group = consumer_group(consumer_id);
+        if self.broker.cluster.get().is_none() {
+            return Ok(self.broker.groups.committed(&group, topic, partition));
+        }
+        let committed = crate::cluster::group_calls::committed(&self.broker, &group, topic)
+            .await
+            .map_err(coordinator_refusal)?;
+        Ok(committed
+            .into_iter()
+            .find(|(p, _)| *p == partition)
+            .map(|(_, o)| o))
     }
 
-    /// The committed offsets of any group in `topic`, as (partition, offset).
-    pub fn committed(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, LocalError> {
+    /// The committed offsets of any group in `topic`, as (partition, offset). Cluster mode:
+    /// the replicated group's (Kafka clients' groups, JSON consumer ids), else this node's
+    /// JSON group of that name.
+    pub async fn committed(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, LocalError> {
         let t = self.topic(topic)?;
-        Ok((0..t.partition_count())
-            .filter_map(|p| Some((p, self.broker.groups.committed(group, topic, p)?)))
-            .collect())
+        let here = || {
+            (0..t.partition_count())
+                .filter_map(|p| Some((p, self.broker.groups.committed(group, topic, p)?)))
+                .collect()
+        };
+        if self.broker.cluster.get().is_none() {
+            return Ok(here());
+        }
+        let replicated = crate::cluster::group_calls::committed(&self.broker, group, topic)
+            .await
+            .map_err(coordinator_refusal)?;
+        Ok(if replicated.is_empty() {
+            here()
+        } else {
+            replicated
+        })
     }
 
     async fn commit_locked(
@@ -534,6 +573,19 @@ impl Local {
         offset: i64,
     ) -> Result<(), LocalError> {
         let group = consumer_group(consumer_id);
+        if self.broker.cluster.get().is_some() {
+            let offset = strom_cluster::messages::TxnOffset {
+                group: group.clone(),
+                topic: topic.to_string(),
+                partition,
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+            };
+            return crate::cluster::group_calls::commit(&self.broker, &group, vec![offset])
+                .await
+                .map_err(coordinator_refusal);
+        }
         let offsets = [NewOffset::new(topic, partition, offset)];
         let results = self
             .broker
@@ -569,6 +621,14 @@ impl Local {
                 partition: index,
                 count: topic.partition_count(),
             })
+    }
+}
+
+/// A group coordinator's refusal (cluster mode) as the JSON protocol reports it.
+fn coordinator_refusal(code: i16) -> LocalError {
+    LocalError::Rejected {
+        error: ResponseError::try_from_code(code).unwrap_or(ResponseError::CoordinatorNotAvailable),
+        message: Some("the consumer's positions are not available now; retry".into()),
     }
 }
 

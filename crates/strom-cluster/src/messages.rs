@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::image::{Command, CommandResult};
 use crate::{NodeId, TypeConfig};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
@@ -35,8 +35,14 @@ pub enum Request {
     /// (Kafka's WriteTxnMarkers).
     WriteTxnMarkers(WriteTxnMarkersRequest),
     /// Transactional offsets between a group coordinator and a transaction coordinator on
-    /// different nodes.
+    /// different nodes (and the JSON protocol's position commits, as `Commit`).
     TxnOffsets(TxnOffsetsRequest),
+    /// A group's committed offsets in one topic, from its coordinator (the JSON protocol's
+    /// positions, read by the partition leader that serves the consume).
+    CommittedOffsets {
+        group: String,
+        topic: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +64,8 @@ pub enum Response {
     WriteTxnMarkers(Vec<i16>),
     /// One Kafka error code per offset (0: done), or one code for them all.
     TxnOffsets(Result<Vec<i16>, i16>),
+    /// (partition, offset) for each committed partition, or the coordinator's refusal.
+    CommittedOffsets(Result<Vec<(i32, i64)>, i16>),
     /// The node cannot serve this kind of request (e.g. its broker is not started yet).
     Unavailable(String),
 }

@@ -44,6 +44,8 @@ pub trait DataPlane: Send + Sync + 'static {
     fn write_txn_markers(&self, request: WriteTxnMarkersRequest) -> BoxFuture<Vec<i16>>;
     /// Stages or commits transactional offsets on this node's coordinators.
     fn txn_offsets(&self, request: TxnOffsetsRequest) -> BoxFuture<Result<Vec<i16>, i16>>;
+    /// A group's committed offsets in a topic, if this node coordinates the group.
+    fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, i16>;
 }
 
 pub struct ClusterNode {
@@ -450,6 +452,13 @@ impl Handler<Request, Response> for RpcHandler {
                 Request::WriteTxnMarkers(r) => match node.data_plane.get() {
                     Some(plane) => (
                         Response::WriteTxnMarkers(plane.write_txn_markers(r).await),
+                        none,
+                    ),
+                    None => (Response::Unavailable("broker not started".into()), none),
+                },
+                Request::CommittedOffsets { group, topic } => match node.data_plane.get() {
+                    Some(plane) => (
+                        Response::CommittedOffsets(plane.committed_offsets(&group, &topic)),
                         none,
                     ),
                     None => (Response::Unavailable("broker not started".into()), none),

@@ -19,12 +19,14 @@
 //! - [`txns`]: transaction coordinators on the `__transaction_state` partitions it leads.
 //! - [`shards`], [`coordinator_log`]: what those two share (placement, load, the journal).
 //! - [`txn_calls`]: markers and transactional offsets between nodes.
+//! - [`group_calls`]: the JSON protocol's consumer positions at their group's coordinator.
 //!
 //! A single node (no `controller.quorum.voters`) never starts any of this.
 
 pub mod coordinator_log;
 pub mod epochs;
 pub mod fetcher;
+pub mod group_calls;
 pub mod groups;
 pub mod isr;
 pub mod leader_hints;

@@ -176,6 +176,14 @@ fn consumer_read(
 }
 
 impl DataPlane for Plane {
+    fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, i16> {
+        let broker = self
+            .0
+            .upgrade()
+            .ok_or(strom_protocol::ResponseError::NotCoordinator.code())?;
+        super::group_calls::committed_here(&broker, group, topic)
+    }
+
     fn consumer_read(&self, request: ReplicaFetchRequest) -> (ReplicaFetchResponse, Bytes) {
         let Some(broker) = self.0.upgrade() else {
             return (refusal(ReplicaError::Storage), Bytes::new());

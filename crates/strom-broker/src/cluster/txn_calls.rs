@@ -116,7 +116,7 @@ pub async fn write_markers(
 }
 
 /// Whether a coordinator answer means "ask again, perhaps elsewhere".
-fn retriable(code: i16) -> bool {
+pub(super) fn retriable(code: i16) -> bool {
     [
         E::NotCoordinator,
         E::CoordinatorNotAvailable,
@@ -137,18 +137,37 @@ async fn call_coordinator(
     request: TxnOffsetsRequest,
     timeout_ms: u64,
 ) -> Result<Vec<i16>, i16> {
+    let answer = |r| match r {
+        Response::TxnOffsets(r) => r,
+        _ => Err(E::CoordinatorNotAvailable.code()),
+    };
+    let again = |codes: &Vec<i16>| codes.iter().any(|&c| retriable(c));
+    let request = Request::TxnOffsets(request);
+    call_until_answered(broker, (topic, key), request, timeout_ms, answer, again).await
+}
+
+/// [`call_coordinator`] for any call: `answer` reads the response (a refusal as its code),
+/// `again` tells whether a successful answer still holds a retriable refusal.
+pub(super) async fn call_until_answered<T>(
+    broker: &Arc<Broker>,
+    (topic, key): (&str, &str),
+    request: Request,
+    timeout_ms: u64,
+    answer: impl Fn(Response) -> Result<T, i16>,
+    again: impl Fn(&T) -> bool,
+) -> Result<T, i16> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     loop {
         let answer = match internal_leader(broker, topic, key) {
-            Some(node) => match call(broker, node, Request::TxnOffsets(request.clone())).await {
-                Some(Response::TxnOffsets(r)) => r,
-                _ => Err(E::CoordinatorNotAvailable.code()),
+            Some(node) => match call(broker, node, request.clone()).await {
+                Some(r) => answer(r),
+                None => Err(E::CoordinatorNotAvailable.code()),
             },
             None => Err(E::CoordinatorNotAvailable.code()),
         };
         let again = match &answer {
             Err(code) => retriable(*code),
-            Ok(codes) => codes.iter().any(|&c| retriable(c)),
+            Ok(value) => again(value),
         };
         if !again {
             return answer;
@@ -220,11 +239,14 @@ pub async fn stage_offsets(
         .collect())
 }
 
-/// The answering side of both calls.
+/// The answering side of the calls, for this node's own use.
 pub async fn serve(broker: &Arc<Broker>, request: Request) -> Response {
     match request {
         Request::WriteTxnMarkers(r) => Response::WriteTxnMarkers(serve_markers(broker, r).await),
         Request::TxnOffsets(r) => Response::TxnOffsets(serve_offsets(broker, r).await),
+        Request::CommittedOffsets { group, topic } => {
+            Response::CommittedOffsets(super::group_calls::committed_here(broker, &group, &topic))
+        }
         _ => Response::Unavailable("not a transaction call".into()),
     }
 }

@@ -144,7 +144,7 @@ async fn run(
             consumer_id,
         } => {
             local.describe_topic(&topic)?;
-            let offset = local.position(&consumer_id, &topic, partition);
+            let offset = local.position(&consumer_id, &topic, partition).await?;
             Body::Position {
                 topic,
                 partition,
@@ -222,7 +222,8 @@ async fn run(
         }
         Request::Committed { group, topic } => {
             let offsets = local
-                .committed(&group, &topic)?
+                .committed(&group, &topic)
+                .await?
                 .into_iter()
                 .map(|(partition, offset)| CommittedOut { partition, offset })
                 .collect();

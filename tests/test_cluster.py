@@ -1119,9 +1119,10 @@ def test_delete_records_moves_the_log_start_of_every_replica(cluster):
 
 
 def test_a_json_group_on_one_node_reads_partitions_led_by_every_node(cluster):
-    """A JSON consumer group served by one node reads partitions whose leaders are the other
-    nodes (the node reads them through their leaders), commits as it goes, and a later member
-    resumes exactly after the commits."""
+    """A JSON consumer group reads partitions whose leaders are all three nodes (its
+    coordinator reads them through their leaders, and a client pointed at another node is sent
+    to the coordinator), commits as it goes, and a later member resumes exactly after the
+    commits."""
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
     from strom import SimpleConsumer, SimpleProducer
@@ -1195,3 +1196,41 @@ def test_a_json_consumer_resumes_after_its_partition_leader_dies(cluster):
     rest = read(15)
     assert [(m["offset"], m["value"]) for m in rest] == [(i, f"v{i}") for i in range(25, 40)]
     cluster.node(leader).start()
+
+
+def test_a_json_group_moves_with_its_coordinator(cluster):
+    """A JSON consumer group lives with its replicated coordinator: after kill -9 of the
+    coordinator's node the same Python consumer (pointed at another node) rejoins the new
+    coordinator and reads on from the group's commits, every message exactly once."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
+    from strom import SimpleConsumer, SimpleProducer
+
+    topic = "jsonmove-" + uuid.uuid4().hex[:6]
+    group = "json-movers"
+    create_rf3(cluster.node(1).bootstrap, topic, 3)
+    wait_isr(cluster, topic, 3, 3)
+    coordinator = group_coordinator(cluster.bootstrap(), group)
+    entry = cluster.node(next(i for i in (1, 2, 3) if i != coordinator))
+    with SimpleProducer(port=entry.port) as producer:
+        for i in range(60):
+            producer.send(topic, f"v{i}".encode(), partition=i % 3)
+    got = []
+    with SimpleConsumer(port=entry.port, group_id=group, session_timeout_ms=6000) as consumer:
+        consumer.subscribe(topic)
+        deadline = time.monotonic() + 30
+        while len(got) < 20 and time.monotonic() < deadline:
+            got.extend(consumer.poll(timeout=1.0, max_messages=10))
+        assert len(got) >= 20, f"only {len(got)} before the kill"
+        cluster.node(coordinator).kill9_only()
+        deadline = time.monotonic() + 60
+        while len(got) < 60 and time.monotonic() < deadline:
+            got.extend(consumer.poll(timeout=1.0, max_messages=10))
+    values = [m["value"] for m in got]
+    assert sorted(values) == sorted(f"v{i}" for i in range(60)), (
+        f"{len(values)} read, duplicates {len(values) - len(set(values))}")
+    for p in range(3):
+        offsets = [m["offset"] for m in got if m["partition"] == p]
+        assert offsets == list(range(20)), (p, offsets)
+    assert group_coordinator(cluster.bootstrap(exclude=(coordinator,)), group) != coordinator
+    cluster.node(coordinator).start()

@@ -26,6 +26,11 @@ ADDR_ENV = "STROM_JSON_ADDR"
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 #: How many ``not_leader`` answers a request follows to another node of a cluster.
 MAX_REDIRECTS = 3
+#: How long a group request keeps asking while the group's coordinator is chosen or moves.
+COORDINATOR_WAIT_S = 15.0
+#: How long a connection to another node of a cluster (one a request was sent on to) tries
+#: to reconnect before the request goes back to the node it started at.
+PEER_RECONNECT_S = 2.0
 #: Requests that may be sent again after the connection dropped before the answer came.
 _RETRY_SAFE = frozenset(
     ["create_topic", "list_topics", "describe_topic", "consume", "commit", "position",
@@ -58,6 +63,8 @@ class Connection:
         self._sock = None
         self._buf = b""
         self._peers = {}
+        # Group id -> the connection to its coordinator (cluster mode).
+        self._coordinators = {}
 
     @property
     def connected(self):
@@ -86,6 +93,7 @@ class Connection:
         for peer in self._peers.values():
             peer.close()
         self._peers.clear()
+        self._coordinators.clear()
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -100,16 +108,49 @@ class Connection:
 
         In a Strom cluster a node that does not lead the partition answers ``not_leader``
         with the leader's address; the request then goes there (over a connection kept for
-        it), with the partition the node chose, up to ``MAX_REDIRECTS`` times."""
-        conn = self
-        response = conn._send(payload, timeout)
-        for _ in range(MAX_REDIRECTS):
-            leader = response.get("leader") if response.get("code") == "not_leader" else None
-            if not leader or not leader.get("address"):
-                break
-            payload = dict(payload, partition=leader["partition"])
-            conn = self._peer(leader["address"])
+        it), with the partition the node chose, up to ``MAX_REDIRECTS`` times. A group
+        request answered ``not_coordinator`` goes to the group's coordinator, which later
+        requests of the group go to first; while the group has no coordinator the request
+        is asked again for up to ``COORDINATOR_WAIT_S``. When a node it was sent on to is
+        gone, a request that is safe to repeat is asked again where it started."""
+        group = payload.get("group")
+        conn = self._coordinators.get(group, self) if group else self
+        try:
             response = conn._send(payload, timeout)
+        except StromConnectionError:
+            if conn is self or payload.get("type") not in _RETRY_SAFE:
+                raise
+            self._coordinators.pop(group, None)
+            conn = self
+            response = conn._send(payload, timeout)
+        redirects = 0
+        deadline = time.monotonic() + COORDINATOR_WAIT_S
+        while not response.get("ok"):
+            code = response.get("code")
+            if code == "not_leader" and redirects < MAX_REDIRECTS:
+                leader = response.get("leader")
+                if not leader or not leader.get("address"):
+                    break
+                redirects += 1
+                payload = dict(payload, partition=leader["partition"])
+                conn = self._peer(leader["address"])
+            elif code == "not_coordinator" and group and time.monotonic() < deadline:
+                where = response.get("coordinator")
+                if where and where.get("address"):
+                    conn = self._coordinators[group] = self._peer(where["address"])
+                else:
+                    time.sleep(0.1)
+                    conn = self
+            else:
+                break
+            try:
+                response = conn._send(payload, timeout)
+            except StromConnectionError:
+                if conn is self or payload.get("type") not in _RETRY_SAFE:
+                    raise
+                self._coordinators.pop(group, None)
+                conn = self
+                response = conn._send(payload, timeout)
         if not response.get("ok"):
             raise StromError(response.get("code", "unknown"), response.get("error", "request failed"))
         return response
@@ -121,7 +162,8 @@ class Connection:
         peer = self._peers.get(address)
         if peer is None:
             host, port = _split_address(address)
-            peer = self._peers[address] = Connection(host, port, self.timeout, self.reconnect_timeout)
+            peer = self._peers[address] = Connection(
+                host, port, self.timeout, min(self.reconnect_timeout, PEER_RECONNECT_S))
         return peer
 
     def _send(self, payload, timeout):

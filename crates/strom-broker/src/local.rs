@@ -99,6 +99,13 @@ pub enum LocalError {
         partition: i32,
         leader: Option<(i32, String)>,
     },
+    /// Cluster mode: another node coordinates the group; ask it (`coordinator` is its node id
+    /// and address when known; none while the group's coordinator is being chosen or loads).
+    #[error("this node does not coordinate group {group}{}", .coordinator.as_ref().map(|(id, addr)| format!("; its coordinator is node {id} at {addr}")).unwrap_or_else(|| "; retry shortly".into()))]
+    NotCoordinator {
+        group: String,
+        coordinator: Option<(i32, String)>,
+    },
     /// The group coordinator refused (a commit, a join, ...).
     #[error("{0}")]
     Group(#[from] CoordinatorError),
@@ -543,26 +550,17 @@ impl Local {
     }
 
     /// The committed offsets of any group in `topic`, as (partition, offset). Cluster mode:
-    /// the replicated group's (Kafka clients' groups, JSON consumer ids), else this node's
-    /// JSON group of that name.
+    /// from the group's coordinator, wherever it is.
     pub async fn committed(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, LocalError> {
         let t = self.topic(topic)?;
-        let here = || {
-            (0..t.partition_count())
-                .filter_map(|p| Some((p, self.broker.groups.committed(group, topic, p)?)))
-                .collect()
-        };
         if self.broker.cluster.get().is_none() {
-            return Ok(here());
+            return Ok((0..t.partition_count())
+                .filter_map(|p| Some((p, self.broker.groups.committed(group, topic, p)?)))
+                .collect());
         }
-        let replicated = crate::cluster::group_calls::committed(&self.broker, group, topic)
+        crate::cluster::group_calls::committed(&self.broker, group, topic)
             .await
-            .map_err(coordinator_refusal)?;
-        Ok(if replicated.is_empty() {
-            here()
-        } else {
-            replicated
-        })
+            .map_err(coordinator_refusal)
     }
 
     async fn commit_locked(

@@ -208,9 +208,12 @@ impl Local {
             .collect()
     }
 
+    /// One group, from this node's coordinator of it (cluster mode: `None` when another node
+    /// coordinates it).
     pub fn group(&self, group_id: &str) -> Option<GroupDetails> {
         self.broker
-            .groups
+            .coordinator_for(group_id)
+            .ok()?
             .summary(group_id)
             .map(|g| self.details(g))
     }

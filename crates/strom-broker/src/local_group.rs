@@ -19,6 +19,13 @@
 //! exactly where the old owner's last successful commit left it, so no message is delivered
 //! twice or skipped, even across rebalances.
 //!
+//! Cluster mode: a JSON group lives where any group does, with the coordinator of its
+//! `__consumer_offsets` partition, so its members and commits are replicated like a Kafka
+//! client's. Another node answers [`LocalError::NotCoordinator`] naming that node (the JSON
+//! client goes there); the coordinator reads partitions other nodes lead through them. When
+//! the coordinator moves, its agents end and the members rejoin at the new one, which has
+//! the group's commits.
+//!
 //! Bounds: at most [`JSON_MEMBERS_MAX`] JSON members; a poll waits at most
 //! [`crate::local::READ_WAIT_MS_MAX`]; the agent checks in every
 //! [`AGENT_TICK_MS_MAX`] at most.
@@ -34,7 +41,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message as _, StrBytes};
 use parking_lot::Mutex;
-use strom_group::{Committer, CoordinatorError, JoinParams, NewOffset};
+use strom_group::{Committer, CoordinatorError, GroupCoordinator, JoinParams, NewOffset};
 use tokio::sync::{watch, Notify};
 
 use crate::local::{
@@ -234,7 +241,11 @@ impl Local {
         };
         agent.status.send_replace(Status::Gone);
         agent.stop.notify_one();
-        match self.broker.groups.leave(group, member_id) {
+        // A coordinator that moved away has forgotten the member anyway.
+        let Ok(groups) = self.coordinator(group) else {
+            return Ok(());
+        };
+        match groups.leave(group, member_id) {
             Ok(()) | Err(CoordinatorError::UnknownMemberId) => Ok(()),
             Err(e) => Err(LocalError::Group(e)),
         }
@@ -332,8 +343,7 @@ impl Local {
                 generation_id: assignment.generation_id,
             };
             let results = self
-                .broker
-                .groups
+                .coordinator(group)?
                 .commit(group, committer, &positions, -1)
                 .await;
             match results.into_iter().find_map(Result::err) {
@@ -423,6 +433,25 @@ impl Local {
         waits.abort_all();
     }
 
+    /// The coordinator of `group`: the broker's own on a single node; in cluster mode this
+    /// node's coordinator of the group's `__consumer_offsets` partition, or
+    /// [`LocalError::NotCoordinator`] naming the node that has it.
+    fn coordinator(&self, group: &str) -> Result<Arc<GroupCoordinator>, LocalError> {
+        if self.broker.cluster.get().is_none() {
+            return Ok(self.broker.groups.clone());
+        }
+        self.broker.coordinator_for(group).map_err(|_| {
+            let coordinator = crate::cluster::groups::coordinator_node(&self.broker, group)
+                .ok()
+                .filter(|(id, _, _)| *id != self.broker.node_id())
+                .map(|(id, host, port)| (id, format!("{host}:{port}")));
+            LocalError::NotCoordinator {
+                group: group.to_string(),
+                coordinator,
+            }
+        })
+    }
+
     /// Cluster mode: whether another node leads the partition (its records are read there).
     fn led_elsewhere(&self, topic: &str, index: i32) -> bool {
         let Some(cluster) = self.broker.cluster.get() else {
@@ -439,18 +468,15 @@ impl Local {
     /// partition led elsewhere the committed offset is tried as it is (the leader's answer
     /// tells whether it is outside its log).
     fn group_start(&self, group: &str, topic: &str, p: &Partition) -> Result<i64, LocalError> {
+        let committed = self.coordinator(group)?.committed(group, topic, p.index);
         if self.led_elsewhere(topic, p.index) {
-            return Ok(self
-                .broker
-                .groups
-                .committed(group, topic, p.index)
-                .unwrap_or(0));
+            return Ok(committed.unwrap_or(0));
         }
         let (start, end) = {
             let st = p.lock().map_err(|e| LocalError::Storage(e.to_string()))?;
             (st.log.log_start_offset(), st.high_watermark())
         };
-        Ok(match self.broker.groups.committed(group, topic, p.index) {
+        Ok(match committed {
             Some(o) if (start..=end).contains(&o) => o,
             _ => start,
         })
@@ -484,7 +510,7 @@ impl Local {
                 other => other?,
             };
             if read.next_offset != from
-                || self.broker.groups.committed(group, topic, *index) != Some(from)
+                || self.coordinator(group)?.committed(group, topic, *index) != Some(from)
             {
                 positions.push(NewOffset::new(topic, *index, read.next_offset));
             }
@@ -518,7 +544,7 @@ impl Local {
         &self,
         params: &mut JoinParams,
     ) -> Result<(String, Assignment), LocalError> {
-        let groups = &self.broker.groups;
+        let groups = self.coordinator(&params.group_id)?;
         let mut last = CoordinatorError::RebalanceInProgress;
         for _ in 0..JOIN_ATTEMPTS_MAX {
             let joined = match groups.join(params).await {
@@ -604,7 +630,6 @@ async fn run_agent(local: Arc<Local>, agent: Arc<Agent>, mut params: JoinParams)
     let tick =
         Duration::from_millis((agent.session_timeout_ms.max(3) as u64 / 3).min(AGENT_TICK_MS_MAX));
     let session = Duration::from_millis(agent.session_timeout_ms.max(0) as u64);
-    let groups = &local.broker.groups;
     let key = (agent.group.clone(), agent.member_id.clone());
     loop {
         tokio::select! {
@@ -614,6 +639,12 @@ async fn run_agent(local: Arc<Local>, agent: Arc<Agent>, mut params: JoinParams)
         if *agent.status.borrow() == Status::Gone {
             return;
         }
+        let Ok(groups) = local.coordinator(&agent.group) else {
+            // Cluster mode: the group's coordinator moved to another node, which does not
+            // know this member; the client rejoins there.
+            tracing::info!(group = %agent.group, member = %agent.member_id, "the group's coordinator moved away; ending the JSON member here");
+            break;
+        };
         if agent.poll_lock.try_lock().is_err() {
             // A poll is waiting for messages (up to READ_WAIT_MS_MAX, which may be longer
             // than the session): the client is there.

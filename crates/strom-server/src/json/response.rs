@@ -22,6 +22,7 @@ pub mod code {
     pub const INVALID_TOPIC: &str = "invalid_topic";
     pub const REJECTED: &str = "rejected";
     pub const NOT_LEADER: &str = "not_leader";
+    pub const NOT_COORDINATOR: &str = "not_coordinator";
     pub const STORAGE: &str = "storage_error";
     pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
     pub const UNKNOWN_MEMBER: &str = "unknown_member";
@@ -58,6 +59,9 @@ pub enum Body {
         /// `not_leader` only: where the partition's leader is (JSON is spoken there too).
         #[serde(skip_serializing_if = "Option::is_none")]
         leader: Option<LeaderOut>,
+        /// `not_coordinator` only: where the group's coordinator is.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        coordinator: Option<Box<CoordinatorOut>>,
     },
     CreateTopic {
         topic: String,
@@ -146,6 +150,7 @@ impl Body {
             error: error.into(),
             code,
             leader: None,
+            coordinator: None,
         }
     }
 
@@ -176,8 +181,31 @@ pub struct LeaderOut {
     pub address: Option<String>,
 }
 
+/// Where a group's coordinator is (`not_coordinator`).
+#[derive(Serialize)]
+pub struct CoordinatorOut {
+    pub group: String,
+    pub node_id: i32,
+    /// `host:port` of its Kafka listener, which serves JSON too.
+    pub address: String,
+}
+
 impl From<LocalError> for Body {
     fn from(e: LocalError) -> Body {
+        if let LocalError::NotCoordinator { group, coordinator } = &e {
+            return Body::Error {
+                error: e.to_string(),
+                code: code::NOT_COORDINATOR,
+                leader: None,
+                coordinator: coordinator.as_ref().map(|(id, addr)| {
+                    Box::new(CoordinatorOut {
+                        group: group.clone(),
+                        node_id: *id,
+                        address: addr.clone(),
+                    })
+                }),
+            };
+        }
         if let LocalError::NotLeader {
             topic,
             partition,
@@ -193,6 +221,7 @@ impl From<LocalError> for Body {
                     node_id: leader.as_ref().map(|(id, _)| *id),
                     address: leader.as_ref().map(|(_, addr)| addr.clone()),
                 }),
+                coordinator: None,
             };
         }
         let kind = match &e {
@@ -207,6 +236,7 @@ impl From<LocalError> for Body {
             LocalError::Topic(_) => code::BAD_REQUEST,
             LocalError::Rejected { .. } => code::REJECTED,
             LocalError::NotLeader { .. } => code::NOT_LEADER,
+            LocalError::NotCoordinator { .. } => code::NOT_COORDINATOR,
             LocalError::Storage(_) => code::STORAGE,
             LocalError::UnknownMember { .. } => code::UNKNOWN_MEMBER,
             LocalError::NotAssigned { .. } => code::NOT_ASSIGNED,

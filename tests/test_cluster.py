@@ -145,9 +145,10 @@ def partition_info(bootstrap, topic, partition):
     return t.partitions[partition]
 
 
-@pytest.fixture
-def cluster(request, tmp_path):
-    c = Cluster(tmp_path, proxied=getattr(request, "param", False))
+def running_cluster(request, tmp_path, **kwargs):
+    """A started Cluster for one test (a fixture's body): stopped after it, with every node's
+    log printed when the test failed."""
+    c = Cluster(tmp_path, **kwargs)
     c.start()
     yield c
     failed = any(getattr(request.node, "rep_" + w, None) and getattr(request.node, "rep_" + w).failed
@@ -157,6 +158,11 @@ def cluster(request, tmp_path):
     if failed:
         for i, n in enumerate(c.nodes):
             print(f"\n----- node {i + 1} log -----\n{n.log_tail(15000)}")
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    yield from running_cluster(request, tmp_path, proxied=getattr(request, "param", False))
 
 
 def create_rf3(bootstrap, topic, partitions, rf=3, config=None):
@@ -330,6 +336,26 @@ class GroupReader(threading.Thread):
         self.c.close()
 
 
+def loaded_rf3_topic(cluster, topic, acks_first=2000):
+    """Creates an RF=3 topic of one partition and starts a LoadProducer on it; returns the
+    producer once `acks_first` records are acknowledged."""
+    create_rf3(cluster.node(1).bootstrap, topic, 1)
+    wait_isr(cluster, topic, 1, 3)
+    load = LoadProducer(cluster.bootstrap(), topic)
+    load.start()
+    deadline = time.monotonic() + 20
+    while len(load.acked) < acks_first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(load.acked) >= acks_first, f"only {len(load.acked)} acks before the fault; errors {load.errors[:3]}"
+    return load
+
+
+def new_leader_elected(bootstrap, topic, old_leader):
+    """An `until` check: the partition has a leader other than `old_leader`."""
+    info = partition_info(bootstrap, topic, 0)
+    return True if info and info.leader not in (-1, old_leader) else f"leader {info and info.leader}"
+
+
 def quorum_leader(cluster):
     for i, n in enumerate(cluster.nodes):
         if not n.alive():
@@ -356,14 +382,7 @@ def test_leader_failure_under_acks_all_load_loses_nothing(cluster, victim, fault
     a new leader takes over, the producer continues, the victim comes back as a follower
     (truncating to the new leader), and the history check passes."""
     topic = "failover-" + uuid.uuid4().hex[:6]
-    create_rf3(cluster.node(1).bootstrap, topic, 1)
-    wait_isr(cluster, topic, 1, 3)
-    load = LoadProducer(cluster.bootstrap(), topic)
-    load.start()
-    deadline = time.monotonic() + 20
-    while len(load.acked) < 2000 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the fault; errors {load.errors[:3]}"
+    load = loaded_rf3_topic(cluster, topic)
 
     old_leader = partition_info(cluster.bootstrap(), topic, 0).leader
     target = old_leader if victim == "partition-leader" else quorum_leader(cluster)
@@ -994,14 +1013,7 @@ def test_two_nodes_killed_at_once_lose_nothing_acknowledged(cluster):
     nothing more is acknowledged; once both are back, the producer continues and every record
     acknowledged before or after is there exactly once, in order."""
     topic = "two-down-" + uuid.uuid4().hex[:6]
-    create_rf3(cluster.node(1).bootstrap, topic, 1)
-    wait_isr(cluster, topic, 1, 3)
-    load = LoadProducer(cluster.bootstrap(), topic)
-    load.start()
-    deadline = time.monotonic() + 20
-    while len(load.acked) < 2000 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(load.acked) >= 2000, f"only {len(load.acked)} acks before the fault; errors {load.errors[:3]}"
+    load = loaded_rf3_topic(cluster, topic)
 
     leader = partition_info(cluster.bootstrap(), topic, 0).leader
     other = next(i for i in (1, 2, 3) if i != leader)
@@ -1107,10 +1119,7 @@ def test_delete_records_moves_the_log_start_of_every_replica(cluster):
     cluster.node(leader).kill9_only()
     survivors = cluster.bootstrap(exclude=(leader,))
 
-    def new_leader():
-        info = partition_info(survivors, topic, 0)
-        return True if info and info.leader not in (-1, leader) else f"leader {info and info.leader}"
-    until(new_leader, "no new leader")
+    until(lambda: new_leader_elected(survivors, topic, leader), "no new leader")
     low, high = helpers.watermarks(survivors, topic)
     assert (low, high) == (60, 100)
     got = helpers.consume_partitions(survivors, topic, [0], 40)
@@ -1189,10 +1198,7 @@ def test_a_json_consumer_resumes_after_its_partition_leader_dies(cluster):
     cluster.node(leader).kill9_only()
     survivors = cluster.bootstrap(exclude=(leader,))
 
-    def new_leader():
-        info = partition_info(survivors, topic, 0)
-        return True if info and info.leader not in (-1, leader) else f"leader {info and info.leader}"
-    until(new_leader, "no new leader")
+    until(lambda: new_leader_elected(survivors, topic, leader), "no new leader")
     rest = read(15)
     assert [(m["offset"], m["value"]) for m in rest] == [(i, f"v{i}") for i in range(25, 40)]
     cluster.node(leader).start()

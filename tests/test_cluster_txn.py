@@ -28,9 +28,7 @@ Each test ends with a history check in the spirit of `test_cluster.check_history
 partition, offsets increase, no value is stored twice, and values keep their send order.
 """
 
-import functools
 import struct
-import subprocess
 import threading
 import time
 import uuid
@@ -50,8 +48,7 @@ from confluent_kafka.admin import OffsetSpec
 
 import helpers
 import wire
-from conftest import free_port, strom_bin
-from test_cluster import Cluster, create_rf3, partition_info, metadata, wait_isr
+from test_cluster import create_rf3, partition_info, metadata, running_cluster, wait_isr
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -61,48 +58,20 @@ KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
 API_FIND_COORDINATOR = 10
 
-# Timed-out transactions are aborted within half a second instead of Kafka's 10 s.
-TXN_CLUSTER_SETTINGS = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "500"}
-# Kafka's names for the transaction log's shape. Three partitions, like the offsets topic in
-# test_cluster (fewer fetch loops on a busy machine), replicated on every node. Passed only
-# if the binary knows them (an unknown setting stops startup); the tests read the real
-# partition count from Metadata either way.
-TXN_LOG_SETTINGS = {
+# Timed-out transactions are aborted within half a second instead of Kafka's 10 s; three
+# transaction log partitions, like the offsets topic in test_cluster (fewer fetch loops on a
+# busy machine), replicated on every node. The tests read the real partition count and
+# leaders from Metadata.
+TXN_CLUSTER_SETTINGS = {
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
     "transaction.state.log.num.partitions": "3",
     "transaction.state.log.replication.factor": "3",
 }
 
 
-@functools.lru_cache(maxsize=None)
-def setting_known(name, value):
-    """Whether `strom serve` accepts the setting: it checks names before doing anything, and
-    the data dir under /dev/null makes it stop right after that check either way."""
-    out = subprocess.run(
-        [str(strom_bin()), "serve", "--data-dir", "/dev/null/strom-setting-probe",
-         "--listen", f"127.0.0.1:{free_port()}", "--set", "http.listen=", "--set", f"{name}={value}"],
-        capture_output=True, text=True, timeout=20,
-    )
-    return f'unknown setting "{name}"' not in out.stdout + out.stderr
-
-
-def txn_cluster_settings():
-    settings = dict(TXN_CLUSTER_SETTINGS)
-    settings.update({k: v for k, v in TXN_LOG_SETTINGS.items() if setting_known(k, v)})
-    return settings
-
-
 @pytest.fixture
 def cluster(request, tmp_path):
-    c = Cluster(tmp_path, extra=txn_cluster_settings())
-    c.start()
-    yield c
-    failed = any(getattr(request.node, "rep_" + w, None) and getattr(request.node, "rep_" + w).failed
-                 for w in ("setup", "call"))
-    helpers.forget_clients()
-    c.stop()
-    if failed:
-        for i, n in enumerate(c.nodes):
-            print(f"\n----- node {i + 1} log -----\n{n.log_tail(12000)}")
+    yield from running_cluster(request, tmp_path, extra=TXN_CLUSTER_SETTINGS)
 
 
 # ---------------------------------------------------------------------------------------

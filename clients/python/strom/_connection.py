@@ -115,14 +115,7 @@ class Connection:
         gone, a request that is safe to repeat is asked again where it started."""
         group = payload.get("group")
         conn = self._coordinators.get(group, self) if group else self
-        try:
-            response = conn._send(payload, timeout)
-        except StromConnectionError:
-            if conn is self or payload.get("type") not in _RETRY_SAFE:
-                raise
-            self._coordinators.pop(group, None)
-            conn = self
-            response = conn._send(payload, timeout)
+        conn, response = self._send_via(conn, payload, timeout)
         redirects = 0
         deadline = time.monotonic() + COORDINATOR_WAIT_S
         while not response.get("ok"):
@@ -143,17 +136,21 @@ class Connection:
                     conn = self
             else:
                 break
-            try:
-                response = conn._send(payload, timeout)
-            except StromConnectionError:
-                if conn is self or payload.get("type") not in _RETRY_SAFE:
-                    raise
-                self._coordinators.pop(group, None)
-                conn = self
-                response = conn._send(payload, timeout)
+            conn, response = self._send_via(conn, payload, timeout)
         if not response.get("ok"):
             raise StromError(response.get("code", "unknown"), response.get("error", "request failed"))
         return response
+
+    def _send_via(self, conn, payload, timeout):
+        """Sends on `conn` (this connection or one to another node); if that node is gone and
+        the request is safe to repeat, sends it here instead. Returns (connection, response)."""
+        try:
+            return conn, conn._send(payload, timeout)
+        except StromConnectionError:
+            if conn is self or payload.get("type") not in _RETRY_SAFE:
+                raise
+            self._coordinators.pop(payload.get("group"), None)
+            return self, self._send(payload, timeout)
 
     def _peer(self, address):
         """The connection kept for another node of the cluster (``host:port``)."""

@@ -22,6 +22,22 @@ pub const REPLICATION_TIMEOUT_MS: u64 = 5000;
 /// Bytes read per step while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
+/// A new leader's read of its coordinator partition, off the request workers: every record
+/// value and the log end, or `None` (logged) when the log cannot be read.
+pub async fn read_back(partition: &Arc<Partition>) -> Option<(Vec<Bytes>, i64)> {
+    let read = {
+        let partition = partition.clone();
+        tokio::task::spawn_blocking(move || read_values(&partition)).await
+    };
+    match read.map_err(|e| e.to_string()).and_then(|r| r) {
+        Ok(read) => Some(read),
+        Err(e) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "cannot load a coordinator partition");
+            None
+        }
+    }
+}
+
 /// Every record value of the partition, oldest first, and the log end read up to.
 pub fn read_values(partition: &Partition) -> Result<(Vec<Bytes>, i64), String> {
     let (mut offset, end) = partition

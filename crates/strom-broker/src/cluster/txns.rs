@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::coordinator_log::{read_values, PartitionJournal};
+use super::coordinator_log::{read_back, PartitionJournal};
 use super::shards::{Closable, Shards};
 use crate::broker::Broker;
 use crate::partition::Partition;
@@ -55,16 +55,8 @@ pub fn on_role(broker: &Arc<Broker>, partition: &Arc<Partition>, leads: bool, ep
 /// Reads the partition back and installs its coordinator, unless leadership moved on.
 async fn load(broker: Arc<Broker>, partition: Arc<Partition>, epoch: i32) {
     let started = std::time::Instant::now();
-    let read = {
-        let partition = partition.clone();
-        tokio::task::spawn_blocking(move || read_values(&partition)).await
-    };
-    let (values, end) = match read.map_err(|e| e.to_string()).and_then(|r| r) {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::error!(partition = partition.index, error = %e, "cannot load the transactions of a transaction state partition");
-            return;
-        }
+    let Some((values, end)) = read_back(&partition).await else {
+        return;
     };
     let records = values.len();
     let txns = journal::replay(values);

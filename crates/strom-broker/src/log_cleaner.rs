@@ -4,6 +4,10 @@
 //! tasks never clean the same partition. A task sleeps `log.cleaner.backoff.ms` whenever a
 //! round over its partitions found nothing worth cleaning.
 //!
+//! A round measures every owned partition's dirty ratio first and cleans the dirtiest first
+//! (Kafka's `grabFilthiestCompactedLog`), so a partition with the most to win is not kept
+//! waiting behind a round-robin order.
+//!
 //! Each partition's pass takes its lock twice, briefly: to plan (which closed segments, up to
 //! the last stable offset, so no open transaction is touched) and to swap the cleaned
 //! segments in (renames). Reading and rewriting segments runs on a blocking thread without the
@@ -85,14 +89,13 @@ async fn run(broker: Arc<Broker>, share: Share, mut shutdown: watch::Receiver<bo
     }
 }
 
-/// One round over the compacted partitions `share` owns; returns how many were cleaned.
-/// Stops between partitions once `shutdown` flips.
+/// One round over the compacted partitions `share` owns, dirtiest first; returns how many
+/// were cleaned. Stops between partitions once `shutdown` flips.
 pub fn clean_round(broker: &Broker, share: Share, shutdown: &watch::Receiver<bool>) -> usize {
     let metrics = &METRICS.cleaner;
-    let mut cleaned = 0;
-    let mut dirty_ratio_max = 0.0f64;
     let threads = share.threads.max(1);
-    'topics: for topic in broker.topics.all() {
+    let mut candidates = Vec::new();
+    for topic in broker.topics.all() {
         let Some(mut config) = broker
             .topics
             .effective_config(&topic)
@@ -102,32 +105,44 @@ pub fn clean_round(broker: &Broker, share: Share, shutdown: &watch::Receiver<boo
         };
         config.dedupe_buffer_bytes = (config.dedupe_buffer_bytes / threads).max(1);
         let partitions = topic.partitions.read().clone();
-        for p in partitions.iter().filter(|p| share.owns(p)) {
-            if *shutdown.borrow() {
-                break 'topics;
-            }
-            let plan = {
-                // Every replica cleans its own log, as Kafka's do: followers keep the
-                // leader's offsets (gaps included), so offsets mean the same everywhere.
-                let Ok(state) = p.lock() else { continue };
-                let (bound, now) = (state.last_stable_offset(), now_ms());
-                let plan = state.log.plan_clean(&config, bound, now, false);
-                let ratio = plan.as_ref().map_or_else(
-                    || state.log.dirty_ratio(&config, bound, now),
-                    |plan| plan.dirty_ratio,
-                );
-                dirty_ratio_max = dirty_ratio_max.max(ratio);
-                plan
-            };
-            let Some(plan) = plan else { continue };
-            if clean_partition(p, plan, metrics) {
-                cleaned += 1;
-            }
+        for p in partitions.into_iter().filter(|p| share.owns(p)) {
+            let Ok(state) = p.lock() else { continue };
+            let ratio = state
+                .log
+                .dirty_ratio(&config, state.last_stable_offset(), now_ms());
+            drop(state);
+            candidates.push((ratio, (p, config.clone())));
         }
     }
+    let dirty_ratio_max = candidates.iter().map(|c| c.0).fold(0.0f64, f64::max);
     metrics.dirty_ratio_max[share.thread.min(CLEANER_THREADS_MAX - 1)]
         .store(dirty_ratio_max.to_bits(), Relaxed);
+    let mut cleaned = 0;
+    for (_, (p, config)) in dirtiest_first(candidates) {
+        if *shutdown.borrow() {
+            break;
+        }
+        let plan = {
+            // Every replica cleans its own log, as Kafka's do: followers keep the leader's
+            // offsets (gaps included), so offsets mean the same everywhere.
+            let Ok(state) = p.lock() else { continue };
+            state
+                .log
+                .plan_clean(&config, state.last_stable_offset(), now_ms(), false)
+        };
+        let Some(plan) = plan else { continue };
+        if clean_partition(&p, plan, metrics) {
+            cleaned += 1;
+        }
+    }
     cleaned
+}
+
+/// `candidates` (each with its dirty ratio) in the order a round cleans them: the highest
+/// ratio first; equal ratios keep their order.
+fn dirtiest_first<T>(mut candidates: Vec<(f64, T)>) -> Vec<(f64, T)> {
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    candidates
 }
 
 /// Runs `plan` off the lock and swaps its segments in; true when the log was cleaned.
@@ -182,5 +197,23 @@ fn clean_partition(p: &Partition, plan: strom_log::CleanPlan, metrics: &CleanerM
             tracing::error!(topic = %p.topic, partition = p.index, %error, "swapping cleaned segments in failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dirtiest_first;
+
+    #[test]
+    fn a_round_cleans_the_dirtiest_partition_first() {
+        let order = dirtiest_first(vec![
+            (0.2, "a"),
+            (0.9, "b"),
+            (0.0, "c"),
+            (0.5, "d"),
+            (0.9, "e"),
+        ]);
+        let names: Vec<&str> = order.into_iter().map(|(_, n)| n).collect();
+        assert_eq!(names, ["b", "e", "d", "a", "c"]);
     }
 }

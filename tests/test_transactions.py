@@ -295,3 +295,40 @@ def test_a_transactional_batch_for_a_partition_not_added_is_refused(start_broker
         (_, _, err, _), = parts
         assert err == ERROR_INVALID_TXN_STATE
     assert helpers.watermarks(broker.bootstrap, topic_name) == (0, 0)
+
+
+def test_an_idle_transactional_id_expires(start_broker, topic_name):
+    """`transactional.id.expiration.ms`: an id with no open transaction and no change for that
+    long is forgotten (Kafka's removeExpiredTransactionalIds), also after a restart; an id
+    still in use stays; a new producer with the forgotten id starts at a new producer id."""
+    broker = start_broker(settings=dict(TXN_SETTINGS, **{
+        "transactional.id.expiration.ms": "1500",
+        "transaction.remove.expired.transaction.cleanup.interval.ms": "200",
+    }))
+    helpers.create_topic(broker.bootstrap, topic_name)
+    idle = txn_producer(broker.bootstrap, "idle-tx")
+    idle.begin_transaction()
+    idle.produce(topic_name, value=b"one", partition=0)
+    idle.commit_transaction(10)
+    first = txn_cli(broker, "describe", "idle-tx")
+    busy = txn_producer(broker.bootstrap, "busy-tx", **{"transaction.timeout.ms": 60000})
+    busy.begin_transaction()
+    busy.produce(topic_name, value=b"open", partition=0)
+    busy.flush(10)
+    deadline = time.monotonic() + 15
+    while "idle-tx" in txn_cli(broker, "list") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    listed = txn_cli(broker, "list")
+    assert "idle-tx" not in listed, listed
+    assert "busy-tx" in listed and "Ongoing" in listed, listed
+    broker.restart()
+    assert "idle-tx" not in txn_cli(broker, "list")
+    again = txn_producer(broker.bootstrap, "idle-tx")
+    again.begin_transaction()
+    again.produce(topic_name, value=b"two", partition=0)
+    again.commit_transaction(10)
+    second = txn_cli(broker, "describe", "idle-tx")
+    assert second != first and "CompleteCommit" in second, (first, second)
+    busy.abort_transaction(10)
+    got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=2, timeout_s=10)
+    assert got == {0: [b"one", b"two"]}

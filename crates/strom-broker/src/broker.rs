@@ -432,5 +432,7 @@ fn txn_config(config: &BrokerConfig) -> crate::txn::TxnConfig {
     crate::txn::TxnConfig {
         max_timeout_ms: config.transaction_max_timeout_ms,
         cleanup_interval_ms: config.transaction_cleanup_interval_ms,
+        id_expiration_ms: config.transactional_id_expiration_ms,
+        remove_expired_interval_ms: config.transaction_remove_expired_interval_ms,
     }
 }

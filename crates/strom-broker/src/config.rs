@@ -128,6 +128,12 @@ pub struct BrokerConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often open
     /// transactions past their timeout are aborted.
     pub transaction_cleanup_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: a transactional id with no transaction open and no
+    /// change for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often expired
+    /// transactional ids are looked for.
+    pub transaction_remove_expired_interval_ms: u64,
     /// `log.fsync.group.commit.ms`: how long the flusher waits to gather more requests into one
     /// fsync round.
     pub group_commit_ms: u64,
@@ -524,6 +530,19 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         "10000",
         |c, v| put(&mut c.transaction_cleanup_interval_ms, positive(parse(v)?)?),
+    ),
+    ("transactional.id.expiration.ms", "604800000", |c, v| {
+        put(&mut c.transactional_id_expiration_ms, positive(parse(v)?)?)
+    }),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+        |c, v| {
+            put(
+                &mut c.transaction_remove_expired_interval_ms,
+                positive(parse(v)?)?,
+            )
+        },
     ),
     ("log.fsync.group.commit.ms", "1", |c, v| {
         put(&mut c.group_commit_ms, parse(v)?)
@@ -987,6 +1006,8 @@ fn placeholder() -> BrokerConfig {
         producer_state_max_producers: 0,
         transaction_max_timeout_ms: 0,
         transaction_cleanup_interval_ms: 0,
+        transactional_id_expiration_ms: 0,
+        transaction_remove_expired_interval_ms: 0,
         group_commit_ms: 0,
         max_connections: 0,
         max_connections_per_ip: 0,

@@ -49,6 +49,10 @@ pub struct TxnConfig {
     pub max_timeout_ms: i32,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`
     pub cleanup_interval_ms: u64,
+    /// `transactional.id.expiration.ms`
+    pub id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`
+    pub remove_expired_interval_ms: u64,
 }
 
 struct Inner {
@@ -67,7 +71,8 @@ struct Inner {
 /// A state written to a replicated log and not yet safe there.
 struct PendingWrite {
     id: String,
-    written: TxnMeta,
+    /// What memory holds for the id after the write (`None`: the id was forgotten).
+    written: Option<TxnMeta>,
     previous: Option<TxnMeta>,
     wait: ReplicationWait,
 }
@@ -118,7 +123,31 @@ impl Inner {
         let written = meta.clone();
         let previous = self.install(meta);
         let txns = &self.txns;
-        match self.journal.write(&txns[&id], || txns.values().collect()) {
+        let result = self.journal.write(&txns[&id], || txns.values().collect());
+        self.after_write(id, Some(written), previous, result)
+    }
+
+    /// Forgets `id` (an expired transactional id) with a `removed` record.
+    fn forget(&mut self, id: &str) -> Result<Option<PendingWrite>, TxnError> {
+        let Some(previous) = self.txns.remove(id) else {
+            return Ok(None);
+        };
+        self.by_producer.remove(&previous.producer_id);
+        let mut tombstone = previous.clone();
+        tombstone.removed = true;
+        let txns = &self.txns;
+        let result = self.journal.write(&tombstone, || txns.values().collect());
+        self.after_write(id.to_string(), None, Some(previous), result)
+    }
+
+    fn after_write(
+        &mut self,
+        id: String,
+        written: Option<TxnMeta>,
+        previous: Option<TxnMeta>,
+        result: Result<Option<ReplicationWait>, TxnError>,
+    ) -> Result<Option<PendingWrite>, TxnError> {
+        match result {
             Ok(None) => Ok(None),
             Ok(Some(wait)) => {
                 self.pending.insert(id.clone());
@@ -209,7 +238,7 @@ impl TxnCoordinator {
         let mut inner = self.inner.lock();
         inner.pending.remove(&w.id);
         if let Err(code) = result {
-            if inner.txns.get(&w.id) == Some(&w.written) {
+            if inner.txns.get(&w.id) == w.written.as_ref() {
                 inner.restore(&w.id, w.previous);
             }
             return Err(journal::code_error(code));
@@ -693,8 +722,54 @@ impl TxnCoordinator {
         }
     }
 
+    /// Forgets the transactional ids with no transaction open and no change for
+    /// `transactional.id.expiration.ms` (Kafka's `removeExpiredTransactionalIds`): their
+    /// producers start over with a new producer id at their next InitProducerId.
+    pub async fn expire_ids(&self, now: i64) {
+        let expiry = self.config.id_expiration_ms;
+        let writes: Vec<(String, Result<Option<PendingWrite>, TxnError>)> = {
+            let mut inner = self.inner.lock();
+            let expired: Vec<String> = inner
+                .txns
+                .values()
+                .filter(|m| {
+                    matches!(
+                        m.state,
+                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    ) && now.saturating_sub(m.update_ms) > expiry
+                        && !inner.pending.contains(&m.transactional_id)
+                        && !inner.completing.contains(&m.transactional_id)
+                })
+                .map(|m| m.transactional_id.clone())
+                .collect();
+            expired
+                .into_iter()
+                .map(|id| {
+                    let write = crate::blocking::off_worker(|| inner.forget(&id));
+                    (id, write)
+                })
+                .collect()
+        };
+        for (id, write) in writes {
+            match write {
+                Ok(write) => match self.settle(write).await {
+                    Ok(()) => {
+                        tracing::info!(transactional_id = %id, "expired an idle transactional id")
+                    }
+                    Err(e) => {
+                        tracing::warn!(transactional_id = %id, error = %e, "expiring a transactional id failed; it stays")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(transactional_id = %id, error = %e, "expiring a transactional id failed; it stays")
+                }
+            }
+        }
+    }
+
     /// The cleanup task: a sweep at start (recovery, or a new leader's load), then every
-    /// cleanup interval, until the broker shuts down or the coordinator is closed.
+    /// cleanup interval, until the broker shuts down or the coordinator is closed; expired
+    /// ids are looked for every `transaction.remove.expired.transaction.cleanup.interval.ms`.
     pub async fn run_background(
         self: Arc<Self>,
         broker: Arc<Broker>,
@@ -703,6 +778,8 @@ impl TxnCoordinator {
         let interval = Duration::from_millis(self.config.cleanup_interval_ms.max(1));
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let expire_every = Duration::from_millis(self.config.remove_expired_interval_ms.max(1));
+        let mut last_expiry = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -712,6 +789,10 @@ impl TxnCoordinator {
                 return;
             }
             self.sweep(&broker).await;
+            if last_expiry.elapsed() >= expire_every {
+                last_expiry = tokio::time::Instant::now();
+                self.expire_ids(now_ms()).await;
+            }
         }
     }
 }

@@ -328,17 +328,15 @@ impl Broker {
     /// did before KIP-890.
     pub fn partition_in_txn(&self, producer_id: i64, epoch: i16, topic: &str, index: i32) -> bool {
         if let Some(txn) = &self.txn {
-            return txn.partition_in_txn(producer_id, epoch, topic, index);
+            return txn
+                .partition_in_txn(producer_id, epoch, topic, index)
+                .unwrap_or(false);
         }
-        match self
-            .txn_shards
+        self.txn_shards
             .all()
-            .into_iter()
-            .find(|c| c.knows_producer(producer_id))
-        {
-            Some(c) => c.partition_in_txn(producer_id, epoch, topic, index),
-            None => true,
-        }
+            .iter()
+            .find_map(|c| c.partition_in_txn(producer_id, epoch, topic, index))
+            .unwrap_or(true)
     }
 
     /// The settings every transaction coordinator of this broker runs with.

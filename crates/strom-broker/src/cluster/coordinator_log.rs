@@ -73,6 +73,7 @@ pub fn read_values(partition: &Partition) -> Result<(Vec<Bytes>, i64), String> {
 }
 
 /// [`ReplicatedLog`] over one internal partition this node leads in `epoch`.
+#[derive(Clone)]
 pub struct PartitionJournal {
     broker: Weak<Broker>,
     partition: Arc<Partition>,
@@ -130,11 +131,7 @@ impl ReplicatedLog for PartitionJournal {
 
     fn discard_before(&self, start: u64, end: u64) {
         let wait = self.wait_replicated(end);
-        let journal = PartitionJournal {
-            broker: self.broker.clone(),
-            partition: self.partition.clone(),
-            epoch: self.epoch,
-        };
+        let journal = self.clone();
         tokio::spawn(async move {
             if wait.await.is_ok() {
                 journal.move_log_start(start as i64);

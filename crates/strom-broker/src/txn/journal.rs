@@ -2,9 +2,9 @@
 //! or (cluster mode) a partition of the internal topic `__transaction_state` that this node
 //! leads, where each state is the value of one record and counts as written once the
 //! partition's ISR has it, as Kafka's `TransactionStateManager` waits for its acks=all append.
-//! The partition is kept as bounded as the file: past twice the live ids plus
-//! [`COMPACT_SLACK_RECORDS`] records, every live state is appended again as a checkpoint and
-//! the records before it are discarded once the ISR has it.
+//! The partition is kept as bounded as the file: when [`needs_compaction`] says so, every
+//! live state is appended again as a checkpoint and the records before it are discarded once
+//! the ISR has it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use strom_group::{ReplicatedLog, ReplicationWait};
 
 use super::state::{TxnError, TxnMeta};
-use super::store::{TxnStore, COMPACT_SLACK_RECORDS};
+use super::store::{needs_compaction, TxnStore};
 
 pub enum TxnJournal {
     File(TxnStore),
@@ -51,7 +51,7 @@ impl TxnJournal {
                 *records += 1;
                 let wait = log.wait_replicated(*end);
                 let live = all();
-                if *records > 2 * live.len() as u64 + COMPACT_SLACK_RECORDS as u64 {
+                if needs_compaction(*records as usize, live.len()) {
                     let payloads: Vec<Bytes> = live.iter().map(|m| encode(m)).collect();
                     match strom_group::append_checkpoint(log.as_ref(), &payloads, end) {
                         Ok(()) => *records = live.len() as u64,
@@ -99,6 +99,7 @@ pub fn replay(values: Vec<Bytes>) -> BTreeMap<String, TxnMeta> {
 mod tests {
     use super::*;
     use crate::txn::state::TxnState;
+    use crate::txn::store::COMPACT_SLACK_RECORDS;
     use parking_lot::Mutex;
 
     /// A partition in memory: its record values from offset 0 and the discards asked for.

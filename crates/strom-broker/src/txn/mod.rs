@@ -246,11 +246,6 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// Whether this coordinator knows the producer id (cluster mode: is it coordinated here).
-    pub fn knows_producer(&self, producer_id: i64) -> bool {
-        self.inner.lock().by_producer.contains_key(&producer_id)
-    }
-
     /// A copy of one id's state.
     pub fn describe(&self, id: &str) -> Option<TxnMeta> {
         self.inner.lock().txns.get(id).cloned()
@@ -262,20 +257,26 @@ impl TxnCoordinator {
     }
 
     /// The produce path's check (KIP-890 part 1, done in-process): may this producer write
-    /// transactional batches to this partition now?
-    pub fn partition_in_txn(&self, producer_id: i64, epoch: i16, topic: &str, index: i32) -> bool {
+    /// transactional batches to this partition now? `None` when this coordinator does not
+    /// know the producer id (cluster mode: another node may coordinate it).
+    pub fn partition_in_txn(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        index: i32,
+    ) -> Option<bool> {
         let inner = self.inner.lock();
-        let Some(meta) = inner
+        let meta = inner
             .by_producer
             .get(&producer_id)
-            .and_then(|id| inner.txns.get(id))
-        else {
-            return false;
-        };
-        meta.producer_id == producer_id
-            && meta.producer_epoch == epoch
-            && meta.state == TxnState::Ongoing
-            && meta.partitions.contains(&(topic.to_string(), index))
+            .and_then(|id| inner.txns.get(id))?;
+        Some(
+            meta.producer_id == producer_id
+                && meta.producer_epoch == epoch
+                && meta.state == TxnState::Ongoing
+                && meta.partitions.contains(&(topic.to_string(), index)),
+        )
     }
 
     /// InitProducerId with a transactional id.

@@ -27,6 +27,12 @@ const RECORD_MAX_BYTES: usize = 16 << 20;
 /// Records tolerated beyond twice the live ids before a compaction.
 pub const COMPACT_SLACK_RECORDS: usize = 1000;
 
+/// Whether a log of `records` state records, `live` of them current, is due a compaction (the
+/// file's rewrite, or a replicated partition's checkpoint).
+pub fn needs_compaction(records: usize, live: usize) -> bool {
+    records > 2 * live + COMPACT_SLACK_RECORDS
+}
+
 pub struct TxnStore {
     path: PathBuf,
     file: File,
@@ -138,7 +144,7 @@ impl TxnStore {
         }
         self.records += 1;
         let live = all();
-        if self.records > 2 * live.len() + COMPACT_SLACK_RECORDS {
+        if needs_compaction(self.records, live.len()) {
             let bytes: Vec<u8> = live.iter().flat_map(|m| frame(m)).collect();
             strom_log::atomic_file::write_atomically(&self.path, &bytes)?;
             self.file = OpenOptions::new().append(true).open(&self.path)?;

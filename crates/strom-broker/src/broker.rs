@@ -148,6 +148,12 @@ impl strom_group::TopicCatalog for Catalog {
     fn partition_count(&self, topic: &str) -> Option<i32> {
         self.0.get(topic).map(|t| t.partition_count())
     }
+    fn topic_id(&self, topic: &str) -> Option<uuid::Uuid> {
+        self.0.get(topic).map(|t| t.id())
+    }
+    fn topic_names(&self) -> Vec<String> {
+        self.0.all().iter().map(|t| t.name()).collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +197,11 @@ impl Broker {
             offsets_retention_ms: config.offsets_retention_minutes * 60_000,
             offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms,
             fsync: config.fsync != crate::config::FsyncPolicy::Never,
+            consumer_heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+            consumer_session_timeout_ms: config.group_consumer_session_timeout_ms,
+            consumer_assignors: config.group_consumer_assignors.clone(),
+            consumer_max_size: usize::try_from(config.group_consumer_max_size)
+                .unwrap_or(usize::MAX),
             ..GroupConfig::default()
         };
         // In cluster mode `__consumer_offsets` is a replicated topic of that name, so the

@@ -167,6 +167,14 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`
     pub group_max_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups)
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups)
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.assignors`: the server assignors, the first being the default
+    pub group_consumer_assignors: Vec<String>,
+    /// `group.consumer.max.size`
+    pub group_consumer_max_size: i32,
     /// `offsets.retention.minutes`
     pub offsets_retention_minutes: i64,
     /// `offsets.retention.check.interval.ms`
@@ -603,6 +611,40 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("group.max.session.timeout.ms", "1800000", |c, v| {
         put(&mut c.group_max_session_timeout_ms, parse(v)?)
     }),
+    ("group.consumer.heartbeat.interval.ms", "5000", |c, v| {
+        put(
+            &mut c.group_consumer_heartbeat_interval_ms,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("group.consumer.session.timeout.ms", "45000", |c, v| {
+        put(
+            &mut c.group_consumer_session_timeout_ms,
+            positive(parse(v)?)?,
+        )
+    }),
+    ("group.consumer.assignors", "uniform,range", |c, v| {
+        let names: Vec<String> = v
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = names
+            .iter()
+            .find(|n| !["uniform", "range"].contains(&n.as_str()))
+        {
+            return Err(format!(
+                "unknown assignor {bad}: Strom has uniform and range"
+            ));
+        }
+        if names.is_empty() {
+            return Err("needs at least one assignor".into());
+        }
+        put(&mut c.group_consumer_assignors, names)
+    }),
+    ("group.consumer.max.size", "2147483647", |c, v| {
+        put(&mut c.group_consumer_max_size, positive(parse(v)?)?)
+    }),
     ("offsets.retention.minutes", "10080", |c, v| {
         put(&mut c.offsets_retention_minutes, positive(parse(v)?)?)
     }),
@@ -1022,6 +1064,10 @@ fn placeholder() -> BrokerConfig {
         group_initial_rebalance_delay_ms: 0,
         group_min_session_timeout_ms: 0,
         group_max_session_timeout_ms: 0,
+        group_consumer_heartbeat_interval_ms: 0,
+        group_consumer_session_timeout_ms: 0,
+        group_consumer_assignors: Vec::new(),
+        group_consumer_max_size: 0,
         offsets_retention_minutes: 0,
         offsets_retention_check_interval_ms: 0,
         shutdown_timeout_ms: 0,

@@ -18,8 +18,9 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-/// The type every group of this coordinator has in ListGroups v5.
+/// Group types in ListGroups v5.
 const GROUP_TYPE_CLASSIC: &str = "classic";
+const GROUP_TYPE_CONSUMER: &str = "consumer";
 
 impl GroupCoordinator {
     /// DescribeGroups v0-v6.
@@ -47,6 +48,12 @@ impl GroupCoordinator {
                     }
                     return d;
                 };
+                if g.consumer.is_some() {
+                    // Kafka's DescribeGroups (v0-v5) shows a KIP-848 group as Dead; clients
+                    // describe it with ConsumerGroupDescribe.
+                    d.group_state = s(GroupState::Dead.name());
+                    return d;
+                }
                 let stable = g.is(GroupState::Stable);
                 let protocol = g.protocol_name.clone().unwrap_or_default();
                 d.group_state = s(g.state.name());
@@ -99,9 +106,6 @@ impl GroupCoordinator {
         } else {
             Vec::new()
         };
-        if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
-            return ListGroupsResponse::default();
-        }
         let st = self.state.lock();
         let mut ids: Vec<&String> = st.groups.keys().collect();
         ids.sort();
@@ -109,18 +113,28 @@ impl GroupCoordinator {
             .into_iter()
             .filter_map(|id| {
                 let g = &st.groups[id];
-                let state = g.state.name();
+                let (state, kind, protocol_type) = match &g.consumer {
+                    Some(cg) => (cg.state_name(), GROUP_TYPE_CONSUMER, "consumer"),
+                    None => (
+                        g.state.name(),
+                        GROUP_TYPE_CLASSIC,
+                        g.protocol_type.as_deref().unwrap_or(""),
+                    ),
+                };
+                if !types.is_empty() && !types.iter().any(|t| t == kind) {
+                    return None;
+                }
                 if !states.is_empty() && !states.iter().any(|f| f == &state.to_ascii_lowercase()) {
                     return None;
                 }
                 let mut lg = ListedGroup::default()
                     .with_group_id(GroupId(s(id)))
-                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")));
+                    .with_protocol_type(s(protocol_type));
                 if version >= 4 {
                     lg.group_state = s(state);
                 }
                 if version >= 5 {
-                    lg.group_type = s(GROUP_TYPE_CLASSIC);
+                    lg.group_type = s(kind);
                 }
                 Some(lg)
             })
@@ -146,7 +160,7 @@ impl GroupCoordinator {
                     match st.groups.get(id.as_str()) {
                         None => codes::GROUP_ID_NOT_FOUND,
                         Some(g) if g.is(GroupState::Dead) => codes::GROUP_ID_NOT_FOUND,
-                        Some(g) if !g.is(GroupState::Empty) || !g.members.is_empty() => {
+                        Some(g) if !g.has_no_members() || !g.members.is_empty() => {
                             codes::NON_EMPTY_GROUP
                         }
                         Some(_) if to_delete.contains(&id.to_string()) => codes::NONE,

@@ -36,6 +36,8 @@ pub enum CoordinatorError {
     InvalidSessionTimeout,
     #[error("the group has group.max.size members")]
     GroupMaxSizeReached,
+    #[error("the member epoch is not the member's current epoch")]
+    StaleMemberEpoch,
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
     #[error("offset metadata longer than offset.metadata.max.bytes")]
@@ -59,6 +61,7 @@ impl CoordinatorError {
             codes::FENCED_INSTANCE_ID => CoordinatorError::FencedInstanceId,
             codes::INCONSISTENT_GROUP_PROTOCOL => CoordinatorError::InconsistentGroupProtocol,
             codes::INVALID_SESSION_TIMEOUT => CoordinatorError::InvalidSessionTimeout,
+            codes::STALE_MEMBER_EPOCH => CoordinatorError::StaleMemberEpoch,
             codes::GROUP_MAX_SIZE_REACHED => CoordinatorError::GroupMaxSizeReached,
             codes::UNKNOWN_TOPIC_OR_PARTITION => CoordinatorError::UnknownTopicOrPartition,
             codes::OFFSET_METADATA_TOO_LARGE => CoordinatorError::OffsetMetadataTooLarge,
@@ -85,6 +88,7 @@ impl CoordinatorError {
             CoordinatorError::FencedInstanceId => codes::FENCED_INSTANCE_ID,
             CoordinatorError::InconsistentGroupProtocol => codes::INCONSISTENT_GROUP_PROTOCOL,
             CoordinatorError::InvalidSessionTimeout => codes::INVALID_SESSION_TIMEOUT,
+            CoordinatorError::StaleMemberEpoch => codes::STALE_MEMBER_EPOCH,
             CoordinatorError::GroupMaxSizeReached => codes::GROUP_MAX_SIZE_REACHED,
             CoordinatorError::UnknownTopicOrPartition => codes::UNKNOWN_TOPIC_OR_PARTITION,
             CoordinatorError::OffsetMetadataTooLarge => codes::OFFSET_METADATA_TOO_LARGE,
@@ -276,6 +280,9 @@ impl GroupCoordinator {
                 Err(CoordinatorError::IllegalGeneration)
             };
         };
+        if let Some(cg) = &g.consumer {
+            return cg.validate_commit(committer);
+        }
         if committer.generation_id < 0 && g.is(crate::group::GroupState::Empty) {
             return Ok(());
         }

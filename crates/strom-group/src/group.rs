@@ -170,6 +170,9 @@ pub(crate) struct Group {
     /// A generation completed (or the group became Empty) since `stored` was written; the
     /// coordinator writes a new group metadata record after the operation.
     pub metadata_dirty: bool,
+    /// Set when the group uses the consumer protocol of KIP-848; its classic fields above
+    /// then stay Empty and only `offsets` is shared.
+    pub consumer: Option<Box<crate::consumer::ConsumerGroup>>,
 }
 
 impl Group {
@@ -193,7 +196,14 @@ impl Group {
             offsets: BTreeMap::new(),
             stored: None,
             metadata_dirty: false,
+            consumer: None,
         }
+    }
+
+    /// No member of either protocol: what "Empty" means for offsets retention, simple
+    /// commits and deletion.
+    pub(crate) fn has_no_members(&self) -> bool {
+        self.is(GroupState::Empty) && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
     }
 
     /// The group's current generation as a group metadata record (Kafka's
@@ -575,6 +585,9 @@ impl Group {
 
     /// Kafka's `isSubscribedToTopic`: unknown subscriptions count as subscribed.
     pub(crate) fn is_subscribed_to(&self, topic: &str) -> bool {
+        if let Some(cg) = &self.consumer {
+            return cg.subscribed_names().contains(topic);
+        }
         match &self.subscribed_topics {
             Some(topics) => topics.contains(topic),
             None => true,

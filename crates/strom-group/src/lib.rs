@@ -1,4 +1,5 @@
-//! strom-group: the consumer group coordinator (Kafka's classic rebalance protocol) and the
+//! strom-group: the consumer group coordinator (Kafka's classic rebalance protocol and the
+//! consumer protocol of KIP-848) and the
 //! durable store of committed offsets and group metadata (each group's last completed
 //! generation, restored after a restart as Kafka does).
 //!
@@ -16,6 +17,8 @@
 //! - `rebalance`: the state machine they share with the timers (session expiry, rebalance
 //!   and sync deadlines, the initial rebalance delay).
 //! - `offsets`: OffsetCommit, OffsetFetch, OffsetDelete and offsets retention.
+//! - `consumer`: the consumer group protocol of KIP-848 (ConsumerGroupHeartbeat,
+//!   ConsumerGroupDescribe, server-side assignors).
 //! - `admin`: DescribeGroups, ListGroups, DeleteGroups.
 //! - `overview`: a read-only copy of every group for metrics and the HTTP console.
 //! - `group`: the in-memory domain model of one group (members, state, protocol choice).
@@ -45,6 +48,7 @@ mod error;
 mod journal;
 
 mod admin;
+mod consumer;
 mod group;
 mod membership;
 mod offsets;
@@ -89,6 +93,16 @@ pub struct GroupConfig {
     pub max_group_size: usize,
     /// `offset.metadata.max.bytes`: larger commit metadata gets OFFSET_METADATA_TOO_LARGE.
     pub offset_metadata_max_bytes: usize,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms`: a KIP-848 member silent this long is removed.
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.assignors`: the server assignors members may name; the first is the
+    /// default.
+    pub consumer_assignors: Vec<String>,
+    /// `group.consumer.max.size`: joins beyond this many KIP-848 members get
+    /// GROUP_MAX_SIZE_REACHED.
+    pub consumer_max_size: usize,
 }
 
 impl Default for GroupConfig {
@@ -102,6 +116,10 @@ impl Default for GroupConfig {
             fsync: true,
             max_group_size: 10_000,
             offset_metadata_max_bytes: 4096,
+            consumer_heartbeat_interval_ms: 5000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_assignors: vec!["uniform".into(), "range".into()],
+            consumer_max_size: i32::MAX as usize,
         }
     }
 }
@@ -111,6 +129,14 @@ impl Default for GroupConfig {
 pub trait TopicCatalog: Send + Sync + 'static {
     /// The number of partitions of `topic`, or `None` if the topic does not exist.
     fn partition_count(&self, topic: &str) -> Option<i32>;
+    /// The topic's id (KIP-848 assignments name topics by id).
+    fn topic_id(&self, _topic: &str) -> Option<uuid::Uuid> {
+        None
+    }
+    /// Every topic's name (KIP-848 regular-expression subscriptions).
+    fn topic_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Injected time, in milliseconds since the Unix epoch.

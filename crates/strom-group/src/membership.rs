@@ -157,6 +157,20 @@ impl GroupCoordinator {
         if a.group_id.is_empty() {
             return fail(codes::INVALID_GROUP_ID);
         }
+        if let Some(g) = groups.get_mut(a.group_id) {
+            match &g.consumer {
+                // Classic members cannot join a live KIP-848 group here (Kafka 4 can, with
+                // its online migration; documented).
+                Some(cg) if !cg.members.is_empty() => {
+                    return fail(codes::INCONSISTENT_GROUP_PROTOCOL)
+                }
+                Some(_) => {
+                    tracing::info!(group = %a.group_id, "empty consumer group converted to a classic group");
+                    g.consumer = None;
+                }
+                None => {}
+            }
+        }
         if a.session_timeout_ms < self.config.min_session_timeout_ms
             || a.session_timeout_ms > self.config.max_session_timeout_ms
         {

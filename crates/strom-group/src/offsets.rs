@@ -119,6 +119,9 @@ impl GroupCoordinator {
                 Err(CoordinatorError::IllegalGeneration)
             };
         };
+        if let Some(cg) = &g.consumer {
+            return cg.validate_commit(committer);
+        }
         if generation_id < 0 && g.is(GroupState::Empty) {
             return Ok(());
         }
@@ -146,6 +149,15 @@ impl GroupCoordinator {
         }
     }
 
+    /// OffsetFetch v9's member check, for KIP-848 groups only.
+    fn consumer_fetch_check(&self, group_id: &str, member_id: Option<&str>, epoch: i32) -> i16 {
+        let st = self.state.lock();
+        match st.groups.get(group_id).and_then(|g| g.consumer.as_ref()) {
+            Some(cg) => cg.validate_fetch(member_id, epoch),
+            None => codes::NONE,
+        }
+    }
+
     /// OffsetFetch v1-v9: the single-group form up to v7, the multi-group form from v8.
     pub async fn offset_fetch(&self, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
         if version >= 8 {
@@ -158,7 +170,20 @@ impl GroupCoordinator {
                             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                             .collect()
                     });
-                    let (error, topics) = self.fetch_group(rg.group_id.as_str(), wanted);
+                    let member_check = if version >= 9 {
+                        self.consumer_fetch_check(
+                            rg.group_id.as_str(),
+                            rg.member_id.as_deref(),
+                            rg.member_epoch,
+                        )
+                    } else {
+                        codes::NONE
+                    };
+                    let (error, topics) = if member_check == codes::NONE {
+                        self.fetch_group(rg.group_id.as_str(), wanted)
+                    } else {
+                        (member_check, Vec::new())
+                    };
                     OffsetFetchResponseGroup::default()
                         .with_group_id(rg.group_id.clone())
                         .with_error_code(error)
@@ -300,12 +325,12 @@ impl GroupCoordinator {
         let Some(g) = st.groups.get_mut(group_id) else {
             return OffsetDeleteResponse::default().with_error_code(codes::GROUP_ID_NOT_FOUND);
         };
-        let consumer_group = g.protocol_type.as_deref() == Some("consumer");
+        let consumer_group = g.protocol_type.as_deref() == Some("consumer") || g.consumer.is_some();
         let check_subscription = match g.state {
             GroupState::Dead => {
                 return OffsetDeleteResponse::default().with_error_code(codes::GROUP_ID_NOT_FOUND)
             }
-            GroupState::Empty => false,
+            GroupState::Empty if g.has_no_members() => false,
             _ if consumer_group => true,
             _ => return OffsetDeleteResponse::default().with_error_code(codes::NON_EMPTY_GROUP),
         };
@@ -428,9 +453,10 @@ impl GroupCoordinator {
         let mut records = Vec::new();
         let mut expired: Vec<(String, String, i32)> = Vec::new();
         for g in st.groups.values() {
-            let empty = g.is(GroupState::Empty);
-            let simple = g.protocol_type.is_none();
-            let stable_consumer = g.is(GroupState::Stable) && g.subscribed_topics.is_some();
+            let empty = g.has_no_members();
+            let simple = g.protocol_type.is_none() && g.consumer.is_none();
+            let stable_consumer = (g.is(GroupState::Stable) && g.subscribed_topics.is_some())
+                || (g.consumer.is_some() && !empty);
             for ((topic, partition), v) in &g.offsets {
                 let gone = if v.expire_ms >= 0 {
                     now_ms >= v.expire_ms
@@ -468,9 +494,8 @@ impl GroupCoordinator {
                 }
             }
         }
-        let is_gone = |g: &Group| {
-            g.is(GroupState::Empty) && g.offsets.is_empty() && g.pending_members.is_empty()
-        };
+        let is_gone =
+            |g: &Group| g.has_no_members() && g.offsets.is_empty() && g.pending_members.is_empty();
         // A group with a stored metadata record gets a tombstone (Kafka writes one when a
         // group becomes Dead), so that a later group of the same id does not inherit its
         // protocol, generation and Empty-since time after a restart.

@@ -184,6 +184,10 @@ fn complete_join(g: &mut Group, now_ms: i64) {
 /// Fires the group's due timers: pending-member expiry, session expiry, the sync deadline
 /// and the join phase deadline.
 pub(crate) fn on_timers(config: &GroupConfig, g: &mut Group, now_ms: i64) {
+    if let Some(cg) = g.consumer.as_mut() {
+        crate::consumer::on_timers(&g.group_id, cg, now_ms);
+        return;
+    }
     let before = g.pending_members.len();
     g.pending_members.retain(|_, deadline| *deadline > now_ms);
     if g.pending_members.len() != before {
@@ -225,6 +229,9 @@ pub(crate) fn on_timers(config: &GroupConfig, g: &mut Group, now_ms: i64) {
 
 /// The earliest time a timer of this group is due.
 pub(crate) fn next_deadline_ms(g: &Group) -> Option<i64> {
+    if let Some(cg) = &g.consumer {
+        return cg.next_deadline_ms();
+    }
     let phase = g.join_phase.map(|p| match p {
         JoinPhase::InitialDelay { deadline_ms, .. } | JoinPhase::Rebalance { deadline_ms } => {
             deadline_ms

@@ -64,6 +64,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     r(ApiKey::DescribeProducers, 0, 0),
     r(ApiKey::DescribeTransactions, 0, 0),
     r(ApiKey::ListTransactions, 0, 1),
+    r(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    r(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The range served for `key`, if any.

@@ -38,6 +38,7 @@ top_level!(
     JoinGroupResponse,
     SyncGroupResponse,
     HeartbeatResponse,
+    ConsumerGroupHeartbeatResponse,
     AddOffsetsToTxnResponse,
     EndTxnResponse,
     ListTransactionsResponse,
@@ -177,6 +178,12 @@ impl ErrorCodes for OffsetFetchResponse {
 }
 
 impl ErrorCodes for DescribeGroupsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        self.groups.iter().for_each(|g| f(g.error_code));
+    }
+}
+
+impl ErrorCodes for ConsumerGroupDescribeResponse {
     fn error_codes(&self, f: &mut dyn FnMut(i16)) {
         self.groups.iter().for_each(|g| f(g.error_code));
     }

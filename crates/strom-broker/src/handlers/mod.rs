@@ -10,6 +10,7 @@ pub mod authz;
 pub mod client_quotas;
 pub mod config_acls;
 pub mod configs;
+pub mod consumer_group_acls;
 pub mod error_counts;
 pub mod fetch;
 pub mod group_acls;
@@ -252,6 +253,16 @@ async fn dispatch_api(broker: &Arc<Broker>, req: DecodedHeader, ctx: &RequestCon
             groups, &authz, r, v
         )
         .await),
+        ApiKey::ConsumerGroupHeartbeat => {
+            handle!(ConsumerGroupHeartbeatRequest, |r| {
+                consumer_group_acls::heartbeat(groups, &authz, r, v, &client_id, &ctx.client_host)
+            })
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            handle!(ConsumerGroupDescribeRequest, |r| {
+                consumer_group_acls::describe(groups, &authz, r)
+            })
+        }
         ApiKey::OffsetDelete => handle!(OffsetDeleteRequest, |r| group_acls::offset_delete(
             groups, &authz, r, v
         )

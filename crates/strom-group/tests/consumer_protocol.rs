@@ -1,0 +1,259 @@
+//! The KIP-848 consumer group protocol at the coordinator: epochs, reconciliation without two
+//! owners of a partition, leaving, fencing, and Kafka's error codes.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    TopicName,
+};
+use strom_group::codes;
+
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const UNRELEASED_INSTANCE_ID: i16 = 111;
+const UNSUPPORTED_ASSIGNOR: i16 = 112;
+const STALE_MEMBER_EPOCH: i16 = 113;
+const INVALID_REGULAR_EXPRESSION: i16 = 128;
+
+fn join(group: &str, member: &str, topics: &[&str]) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid(group))
+        .with_member_id(s(member))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(REBALANCE_MS)
+        .with_subscribed_topic_names(Some(topics.iter().map(|t| TopicName(s(t))).collect()))
+        .with_topic_partitions(Some(Vec::new()))
+}
+
+/// A heartbeat reporting `owned` partitions of topic "t".
+fn beat(group: &str, member: &str, epoch: i32, owned: &[i32]) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid(group))
+        .with_member_id(s(member))
+        .with_member_epoch(epoch)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic_id(topic_id("t"))
+            .with_partitions(owned.to_vec())]))
+}
+
+fn hb(env: &Env, req: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
+    env.coord
+        .consumer_group_heartbeat(req, 1, "client", "/127.0.0.1")
+}
+
+/// The partitions of "t" in a response's assignment (None: no assignment sent).
+fn assigned(r: &ConsumerGroupHeartbeatResponse) -> Option<BTreeSet<i32>> {
+    r.assignment.as_ref().map(|a| {
+        a.topic_partitions
+            .iter()
+            .filter(|t| t.topic_id == topic_id("t"))
+            .flat_map(|t| t.partitions.iter().copied())
+            .collect()
+    })
+}
+
+fn set(ps: &[i32]) -> BTreeSet<i32> {
+    ps.iter().copied().collect()
+}
+
+#[test]
+fn a_first_member_gets_every_partition_at_epoch_one() {
+    let env = Env::new(config());
+    let r = hb(&env, join("g", "m1", &["t"]));
+    assert_eq!(r.error_code, codes::NONE, "{:?}", r.error_message);
+    assert_eq!(r.member_id.as_deref(), Some("m1"));
+    assert_eq!(r.member_epoch, 1);
+    assert_eq!(r.heartbeat_interval_ms, 5000);
+    assert_eq!(assigned(&r), Some(set(&[0, 1, 2])));
+    // An unchanged heartbeat carries no assignment.
+    let r = hb(
+        &env,
+        beat("g", "m1", 1, &[0, 1, 2]).with_topic_partitions(None),
+    );
+    assert_eq!((r.error_code, r.member_epoch, assigned(&r)), (0, 1, None));
+}
+
+#[test]
+fn a_second_member_gets_partitions_only_after_the_first_revokes_them() {
+    let env = Env::new(config());
+    hb(&env, join("g", "m1", &["t"]));
+    let r2 = hb(&env, join("g", "m2", &["t"]));
+    // m1 still owns everything: m2 moves to epoch 2 with nothing yet.
+    assert_eq!(r2.member_epoch, 2);
+    assert_eq!(assigned(&r2), Some(set(&[])));
+    // m1 is told to give up one partition and stays at epoch 1 until it does.
+    let r1 = hb(&env, beat("g", "m1", 1, &[0, 1, 2]));
+    assert_eq!(r1.member_epoch, 1);
+    let keep = assigned(&r1).unwrap();
+    assert_eq!(keep.len(), 2);
+    let r2 = hb(&env, beat("g", "m2", 2, &[]));
+    assert_eq!(assigned(&r2), None, "nothing is free yet");
+    // m1 reports the revocation: it moves to epoch 2, and m2 gets the freed partition.
+    let owned: Vec<i32> = keep.iter().copied().collect();
+    let r1 = hb(&env, beat("g", "m1", 1, &owned));
+    assert_eq!(r1.member_epoch, 2);
+    let r2 = hb(&env, beat("g", "m2", 2, &[]));
+    let got = assigned(&r2).unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(got.is_disjoint(&keep));
+}
+
+#[test]
+fn leaving_and_session_expiry_hand_partitions_to_the_others() {
+    let env = Env::new(config());
+    hb(&env, join("g", "m1", &["t"]));
+    hb(&env, join("g", "m2", &["t"]));
+    let r1 = hb(&env, beat("g", "m1", 1, &[0, 1, 2]));
+    let keep: Vec<i32> = assigned(&r1).unwrap().into_iter().collect();
+    hb(&env, beat("g", "m1", 1, &keep));
+    // m2 leaves: epoch -1 answers -1, and m1 gets everything back at a new epoch.
+    let left = hb(&env, beat("g", "m2", 2, &[]).with_member_epoch(-1));
+    assert_eq!((left.error_code, left.member_epoch), (0, -1));
+    let r1 = hb(&env, beat("g", "m1", 2, &keep));
+    assert_eq!(r1.member_epoch, 3);
+    assert_eq!(assigned(&r1), Some(set(&[0, 1, 2])));
+    // A member that stops heartbeating is removed after the session timeout.
+    hb(&env, join("g", "m3", &["t"]));
+    let session = i64::from(config().consumer_session_timeout_ms);
+    env.advance(session - 1000);
+    assert_eq!(
+        hb(&env, beat("g", "m1", 3, &[0, 1, 2])).error_code,
+        codes::NONE
+    );
+    env.advance(1001);
+    let r = hb(&env, beat("g", "m3", 4, &[]));
+    assert_eq!(r.error_code, codes::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn stale_and_future_epochs_are_fenced() {
+    let env = Env::new(config());
+    hb(&env, join("g", "m1", &["t"]));
+    assert_eq!(
+        hb(&env, beat("g", "m1", 7, &[])).error_code,
+        FENCED_MEMBER_EPOCH
+    );
+    hb(&env, join("g", "m2", &["t"]));
+    // m1 reconciles to epoch 2; epoch 1 with a subset of its partitions is still accepted
+    // (the response with the new epoch may have been lost), epoch 0 is not.
+    let r1 = hb(&env, beat("g", "m1", 1, &[0, 1, 2]));
+    let keep: Vec<i32> = assigned(&r1).unwrap().into_iter().collect();
+    assert_eq!(hb(&env, beat("g", "m1", 1, &keep)).member_epoch, 2);
+    assert_eq!(hb(&env, beat("g", "m1", 1, &keep)).error_code, codes::NONE);
+    let unknown = hb(&env, beat("g", "nobody", 1, &[]));
+    assert_eq!(unknown.error_code, codes::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn bad_heartbeats_get_kafkas_codes() {
+    let env = Env::new(config());
+    let no_topics = join("g", "m", &[]);
+    assert_eq!(hb(&env, no_topics).error_code, codes::INVALID_REQUEST);
+    let owned = join("g", "m", &["t"]).with_topic_partitions(None);
+    assert_eq!(hb(&env, owned).error_code, codes::INVALID_REQUEST);
+    let no_timeout = join("g", "m", &["t"]).with_rebalance_timeout_ms(-1);
+    assert_eq!(hb(&env, no_timeout).error_code, codes::INVALID_REQUEST);
+    let epoch = join("g", "m", &["t"]).with_member_epoch(-3);
+    assert_eq!(hb(&env, epoch).error_code, codes::INVALID_REQUEST);
+    let assignor = join("g", "m", &["t"]).with_server_assignor(Some(s("sticky")));
+    assert_eq!(hb(&env, assignor).error_code, UNSUPPORTED_ASSIGNOR);
+    let regex = join("g", "m", &[])
+        .with_subscribed_topic_names(None)
+        .with_subscribed_topic_regex(Some(s("t(")));
+    assert_eq!(hb(&env, regex).error_code, INVALID_REGULAR_EXPRESSION);
+    // A heartbeat for a group that does not exist (epoch > 0) is GROUP_ID_NOT_FOUND.
+    assert_eq!(
+        hb(&env, beat("none", "m", 1, &[])).error_code,
+        codes::GROUP_ID_NOT_FOUND
+    );
+}
+
+#[test]
+fn a_regex_subscription_matches_whole_topic_names() {
+    let env = Env::new(config());
+    let req = join("g", "m", &[])
+        .with_subscribed_topic_names(None)
+        .with_subscribed_topic_regex(Some(s("[tu]")));
+    let r = hb(&env, req);
+    assert_eq!(r.error_code, codes::NONE, "{:?}", r.error_message);
+    let topics: BTreeSet<_> = r
+        .assignment
+        .unwrap()
+        .topic_partitions
+        .iter()
+        .map(|t| t.topic_id)
+        .collect();
+    assert_eq!(topics, [topic_id("t"), topic_id("u")].into_iter().collect());
+    let partial = join("g2", "m", &[])
+        .with_subscribed_topic_names(None)
+        .with_subscribed_topic_regex(Some(s("t.+")));
+    assert_eq!(assigned(&hb(&env, partial)), Some(set(&[])));
+}
+
+#[test]
+fn a_static_member_keeps_its_partitions_across_a_restart_of_the_client() {
+    let env = Env::new(config());
+    let r = hb(&env, join("g", "a", &["t"]).with_instance_id(Some(s("i1"))));
+    assert_eq!(r.member_epoch, 1);
+    let other = hb(&env, join("g", "b", &["t"]).with_instance_id(Some(s("i1"))));
+    assert_eq!(other.error_code, UNRELEASED_INSTANCE_ID);
+    let gone = hb(
+        &env,
+        beat("g", "a", 1, &[0, 1, 2])
+            .with_member_epoch(-2)
+            .with_instance_id(Some(s("i1"))),
+    );
+    assert_eq!((gone.error_code, gone.member_epoch), (0, -2));
+    let back = hb(&env, join("g", "b", &["t"]).with_instance_id(Some(s("i1"))));
+    assert_eq!(back.error_code, codes::NONE, "{:?}", back.error_message);
+    assert_eq!(assigned(&back), Some(set(&[0, 1, 2])));
+}
+
+#[tokio::test]
+async fn commits_need_the_members_current_epoch() {
+    let env = Env::new(config());
+    hb(&env, join("g", "m1", &["t"]));
+    let commit = |epoch: i32, member: &'static str| {
+        let coord = env.coord.clone();
+        async move {
+            let committer = strom_group::Committer {
+                member_id: member,
+                instance_id: None,
+                generation_id: epoch,
+            };
+            let offsets = [strom_group::NewOffset::new("t", 0, 5)];
+            coord.commit("g", committer, &offsets, -1).await.remove(0)
+        }
+    };
+    assert!(commit(1, "m1").await.is_ok());
+    let stale = commit(0, "m1").await.unwrap_err();
+    assert_eq!(stale.kafka_code(), STALE_MEMBER_EPOCH);
+    let unknown = commit(1, "m9").await.unwrap_err();
+    assert_eq!(unknown.kafka_code(), codes::UNKNOWN_MEMBER_ID);
+    // Without a member, only while the group has none.
+    assert!(commit(-1, "").await.is_err());
+    hb(&env, beat("g", "m1", 1, &[]).with_member_epoch(-1));
+    assert!(commit(-1, "").await.is_ok());
+}
+
+#[test]
+fn describe_shows_epochs_members_and_assignments() {
+    let env = Env::new(config());
+    hb(&env, join("g", "m1", &["t"]));
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("g"), gid("none")]);
+    let d = env.coord.consumer_group_describe(&req);
+    let g = &d.groups[0];
+    assert_eq!((g.error_code, g.group_state.as_str()), (0, "Stable"));
+    assert_eq!((g.group_epoch, g.assignment_epoch), (1, 1));
+    assert_eq!(g.assignor_name.as_str(), "uniform");
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(
+        g.members[0].assignment.topic_partitions[0].partitions,
+        vec![0, 1, 2]
+    );
+    assert_eq!(d.groups[1].error_code, codes::GROUP_ID_NOT_FOUND);
+}

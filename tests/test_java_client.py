@@ -454,15 +454,32 @@ def test_java_admin_topics_by_id(java, broker, topic_name):
     run.assert_ok()
 
 
-def test_java_consumer_protocol_kip848_is_refused_clearly(java, broker, topic_name):
-    # Strom has only the classic group protocol (README): a consumer that asks for the new one
-    # must fail fast with UnsupportedVersionException, which tells its user what to change.
-    helpers.create_topic(broker.bootstrap, topic_name, partitions=1)
-    run = java.run("consumer-protocol", broker.bootstrap, topic_name, f"java-848-{uuid.uuid4().hex[:8]}")
-    assert run.code == 0, run.context()
-    refused = run.one("consumer_protocol")
-    assert refused["exception"] == "UnsupportedVersionException", refused
-    assert "group.protocol=classic" in refused["message"], refused
+def test_java_consumer_protocol_kip848_shares_partitions(java, start_broker, topic_name):
+    # kafka-clients 4.x with group.protocol=consumer: the broker assigns (KIP-848). Short
+    # heartbeats so that the rebalances take a second, not Kafka's 5 s beats.
+    broker = start_broker(settings={"group.consumer.heartbeat.interval.ms": "500"})
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=4)
+    values = [f"v{i}" for i in range(200)]
+    p = helpers.producer(broker.bootstrap)
+    for i, v in enumerate(values):
+        p.produce(topic_name, key=f"k{i}", value=v, partition=i % 4)
+    assert p.flush(15) == 0
+    group = f"java-848-{uuid.uuid4().hex[:8]}"
+    run = java.run("consumer-protocol", broker.bootstrap, topic_name, group, "200").assert_ok()
+    assert run.one("first")["a"] == [0, 1, 2, 3], run.context()
+    split = run.one("split")
+    assert split["a"] and split["b"] and not set(split["a"]) & set(split["b"]), split
+    assert sorted(split["a"] + split["b"]) == [0, 1, 2, 3], split
+    # Every record once: a partition moved only after its owner committed and let it go.
+    read = [r.split(":") for r in split["records"]]
+    positions = [(r[1], r[2]) for r in read]
+    assert len(positions) == len(set(positions)) == 200, len(positions)
+    assert sorted(r[4] for r in read) == sorted(values)
+    assert all(int(r[3][1:]) % 4 == int(r[1]) for r in read)
+    assert run.one("after_leave")["a"] == [0, 1, 2, 3], run.context()
+    described = run.one("described")
+    assert (described["type"], described["state"], described["assignor"]) == ("CONSUMER", "STABLE", "uniform")
+    assert [m["partitions"] for m in described["members"]] == [[0, 1, 2, 3]], described
 
 
 def test_java_transactional_producer_commits_and_aborts(java, broker, topic_name):

@@ -12,7 +12,7 @@
 //                (waits for a line on stdin between the two halves, while the test restarts
 //                the broker)
 //   admin-topic-ids BOOTSTRAP TOPIC
-//   consumer-protocol BOOTSTRAP TOPIC GROUP
+//   consumer-protocol BOOTSTRAP TOPIC GROUP EXPECTED
 //   transactional BOOTSTRAP TOPIC
 //   txn-copy     BOOTSTRAP IN OUT GROUP TRANSACTIONAL_ID IDLE_EXIT_MS PACE_MS
 //                (consume-transform-produce: each poll's records copied to OUT in one
@@ -132,7 +132,7 @@ public final class StromJavaClient {
                         Integer.parseInt(args[5]), Long.parseLong(args[6]), Integer.parseInt(args[7]));
                 case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]), args[5]);
                 case "admin-topic-ids" -> adminTopicIds(bootstrap, args[2]);
-                case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3]);
+                case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
                 case "transactional" -> transactional(bootstrap, args[2]);
                 case "txn-copy" -> txnCopy(bootstrap, args[2], args[3], args[4], args[5], Long.parseLong(args[6]),
                         Long.parseLong(args[7]));
@@ -535,27 +535,79 @@ public final class StromJavaClient {
      * A consumer with group.protocol=consumer (KIP-848), which Strom does not support: the
      * client must get a clear error from poll, not hang or silently read nothing.
      */
-    static void consumerProtocol(String bootstrap, String topic, String group) {
+    /**
+     * Two KafkaConsumers with group.protocol=consumer (KIP-848) on TOPIC, polled in turn: the
+     * first owns every partition, then the second joins and both own a disjoint share. Each
+     * commits before it gives a partition up. Prints "split" with both assignments and what was
+     * read, then the second leaves and "after_leave" shows the first owning everything; a
+     * describe of the group at the end shows the consumer-protocol group.
+     */
+    static void consumerProtocol(String bootstrap, String topic, String group, int expected) throws Exception {
+        Map<String, List<String>> events = new TreeMap<>();
+        List<String> records = new ArrayList<>();
+        try (KafkaConsumer<String, String> a = new KafkaConsumer<>(kip848Props(bootstrap, group));
+             KafkaConsumer<String, String> b = new KafkaConsumer<>(kip848Props(bootstrap, group))) {
+            a.subscribe(List.of(topic), committingListener(a, "a", events));
+            long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
+            while (a.assignment().isEmpty() && System.currentTimeMillis() < deadline) {
+                readInto(a, "a", records);
+            }
+            emit("first", "a", partitionNumbers(a.assignment()));
+            b.subscribe(List.of(topic), committingListener(b, "b", events));
+            while (System.currentTimeMillis() < deadline
+                    && (records.size() < expected || a.assignment().isEmpty() || b.assignment().isEmpty()
+                        || a.assignment().size() + b.assignment().size() < 4)) {
+                readInto(a, "a", records);
+                readInto(b, "b", records);
+            }
+            a.commitSync();
+            b.commitSync();
+            emit("split", "a", partitionNumbers(a.assignment()), "b", partitionNumbers(b.assignment()),
+                    "records", records, "events", events);
+            b.unsubscribe();
+            while (System.currentTimeMillis() < deadline && a.assignment().size() < 4) {
+                readInto(a, "a", records);
+            }
+            emit("after_leave", "a", partitionNumbers(a.assignment()), "events", events);
+            try (Admin admin = Admin.create(common(bootstrap))) {
+                emitGroupDescription("described", admin, group);
+            }
+        }
+    }
+
+    static Properties kip848Props(String bootstrap, String group) {
         Properties p = consumerProps(bootstrap, group);
         p.put("group.protocol", "consumer");
         // Not allowed with the consumer protocol: the broker owns session and heartbeat timing.
         p.remove("session.timeout.ms");
         p.remove("heartbeat.interval.ms");
-        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
-            c.subscribe(List.of(topic));
-            long deadline = System.currentTimeMillis() + 15_000;
-            String exception = null;
-            while (exception == null && System.currentTimeMillis() < deadline) {
-                try {
-                    c.poll(POLL);
-                } catch (RuntimeException e) {
-                    exception = e.getClass().getSimpleName();
-                    emit("consumer_protocol", "exception", exception, "message", e.getMessage());
+        return p;
+    }
+
+    static ConsumerRebalanceListener committingListener(KafkaConsumer<String, String> c, String name,
+                                                        Map<String, List<String>> events) {
+        return new ConsumerRebalanceListener() {
+            @Override
+            public void onPartitionsRevoked(Collection<TopicPartition> parts) {
+                if (!parts.isEmpty()) {
+                    c.commitSync();
+                    events.computeIfAbsent(name + "_revoked", k -> new ArrayList<>()).add(partitionNumbers(parts).toString());
                 }
             }
-            if (exception == null) {
-                emit("consumer_protocol", "exception", null, "message", null);
+
+            @Override
+            public void onPartitionsAssigned(Collection<TopicPartition> parts) {
+                if (!parts.isEmpty()) {
+                    events.computeIfAbsent(name + "_assigned", k -> new ArrayList<>()).add(partitionNumbers(parts).toString());
+                }
             }
+        };
+    }
+
+    /** One poll of C; each record as "name:partition:offset:key:value". */
+    static void readInto(KafkaConsumer<String, String> c, String name, List<String> out) {
+        for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(100))) {
+            out.add(name + ":" + r.partition() + ":" + r.offset() + ":" + r.key() + ":" + r.value());
         }
     }
 

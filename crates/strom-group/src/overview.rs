@@ -7,7 +7,8 @@ use crate::group::GroupState;
 use crate::GroupCoordinator;
 
 /// One member as an observer sees it. `assignment` is the raw bytes the leader assigned (the
-/// consumer protocol's `ConsumerProtocolAssignment` when `protocol_type` is "consumer").
+/// consumer protocol's `ConsumerProtocolAssignment` when `protocol_type` is "consumer"; for a
+/// KIP-848 group, its current assignment in that same encoding).
 #[derive(Debug, Clone)]
 pub struct MemberSummary {
     pub member_id: String,
@@ -61,6 +62,27 @@ impl GroupCoordinator {
 }
 
 fn summarize(g: &crate::group::Group) -> GroupSummary {
+    if let Some(cg) = &g.consumer {
+        return GroupSummary {
+            group_id: g.group_id.clone(),
+            state: cg.state_name(),
+            generation_id: cg.group_epoch,
+            protocol_type: "consumer".into(),
+            protocol_name: cg.preferred_assignor("uniform").to_string(),
+            members: cg
+                .members
+                .values()
+                .map(|m| MemberSummary {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    assignment: cg.encode_assignment(&m.assigned),
+                })
+                .collect(),
+            offsets: offsets(g),
+        };
+    }
     GroupSummary {
         group_id: g.group_id.clone(),
         state: g.state.name(),
@@ -78,10 +100,13 @@ fn summarize(g: &crate::group::Group) -> GroupSummary {
                 assignment: m.assignment.clone(),
             })
             .collect(),
-        offsets: g
-            .offsets
-            .iter()
-            .map(|((t, p), v)| (t.clone(), *p, v.offset))
-            .collect(),
+        offsets: offsets(g),
     }
+}
+
+fn offsets(g: &crate::group::Group) -> Vec<(String, i32, i64)> {
+    g.offsets
+        .iter()
+        .map(|((t, p), v)| (t.clone(), *p, v.offset))
+        .collect()
 }

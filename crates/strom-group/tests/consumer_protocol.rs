@@ -165,10 +165,11 @@ fn bad_heartbeats_get_kafkas_codes() {
         .with_subscribed_topic_names(None)
         .with_subscribed_topic_regex(Some(s("t(")));
     assert_eq!(hb(&env, regex).error_code, INVALID_REGULAR_EXPRESSION);
-    // A heartbeat for a group that does not exist (epoch > 0) is GROUP_ID_NOT_FOUND.
+    // A heartbeat (epoch > 0) for a group this coordinator does not hold: membership is not
+    // persisted, so the member is told to rejoin rather than that the group is gone.
     assert_eq!(
         hb(&env, beat("none", "m", 1, &[])).error_code,
-        codes::GROUP_ID_NOT_FOUND
+        codes::UNKNOWN_MEMBER_ID
     );
 }
 
@@ -256,4 +257,40 @@ fn describe_shows_epochs_members_and_assignments() {
         vec![0, 1, 2]
     );
     assert_eq!(d.groups[1].error_code, codes::GROUP_ID_NOT_FOUND);
+}
+
+#[tokio::test]
+async fn classic_and_consumer_members_do_not_share_a_live_group() {
+    let env = Env::new(config());
+    // A live classic group is not a consumer group.
+    let first = env
+        .coord
+        .join_group(join_req("classic", "", None, &["t"]), 4, "c", "h")
+        .await;
+    let joined = env
+        .coord
+        .join_group(
+            join_req("classic", first.member_id.as_str(), None, &["t"]),
+            4,
+            "c",
+            "h",
+        )
+        .await;
+    assert_eq!(joined.error_code, codes::NONE);
+    let r = hb(&env, join("classic", "m", &["t"]));
+    assert_eq!(r.error_code, codes::GROUP_ID_NOT_FOUND);
+    // A live consumer group refuses classic joins...
+    hb(&env, join("new", "m", &["t"]));
+    let refused = env
+        .coord
+        .join_group(join_req("new", "", None, &["t"]), 4, "c", "h")
+        .await;
+    assert_eq!(refused.error_code, codes::INCONSISTENT_GROUP_PROTOCOL);
+    // ...and converts back once empty, keeping its offsets.
+    hb(&env, beat("new", "m", 1, &[]).with_member_epoch(-1));
+    let classic = env
+        .coord
+        .join_group(join_req("new", "", None, &["t"]), 4, "c", "h")
+        .await;
+    assert_eq!(classic.error_code, codes::MEMBER_ID_REQUIRED);
 }

@@ -221,12 +221,18 @@ fn consumer_group<'g>(
     now_ms: i64,
 ) -> Result<&'g mut Group, Refusal> {
     let existed = groups.contains_key(group_id);
+    // Membership is not persisted (module docs): a member still heartbeating a group this
+    // coordinator does not hold (it restarted, or took the group over) is told it is unknown,
+    // so that it rejoins, where Kafka, which would still have the group, keeps it.
+    let lost = || {
+        refuse(
+            codes::UNKNOWN_MEMBER_ID,
+            format!("Group {group_id} has no such member here (the coordinator restarted or moved); rejoin."),
+        )
+    };
     if !existed {
         if !create {
-            return Err(refuse(
-                codes::GROUP_ID_NOT_FOUND,
-                format!("Consumer group {group_id} not found."),
-            ));
+            return Err(lost());
         }
         groups.insert(group_id.to_string(), Group::new(group_id, Some(now_ms)));
     }
@@ -235,6 +241,9 @@ fn consumer_group<'g>(
         .ok_or_else(|| refuse(codes::UNKNOWN_SERVER_ERROR, "group vanished"))?;
     if g.consumer.is_none() {
         let empty_classic = g.members.is_empty() && g.is(GroupState::Empty);
+        if empty_classic && !create {
+            return Err(lost());
+        }
         if !(create && empty_classic) {
             return Err(refuse(
                 codes::GROUP_ID_NOT_FOUND,

@@ -172,6 +172,31 @@ impl ConsumerGroup {
             .unwrap_or(default)
     }
 
+    /// `assignment` as a classic `ConsumerProtocolAssignment` v0 (topic names, partitions, no
+    /// user data), so that observers read both kinds of group alike.
+    pub(crate) fn encode_assignment(&self, assignment: &Assignment) -> bytes::Bytes {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i16.to_be_bytes());
+        let named: Vec<(&String, &BTreeSet<i32>)> = assignment
+            .iter()
+            .filter_map(|(id, ps)| {
+                let name = self.subscription.iter().find(|(_, s)| s.id == *id)?.0;
+                Some((name, ps))
+            })
+            .collect();
+        b.extend_from_slice(&(named.len() as i32).to_be_bytes());
+        for (name, partitions) in named {
+            b.extend_from_slice(&(name.len() as i16).to_be_bytes());
+            b.extend_from_slice(name.as_bytes());
+            b.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
+            for p in partitions {
+                b.extend_from_slice(&p.to_be_bytes());
+            }
+        }
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        bytes::Bytes::from(b)
+    }
+
     pub(crate) fn remove_member(&mut self, member_id: &str) -> Option<ConsumerMember> {
         let m = self.members.shift_remove(member_id)?;
         if let Some(instance) = &m.instance_id {

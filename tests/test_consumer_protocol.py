@@ -252,3 +252,35 @@ def test_members_rejoin_after_kill9_of_the_broker_and_resume_from_commits(kip848
     assert not again, again[:5]
     assert sorted({r[4] for r in a.records}) == sorted(f"v{i}".encode() for i in range(200))
     a.close()
+
+
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_a_live_classic_group_upgrades_when_a_consumer_protocol_member_joins(kip848_broker, topic_name, strategy):
+    # Kafka 4's online migration: the classic member stays, speaking JoinGroup/SyncGroup/
+    # Heartbeat, and the coordinator assigns for both kinds of member.
+    b = kip848_broker.bootstrap
+    helpers.create_topic(b, topic_name, partitions=4)
+    produce_keyed(b, topic_name, 0, 200, 4)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    classic = Member(b, group, [topic_name], "classic", **{
+        "group.protocol": "classic", "partition.assignment.strategy": strategy,
+        "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    poll_until([classic], lambda: len(classic.assignment()) == 4 and len(classic.records) == 200,
+               "the classic member to own and read everything")
+    new = Member(b, group, [topic_name], "new")
+    members = [classic, new]
+    produce_keyed(b, topic_name, 200, 200, 4)
+    poll_until(members, lambda: len(seen(members)) >= 400 and classic.assignment() and new.assignment(),
+               "both kinds of member to own partitions and every record to be read")
+    owned_classic, owned_new = set(classic.assignment()), set(new.assignment())
+    assert owned_classic.isdisjoint(owned_new)
+    assert owned_classic | owned_new == {(topic_name, p) for p in range(4)}
+    positions = [(r[1], r[2]) for r in seen(members)]
+    assert len(positions) == len(set(positions)) == 400, len(positions)
+    admin = AdminClient({"bootstrap.servers": b})
+    described = admin.describe_consumer_groups([group])[group].result(timeout=15)
+    assert described.type == ConsumerGroupType.CONSUMER
+    assert len(described.members) == 2
+    new.close()
+    poll_until([classic], lambda: len(classic.assignment()) == 4, "the classic member to own all again")
+    classic.close()

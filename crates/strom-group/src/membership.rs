@@ -159,10 +159,15 @@ impl GroupCoordinator {
         }
         if let Some(g) = groups.get_mut(a.group_id) {
             match &g.consumer {
-                // Classic members cannot join a live KIP-848 group here (Kafka 4 can, with
-                // its online migration; documented).
+                // A classic member of a live KIP-848 group: the coordinator assigns for it.
                 Some(cg) if !cg.members.is_empty() => {
-                    return fail(codes::INCONSISTENT_GROUP_PROTOCOL)
+                    return Start::Done(crate::consumer::classic_join(
+                        &self.config,
+                        self.catalog.as_ref(),
+                        g,
+                        &a,
+                        now_ms,
+                    ))
                 }
                 Some(_) => {
                     tracing::info!(group = %a.group_id, "empty consumer group converted to a classic group");
@@ -603,6 +608,9 @@ fn sync_locked(
     let Some(g) = groups.get_mut(req.group_id) else {
         return fail(codes::UNKNOWN_MEMBER_ID);
     };
+    if g.consumer.is_some() {
+        return Start::Done(crate::consumer::classic_sync(g, req, now_ms));
+    }
     let member_id = req.member_id;
     if let Err(code) = g.validate_member(member_id, req.instance_id) {
         return fail(code);
@@ -695,6 +703,15 @@ fn heartbeat_locked(
     let Some(g) = groups.get_mut(group_id) else {
         return codes::UNKNOWN_MEMBER_ID;
     };
+    if g.consumer.is_some() {
+        return crate::consumer::classic_heartbeat(
+            g,
+            member_id,
+            instance_id,
+            generation_id,
+            now_ms,
+        );
+    }
     if let Err(code) = g.validate_member(member_id, instance_id) {
         return code;
     }
@@ -725,6 +742,9 @@ fn leave_one(
     instance_id: Option<&str>,
     now_ms: i64,
 ) -> i16 {
+    if g.consumer.is_some() {
+        return crate::consumer::classic_leave(g, member_id, instance_id);
+    }
     let target = match instance_id {
         Some(instance) => match g.static_member_id(instance) {
             None => return codes::UNKNOWN_MEMBER_ID,

@@ -77,7 +77,7 @@ fn summarize(g: &crate::group::Group) -> GroupSummary {
                     group_instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    assignment: cg.encode_assignment(&m.assigned),
+                    assignment: cg.encode_assignment(0, &m.assigned),
                 })
                 .collect(),
             offsets: offsets(g),

@@ -259,38 +259,115 @@ fn describe_shows_epochs_members_and_assignments() {
     assert_eq!(d.groups[1].error_code, codes::GROUP_ID_NOT_FOUND);
 }
 
+/// ConsumerProtocolAssignment bytes -> partitions of "t".
+fn classic_partitions(bytes: &[u8]) -> BTreeSet<i32> {
+    // version i16, topic count i32, name (i16 + bytes), partition count i32, partitions...
+    let mut out = BTreeSet::new();
+    if bytes.len() < 6 || i32::from_be_bytes(bytes[2..6].try_into().unwrap()) == 0 {
+        return out;
+    }
+    let name_len = i16::from_be_bytes(bytes[6..8].try_into().unwrap()) as usize;
+    let mut at = 8 + name_len;
+    let n = i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    at += 4;
+    for _ in 0..n {
+        out.insert(i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()));
+        at += 4;
+    }
+    out
+}
+
 #[tokio::test]
-async fn classic_and_consumer_members_do_not_share_a_live_group() {
+async fn a_live_classic_group_upgrades_and_its_classic_members_stay() {
     let env = Env::new(config());
-    // A live classic group is not a consumer group.
-    let first = env
-        .coord
-        .join_group(join_req("classic", "", None, &["t"]), 4, "c", "h")
+    let c = &env.coord;
+    // A classic member owning all three partitions at generation 1.
+    let first = c
+        .join_group(join_req("g", "", None, &["t"]), 4, "c", "h")
         .await;
-    let joined = env
-        .coord
+    let joined = c
         .join_group(
-            join_req("classic", first.member_id.as_str(), None, &["t"]),
+            join_req("g", first.member_id.as_str(), None, &["t"]),
             4,
             "c",
             "h",
         )
         .await;
-    assert_eq!(joined.error_code, codes::NONE);
-    let r = hb(&env, join("classic", "m", &["t"]));
-    assert_eq!(r.error_code, codes::GROUP_ID_NOT_FOUND);
-    // A live consumer group refuses classic joins...
-    hb(&env, join("new", "m", &["t"]));
-    let refused = env
-        .coord
-        .join_group(join_req("new", "", None, &["t"]), 4, "c", "h")
+    let classic = joined.member_id.to_string();
+    assert_eq!((joined.error_code, joined.generation_id), (codes::NONE, 1));
+    let all = [0i32, 1, 2];
+    let mine: Vec<u8> = {
+        let mut b = vec![0u8, 0, 0, 0, 0, 1, 0, 1, b't'];
+        b.extend_from_slice(&3i32.to_be_bytes());
+        for p in all {
+            b.extend_from_slice(&p.to_be_bytes());
+        }
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b
+    };
+    let synced = c
+        .sync_group(sync_req("g", &classic, 1, &[(classic.as_str(), &mine)]), 3)
         .await;
-    assert_eq!(refused.error_code, codes::INCONSISTENT_GROUP_PROTOCOL);
-    // ...and converts back once empty, keeping its offsets.
+    assert_eq!(synced.error_code, codes::NONE);
+    // A consumer-protocol member joins the live group: it upgrades, and the new member
+    // waits while the classic one still owns everything.
+    let r = hb(&env, join("g", "new", &["t"]));
+    assert_eq!(r.error_code, codes::NONE, "{:?}", r.error_message);
+    assert_eq!(assigned(&r), Some(set(&[])));
+    // The classic member is told to rejoin; JoinGroup answers at once, without a leader.
+    let beat_code = c
+        .heartbeat(
+            kafka_protocol::messages::HeartbeatRequest::default()
+                .with_group_id(gid("g"))
+                .with_member_id(s(&classic))
+                .with_generation_id(1),
+            3,
+        )
+        .await
+        .error_code;
+    assert_eq!(beat_code, codes::REBALANCE_IN_PROGRESS);
+    // An eager client gave everything up before rejoining.
+    let rejoined = c
+        .join_group(join_req("g", &classic, None, &["t"]), 4, "c", "h")
+        .await;
+    assert_eq!(rejoined.error_code, codes::NONE);
+    assert_eq!(rejoined.leader.as_str(), "");
+    let generation = rejoined.generation_id;
+    let synced = c
+        .sync_group(sync_req("g", &classic, generation, &[]), 3)
+        .await;
+    assert_eq!(synced.error_code, codes::NONE);
+    let kept = classic_partitions(&synced.assignment);
+    assert!(!kept.is_empty() && kept.len() < 3, "{kept:?}");
+    // The consumer-protocol member now gets the rest.
+    let r = hb(&env, beat("g", "new", r.member_epoch, &[]));
+    let got = assigned(&r).unwrap();
+    assert_eq!(got.len() + kept.len(), 3);
+    assert!(got.is_disjoint(&kept));
+    // And the group is described as a consumer group with both members.
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("g")]);
+    assert_eq!(c.consumer_group_describe(&req).groups[0].members.len(), 2);
+}
+
+#[tokio::test]
+async fn a_consumer_group_converts_back_to_classic_once_empty() {
+    let env = Env::new(config());
+    hb(&env, join("new", "m", &["t"]));
     hb(&env, beat("new", "m", 1, &[]).with_member_epoch(-1));
     let classic = env
         .coord
         .join_group(join_req("new", "", None, &["t"]), 4, "c", "h")
         .await;
     assert_eq!(classic.error_code, codes::MEMBER_ID_REQUIRED);
+    let joined = env
+        .coord
+        .join_group(
+            join_req("new", classic.member_id.as_str(), None, &["t"]),
+            4,
+            "c",
+            "h",
+        )
+        .await;
+    assert_eq!(joined.error_code, codes::NONE);
+    assert_eq!(joined.leader, joined.member_id, "a classic group again");
 }

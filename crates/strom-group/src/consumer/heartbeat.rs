@@ -87,6 +87,7 @@ impl GroupCoordinator {
                 && req.subscribed_topic_names.is_some()
                 && req.topic_partitions.is_some());
         let now_ms = self.clock.now_ms();
+        let group_id = beat.group_id;
         let mut st = self.state.lock();
         let result = heartbeat_locked(
             &self.config,
@@ -96,6 +97,8 @@ impl GroupCoordinator {
             full_request,
             now_ms,
         );
+        // An upgraded classic group stores that it is no longer one.
+        self.persist_locked(&mut st, group_id);
         drop(st);
         self.timers_changed.notify_one();
         match result {
@@ -215,6 +218,7 @@ fn is_subset(owned: &Option<Assignment>, of: &Assignment) -> bool {
 /// The group a heartbeat acts on: an empty classic group converts (Kafka converts an empty
 /// classic group when a consumer-protocol member joins); a live one is not a consumer group.
 fn consumer_group<'g>(
+    catalog: &dyn TopicCatalog,
     groups: &'g mut std::collections::HashMap<String, Group>,
     group_id: &str,
     create: bool,
@@ -244,6 +248,9 @@ fn consumer_group<'g>(
         if empty_classic && !create {
             return Err(lost());
         }
+        if create && !empty_classic && super::classic_members::upgrade(catalog, g, now_ms) {
+            return Ok(g);
+        }
         if !(create && empty_classic) {
             return Err(refuse(
                 codes::GROUP_ID_NOT_FOUND,
@@ -269,7 +276,13 @@ fn heartbeat_locked(
     full_request: bool,
     now_ms: i64,
 ) -> Result<ConsumerGroupHeartbeatResponse, Refusal> {
-    let g = consumer_group(groups, beat.group_id, beat.member_epoch == 0, now_ms)?;
+    let g = consumer_group(
+        catalog,
+        groups,
+        beat.group_id,
+        beat.member_epoch == 0,
+        now_ms,
+    )?;
     let group_id = g.group_id.clone();
     let cg = g
         .consumer
@@ -351,13 +364,7 @@ fn heartbeat_locked(
         |t, p| cg.owned_by_other(&updated.member_id, t, p),
     );
     next.session_deadline_ms = now_ms.saturating_add(i64::from(config.consumer_session_timeout_ms));
-    next.revocation_deadline_ms = match (next.state, before.revocation_deadline_ms) {
-        (MemberState::UnrevokedPartitions, Some(d)) if before.state == next.state => Some(d),
-        (MemberState::UnrevokedPartitions, _) => {
-            Some(now_ms.saturating_add(i64::from(next.rebalance_timeout_ms.max(0))))
-        }
-        _ => None,
-    };
+    next.revocation_deadline_ms = revocation_deadline(&before, &next, now_ms);
     if next.member_epoch != before.member_epoch || next.state != before.state {
         tracing::debug!(group = %group_id, member = %next.member_id, epoch = next.member_epoch,
             state = next.state.name(), "consumer group member reconciled");
@@ -370,6 +377,22 @@ fn heartbeat_locked(
         .with_assignment((full_request || changed).then(|| wire_assignment(&next.assigned)));
     cg.members.insert(next.member_id.clone(), next);
     Ok(response)
+}
+
+/// A member that must revoke gets its rebalance timeout to do so, counted from when it was
+/// first asked.
+pub(super) fn revocation_deadline(
+    before: &ConsumerMember,
+    next: &ConsumerMember,
+    now_ms: i64,
+) -> Option<i64> {
+    match (next.state, before.revocation_deadline_ms) {
+        (MemberState::UnrevokedPartitions, Some(d)) if before.state == next.state => Some(d),
+        (MemberState::UnrevokedPartitions, _) => {
+            Some(now_ms.saturating_add(i64::from(next.rebalance_timeout_ms.max(0))))
+        }
+        _ => None,
+    }
 }
 
 /// The member a heartbeat is for, with Kafka's checks of its epoch and instance id. A new
@@ -480,7 +503,7 @@ fn leave(
 
 /// Re-resolves regexes and the subscribed topics' ids and partition counts; true when either
 /// changed (a topic created, deleted, re-created or given more partitions).
-fn refresh_subscription(catalog: &dyn TopicCatalog, cg: &mut ConsumerGroup) -> bool {
+pub(super) fn refresh_subscription(catalog: &dyn TopicCatalog, cg: &mut ConsumerGroup) -> bool {
     let regexes: BTreeSet<String> = cg
         .members
         .values()
@@ -518,7 +541,7 @@ fn refresh_subscription(catalog: &dyn TopicCatalog, cg: &mut ConsumerGroup) -> b
     true
 }
 
-fn compute_target(config: &GroupConfig, cg: &mut ConsumerGroup) {
+pub(super) fn compute_target(config: &GroupConfig, cg: &mut ConsumerGroup) {
     let default = config
         .consumer_assignors
         .first()

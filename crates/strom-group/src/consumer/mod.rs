@@ -11,16 +11,25 @@
 //! - `heartbeat`: the ConsumerGroupHeartbeat handler, leaving, and the session and
 //!   revocation timers.
 //! - `describe`: ConsumerGroupDescribe.
+//! - `classic_members`: members that keep the classic protocol inside a KIP-848 group, and
+//!   the online upgrade of a live classic group (Kafka 4's migration).
+//! - `classic_wire`: the embedded consumer protocol those members speak.
 //!
 //! Membership is held in memory only: after a restart or a coordinator failover members get
 //! UNKNOWN_MEMBER_ID and rejoin with epoch 0, as after being fenced; committed offsets are
 //! durable as for every group.
 
 mod assignor;
+mod classic_members;
+mod classic_wire;
 mod describe;
 mod heartbeat;
 mod model;
 mod reconcile;
 
+pub(crate) use classic_members::{
+    heartbeat as classic_heartbeat, join as classic_join, leave as classic_leave,
+    sync as classic_sync,
+};
 pub(crate) use heartbeat::on_timers;
 pub(crate) use model::ConsumerGroup;

@@ -49,6 +49,10 @@ pub(crate) struct ConsumerMember {
     /// What it still owns but must give up before anyone else gets it.
     pub pending_revocation: Assignment,
     pub session_deadline_ms: i64,
+    /// Set for a member that speaks the classic protocol (JoinGroup, SyncGroup, Heartbeat)
+    /// inside this group, as Kafka 4 lets members of a live classic group stay on while the
+    /// group moves to the new protocol.
+    pub classic: Option<ClassicMeta>,
     /// Set while the member is in `UnrevokedPartitions`: it is fenced if it has not revoked
     /// by then (its rebalance timeout).
     pub revocation_deadline_ms: Option<i64>,
@@ -72,6 +76,7 @@ impl ConsumerMember {
             assigned: Assignment::new(),
             pending_revocation: Assignment::new(),
             session_deadline_ms: i64::MAX,
+            classic: None,
             revocation_deadline_ms: None,
         }
     }
@@ -95,6 +100,28 @@ impl ConsumerMember {
     pub(crate) fn owns(&self, topic_id: &Uuid, partition: i32) -> bool {
         let has = |a: &Assignment| a.get(topic_id).is_some_and(|p| p.contains(&partition));
         has(&self.assigned) || has(&self.pending_revocation)
+    }
+}
+
+/// What a classic-protocol member joined with.
+#[derive(Debug, Clone)]
+pub(crate) struct ClassicMeta {
+    pub session_timeout_ms: i32,
+    /// (protocol name, metadata) in the member's order of preference; the first is used.
+    pub protocols: Vec<(String, bytes::Bytes)>,
+}
+
+impl ClassicMeta {
+    pub(crate) fn protocol_name(&self) -> &str {
+        self.protocols.first().map_or("", |(n, _)| n.as_str())
+    }
+
+    /// The embedded protocol version the member speaks (its assignment is sent in it).
+    pub(crate) fn version(&self) -> i16 {
+        self.protocols
+            .first()
+            .and_then(|(_, m)| m.get(..2))
+            .map_or(0, |v| i16::from_be_bytes([v[0], v[1]]))
     }
 }
 
@@ -172,29 +199,14 @@ impl ConsumerGroup {
             .unwrap_or(default)
     }
 
-    /// `assignment` as a classic `ConsumerProtocolAssignment` v0 (topic names, partitions, no
-    /// user data), so that observers read both kinds of group alike.
-    pub(crate) fn encode_assignment(&self, assignment: &Assignment) -> bytes::Bytes {
-        let mut b = Vec::new();
-        b.extend_from_slice(&0i16.to_be_bytes());
-        let named: Vec<(&String, &BTreeSet<i32>)> = assignment
-            .iter()
-            .filter_map(|(id, ps)| {
-                let name = self.subscription.iter().find(|(_, s)| s.id == *id)?.0;
-                Some((name, ps))
-            })
-            .collect();
-        b.extend_from_slice(&(named.len() as i32).to_be_bytes());
-        for (name, partitions) in named {
-            b.extend_from_slice(&(name.len() as i16).to_be_bytes());
-            b.extend_from_slice(name.as_bytes());
-            b.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
-            for p in partitions {
-                b.extend_from_slice(&p.to_be_bytes());
-            }
-        }
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        bytes::Bytes::from(b)
+    /// `assignment` as a classic `ConsumerProtocolAssignment` (topic names, partitions, no
+    /// user data), for classic members and for observers, who read both kinds of group alike.
+    pub(crate) fn encode_assignment(&self, version: i16, assignment: &Assignment) -> bytes::Bytes {
+        let named = assignment.iter().filter_map(|(id, ps)| {
+            let name = self.subscription.iter().find(|(_, s)| s.id == *id)?.0;
+            Some((name.as_str(), ps))
+        });
+        super::classic_wire::encode_assignment(version, named)
     }
 
     pub(crate) fn remove_member(&mut self, member_id: &str) -> Option<ConsumerMember> {

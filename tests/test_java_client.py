@@ -482,6 +482,28 @@ def test_java_consumer_protocol_kip848_shares_partitions(java, start_broker, top
     assert [m["partitions"] for m in described["members"]] == [[0, 1, 2, 3]], described
 
 
+def test_java_classic_and_consumer_protocol_members_share_a_live_group(java, start_broker, topic_name):
+    # Kafka 4's online migration: the classic member's live group becomes a KIP-848 group when
+    # a group.protocol=consumer member joins, and the classic member stays in it.
+    broker = start_broker(settings={"group.consumer.heartbeat.interval.ms": "500"})
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=4)
+    p = helpers.producer(broker.bootstrap)
+    for i in range(200):
+        p.produce(topic_name, key=f"k{i}", value=f"v{i}", partition=i % 4)
+    assert p.flush(15) == 0
+    group = f"java-mig-{uuid.uuid4().hex[:8]}"
+    run = java.run("consumer-protocol-migration", broker.bootstrap, topic_name, group, "200").assert_ok()
+    assert run.one("classic_alone")["classic"] == [0, 1, 2, 3], run.context()
+    migrated = run.one("migrated")
+    assert migrated["classic"] and migrated["modern"], migrated
+    assert sorted(migrated["classic"] + migrated["modern"]) == [0, 1, 2, 3], migrated
+    read = [r.split(":") for r in migrated["records"]]
+    positions = [(r[1], r[2]) for r in read]
+    assert len(positions) == len(set(positions)) == 200, len(positions)
+    described = run.one("described")
+    assert (described["type"], len(described["members"])) == ("CONSUMER", 2), described
+
+
 def test_java_transactional_producer_commits_and_aborts(java, broker, topic_name):
     # kafka-clients 4.x with transaction.version 1 (the broker advertises no finalized
     # feature): FindCoordinator(TRANSACTION), InitProducerId, AddPartitionsToTxn, EndTxn.

@@ -13,6 +13,7 @@
 //                the broker)
 //   admin-topic-ids BOOTSTRAP TOPIC
 //   consumer-protocol BOOTSTRAP TOPIC GROUP EXPECTED
+//   consumer-protocol-migration BOOTSTRAP TOPIC GROUP EXPECTED
 //   transactional BOOTSTRAP TOPIC
 //   txn-copy     BOOTSTRAP IN OUT GROUP TRANSACTIONAL_ID IDLE_EXIT_MS PACE_MS
 //                (consume-transform-produce: each poll's records copied to OUT in one
@@ -133,6 +134,8 @@ public final class StromJavaClient {
                 case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]), args[5]);
                 case "admin-topic-ids" -> adminTopicIds(bootstrap, args[2]);
                 case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                case "consumer-protocol-migration" -> consumerProtocolMigration(bootstrap, args[2], args[3],
+                        Integer.parseInt(args[4]));
                 case "transactional" -> transactional(bootstrap, args[2]);
                 case "txn-copy" -> txnCopy(bootstrap, args[2], args[3], args[4], args[5], Long.parseLong(args[6]),
                         Long.parseLong(args[7]));
@@ -569,6 +572,39 @@ public final class StromJavaClient {
                 readInto(a, "a", records);
             }
             emit("after_leave", "a", partitionNumbers(a.assignment()), "events", events);
+            try (Admin admin = Admin.create(common(bootstrap))) {
+                emitGroupDescription("described", admin, group);
+            }
+        }
+    }
+
+    /**
+     * Kafka 4's online migration: a classic KafkaConsumer owns all of TOPIC, then a
+     * group.protocol=consumer one joins the same live group. Prints "migrated" with both
+     * assignments once they split it, with everything each read.
+     */
+    static void consumerProtocolMigration(String bootstrap, String topic, String group, int expected) throws Exception {
+        Map<String, List<String>> events = new TreeMap<>();
+        List<String> records = new ArrayList<>();
+        try (KafkaConsumer<String, String> classic = new KafkaConsumer<>(consumerProps(bootstrap, group));
+             KafkaConsumer<String, String> modern = new KafkaConsumer<>(kip848Props(bootstrap, group))) {
+            classic.subscribe(List.of(topic), committingListener(classic, "classic", events));
+            long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
+            while (classic.assignment().size() < 4 && System.currentTimeMillis() < deadline) {
+                readInto(classic, "classic", records);
+            }
+            emit("classic_alone", "classic", partitionNumbers(classic.assignment()));
+            modern.subscribe(List.of(topic), committingListener(modern, "modern", events));
+            while (System.currentTimeMillis() < deadline
+                    && (records.size() < expected || classic.assignment().isEmpty() || modern.assignment().isEmpty()
+                        || classic.assignment().size() + modern.assignment().size() < 4)) {
+                readInto(classic, "classic", records);
+                readInto(modern, "modern", records);
+            }
+            classic.commitSync();
+            modern.commitSync();
+            emit("migrated", "classic", partitionNumbers(classic.assignment()),
+                    "modern", partitionNumbers(modern.assignment()), "records", records, "events", events);
             try (Admin admin = Admin.create(common(bootstrap))) {
                 emitGroupDescription("described", admin, group);
             }

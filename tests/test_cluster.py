@@ -1244,9 +1244,9 @@ def test_a_json_group_moves_with_its_coordinator(cluster):
 
 def test_a_kip848_group_survives_the_death_of_its_coordinator(request, tmp_path):
     """librdkafka with group.protocol=consumer on three nodes: after kill -9 of the group's
-    coordinator the member finds the new one, rejoins (KIP-848 membership is not replicated,
-    so the new coordinator answers UNKNOWN_MEMBER_ID and the member joins again), and goes on
-    from the replicated commits: every record is read, and nothing before a commit twice."""
+    coordinator the member finds the new one, which read the group back from the replicated
+    `__consumer_offsets` partition, and goes on from the replicated commits: every record is
+    read, and nothing before a commit twice."""
     extra = {"group.consumer.heartbeat.interval.ms": "500", "group.consumer.session.timeout.ms": "6000"}
     for cluster in running_cluster(request, tmp_path, extra=extra):
         topic = "k848-" + uuid.uuid4().hex[:6]

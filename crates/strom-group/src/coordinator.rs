@@ -202,11 +202,14 @@ impl GroupCoordinator {
             if let Some(stored) = g.stored.clone() {
                 g.restore(&stored, now_ms);
             }
+            if let Some(snapshot) = g.stored_consumer.clone() {
+                crate::consumer::restore(g, &snapshot, config.consumer_session_timeout_ms, now_ms);
+            }
             g.debug_check_invariants();
         }
         // An Empty group without offsets is gone (as retention would remove it); its stored
         // record is dropped by the compaction below.
-        groups.retain(|_, g| !g.offsets.is_empty() || !g.members.is_empty());
+        groups.retain(|_, g| !g.offsets.is_empty() || !g.has_no_members());
         let restored = groups.values().filter(|g| !g.members.is_empty()).count();
         if restored > 0 {
             tracing::info!(groups = restored, "restored group memberships from the log");
@@ -461,7 +464,7 @@ impl GroupCoordinator {
                         }
                     }
                 }
-                Record::GroupMetadata(_) => {}
+                Record::GroupMetadata(_) | Record::ConsumerGroup { .. } => {}
             }
         }
         st.undo.extend(undo);
@@ -487,6 +490,38 @@ impl GroupCoordinator {
     /// flush or compaction makes it durable; a crash before that restores the previous
     /// generation, whose members get ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID and rejoin.
     pub(crate) fn persist_group_locked(&self, g: &mut Group) {
+        self.persist_classic_locked(g);
+        self.persist_consumer_locked(g);
+    }
+
+    /// Writes a KIP-848 group's record when what it stores changed (`consumer::persist`).
+    /// Not waited for: a member that saw a newer epoch than a restart restores is fenced and
+    /// rejoins.
+    fn persist_consumer_locked(&self, g: &mut Group) {
+        let Some(cg) = &g.consumer else {
+            return;
+        };
+        let snapshot = crate::consumer::snapshot(cg);
+        if g.stored_consumer.as_ref() == Some(&snapshot) {
+            return;
+        }
+        let record = Record::ConsumerGroup {
+            group: g.group_id.clone(),
+            snapshot: snapshot.clone(),
+        };
+        if !record.encode(&mut Vec::new()) {
+            tracing::warn!(group = %g.group_id, "consumer group too large to store; its members will rejoin after a restart");
+            return;
+        }
+        match self.append_locked(std::slice::from_ref(&record)) {
+            Ok(_) => g.stored_consumer = Some(snapshot),
+            Err(e) => {
+                tracing::error!(group = %g.group_id, error = %e, "writing consumer group failed")
+            }
+        }
+    }
+
+    fn persist_classic_locked(&self, g: &mut Group) {
         if !std::mem::take(&mut g.metadata_dirty) {
             return;
         }
@@ -510,6 +545,9 @@ impl GroupCoordinator {
             Ok(_) => {
                 if let Record::GroupMetadata(stored) = record {
                     g.stored = Some(stored);
+                    if g.consumer.is_none() {
+                        g.stored_consumer = None;
+                    }
                 }
             }
             Err(e) => {
@@ -558,7 +596,11 @@ impl GroupCoordinator {
         let live_count: usize = st
             .groups
             .values()
-            .map(|g| g.offsets.len() + usize::from(g.stored.is_some()))
+            .map(|g| {
+                g.offsets.len()
+                    + usize::from(g.stored.is_some())
+                    + usize::from(g.stored_consumer.is_some())
+            })
             .sum();
         let mut log = self.log.log.lock();
         let superseded = log.records_in_file().saturating_sub(live_count as u64);
@@ -616,10 +658,17 @@ fn apply_record(groups: &mut HashMap<String, Group>, record: Record) {
         }
         Record::GroupMetadata(stored) => {
             let id = stored.group.clone();
-            groups
+            let g = groups
                 .entry(id.clone())
-                .or_insert_with(|| Group::new(&id, None))
-                .stored = Some(stored);
+                .or_insert_with(|| Group::new(&id, None));
+            g.stored = Some(stored);
+            g.stored_consumer = None;
+        }
+        Record::ConsumerGroup { group, snapshot } => {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, None))
+                .stored_consumer = Some(snapshot);
         }
     }
 }
@@ -631,6 +680,13 @@ fn live_records(groups: &HashMap<String, Group>) -> Vec<Record> {
     for id in ids {
         if let Some(stored) = &groups[id].stored {
             out.push(Record::GroupMetadata(stored.clone()));
+        }
+        // After the classic record: the later of the two says what the group is.
+        if let Some(snapshot) = &groups[id].stored_consumer {
+            out.push(Record::ConsumerGroup {
+                group: id.clone(),
+                snapshot: snapshot.clone(),
+            });
         }
         for ((topic, partition), value) in &groups[id].offsets {
             out.push(Record::Commit {

@@ -173,6 +173,8 @@ pub(crate) struct Group {
     /// Set when the group uses the consumer protocol of KIP-848; its classic fields above
     /// then stay Empty and only `offsets` is shared.
     pub consumer: Option<Box<crate::consumer::ConsumerGroup>>,
+    /// The KIP-848 group record last written to the log (kept for compaction), if any.
+    pub stored_consumer: Option<bytes::Bytes>,
 }
 
 impl Group {
@@ -197,6 +199,7 @@ impl Group {
             stored: None,
             metadata_dirty: false,
             consumer: None,
+            stored_consumer: None,
         }
     }
 

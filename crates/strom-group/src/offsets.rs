@@ -502,7 +502,7 @@ impl GroupCoordinator {
         let tombstones: Vec<Record> = st
             .groups
             .values()
-            .filter(|g| is_gone(g) && g.stored.is_some())
+            .filter(|g| is_gone(g) && (g.stored.is_some() || g.stored_consumer.is_some()))
             .map(|g| Record::GroupTombstone {
                 group: g.group_id.clone(),
             })
@@ -510,7 +510,9 @@ impl GroupCoordinator {
         if !tombstones.is_empty() {
             if let Err(e) = self.append_offsets_locked(st, &tombstones) {
                 tracing::error!(error = %e, "writing tombstones of expired groups failed; retrying later");
-                st.groups.retain(|_, g| !is_gone(g) || g.stored.is_some());
+                st.groups.retain(|_, g| {
+                    !is_gone(g) || g.stored.is_some() || g.stored_consumer.is_some()
+                });
                 return;
             }
         }

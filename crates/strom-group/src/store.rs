@@ -70,6 +70,7 @@ const KIND_COMMIT: u8 = 1;
 const KIND_OFFSET_TOMBSTONE: u8 = 2;
 const KIND_GROUP_TOMBSTONE: u8 = 3;
 const KIND_GROUP_METADATA: u8 = 4;
+const KIND_CONSUMER_GROUP: u8 = 5;
 
 /// One committed offset, as stored and as served by OffsetFetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +132,12 @@ pub(crate) enum Record {
     },
     /// Latest wins per group; a later `GroupTombstone` drops it.
     GroupMetadata(StoredGroup),
+    /// A KIP-848 group (`consumer::persist`); latest wins per group, and whichever of this and
+    /// `GroupMetadata` came last says which kind of group it is.
+    ConsumerGroup {
+        group: String,
+        snapshot: Bytes,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GroupError + '_ {
@@ -255,6 +262,10 @@ impl Record {
                 put_str16(&mut p, group)
             }
             Record::GroupMetadata(g) => put_group(&mut p, g),
+            Record::ConsumerGroup { group, snapshot } => {
+                p.push(KIND_CONSUMER_GROUP);
+                put_str16(&mut p, group) && put_bytes32(&mut p, snapshot)
+            }
         };
         if !fits || p.len() > RECORD_PAYLOAD_BYTES_MAX {
             return false;
@@ -363,6 +374,10 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Option<Record> {
         },
         KIND_GROUP_TOMBSTONE => Record::GroupTombstone { group: r.str16()? },
         KIND_GROUP_METADATA => Record::GroupMetadata(read_group(&mut r)?),
+        KIND_CONSUMER_GROUP => Record::ConsumerGroup {
+            group: r.str16()?,
+            snapshot: r.bytes32()?,
+        },
         _ => return None,
     };
     // Trailing bytes mean the record is not what we wrote.

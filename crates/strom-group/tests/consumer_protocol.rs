@@ -371,3 +371,47 @@ async fn a_consumer_group_converts_back_to_classic_once_empty() {
     assert_eq!(joined.error_code, codes::NONE);
     assert_eq!(joined.leader, joined.member_id, "a classic group again");
 }
+
+#[test]
+fn members_keep_their_epochs_and_partitions_across_a_restart() {
+    let mut env = Env::new(config());
+    hb(&env, join("g", "m1", &["t"]));
+    hb(&env, join("g", "m2", &["t"]));
+    let r1 = hb(&env, beat("g", "m1", 1, &[0, 1, 2]));
+    let keep: Vec<i32> = assigned(&r1).unwrap().into_iter().collect();
+    let r1 = hb(&env, beat("g", "m1", 1, &keep));
+    let r2 = hb(&env, beat("g", "m2", 2, &[]));
+    let theirs: Vec<i32> = assigned(&r2).unwrap().into_iter().collect();
+    assert_eq!(keep.len() + theirs.len(), 3);
+    env.reopen();
+    // Both carry on at their epochs with what they own: no rejoin, no new assignment.
+    let a = hb(&env, beat("g", "m1", r1.member_epoch, &keep));
+    assert_eq!(
+        (a.error_code, a.member_epoch, assigned(&a)),
+        (0, r1.member_epoch, None)
+    );
+    let b = hb(&env, beat("g", "m2", r2.member_epoch, &theirs));
+    assert_eq!(
+        (b.error_code, b.member_epoch, assigned(&b)),
+        (0, r2.member_epoch, None)
+    );
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("g")]);
+    assert_eq!(
+        env.coord.consumer_group_describe(&req).groups[0]
+            .group_state
+            .as_str(),
+        "Stable"
+    );
+    // A member that leaves after the restart is gone after the next one too.
+    hb(
+        &env,
+        beat("g", "m2", r2.member_epoch, &theirs).with_member_epoch(-1),
+    );
+    env.reopen();
+    assert_eq!(
+        hb(&env, beat("g", "m2", r2.member_epoch, &[])).error_code,
+        codes::UNKNOWN_MEMBER_ID
+    );
+    let back = hb(&env, beat("g", "m1", r1.member_epoch, &keep));
+    assert_eq!(assigned(&back), Some(set(&[0, 1, 2])));
+}

@@ -225,9 +225,9 @@ fn consumer_group<'g>(
     now_ms: i64,
 ) -> Result<&'g mut Group, Refusal> {
     let existed = groups.contains_key(group_id);
-    // Membership is not persisted (module docs): a member still heartbeating a group this
-    // coordinator does not hold (it restarted, or took the group over) is told it is unknown,
-    // so that it rejoins, where Kafka, which would still have the group, keeps it.
+    // A member heartbeating a group this coordinator does not hold (its record was never
+    // written, or was too large to store) is told it is unknown, so that it rejoins; Kafka,
+    // which always has the group, answers GROUP_ID_NOT_FOUND only for a group never seen.
     let lost = || {
         refuse(
             codes::UNKNOWN_MEMBER_ID,

@@ -15,9 +15,8 @@
 //!   the online upgrade of a live classic group (Kafka 4's migration).
 //! - `classic_wire`: the embedded consumer protocol those members speak.
 //!
-//! Membership is held in memory only: after a restart or a coordinator failover members get
-//! UNKNOWN_MEMBER_ID and rejoin with epoch 0, as after being fenced; committed offsets are
-//! durable as for every group.
+//! - `persist`: the group as one record of the offsets log, so that members carry on at their
+//!   epochs after a restart or a coordinator failover.
 
 mod assignor;
 mod classic_members;
@@ -25,6 +24,7 @@ mod classic_wire;
 mod describe;
 mod heartbeat;
 mod model;
+mod persist;
 mod reconcile;
 
 pub(crate) use classic_members::{
@@ -33,3 +33,23 @@ pub(crate) use classic_members::{
 };
 pub(crate) use heartbeat::on_timers;
 pub(crate) use model::ConsumerGroup;
+
+/// The group's record for the offsets log.
+pub(crate) fn snapshot(cg: &ConsumerGroup) -> bytes::Bytes {
+    persist::encode(cg)
+}
+
+/// Restores a KIP-848 group from its last record, deadlines counted from `now_ms`.
+pub(crate) fn restore(
+    g: &mut crate::group::Group,
+    snapshot: &[u8],
+    session_timeout_ms: i32,
+    now_ms: i64,
+) {
+    match persist::decode(snapshot, session_timeout_ms, now_ms) {
+        Some(cg) => g.consumer = Some(Box::new(cg)),
+        None => {
+            tracing::warn!(group = %g.group_id, "unreadable consumer group record; its members will rejoin")
+        }
+    }
+}

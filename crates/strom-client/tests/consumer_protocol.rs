@@ -315,6 +315,63 @@ async fn a_member_rejoins_after_the_broker_restarts_and_continues() {
     c.close().await.unwrap();
 }
 
+/// A member that stops polling for longer than `max_poll_interval_ms` leaves the group, so
+/// the other member gets its partitions; its next poll finds them lost and rejoins.
+#[tokio::test]
+async fn a_member_that_stops_polling_leaves_and_later_rejoins() {
+    let broker = match support::Broker::start_with(BROKER_ARGS) {
+        Some(b) => b,
+        None => return,
+    };
+    let producer = Producer::connect(&broker.addr).await.unwrap();
+    producer.create_topic("stall", 2).await.unwrap();
+    let log: Log = Arc::default();
+    let mut a = Consumer::connect_with(&broker.addr, config("stallers"))
+        .await
+        .unwrap();
+    a.subscribe(&["stall"]).await.unwrap();
+    let a = Member::spawn(a, log.clone());
+    let b_events = Events::default();
+    let mut b = Consumer::connect_with(
+        &broker.addr,
+        ConsumerConfig {
+            max_poll_interval_ms: 1_500,
+            ..config("stallers")
+        },
+    )
+    .await
+    .unwrap();
+    b.set_rebalance_listener(b_events.clone());
+    b.subscribe(&["stall"]).await.unwrap();
+    let b_member = Member::spawn(b, log.clone());
+    wait_until(
+        "A and B own one partition each",
+        Duration::from_secs(15),
+        || a.owns() == 1 && b_member.owns() == 1,
+    )
+    .await;
+    let mut b = b_member.stop().await;
+    wait_until("A owns both partitions", Duration::from_secs(15), || {
+        a.owns() == 2
+    })
+    .await;
+    b.poll(Duration::from_millis(100)).await.unwrap();
+    let seen = b_events.seen();
+    assert!(seen.iter().any(|e| e.starts_with("lost")), "{seen:?}");
+    poll_until_owns(&mut b, 1, Duration::from_secs(15)).await;
+    b.close().await.unwrap();
+    a.stop().await.close().await.unwrap();
+}
+
+/// Polls until `c` owns `n` partitions, or fails after `timeout`.
+async fn poll_until_owns(c: &mut Consumer, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while c.assignment().len() != n {
+        assert!(Instant::now() < deadline, "owns {:?}", c.assignment());
+        c.poll(Duration::from_millis(100)).await.unwrap();
+    }
+}
+
 /// The CLI joins with `-X group.protocol=consumer`, prints every record, commits, and a
 /// second run of the group starts at that commit.
 #[tokio::test]

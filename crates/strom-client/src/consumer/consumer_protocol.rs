@@ -511,3 +511,27 @@ impl std::str::FromStr for GroupProtocol {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_protocol_takes_kafkas_names() {
+        assert_eq!("consumer".parse(), Ok(GroupProtocol::Consumer));
+        assert_eq!(" Classic ".parse(), Ok(GroupProtocol::Classic));
+        assert!("eager".parse::<GroupProtocol>().is_err());
+    }
+
+    #[test]
+    fn owned_partitions_go_out_by_topic_id() {
+        let id = Uuid::new_v4();
+        let owned = IdAssignment::from([(id, BTreeSet::from([2, 0]))]);
+        let wire = wire_owned(&owned);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(
+            (wire[0].topic_id, wire[0].partitions.clone()),
+            (id, vec![0, 2])
+        );
+    }
+}

@@ -58,7 +58,8 @@ fn client_max_version(api_key: i16) -> Option<i16> {
         ApiKey::Fetch => 12,
         ApiKey::ListOffsets => 7,
         ApiKey::Metadata => 12,
-        ApiKey::OffsetCommit => 8,
+        // v9 is v8 on the wire; it is the version that carries a KIP-848 member epoch.
+        ApiKey::OffsetCommit => 9,
         ApiKey::OffsetFetch => 7,
         ApiKey::FindCoordinator => 3,
         ApiKey::JoinGroup => 9,

@@ -12,8 +12,9 @@
 //!   group (`subscribe`, `range` or `cooperative-sticky` assignment, heartbeats); `poll` (at
 //!   most `max_poll_records`), `commit`, resume from the committed offsets, `pause`/`resume`,
 //!   a `Stream` of messages ([`Consumer::into_stream`]), auto-commit, a [`RebalanceListener`],
-//!   `max_poll_interval_ms` and static membership. Delivery to the application is at least
-//!   once (see [`consumer`]).
+//!   `max_poll_interval_ms` and static membership; the group protocol is the classic one or
+//!   KIP-848's ([`GroupProtocol::Consumer`], the broker assigns). Delivery to the application
+//!   is at least once (see [`consumer`]).
 //! - [`Admin`]: create, delete, list and describe topics; list and describe groups with lag.
 //! - [`blocking`]: the producer and consumer for code without an async runtime.
 //!
@@ -89,7 +90,8 @@
 //! - `records`: [`Message`], headers, compression codecs; `batch`: the record-batch codec.
 //! - `partitioner`: murmur2 and the partitioner.
 //! - `producer/`: the producer and its batching task.
-//! - `consumer/`: the consumer, fetching, group membership, the range assignor, the stream.
+//! - `consumer/`: the consumer, fetching, group membership (classic in `group`, KIP-848 in
+//!   `consumer_protocol` and `reconcile`), the range assignor, the stream.
 //!
 //! Runnable programs: `crates/strom-client/examples/` (producer, consumer group, admin).
 //! - `offsets`: ListOffsets and OffsetFetch helpers; `admin`: [`Admin`].
@@ -115,8 +117,8 @@ pub mod transport;
 pub use admin::{Admin, NewTopic};
 pub use cluster::{Client, ClientConfig};
 pub use consumer::{
-    Assignor, Consumer, ConsumerConfig, ConsumerGroupMetadata, IsolationLevel, Message,
-    OffsetReset, RebalanceListener,
+    Assignor, Consumer, ConsumerConfig, ConsumerGroupMetadata, GroupProtocol, IsolationLevel,
+    Message, OffsetReset, RebalanceListener,
 };
 pub use error::{ClientError, ResponseError, Result};
 pub use offsets::OffsetSpec;

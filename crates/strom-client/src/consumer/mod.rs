@@ -17,10 +17,13 @@
 
 pub(crate) mod aborted;
 pub mod assignor;
+mod commit;
+mod consumer_protocol;
 mod fetch;
 mod fetcher;
 mod group;
 mod group_metadata;
+mod reconcile;
 pub mod sticky;
 mod stream;
 
@@ -29,18 +32,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::OffsetCommitRequest;
-use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use crate::cluster::{Client, ClientConfig};
 use crate::error::{ClientError, ResponseError, Result};
 pub use crate::offsets::IsolationLevel;
-use crate::offsets::{self, group_id, topic_name, OffsetSpec, TopicPartition};
+use crate::offsets::{self, OffsetSpec, TopicPartition};
 pub use crate::records::Message;
+use consumer_protocol::ConsumerMembership;
+pub use consumer_protocol::GroupProtocol;
 use fetch::Outcome;
 use fetcher::{Completed, Fetcher};
 pub use group_metadata::ConsumerGroupMetadata;
@@ -89,6 +89,14 @@ pub struct ConsumerConfig {
     pub client: ClientConfig,
     /// The consumer group; required by `subscribe` and `commit`.
     pub group_id: Option<String>,
+    /// The group protocol of `subscribe` (`group.protocol`): `Classic` (the default) or
+    /// `Consumer` (KIP-848), where the coordinator assigns and the broker's
+    /// `group.consumer.heartbeat.interval.ms` and `group.consumer.session.timeout.ms` stand in
+    /// for `heartbeat_interval_ms` and `session_timeout_ms`.
+    pub group_protocol: GroupProtocol,
+    /// With `GroupProtocol::Consumer`, the server assignor to ask for (`group.remote.assignor`,
+    /// e.g. `uniform` or `range`); `None` leaves the choice to the broker.
+    pub group_remote_assignor: Option<String>,
     /// Where to start without a committed offset. Defaults to `Earliest`, so a consumer
     /// started after a producer sees what it wrote.
     pub auto_offset_reset: OffsetReset,
@@ -147,6 +155,8 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             client: ClientConfig::default(),
             group_id: None,
+            group_protocol: GroupProtocol::Classic,
+            group_remote_assignor: None,
             auto_offset_reset: OffsetReset::Earliest,
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 20_000,
@@ -243,6 +253,8 @@ pub struct Consumer {
     /// Topics this consumer subscribed to as a group member (empty: manual assignment).
     subscription: Vec<String>,
     membership: Option<Membership>,
+    /// Membership with `GroupProtocol::Consumer`, instead of `membership`.
+    consumer_membership: Option<ConsumerMembership>,
     /// Partitions whose position went out of range: resolved by the reset policy only.
     reset_pending: BTreeSet<TopicPartition>,
     /// Partition counts of the subscribed topics when the group last assigned them.
@@ -293,6 +305,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             subscription: Vec::new(),
             membership: None,
+            consumer_membership: None,
             reset_pending: BTreeSet::new(),
             partition_counts: BTreeMap::new(),
             metadata_checked: Instant::now(),
@@ -360,6 +373,10 @@ impl Consumer {
             metadata.generation_id = m.generation_id;
             metadata.member_id = m.member_id.clone();
         }
+        if let Some(m) = &self.consumer_membership {
+            // KIP-848 commits carry the member epoch where the generation was.
+            (metadata.member_id, metadata.generation_id) = m.identity();
+        }
         Ok(metadata)
     }
 
@@ -406,6 +423,9 @@ impl Consumer {
         self.subscription = topics.iter().map(|t| t.to_string()).collect();
         if let Some(m) = &self.membership {
             m.rejoin.store(true, std::sync::atomic::Ordering::Release);
+        }
+        if let Some(m) = &self.consumer_membership {
+            m.set_subscription(&self.subscription);
         }
         Ok(())
     }
@@ -508,21 +528,15 @@ impl Consumer {
     }
 
     /// Commits the given offsets (each the offset of the next message to read) to the group.
+    /// A member of a `group.protocol=consumer` group commits with its member epoch.
     pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
         let group = self.group()?.to_string();
         let group = group.as_str();
         if offsets.is_empty() {
             return Ok(());
         }
-        let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for ((topic, partition), offset) in offsets {
-            by_topic.entry(topic.as_str()).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(*partition)
-                    .with_committed_offset(*offset)
-                    .with_committed_leader_epoch(-1)
-                    .with_committed_metadata(Some(StrBytes::new())),
-            );
+        if self.consumer_membership.is_some() {
+            return self.commit_with_member_epoch(group, offsets).await;
         }
         let (generation, member_id, conn) = match &self.membership {
             Some(m) => (m.generation_id, m.member_id.clone(), m.coordinator.clone()),
@@ -531,21 +545,7 @@ impl Consumer {
                 (-1, String::new(), self.client.connection(&addr).await?)
             }
         };
-        let request = OffsetCommitRequest::default()
-            .with_group_id(group_id(group))
-            .with_generation_id_or_member_epoch(generation)
-            .with_member_id(StrBytes::from_string(member_id))
-            .with_retention_time_ms(-1)
-            .with_topics(
-                by_topic
-                    .into_iter()
-                    .map(|(t, parts)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(topic_name(t))
-                            .with_partitions(parts)
-                    })
-                    .collect(),
-            );
+        let request = commit::commit_request(group, generation, &member_id, offsets);
         let response = match conn.send(&request).await {
             Ok(r) => r,
             Err(e) => {
@@ -555,26 +555,19 @@ impl Consumer {
                 return Err(e);
             }
         };
-        for t in response.topics {
-            for p in t.partitions {
-                if p.error_code != 0 {
-                    let err = ClientError::kafka(p.error_code, "commit");
-                    match &self.membership {
-                        Some(m) => m.note_error(&err),
-                        None if err.code() == Some(ResponseError::NotCoordinator) => {
-                            self.client.invalidate_connection(conn.addr())
-                        }
-                        None => {}
-                    }
-                    return Err(ClientError::kafka(
-                        p.error_code,
-                        format!(
-                            "committing offsets of group {group} topic {} partition {}",
-                            t.name.0, p.partition_index
-                        ),
-                    ));
+        if let Some((topic, partition, code)) = commit::first_error(&response) {
+            let err = ClientError::kafka(code, "commit");
+            match &self.membership {
+                Some(m) => m.note_error(&err),
+                None if err.code() == Some(ResponseError::NotCoordinator) => {
+                    self.client.invalidate_connection(conn.addr())
                 }
+                None => {}
             }
+            return Err(ClientError::kafka(
+                code,
+                format!("committing offsets of group {group} topic {topic} partition {partition}"),
+            ));
         }
         Ok(())
     }
@@ -586,6 +579,9 @@ impl Consumer {
             if let Err(e) = self.commit().await {
                 tracing::warn!(error = %e, "auto-commit on close failed");
             }
+        }
+        if self.consumer_membership.is_some() {
+            return self.leave_consumer_group().await;
         }
         if let Some(m) = self.membership.take() {
             if self.config.group_instance_id.is_some() {
@@ -633,6 +629,9 @@ impl Consumer {
     /// Joins or rejoins the group when subscribed and needed; replaces the positions with the
     /// new assignment.
     async fn ensure_membership(&mut self) -> Result<()> {
+        if self.config.group_protocol == GroupProtocol::Consumer {
+            return self.ensure_consumer_membership().await;
+        }
         if self.subscription.is_empty() {
             return Ok(());
         }

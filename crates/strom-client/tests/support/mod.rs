@@ -72,20 +72,29 @@ pub struct Broker {
     pub addr: String,
     pub binary: PathBuf,
     data_dir: tempfile::TempDir,
+    /// Arguments after `serve --listen ADDR --data-dir DIR`, kept for restarts.
+    extra_args: Vec<String>,
 }
 
 impl Broker {
     pub fn start() -> Option<Broker> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a broker with more `serve` arguments, e.g. `["--set", "name=value"]`.
+    pub fn start_with(args: &[&str]) -> Option<Broker> {
         let binary = strom_binary()?;
         let data_dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let child = spawn(&binary, &addr, data_dir.path());
+        let extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(&binary, &addr, data_dir.path(), &extra_args);
         let mut broker = Broker {
             child,
             addr,
             binary,
             data_dir,
+            extra_args,
         };
         broker.wait_listening();
         Some(broker)
@@ -108,7 +117,12 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_millis(BROKER_START_TIMEOUT_MS);
         // The new process may lose a race for the port right after the old one died; retry.
         loop {
-            self.child = spawn(&self.binary, &self.addr, self.data_dir.path());
+            self.child = spawn(
+                &self.binary,
+                &self.addr,
+                self.data_dir.path(),
+                &self.extra_args,
+            );
             std::thread::sleep(Duration::from_millis(100));
             match self.child.try_wait() {
                 Ok(Some(_)) if Instant::now() < deadline => continue,
@@ -143,10 +157,11 @@ impl Broker {
     }
 }
 
-fn spawn(binary: &PathBuf, addr: &str, data_dir: &std::path::Path) -> Child {
+fn spawn(binary: &PathBuf, addr: &str, data_dir: &std::path::Path, extra: &[String]) -> Child {
     Command::new(binary)
         .args(["serve", "--listen", addr, "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -19,8 +19,9 @@ pub struct Bootstrap {
     /// A client property, as kcat takes it (repeatable): security.protocol, sasl.mechanisms,
     /// sasl.username, sasl.password, ssl.ca.location, ssl.certificate.location,
     /// ssl.key.location, enable.ssl.certificate.verification,
-    /// ssl.endpoint.identification.algorithm; for `consume` isolation.level, for `produce`
-    /// transactional.id and transaction.timeout.ms.
+    /// ssl.endpoint.identification.algorithm; for `consume` isolation.level, group.protocol
+    /// (classic or consumer) and group.remote.assignor, for `produce` transactional.id and
+    /// transaction.timeout.ms.
     #[arg(short = 'X', value_name = "PROPERTY=VALUE", value_parser = parse_key_value)]
     pub property: Vec<(String, String)>,
     /// Read properties from FILE (`property=value` lines, `#` comments); -X wins over it.
@@ -54,6 +55,8 @@ impl Bootstrap {
 /// when another command is given one.
 const COMMAND_PROPERTIES: &[(&str, &str)] = &[
     ("isolation.level", "strom consume"),
+    ("group.protocol", "strom consume"),
+    ("group.remote.assignor", "strom consume"),
     ("transactional.id", "strom produce"),
     ("transaction.timeout.ms", "strom produce"),
 ];

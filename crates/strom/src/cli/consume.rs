@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use strom_client::{
-    Consumer, ConsumerConfig, IsolationLevel, Message, OffsetReset, OffsetSpec, ResponseError,
+    Consumer, ConsumerConfig, GroupProtocol, IsolationLevel, Message, OffsetReset, OffsetSpec,
+    ResponseError,
 };
 
 use super::common::{client_config_from, flag_or_property, is_broken_pipe, Bootstrap};
@@ -22,6 +23,7 @@ const POLL_INTERVAL_MS: u64 = 500;
     strom consume demo-topic --from-beginning --exit-at-end\n  \
     strom consume demo-topic --partition 0 --offset 5 --count 1 --format '%o: %s'\n  \
     strom consume demo-topic --group readers\n  \
+    strom consume demo-topic --group readers -X group.protocol=consumer\n  \
     strom consume demo-topic --from-beginning --isolation-level read_committed"
 )]
 pub struct ConsumeArgs {
@@ -71,10 +73,19 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         &mut properties,
         "isolation.level",
     )?;
+    let group_protocol = match properties.take("group.protocol") {
+        Some(text) => text
+            .parse::<GroupProtocol>()
+            .map_err(|e| anyhow::anyhow!("property group.protocol: {e}"))?,
+        None => GroupProtocol::Classic,
+    };
+    let group_remote_assignor = properties.take("group.remote.assignor");
     let config = ConsumerConfig {
         client: client_config_from(&properties)?,
         isolation_level: isolation_level.unwrap_or_default(),
         group_id: args.group.clone(),
+        group_protocol,
+        group_remote_assignor,
         auto_offset_reset: if args.from_beginning {
             OffsetReset::Earliest
         } else {
@@ -242,6 +253,7 @@ async fn commit_printed(
                     ResponseError::RebalanceInProgress
                         | ResponseError::IllegalGeneration
                         | ResponseError::UnknownMemberId
+                        | ResponseError::StaleMemberEpoch
                 )
             ) =>
         {

@@ -10,9 +10,9 @@ use kafka_protocol::messages::create_topics_request::{
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
-    BrokerId, ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    ListGroupsRequest,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerProtocolAssignment, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, ListGroupsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -363,9 +363,13 @@ impl Admin {
             .next()
             .ok_or_else(|| ClientError::protocol("DescribeGroups answered no group"))?;
         ClientError::check(described.error_code, || format!("describing group {group}"))?;
-
+        // DescribeGroups shows a KIP-848 group as Dead; ConsumerGroupDescribe knows it.
+        if described.group_state.as_str() == "Dead" {
+            if let Some(modern) = describe_consumer_group(&coordinator, group).await? {
+                return self.with_offsets(&coordinator, group, modern).await;
+            }
+        }
         let mut members = Vec::new();
-        let mut assigned: Vec<TopicPartition> = Vec::new();
         for m in described.members {
             let assignment = if m.member_assignment.is_empty() {
                 Vec::new()
@@ -379,9 +383,6 @@ impl Admin {
                     })
                     .unwrap_or_default()
             };
-            for (t, ps) in &assignment {
-                assigned.extend(ps.iter().map(|p| (t.clone(), *p)));
-            }
             members.push(MemberDescription {
                 member_id: m.member_id.to_string(),
                 client_id: m.client_id.to_string(),
@@ -389,9 +390,33 @@ impl Admin {
                 assignment,
             });
         }
-        members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        let found = GroupDescription {
+            group_id: group.to_string(),
+            state: described.group_state.to_string(),
+            protocol_type: described.protocol_type.to_string(),
+            protocol: described.protocol_data.to_string(),
+            members,
+            offsets: Vec::new(),
+        };
+        self.with_offsets(&coordinator, group, found).await
+    }
 
-        let committed = offsets::committed_offsets(&coordinator, group, None).await?;
+    /// Fills in the committed offsets and lag of every partition the group committed or is
+    /// assigned, and sorts the members.
+    async fn with_offsets(
+        &self,
+        coordinator: &crate::connection::Connection,
+        group: &str,
+        mut d: GroupDescription,
+    ) -> Result<GroupDescription> {
+        d.members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        let assigned = d.members.iter().flat_map(|m| {
+            m.assignment
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+        });
+        let assigned: Vec<TopicPartition> = assigned.collect();
+        let committed = offsets::committed_offsets(coordinator, group, None).await?;
         let mut partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
         partitions.extend(assigned);
         partitions.sort();
@@ -418,14 +443,8 @@ impl Admin {
                 }
             })
             .collect();
-        Ok(GroupDescription {
-            group_id: group.to_string(),
-            state: described.group_state.to_string(),
-            protocol_type: described.protocol_type.to_string(),
-            protocol: described.protocol_data.to_string(),
-            members,
-            offsets,
-        })
+        d.offsets = offsets;
+        Ok(d)
     }
 
     /// Deletes an empty group and its committed offsets.
@@ -453,4 +472,50 @@ impl Admin {
     fn timeout_ms(&self) -> i32 {
         self.client.config().request_timeout.as_millis() as i32
     }
+}
+
+/// A KIP-848 group as ConsumerGroupDescribe reports it (members without offsets), or `None`
+/// when the broker does not serve the API or the group is not such a group.
+async fn describe_consumer_group(
+    coordinator: &crate::connection::Connection,
+    group: &str,
+) -> Result<Option<GroupDescription>> {
+    if coordinator
+        .version_for::<ConsumerGroupDescribeRequest>()
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let response = coordinator
+        .send(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]))
+        .await?;
+    let Some(g) = response.groups.into_iter().next() else {
+        return Ok(None);
+    };
+    if g.error_code != 0 {
+        return Ok(None);
+    }
+    let members = g
+        .members
+        .into_iter()
+        .map(|m| MemberDescription {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            client_host: m.client_host.to_string(),
+            assignment: m
+                .assignment
+                .topic_partitions
+                .into_iter()
+                .map(|t| (t.topic_name.0.to_string(), t.partitions))
+                .collect(),
+        })
+        .collect();
+    Ok(Some(GroupDescription {
+        group_id: group.to_string(),
+        state: g.group_state.to_string(),
+        protocol_type: "consumer".to_string(),
+        protocol: g.assignor_name.to_string(),
+        members,
+        offsets: Vec::new(),
+    }))
 }

@@ -1,6 +1,6 @@
 //! `group.protocol=consumer` (KIP-848) against a real `strom serve`: members share a topic
 //! and hand partitions over without reading a record twice or skipping one, resume from
-//! committed offsets, and rejoin after the broker is killed and restarted.
+//! committed offsets, and carry on after the broker is killed and restarted.
 //! Build the binary first: `cargo build -p strom`.
 
 mod support;
@@ -244,6 +244,19 @@ async fn a_new_member_resumes_from_the_committed_offsets() {
     let metadata = first.group_metadata().unwrap();
     assert!(metadata.generation_id > 0, "a member epoch: {metadata:?}");
     first.commit().await.unwrap();
+    // Admin describes the KIP-848 group (DescribeGroups alone would say Dead).
+    let admin = strom_client::Admin::connect(&broker.addr).await.unwrap();
+    let described = admin.describe_group("resumers").await.unwrap();
+    assert_eq!(
+        (described.state.as_str(), described.protocol_type.as_str()),
+        ("Stable", "consumer")
+    );
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(
+        described.members[0].assignment,
+        vec![("resume".to_string(), vec![0, 1])]
+    );
+    assert!(described.offsets.iter().all(|o| o.committed == Some(10)));
     first.close().await.unwrap();
 
     produce(&broker.addr, "resume", 2, 10, 5).await;

@@ -69,7 +69,7 @@ fn empty_append_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config(1 << 20, 4096));
     append_simple(&mut log, 1, 2);
-    let info = log.append(&mut [], &[], 5).unwrap();
+    let info = log.append(&[], &[], 5).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (2, 1));
     assert_eq!(log.log_end_offset(), 2);
 }
@@ -78,17 +78,17 @@ fn empty_append_is_a_no_op() {
 fn append_rejects_headers_that_do_not_match_the_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config(1 << 20, 4096));
-    let mut one = simple_batch(2, 0);
+    let one = simple_batch(2, 0);
     let two = simple_batch(3, 0);
     let wrong = validate_batches(&two).unwrap();
     assert!(matches!(
-        log.append(&mut one, &wrong, 0),
+        log.append(&one, &wrong, 0),
         Err(LogError::InvalidAppend(_))
     ));
-    let mut both = [one.clone(), two.clone()].concat();
+    let both = [one.clone(), two.clone()].concat();
     let only_first = validate_batches(&one).unwrap();
     assert!(matches!(
-        log.append(&mut both, &only_first, 0),
+        log.append(&both, &only_first, 0),
         Err(LogError::InvalidAppend(_))
     ));
     assert_eq!(log.log_end_offset(), 0);
@@ -484,7 +484,7 @@ fn log_append_time_batches_are_stored_as_patched() {
     let mut payload = simple_batch(2, 0);
     set_log_append_time(&mut payload, 12_345);
     let headers = validate_batches(&payload).unwrap();
-    log.append(&mut payload, &headers, 12_345).unwrap();
+    log.append(&payload, &headers, 12_345).unwrap();
     let stored = log.read(0, 100).unwrap().read_bytes().unwrap();
     let h = validate_batches(&stored).unwrap()[0];
     assert!(h.timestamp_type_log_append());
@@ -504,7 +504,7 @@ fn append_accepts_log_append_time_stamped_after_validation() {
     let first = headers[0].total_size();
     set_log_append_time(&mut payload[..first], 70_000);
     set_log_append_time(&mut payload[first..], 70_000);
-    let info = log.append(&mut payload, &headers, 70_000).unwrap();
+    let info = log.append(&payload, &headers, 70_000).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (0, 4));
     assert_eq!(log.max_timestamp(), Some((0, 70_000)));
     assert_eq!(log.offset_for_timestamp(60_000).unwrap(), Some((0, 70_000)));

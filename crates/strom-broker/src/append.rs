@@ -5,14 +5,16 @@
 //!
 //! The batches are stored exactly as the client sent them; only the base offset, the leader
 //! epoch and, for LogAppendTime topics, the max timestamp are patched. No record is decoded,
-//! unless the topic asks for record checks or another codec ([`crate::record_checks`]).
+//! unless the topic asks for record checks or another codec ([`crate::record_checks`]), and
+//! no batch is copied: the log writes the patched first bytes of each batch and the rest of
+//! the request's buffer with one `pwritev`. Only LogAppendTime, which changes bytes under the
+//! CRC, works on a copy. The CRC-32C is computed once, by `validate_batches`.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use strom_log::{validate_batches, BatchError, BatchHeader, LogError};
 use strom_protocol::kafka_protocol::records::Compression;
-use strom_protocol::record_batch::set_partition_leader_epoch;
 
 use crate::broker::Broker;
 use crate::partition::{Offline, Partition, PartitionState};
@@ -148,18 +150,21 @@ pub fn append(
             });
         }
     }
-    // Patched outside the partition lock.
-    let mut buf = BytesMut::from(&records[..]);
-    let mut pos = 0;
-    for h in &headers {
-        // Kafka stamps every appended batch with the leader epoch (outside the CRC), so
-        // consumers see the epoch that Metadata and OffsetForLeaderEpoch report.
-        set_partition_leader_epoch(&mut buf[pos..], options.leader_epoch);
-        if options.log_append_time {
+    // LogAppendTime changes bytes inside the CRC, so those batches are patched in a copy
+    // (outside the partition lock). Otherwise the client's bytes go to the log untouched:
+    // the log writes each batch's base offset and leader epoch from a patched copy of its
+    // first 16 bytes, in the same vectored write.
+    let records = if options.log_append_time {
+        let mut buf = BytesMut::from(&records[..]);
+        let mut pos = 0;
+        for h in &headers {
             strom_log::set_log_append_time(&mut buf[pos..pos + h.total_size()], now);
+            pos += h.total_size();
         }
-        pos += h.total_size();
-    }
+        buf.freeze()
+    } else {
+        records
+    };
     let mut state = partition.lock()?;
     if let Some(r) = &state.replica {
         if !r.is_leader() || r.leader_epoch != options.leader_epoch {
@@ -211,12 +216,15 @@ pub fn append(
         .iter()
         .map(|h| i64::from(h.last_offset_delta) + 1)
         .sum();
-    let info = if state.log.roll_due(buf.len() as u64, offsets, now) {
+    // Kafka stamps every appended batch with the leader epoch (outside the CRC), so
+    // consumers see the epoch that Metadata and OffsetForLeaderEpoch report.
+    let epoch = options.leader_epoch;
+    let info = if state.log.roll_due(records.len() as u64, offsets, now) {
         // Creating a segment's files can wait milliseconds on a busy filesystem journal:
         // let this worker's other tasks (other partitions' requests) move to another thread.
-        crate::blocking::off_worker(|| state.log.append(&mut buf, &headers, now))
+        crate::blocking::off_worker(|| state.log.append_as_leader(&records, &headers, epoch, now))
     } else {
-        state.log.append(&mut buf, &headers, now)
+        state.log.append_as_leader(&records, &headers, epoch, now)
     };
     let info = match info {
         Ok(info) => info,
@@ -319,17 +327,15 @@ pub fn append_marker(
     commit: bool,
 ) -> Result<i64, AppendError> {
     let now = now_ms();
-    let mut buf = BytesMut::from(
-        &strom_protocol::control::encode_marker(producer_id, epoch, commit, 0, now)[..],
-    );
-    let headers = validate_batches(&buf)?;
+    let marker = strom_protocol::control::encode_marker(producer_id, epoch, commit, 0, now);
+    let headers = validate_batches(&marker)?;
     let mut state = partition.lock()?;
     if state.replica.as_ref().is_some_and(|r| !r.is_leader()) {
         return Err(AppendError::NotLeader);
     }
-    set_partition_leader_epoch(&mut buf[..], state.leader_epoch());
+    let leader_epoch = state.leader_epoch();
     let active_before = state.log.active_segment_base();
-    let info = state.log.append(&mut buf, &headers, now).map_err(|e| {
+    let info = state.log.append_as_leader(&marker, &headers, leader_epoch, now).map_err(|e| {
         tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing a transaction marker failed");
         AppendError::Storage(e)
     })?;

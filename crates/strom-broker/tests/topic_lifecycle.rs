@@ -36,9 +36,9 @@ fn append(p: &Partition, n: usize) -> i64 {
     p.with_log(|log| {
         let first = log.log_end_offset();
         for _ in 0..n {
-            let mut batch = strom_log::testing::simple_batch(1, now_ms());
+            let batch = strom_log::testing::simple_batch(1, now_ms());
             let headers = strom_log::validate_batches(&batch).unwrap();
-            log.append(&mut batch, &headers, now_ms()).unwrap();
+            log.append(&batch, &headers, now_ms()).unwrap();
         }
         log.flush().unwrap();
         first

@@ -24,8 +24,9 @@
 //! - [`testing`]: builds valid batches for tests (doc-hidden).
 //!
 //! # Performance contract
-//! No per-record work on append or read: append checks 61-byte headers, patches base
-//! offsets and issues one `pwrite`; read finds the position with the sparse index plus a short
+//! No per-record work on append or read: append checks 61-byte headers and issues one
+//! `pwritev` of the caller's bytes, each batch's first 16 bytes (base offset, length, leader
+//! epoch: outside the CRC) replaced by a patched copy, so a batch is never copied; read finds the position with the sparse index plus a short
 //! header walk and returns a range the caller reads with one `pread`, outside the lock.
 
 pub mod atomic_file;

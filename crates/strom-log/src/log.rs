@@ -7,7 +7,7 @@
 //! Directory layout (see `docs/log-format.md`):
 //! ```text
 //! <partition dir>/
-//!   00000000000000000000.log        whole RecordBatch v2 batches, base offsets patched
+//!   00000000000000000000.log        whole RecordBatch v2 batches, base offsets and epochs patched
 //!   00000000000000000000.index      sparse: relative offset u32 BE | position u32 BE
 //!   00000000000000000000.timeindex  sparse: max timestamp i64 BE | relative offset u32 BE
 //!   00000000000000012345.log ...    next segment, named by its base offset
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{set_base_offset, BatchHeader};
+use crate::batch::{stamped_prefix, BatchHeader, UNCHECKED_PREFIX_BYTES};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::io::{FileIo, RealIo};
@@ -39,6 +39,15 @@ pub struct AppendInfo {
     /// Offset of the last record of the last batch.
     pub last_offset: i64,
     pub log_start_offset: i64,
+}
+
+/// What an append writes into the batches' unchecked prefixes.
+#[derive(Debug, Clone, Copy)]
+enum Stamp {
+    /// A leader's append: offsets from the log end, and the leader epoch when given.
+    Offsets { leader_epoch: Option<i32> },
+    /// A replica's append: the batches keep the leader's offsets and epoch.
+    AsIs,
 }
 
 /// A byte range of whole batches in one segment file, to be read outside the partition lock.
@@ -408,37 +417,60 @@ impl PartitionLog {
 
     /// Append one already-validated payload of `headers.len()` concatenated batches (from
     /// [`crate::validate_batches`]; the bytes may have been patched since, e.g. by
-    /// [`crate::set_log_append_time`]: the stored header fields win). Assigns offsets from the log end offset, patching each
-    /// batch's base offset in `batches`, rolls first if the active segment is full or old,
-    /// and writes all bytes with one write call. The bytes are in the page cache on return;
-    /// see [`PartitionLog::flush_target`] for durability.
+    /// [`crate::set_log_append_time`]: the stored header fields win). Assigns offsets from the
+    /// log end offset, rolls first if the active segment is full or old, and writes all bytes
+    /// with one vectored write: each batch's base offset is written from a patched copy of its
+    /// first bytes, never into `batches` (see [`crate::batch::stamped_prefix`]), and the
+    /// partition leader epoch stays as the batch has it. The bytes are in the page cache on
+    /// return; see [`PartitionLog::flush_target`] for durability.
     pub fn append(
         &mut self,
-        batches: &mut [u8],
+        batches: &[u8],
         headers: &[BatchHeader],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        self.append_batches(batches, headers, now_ms, true)
+        self.append_batches(
+            batches,
+            headers,
+            now_ms,
+            Stamp::Offsets { leader_epoch: None },
+        )
+    }
+
+    /// [`Self::append`] that also stamps every batch with the leader's epoch (Kafka's
+    /// `appendAsLeader`), outside the CRC like the base offset: still no copy of the batches.
+    pub fn append_as_leader(
+        &mut self,
+        batches: &[u8],
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let stamp = Stamp::Offsets {
+            leader_epoch: Some(leader_epoch),
+        };
+        self.append_batches(batches, headers, now_ms, stamp)
     }
 
     /// A replica's append (Kafka's `appendAsFollower`): the batches keep the offsets the
     /// leader gave them, gaps included (a compacted leader's log has them), so each must start
-    /// at or after the log end and after the one before it. Otherwise as [`Self::append`].
+    /// at or after the log end and after the one before it. Written as they are, with one
+    /// write. Otherwise as [`Self::append`].
     pub fn append_as_follower(
         &mut self,
-        batches: &mut [u8],
+        batches: &[u8],
         headers: &[BatchHeader],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        self.append_batches(batches, headers, now_ms, false)
+        self.append_batches(batches, headers, now_ms, Stamp::AsIs)
     }
 
     fn append_batches(
         &mut self,
-        batches: &mut [u8],
+        batches: &[u8],
         headers: &[BatchHeader],
         now_ms: i64,
-        assign_offsets: bool,
+        stamp: Stamp,
     ) -> Result<AppendInfo, LogError> {
         self.check_not_failed()?;
         let base_offset = self.log_end_offset();
@@ -452,6 +484,7 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
             });
         }
+        let assign_offsets = matches!(stamp, Stamp::Offsets { .. });
         // A replica's batches may be compacted ones (fewer records than offsets).
         let stored = check_pairing(batches, headers, !assign_offsets)?;
         let records: i64 = if assign_offsets {
@@ -486,23 +519,39 @@ impl PartitionLog {
         }
 
         let mut patched = Vec::with_capacity(stored.len());
+        let mut prefixes = Vec::with_capacity(if assign_offsets { stored.len() } else { 0 });
         let mut next = base_offset;
         let mut position = 0usize;
         for mut h in stored {
-            if assign_offsets {
-                set_base_offset(&mut batches[position..], next);
+            if let Stamp::Offsets { leader_epoch } = stamp {
+                prefixes.push(stamped_prefix(&batches[position..], next, leader_epoch));
                 h.base_offset = next;
+                h.partition_leader_epoch = leader_epoch.unwrap_or(h.partition_leader_epoch);
             }
             next = h.last_offset() + 1;
             position += h.total_size();
             patched.push(h);
         }
         debug_assert_eq!(next, last_offset + 1);
+        // What goes to the file: each batch as its stamped prefix, then the caller's bytes
+        // from there on (CRC-covered bytes are never rewritten here); a replica's batches as
+        // they came.
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * prefixes.len() + 1);
+        if assign_offsets {
+            let mut position = 0usize;
+            for (h, prefix) in patched.iter().zip(&prefixes) {
+                parts.push(prefix);
+                parts.push(&batches[position + UNCHECKED_PREFIX_BYTES..position + h.total_size()]);
+                position += h.total_size();
+            }
+        } else {
+            parts.push(batches);
+        }
         let interval = u64::from(self.config.index_interval_bytes);
         let io = Arc::clone(&self.io);
         if let Err(e) = self
             .active_mut()
-            .append(io.as_ref(), batches, &patched, now_ms, interval)
+            .append(io.as_ref(), &parts, &patched, now_ms, interval)
         {
             return Err(self.fail(e.into()));
         }

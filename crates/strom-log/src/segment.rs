@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <base>.log   batch | batch | batch | ...     (RecordBatch v2, exactly as the client sent it,
-//!                                              only base_offset patched; no framing of our own)
+//!                                              only base_offset and leader epoch patched; no
+//!                                              framing of our own)
 //! ```
 //! `<base>` is the segment's base offset, zero-padded to 20 digits. The segment's offsets are
 //! `[base_offset, next_offset)`, without gaps unless the cleaner compacted the segment, and `size` is the number of bytes of whole,
@@ -249,19 +250,20 @@ impl Segment {
         self.next_offset = header.last_offset() + 1;
     }
 
-    /// Write `bytes` (whole batches whose patched headers are `headers`) at the end of the
-    /// segment with one positioned write, then update the in-memory state and index files.
+    /// Write `parts` (concatenated, whole batches whose patched headers are `headers`) at the
+    /// end of the segment with one positioned vectored write, then update the in-memory state
+    /// and index files.
     pub fn append(
         &mut self,
         io: &dyn FileIo,
-        bytes: &[u8],
+        parts: &[&[u8]],
         headers: &[BatchHeader],
         now_ms: i64,
         index_interval_bytes: u64,
     ) -> io::Result<()> {
         let position = self.size;
         let log = self.log.get()?;
-        if let Err(error) = io.write_all_at(&log, bytes, position) {
+        if let Err(error) = io.write_all_vectored_at(&log, parts, position) {
             // A partial write must not resurface as data after a restart: cut it off. If even
             // that fails, recovery still stops at the first torn batch, but a whole batch of a
             // failed append could survive, so say so loudly.
@@ -276,7 +278,10 @@ impl Segment {
             self.track_batch(at, header, index_interval_bytes);
             at += header.total_size() as u64;
         }
-        debug_assert_eq!(at, position + bytes.len() as u64);
+        debug_assert_eq!(
+            at,
+            position + parts.iter().map(|p| p.len() as u64).sum::<u64>()
+        );
         self.roll_base_ms.get_or_insert(now_ms);
         self.last_append_ms = now_ms;
         self.index.persist_from(io, first_new_entry);

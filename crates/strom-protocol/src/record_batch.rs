@@ -364,6 +364,30 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
         .copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Bytes of a batch before `magic`: base offset, batch length and partition leader epoch.
+/// None of them is covered by the CRC, so a broker stores a batch under its own base offset
+/// and leader epoch by writing a new prefix ([`stamped_prefix`]) followed by the client's
+/// bytes from `magic` on, unchanged: one vectored write, no copy of the batch.
+pub const UNCHECKED_PREFIX_BYTES: usize = MAGIC_AT;
+const _: () = assert!(UNCHECKED_PREFIX_BYTES <= ATTRIBUTES_AT);
+
+/// The first [`UNCHECKED_PREFIX_BYTES`] of `batch` with the base offset set and, when given,
+/// the partition leader epoch: what [`set_base_offset`] and [`set_partition_leader_epoch`]
+/// would make of them, without touching `batch`.
+pub fn stamped_prefix(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: Option<i32>,
+) -> [u8; UNCHECKED_PREFIX_BYTES] {
+    let mut prefix = [0u8; UNCHECKED_PREFIX_BYTES];
+    prefix.copy_from_slice(&batch[..UNCHECKED_PREFIX_BYTES]);
+    set_base_offset(&mut prefix, base_offset);
+    if let Some(epoch) = leader_epoch {
+        set_partition_leader_epoch(&mut prefix, epoch);
+    }
+    prefix
+}
+
 /// Overwrite `base_sequence` and recompute the CRC (the field is covered by it). `batch` is one
 /// whole batch.
 pub fn set_base_sequence(batch: &mut [u8], base_sequence: i32) {
@@ -529,6 +553,29 @@ mod tests {
         assert_eq!(h.base_sequence, -1);
         assert_eq!(h.max_timestamp, 5_000);
         assert!(h.timestamp_type_log_append());
+    }
+
+    #[test]
+    fn a_stamped_prefix_is_what_the_in_place_patches_make() {
+        let b = batch(3);
+        let mut patched = b.clone();
+        set_base_offset(&mut patched, 77);
+        set_partition_leader_epoch(&mut patched, 9);
+        let prefix = stamped_prefix(&b, 77, Some(9));
+        assert_eq!(prefix[..], patched[..UNCHECKED_PREFIX_BYTES]);
+        assert_eq!(
+            b[UNCHECKED_PREFIX_BYTES..],
+            patched[UNCHECKED_PREFIX_BYTES..]
+        );
+        let kept = stamped_prefix(&b, 77, None);
+        assert_eq!(
+            kept[PARTITION_LEADER_EPOCH_AT..],
+            b[PARTITION_LEADER_EPOCH_AT..MAGIC_AT]
+        );
+        let mut joined = prefix.to_vec();
+        joined.extend_from_slice(&b[UNCHECKED_PREFIX_BYTES..]);
+        let h = validate_batches(&joined).unwrap()[0];
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (77, 9));
     }
 
     #[test]

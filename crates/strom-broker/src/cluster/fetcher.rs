@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use strom_cluster::messages::{
     EpochEndRequest, ReplicaError, ReplicaFetchRequest, Request, Response,
 };
@@ -234,7 +234,6 @@ fn append(
             first.base_offset
         ));
     }
-    let mut buf = BytesMut::from(&records[..]);
     let now = now_ms();
     let mut state = partition.lock().map_err(|e| e.to_string())?;
     if !state
@@ -250,7 +249,7 @@ fn append(
     let before = state.log.active_segment_base();
     state
         .log
-        .append_as_follower(&mut buf, &headers, now)
+        .append_as_follower(&records, &headers, now)
         .map_err(|e| e.to_string())?;
     crate::append::snapshot_if_rolled(&state, before);
     let mut messages = 0i64;

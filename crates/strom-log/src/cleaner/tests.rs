@@ -78,9 +78,8 @@ fn batch(keys: &[(Vec<u8>, Option<Vec<u8>>)], ts: i64, codec: Compression) -> Ve
 }
 
 fn append(log: &mut PartitionLog, batch: Vec<u8>, now: i64) -> i64 {
-    let mut payload = batch;
-    let headers = validate_batches(&payload).unwrap();
-    log.append(&mut payload, &headers, now).unwrap().base_offset
+    let headers = validate_batches(&batch).unwrap();
+    log.append(&batch, &headers, now).unwrap().base_offset
 }
 
 const CODECS: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];

@@ -52,7 +52,7 @@ fn crash_child() {
             next += n as i64;
         }
         let headers = validate_batches(&payload).unwrap();
-        let info = log.append(&mut payload, &headers, 0).unwrap();
+        let info = log.append(&payload, &headers, 0).unwrap();
         assert_eq!(info.base_offset, end);
         if i % 50 == 0 {
             log.apply_retention(0).unwrap();

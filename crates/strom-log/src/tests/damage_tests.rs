@@ -158,9 +158,9 @@ fn a_half_created_segment_does_not_block_later_rolls() {
     // The next roll creates segment 4; make its index creation fail once.
     let blocker = dir.path().join(format!("{:020}.timeindex", 4));
     std::fs::write(&blocker, b"").unwrap();
-    let mut payload = simple_batch(1, 0);
+    let payload = simple_batch(1, 0);
     let headers = crate::validate_batches(&payload).unwrap();
-    assert!(log.append(&mut payload, &headers, 0).is_err());
+    assert!(log.append(&payload, &headers, 0).is_err());
     assert!(!dir.path().join(format!("{:020}.log", 4)).exists());
     assert!(
         log.failure().is_none(),

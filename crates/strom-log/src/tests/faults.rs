@@ -21,9 +21,9 @@ fn open_faulty(
 }
 
 fn try_append(log: &mut PartitionLog, batches: &[Vec<u8>]) -> Result<crate::AppendInfo, LogError> {
-    let mut payload = batches.concat();
+    let payload = batches.concat();
     let headers = validate_batches(&payload).unwrap();
-    log.append(&mut payload, &headers, 0)
+    log.append(&payload, &headers, 0)
 }
 
 #[test]

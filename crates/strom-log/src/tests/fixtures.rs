@@ -44,9 +44,9 @@ fn write_fixture() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut log = PartitionLog::open(&dir, fixture_config(), 0).unwrap();
     for i in 0..FIXTURE_BATCHES {
-        let mut payload = fixture_batch(log.log_end_offset(), i);
+        let payload = fixture_batch(log.log_end_offset(), i);
         let headers = validate_batches(&payload).unwrap();
-        log.append(&mut payload, &headers, 0).unwrap();
+        log.append(&payload, &headers, 0).unwrap();
     }
     log.delete_records_before(FIXTURE_START).unwrap();
     log.flush().unwrap();

@@ -69,7 +69,7 @@ fn empty_append_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config(1 << 20, 4096));
     append_simple(&mut log, 1, 2);
-    let info = log.append(&mut [], &[], 5).unwrap();
+    let info = log.append(&[], &[], 5).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (2, 1));
     assert_eq!(log.log_end_offset(), 2);
 }
@@ -78,17 +78,17 @@ fn empty_append_is_a_no_op() {
 fn append_rejects_headers_that_do_not_match_the_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config(1 << 20, 4096));
-    let mut one = simple_batch(2, 0);
+    let one = simple_batch(2, 0);
     let two = simple_batch(3, 0);
     let wrong = validate_batches(&two).unwrap();
     assert!(matches!(
-        log.append(&mut one, &wrong, 0),
+        log.append(&one, &wrong, 0),
         Err(LogError::InvalidAppend(_))
     ));
-    let mut both = [one.clone(), two.clone()].concat();
+    let both = [one.clone(), two.clone()].concat();
     let only_first = validate_batches(&one).unwrap();
     assert!(matches!(
-        log.append(&mut both, &only_first, 0),
+        log.append(&both, &only_first, 0),
         Err(LogError::InvalidAppend(_))
     ));
     assert_eq!(log.log_end_offset(), 0);
@@ -477,6 +477,70 @@ fn scan_headers_walks_from_the_containing_batch_across_segments() {
     assert_eq!(count, 0);
 }
 
+/// The leader's append writes the assigned base offsets and its epoch from patched copies of
+/// each batch's first bytes: the caller's buffer stays as it was, and the file holds the
+/// caller's bytes with only those fields changed (the CRC, which does not cover them, still
+/// holds). A replica's append writes the leader's bytes as they are.
+#[test]
+fn appends_stamp_offsets_and_epoch_without_touching_the_callers_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config(1 << 20, 4096));
+    append_simple(&mut log, 1, 2);
+    let payload = [
+        simple_batch(3, 10),
+        simple_batch(1, 20),
+        simple_batch(4, 30),
+    ]
+    .concat();
+    let before = payload.clone();
+    let headers = validate_batches(&payload).unwrap();
+    let info = log.append_as_leader(&payload, &headers, 7, 1_000).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (2, 9));
+    assert_eq!(payload, before, "the caller's bytes are not patched");
+    let stored = log.read(2, 1 << 20).unwrap().read_bytes().unwrap();
+    let stored_headers = validate_batches(&stored).unwrap();
+    let mut expected = payload.clone();
+    let mut at = 0;
+    for (h, base) in headers.iter().zip([2, 5, 6]) {
+        crate::set_base_offset(&mut expected[at..], base);
+        crate::batch::set_partition_leader_epoch(&mut expected[at..], 7);
+        at += h.total_size();
+    }
+    assert_eq!(stored, expected);
+    let stamped: Vec<(i64, i32)> = stored_headers
+        .iter()
+        .map(|h| (h.base_offset, h.partition_leader_epoch))
+        .collect();
+    assert_eq!(stamped, [(2, 7), (5, 7), (6, 7)]);
+    // `append` keeps the batch's own epoch.
+    let one = simple_batch(1, 40);
+    let own_epoch = validate_batches(&one).unwrap()[0].partition_leader_epoch;
+    log.append(&one, &validate_batches(&one).unwrap(), 1_000)
+        .unwrap();
+    let last = validate_batches(&log.read(10, 1 << 20).unwrap().read_bytes().unwrap()).unwrap();
+    assert_eq!(
+        (last[0].base_offset, last[0].partition_leader_epoch),
+        (10, own_epoch)
+    );
+
+    // A replica stores exactly what its leader has, byte for byte.
+    let replica_dir = tempfile::tempdir().unwrap();
+    let mut replica = open(replica_dir.path(), config(1 << 20, 4096));
+    let leader_bytes = read_everything(&log)
+        .into_iter()
+        .flat_map(|b| b.2)
+        .collect::<Vec<u8>>();
+    let leader_headers = crate::validate_stored_batches(&leader_bytes).unwrap();
+    replica
+        .append_as_follower(&leader_bytes, &leader_headers, 1_000)
+        .unwrap();
+    let copied: Vec<u8> = read_everything(&replica)
+        .into_iter()
+        .flat_map(|b| b.2)
+        .collect();
+    assert_eq!(copied, leader_bytes);
+}
+
 #[test]
 fn log_append_time_batches_are_stored_as_patched() {
     let dir = tempfile::tempdir().unwrap();
@@ -484,7 +548,7 @@ fn log_append_time_batches_are_stored_as_patched() {
     let mut payload = simple_batch(2, 0);
     set_log_append_time(&mut payload, 12_345);
     let headers = validate_batches(&payload).unwrap();
-    log.append(&mut payload, &headers, 12_345).unwrap();
+    log.append(&payload, &headers, 12_345).unwrap();
     let stored = log.read(0, 100).unwrap().read_bytes().unwrap();
     let h = validate_batches(&stored).unwrap()[0];
     assert!(h.timestamp_type_log_append());
@@ -504,7 +568,7 @@ fn append_accepts_log_append_time_stamped_after_validation() {
     let first = headers[0].total_size();
     set_log_append_time(&mut payload[..first], 70_000);
     set_log_append_time(&mut payload[first..], 70_000);
-    let info = log.append(&mut payload, &headers, 70_000).unwrap();
+    let info = log.append(&payload, &headers, 70_000).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (0, 4));
     assert_eq!(log.max_timestamp(), Some((0, 70_000)));
     assert_eq!(log.offset_for_timestamp(60_000).unwrap(), Some((0, 70_000)));

@@ -29,9 +29,9 @@ pub(crate) fn config(segment_bytes: u64, index_interval_bytes: u32) -> LogConfig
 
 /// Validate and append one payload made of `batches`.
 pub(crate) fn append(log: &mut PartitionLog, batches: &[Vec<u8>], now_ms: i64) -> AppendInfo {
-    let mut payload: Vec<u8> = batches.concat();
+    let payload: Vec<u8> = batches.concat();
     let headers = validate_batches(&payload).expect("test batches are valid");
-    log.append(&mut payload, &headers, now_ms).expect("append")
+    log.append(&payload, &headers, now_ms).expect("append")
 }
 
 /// Append `count` single-batch payloads of `records` records each.

@@ -166,15 +166,17 @@ impl Harness {
                         (batch_with_timestamps(&ts, 7), ts)
                     })
                     .collect();
-                let mut payload: Vec<u8> = built.iter().flat_map(|b| b.0.clone()).collect();
+                let payload: Vec<u8> = built.iter().flat_map(|b| b.0.clone()).collect();
                 let headers = validate_batches(&payload).unwrap();
-                let info = self.log().append(&mut payload, &headers, now).unwrap();
+                let info = self.log().append(&payload, &headers, now).unwrap();
                 assert_eq!(info.base_offset, self.model.end);
                 let mut at = 0;
                 for (h, (_, ts)) in headers.iter().zip(&built) {
                     let base = self.model.end;
                     let last = base + ts.len() as i64 - 1;
-                    let bytes = payload[at..at + h.total_size()].to_vec();
+                    // Stored as given, under the offset the log assigned.
+                    let mut bytes = payload[at..at + h.total_size()].to_vec();
+                    crate::set_base_offset(&mut bytes, base);
                     at += h.total_size();
                     self.model.batches.push(ModelBatch {
                         base,
@@ -302,10 +304,10 @@ impl Harness {
                 partial_bytes,
             } => {
                 let now = self.now_ms;
-                let mut payload = batch_with_timestamps(&vec![now; *records], 7);
+                let payload = batch_with_timestamps(&vec![now; *records], 7);
                 let headers = validate_batches(&payload).unwrap();
                 self.io.fail_next_write(*partial_bytes);
-                let result = self.log().append(&mut payload, &headers, now);
+                let result = self.log().append(&payload, &headers, now);
                 self.io.disarm();
                 assert!(
                     matches!(result, Err(LogError::Io(_))),

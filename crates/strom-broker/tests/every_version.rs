@@ -208,6 +208,16 @@ fn request(key: ApiKey, version: i16) -> Option<BodyWriter> {
         ApiKey::EndTxn => enc!(txn_requests::end_txn()),
         ApiKey::DescribeTransactions => enc!(txn_requests::describe_transactions()),
         ApiKey::ListTransactions => enc!(ListTransactionsRequest::default()),
+        ApiKey::ConsumerGroupHeartbeat => enc!(ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g848")))
+            .with_member_id(s("m-848"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![topic.clone()]))
+            .with_topic_partitions(Some(Vec::new()))),
+        ApiKey::ConsumerGroupDescribe => {
+            enc!(ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("g848"))]))
+        }
         ApiKey::DescribeProducers => enc!(txn_requests::describe_producers()),
         // Without SASL on the listener and without an authorizer these are answered at once
         // (ILLEGAL_SASL_STATE, SECURITY_DISABLED); tests/test_security.py covers the rest.
@@ -266,6 +276,8 @@ fn decode_response(key: ApiKey, version: i16, mut body: Bytes) -> anyhow::Result
         ApiKey::EndTxn => dec!(EndTxnResponse),
         ApiKey::DescribeTransactions => dec!(DescribeTransactionsResponse),
         ApiKey::ListTransactions => dec!(ListTransactionsResponse),
+        ApiKey::ConsumerGroupHeartbeat => dec!(ConsumerGroupHeartbeatResponse),
+        ApiKey::ConsumerGroupDescribe => dec!(ConsumerGroupDescribeResponse),
         ApiKey::DescribeProducers => dec!(DescribeProducersResponse),
         ApiKey::SaslHandshake => dec!(SaslHandshakeResponse),
         ApiKey::SaslAuthenticate => dec!(SaslAuthenticateResponse),

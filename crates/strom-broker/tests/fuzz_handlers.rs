@@ -550,6 +550,26 @@ fn base_request(key: ApiKey, v: i16) -> (Bytes, usize) {
         ApiKey::EndTxn => encoded(key, v, &txn_requests::end_txn()),
         ApiKey::DescribeTransactions => encoded(key, v, &txn_requests::describe_transactions()),
         ApiKey::ListTransactions => encoded(key, v, &ListTransactionsRequest::default()),
+        ApiKey::ConsumerGroupHeartbeat => encoded(
+            key,
+            v,
+            &ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("fuzz-848")))
+                .with_member_id(StrBytes::from_static_str("fuzz-member"))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![TopicName(StrBytes::from_static_str(
+                    "fuzz",
+                ))]))
+                .with_subscribed_topic_regex((v >= 1).then(|| StrBytes::from_static_str("fu.*")))
+                .with_topic_partitions(Some(Vec::new())),
+        ),
+        ApiKey::ConsumerGroupDescribe => encoded(
+            key,
+            v,
+            &ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(StrBytes::from_static_str("fuzz-848"))]),
+        ),
         ApiKey::DescribeProducers => encoded(key, v, &txn_requests::describe_producers()),
         ApiKey::SaslHandshake => encoded(
             key,

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::reader::Reader;
+
 /// What a classic member's subscription metadata says.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Subscription {
@@ -15,39 +17,25 @@ pub(crate) struct Subscription {
     pub rack_id: Option<String>,
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The embedded protocol's strings (i16 length) and arrays, over the shared cursor.
+trait Embedded {
+    fn string(&mut self) -> Option<String>;
+    fn nullable_string(&mut self) -> Option<Option<String>>;
+    fn skip_bytes(&mut self) -> Option<()>;
+    fn topic_partitions(&mut self) -> Option<BTreeMap<String, BTreeSet<i32>>>;
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    /// An array count, refused when it cannot fit in what is left (each entry >= `min` bytes).
-    fn count(&mut self, min: usize) -> Option<usize> {
-        let n = usize::try_from(self.i32()?).ok()?;
-        (n.saturating_mul(min) <= self.0.len()).then_some(n)
-    }
+impl Embedded for Reader<'_> {
     fn string(&mut self) -> Option<String> {
         let len = usize::try_from(self.i16()?).ok()?;
-        Some(std::str::from_utf8(self.take(len)?).ok()?.to_string())
+        self.utf8(len)
     }
     fn nullable_string(&mut self) -> Option<Option<String>> {
         let len = self.i16()?;
         if len < 0 {
             return Some(None);
         }
-        let bytes = self.take(usize::try_from(len).ok()?)?;
-        Some(Some(std::str::from_utf8(bytes).ok()?.to_string()))
+        Some(Some(self.utf8(usize::try_from(len).ok()?)?))
     }
     fn skip_bytes(&mut self) -> Option<()> {
         let len = self.i32()?;

@@ -25,6 +25,7 @@ mod describe;
 mod heartbeat;
 mod model;
 mod persist;
+mod reader;
 mod reconcile;
 
 pub(crate) use classic_members::{

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::model::{
     Assignment, ClassicMeta, ConsumerGroup, ConsumerMember, MemberState, TopicShape,
 };
+use super::reader::Reader;
 
 /// The blob's own version, so that its layout can grow.
 const VERSION: u8 = 1;
@@ -112,49 +113,40 @@ pub(crate) fn encode(cg: &ConsumerGroup) -> Bytes {
     Bytes::from(w.0)
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The blob's strings (i32 length, -1 for null), ids and assignments, over the shared cursor.
+trait Blob {
+    fn bytes(&mut self) -> Option<&[u8]>;
+    fn str(&mut self) -> Option<String>;
+    fn opt(&mut self) -> Option<Option<String>>;
+    fn uuid(&mut self) -> Option<Uuid>;
+    fn assignment(&mut self) -> Option<Assignment>;
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    /// A count no larger than the bytes left (every entry takes at least one byte).
-    fn count(&mut self) -> Option<usize> {
-        let n = usize::try_from(self.i32()?).ok()?;
-        (n <= self.0.len()).then_some(n)
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.count()?;
+impl Blob for Reader<'_> {
+    fn bytes(&mut self) -> Option<&[u8]> {
+        let n = self.count(1)?;
         self.take(n)
     }
     fn str(&mut self) -> Option<String> {
-        Some(std::str::from_utf8(self.bytes()?).ok()?.to_string())
+        let n = self.count(1)?;
+        self.utf8(n)
     }
     fn opt(&mut self) -> Option<Option<String>> {
         let n = self.i32()?;
         if n < 0 {
             return Some(None);
         }
-        let b = self.take(usize::try_from(n).ok()?)?;
-        Some(Some(std::str::from_utf8(b).ok()?.to_string()))
+        Some(Some(self.utf8(usize::try_from(n).ok()?)?))
     }
     fn uuid(&mut self) -> Option<Uuid> {
         Some(Uuid::from_bytes(self.take(16)?.try_into().ok()?))
     }
     fn assignment(&mut self) -> Option<Assignment> {
         let mut a = Assignment::new();
-        for _ in 0..self.count()? {
+        for _ in 0..self.count(20)? {
             let id = self.uuid()?;
             let mut ps = BTreeSet::new();
-            for _ in 0..self.count()? {
+            for _ in 0..self.count(4)? {
                 ps.insert(self.i32()?);
             }
             a.insert(id, ps);
@@ -175,14 +167,14 @@ pub(crate) fn decode(blob: &[u8], session_timeout_ms: i32, now_ms: i64) -> Optio
         assignment_epoch: r.i32()?,
         ..ConsumerGroup::default()
     };
-    for _ in 0..r.count()? {
+    for _ in 0..r.count(1)? {
         let mut m = ConsumerMember::new(r.str()?);
         m.instance_id = r.opt()?;
         m.rack_id = r.opt()?;
         m.client_id = r.str()?;
         m.client_host = r.str()?;
         m.rebalance_timeout_ms = r.i32()?;
-        for _ in 0..r.count()? {
+        for _ in 0..r.count(1)? {
             m.subscribed_topic_names.insert(r.str()?);
         }
         m.subscribed_topic_regex = r.opt()?;
@@ -200,7 +192,7 @@ pub(crate) fn decode(blob: &[u8], session_timeout_ms: i32, now_ms: i64) -> Optio
         let classic_session = r.i32()?;
         if classic_session >= 0 {
             let mut protocols = Vec::new();
-            for _ in 0..r.count()? {
+            for _ in 0..r.count(1)? {
                 let name = r.str()?;
                 protocols.push((name, Bytes::copy_from_slice(r.bytes()?)));
             }
@@ -224,11 +216,11 @@ pub(crate) fn decode(blob: &[u8], session_timeout_ms: i32, now_ms: i64) -> Optio
         }
         cg.members.insert(m.member_id.clone(), m);
     }
-    for _ in 0..r.count()? {
+    for _ in 0..r.count(1)? {
         let member = r.str()?;
         cg.target.insert(member, r.assignment()?);
     }
-    for _ in 0..r.count()? {
+    for _ in 0..r.count(1)? {
         let name = r.str()?;
         let id = r.uuid()?;
         cg.subscription.insert(
@@ -240,16 +232,16 @@ pub(crate) fn decode(blob: &[u8], session_timeout_ms: i32, now_ms: i64) -> Optio
         );
     }
     let mut matches: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for _ in 0..r.count()? {
+    for _ in 0..r.count(1)? {
         let regex = r.str()?;
         let mut names = BTreeSet::new();
-        for _ in 0..r.count()? {
+        for _ in 0..r.count(1)? {
             names.insert(r.str()?);
         }
         matches.insert(regex, names);
     }
     cg.regex_matches = matches;
-    r.0.is_empty().then_some(cg)
+    r.is_empty().then_some(cg)
 }
 
 #[cfg(test)]

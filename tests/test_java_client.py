@@ -38,7 +38,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 import helpers
 from conftest import Broker, free_port, strom_bin
@@ -502,6 +502,41 @@ def test_java_classic_and_consumer_protocol_members_share_a_live_group(java, sta
     assert len(positions) == len(set(positions)) == 200, len(positions)
     described = run.one("described")
     assert (described["type"], len(described["members"])) == ("CONSUMER", 2), described
+
+
+def test_java_regex_member_killed_hands_its_partitions_to_a_librdkafka_member(java, start_broker):
+    # A Java 4.x member subscribed by a broker-side regex reads both matching topics and is
+    # killed -9; after its session (6 s here) a librdkafka member of the same group gets every
+    # partition and reads on from the Java member's commits.
+    broker = start_broker(settings={"group.consumer.heartbeat.interval.ms": "500",
+                                    "group.consumer.session.timeout.ms": "6000"})
+    prefix = f"jrx-{uuid.uuid4().hex[:6]}"
+    for name in (f"{prefix}-a", f"{prefix}-b", f"other-{prefix}"):
+        helpers.create_topic(broker.bootstrap, name, partitions=2)
+        helpers.produce_values(broker.bootstrap, name, [f"{name}-{i}".encode() for i in range(10)])
+    group = f"java-rx-{uuid.uuid4().hex[:8]}"
+    run = java.start("consumer-protocol-regex", broker.bootstrap, f"{prefix}-.*", group, 20)
+    try:
+        reading = run.wait_for("reading")
+        assert reading["topics"] == [f"{prefix}-a", f"{prefix}-b"], reading
+        assert reading["records"] == 20, reading
+    finally:
+        run.proc.kill()
+        run.finish()
+    for name in (f"{prefix}-a", f"{prefix}-b"):
+        helpers.produce_values(broker.bootstrap, name, [f"{name}-{i}".encode() for i in range(10, 15)])
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "group.protocol": "consumer",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([f"^{prefix}-.*"])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 10 and time.monotonic() < deadline:
+        m = c.poll(0.3)
+        if m is not None and m.error() is None:
+            got.append(m.value().decode())
+    c.close()
+    expected = [f"{name}-{i}" for name in (f"{prefix}-a", f"{prefix}-b") for i in range(10, 15)]
+    assert sorted(got) == sorted(expected), got
 
 
 def test_java_transactional_producer_commits_and_aborts(java, broker, topic_name):

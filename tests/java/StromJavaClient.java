@@ -14,6 +14,7 @@
 //   admin-topic-ids BOOTSTRAP TOPIC
 //   consumer-protocol BOOTSTRAP TOPIC GROUP EXPECTED
 //   consumer-protocol-migration BOOTSTRAP TOPIC GROUP EXPECTED
+//   consumer-protocol-regex BOOTSTRAP REGEX GROUP EXPECTED (runs until killed)
 //   transactional BOOTSTRAP TOPIC
 //   txn-copy     BOOTSTRAP IN OUT GROUP TRANSACTIONAL_ID IDLE_EXIT_MS PACE_MS
 //                (consume-transform-produce: each poll's records copied to OUT in one
@@ -94,6 +95,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.consumer.SubscriptionPattern;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
@@ -134,6 +136,8 @@ public final class StromJavaClient {
                 case "group-pair" -> groupPair(bootstrap, args[2], args[3], Integer.parseInt(args[4]), args[5]);
                 case "admin-topic-ids" -> adminTopicIds(bootstrap, args[2]);
                 case "consumer-protocol" -> consumerProtocol(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+                case "consumer-protocol-regex" -> consumerProtocolRegex(bootstrap, args[2], args[3],
+                        Integer.parseInt(args[4]));
                 case "consumer-protocol-migration" -> consumerProtocolMigration(bootstrap, args[2], args[3],
                         Integer.parseInt(args[4]));
                 case "transactional" -> transactional(bootstrap, args[2]);
@@ -607,6 +611,30 @@ public final class StromJavaClient {
                     "modern", partitionNumbers(modern.assignment()), "records", records, "events", events);
             try (Admin admin = Admin.create(common(bootstrap))) {
                 emitGroupDescription("described", admin, group);
+            }
+        }
+    }
+
+    /**
+     * A group.protocol=consumer member subscribed by a broker-side regular expression
+     * (SubscriptionPattern, RE2/J syntax): prints "reading" with the topics it was given once
+     * it has read EXPECTED records, then keeps polling (and committing) until it is killed.
+     */
+    static void consumerProtocolRegex(String bootstrap, String regex, String group, int expected) {
+        List<String> records = new ArrayList<>();
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(kip848Props(bootstrap, group))) {
+            c.subscribe(new SubscriptionPattern(regex));
+            long deadline = System.currentTimeMillis() + WAIT_MS_MAX;
+            while (records.size() < expected && System.currentTimeMillis() < deadline) {
+                readInto(c, "regex", records);
+            }
+            c.commitSync();
+            Set<String> topics = new TreeSet<>();
+            c.assignment().forEach(tp -> topics.add(tp.topic()));
+            emit("reading", "topics", new ArrayList<>(topics), "records", records.size());
+            while (true) {
+                readInto(c, "regex", records);
+                c.commitSync();
             }
         }
     }

@@ -12,7 +12,8 @@
 //! consumers stop at the transaction (the LSO moves with the markers). That is not the default
 //! because clients that start their next transaction at once (librdkafka, the Java client)
 //! then wait out a 20 ms retry backoff on AddPartitionsToTxn, longer than phase two takes:
-//! `scripts/txn-bench` ran transactions of 100 records at half the rate (docs/transactions.md).
+//! `scripts/txn-bench` ran transactions of 100 records at less than half the rate
+//! (docs/transactions.md).
 //! By default EndTxn answers after phase two.
 //!
 //! A committed transaction's staged offsets go to their groups between the phases, before

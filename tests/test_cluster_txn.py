@@ -203,16 +203,17 @@ def log_ends(bootstrap, topic, partitions, isolation):
 def wait_stable(bootstrap, topic, partitions, timeout_s=30):
     """Waits until no transaction is open on any partition (last stable offset = high
     watermark everywhere; Kafka writes the markers after EndTxn is answered) and returns the
-    high watermarks."""
+    high watermarks. Twice alike in a row: a marker on the leader but not yet on the ISR
+    ends the transaction (the LSO is the high watermark) before the high watermark covers it."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
         try:
             high = log_ends(bootstrap, topic, partitions, "read_uncommitted")
             stable = log_ends(bootstrap, topic, partitions, "read_committed")
-            last = (stable, high)
-            if stable == high:
+            if stable == high and last == (stable, high):
                 return high
+            last = (stable, high)
         except KafkaException as e:
             last = str(e)
         time.sleep(0.2)

@@ -195,7 +195,6 @@ def test_tombstones_go_after_delete_retention_ms(start_broker, topic_name):
     records += [(keys[0], None), (keys[1], None)]
     delivered = produce_keyed(b.bootstrap, topic_name, records)
     delivered.update(produce_keyed(b.bootstrap, topic_name, filler("a"), per_batch=5))
-    deleted_at = time.monotonic()
 
     def first_pass():
         r = read_all(b.bootstrap, topic_name)
@@ -203,6 +202,8 @@ def test_tombstones_go_after_delete_retention_ms(start_broker, topic_name):
 
     got = wait_until(first_pass, timeout_s=3)
     assert got, "not cleaned within 3s"
+    # The first pass that kept the tombstones started their delete.retention.ms (KIP-534).
+    cleaned_at = time.monotonic()
     by_key = {k: (o, v) for o, k, v in got}
     # Young tombstones stay, in place of their keys' values.
     assert by_key[keys[0]][1] is None and by_key[keys[1]][1] is None
@@ -210,7 +211,7 @@ def test_tombstones_go_after_delete_retention_ms(start_broker, topic_name):
 
     # Once delete.retention.ms has passed, the next cleaning (new dirty data makes one) drops
     # the tombstones.
-    time.sleep(max(0.0, 4.5 - (time.monotonic() - deleted_at)))
+    time.sleep(max(0.0, 4.5 - (time.monotonic() - cleaned_at)))
     more = [(keys[2 + i % 3], f"w{i}".encode() * 10) for i in range(30)]
     delivered.update(produce_keyed(b.bootstrap, topic_name, more))
     delivered.update(produce_keyed(b.bootstrap, topic_name, filler("b"), per_batch=5))
@@ -224,6 +225,105 @@ def test_tombstones_go_after_delete_retention_ms(start_broker, topic_name):
     assert got, f"tombstones still there: {[(o, k, v) for o, k, v in read_all(b.bootstrap, topic_name) if v is None]}"
     check_latest(got, delivered, latest_by_key(delivered))
     assert sorted({k for _, k, _ in got if k in set(keys)}) == keys[2:]
+
+
+def timestamps(bootstrap, topic):
+    """{offset: (key, timestamp)} of partition 0 as librdkafka and kafka-python read them (both
+    must agree)."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KpTopicPartition
+
+    c = consumer(bootstrap, **{"enable.partition.eof": True})
+    rdkafka = {}
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise AssertionError(f"consumer error: {m.error()}")
+            rdkafka[m.offset()] = (m.key(), m.timestamp()[1])
+    finally:
+        c.close()
+    kc = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                       consumer_timeout_ms=3000, request_timeout_ms=10000)
+    try:
+        tp = KpTopicPartition(topic, 0)
+        kc.assign([tp])
+        kc.seek_to_beginning(tp)
+        python = {m.offset: (m.key, m.timestamp) for m in kc}
+    finally:
+        kc.close()
+    assert rdkafka == python
+    return rdkafka
+
+
+def test_a_tombstone_with_an_old_timestamp_stays_delete_retention_ms_after_its_first_cleaning(
+        start_broker, topic_name):
+    """KIP-534: a tombstone's delete.retention.ms starts when a cleaning first keeps it (the
+    cleaner stamps the batch with its delete horizon), not at the timestamp the producer gave
+    it. Deletes produced with an hour-old timestamp survive the first cleaning and a second
+    one soon after, so a consumer reading from the start within delete.retention.ms sees
+    them, and go at the first cleaning after that. Both clients read every record with the
+    timestamp it was produced with, across the restamped batches."""
+    b = start_http_broker(start_broker, settings=CLEANER_SETTINGS)
+    retention_s = 10
+    create_topic(b.bootstrap, topic_name, config={**COMPACT, "delete.retention.ms": str(retention_s * 1000)})
+    keys = [f"key-{k}".encode() for k in range(4)]
+    delivered = produce_keyed(b.bootstrap, topic_name, [(keys[i % 4], f"v{i}".encode() * 10) for i in range(40)])
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    p = producer(b.bootstrap, **{"linger.ms": 0})
+    old = {}
+    for i, (key, value) in enumerate([(keys[0], None), (keys[1], None), (keys[2], b"old-but-newest")]):
+        p.produce(topic_name, key=key, value=value, partition=0, timestamp=hour_ago + i,
+                  on_delivery=lambda err, msg: old.__setitem__(msg.offset(), (msg.key(), msg.value())))
+    assert p.flush(15) == 0 and len(old) == 3
+    delivered.update(old)
+    deleted_at = time.monotonic()
+    delivered.update(produce_keyed(b.bootstrap, topic_name, filler("a"), per_batch=5))
+
+    def cleaned():
+        r = read_all(b.bootstrap, topic_name)
+        return compacted(r, delivered, set(keys)) and r
+
+    got = wait_until(cleaned)
+    assert got, "not cleaned"
+    # The pass that stamped the tombstones ran between deleted_at and now.
+    cleaned_at = time.monotonic()
+    by_key = {k: (o, v) for o, k, v in got}
+    assert keys[0] in by_key and keys[1] in by_key, "hour-old tombstones went at the first cleaning"
+    assert by_key[keys[0]][1] is None and by_key[keys[1]][1] is None
+    check_latest(got, delivered, latest_by_key(delivered))
+
+    # Another cleaning within delete.retention.ms of the first keeps them.
+    runs = sample(scrape(b), "strom_log_cleaner_runs_total")
+    delivered.update(produce_keyed(b.bootstrap, topic_name, [(keys[3], b"w" * 10)] + filler("b"), per_batch=5))
+    assert wait_until(lambda: sample(scrape(b), "strom_log_cleaner_runs_total") > runs)
+    again = read_all(b.bootstrap, topic_name)
+    assert time.monotonic() - deleted_at < retention_s, "too slow to check within delete.retention.ms"
+    assert {k: v for _, k, v in again if k in (keys[0], keys[1])} == {keys[0]: None, keys[1]: None}
+    stamped = timestamps(b.bootstrap, topic_name)
+    assert {o: stamped[o] for o in old} == {o: (k, hour_ago + i) for i, (o, (k, _)) in enumerate(sorted(old.items()))}
+
+    # The first cleaning after delete.retention.ms removes them.
+    time.sleep(max(0.0, retention_s + 0.5 - (time.monotonic() - cleaned_at)))
+    delivered.update(produce_keyed(b.bootstrap, topic_name, [(keys[3], b"x" * 10)] + filler("c"), per_batch=5))
+
+    def tombstones_gone():
+        r = read_all(b.bootstrap, topic_name)
+        present = {k for _, k, _ in r}
+        return keys[0] not in present and keys[1] not in present and compacted(r, delivered, set(keys)) and r
+
+    got = wait_until(tombstones_gone)
+    assert got, f"tombstones still there: {[(o, k) for o, k, v in read_all(b.bootstrap, topic_name) if v is None]}"
+    check_latest(got, delivered, latest_by_key(delivered))
+    stamped = timestamps(b.bootstrap, topic_name)
+    key2 = by_key[keys[2]][0]
+    assert stamped[key2] == (keys[2], hour_ago + 2)
 
 
 def test_aborted_transactions_are_removed_and_never_win_a_key(start_broker, topic_name):

@@ -208,6 +208,17 @@ def txn_cli(broker, *args):
     return out.stdout
 
 
+def txn_cli_once(broker, state, *args, timeout_s=10):
+    """`strom txn` output once it shows `state`: EndTxn answers when the decision is durable,
+    and the state is Prepare... until the markers are written (as with Kafka)."""
+    deadline = time.monotonic() + timeout_s
+    out = txn_cli(broker, *args)
+    while state not in out and time.monotonic() < deadline:
+        time.sleep(0.1)
+        out = txn_cli(broker, *args)
+    return out
+
+
 def test_kill9_mid_transaction_aborts_it_after_the_timeout(start_broker, topic_name):
     broker = start_broker(settings=TXN_SETTINGS)
     helpers.create_topic(broker.bootstrap, topic_name)
@@ -229,7 +240,7 @@ def test_kill9_mid_transaction_aborts_it_after_the_timeout(start_broker, topic_n
     assert got == {0: [b"survivor"]}
     described = txn_cli(broker, "describe", "crash-tx")
     assert "CompleteAbort" in described, described
-    listed = txn_cli(broker, "list")
+    listed = txn_cli_once(broker, "CompleteCommit", "list")
     assert "crash-tx" in listed and "after-crash-tx" in listed and "CompleteCommit" in listed, listed
     # The zombie producer is fenced by the timeout's epoch bump.
     with pytest.raises(KafkaException):
@@ -310,7 +321,7 @@ def test_an_idle_transactional_id_expires(start_broker, topic_name):
     idle.begin_transaction()
     idle.produce(topic_name, value=b"one", partition=0)
     idle.commit_transaction(10)
-    first = txn_cli(broker, "describe", "idle-tx")
+    first = txn_cli_once(broker, "CompleteCommit", "describe", "idle-tx")
     busy = txn_producer(broker.bootstrap, "busy-tx", **{"transaction.timeout.ms": 60000})
     busy.begin_transaction()
     busy.produce(topic_name, value=b"open", partition=0)
@@ -327,8 +338,76 @@ def test_an_idle_transactional_id_expires(start_broker, topic_name):
     again.begin_transaction()
     again.produce(topic_name, value=b"two", partition=0)
     again.commit_transaction(10)
-    second = txn_cli(broker, "describe", "idle-tx")
+    second = txn_cli_once(broker, "CompleteCommit", "describe", "idle-tx")
     assert second != first and "CompleteCommit" in second, (first, second)
     busy.abort_transaction(10)
     got = read(broker.bootstrap, topic_name, [0], "read_committed", expected=2, timeout_s=10)
     assert got == {0: [b"one", b"two"]}
+
+
+# EndTxn answers once the decision is durable, as Kafka's coordinator does (not the default).
+KAFKA_END_TXN = {"transaction.end.wait.for.markers": "false"}
+
+
+def test_end_txn_answers_before_the_markers_and_the_id_waits_for_them(start_broker, topic_name):
+    """With transaction.end.wait.for.markers=false, as Kafka's TransactionCoordinator does,
+    EndTxn answers once PrepareCommit is durable and the markers are written afterwards;
+    meanwhile the id's next AddPartitionsToTxn and InitProducerId get CONCURRENT_TRANSACTIONS
+    (the client retries). Sent right behind the EndTxn on the same connection, they arrive
+    while the markers of a 32-partition transaction are being written; a retry then
+    succeeds, and read_committed sees the whole transaction."""
+    partitions = list(range(32))
+    broker = start_broker(settings=KAFKA_END_TXN)
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=len(partitions))
+    tid = "early-answer-tx"
+    with wire.Conn(broker.bootstrap, timeout_s=15) as c:
+        c.send(wire.init_producer_id_request_v0(1, transactional_id=tid))
+        _, error, pid, epoch = wire.parse_init_producer_id_v0(c.recv_frame())
+        assert error == wire.ERROR_NONE
+        c.send(wire.add_partitions_to_txn_request_v1(2, tid, pid, epoch, topic_name, partitions))
+        _, added = wire.parse_add_partitions_to_txn_v1(c.recv_frame())
+        assert set(added.values()) == {wire.ERROR_NONE}, added
+        for p in partitions:
+            batch = wire.record_batch([f"v{p}".encode()], producer_id=pid, producer_epoch=epoch,
+                                      base_sequence=0, attributes=0x10)
+            c.send(wire.produce_request_v3(topic_name, p, batch, correlation_id=10 + p, transactional_id=tid))
+            (_, _, err, _), = wire.parse_produce_v3(c.recv_frame())[1]
+            assert err == wire.ERROR_NONE
+        c.send(wire.end_txn_request_v1(100, tid, pid, epoch, True)
+               + wire.add_partitions_to_txn_request_v1(101, tid, pid, epoch, topic_name, [0])
+               + wire.init_producer_id_request_v0(102, transactional_id=tid))
+        assert wire.parse_end_txn_v1(c.recv_frame()) == (100, wire.ERROR_NONE)
+        _, again = wire.parse_add_partitions_to_txn_v1(c.recv_frame())
+        assert again == {(topic_name, 0): wire.ERROR_CONCURRENT_TRANSACTIONS}
+        assert wire.parse_init_producer_id_v0(c.recv_frame())[:2] == (102, wire.ERROR_CONCURRENT_TRANSACTIONS)
+        # Once the markers are written, the next transaction starts.
+        deadline = time.monotonic() + 10
+        error = None
+        while error != wire.ERROR_NONE and time.monotonic() < deadline:
+            c.send(wire.add_partitions_to_txn_request_v1(103, tid, pid, epoch, topic_name, [0]))
+            error = wire.parse_add_partitions_to_txn_v1(c.recv_frame())[1][(topic_name, 0)]
+            time.sleep(0.02)
+        assert error == wire.ERROR_NONE
+    got = read(broker.bootstrap, topic_name, partitions, "read_committed", expected=len(partitions))
+    assert got == {p: [f"v{p}".encode()] for p in partitions}
+
+
+@pytest.mark.parametrize("settings", [KAFKA_END_TXN, {}], ids=["answer-when-prepared", "default"])
+def test_kill9_right_after_commit_returns_loses_nothing(start_broker, topic_name, settings):
+    """A broker killed with SIGKILL right after commit_transaction returns (EndTxn answered
+    before the markers were written, or before its Complete state was fsynced) still has the
+    PrepareCommit decision, completes it at start, and read_committed shows the whole
+    transaction, on every partition."""
+    partitions = list(range(8))
+    broker = start_broker(settings=settings)
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=len(partitions))
+    p = txn_producer(broker.bootstrap, "kill-after-commit-tx")
+    p.begin_transaction()
+    for i in range(200):
+        p.produce(topic_name, value=f"c-{i}".encode(), partition=i % len(partitions))
+    p.commit_transaction(15)
+    broker.kill9()
+    got = read(broker.bootstrap, topic_name, partitions, "read_committed", expected=200, timeout_s=15)
+    assert {p: len(v) for p, v in got.items()} == {p: 25 for p in partitions}
+    assert sorted(v for vs in got.values() for v in vs) == sorted(f"c-{i}".encode() for i in range(200))
+    assert "CompleteCommit" in txn_cli_once(broker, "CompleteCommit", "describe", "kill-after-commit-tx")

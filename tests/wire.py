@@ -1,5 +1,6 @@
-"""Hand-written Kafka wire encoding for the raw-socket tests: just ApiVersions, Produce v3
-and RecordBatch v2, so that tests can send requests no well-behaved client would.
+"""Hand-written Kafka wire encoding for the raw-socket tests: just ApiVersions, Produce v3,
+the transaction requests a raw producer needs, and RecordBatch v2, so that tests can send
+requests no well-behaved client would, or in an order one would not.
 
 All integers are big-endian, as in the Kafka protocol. Layouts, from the protocol guide:
 
@@ -25,12 +26,15 @@ import time
 API_PRODUCE = 0
 API_API_VERSIONS = 18
 API_INIT_PRODUCER_ID = 22
+API_ADD_PARTITIONS_TO_TXN = 24
+API_END_TXN = 26
 
 ERROR_NONE = 0
 ERROR_CORRUPT_MESSAGE = 2
 ERROR_MESSAGE_TOO_LARGE = 10
 ERROR_UNSUPPORTED_VERSION = 35
 ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+ERROR_CONCURRENT_TRANSACTIONS = 51
 
 
 def _crc32c_table():
@@ -225,6 +229,45 @@ def parse_init_producer_id_v0(payload):
     correlation_id = r.take(">i")
     _throttle_ms, error, producer_id, epoch = r.take(">ihqh")
     return correlation_id, error, producer_id, epoch
+
+
+def add_partitions_to_txn_request_v1(correlation_id, transactional_id, producer_id, epoch, topic, partitions):
+    body = (
+        string16(transactional_id)
+        + struct.pack(">qh", producer_id, epoch)
+        + struct.pack(">i", 1)
+        + string16(topic)
+        + struct.pack(">i", len(partitions))
+        + b"".join(struct.pack(">i", p) for p in partitions)
+    )
+    return frame(request_header_v1(API_ADD_PARTITIONS_TO_TXN, 1, correlation_id) + body)
+
+
+def parse_add_partitions_to_txn_v1(payload):
+    """(correlation_id, {(topic, partition): error_code})."""
+    r = Reader(payload)
+    correlation_id = r.take(">i")
+    r.take(">i")  # throttle_time_ms
+    out = {}
+    for _ in range(r.take(">i")):
+        topic = r.string16()
+        for _ in range(r.take(">i")):
+            partition, error = r.take(">ih")
+            out[(topic, partition)] = error
+    return correlation_id, out
+
+
+def end_txn_request_v1(correlation_id, transactional_id, producer_id, epoch, commit):
+    body = string16(transactional_id) + struct.pack(">qh?", producer_id, epoch, commit)
+    return frame(request_header_v1(API_END_TXN, 1, correlation_id) + body)
+
+
+def parse_end_txn_v1(payload):
+    """(correlation_id, error_code)."""
+    r = Reader(payload)
+    correlation_id = r.take(">i")
+    _throttle_ms, error = r.take(">ih")
+    return correlation_id, error
 
 
 class Reader:

@@ -443,5 +443,6 @@ fn txn_config(config: &BrokerConfig) -> crate::txn::TxnConfig {
         cleanup_interval_ms: config.transaction_cleanup_interval_ms,
         id_expiration_ms: config.transactional_id_expiration_ms,
         remove_expired_interval_ms: config.transaction_remove_expired_interval_ms,
+        end_waits_for_markers: config.transaction_end_waits_for_markers,
     }
 }

@@ -134,6 +134,9 @@ pub struct BrokerConfig {
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often expired
     /// transactional ids are looked for.
     pub transaction_remove_expired_interval_ms: u64,
+    /// `transaction.end.wait.for.markers` (Strom's): EndTxn answers once the markers are
+    /// written (true), or once the decision is durable, as Kafka's coordinator does (false).
+    pub transaction_end_waits_for_markers: bool,
     /// `log.fsync.group.commit.ms`: how long the flusher waits to gather more requests into one
     /// fsync round.
     pub group_commit_ms: u64,
@@ -539,6 +542,9 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
         "10000",
         |c, v| put(&mut c.transaction_cleanup_interval_ms, positive(parse(v)?)?),
     ),
+    ("transaction.end.wait.for.markers", "true", |c, v| {
+        put(&mut c.transaction_end_waits_for_markers, parse_bool(v)?)
+    }),
     ("transactional.id.expiration.ms", "604800000", |c, v| {
         put(&mut c.transactional_id_expiration_ms, positive(parse(v)?)?)
     }),
@@ -1050,6 +1056,7 @@ fn placeholder() -> BrokerConfig {
         transaction_cleanup_interval_ms: 0,
         transactional_id_expiration_ms: 0,
         transaction_remove_expired_interval_ms: 0,
+        transaction_end_waits_for_markers: true,
         group_commit_ms: 0,
         max_connections: 0,
         max_connections_per_ip: 0,

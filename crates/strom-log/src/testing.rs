@@ -10,18 +10,7 @@
 
 use crate::batch::compute_crc;
 
-/// Append a zigzag varint (Kafka `varint`/`varlong`).
-pub fn write_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        if z < 0x80 {
-            out.push(z as u8);
-            return;
-        }
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-}
+pub use strom_protocol::record_batch::write_varlong;
 
 /// One record for [`BatchBuilder`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,9 +12,9 @@
 //!  16     1  magic          i8       no   (must be 2)
 //!  17     4  crc            u32      no   (CRC-32C, Castagnoli, of bytes 21..total)
 //!  21     2  attributes     i16      yes  (bits 0-2 compression, 3 log-append-time,
-//!                                          4 transactional, 5 control)
+//!                                          4 transactional, 5 control, 6 delete horizon)
 //!  23     4  last_offset_delta  i32  yes
-//!  27     8  base_timestamp i64      yes
+//!  27     8  base_timestamp i64      yes  (the delete horizon when bit 6 is set)
 //!  35     8  max_timestamp  i64      yes
 //!  43     8  producer_id    i64      yes
 //!  51     2  producer_epoch i16      yes
@@ -104,11 +104,15 @@ pub const LOG_OVERHEAD: usize = 12;
 /// The smallest legal `batch_length`: the header after the length field, with zero records.
 pub const MIN_BATCH_LENGTH: i32 = (BatchHeader::SIZE - LOG_OVERHEAD) as i32;
 
-/// Attribute bits: 0-2 the compression codec, 3 the timestamp type, 4 transactional, 5 control.
+/// Attribute bits: 0-2 the compression codec, 3 the timestamp type, 4 transactional, 5 control,
+/// 6 delete horizon.
 pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub const ATTR_TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 pub const ATTR_TRANSACTIONAL: i16 = 0x10;
 pub const ATTR_CONTROL: i16 = 0x20;
+/// KIP-534: the log cleaner set `base_timestamp` to the time from which the batch's tombstones
+/// (or its transaction marker) may be removed; record timestamp deltas are relative to it.
+pub const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 /// The parsed fixed-size header of one v2 record batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +272,12 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// When the cleaner may remove this batch's tombstones or marker (KIP-534), if a pass
+    /// already set it.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTR_DELETE_HORIZON != 0).then_some(self.base_timestamp)
     }
 
     /// True when the timestamp type bit says LogAppendTime (every record's timestamp is then
@@ -442,6 +452,16 @@ pub fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
     Err(BatchError::MalformedRecords("varint longer than 10 bytes"))
 }
 
+/// Append a zigzag varint (Kafka's `varint`/`varlong` in records).
+pub fn write_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
 /// One record's position inside its batch, as needed by timestamp lookups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMeta {
@@ -489,6 +509,27 @@ pub fn walk_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varlongs_round_trip_with_kafkas_zigzag_bytes() {
+        for (v, bytes) in [
+            (0i64, &[0u8][..]),
+            (-1, &[1]),
+            (1, &[2]),
+            (-65, &[0x81, 0x01]),
+        ] {
+            let mut out = Vec::new();
+            write_varlong(&mut out, v);
+            assert_eq!(out, bytes, "{v}");
+        }
+        for v in [i64::MIN, -1_700_000_000_000, -1, 0, 63, 64, i64::MAX] {
+            let mut out = Vec::new();
+            write_varlong(&mut out, v);
+            let mut pos = 0;
+            assert_eq!(read_varlong(&out, &mut pos).unwrap(), v);
+            assert_eq!(pos, out.len());
+        }
+    }
 
     /// A batch of `count` records whose record bytes are opaque filler: the header checks and
     /// the CRC never look inside the records.

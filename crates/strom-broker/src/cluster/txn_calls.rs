@@ -3,9 +3,10 @@
 //!
 //! - A coordinator ending a transaction writes its markers through each partition's leader,
 //!   this node included, and retries the partitions that failed (a leader moved, an ISR too
-//!   small) against the latest image until [`DELIVERY_TIMEOUT_MS`]; then the end fails with
-//!   COORDINATOR_NOT_AVAILABLE, the state stays Prepare, and the cleanup task tries again. A
-//!   marker counts once the partition's ISR has it. Markers written twice are harmless.
+//!   small) against the latest image until [`DELIVERY_TIMEOUT_MS`]; then the state stays
+//!   Prepare and the cleanup task tries again (EndTxn answered already, once the decision was
+//!   on the ISR of its `__transaction_state` partition). A marker counts once the partition's
+//!   ISR has it. Markers written twice are harmless.
 //! - A committed transaction's offsets go to each group's coordinator the same way.
 //! - TxnOffsetCommit reaches the group's coordinator, which checks the member and then stages
 //!   the offsets with the transaction's coordinator.

@@ -31,16 +31,18 @@ fn encode(meta: &TxnMeta) -> Bytes {
 }
 
 impl TxnJournal {
-    /// Writes one state. A file write is durable when this returns; a replicated one returns
-    /// the wait for its ISR. `all` gives every live state (the file compacts with it).
+    /// Writes one state. A file write is durable when this returns (with `sync`); a replicated
+    /// one returns the wait for its ISR. `all` gives every live state (the file compacts with
+    /// it).
     pub fn write<'a>(
         &mut self,
         meta: &TxnMeta,
+        sync: bool,
         all: impl FnOnce() -> Vec<&'a TxnMeta>,
     ) -> Result<Option<ReplicationWait>, TxnError> {
         match self {
             TxnJournal::File(store) => {
-                store.write(meta, all).map_err(|e| {
+                store.write(meta, sync, all).map_err(|e| {
                     tracing::error!(error = %e, transactional_id = %meta.transactional_id, "writing the transaction log failed");
                     TxnError::Storage
                 })?;
@@ -133,11 +135,11 @@ mod tests {
         };
         let a = TxnMeta::new("a", 1, 1000, 0);
         let mut b = TxnMeta::new("b", 2, 1000, 0);
-        journal.write(&a, || vec![&a]).unwrap();
+        journal.write(&a, true, || vec![&a]).unwrap();
         for i in 0..(COMPACT_SLACK_RECORDS + 10) {
             b.update_ms = i as i64;
             let b2 = b.clone();
-            journal.write(&b2, || vec![&a, &b2]).unwrap();
+            journal.write(&b2, true, || vec![&a, &b2]).unwrap();
         }
         let discards = log.discards.lock().clone();
         assert_eq!(discards.len(), 1);

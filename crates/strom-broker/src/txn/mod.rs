@@ -3,18 +3,14 @@
 //! Kafka handlers (`handlers::txn`) adapt: init a producer, add partitions and groups, stage
 //! offsets, end a transaction.
 //!
-//! Ending a transaction is Kafka's two-phase dance, done locally: the state moves to
-//! PrepareCommit or PrepareAbort and is made durable; a marker (control batch) is written to
-//! every partition of the transaction and made durable; for a commit the staged offsets are
-//! written to their groups; then the state becomes CompleteCommit or CompleteAbort. A crash
-//! between the steps leaves a Prepare state in the log, which the coordinator completes at
-//! start (markers written twice are harmless: a second marker ends nothing). An open
-//! transaction that outlives `transaction.timeout.ms` is aborted by the background task every
-//! `transaction.abort.timed.out.transaction.cleanup.interval.ms`, with a bumped epoch, so the
-//! producer that owned it is fenced.
-//!
-//! Requests for one id that arrive while its markers are being written get
-//! CONCURRENT_TRANSACTIONS and retry, as with Kafka.
+//! Ending a transaction is Kafka's two-phase dance (`end`): the PrepareCommit or PrepareAbort
+//! decision is made durable; then a marker (control batch) is written to every partition of
+//! the transaction and the state becomes CompleteCommit or CompleteAbort. Requests for the id
+//! meanwhile get CONCURRENT_TRANSACTIONS and retry, as with Kafka. A crash between the phases
+//! leaves a Prepare state in the log, which the coordinator completes at start (markers
+//! written twice are harmless: a second marker ends nothing). An open transaction that outlives `transaction.timeout.ms` is aborted by the
+//! background task every `transaction.abort.timed.out.transaction.cleanup.interval.ms`, with a
+//! bumped epoch, so the producer that owned it is fenced.
 //!
 //! In cluster mode there is one coordinator per `__transaction_state` partition this node
 //! leads (`crate::cluster::txns`); its states are written to that partition (`journal`), and
@@ -23,6 +19,7 @@
 //! other nodes, and offsets for groups coordinated elsewhere, go over the inter-node RPC
 //! (`crate::cluster::txn_calls`).
 
+mod end;
 pub mod journal;
 pub mod state;
 pub mod store;
@@ -34,11 +31,12 @@ use std::time::Duration;
 
 use journal::TxnJournal;
 use parking_lot::Mutex;
-use strom_group::{CoordinatorError, NewOffset, ReplicatedLog, ReplicationWait};
+use strom_group::{ReplicatedLog, ReplicationWait};
 use strom_protocol::ResponseError as E;
 
 use crate::broker::Broker;
 use crate::topics::now_ms;
+pub use end::{commit_to_group, offsets_by_group};
 pub use state::{PendingOffset, TxnError, TxnMeta, TxnState};
 use store::TxnStore;
 
@@ -53,6 +51,8 @@ pub struct TxnConfig {
     pub id_expiration_ms: i64,
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`
     pub remove_expired_interval_ms: u64,
+    /// `transaction.end.wait.for.markers` (see `end`)
+    pub end_waits_for_markers: bool,
 }
 
 struct Inner {
@@ -119,11 +119,23 @@ impl Inner {
     /// Installs and writes a state. A file write is done when this returns; a replicated one
     /// must be settled ([`TxnCoordinator::settle`]) after the lock is released.
     fn put(&mut self, meta: TxnMeta) -> Result<Option<PendingWrite>, TxnError> {
+        self.put_synced(meta, true)
+    }
+
+    /// [`Inner::put`] without the file's fsync, for a state that recovery can rebuild (a
+    /// Complete state: without it the Prepare state before it is completed again).
+    fn put_unsynced(&mut self, meta: TxnMeta) -> Result<Option<PendingWrite>, TxnError> {
+        self.put_synced(meta, false)
+    }
+
+    fn put_synced(&mut self, meta: TxnMeta, sync: bool) -> Result<Option<PendingWrite>, TxnError> {
         let id = meta.transactional_id.clone();
         let written = meta.clone();
         let previous = self.install(meta);
         let txns = &self.txns;
-        let result = self.journal.write(&txns[&id], || txns.values().collect());
+        let result = self
+            .journal
+            .write(&txns[&id], sync, || txns.values().collect());
         self.after_write(id, Some(written), previous, result)
     }
 
@@ -136,7 +148,9 @@ impl Inner {
         let mut tombstone = previous.clone();
         tombstone.removed = true;
         let txns = &self.txns;
-        let result = self.journal.write(&tombstone, || txns.values().collect());
+        let result = self
+            .journal
+            .write(&tombstone, true, || txns.values().collect());
         self.after_write(id.to_string(), None, Some(previous), result)
     }
 
@@ -281,7 +295,7 @@ impl TxnCoordinator {
 
     /// InitProducerId with a transactional id.
     pub async fn init_producer(
-        &self,
+        self: &Arc<Self>,
         broker: &Arc<Broker>,
         id: &str,
         timeout_ms: i32,
@@ -528,175 +542,9 @@ impl TxnCoordinator {
         Ok((results, write))
     }
 
-    /// EndTxn: commit or abort the open transaction.
-    pub async fn end_txn(
-        &self,
-        broker: &Arc<Broker>,
-        id: &str,
-        producer_id: i64,
-        epoch: i16,
-        commit: bool,
-    ) -> Result<(), TxnError> {
-        let now = now_ms();
-        let timed_out = {
-            let inner = self.inner.lock();
-            let meta = inner.get(id)?.ok_or(TxnError::InvalidProducerIdMapping)?;
-            if meta.producer_id != producer_id {
-                return Err(TxnError::InvalidProducerIdMapping);
-            }
-            if meta.producer_epoch != epoch {
-                return Err(TxnError::ProducerFenced);
-            }
-            match (meta.state, commit) {
-                (TxnState::Ongoing, _) => {}
-                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
-                    return Ok(())
-                }
-                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                    return Err(TxnError::ConcurrentTransactions)
-                }
-                _ => return Err(TxnError::InvalidTxnState),
-            }
-            meta.timed_out(now)
-        };
-        if timed_out {
-            // Past its timeout the transaction belongs to the coordinator, which aborts it
-            // (the cleanup task may simply not have run yet): the producer is fenced.
-            self.abort_fenced(broker, id).await?;
-            return Err(TxnError::ProducerFenced);
-        }
-        self.complete(broker, id, commit, None, Some((producer_id, epoch)))
-            .await
-    }
-
-    /// Aborts an open transaction at a bumped epoch (fencing its producer).
-    async fn abort_fenced(&self, broker: &Arc<Broker>, id: &str) -> Result<(), TxnError> {
-        let bumped = {
-            let inner = self.inner.lock();
-            let Some(mut meta) = inner.get(id)?.cloned() else {
-                return Ok(());
-            };
-            if meta.state != TxnState::Ongoing {
-                return Ok(());
-            }
-            if meta.bump_epoch().is_none() {
-                // Kafka aborts at the same epoch when it cannot bump; the next InitProducerId
-                // moves to a new producer id.
-                tracing::warn!(transactional_id = id, "producer epoch exhausted at abort");
-            }
-            meta.producer_epoch
-        };
-        self.complete(broker, id, false, Some(bumped), None).await
-    }
-
-    /// The two phases of an end (see the module docs), from an Ongoing or Prepare state.
-    /// `epoch` overrides the marker epoch (a fence).
-    async fn complete(
-        &self,
-        broker: &Arc<Broker>,
-        id: &str,
-        mut commit: bool,
-        epoch: Option<i16>,
-        owner: Option<(i64, i16)>,
-    ) -> Result<(), TxnError> {
-        let (meta, write) = {
-            let mut inner = self.inner.lock();
-            let mut meta = inner.known(id)?;
-            // EndTxn's producer must still own the open transaction now, under the lock (the
-            // cleanup task may have aborted it since EndTxn's first check).
-            if let Some((pid, e)) = owner {
-                if meta.producer_id != pid {
-                    return Err(TxnError::InvalidProducerIdMapping);
-                }
-                if meta.producer_epoch != e {
-                    return Err(TxnError::ProducerFenced);
-                }
-                if meta.state != TxnState::Ongoing {
-                    return Err(TxnError::ConcurrentTransactions);
-                }
-            }
-            match meta.state {
-                TxnState::Ongoing => {}
-                // A Prepare state finishes the way it was decided, whoever asks.
-                TxnState::PrepareCommit => commit = true,
-                TxnState::PrepareAbort => commit = false,
-                // Completed meanwhile (a racing EndTxn or cleanup): nothing left to do.
-                _ => return Ok(()),
-            }
-            if !inner.completing.insert(id.to_string()) {
-                return Err(TxnError::ConcurrentTransactions);
-            }
-            let mut write = None;
-            if meta.state == TxnState::Ongoing {
-                if let Some(epoch) = epoch {
-                    if epoch != meta.producer_epoch {
-                        meta.last_producer_id = meta.producer_id;
-                        meta.last_producer_epoch = meta.producer_epoch;
-                        meta.producer_epoch = epoch;
-                    }
-                }
-                meta.state = if commit {
-                    TxnState::PrepareCommit
-                } else {
-                    TxnState::PrepareAbort
-                };
-                meta.update_ms = now_ms();
-                let prepared = meta.clone();
-                match crate::blocking::off_worker(|| inner.put(prepared)) {
-                    Ok(w) => write = w,
-                    Err(e) => {
-                        inner.completing.remove(id);
-                        return Err(e);
-                    }
-                }
-            }
-            (meta, write)
-        };
-        // The decision must be safe before any marker is written.
-        let result = match self.settle(write).await {
-            Ok(()) => self.finish(broker, id, &meta, commit).await,
-            Err(e) => Err(e),
-        };
-        self.inner.lock().completing.remove(id);
-        result
-    }
-
-    /// Phase two of [`TxnCoordinator::complete`]: markers, offsets, the Complete state.
-    async fn finish(
-        &self,
-        broker: &Arc<Broker>,
-        id: &str,
-        meta: &TxnMeta,
-        commit: bool,
-    ) -> Result<(), TxnError> {
-        if broker.cluster.get().is_some() {
-            crate::cluster::txn_calls::write_markers(broker, meta, commit).await?;
-            if commit {
-                crate::cluster::txn_calls::commit_offsets(broker, meta).await?;
-            }
-        } else {
-            write_markers(broker, meta, commit).await?;
-            if commit {
-                commit_offsets(broker, meta).await?;
-            }
-        }
-        let write = {
-            let mut inner = self.inner.lock();
-            let Some(mut done) = inner.txns.get(id).cloned() else {
-                return Ok(());
-            };
-            if done.producer_id != meta.producer_id || !done.state.is_preparing() {
-                return Ok(());
-            }
-            done.complete(commit, now_ms());
-            crate::blocking::off_worker(|| inner.put(done))?
-        };
-        self.settle(write).await
-    }
-
     /// Completes transactions left in a Prepare state (a crash, or markers that could not be
     /// written) and aborts the ones past their timeout. Run at start and by the cleanup task.
-    pub async fn sweep(&self, broker: &Arc<Broker>) {
+    pub async fn sweep(self: &Arc<Self>, broker: &Arc<Broker>) {
         let now = now_ms();
         let work: Vec<(String, TxnState, bool)> = self
             .inner
@@ -714,7 +562,8 @@ impl TxnCoordinator {
                 tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
                 self.abort_fenced(broker, &id).await
             } else {
-                self.complete(broker, &id, state == TxnState::PrepareCommit, None, None)
+                let commit = state == TxnState::PrepareCommit;
+                self.complete(broker, &id, commit, (None, None), end::Markers::Await)
                     .await
             };
             if let Err(e) = result {
@@ -796,80 +645,4 @@ impl TxnCoordinator {
             }
         }
     }
-}
-
-/// Writes the marker to every partition of the transaction and waits until all are durable.
-/// A partition of a deleted topic is skipped.
-async fn write_markers(broker: &Arc<Broker>, meta: &TxnMeta, commit: bool) -> Result<(), TxnError> {
-    let mut waits = Vec::with_capacity(meta.partitions.len());
-    for (topic, index) in &meta.partitions {
-        let Some(p) = broker.topics.get(topic).and_then(|t| t.partition(*index)) else {
-            continue;
-        };
-        let end = crate::append::append_marker(
-            broker,
-            &p,
-            meta.producer_id,
-            meta.producer_epoch,
-            commit,
-        )
-        .map_err(|e| {
-            tracing::warn!(topic, partition = index, error = %e, "writing a transaction marker failed");
-            TxnError::Storage
-        })?;
-        waits.push((p, end));
-    }
-    for (p, end) in waits {
-        broker
-            .flusher
-            .wait_durable(p, end)
-            .await
-            .map_err(|_| TxnError::Storage)?;
-    }
-    Ok(())
-}
-
-/// A committed transaction's staged offsets, by group.
-pub fn offsets_by_group(meta: &TxnMeta) -> BTreeMap<&str, Vec<PendingOffset>> {
-    let mut by_group: BTreeMap<&str, Vec<PendingOffset>> = BTreeMap::new();
-    for o in &meta.pending_offsets {
-        by_group.entry(&o.group).or_default().push(o.clone());
-    }
-    by_group
-}
-
-/// Writes staged offsets to a group coordinator of this node; one answer per offset.
-pub async fn commit_to_group(
-    coordinator: &strom_group::GroupCoordinator,
-    group: &str,
-    offsets: &[PendingOffset],
-) -> Vec<Result<(), CoordinatorError>> {
-    let offsets: Vec<NewOffset> = offsets
-        .iter()
-        .map(|o| NewOffset {
-            topic: o.topic.clone(),
-            partition: o.partition,
-            offset: o.offset,
-            leader_epoch: o.leader_epoch,
-            metadata: o.metadata.clone(),
-        })
-        .collect();
-    coordinator.commit_transactional(group, &offsets).await
-}
-
-/// Writes a committed transaction's staged offsets to their groups (a single node).
-async fn commit_offsets(broker: &Arc<Broker>, meta: &TxnMeta) -> Result<(), TxnError> {
-    for (group, offsets) in offsets_by_group(meta) {
-        let coordinator = broker
-            .coordinator_for(group)
-            .map_err(|_| TxnError::Storage)?;
-        let results = commit_to_group(&coordinator, group, &offsets).await;
-        if results
-            .iter()
-            .any(|r| matches!(r, Err(CoordinatorError::Storage)))
-        {
-            return Err(TxnError::Storage);
-        }
-    }
-    Ok(())
 }

@@ -7,7 +7,8 @@
 //! record: length u32 | crc32c u32 of body | body (length bytes: JSON of `TxnMeta`)
 //! ```
 //! All integers are big-endian. Every write is fsynced before the coordinator answers (unless
-//! `log.fsync=never`), as Kafka waits for its transaction log to be replicated. At open the file
+//! `log.fsync=never`), as Kafka waits for its transaction log to be replicated, but for the
+//! Complete states, which recovery rebuilds from the Prepare state before them. At open the file
 //! is read up to the first torn or damaged record and truncated there (a crash mid-append); the
 //! file is compacted (rewritten atomically with one record per live id) at open and whenever
 //! it holds more than [`COMPACT_SLACK_RECORDS`] records beyond twice the live ids, so it stays
@@ -131,15 +132,18 @@ impl TxnStore {
         Ok((store, live))
     }
 
-    /// Appends one state record, durably when configured. `live` is the number of ids after
-    /// it, to decide on a compaction (then `all` supplies every live state).
+    /// Appends one state record, durably when configured and `sync` (an unsynced record
+    /// becomes durable with the next synced one: the file is append-only). `live` is the
+    /// number of ids after it, to decide on a compaction (then `all` supplies every live
+    /// state).
     pub fn write<'a>(
         &mut self,
         meta: &TxnMeta,
+        sync: bool,
         all: impl FnOnce() -> Vec<&'a TxnMeta>,
     ) -> io::Result<()> {
         self.file.write_all(&frame(meta))?;
-        if self.fsync {
+        if self.fsync && sync {
             self.file.sync_data()?;
         }
         self.records += 1;
@@ -173,7 +177,7 @@ mod tests {
             let b = meta("b", 2, TxnState::Empty);
             let a2 = meta("a", 1, TxnState::PrepareCommit);
             for m in [&a, &b, &a2] {
-                store.write(m, Vec::new).unwrap();
+                store.write(m, true, Vec::new).unwrap();
             }
         }
         let path = dir.path().join(TXN_DIR).join(FILE_NAME);
@@ -191,7 +195,7 @@ mod tests {
         let (mut store, _) = TxnStore::open(dir.path(), false).unwrap();
         let a = meta("a", 1, TxnState::Ongoing);
         for _ in 0..(COMPACT_SLACK_RECORDS + 10) {
-            store.write(&a, || vec![&a]).unwrap();
+            store.write(&a, true, || vec![&a]).unwrap();
         }
         assert!(store.records <= COMPACT_SLACK_RECORDS);
         let (_, live) = TxnStore::open(dir.path(), false).unwrap();

@@ -4,12 +4,18 @@
 //! range (`last_offset_delta`), timestamps and producer id/epoch/sequence, and only the record
 //! count, the batch length and the CRC change. A compressed batch is decompressed (bounded),
 //! filtered and compressed again with its own codec.
+//!
+//! The exception is KIP-534's delete horizon: a batch that keeps a tombstone or a marker is
+//! written once with the horizon as its base timestamp and the delete-horizon attribute bit;
+//! each record's timestamp delta is then rewritten against it, so every record reads back with
+//! the timestamp it had (as Kafka's `MemoryRecordsBuilder` does with `deleteHorizonMs`).
 
 use bytes::{Bytes, BytesMut};
 use strom_protocol::recompress::{compress_records, compression_of};
 use strom_protocol::record_batch::{
-    compute_crc, read_varlong, BatchHeader, ATTRIBUTES_AT, ATTR_COMPRESSION_MASK, ATTR_CONTROL,
-    BATCH_LENGTH_AT, CRC_AT, LOG_OVERHEAD, RECORDS_COUNT_AT,
+    compute_crc, read_varlong, write_varlong, BatchHeader, ATTRIBUTES_AT, ATTR_COMPRESSION_MASK,
+    ATTR_CONTROL, ATTR_DELETE_HORIZON, BASE_TIMESTAMP_AT, BATCH_LENGTH_AT, CRC_AT, LOG_OVERHEAD,
+    RECORDS_COUNT_AT,
 };
 use strom_protocol::records::decompress;
 
@@ -20,6 +26,10 @@ use crate::error::LogError;
 pub(crate) struct RawRecord<'a> {
     /// The whole record, its length prefix included.
     pub bytes: &'a [u8],
+    pub attributes: u8,
+    pub timestamp_delta: i64,
+    /// Where the offset delta starts in `bytes` (all after it stays as it is on a rewrite).
+    pub offset_delta_at: usize,
     pub offset_delta: i32,
     pub key: Option<&'a [u8]>,
     /// False for a tombstone (null value).
@@ -55,14 +65,21 @@ pub(crate) fn parse_records(raw: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>
             .filter(|&e| e <= raw.len())
             .ok_or_else(|| malformed("record length out of bounds"))?;
         let record = &raw[..end];
-        let mut p = pos + 1; // attributes
-        read_varlong(record, &mut p).map_err(bad)?; // timestamp delta
+        let attributes = *record
+            .get(pos)
+            .ok_or_else(|| malformed("record without attributes"))?;
+        let mut p = pos + 1;
+        let timestamp_delta = read_varlong(record, &mut p).map_err(bad)?;
+        let offset_delta_at = p - start;
         let offset_delta = i32::try_from(read_varlong(record, &mut p).map_err(bad)?)
             .map_err(|_| malformed("offset delta out of range"))?;
         let key = field(record, &mut p)?;
         let value_length = read_varlong(record, &mut p).map_err(bad)?;
         out.push(RawRecord {
             bytes: &raw[start..end],
+            attributes,
+            timestamp_delta,
+            offset_delta_at,
             offset_delta,
             key,
             has_value: value_length >= 0,
@@ -88,13 +105,26 @@ fn field<'a>(record: &'a [u8], p: &mut usize) -> Result<Option<&'a [u8]>, LogErr
     Ok(Some(bytes))
 }
 
+/// `record` with its timestamp delta taken from `base` instead of `new_base` (same timestamp).
+fn rebase_record(record: &RawRecord<'_>, base: i64, new_base: i64, out: &mut Vec<u8>) {
+    let timestamp = base.saturating_add(record.timestamp_delta);
+    let mut body = Vec::with_capacity(record.bytes.len() + 8);
+    body.push(record.attributes);
+    write_varlong(&mut body, timestamp.saturating_sub(new_base));
+    body.extend_from_slice(&record.bytes[record.offset_delta_at..]);
+    write_varlong(out, body.len() as i64);
+    out.extend_from_slice(&body);
+}
+
 /// `original` with only the records `kept` (a subset of its records, in order), compressed with
-/// its own codec. With nothing kept: the header alone, as Kafka's empty batches are (no codec,
-/// no control bit), which keeps the batch's offset range and producer fields.
+/// its own codec; with `delete_horizon_ms`, stamped with it (see the module docs). With nothing
+/// kept: the header alone, as Kafka's empty batches are (no codec, no control bit), which keeps
+/// the batch's offset range and producer fields.
 pub(crate) fn rebuild(
     original: &[u8],
     header: &BatchHeader,
     kept: &[RawRecord<'_>],
+    delete_horizon_ms: Option<i64>,
 ) -> Result<Vec<u8>, LogError> {
     let mut out = BytesMut::with_capacity(original.len());
     out.extend_from_slice(&original[..BatchHeader::SIZE]);
@@ -102,7 +132,19 @@ pub(crate) fn rebuild(
     if kept.is_empty() {
         attributes &= !(ATTR_COMPRESSION_MASK | ATTR_CONTROL);
     } else {
-        let raw: Vec<u8> = kept.iter().flat_map(|r| r.bytes.iter().copied()).collect();
+        let raw: Vec<u8> = match delete_horizon_ms {
+            None => kept.iter().flat_map(|r| r.bytes.iter().copied()).collect(),
+            Some(horizon) => {
+                attributes |= ATTR_DELETE_HORIZON;
+                out[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
+                    .copy_from_slice(&horizon.to_be_bytes());
+                let mut raw = Vec::with_capacity(original.len());
+                for r in kept {
+                    rebase_record(r, header.base_timestamp, horizon, &mut raw);
+                }
+                raw
+            }
+        };
         let codec = compression_of(header.attributes).ok_or_else(|| malformed("unknown codec"))?;
         compress_records(codec, &raw, &mut out).map_err(|e| malformed(&e.to_string()))?;
     }
@@ -138,7 +180,7 @@ mod tests {
         assert_eq!(records.len(), 3);
         assert_eq!(records[1].key, Some(&b"b"[..]));
         assert!(!records[1].has_value && records[2].has_value);
-        let rebuilt = rebuild(&batch, &header, &records[1..]).unwrap();
+        let rebuilt = rebuild(&batch, &header, &records[1..], None).unwrap();
         let h = BatchHeader::parse(&rebuilt).unwrap();
         check_stored_batch(&h, &rebuilt, 0).unwrap();
         assert_eq!(
@@ -148,7 +190,7 @@ mod tests {
         assert_eq!((h.producer_id, h.base_sequence), (7, 40));
         let again = parse_records(&rebuilt[BatchHeader::SIZE..], 2).unwrap();
         assert_eq!(again[1].offset_delta, 2);
-        let empty = rebuild(&batch, &header, &[]).unwrap();
+        let empty = rebuild(&batch, &header, &[], None).unwrap();
         let h = BatchHeader::parse(&empty).unwrap();
         check_stored_batch(&h, &empty, 0).unwrap();
         assert_eq!(

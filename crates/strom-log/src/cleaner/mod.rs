@@ -21,20 +21,28 @@
 //! What a rewrite keeps, as Kafka's `Cleaner.cleanSegments` / `MemoryRecords.filterTo`:
 //! - a record whose key has no newer record in the map (keyless records are dropped, as Kafka
 //!   drops them from compacted topics);
-//! - a tombstone (null value) until its batch is older than `delete_retention_ms`;
+//! - a tombstone (null value) until its batch's delete horizon has passed;
 //! - no record of an aborted transaction (from the `.txnindex`), and a transaction marker only
-//!   while data of its transaction remains before it or it is younger than
-//!   `delete_retention_ms`;
+//!   while data of its transaction remains before it or its delete horizon has not passed;
 //! - every batch's base offset, offset range and producer fields; a batch is rewritten only
-//!   when it loses records. The last batch of each group stays, empty if need be, so the
-//!   cleaned segment ends at the same offset and segments stay contiguous.
+//!   when it loses records or gets its delete horizon. The last batch of each group stays,
+//!   empty if need be, so the cleaned segment ends at the same offset and segments stay
+//!   contiguous.
+//!
+//! The delete horizon (KIP-534, as Kafka's `LogCleaner` and `MemoryRecords.filterTo`): the
+//! first pass that keeps a tombstone, or a marker with no data of its transaction left, writes
+//! its batch again with `now + delete_retention_ms` as the base timestamp and the
+//! delete-horizon attribute bit; a later pass at or past that time removes it. The clock starts
+//! at that first pass, not at the record's own timestamp, which the producer chose and may be
+//! old: a consumer that reads the log from the start within `delete_retention_ms` of the
+//! cleaning still sees the delete.
 //!
 //! Offsets inside a cleaned segment have gaps; reads serve the next batch after a gap.
 //!
 //! Known limits: one pass cleans one partition at a time (the broker runs one cleaner
-//! thread); tombstone age is measured from the batch's own max timestamp, not from when it
-//! was first cleaned (Kafka's KIP-534 delete horizon); the last batch of each idempotent
-//! producer is not specially kept (producer state is restored from snapshots).
+//! thread); a passed delete horizon removes nothing until dirty data makes the next pass (as
+//! with Kafka); the last batch of each idempotent producer is not specially kept (producer
+//! state is restored from snapshots).
 
 mod filter;
 mod offset_map;
@@ -76,7 +84,8 @@ pub struct CleanerConfig {
     /// A dirty record older than this forces a pass whatever the ratio
     /// (`max.compaction.lag.ms`; `None`: never).
     pub max_compaction_lag_ms: Option<i64>,
-    /// Tombstones and transaction markers are kept this long (`delete.retention.ms`).
+    /// Tombstones and transaction markers are kept this long after the pass that first kept
+    /// them (`delete.retention.ms`).
     pub delete_retention_ms: i64,
     /// Most bytes one compressed batch may decompress to (`decompressed.batch.max.bytes`).
     pub max_decompressed_batch_bytes: usize,

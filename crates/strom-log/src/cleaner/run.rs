@@ -174,20 +174,18 @@ impl CleanPlan {
             SegmentIndex::detached(),
             self.now_ms,
         );
-        let horizon = self.now_ms.saturating_sub(self.config.delete_retention_ms);
         let mut out = BufWriter::new(&file);
         for planned in group {
             stats.bytes_read += planned.size;
             for_each_batch(planned, &mut |header, bytes| {
                 let last_of_group = header.last_offset() + 1 == end;
-                let kept =
-                    self.filter_batch(header, bytes, map, map_end, horizon, txn_retained, stats)?;
+                let kept = self.filter_batch(header, bytes, map, map_end, txn_retained, stats)?;
                 let written = match kept {
                     Some(b) => b,
                     None if last_of_group => {
                         // Keep the group's offset range: its last batch stays, empty.
                         stats.batches_rewritten += 1;
-                        std::borrow::Cow::Owned(rebuild(bytes, header, &[])?)
+                        std::borrow::Cow::Owned(rebuild(bytes, header, &[], None)?)
                     }
                     None => return Ok(true),
                 };
@@ -228,25 +226,43 @@ impl CleanPlan {
         })
     }
 
-    /// The batch as it should be written (unchanged, or with fewer records), or `None` to drop
-    /// it (see the module docs for the rules).
-    #[allow(clippy::too_many_arguments)]
+    /// The batch as it should be written (unchanged, or with fewer records, or stamped with a
+    /// delete horizon), or `None` to drop it (see the module docs for the rules).
     fn filter_batch<'b>(
         &self,
         header: &BatchHeader,
         bytes: &'b [u8],
         map: &OffsetMap,
         map_end: i64,
-        horizon: i64,
         txn_retained: &mut HashMap<i64, bool>,
         stats: &mut CleanStats,
     ) -> Result<Option<std::borrow::Cow<'b, [u8]>>, LogError> {
         use std::borrow::Cow;
+        // KIP-534: the first pass that keeps a tombstone or a marker starts its clock.
+        let new_horizon = self.now_ms.saturating_add(self.config.delete_retention_ms);
+        let horizon = header.delete_horizon_ms();
         if header.is_control() {
             let has_data = txn_retained.remove(&header.producer_id).unwrap_or(false);
-            let keep =
-                has_data || header.max_timestamp >= horizon || header.last_offset() >= map_end;
-            return Ok(keep.then_some(Cow::Borrowed(bytes)));
+            if has_data || header.last_offset() >= map_end {
+                return Ok(Some(Cow::Borrowed(bytes)));
+            }
+            // No record of its transaction is left: the marker goes once its horizon passed.
+            return match horizon {
+                Some(h) if h <= self.now_ms => Ok(None),
+                Some(_) => Ok(Some(Cow::Borrowed(bytes))),
+                None => {
+                    let raw =
+                        records_section(bytes, header, self.config.max_decompressed_batch_bytes)?;
+                    let records = parse_records(&raw, header.records_count)?;
+                    stats.batches_rewritten += 1;
+                    Ok(Some(Cow::Owned(rebuild(
+                        bytes,
+                        header,
+                        &records,
+                        Some(new_horizon),
+                    )?)))
+                }
+            };
         }
         if self.is_aborted(header) {
             stats.records_removed += header.records_count.max(0) as u64;
@@ -259,7 +275,7 @@ impl CleanPlan {
             // An empty batch left by an earlier pass: only a group's last batch needs it.
             return Ok(None);
         }
-        let tombstones_expire = header.max_timestamp < horizon;
+        let tombstones_expire = horizon.is_some_and(|h| h <= self.now_ms);
         let keep = |r: &RawRecord<'_>| {
             let offset = header.base_offset + i64::from(r.offset_delta);
             if offset >= map_end {
@@ -274,13 +290,14 @@ impl CleanPlan {
             *txn_retained.entry(header.producer_id).or_insert(false) |= !kept.is_empty();
         }
         stats.records_removed += (records.len() - kept.len()) as u64;
-        if kept.len() == records.len() {
+        let stamp = (horizon.is_none() && kept.iter().any(|r| !r.has_value)).then_some(new_horizon);
+        if kept.len() == records.len() && stamp.is_none() {
             return Ok(Some(Cow::Borrowed(bytes)));
         }
         if kept.is_empty() {
             return Ok(None);
         }
         stats.batches_rewritten += 1;
-        Ok(Some(Cow::Owned(rebuild(bytes, header, &kept)?)))
+        Ok(Some(Cow::Owned(rebuild(bytes, header, &kept, stamp)?)))
     }
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use strom_protocol::kafka_protocol::records::Compression;
-use strom_protocol::record_batch::{check_stored_batch, BatchHeader};
+use strom_protocol::record_batch::{
+    check_stored_batch, BatchHeader, ATTR_CONTROL, ATTR_TRANSACTIONAL,
+};
 
 use super::filter::{parse_records, records_section};
 use super::{CleanerConfig, StopAfter};
@@ -175,9 +177,11 @@ fn cleaned_log_keeps_the_newest_record_of_every_key() {
             "seed {seed}: {removed}"
         );
         let before = log.size_bytes();
-        // Much later: tombstones are older than delete.retention.ms and go too.
+        // Much later: every tombstone a pass kept has its delete horizon behind, and goes too;
+        // the first pass stamps the ones no pass kept yet, the later ones remove them.
+        log.clean_now(&cleaner, i64::MAX, 10_000_000, true).unwrap();
         for _ in 0..4 {
-            log.clean_now(&cleaner, i64::MAX, 10_000_000, true).unwrap();
+            log.clean_now(&cleaner, i64::MAX, 20_000_000, true).unwrap();
         }
         check_against_model(&log, &model, true);
         assert!(log.size_bytes() <= before, "seed {seed}");
@@ -185,6 +189,147 @@ fn cleaned_log_keeps_the_newest_record_of_every_key() {
         let log = PartitionLog::open(dir.path(), config(2_000, 256), 0).unwrap();
         check_against_model(&log, &model, true);
     }
+}
+
+/// Every batch of the log from its start, with its records as (key, has value, timestamp).
+#[allow(clippy::type_complexity)]
+fn batches(log: &PartitionLog) -> Vec<(BatchHeader, Vec<(Option<Vec<u8>>, bool, i64)>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, 1 << 20).unwrap().read_bytes().unwrap();
+        let mut at = 0;
+        while at < bytes.len() {
+            let h = BatchHeader::parse(&bytes[at..]).unwrap();
+            let batch = &bytes[at..at + h.total_size()];
+            check_stored_batch(&h, batch, at).unwrap();
+            let raw = records_section(batch, &h, 1 << 24).unwrap();
+            let records = parse_records(&raw, h.records_count)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let timestamp = h.base_timestamp + r.timestamp_delta;
+                    (r.key.map(<[u8]>::to_vec), r.has_value, timestamp)
+                })
+                .collect();
+            out.push((h, records));
+            offset = h.last_offset() + 1;
+            at += h.total_size();
+        }
+    }
+    out
+}
+
+/// KIP-534. The story: a tombstone's age was taken from its batch's timestamp, which the
+/// producer chose; a delete written with an old timestamp (a replayed or migrated record, a
+/// clock behind) went at the very first cleaning, before a consumer reading the log from the
+/// start could see it. Now the first pass that keeps a tombstone, or a marker whose
+/// transaction has no data left, stamps its batch with `now + delete.retention.ms`, and only a
+/// pass at or after that removes it; the records keep their own timestamps meanwhile.
+#[test]
+fn tombstones_and_markers_stay_delete_retention_ms_after_the_pass_that_first_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(300, 256), 0).unwrap();
+    let old = 1_000;
+    let value = |n: u32| Some(format!("{n:08}").into_bytes());
+    append(
+        &mut log,
+        batch(&[(b"key-a".to_vec(), value(1))], old, Compression::None),
+        old,
+    );
+    let deleting = BatchBuilder::new()
+        .record(TestRecord::new(old, Some(b"key-b"), Some(b"00000002")))
+        .record(TestRecord::new(old + 7, Some(b"key-a"), None))
+        .build();
+    append(&mut log, deleting, old);
+    // A committed transaction whose only record is overwritten later: its marker is left with
+    // no data.
+    let txn = BatchBuilder::new()
+        .attributes(ATTR_TRANSACTIONAL)
+        .producer(7, 0, 0)
+        .record(TestRecord::new(old, Some(b"key-t"), Some(b"00000003")))
+        .build();
+    append(&mut log, txn, old);
+    let commit = BatchBuilder::new()
+        .attributes(ATTR_TRANSACTIONAL | ATTR_CONTROL)
+        .producer(7, 0, -1)
+        .record(TestRecord::new(
+            old,
+            Some(&[0, 0, 0, 1]),
+            Some(&[0, 0, 0, 0, 0, 0]),
+        ))
+        .build();
+    append(&mut log, commit, old);
+    append(
+        &mut log,
+        batch(&[(b"key-t".to_vec(), value(4))], old, Compression::None),
+        old,
+    );
+    let mut fill = 0u32;
+    let mut filler = |log: &mut PartitionLog| {
+        for _ in 0..8 {
+            fill += 1;
+            let key = format!("fill-{fill}").into_bytes();
+            append(
+                log,
+                batch(&[(key, value(fill))], old, Compression::Gzip),
+                old,
+            );
+        }
+        log.flush().unwrap();
+    };
+    filler(&mut log);
+    let cleaner = CleanerConfig {
+        delete_retention_ms: 5_000,
+        ..CleanerConfig::default()
+    };
+    let tombstone = |log: &PartitionLog| {
+        batches(log).into_iter().find(|(_, records)| {
+            records
+                .iter()
+                .any(|(k, has_value, _)| k.as_deref() == Some(b"key-a") && !has_value)
+        })
+    };
+    let marker = |log: &PartitionLog| batches(log).into_iter().find(|(h, _)| h.is_control());
+
+    // Far past the records' own timestamps plus delete.retention.ms: kept, and stamped.
+    log.clean_now(&cleaner, i64::MAX, 100_000, true)
+        .unwrap()
+        .unwrap();
+    let (h, records) = tombstone(&log).expect("the tombstone survives its first pass");
+    assert_eq!(h.delete_horizon_ms(), Some(105_000));
+    let expected = vec![
+        (Some(b"key-b".to_vec()), true, old),
+        (Some(b"key-a".to_vec()), false, old + 7),
+    ];
+    assert_eq!(records, expected, "each record keeps its timestamp");
+    let (h, _) = marker(&log).expect("the marker survives its first pass");
+    assert_eq!(h.delete_horizon_ms(), Some(105_000));
+    assert!(h.is_transactional() && h.producer_id == 7);
+
+    // A pass before the horizon keeps both, and does not move the horizon.
+    filler(&mut log);
+    log.clean_now(&cleaner, i64::MAX, 104_999, true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        tombstone(&log).unwrap().0.delete_horizon_ms(),
+        Some(105_000)
+    );
+    assert_eq!(marker(&log).unwrap().0.delete_horizon_ms(), Some(105_000));
+
+    // At the horizon both go; key-b stays, still with its own timestamp.
+    filler(&mut log);
+    log.clean_now(&cleaner, i64::MAX, 105_000, true)
+        .unwrap()
+        .unwrap();
+    assert!(tombstone(&log).is_none() && marker(&log).is_none());
+    let key_b: Vec<_> = batches(&log)
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .filter(|(k, _, _)| k.as_deref() == Some(b"key-b"))
+        .collect();
+    assert_eq!(key_b, vec![(Some(b"key-b".to_vec()), true, old)]);
 }
 
 #[test]

@@ -287,4 +287,14 @@ def test_a_live_classic_group_upgrades_when_a_consumer_protocol_member_joins(kip
     assert len(described.members) == 2
     new.close()
     poll_until([classic], lambda: len(classic.assignment()) == 4, "the classic member to own all again")
+    # The last consumer-protocol member left: the group is classic again (Kafka's online
+    # downgrade), and its member goes on reading where the group left off.
+    described = admin.describe_consumer_groups([group])[group].result(timeout=15)
+    assert described.type == ConsumerGroupType.CLASSIC, described.type
+    assert [m.member_id for m in described.members] == [classic.consumer.memberid()]
+    produce_keyed(b, topic_name, 400, 100, 4)
+    poll_until([classic], lambda: len(seen(members)) >= 500, "the classic member to read on")
+    positions = [(r[1], r[2]) for r in seen(members)]
+    assert len(positions) == len(set(positions)) == 500, len(positions)
+    assert {r[3] for r in seen(members)} == {f"k{i}".encode() for i in range(500)}
     classic.close()

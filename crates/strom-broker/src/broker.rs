@@ -202,6 +202,7 @@ impl Broker {
             consumer_assignors: config.group_consumer_assignors.clone(),
             consumer_max_size: usize::try_from(config.group_consumer_max_size)
                 .unwrap_or(usize::MAX),
+            consumer_migration_policy: config.group_consumer_migration_policy,
             ..GroupConfig::default()
         };
         // In cluster mode `__consumer_offsets` is a replicated topic of that name, so the

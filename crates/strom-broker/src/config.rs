@@ -178,6 +178,8 @@ pub struct BrokerConfig {
     pub group_consumer_assignors: Vec<String>,
     /// `group.consumer.max.size`
     pub group_consumer_max_size: i32,
+    /// `group.consumer.migration.policy`: online conversion of live groups between protocols
+    pub group_consumer_migration_policy: strom_group::MigrationPolicy,
     /// `offsets.retention.minutes`
     pub offsets_retention_minutes: i64,
     /// `offsets.retention.check.interval.ms`
@@ -651,6 +653,16 @@ const SETTINGS: &[(&str, &str, Setter)] = &[
     ("group.consumer.max.size", "2147483647", |c, v| {
         put(&mut c.group_consumer_max_size, positive(parse(v)?)?)
     }),
+    (
+        "group.consumer.migration.policy",
+        "bidirectional",
+        |c, v| {
+            let policy = strom_group::MigrationPolicy::parse(v.trim()).ok_or_else(|| {
+                format!("unknown policy {v}: one of disabled, upgrade, downgrade, bidirectional")
+            })?;
+            put(&mut c.group_consumer_migration_policy, policy)
+        },
+    ),
     ("offsets.retention.minutes", "10080", |c, v| {
         put(&mut c.offsets_retention_minutes, positive(parse(v)?)?)
     }),
@@ -1075,6 +1087,7 @@ fn placeholder() -> BrokerConfig {
         group_consumer_session_timeout_ms: 0,
         group_consumer_assignors: Vec::new(),
         group_consumer_max_size: 0,
+        group_consumer_migration_policy: strom_group::MigrationPolicy::Bidirectional,
         offsets_retention_minutes: 0,
         offsets_retention_check_interval_ms: 0,
         shutdown_timeout_ms: 0,

@@ -525,7 +525,10 @@ impl GroupCoordinator {
         if !std::mem::take(&mut g.metadata_dirty) {
             return;
         }
-        if !matches!(g.state, GroupState::Stable | GroupState::Empty) {
+        // A KIP-848 group just turned classic (`consumer::downgrade`) is stored at once, even
+        // mid-rebalance, so that a restart does not bring the KIP-848 group back.
+        let kind_changed = g.consumer.is_none() && g.stored_consumer.is_some();
+        if !kind_changed && !matches!(g.state, GroupState::Stable | GroupState::Empty) {
             // A new rebalance began in the same operation: only completed generations are
             // stored, and the next one will be written when it completes.
             return;

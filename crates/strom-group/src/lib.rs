@@ -103,6 +103,47 @@ pub struct GroupConfig {
     /// `group.consumer.max.size`: joins beyond this many KIP-848 members get
     /// GROUP_MAX_SIZE_REACHED.
     pub consumer_max_size: usize,
+    /// `group.consumer.migration.policy`: whether live groups convert between the classic
+    /// and the KIP-848 protocol.
+    pub consumer_migration_policy: MigrationPolicy,
+}
+
+/// Kafka's `ConsumerGroupMigrationPolicy`: which online conversions of a live group are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    Bidirectional,
+}
+
+impl MigrationPolicy {
+    /// Parses Kafka's names, case-insensitively.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "disabled" => Some(MigrationPolicy::Disabled),
+            "upgrade" => Some(MigrationPolicy::Upgrade),
+            "downgrade" => Some(MigrationPolicy::Downgrade),
+            "bidirectional" => Some(MigrationPolicy::Bidirectional),
+            _ => None,
+        }
+    }
+
+    /// A live classic group becomes a KIP-848 group when a consumer-protocol member joins.
+    pub fn upgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Upgrade | MigrationPolicy::Bidirectional
+        )
+    }
+
+    /// A KIP-848 group whose last consumer-protocol member leaves becomes classic again.
+    pub fn downgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Downgrade | MigrationPolicy::Bidirectional
+        )
+    }
 }
 
 impl Default for GroupConfig {
@@ -120,6 +161,7 @@ impl Default for GroupConfig {
             consumer_session_timeout_ms: 45_000,
             consumer_assignors: vec!["uniform".into(), "range".into()],
             consumer_max_size: i32::MAX as usize,
+            consumer_migration_policy: MigrationPolicy::Bidirectional,
         }
     }
 }

@@ -184,8 +184,8 @@ fn complete_join(g: &mut Group, now_ms: i64) {
 /// Fires the group's due timers: pending-member expiry, session expiry, the sync deadline
 /// and the join phase deadline.
 pub(crate) fn on_timers(config: &GroupConfig, g: &mut Group, now_ms: i64) {
-    if let Some(cg) = g.consumer.as_mut() {
-        crate::consumer::on_timers(&g.group_id, cg, now_ms);
+    if g.consumer.is_some() {
+        crate::consumer::on_timers(config, g, now_ms);
         return;
     }
     let before = g.pending_members.len();

@@ -277,11 +277,9 @@ fn classic_partitions(bytes: &[u8]) -> BTreeSet<i32> {
     out
 }
 
-#[tokio::test]
-async fn a_live_classic_group_upgrades_and_its_classic_members_stay() {
-    let env = Env::new(config());
-    let c = &env.coord;
-    // A classic member owning all three partitions at generation 1.
+/// A live classic group "g": one classic member owning all three partitions of "t" at
+/// generation 1. Returns the member id.
+async fn live_classic_group(c: &strom_group::GroupCoordinator) -> String {
     let first = c
         .join_group(join_req("g", "", None, &["t"]), 4, "c", "h")
         .await;
@@ -295,11 +293,10 @@ async fn a_live_classic_group_upgrades_and_its_classic_members_stay() {
         .await;
     let classic = joined.member_id.to_string();
     assert_eq!((joined.error_code, joined.generation_id), (codes::NONE, 1));
-    let all = [0i32, 1, 2];
     let mine: Vec<u8> = {
         let mut b = vec![0u8, 0, 0, 0, 0, 1, 0, 1, b't'];
         b.extend_from_slice(&3i32.to_be_bytes());
-        for p in all {
+        for p in [0i32, 1, 2] {
             b.extend_from_slice(&p.to_be_bytes());
         }
         b.extend_from_slice(&(-1i32).to_be_bytes());
@@ -309,6 +306,14 @@ async fn a_live_classic_group_upgrades_and_its_classic_members_stay() {
         .sync_group(sync_req("g", &classic, 1, &[(classic.as_str(), &mine)]), 3)
         .await;
     assert_eq!(synced.error_code, codes::NONE);
+    classic
+}
+
+#[tokio::test]
+async fn a_live_classic_group_upgrades_and_its_classic_members_stay() {
+    let env = Env::new(config());
+    let c = &env.coord;
+    let classic = live_classic_group(c).await;
     // A consumer-protocol member joins the live group: it upgrades, and the new member
     // waits while the classic one still owns everything.
     let r = hb(&env, join("g", "new", &["t"]));
@@ -414,4 +419,121 @@ fn members_keep_their_epochs_and_partitions_across_a_restart() {
     );
     let back = hb(&env, beat("g", "m1", r1.member_epoch, &keep));
     assert_eq!(assigned(&back), Some(set(&[0, 1, 2])));
+}
+
+/// The classic member's heartbeat error code at `generation`.
+async fn classic_beat(c: &strom_group::GroupCoordinator, member: &str, generation: i32) -> i16 {
+    c.heartbeat(hb_req("g", member, generation), 3)
+        .await
+        .error_code
+}
+
+#[tokio::test]
+async fn the_last_consumer_member_leaving_turns_the_group_classic_again() {
+    let mut env = Env::new(config());
+    let classic = live_classic_group(&env.coord).await;
+    let r = hb(&env, join("g", "new", &["t"]));
+    assert_eq!(r.error_code, codes::NONE, "{:?}", r.error_message);
+    let epoch = r.member_epoch;
+    // The consumer-protocol member leaves: the group is classic again at the group epoch,
+    // and rebalancing, so its classic member is told to rejoin.
+    let left = hb(&env, beat("g", "new", epoch, &[]).with_member_epoch(-1));
+    assert_eq!((left.error_code, left.member_epoch), (codes::NONE, -1));
+    let describe = |env: &Env| {
+        let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("g")]);
+        env.coord.consumer_group_describe(&req).groups[0].error_code
+    };
+    assert_eq!(
+        describe(&env),
+        codes::GROUP_ID_NOT_FOUND,
+        "no longer a consumer group"
+    );
+    assert_eq!(
+        classic_beat(&env.coord, &classic, epoch).await,
+        codes::REBALANCE_IN_PROGRESS
+    );
+    // The classic record was written at once: a restart keeps it a classic group.
+    env.reopen();
+    assert_eq!(describe(&env), codes::GROUP_ID_NOT_FOUND);
+    // The member rejoins the classic way: it leads, and gets a generation past the epoch.
+    let rejoined = env
+        .coord
+        .join_group(join_req("g", &classic, None, &["t"]), 4, "c", "h")
+        .await;
+    assert_eq!(rejoined.error_code, codes::NONE);
+    assert_eq!(
+        rejoined.leader, rejoined.member_id,
+        "a classic leader again"
+    );
+    assert!(
+        rejoined.generation_id > epoch,
+        "{} > {epoch}",
+        rejoined.generation_id
+    );
+    assert_eq!(rejoined.members.len(), 1);
+}
+
+#[tokio::test]
+async fn without_downgrade_in_the_migration_policy_the_group_stays_a_consumer_group() {
+    let mut cfg = config();
+    cfg.consumer_migration_policy = strom_group::MigrationPolicy::Upgrade;
+    let env = Env::new(cfg);
+    let classic = live_classic_group(&env.coord).await;
+    let r = hb(&env, join("g", "new", &["t"]));
+    hb(
+        &env,
+        beat("g", "new", r.member_epoch, &[]).with_member_epoch(-1),
+    );
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("g")]);
+    let group = &env.coord.consumer_group_describe(&req).groups[0];
+    assert_eq!(group.error_code, codes::NONE);
+    assert_eq!(group.members.len(), 1);
+    assert_eq!(group.members[0].member_id.as_str(), classic);
+}
+
+#[tokio::test]
+async fn without_upgrade_in_the_migration_policy_a_live_classic_group_refuses_new_members() {
+    let mut cfg = config();
+    cfg.consumer_migration_policy = strom_group::MigrationPolicy::Disabled;
+    let env = Env::new(cfg);
+    live_classic_group(&env.coord).await;
+    let r = hb(&env, join("g", "new", &["t"]));
+    assert_eq!(r.error_code, codes::GROUP_ID_NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_classic_member_that_does_not_rejoin_in_time_is_fenced() {
+    let env = Env::new(config());
+    let classic = live_classic_group(&env.coord).await;
+    let r = hb(&env, join("g", "new", &["t"]));
+    // Told to rejoin, the classic member keeps heartbeating but never sends JoinGroup.
+    assert_eq!(
+        classic_beat(&env.coord, &classic, 1).await,
+        codes::REBALANCE_IN_PROGRESS
+    );
+    let mut epoch = r.member_epoch;
+    let mut got = BTreeSet::new();
+    for _ in 0..4 {
+        env.advance(i64::from(REBALANCE_MS) / 4 + 1);
+        // Its session stays alive; only the join timeout can remove it.
+        classic_beat(&env.coord, &classic, 1).await;
+        let r = hb(&env, beat("g", "new", epoch, &[]));
+        epoch = r.member_epoch;
+        if let Some(a) = assigned(&r) {
+            got = a;
+        }
+    }
+    env.coord.tick();
+    let r = hb(
+        &env,
+        beat("g", "new", epoch, &got.iter().copied().collect::<Vec<_>>()),
+    );
+    if let Some(a) = assigned(&r) {
+        got = a;
+    }
+    assert_eq!(got, set(&[0, 1, 2]), "the fenced member's partitions moved");
+    assert_eq!(
+        classic_beat(&env.coord, &classic, 1).await,
+        codes::UNKNOWN_MEMBER_ID
+    );
 }

@@ -6,8 +6,7 @@
 //! returns the member's assignment, and Heartbeat answers REBALANCE_IN_PROGRESS when the
 //! member must rejoin to move on. Kafka's `classicGroup*ToConsumerGroup` are the reference.
 //!
-//! Not done: the downgrade back to a classic group when the last consumer-protocol member
-//! leaves (the group stays a consumer group, which its classic members do not notice).
+//! The way back, when the last consumer-protocol member leaves, is `downgrade`.
 
 use std::collections::BTreeMap;
 
@@ -123,6 +122,8 @@ pub(crate) fn join(
     });
     next.session_deadline_ms = now_ms.saturating_add(i64::from(a.session_timeout_ms.max(0)));
     next.revocation_deadline_ms = revocation_deadline(&before, &next, now_ms);
+    // Kafka's sync timeout: SyncGroup must follow within the rebalance timeout.
+    next.classic_deadline_ms = Some(rebalance_deadline(&next, now_ms));
     let outcome = JoinOutcome {
         error: codes::NONE,
         generation_id: next.member_epoch,
@@ -135,6 +136,11 @@ pub(crate) fn join(
     };
     cg.members.insert(member_id, next);
     outcome
+}
+
+/// When a classic member that must join or sync is fenced: its rebalance timeout from now.
+fn rebalance_deadline(m: &ConsumerMember, now_ms: i64) -> i64 {
+    now_ms.saturating_add(i64::from(m.rebalance_timeout_ms.max(0)))
 }
 
 /// The classic member named by a request, with Kafka's identity checks.
@@ -179,8 +185,11 @@ pub(crate) fn sync(g: &mut Group, a: &SyncArgs<'_>, now_ms: i64) -> SyncOutcome 
         return SyncOutcome::error(codes::INCONSISTENT_GROUP_PROTOCOL);
     }
     if group_epoch > m.member_epoch && m.state != MemberState::UnrevokedPartitions {
+        m.classic_deadline_ms
+            .get_or_insert(rebalance_deadline(m, now_ms));
         return SyncOutcome::error(codes::REBALANCE_IN_PROGRESS);
     }
+    m.classic_deadline_ms = None;
     m.session_deadline_ms = now_ms.saturating_add(i64::from(classic.session_timeout_ms.max(0)));
     let assigned = m.assigned.clone();
     SyncOutcome {
@@ -226,6 +235,9 @@ pub(crate) fn heartbeat(
         || m.state == MemberState::UnrevokedPartitions
         || (m.state == MemberState::UnreleasedPartitions && !waiting);
     if rejoin {
+        // Kafka's join timeout: the member is fenced unless it rejoins in time.
+        m.classic_deadline_ms
+            .get_or_insert(rebalance_deadline(m, now_ms));
         codes::REBALANCE_IN_PROGRESS
     } else {
         codes::NONE

@@ -218,6 +218,7 @@ fn is_subset(owned: &Option<Assignment>, of: &Assignment) -> bool {
 /// The group a heartbeat acts on: an empty classic group converts (Kafka converts an empty
 /// classic group when a consumer-protocol member joins); a live one is not a consumer group.
 fn consumer_group<'g>(
+    config: &GroupConfig,
     catalog: &dyn TopicCatalog,
     groups: &'g mut std::collections::HashMap<String, Group>,
     group_id: &str,
@@ -248,7 +249,11 @@ fn consumer_group<'g>(
         if empty_classic && !create {
             return Err(lost());
         }
-        if create && !empty_classic && super::classic_members::upgrade(catalog, g, now_ms) {
+        if create
+            && !empty_classic
+            && config.consumer_migration_policy.upgrade()
+            && super::classic_members::upgrade(catalog, g, now_ms)
+        {
             return Ok(g);
         }
         if !(create && empty_classic) {
@@ -277,6 +282,7 @@ fn heartbeat_locked(
     now_ms: i64,
 ) -> Result<ConsumerGroupHeartbeatResponse, Refusal> {
     let g = consumer_group(
+        config,
         catalog,
         groups,
         beat.group_id,
@@ -302,6 +308,19 @@ fn heartbeat_locked(
     if beat.member_id.is_empty() {
         beat.member_id = Uuid::new_v4().to_string();
     }
+    if beat.member_epoch == LEAVE_EPOCH
+        && cg
+            .members
+            .get(&beat.member_id)
+            .is_some_and(|m| m.classic.is_none())
+        && super::downgrade::leave_by_downgrade(config, g, &beat.member_id, "it left", now_ms)
+    {
+        return Ok(left_response(config, &beat));
+    }
+    let cg = g
+        .consumer
+        .as_mut()
+        .ok_or_else(|| refuse(codes::UNKNOWN_SERVER_ERROR, "not a consumer group"))?;
     if beat.member_epoch == LEAVE_EPOCH || beat.member_epoch == STATIC_LEAVE_EPOCH {
         return leave(config, &group_id, cg, &beat);
     }
@@ -495,10 +514,14 @@ fn leave(
         cg.group_epoch += 1;
         tracing::info!(group = %group_id, member = %beat.member_id, epoch = cg.group_epoch, "member left the consumer group");
     }
-    Ok(ConsumerGroupHeartbeatResponse::default()
+    Ok(left_response(config, beat))
+}
+
+fn left_response(config: &GroupConfig, beat: &Beat<'_>) -> ConsumerGroupHeartbeatResponse {
+    ConsumerGroupHeartbeatResponse::default()
         .with_member_id(Some(StrBytes::from_string(beat.member_id.clone())))
         .with_member_epoch(beat.member_epoch)
-        .with_heartbeat_interval_ms(config.consumer_heartbeat_interval_ms))
+        .with_heartbeat_interval_ms(config.consumer_heartbeat_interval_ms)
 }
 
 /// Re-resolves regexes and the subscribed topics' ids and partition counts; true when either
@@ -574,9 +597,14 @@ fn wire_assignment(a: &Assignment) -> WireAssignment {
     )
 }
 
-/// Removes members whose session ended and members that did not revoke within their
-/// rebalance timeout (both are fenced: their partitions go to others).
-pub(crate) fn on_timers(group_id: &str, cg: &mut ConsumerGroup, now_ms: i64) {
+/// Removes members whose session ended, members that did not revoke within their rebalance
+/// timeout, and classic members that did not rejoin or sync in time (all are fenced: their
+/// partitions go to others). The last consumer-protocol member fenced among classic ones
+/// turns the group classic (`downgrade`).
+pub(crate) fn on_timers(config: &GroupConfig, g: &mut Group, now_ms: i64) {
+    let Some(cg) = g.consumer.as_deref() else {
+        return;
+    };
     let expired: Vec<(String, &'static str)> = cg
         .members
         .values()
@@ -588,14 +616,26 @@ pub(crate) fn on_timers(group_id: &str, cg: &mut ConsumerGroup, now_ms: i64) {
                     m.member_id.clone(),
                     "it did not revoke its partitions within its rebalance timeout",
                 ))
+            } else if m.classic_deadline_ms.is_some_and(|d| d <= now_ms) {
+                Some((
+                    m.member_id.clone(),
+                    "the classic member did not rejoin or sync within its rebalance timeout",
+                ))
             } else {
                 None
             }
         })
         .collect();
     for (id, why) in expired {
+        if super::downgrade::leave_by_downgrade(config, g, &id, why, now_ms) {
+            // A classic group now: its own timers take over.
+            return;
+        }
+        let Some(cg) = g.consumer.as_deref_mut() else {
+            return;
+        };
         cg.remove_member(&id);
         cg.group_epoch += 1;
-        tracing::info!(group = %group_id, member = %id, epoch = cg.group_epoch, "consumer group member fenced: {why}");
+        tracing::info!(group = %g.group_id, member = %id, epoch = cg.group_epoch, "consumer group member fenced: {why}");
     }
 }

@@ -14,6 +14,7 @@
 //! - `classic_members`: members that keep the classic protocol inside a KIP-848 group, and
 //!   the online upgrade of a live classic group (Kafka 4's migration).
 //! - `classic_wire`: the embedded consumer protocol those members speak.
+//! - `downgrade`: back to a classic group when the last consumer-protocol member leaves.
 //!
 //! - `persist`: the group as one record of the offsets log, so that members carry on at their
 //!   epochs after a restart or a coordinator failover.
@@ -22,6 +23,7 @@ mod assignor;
 mod classic_members;
 mod classic_wire;
 mod describe;
+mod downgrade;
 mod heartbeat;
 mod model;
 mod persist;

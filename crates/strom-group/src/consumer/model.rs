@@ -56,6 +56,10 @@ pub(crate) struct ConsumerMember {
     /// Set while the member is in `UnrevokedPartitions`: it is fenced if it has not revoked
     /// by then (its rebalance timeout).
     pub revocation_deadline_ms: Option<i64>,
+    /// A classic member told to rejoin (REBALANCE_IN_PROGRESS) is fenced if no JoinGroup
+    /// comes by then; one that joined, if no SyncGroup comes by then (its rebalance timeout,
+    /// Kafka's join and sync timeouts). Not stored: a restart gives a fresh start.
+    pub classic_deadline_ms: Option<i64>,
 }
 
 impl ConsumerMember {
@@ -78,6 +82,7 @@ impl ConsumerMember {
             session_deadline_ms: i64::MAX,
             classic: None,
             revocation_deadline_ms: None,
+            classic_deadline_ms: None,
         }
     }
 
@@ -224,7 +229,13 @@ impl ConsumerGroup {
     pub(crate) fn next_deadline_ms(&self) -> Option<i64> {
         self.members
             .values()
-            .flat_map(|m| [Some(m.session_deadline_ms), m.revocation_deadline_ms])
+            .flat_map(|m| {
+                [
+                    Some(m.session_deadline_ms),
+                    m.revocation_deadline_ms,
+                    m.classic_deadline_ms,
+                ]
+            })
             .flatten()
             .min()
     }

@@ -12,6 +12,7 @@ import uuid
 import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -411,3 +412,46 @@ def test_kill9_right_after_commit_returns_loses_nothing(start_broker, topic_name
     assert {p: len(v) for p, v in got.items()} == {p: 25 for p in partitions}
     assert sorted(v for vs in got.values() for v in vs) == sorted(f"c-{i}".encode() for i in range(200))
     assert "CompleteCommit" in txn_cli_once(broker, "CompleteCommit", "describe", "kill-after-commit-tx")
+
+
+def test_offsets_staged_by_an_open_transaction_are_unstable_to_read_committed(start_broker, topic_name):
+    # KIP-447: OffsetFetch with require_stable (librdkafka sends it for read_committed) answers
+    # UNSTABLE_OFFSET_COMMIT for a partition whose offset an open transaction staged, so a new
+    # member cannot start from the offset the transaction is about to replace; the client
+    # retries until the transaction ends.
+    broker = start_broker(settings=TXN_SETTINGS)
+    group = f"stable-{uuid.uuid4().hex[:8]}"
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=1)
+    helpers.produce_values(broker.bootstrap, topic_name, [f"in-{i}".encode() for i in range(10)], partition=0)
+    tp = TopicPartition(topic_name, 0)
+
+    def committed(isolation):
+        check = helpers.consumer(broker.bootstrap, group=group, **{"isolation.level": isolation})
+        try:
+            return check.committed([tp], timeout=3)[0].offset
+        except KafkaException as e:
+            return e.args[0].code()
+        finally:
+            check.close()
+
+    source = helpers.consumer(broker.bootstrap, group=group, **{"isolation.level": "read_committed"})
+    p = txn_producer(broker.bootstrap, f"stable-tx-{uuid.uuid4().hex[:6]}")
+    try:
+        source.assign([tp])
+        p.begin_transaction()
+        p.send_offsets_to_transaction([TopicPartition(topic_name, 0, 7)], source.consumer_group_metadata(), 15)
+        # Open: read_committed cannot get the offset; read_uncommitted sees the last committed
+        # one (none yet).
+        assert committed("read_committed") == KafkaError._TIMED_OUT
+        assert committed("read_uncommitted") == OFFSET_INVALID
+        p.commit_transaction(15)
+        assert committed("read_committed") == 7
+
+        p.begin_transaction()
+        p.send_offsets_to_transaction([TopicPartition(topic_name, 0, 9)], source.consumer_group_metadata(), 15)
+        assert committed("read_committed") == KafkaError._TIMED_OUT
+        p.abort_transaction(15)
+        # Aborted: stable again at the offset the first transaction committed.
+        assert committed("read_committed") == 7
+    finally:
+        source.close()

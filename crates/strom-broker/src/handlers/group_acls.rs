@@ -372,6 +372,21 @@ pub async fn offset_delete(
 /// coordinator, refused ones answered with the routing error.
 async fn fetch_routed(
     groups: &GroupRouter<'_>,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let require_stable = req.require_stable;
+    // v7 asks for one group at the top level; v8+ name theirs in the response.
+    let single_group = req.group_id.to_string();
+    let mut response = fetch_each_group(groups, req, version).await;
+    if require_stable {
+        super::unstable_offsets::mark(groups, &single_group, &mut response);
+    }
+    response
+}
+
+async fn fetch_each_group(
+    groups: &GroupRouter<'_>,
     mut req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {

@@ -29,6 +29,17 @@ impl<'a> GroupRouter<'a> {
         self.broker.group_coordinators()
     }
 
+    /// Partitions of `group` with transactional offsets staged by a transaction that has not
+    /// ended, as the transaction coordinators of this node know them (in cluster mode a
+    /// transaction coordinated on another node is not seen).
+    pub fn pending_txn_offsets(&self, group: &str) -> std::collections::BTreeSet<(String, i32)> {
+        self.broker
+            .txn_coordinators()
+            .iter()
+            .flat_map(|t| t.pending_offsets_of(group))
+            .collect()
+    }
+
     /// `items` grouped by the coordinator of their group id, and those refused with the code.
     #[allow(clippy::type_complexity)]
     pub fn split<T>(

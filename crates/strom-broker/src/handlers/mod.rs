@@ -29,6 +29,7 @@ pub mod scram_users;
 pub mod throttle;
 pub mod txn;
 pub mod txn_acls;
+mod unstable_offsets;
 
 use std::sync::Arc;
 

@@ -265,6 +265,20 @@ impl TxnCoordinator {
         self.inner.lock().txns.get(id).cloned()
     }
 
+    /// The partitions with offsets of `group` staged by a transaction that has not ended
+    /// (Kafka's pending transactional offsets, which make OffsetFetch with `require_stable`
+    /// answer UNSTABLE_OFFSET_COMMIT).
+    pub fn pending_offsets_of(&self, group: &str) -> Vec<(String, i32)> {
+        let inner = self.inner.lock();
+        inner
+            .txns
+            .values()
+            .flat_map(|meta| meta.pending_offsets.iter())
+            .filter(|o| o.group == group)
+            .map(|o| (o.topic.clone(), o.partition))
+            .collect()
+    }
+
     /// Copies of every state, in id order.
     pub fn list(&self) -> Vec<TxnMeta> {
         self.inner.lock().txns.values().cloned().collect()

@@ -455,3 +455,40 @@ def test_offsets_staged_by_an_open_transaction_are_unstable_to_read_committed(st
         assert committed("read_committed") == 7
     finally:
         source.close()
+
+
+def test_kafka_python_transactional_producer_commits_and_aborts(start_broker, topic_name):
+    # kafka-python 3.x's own transactional producer (its own protocol code): committed and
+    # aborted transactions with offsets, read back by a read_committed consumer.
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KTP
+    from kafka.structs import OffsetAndMetadata
+
+    broker = start_broker(settings=TXN_SETTINGS)
+    helpers.create_topic(broker.bootstrap, topic_name, partitions=2)
+    group = f"kp-txn-{uuid.uuid4().hex[:8]}"
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=f"kp-tx-{uuid.uuid4().hex[:6]}")
+    try:
+        p.init_transactions()
+        for i in range(6):
+            p.begin_transaction()
+            for j in range(5):
+                p.send(topic_name, key=f"t{i}".encode(), value=f"v{i}-{j}".encode(), partition=j % 2)
+            p.send_offsets_to_transaction({KTP(topic_name, 0): OffsetAndMetadata(i + 1, "", -1)}, group)
+            if i % 3 == 2:
+                p.abort_transaction()
+            else:
+                p.commit_transaction()
+    finally:
+        p.close()
+    got = read(broker.bootstrap, topic_name, [0, 1], "read_committed", expected=20)
+    want = {part: [f"v{i}-{j}".encode() for i in range(6) if i % 3 != 2 for j in range(5) if j % 2 == part]
+            for part in (0, 1)}
+    assert got == want
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        # The last committed transaction was the fifth (i=4): offset 5; the aborted sixth's 6
+        # never counts.
+        assert c.committed(KTP(topic_name, 0)) == 5
+    finally:
+        c.close()
